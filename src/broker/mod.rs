@@ -1,0 +1,53 @@
+//! RabbitMQ: names, connecting, topology and confirmed publishing.
+
+pub mod publish;
+pub mod tap;
+pub mod topology;
+
+use lapin::{Connection, ConnectionProperties};
+
+use crate::config::AmqpSettings;
+
+pub use publish::{PublishError, Publisher};
+
+/// Jobs come in here, routed by app name.
+pub const JOBS_EXCHANGE: &str = "wxcourier.jobs";
+/// Every outcome and delivery report goes out here, as `STATUS.APP`.
+pub const RESULTS_EXCHANGE: &str = "wxcourier.results";
+/// Rejected jobs, unchanged, with `x-wxcourier-error`.
+pub const DEAD_QUEUE: &str = "wxcourier.dead";
+/// Jobs whose routing key names no configured app (the jobs exchange's alternate exchange).
+pub const UNROUTED: &str = "wxcourier.unrouted";
+/// Retry copies go here and wait in the delay tier their header names.
+pub const RETRY_EXCHANGE: &str = "wxcourier.retry";
+/// Header on a dead-lettered job saying why it was rejected.
+pub const HEADER_ERROR: &str = "x-wxcourier-error";
+
+/// `wxcourier.jobs.NAME`: one queue per app so one account never blocks another.
+pub fn job_queue(app: &str) -> String {
+    format!("{JOBS_EXCHANGE}.{app}")
+}
+
+/// Opens a connection named after this process, with the custom CA for `amqps://` if set.
+pub async fn connect(settings: &AmqpSettings, name: &str) -> Result<Connection, String> {
+    let props = ConnectionProperties::default().with_connection_name(name.into());
+    let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
+    let mut tls = lapin::tcp::OwnedTLSConfig::default();
+    if let Some(path) = &settings.ca_file {
+        let pem = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read amqp.ca_file {path}: {e}"))?;
+        tls.cert_chain = Some(pem);
+    }
+    Connection::connect_with_config(settings.url.expose(), props, tls, runtime)
+        .await
+        .map_err(|e| describe_connect_error(&e))
+}
+
+/// Connection errors without the URL (it holds the broker password).
+fn describe_connect_error(e: &lapin::Error) -> String {
+    match e.kind() {
+        lapin::ErrorKind::IOError(io) => format!("cannot reach RabbitMQ ({io})"),
+        lapin::ErrorKind::ProtocolError(p) => format!("RabbitMQ refused the connection ({p})"),
+        other => format!("cannot connect to RabbitMQ ({other:?})"),
+    }
+}

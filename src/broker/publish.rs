@@ -1,0 +1,108 @@
+//! Publishing with publisher confirms and a deadline: a publish counts only once the broker
+//! has confirmed it.
+
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
+
+/// Why a publish did not count.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PublishError {
+    #[error("the broker did not confirm within {0:?} (is it blocking publishers?)")]
+    Timeout(Duration),
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    #[error("no queue took the message (returned as unroutable)")]
+    Unroutable,
+    #[error("the channel failed: {0}")]
+    Channel(String),
+}
+
+/// A confirm-mode channel shared by every task of one connection.
+#[derive(Clone)]
+pub struct Publisher {
+    channel: Channel,
+    timeout: Duration,
+}
+
+/// One message to publish.
+pub struct Message<'a> {
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub body: &'a [u8],
+    pub properties: BasicProperties,
+    /// Whether an unroutable message is an error (true for retry and dead copies, which must
+    /// land in a queue; false for results, whose consumers bind what they want).
+    pub must_route: bool,
+}
+
+impl Publisher {
+    pub async fn open(conn: &Connection, timeout: Duration) -> Result<Self, PublishError> {
+        let channel = conn
+            .create_channel()
+            .await
+            .map_err(|e| PublishError::Channel(e.to_string()))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| PublishError::Channel(e.to_string()))?;
+        Ok(Self { channel, timeout })
+    }
+
+    /// Publishes and waits for the broker's confirm, or fails by the deadline. Many calls may
+    /// run at once: their confirms are pipelined on the one channel.
+    pub async fn publish(&self, msg: Message<'_>) -> Result<(), PublishError> {
+        let work = async {
+            let confirm = self
+                .channel
+                .basic_publish(
+                    msg.exchange.into(),
+                    msg.routing_key.into(),
+                    BasicPublishOptions {
+                        mandatory: msg.must_route,
+                        ..BasicPublishOptions::default()
+                    },
+                    msg.body,
+                    msg.properties,
+                )
+                .await
+                .map_err(|e| PublishError::Channel(e.to_string()))?
+                .await
+                .map_err(|e| PublishError::Channel(e.to_string()))?;
+            match confirm {
+                Confirmation::Ack(None) => Ok(()),
+                Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable),
+                Confirmation::Nack(_) => Err(PublishError::Nacked),
+                Confirmation::NotRequested => {
+                    Err(PublishError::Channel("confirms are not enabled".into()))
+                }
+            }
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .unwrap_or(Err(PublishError::Timeout(self.timeout)))
+    }
+}
+
+/// The properties of every message wxcourier publishes itself (CONTRACT §2).
+pub fn outcome_properties(correlation_id: Option<&str>) -> BasicProperties {
+    let props = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_app_id("wxcourier".into());
+    match correlation_id {
+        Some(id) => props.with_correlation_id(id.into()),
+        None => props,
+    }
+}
+
+/// Properties for a job as a producer publishes it.
+pub fn job_properties(id: &str, headers: FieldTable) -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_message_id(id.into())
+        .with_headers(headers)
+}

@@ -1,0 +1,64 @@
+//! `wxcourier check`: is this configuration ready to run?
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::{ConfigArg, bad_config};
+use crate::broker;
+use crate::config::TokenMode;
+use crate::wechat::client::WechatClient;
+
+pub async fn run(args: ConfigArg) -> ExitCode {
+    let settings = match args.load().and_then(|s| s.require_apps().map(|_| s)) {
+        Ok(s) => s,
+        Err(e) => return bad_config(&e),
+    };
+    println!("config: ok ({} app(s))", settings.apps.len());
+    let mut ok = true;
+    match tokio::time::timeout(
+        Duration::from_secs(10),
+        broker::connect(&settings.amqp, "wxcourier check"),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => {
+            println!("broker: ok");
+            let _ = conn.close(200, "check done".into()).await;
+        }
+        Ok(Err(e)) => {
+            ok = false;
+            println!("broker: FAILED: {e}; check amqp.url and that RabbitMQ is running");
+        }
+        Err(_) => {
+            ok = false;
+            println!("broker: FAILED: no answer within 10s; check amqp.url");
+        }
+    }
+    let client = match WechatClient::new(&settings.wechat.base_url, settings.wechat.timeout.0) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("wechat: FAILED: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for (name, app) in &settings.apps {
+        let grant = match app.token_mode {
+            TokenMode::Stable => client.stable_token(&app.appid, &app.secret).await,
+            TokenMode::Classic => client.classic_token(&app.appid, &app.secret).await,
+        };
+        match grant {
+            Ok(_) => println!("app {name}: token ok"),
+            Err(e) => {
+                ok = false;
+                println!(
+                    "app {name}: FAILED: {e}; check apps.{name}.appid, its secret and the IP whitelist"
+                );
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,235 @@
+//! `wxcourier demo`: the whole flow on this machine, with the simulator in-process.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::QueuePurgeOptions;
+use lapin::types::FieldTable;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::publish::{Message, job_properties};
+use crate::broker::tap::ResultsTap;
+use crate::broker::{self, JOBS_EXCHANGE, Publisher, job_queue, topology};
+use crate::config::{AppSettings, Secret, Settings, Span, TokenMode};
+use crate::sim::{Answer, DEFAULT_APPID, DEFAULT_SECRET, SimOptions, Simulator};
+use crate::worker::{self, Context};
+
+const APP: &str = "demo";
+const TEMPLATE: &str = "ngqIpbwh8bUfcSsECmogfXcV14J0tQlEpBO27izEYtY";
+const ALICE: &str = "oia2TjuEGTNoeX76QEjQNrcURxG8";
+const BOB: &str = "oBobXXXXXXXXXXXXXXXXXXXXXXX1";
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// The broker to use.
+    #[arg(
+        long,
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        env = "WXCOURIER_AMQP__URL"
+    )]
+    amqp_url: String,
+}
+
+fn demo_settings(amqp_url: &str, base_url: String) -> Settings {
+    let mut s = Settings::default();
+    s.amqp.url = Secret::new(amqp_url);
+    s.wechat.base_url = base_url;
+    s.retry.initial_delay = Span(Duration::from_millis(500));
+    s.retry.max_delay = Span(Duration::from_secs(2));
+    s.retry.quota_pause = Span(Duration::from_secs(1));
+    s.retry.max_quota_pause = Span(Duration::from_secs(2));
+    s.retry.max_attempts = 3;
+    s.worker.drain_timeout = Span(Duration::from_secs(5));
+    s.apps.insert(
+        APP.into(),
+        AppSettings {
+            appid: DEFAULT_APPID.into(),
+            secret: Secret::new(DEFAULT_SECRET),
+            token_mode: TokenMode::Stable,
+            rate_per_second: 50.0,
+            burst: 50,
+            callback_token: None,
+            encoding_aes_key: None,
+        },
+    );
+    s
+}
+
+fn sample_jobs(run: u64) -> Vec<(String, Value)> {
+    let id = |n: &str| format!("demo-{run}-{n}");
+    let job = |n: &str, to: &str, extra: Value| {
+        let mut j = json!({
+            "id": id(n), "touser": to, "template_id": TEMPLATE,
+            "data": {"first.DATA": {"value": "Your order has shipped"}, "keyword1": {"value": n, "color": "#173177"}},
+            "meta": {"sample": n}
+        });
+        if let (Some(obj), Value::Object(more)) = (j.as_object_mut(), extra) {
+            obj.extend(more);
+        }
+        (id(n), j)
+    };
+    vec![
+        job(
+            "paid",
+            ALICE,
+            json!({"url": "https://example.com/orders/1"}),
+        ),
+        job("busy-once", BOB, json!({})),
+        job("unknown-user", "oNotAnOpenID", json!({})),
+        job("bad-color", ALICE, json!({"topcolor": "red"})),
+        job(
+            "too-late",
+            ALICE,
+            json!({"not_after": "2020-01-01T00:00:00Z"}),
+        ),
+    ]
+}
+
+pub async fn run(args: DemoArgs) -> ExitCode {
+    let sim = match Simulator::start("127.0.0.1:0", SimOptions::default()).await {
+        Ok(sim) => sim,
+        Err(e) => {
+            eprintln!("wxcourier demo: cannot start the simulator: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let settings = demo_settings(&args.amqp_url, sim.base_url());
+    let conn = match broker::connect(&settings.amqp, "wxcourier demo").await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "wxcourier demo: RabbitMQ is not reachable ({e}): start it with `rabbitmq-server -detached` \
+                 (or `scripts/services.sh`), then run the demo again."
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("simulated WeChat API on {}", sim.base_url());
+    let schedule = crate::retry::Schedule::new(&settings.retry);
+    if let Err(e) = topology::declare_all(&conn, &[APP.into()], schedule.tiers()).await {
+        eprintln!("wxcourier demo: {e}");
+        return ExitCode::FAILURE;
+    }
+    // Leftovers of an interrupted earlier demo would only confuse this one.
+    if let Ok(ch) = conn.create_channel().await {
+        let _ = ch
+            .queue_purge(job_queue(APP).as_str().into(), QueuePurgeOptions::default())
+            .await;
+    }
+    let mut tap = match ResultsTap::open(&conn, &format!("*.{APP}")).await {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("wxcourier demo: cannot subscribe to results: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ctx = match Context::new(settings.clone()) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            eprintln!("wxcourier demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(worker::run(ctx, stop.clone()));
+
+    // WeChat answers "system busy" once for Bob, so that job is retried through the broker.
+    sim.script(BOB, vec![Answer::Code(-1)]);
+    let run_id = crate::worker::pipeline::now_ms();
+    let jobs = sample_jobs(run_id);
+    let Ok(publisher) = Publisher::open(&conn, Duration::from_secs(10)).await else {
+        eprintln!("wxcourier demo: cannot open a publishing channel");
+        return ExitCode::FAILURE;
+    };
+    let publish = |id: String, body: Vec<u8>| {
+        let publisher = publisher.clone();
+        async move {
+            publisher
+                .publish(Message {
+                    exchange: JOBS_EXCHANGE,
+                    routing_key: APP,
+                    body: &body,
+                    properties: job_properties(&id, FieldTable::default()),
+                    must_route: false,
+                })
+                .await
+        }
+    };
+    println!(
+        "publishing {} sample jobs to {JOBS_EXCHANGE} (routing key {APP})",
+        jobs.len() + 2
+    );
+    for (id, job) in &jobs {
+        if publish(id.clone(), serde_json::to_vec(job).expect("json"))
+            .await
+            .is_err()
+        {
+            eprintln!("wxcourier demo: the broker did not confirm a sample job");
+            return ExitCode::FAILURE;
+        }
+    }
+    let _ = publish("not-json".into(), b"this is not JSON".to_vec()).await;
+    let mut outcomes = tap.collect(jobs.len() + 1, Duration::from_secs(20)).await;
+    // The same id again after it was sent: a duplicate, not a second message.
+    let _ = publish(
+        jobs[0].0.clone(),
+        serde_json::to_vec(&jobs[0].1).expect("json"),
+    )
+    .await;
+    outcomes.extend(tap.collect(1, Duration::from_secs(10)).await);
+
+    stop.cancel();
+    let _ = worker.await;
+    sim.stop();
+    let _ = conn.close(200, "demo done".into()).await;
+
+    print_table(&outcomes);
+    let stats = sim.stats();
+    let accepted = stats
+        .apps
+        .get(DEFAULT_APPID)
+        .map(|a| a.accepted)
+        .unwrap_or(0);
+    println!(
+        "\nthe simulator accepted {accepted} message(s); rejected jobs are kept in wxcourier.dead"
+    );
+    if outcomes.len() == jobs.len() + 2 {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "wxcourier demo: expected {} outcomes, got {}",
+            jobs.len() + 2,
+            outcomes.len()
+        );
+        ExitCode::FAILURE
+    }
+}
+
+fn print_table(outcomes: &[Value]) {
+    let text = |v: &Value| match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    println!(
+        "\n{:<34} {:<9} {:>8} {:<20} {:<5} ERROR",
+        "ID", "STATUS", "ATTEMPTS", "MSGID", "DUP"
+    );
+    for o in outcomes {
+        let mut id = text(&o["id"]);
+        if id.len() > 33 {
+            id = format!("…{}", &id[id.len() - 32..]);
+        }
+        println!(
+            "{:<34} {:<9} {:>8} {:<20} {:<5} {}",
+            id,
+            text(&o["status"]),
+            text(&o["attempts"]),
+            text(&o["msgid"]),
+            text(&o["duplicate"]),
+            text(&o["error"])
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! The command line (CONTRACT §7): one binary, one verb per job.
+
+mod check;
+mod demo;
+mod run;
+mod send;
+mod sim;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{ConfigError, Settings};
+
+/// Exit code for a configuration that cannot be used.
+pub const EXIT_BAD_CONFIG: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "wxcourier",
+    version,
+    about = "Delivers WeChat template messages from RabbitMQ, and reports every outcome."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The worker daemon: consumes every app's queue until SIGTERM/SIGINT.
+    Run(ConfigArg),
+    /// The WeChat API simulator, for tests, demos and benchmarks.
+    Sim(sim::SimArgs),
+    /// Publishes one job (or many from --file) to the jobs exchange.
+    Send(send::SendArgs),
+    /// Shows the whole flow on this machine: simulator, worker, sample jobs, outcomes.
+    Demo(demo::DemoArgs),
+    /// Validates the config, reaches the broker and fetches a token per app.
+    Check(ConfigArg),
+}
+
+#[derive(clap::Args, Clone)]
+pub struct ConfigArg {
+    /// The TOML config (default config/default.toml; if that is missing, built-in defaults).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    fn load(&self) -> Result<Settings, ConfigError> {
+        Settings::load(self.config.as_deref())
+    }
+}
+
+/// Parses the command line and runs the verb.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => run::run(args).await,
+            Command::Sim(args) => sim::run(args).await,
+            Command::Send(args) => send::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::Check(args) => check::run(args).await,
+        }
+    })
+}
+
+/// Prints a config problem as one sentence and returns the bad-config exit code.
+fn bad_config(e: &ConfigError) -> ExitCode {
+    eprintln!("wxcourier: bad config: {e}");
+    ExitCode::from(EXIT_BAD_CONFIG)
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+pub async fn termination() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

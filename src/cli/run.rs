@@ -1,0 +1,53 @@
+//! `wxcourier run`: the worker daemon.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{ConfigArg, bad_config, termination};
+use crate::worker::{self, Context};
+
+pub async fn run(args: ConfigArg) -> ExitCode {
+    let settings = match args.load().and_then(|s| s.require_apps().map(|_| s)) {
+        Ok(s) => s,
+        Err(e) => return bad_config(&e),
+    };
+    crate::telemetry::init_logging(&settings.log);
+    let ctx = match Context::new(settings) {
+        Ok(ctx) => Arc::new(ctx),
+        Err(e) => {
+            eprintln!("wxcourier: cannot start: {e}");
+            return ExitCode::from(super::EXIT_BAD_CONFIG);
+        }
+    };
+    let stop = CancellationToken::new();
+    if let Some(listen) = ctx.settings.http.listen.clone() {
+        let app = crate::http::router(ctx.health.clone());
+        if let Err(e) = crate::http::serve(&listen, app, stop.clone()).await {
+            eprintln!("wxcourier: cannot listen on http.listen {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            termination().await;
+            tracing::info!("stop requested; draining");
+            stop.cancel();
+        });
+    }
+    tracing::info!(apps = ?ctx.apps.keys().collect::<Vec<_>>(), "wxcourier starting");
+    let result = worker::run(ctx, stop.clone()).await;
+    stop.cancel();
+    match result {
+        Ok(()) => {
+            tracing::info!("stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wxcourier: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

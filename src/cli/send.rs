@@ -1,0 +1,189 @@
+//! `wxcourier send`: publishes jobs to the jobs exchange with publisher confirms.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::types::FieldTable;
+
+use super::{ConfigArg, bad_config};
+use crate::broker::publish::{Message, job_properties};
+use crate::broker::{self, JOBS_EXCHANGE, Publisher, topology};
+use crate::config::is_app_name;
+
+/// Publishes confirmed at once, pipelined on one channel.
+const CONFIRMS_IN_FLIGHT: usize = 512;
+
+#[derive(clap::Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The app (routing key) to send through.
+    #[arg(long)]
+    app: String,
+    /// The follower's OpenID.
+    #[arg(long, required_unless_present = "file")]
+    to: Option<String>,
+    /// The template ID.
+    #[arg(long, required_unless_present = "file")]
+    template: Option<String>,
+    /// Template data as key=value (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", num_args = 1..)]
+    data: Vec<String>,
+    /// Link opened when the message is tapped.
+    #[arg(long)]
+    url: Option<String>,
+    /// The job id (idempotency key); generated when absent.
+    #[arg(long)]
+    id: Option<String>,
+    /// Publish one job per line of this JSON Lines file instead.
+    #[arg(long, conflicts_with_all = ["to", "template", "data", "url", "id"])]
+    file: Option<PathBuf>,
+}
+
+pub async fn run(args: SendArgs) -> ExitCode {
+    let settings = match args.config.load() {
+        Ok(s) => s,
+        Err(e) => return bad_config(&e),
+    };
+    if !is_app_name(&args.app) {
+        eprintln!(
+            "wxcourier send: --app must be 1-32 of a-z, 0-9 and _, got {:?}",
+            args.app
+        );
+        return ExitCode::from(2);
+    }
+    let bodies = match &args.file {
+        Some(path) => match read_lines(path) {
+            Ok(lines) => lines,
+            Err(e) => {
+                eprintln!("wxcourier send: cannot read {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => match job_from_flags(&args) {
+            Ok(body) => vec![body],
+            Err(e) => {
+                eprintln!("wxcourier send: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let conn = match broker::connect(&settings.amqp, "wxcourier send").await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wxcourier send: {e}; check amqp.url and that RabbitMQ is running");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = topology::declare_exchanges(&conn).await {
+        eprintln!("wxcourier send: {e}");
+        return ExitCode::FAILURE;
+    }
+    let publisher = match Publisher::open(&conn, settings.amqp.publish_timeout.0).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("wxcourier send: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let bar = progress_bar(bodies.len(), args.file.is_some());
+    let app = args.app.as_str();
+    let publisher = &publisher;
+    let failures: usize = futures_util::stream::iter(bodies.iter())
+        .map(|body| {
+            let bar = bar.clone();
+            async move {
+                let id = job_id_of(body).unwrap_or_default();
+                let result = publisher
+                    .publish(Message {
+                        exchange: JOBS_EXCHANGE,
+                        routing_key: app,
+                        body,
+                        properties: job_properties(&id, FieldTable::default()),
+                        must_route: false,
+                    })
+                    .await;
+                bar.inc(1);
+                result.is_err() as usize
+            }
+        })
+        .buffer_unordered(CONFIRMS_IN_FLIGHT)
+        .fold(0, |acc, failed| async move { acc + failed })
+        .await;
+    bar.finish_and_clear();
+    let _ = conn.close(200, "done".into()).await;
+    if failures == 0 {
+        println!(
+            "published {} job(s) to {JOBS_EXCHANGE} with routing key {app}, all confirmed",
+            bodies.len()
+        );
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "wxcourier send: {failures} of {} job(s) were not confirmed by the broker; publish them again",
+            bodies.len()
+        );
+        ExitCode::FAILURE
+    }
+}
+
+fn progress_bar(len: usize, visible: bool) -> indicatif::ProgressBar {
+    if !visible {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} jobs {per_sec} eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+fn read_lines(path: &std::path::Path) -> std::io::Result<Vec<Vec<u8>>> {
+    let text = std::fs::read(path)?;
+    Ok(text
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .map(<[u8]>::to_vec)
+        .collect())
+}
+
+/// The job id of a body, to set as the AMQP `message_id` (the worker validates the rest).
+fn job_id_of(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: Option<String>,
+    }
+    serde_json::from_slice::<IdOnly>(body).ok()?.id
+}
+
+fn job_from_flags(args: &SendArgs) -> Result<Vec<u8>, String> {
+    let mut data = serde_json::Map::new();
+    for kv in &args.data {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("--data must be KEY=VALUE, got {kv:?}"))?;
+        data.insert(k.to_owned(), serde_json::json!({ "value": v }));
+    }
+    let id = args.id.clone().unwrap_or_else(|| {
+        let ms = crate::worker::pipeline::now_ms();
+        format!("send-{ms}-{:08x}", rand::random::<u32>())
+    });
+    let mut job = serde_json::json!({
+        "id": id,
+        "touser": args.to,
+        "template_id": args.template,
+        "data": data,
+    });
+    if let Some(url) = &args.url {
+        job["url"] = serde_json::json!(url);
+    }
+    // Validate here too, so a typo is reported now rather than as a rejected outcome later.
+    let body = serde_json::to_vec(&job).expect("a JSON value serializes");
+    crate::job::parse(&body, None).map_err(|r| format!("the job is invalid: {r}"))?;
+    Ok(body)
+}

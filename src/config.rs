@@ -1,0 +1,692 @@
+//! Typed settings: the TOML file, then `WXCOURIER_…` environment variables, then validation.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The file `run`, `check` and the other verbs read when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "config/default.toml";
+
+/// Prefix of every environment variable that overrides a key.
+pub const ENV_PREFIX: &str = "WXCOURIER_";
+
+/// Keys that hold secrets or opaque strings: read raw from the environment so that a value
+/// such as `0123` is never reinterpreted as the number 123.
+const RAW_STRING_APP_KEYS: [&str; 4] = ["secret", "callback_token", "encoding_aes_key", "appid"];
+
+/// A configuration problem, always naming the key to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("{0}")]
+    Parse(String),
+    #[error("{key} {rule}")]
+    Invalid { key: String, rule: String },
+}
+
+fn invalid(key: impl Into<String>, rule: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        rule: rule.into(),
+    }
+}
+
+/// A string that must never be printed: `Debug` and `Display` show `[redacted]`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Secret(scalar_string(d)?))
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// Accepts any scalar as a string (environment values arrive typed by guesswork).
+fn scalar_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        U(u64),
+        I(i64),
+        F(f64),
+        B(bool),
+    }
+    Ok(match Scalar::deserialize(d)? {
+        Scalar::S(s) => s,
+        Scalar::U(n) => n.to_string(),
+        Scalar::I(n) => n.to_string(),
+        Scalar::F(n) => n.to_string(),
+        Scalar::B(b) => b.to_string(),
+    })
+}
+
+/// A duration written as a string such as `"500ms"`, `"30s"`, `"2m"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Span(pub Duration);
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "a duration must be a string such as \"500ms\", \"30s\" or \"2m\"",
+            )
+        })?;
+        humantime::parse_duration(&text).map(Span).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration such as \"500ms\", \"30s\" or \"2m\" ({e})"
+            ))
+        })
+    }
+}
+
+impl Serialize for Span {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpSettings {
+    pub url: Secret,
+    pub prefetch: u16,
+    /// How long a publish may wait for its confirm before the delivery is handed back.
+    pub publish_timeout: Span,
+    /// Custom CA bundle (PEM) for `amqps://` brokers with a private CA.
+    pub ca_file: Option<String>,
+}
+
+impl Default for AmqpSettings {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            prefetch: 256,
+            publish_timeout: Span(Duration::from_secs(30)),
+            ca_file: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WechatSettings {
+    pub base_url: String,
+    pub timeout: Span,
+    /// WeChat calls in flight at once across all apps, so a slow WeChat cannot exhaust sockets.
+    pub max_in_flight: usize,
+    pub transient_codes: Vec<i64>,
+    pub quota_codes: Vec<i64>,
+    pub token_codes: Vec<i64>,
+}
+
+impl Default for WechatSettings {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.weixin.qq.com".into(),
+            timeout: Span(Duration::from_secs(10)),
+            max_in_flight: 512,
+            transient_codes: crate::wechat::errcode::DEFAULT_TRANSIENT.to_vec(),
+            quota_codes: crate::wechat::errcode::DEFAULT_QUOTA.to_vec(),
+            token_codes: crate::wechat::errcode::DEFAULT_TOKEN.to_vec(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    pub max_attempts: u32,
+    pub initial_delay: Span,
+    pub max_delay: Span,
+    pub max_age: Span,
+    pub quota_pause: Span,
+    pub max_quota_pause: Span,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: 10,
+            initial_delay: Span(Duration::from_secs(1)),
+            max_delay: Span(Duration::from_secs(600)),
+            max_age: Span(Duration::from_secs(24 * 3600)),
+            quota_pause: Span(Duration::from_secs(60)),
+            max_quota_pause: Span(Duration::from_secs(3600)),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateSettings {
+    /// `memory` or a `redis://` URL.
+    pub url: Secret,
+    /// How long a sent id is remembered (and a msgid mapped back to its job).
+    pub idempotency_ttl: Span,
+    /// Most ids remembered in memory state; the oldest are forgotten first.
+    pub memory_capacity: usize,
+}
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("memory"),
+            idempotency_ttl: Span(Duration::from_secs(7 * 24 * 3600)),
+            memory_capacity: 200_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    pub listen: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `wxcourier=debug`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// How long SIGTERM waits for in-flight jobs before closing anyway (they stay in the broker).
+    pub drain_timeout: Span,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            drain_timeout: Span(Duration::from_secs(25)),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenMode {
+    #[default]
+    Stable,
+    Classic,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSettings {
+    #[serde(default, deserialize_with = "scalar_string")]
+    pub appid: String,
+    #[serde(default)]
+    pub secret: Secret,
+    #[serde(default)]
+    pub token_mode: TokenMode,
+    #[serde(default = "default_rate")]
+    pub rate_per_second: f64,
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+    #[serde(default)]
+    pub callback_token: Option<Secret>,
+    #[serde(default)]
+    pub encoding_aes_key: Option<Secret>,
+}
+
+fn default_rate() -> f64 {
+    50.0
+}
+
+fn default_burst() -> u32 {
+    50
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub amqp: AmqpSettings,
+    pub wechat: WechatSettings,
+    pub retry: RetrySettings,
+    pub state: StateSettings,
+    pub http: HttpSettings,
+    pub log: LogSettings,
+    pub worker: WorkerSettings,
+    pub apps: BTreeMap<String, AppSettings>,
+}
+
+impl Settings {
+    /// Loads `path` (a missing file is an error unless it is the default path), layers the
+    /// environment on top and validates the result.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(path, &env)
+    }
+
+    /// As [`Settings::load`], with the environment given explicitly (for tests).
+    pub fn load_from(path: Option<&Path>, env: &[(String, String)]) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        let explicit = path.is_some();
+        let path = path.unwrap_or(Path::new(DEFAULT_CONFIG_PATH));
+        if path.exists() {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            figment = figment.merge(Toml::string(&text));
+        } else if explicit {
+            return Err(ConfigError::File {
+                path: path.display().to_string(),
+                reason: "no such file".into(),
+            });
+        }
+        let typed_env: Vec<(String, String)> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && raw_app_key(k).is_none())
+            .cloned()
+            .collect();
+        figment = figment.merge(env_provider(typed_env));
+        for (key, value) in env {
+            if let Some((app, field)) = raw_app_key(key) {
+                figment = figment.merge((format!("apps.{app}.{field}"), value.clone()));
+            }
+        }
+        let settings: Settings = figment.extract().map_err(describe_figment_error)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The verbs that send need at least one app; producers (`send`) do not.
+    pub fn require_apps(&self) -> Result<(), ConfigError> {
+        if self.apps.is_empty() {
+            return Err(invalid(
+                "apps",
+                "names no app: add an [apps.NAME] table with appid and secret",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks every rule the types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.amqp.url.expose();
+        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+            return Err(invalid("amqp.url", "must start with amqp:// or amqps://"));
+        }
+        if self.amqp.prefetch == 0 {
+            return Err(invalid("amqp.prefetch", "must be > 0"));
+        }
+        positive("amqp.publish_timeout", self.amqp.publish_timeout)?;
+        if reqwest::Url::parse(&self.wechat.base_url)
+            .map(|u| !matches!(u.scheme(), "http" | "https"))
+            .unwrap_or(true)
+        {
+            return Err(invalid(
+                "wechat.base_url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        positive("wechat.timeout", self.wechat.timeout)?;
+        if self.wechat.max_in_flight == 0 {
+            return Err(invalid("wechat.max_in_flight", "must be > 0"));
+        }
+        if self.retry.max_attempts == 0 {
+            return Err(invalid("retry.max_attempts", "must be > 0"));
+        }
+        positive("retry.initial_delay", self.retry.initial_delay)?;
+        positive("retry.quota_pause", self.retry.quota_pause)?;
+        positive("retry.max_age", self.retry.max_age)?;
+        if self.retry.max_delay < self.retry.initial_delay {
+            return Err(invalid("retry.max_delay", "must be >= retry.initial_delay"));
+        }
+        if self.retry.max_quota_pause < self.retry.quota_pause {
+            return Err(invalid(
+                "retry.max_quota_pause",
+                "must be >= retry.quota_pause",
+            ));
+        }
+        let state = self.state.url.expose();
+        if state != "memory" && !state.starts_with("redis://") && !state.starts_with("rediss://") {
+            return Err(invalid("state.url", "must be \"memory\" or a redis:// URL"));
+        }
+        if self.state.memory_capacity == 0 {
+            return Err(invalid("state.memory_capacity", "must be > 0"));
+        }
+        if let Some(listen) = &self.http.listen
+            && listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(invalid(
+                "http.listen",
+                "must be an address such as 0.0.0.0:8080",
+            ));
+        }
+        for (name, app) in &self.apps {
+            validate_app(name, app)?;
+        }
+        Ok(())
+    }
+}
+
+fn validate_app(name: &str, app: &AppSettings) -> Result<(), ConfigError> {
+    let key = |field: &str| format!("apps.{name}.{field}");
+    if !is_app_name(name) {
+        return Err(invalid(
+            format!("apps.{name}"),
+            "must be named with 1-32 of a-z, 0-9 and _",
+        ));
+    }
+    if app.appid.is_empty() {
+        return Err(invalid(key("appid"), "is missing"));
+    }
+    if app.secret.is_empty() {
+        return Err(invalid(
+            key("secret"),
+            format!(
+                "is missing: set it in the file or in {ENV_PREFIX}APPS__{}__SECRET",
+                name.to_ascii_uppercase()
+            ),
+        ));
+    }
+    if !(app.rate_per_second.is_finite() && app.rate_per_second > 0.0) {
+        return Err(invalid(key("rate_per_second"), "must be > 0"));
+    }
+    if app.burst == 0 {
+        return Err(invalid(key("burst"), "must be > 0"));
+    }
+    if let Some(aes) = &app.encoding_aes_key {
+        if crate::wechat::crypto::decode_aes_key(aes.expose()).is_none() {
+            return Err(invalid(
+                key("encoding_aes_key"),
+                "must be the 43-character EncodingAESKey from the WeChat console",
+            ));
+        }
+        if app.callback_token.is_none() {
+            return Err(invalid(
+                key("callback_token"),
+                "is required when encoding_aes_key is set",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// App names become routing keys and queue names: `[a-z0-9_]{1,32}`.
+pub fn is_app_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn positive(key: &str, span: Span) -> Result<(), ConfigError> {
+    if span.0.is_zero() {
+        return Err(invalid(key, "must be longer than 0s"));
+    }
+    Ok(())
+}
+
+/// `WXCOURIER_APPS__SHOP__SECRET` → `("shop", "secret")` for the keys read raw.
+fn raw_app_key(env_key: &str) -> Option<(String, &'static str)> {
+    let rest = env_key.strip_prefix(ENV_PREFIX)?.strip_prefix("APPS__")?;
+    let (app, field) = rest.split_once("__")?;
+    let field = field.to_ascii_lowercase();
+    let field = RAW_STRING_APP_KEYS.into_iter().find(|k| *k == field)?;
+    Some((app.to_ascii_lowercase(), field))
+}
+
+fn env_provider(
+    vars: Vec<(String, String)>,
+) -> figment::providers::Serialized<figment::value::Dict> {
+    // The nested dictionary is built here (not by figment's `Env`) so that tests can pass an
+    // environment explicitly; values are typed the way figment types environment values.
+    let mut dict = figment::value::Dict::new();
+    for (key, value) in vars {
+        let path: Vec<String> = key[ENV_PREFIX.len()..]
+            .split("__")
+            .map(|p| p.to_ascii_lowercase())
+            .collect();
+        if path.iter().any(|p| p.is_empty()) {
+            continue;
+        }
+        let parsed: figment::value::Value = value.parse().expect("parsing a value is infallible");
+        insert_path(&mut dict, &path, parsed);
+    }
+    Serialized::defaults(dict)
+}
+
+fn insert_path(dict: &mut figment::value::Dict, path: &[String], value: figment::value::Value) {
+    use figment::value::{Dict, Value};
+    let (head, rest) = path.split_first().expect("path is non-empty");
+    if rest.is_empty() {
+        dict.insert(head.clone(), value);
+        return;
+    }
+    let entry = dict
+        .entry(head.clone())
+        .or_insert_with(|| Value::from(Dict::new()));
+    if let Value::Dict(_, inner) = entry {
+        insert_path(inner, rest, value);
+    } else {
+        *entry = Value::from(Dict::new());
+        if let Value::Dict(_, inner) = entry {
+            insert_path(inner, rest, value);
+        }
+    }
+}
+
+/// Turns figment's error into one sentence that names the key.
+fn describe_figment_error(err: figment::Error) -> ConfigError {
+    let mut sentences = Vec::new();
+    for e in err {
+        let key = e.path.join(".");
+        let what = match &e.kind {
+            figment::error::Kind::UnknownField(field, _) => {
+                let full = if key.is_empty() {
+                    field.clone()
+                } else {
+                    format!("{key}.{field}")
+                };
+                format!("{full} is not a known key")
+            }
+            figment::error::Kind::MissingField(field) => {
+                let full = if key.is_empty() {
+                    field.to_string()
+                } else {
+                    format!("{key}.{field}")
+                };
+                format!("{full} is missing")
+            }
+            kind if key.is_empty() => kind.to_string(),
+            kind => format!("{key}: {kind}"),
+        };
+        sentences.push(what);
+    }
+    ConfigError::Parse(sentences.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, toml).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::load_from(Some(&path), &env)
+    }
+
+    const MINIMAL: &str = "[apps.shop]\nappid = \"wx1\"\nsecret = \"s\"\n";
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let s = load(MINIMAL, &[]).unwrap();
+        assert_eq!(s.amqp.prefetch, 256);
+        assert_eq!(s.wechat.timeout.0, Duration::from_secs(10));
+        assert_eq!(s.retry.max_attempts, 10);
+        assert_eq!(s.retry.max_delay.0, Duration::from_secs(600));
+        assert_eq!(s.retry.max_age.0, Duration::from_secs(86400));
+        assert_eq!(s.retry.quota_pause.0, Duration::from_secs(60));
+        assert_eq!(s.retry.max_quota_pause.0, Duration::from_secs(3600));
+        assert_eq!(s.state.url.expose(), "memory");
+        assert_eq!(s.apps["shop"].token_mode, TokenMode::Stable);
+        assert_eq!(s.apps["shop"].rate_per_second, 50.0);
+        assert_eq!(s.apps["shop"].burst, 50);
+        assert!(s.http.listen.is_none());
+    }
+
+    #[test]
+    fn environment_overrides_the_file_with_double_underscore_nesting() {
+        let s = load(
+            MINIMAL,
+            &[
+                ("WXCOURIER_RETRY__MAX_ATTEMPTS", "3"),
+                ("WXCOURIER_RETRY__INITIAL_DELAY", "250ms"),
+                ("WXCOURIER_APPS__SHOP__RATE_PER_SECOND", "20"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.retry.max_attempts, 3);
+        assert_eq!(s.retry.initial_delay.0, Duration::from_millis(250));
+        assert_eq!(s.apps["shop"].rate_per_second, 20.0);
+    }
+
+    #[test]
+    fn a_secret_can_come_from_the_environment_only_and_keeps_leading_zeros() {
+        let s = load(
+            "[apps.shop]\nappid = \"wx1\"\n",
+            &[("WXCOURIER_APPS__SHOP__SECRET", "0123")],
+        )
+        .unwrap();
+        assert_eq!(s.apps["shop"].secret.expose(), "0123");
+    }
+
+    #[test]
+    fn a_missing_secret_names_the_key_and_the_variable() {
+        let err = load("[apps.shop]\nappid = \"wx1\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("apps.shop.secret is missing"), "{err}");
+        assert!(err.contains("WXCOURIER_APPS__SHOP__SECRET"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let err = load(&format!("{MINIMAL}[retry]\nmax_atempts = 3\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_atempts"), "{err}");
+        assert!(err.contains("not a known key"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_duration_is_named() {
+        let err = load(&format!("{MINIMAL}[retry]\nmax_delay = \"soon\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("retry.max_delay"), "{err}");
+    }
+
+    #[test]
+    fn a_number_where_a_duration_belongs_is_named() {
+        let err = load(&format!("{MINIMAL}[wechat]\ntimeout = 10\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("wechat.timeout"), "{err}");
+    }
+
+    #[test]
+    fn a_zero_rate_is_refused_with_the_key() {
+        let err = load(&format!("{MINIMAL}rate_per_second = 0\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "apps.shop.rate_per_second must be > 0");
+    }
+
+    #[test]
+    fn an_app_name_outside_the_alphabet_is_refused() {
+        let err = load("[apps.Shop]\nappid = \"wx1\"\nsecret = \"s\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("apps.Shop"), "{err}");
+    }
+
+    #[test]
+    fn malformed_toml_is_an_error_not_a_panic() {
+        assert!(load("[apps.shop\nappid=", &[]).is_err());
+    }
+
+    #[test]
+    fn a_missing_explicit_file_is_an_error() {
+        let err = Settings::load_from(Some(Path::new("/nonexistent/x.toml")), &[]).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/x.toml"));
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = load(MINIMAL, &[]).unwrap();
+        let shown = format!("{:?}", s);
+        assert!(!shown.contains("secret = \"s\""));
+        assert!(shown.contains("[redacted]"));
+        assert!(!format!("{:?}", s.amqp.url).contains("guest"));
+    }
+}

@@ -1,0 +1,32 @@
+//! # wxcourier — a WeChat template-message delivery worker
+//!
+//! # Layout
+//!
+//! Jobs flow through the modules in this order, and data only moves forward:
+//!
+//! - [`config`]: typed settings from the TOML file and `WXCOURIER_…` variables, validated.
+//! - [`job`]: the job wire format and its validation into a `Job` or a `Rejection`.
+//! - [`outcome`]: the outcome and delivery-report wire formats and their routing keys.
+//! - [`retry`]: the backoff schedule, delay tiers and the retry state carried in headers.
+//! - [`state`]: idempotency (sent ids and their msgids) and msgid → job.
+//! - [`limiter`]: per-app send rate and the global cap on WeChat calls in flight.
+//! - [`wechat`]: HTTP calls, the errcode table, the token keeper, callback crypto.
+//! - [`broker`]: RabbitMQ topology, confirmed publishing, the retry and dead-letter copies.
+//! - [`worker`]: one job's pipeline (`process`) and the consumers that run it.
+//! - [`http`]: `/healthz`, `/readyz`.
+//! - [`sim`]: the WeChat API simulator used by tests, the demo and benchmarks.
+//! - [`cli`]: the `run`, `sim`, `send`, `demo` and `check` verbs.
+
+pub mod broker;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod job;
+pub mod limiter;
+pub mod outcome;
+pub mod retry;
+pub mod sim;
+pub mod state;
+pub mod telemetry;
+pub mod wechat;
+pub mod worker;

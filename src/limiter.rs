@@ -1,0 +1,92 @@
+//! How fast each app may send (a GCRA bucket per app), and the global cap on WeChat calls in
+//! flight so a slow WeChat cannot exhaust sockets or memory.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::AppSettings;
+
+/// One app's send rate, local to this instance.
+pub struct AppLimiter {
+    bucket: DefaultDirectRateLimiter,
+}
+
+impl AppLimiter {
+    pub fn new(app: &AppSettings) -> Self {
+        let period = Duration::from_secs_f64(1.0 / app.rate_per_second);
+        let burst = NonZeroU32::new(app.burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst);
+        Self {
+            bucket: RateLimiter::direct(quota),
+        }
+    }
+
+    /// Waits for this app's turn. Called right before a send, holding no connection.
+    pub async fn until_ready(&self) {
+        self.bucket.until_ready().await;
+    }
+}
+
+/// The cap on WeChat calls in flight across all apps.
+#[derive(Clone)]
+pub struct InFlight {
+    slots: Arc<Semaphore>,
+}
+
+impl InFlight {
+    pub fn new(max: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(max)),
+        }
+    }
+
+    pub async fn acquire(&self) -> OwnedSemaphorePermit {
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Secret, TokenMode};
+
+    fn app(rate: f64, burst: u32) -> AppSettings {
+        AppSettings {
+            appid: "wx".into(),
+            secret: Secret::new("s"),
+            token_mode: TokenMode::Stable,
+            rate_per_second: rate,
+            burst,
+            callback_token: None,
+            encoding_aes_key: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_passes_at_once_then_the_rate_holds() {
+        let l = AppLimiter::new(&app(50.0, 10));
+        let start = std::time::Instant::now();
+        for _ in 0..10 {
+            l.until_ready().await;
+        }
+        assert!(start.elapsed() < Duration::from_millis(50));
+        for _ in 0..10 {
+            l.until_ready().await;
+        }
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(180) && took < Duration::from_millis(400),
+            "{took:?}"
+        );
+    }
+}

@@ -1,0 +1,268 @@
+//! The outcome and delivery-report wire formats (CONTRACT §2) and their routing keys.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// The final status of a send job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SendStatus {
+    Sent,
+    Failed,
+    Rejected,
+    Expired,
+}
+
+impl SendStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendStatus::Sent => "sent",
+            SendStatus::Failed => "failed",
+            SendStatus::Rejected => "rejected",
+            SendStatus::Expired => "expired",
+        }
+    }
+}
+
+/// One job's final outcome, published to `wxcourier.results` as `STATUS.APP`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SendOutcome {
+    pub kind: String,
+    pub id: Option<String>,
+    pub app: String,
+    pub status: SendStatus,
+    pub touser: Option<String>,
+    pub template_id: Option<String>,
+    pub msgid: Option<u64>,
+    pub errcode: Option<i64>,
+    pub errmsg: Option<String>,
+    pub attempts: u32,
+    pub duplicate: bool,
+    pub error: Option<String>,
+    pub meta: Option<Value>,
+    pub finished_at: String,
+}
+
+impl SendOutcome {
+    /// An outcome with every optional field empty; the callers fill in what they know.
+    pub fn new(app: &str, status: SendStatus) -> Self {
+        Self {
+            kind: "send".into(),
+            id: None,
+            app: app.into(),
+            status,
+            touser: None,
+            template_id: None,
+            msgid: None,
+            errcode: None,
+            errmsg: None,
+            attempts: 0,
+            duplicate: false,
+            error: None,
+            meta: None,
+            finished_at: timestamp_now(),
+        }
+    }
+
+    pub fn routing_key(&self) -> String {
+        routing_key(self.status.as_str(), &self.app)
+    }
+}
+
+/// What WeChat reported about a message it had accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Delivered,
+    Blocked,
+    DeliveryFailed,
+}
+
+impl DeliveryStatus {
+    /// Maps WeChat's `Status` text: `success`, `failed:user block`, any other `failed…`.
+    pub fn from_wechat(status: &str) -> Self {
+        let s = status.trim();
+        if s == "success" {
+            DeliveryStatus::Delivered
+        } else if s
+            .strip_prefix("failed")
+            .map(|r| r.trim_start_matches(':').trim())
+            == Some("user block")
+        {
+            DeliveryStatus::Blocked
+        } else {
+            DeliveryStatus::DeliveryFailed
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Blocked => "blocked",
+            DeliveryStatus::DeliveryFailed => "delivery_failed",
+        }
+    }
+}
+
+/// A `TEMPLATESENDJOBFINISH` event tied back to its job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryReport {
+    pub kind: String,
+    pub app: String,
+    pub status: DeliveryStatus,
+    pub msgid: u64,
+    pub touser: String,
+    pub wechat_status: String,
+    pub id: Option<String>,
+    pub meta: Option<Value>,
+    pub event_time: i64,
+}
+
+impl DeliveryReport {
+    pub fn routing_key(&self) -> String {
+        routing_key(self.status.as_str(), &self.app)
+    }
+}
+
+/// `STATUS.APP`, the routing key of every message on `wxcourier.results`.
+pub fn routing_key(status: &str, app: &str) -> String {
+    format!("{status}.{app}")
+}
+
+/// Now, as RFC 3339 in UTC with milliseconds: `2026-11-28T09:12:03.120Z`.
+pub fn timestamp_now() -> String {
+    format_timestamp(OffsetDateTime::now_utc())
+}
+
+pub fn format_timestamp(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let t = t
+        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .unwrap_or(t);
+    let text = t.format(&Rfc3339).unwrap_or_default();
+    // Rfc3339 drops trailing zero fractions; pin exactly three digits for consumers.
+    match text.find('.') {
+        Some(dot) => {
+            let frac: String = text[dot + 1..text.len() - 1]
+                .chars()
+                .chain("000".chars())
+                .take(3)
+                .collect();
+            format!("{}.{}Z", &text[..dot], frac)
+        }
+        None => format!("{}.000Z", &text[..text.len() - 1]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_send_outcome_has_exactly_the_contract_fields() {
+        let mut o = SendOutcome::new("default", SendStatus::Sent);
+        o.id = Some("order-1842-paid".into());
+        o.touser = Some("oia2TjuEGTNoeX76QEjQNrcURxG8".into());
+        o.template_id = Some("tpl".into());
+        o.msgid = Some(200228332);
+        o.errcode = Some(0);
+        o.errmsg = Some("ok".into());
+        o.attempts = 1;
+        o.meta = Some(json!({"order": 1842}));
+        o.finished_at = "2026-11-28T09:12:03.120Z".into();
+        let v = serde_json::to_value(&o).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "kind": "send", "id": "order-1842-paid", "app": "default", "status": "sent",
+                "touser": "oia2TjuEGTNoeX76QEjQNrcURxG8", "template_id": "tpl",
+                "msgid": 200228332, "errcode": 0, "errmsg": "ok", "attempts": 1,
+                "duplicate": false, "error": null, "meta": {"order": 1842},
+                "finished_at": "2026-11-28T09:12:03.120Z"
+            })
+        );
+        assert_eq!(o.routing_key(), "sent.default");
+    }
+
+    #[test]
+    fn msgid_above_2_pow_53_survives_the_round_trip() {
+        let mut o = SendOutcome::new("a", SendStatus::Sent);
+        o.msgid = Some(u64::MAX - 1);
+        let text = serde_json::to_string(&o).unwrap();
+        assert!(text.contains("\"msgid\":18446744073709551614"));
+        let back: SendOutcome = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.msgid, Some(u64::MAX - 1));
+    }
+
+    #[test]
+    fn statuses_and_routing_keys() {
+        for (s, key) in [
+            (SendStatus::Failed, "failed.shop"),
+            (SendStatus::Rejected, "rejected.shop"),
+            (SendStatus::Expired, "expired.shop"),
+        ] {
+            assert_eq!(SendOutcome::new("shop", s).routing_key(), key);
+        }
+    }
+
+    #[test]
+    fn wechat_delivery_texts_map_to_statuses() {
+        assert_eq!(
+            DeliveryStatus::from_wechat("success"),
+            DeliveryStatus::Delivered
+        );
+        assert_eq!(
+            DeliveryStatus::from_wechat("failed:user block"),
+            DeliveryStatus::Blocked
+        );
+        assert_eq!(
+            DeliveryStatus::from_wechat("failed: user block"),
+            DeliveryStatus::Blocked
+        );
+        assert_eq!(
+            DeliveryStatus::from_wechat("failed: system failed"),
+            DeliveryStatus::DeliveryFailed
+        );
+        assert_eq!(
+            DeliveryStatus::from_wechat("failed:freq limit"),
+            DeliveryStatus::DeliveryFailed
+        );
+        assert_eq!(
+            DeliveryStatus::from_wechat("something new"),
+            DeliveryStatus::DeliveryFailed
+        );
+    }
+
+    #[test]
+    fn a_delivery_report_pins_its_wire_format() {
+        let r = DeliveryReport {
+            kind: "delivery".into(),
+            app: "default".into(),
+            status: DeliveryStatus::DeliveryFailed,
+            msgid: 200163836,
+            touser: "oia2".into(),
+            wechat_status: "failed: system failed".into(),
+            id: None,
+            meta: None,
+            event_time: 1395658920,
+        };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            json!({"kind": "delivery", "app": "default", "status": "delivery_failed",
+                   "msgid": 200163836, "touser": "oia2", "wechat_status": "failed: system failed",
+                   "id": null, "meta": null, "event_time": 1395658920})
+        );
+        assert_eq!(r.routing_key(), "delivery_failed.default");
+    }
+
+    #[test]
+    fn timestamps_always_have_three_fraction_digits() {
+        let t = OffsetDateTime::from_unix_timestamp(1_764_321_123).unwrap();
+        assert_eq!(format_timestamp(t), "2025-11-28T09:12:03.000Z");
+        let t = t + time::Duration::milliseconds(120);
+        assert_eq!(format_timestamp(t), "2025-11-28T09:12:03.120Z");
+    }
+}

@@ -1,0 +1,277 @@
+//! The retry schedule as data plus pure functions: backoff, jitter, delay tiers, and the
+//! retry state that travels in message headers.
+
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+
+use crate::config::RetrySettings;
+
+/// Header: send calls made for the job so far.
+pub const HEADER_ATTEMPTS: &str = "x-wxcourier-attempts";
+/// Header: when the job was first tried, in milliseconds since the Unix epoch.
+pub const HEADER_FIRST_TRY: &str = "x-wxcourier-first-try";
+/// Header: consecutive 45009 answers the job has seen.
+pub const HEADER_QUOTA_STRIKES: &str = "x-wxcourier-quota-strikes";
+/// Header on a retry copy: which delay tier queue it waits in (the retry exchange's binding).
+pub const HEADER_DELAY_TIER: &str = "x-wxcourier-delay";
+
+/// What a job carries from one try to the next.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetryState {
+    pub attempts: u32,
+    pub first_try_ms: Option<u64>,
+    pub quota_strikes: u32,
+}
+
+/// What to do after a failed try.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Wait this long (one of the tiers) in the broker, then try again.
+    RetryAfter(Duration),
+    /// Stop: the job is `failed` (or `expired`, decided by the caller) for this reason.
+    GiveUp(String),
+}
+
+/// The schedule, derived once from `[retry]`.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    settings: RetrySettings,
+    tiers: Vec<Duration>,
+}
+
+impl Schedule {
+    pub fn new(settings: &RetrySettings) -> Self {
+        Self {
+            settings: settings.clone(),
+            tiers: tiers_for(settings),
+        }
+    }
+
+    /// Every delay a retry copy can wait: one broker queue each.
+    pub fn tiers(&self) -> &[Duration] {
+        &self.tiers
+    }
+
+    pub fn settings(&self) -> &RetrySettings {
+        &self.settings
+    }
+
+    /// The un-jittered wait after `failures` transient failures (1 → `initial_delay`,
+    /// doubling to `max_delay`).
+    pub fn backoff(&self, failures: u32) -> Duration {
+        let mut steps = backon::ExponentialBuilder::new()
+            .with_min_delay(self.settings.initial_delay.0)
+            .with_max_delay(self.settings.max_delay.0)
+            .with_factor(2.0)
+            .without_max_times()
+            .build();
+        steps
+            .nth(failures.saturating_sub(1).min(64) as usize)
+            .unwrap_or(self.settings.max_delay.0)
+    }
+
+    /// The app pause (and the quota retry's wait) after `strikes` 45009 answers in a row.
+    pub fn quota_pause(&self, strikes: u32) -> Duration {
+        let first = self.settings.quota_pause.0;
+        let doubled = first.saturating_mul(1u32 << strikes.saturating_sub(1).min(20));
+        doubled.min(self.settings.max_quota_pause.0)
+    }
+
+    /// After a transient failure. `jitter` and `pick` are uniform in [0, 1): the first spreads
+    /// the wait over [½·backoff, backoff], the second rounds it to a neighbouring tier with the
+    /// probability that keeps the expected wait, so a herd of failures splits up.
+    pub fn after_transient(&self, state: &RetryState, now_ms: u64, jitter: f64, pick: f64) -> Next {
+        if state.attempts >= self.settings.max_attempts {
+            return Next::GiveUp(format!("retries ran out after {} sends", state.attempts));
+        }
+        if let Some(reason) = self.too_old(state, now_ms) {
+            return Next::GiveUp(reason);
+        }
+        let base = self.backoff(state.attempts.max(1));
+        let wanted = base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
+        Next::RetryAfter(self.round_to_tier(wanted, pick))
+    }
+
+    /// After a 45009: retry after the current pause, whatever `max_attempts` says.
+    pub fn after_quota(&self, state: &RetryState, now_ms: u64) -> Next {
+        if let Some(reason) = self.too_old(state, now_ms) {
+            return Next::GiveUp(reason);
+        }
+        Next::RetryAfter(self.round_to_tier(self.quota_pause(state.quota_strikes.max(1)), 0.0))
+    }
+
+    /// Whether the job has been trying for longer than `retry.max_age`.
+    pub fn too_old(&self, state: &RetryState, now_ms: u64) -> Option<String> {
+        let first = state.first_try_ms?;
+        let age = Duration::from_millis(now_ms.saturating_sub(first));
+        (age >= self.settings.max_age.0).then(|| {
+            format!(
+                "still unsent {} after the first try (retry.max_age)",
+                humantime::format_duration(Duration::from_secs(age.as_secs()))
+            )
+        })
+    }
+
+    /// The tier at or below `wanted`, or the next one up with probability proportional to
+    /// how close `wanted` is to it.
+    pub fn round_to_tier(&self, wanted: Duration, pick: f64) -> Duration {
+        let upper = self.tiers.iter().position(|&t| t >= wanted);
+        match upper {
+            None => *self.tiers.last().expect("at least one tier"),
+            Some(0) => self.tiers[0],
+            Some(i) if self.tiers[i] == wanted => wanted,
+            Some(i) => {
+                let (lo, hi) = (self.tiers[i - 1], self.tiers[i]);
+                let share = (wanted - lo).as_secs_f64() / (hi - lo).as_secs_f64();
+                if pick < share { hi } else { lo }
+            }
+        }
+    }
+}
+
+/// Powers of two from the shortest wait to the longest, plus the configured end points, so
+/// every configured delay is exact and the number of queues stays small.
+fn tiers_for(s: &RetrySettings) -> Vec<Duration> {
+    let lo = s.initial_delay.0.min(s.quota_pause.0);
+    let hi = s.max_delay.0.max(s.max_quota_pause.0);
+    let mut tiers = vec![
+        s.initial_delay.0,
+        s.max_delay.0,
+        s.quota_pause.0,
+        s.max_quota_pause.0,
+    ];
+    let mut t = lo;
+    while t < hi {
+        tiers.push(t);
+        t = t.saturating_mul(2);
+    }
+    for d in &mut tiers {
+        *d = Duration::from_millis(d.as_millis().max(1) as u64);
+    }
+    tiers.sort();
+    tiers.dedup();
+    tiers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Span;
+
+    fn settings() -> RetrySettings {
+        RetrySettings::default()
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn backoff_doubles_from_initial_to_max() {
+        let s = Schedule::new(&settings());
+        let got: Vec<u64> = (1..=12).map(|n| s.backoff(n).as_secs()).collect();
+        assert_eq!(got, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 600, 600]);
+        assert_eq!(s.backoff(1000), secs(600));
+    }
+
+    #[test]
+    fn default_tiers_are_few_and_cover_every_configured_delay() {
+        let s = Schedule::new(&settings());
+        let t = s.tiers();
+        assert!(t.len() <= 16, "{t:?}");
+        for d in [secs(1), secs(600), secs(60), secs(3600)] {
+            assert!(t.contains(&d), "{d:?} in {t:?}");
+        }
+        assert!(t.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn quota_pause_doubles_up_to_its_ceiling() {
+        let s = Schedule::new(&settings());
+        let got: Vec<u64> = (1..=8).map(|n| s.quota_pause(n).as_secs()).collect();
+        assert_eq!(got, [60, 120, 240, 480, 960, 1920, 3600, 3600]);
+    }
+
+    #[test]
+    fn transient_retries_stop_at_max_attempts() {
+        let s = Schedule::new(&settings());
+        let st = RetryState {
+            attempts: 10,
+            first_try_ms: Some(0),
+            quota_strikes: 0,
+        };
+        assert!(
+            matches!(s.after_transient(&st, 1, 0.5, 0.5), Next::GiveUp(r) if r.contains("10 sends"))
+        );
+        let st = RetryState { attempts: 9, ..st };
+        assert!(matches!(
+            s.after_transient(&st, 1, 0.5, 0.5),
+            Next::RetryAfter(_)
+        ));
+    }
+
+    #[test]
+    fn retries_stop_at_max_age_quota_ones_included() {
+        let s = Schedule::new(&settings());
+        let day_ms = 24 * 3600 * 1000;
+        let st = RetryState {
+            attempts: 1,
+            first_try_ms: Some(0),
+            quota_strikes: 50,
+        };
+        assert!(matches!(s.after_quota(&st, day_ms), Next::GiveUp(r) if r.contains("max_age")));
+        assert!(matches!(s.after_quota(&st, day_ms - 1), Next::RetryAfter(d) if d == secs(3600)));
+        assert!(matches!(
+            s.after_transient(&st, day_ms, 0.0, 0.0),
+            Next::GiveUp(_)
+        ));
+    }
+
+    #[test]
+    fn jittered_waits_stay_within_half_to_full_backoff_rounded_to_tiers() {
+        let s = Schedule::new(&settings());
+        for attempts in 1..=9 {
+            let base = s.backoff(attempts);
+            for j in [0.0, 0.3, 0.99] {
+                for p in [0.0, 0.5, 0.99] {
+                    let st = RetryState {
+                        attempts,
+                        first_try_ms: Some(0),
+                        quota_strikes: 0,
+                    };
+                    let Next::RetryAfter(d) = s.after_transient(&st, 0, j, p) else {
+                        panic!()
+                    };
+                    assert!(s.tiers().contains(&d));
+                    assert!(d >= base / 2 && d <= base, "{attempts}: {d:?} vs {base:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stochastic_rounding_keeps_the_expected_wait() {
+        let s = Schedule::new(&settings());
+        let wanted = Duration::from_millis(1500);
+        let n = 1000;
+        let total: f64 = (0..n)
+            .map(|i| s.round_to_tier(wanted, i as f64 / n as f64).as_secs_f64())
+            .sum();
+        assert!((total / n as f64 - 1.5).abs() < 0.01);
+        assert_eq!(s.round_to_tier(Duration::from_millis(10), 0.9), secs(1));
+        assert_eq!(s.round_to_tier(secs(100_000), 0.1), secs(3600));
+    }
+
+    #[test]
+    fn sub_second_settings_make_sub_second_tiers() {
+        let mut r = settings();
+        r.initial_delay = Span(Duration::from_millis(100));
+        r.max_delay = Span(Duration::from_millis(400));
+        r.quota_pause = Span(Duration::from_millis(300));
+        r.max_quota_pause = Span(Duration::from_millis(300));
+        let s = Schedule::new(&r);
+        let ms: Vec<u128> = s.tiers().iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, [100, 200, 300, 400]);
+    }
+}

@@ -1,0 +1,116 @@
+//! The WeChat API simulator (CONTRACT §8): token endpoints, template send, quotas,
+//! de-duplication and injectable faults, with counts for tests and benchmarks.
+
+mod model;
+mod server;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use model::Model;
+pub use model::{Answer, AppStats, Faults, SendRecord, SimStats};
+use tokio_util::sync::CancellationToken;
+
+/// The appid known when no `--app` is given.
+pub const DEFAULT_APPID: &str = "wx0000000000000000";
+/// Its secret.
+pub const DEFAULT_SECRET: &str = "secret";
+
+/// How the simulator behaves.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// `(appid, secret)` pairs it knows.
+    pub apps: Vec<(String, String)>,
+    /// Lifetime of a token (WeChat: 7200 s).
+    pub token_ttl: Duration,
+    /// How long a classic token keeps working after a newer one is issued (WeChat: 5 min).
+    pub token_grace: Duration,
+    /// Sends per app per day before 45009.
+    pub daily_quota: u64,
+    pub faults: Faults,
+    /// Most send records kept for `/sim/sends`.
+    pub record_limit: usize,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            apps: vec![(DEFAULT_APPID.into(), DEFAULT_SECRET.into())],
+            token_ttl: Duration::from_secs(7200),
+            token_grace: Duration::from_secs(300),
+            daily_quota: 1_000_000,
+            faults: Faults::default(),
+            record_limit: 100_000,
+        }
+    }
+}
+
+/// A running simulator. Dropping it does not stop it; call [`Simulator::stop`].
+#[derive(Clone)]
+pub struct Simulator {
+    addr: SocketAddr,
+    model: Arc<Model>,
+    stop: CancellationToken,
+}
+
+impl Simulator {
+    /// Binds `listen` (port 0 picks a free one) and serves in the background.
+    pub async fn start(listen: &str, options: SimOptions) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let model = Arc::new(Model::new(options));
+        let stop = CancellationToken::new();
+        let app = server::router(model.clone());
+        let shutdown = stop.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "simulator stopped");
+            }
+        });
+        Ok(Self { addr, model, stop })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL to put in `wechat.base_url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn stats(&self) -> SimStats {
+        self.model.stats()
+    }
+
+    pub fn sends(&self) -> Vec<SendRecord> {
+        self.model.sends()
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.model.set_faults(faults);
+    }
+
+    /// The next sends to `touser` get these answers, in order, before normal service.
+    pub fn script(&self, touser: &str, answers: Vec<Answer>) {
+        self.model.script(touser, answers);
+    }
+
+    /// Every token of `appid` stops working at once.
+    pub fn invalidate_tokens(&self, appid: &str) {
+        self.model.invalidate(appid);
+    }
+
+    /// Sets how many sends `appid` has left today.
+    pub fn set_quota_left(&self, appid: &str, left: u64) {
+        self.model.set_quota_left(appid, left);
+    }
+
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}

@@ -1,0 +1,685 @@
+//! The simulator's state and rules, free of HTTP: tokens, quotas, de-duplication, faults.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::SimOptions;
+
+/// How long WeChat remembers `touser` + `client_msg_id`.
+const DEDUP_WINDOW: Duration = Duration::from_secs(600);
+/// First msgid handed out: above 2^53, as WeChat's can be.
+const FIRST_MSGID: u64 = 9_007_199_254_740_993;
+
+/// Random faults, as shares of requests in [0, 1].
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Sends answered `-1` (system busy).
+    pub busy: f64,
+    /// Sends answered `45009`.
+    pub quota: f64,
+    /// Requests answered HTTP 503.
+    pub http5xx: f64,
+    /// Requests whose connection is dropped without an answer.
+    pub drop: f64,
+    /// Sends answered with a body that is not JSON.
+    pub bad_json: f64,
+    /// Added to every request.
+    pub latency_ms: u64,
+}
+
+/// A scripted answer for one send: an errcode, or one of `http500`, `drop`, `bad_json`,
+/// `hang` (answers after 60 s).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Answer {
+    Code(i64),
+    Named(String),
+}
+
+/// What the HTTP layer should do with a request.
+#[derive(Debug, PartialEq)]
+pub enum Reply {
+    Json(serde_json::Value),
+    Http(u16),
+    Drop,
+    BadJson,
+    Hang,
+}
+
+/// One send as received.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SendRecord {
+    pub appid: String,
+    pub touser: String,
+    pub client_msg_id: Option<String>,
+    pub errcode: i64,
+    pub msgid: Option<u64>,
+    pub duplicate: bool,
+    /// Milliseconds since the simulator started.
+    pub at_ms: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct AppStats {
+    pub classic_token_calls: u64,
+    pub stable_token_calls: u64,
+    pub send_calls: u64,
+    /// Sends accepted for the first time (errcode 0, not a de-duplicated repeat).
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub errcodes: BTreeMap<String, u64>,
+    pub quota_left: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SimStats {
+    pub requests: u64,
+    pub http_faults: u64,
+    pub drops: u64,
+    pub apps: BTreeMap<String, AppStats>,
+}
+
+struct TokenInfo {
+    appid: String,
+    expires: Instant,
+}
+
+struct App {
+    secret: String,
+    classic: Option<String>,
+    stable: Option<String>,
+    quota_left: u64,
+    dedup: HashMap<(String, String), (u64, Instant)>,
+    dedup_order: VecDeque<(Instant, (String, String))>,
+    stats: AppStats,
+}
+
+struct Inner {
+    options: SimOptions,
+    apps: HashMap<String, App>,
+    tokens: HashMap<String, TokenInfo>,
+    /// Old classic tokens and when they stop working.
+    retiring: VecDeque<(Instant, String)>,
+    scripts: HashMap<String, VecDeque<Answer>>,
+    next_msgid: u64,
+    records: VecDeque<SendRecord>,
+    requests: u64,
+    http_faults: u64,
+    drops: u64,
+}
+
+pub struct Model {
+    inner: Mutex<Inner>,
+    started: Instant,
+}
+
+#[derive(Deserialize)]
+struct SendBody {
+    #[serde(default)]
+    touser: Option<String>,
+    #[serde(default)]
+    template_id: Option<String>,
+    #[serde(default)]
+    data: Option<serde_json::Value>,
+    #[serde(default)]
+    client_msg_id: Option<String>,
+}
+
+fn error(errcode: i64, errmsg: &str) -> Reply {
+    Reply::Json(serde_json::json!({ "errcode": errcode, "errmsg": errmsg }))
+}
+
+fn errmsg_for(code: i64) -> &'static str {
+    match code {
+        -1 => "system error",
+        40001 => "invalid credential, access_token is invalid or not latest",
+        40003 => "invalid openid",
+        40014 => "invalid access_token",
+        40037 => "invalid template_id",
+        41006 => "access_token expired",
+        42001 => "access_token expired",
+        43004 => "require subscribe",
+        45009 => "reach max api daily quota limit",
+        45011 => "api minute-quota reach limit",
+        47001 => "data format error",
+        47003 => "argument invalid!",
+        _ => "error",
+    }
+}
+
+fn random_token() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+    let mut rng = rand::rng();
+    (0..136)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+impl Model {
+    pub fn new(options: SimOptions) -> Self {
+        let apps = options
+            .apps
+            .iter()
+            .map(|(appid, secret)| {
+                let app = App {
+                    secret: secret.clone(),
+                    classic: None,
+                    stable: None,
+                    quota_left: options.daily_quota,
+                    dedup: HashMap::new(),
+                    dedup_order: VecDeque::new(),
+                    stats: AppStats::default(),
+                };
+                (appid.clone(), app)
+            })
+            .collect();
+        Self {
+            inner: Mutex::new(Inner {
+                options,
+                apps,
+                tokens: HashMap::new(),
+                retiring: VecDeque::new(),
+                scripts: HashMap::new(),
+                next_msgid: FIRST_MSGID,
+                records: VecDeque::new(),
+                requests: 0,
+                http_faults: 0,
+                drops: 0,
+            }),
+            started: Instant::now(),
+        }
+    }
+
+    /// Latency to add before answering, and whether a random transport fault hits.
+    pub fn transport(&self) -> (Duration, Option<Reply>) {
+        let mut inner = self.inner.lock();
+        inner.requests += 1;
+        let f = inner.options.faults.clone();
+        let mut rng = rand::rng();
+        let fault = if f.drop > 0.0 && rng.random_bool(f.drop.min(1.0)) {
+            inner.drops += 1;
+            Some(Reply::Drop)
+        } else if f.http5xx > 0.0 && rng.random_bool(f.http5xx.min(1.0)) {
+            inner.http_faults += 1;
+            Some(Reply::Http(503))
+        } else {
+            None
+        };
+        (Duration::from_millis(f.latency_ms), fault)
+    }
+
+    /// `GET /cgi-bin/token` and `POST /cgi-bin/stable_token`.
+    pub fn token(
+        &self,
+        grant_type: Option<&str>,
+        appid: Option<&str>,
+        secret: Option<&str>,
+        stable: bool,
+        force: bool,
+    ) -> Reply {
+        if grant_type != Some("client_credential") {
+            return error(40002, "invalid grant_type");
+        }
+        let mut inner = self.inner.lock();
+        let inner = &mut *inner;
+        let Some(appid) = appid else {
+            return error(41002, "appid missing");
+        };
+        let Some(app) = inner.apps.get_mut(appid) else {
+            return error(40013, "invalid appid");
+        };
+        if stable {
+            app.stats.stable_token_calls += 1;
+        } else {
+            app.stats.classic_token_calls += 1;
+        }
+        if secret != Some(app.secret.as_str()) {
+            return error(40125, "invalid appsecret");
+        }
+        let now = Instant::now();
+        let ttl = inner.options.token_ttl;
+        if stable {
+            // The same token for every caller until it expires or a refresh is forced.
+            if let Some(t) = &app.stable
+                && !force
+                && let Some(info) = inner.tokens.get(t)
+                && info.expires > now
+            {
+                let left = info.expires.duration_since(now).as_secs().max(1);
+                return Reply::Json(serde_json::json!({ "access_token": t, "expires_in": left }));
+            }
+            if let Some(old) = app.stable.take() {
+                inner.tokens.remove(&old);
+            }
+        } else if let Some(old) = app.classic.take() {
+            // A new classic token retires the previous one after a grace period.
+            if let Some(info) = inner.tokens.get_mut(&old) {
+                info.expires = info.expires.min(now + inner.options.token_grace);
+            }
+            inner
+                .retiring
+                .push_back((now + inner.options.token_grace, old));
+        }
+        let token = random_token();
+        inner.tokens.insert(
+            token.clone(),
+            TokenInfo {
+                appid: appid.to_owned(),
+                expires: now + ttl,
+            },
+        );
+        if stable {
+            app.stable = Some(token.clone());
+        } else {
+            app.classic = Some(token.clone());
+        }
+        Reply::Json(serde_json::json!({ "access_token": token, "expires_in": ttl.as_secs() }))
+    }
+
+    /// `POST /cgi-bin/message/template/send`.
+    pub fn send(&self, access_token: Option<&str>, body: &[u8]) -> Reply {
+        let now = Instant::now();
+        let at_ms = now.duration_since(self.started).as_secs_f64() * 1000.0;
+        let mut inner = self.inner.lock();
+        let inner = &mut *inner;
+        while let Some((t, _)) = inner.retiring.front() {
+            if *t > now {
+                break;
+            }
+            let (_, old) = inner.retiring.pop_front().expect("front exists");
+            inner.tokens.remove(&old);
+        }
+        let Some(token) = access_token.filter(|t| !t.is_empty()) else {
+            return error(41001, "access_token missing");
+        };
+        let (appid, expired) = match inner.tokens.get(token) {
+            Some(info) => (info.appid.clone(), info.expires <= now),
+            None => return error(40001, errmsg_for(40001)),
+        };
+        let app = inner
+            .apps
+            .get_mut(&appid)
+            .expect("tokens belong to known apps");
+        app.stats.send_calls += 1;
+        let record = |inner_records: &mut VecDeque<SendRecord>, limit: usize, rec: SendRecord| {
+            if inner_records.len() >= limit {
+                inner_records.pop_front();
+            }
+            inner_records.push_back(rec);
+        };
+        let parsed: Option<SendBody> = serde_json::from_slice(body).ok();
+        let touser = parsed
+            .as_ref()
+            .and_then(|b| b.touser.clone())
+            .unwrap_or_default();
+        let cmid = parsed.as_ref().and_then(|b| b.client_msg_id.clone());
+        let answer = |code: i64, app: &mut App| {
+            *app.stats.errcodes.entry(code.to_string()).or_default() += 1;
+            code
+        };
+        if expired {
+            let code = answer(42001, app);
+            record(
+                &mut inner.records,
+                inner.options.record_limit,
+                SendRecord {
+                    appid,
+                    touser,
+                    client_msg_id: cmid,
+                    errcode: code,
+                    msgid: None,
+                    duplicate: false,
+                    at_ms,
+                },
+            );
+            return error(42001, errmsg_for(42001));
+        }
+        // A scripted answer for this user comes first.
+        if let Some(script) = inner.scripts.get_mut(&touser)
+            && let Some(next) = script.pop_front()
+        {
+            let code = match next {
+                Answer::Code(c) => c,
+                Answer::Named(n) => {
+                    return match n.as_str() {
+                        "http500" => Reply::Http(500),
+                        "drop" => Reply::Drop,
+                        "bad_json" => Reply::BadJson,
+                        _ => Reply::Hang,
+                    };
+                }
+            };
+            if code != 0 {
+                answer(code, app);
+                record(
+                    &mut inner.records,
+                    inner.options.record_limit,
+                    SendRecord {
+                        appid,
+                        touser,
+                        client_msg_id: cmid,
+                        errcode: code,
+                        msgid: None,
+                        duplicate: false,
+                        at_ms,
+                    },
+                );
+                return error(code, errmsg_for(code));
+            }
+        }
+        let Some(body) = parsed else {
+            answer(47001, app);
+            return error(47001, errmsg_for(47001));
+        };
+        let faults = &inner.options.faults;
+        let mut rng = rand::rng();
+        if faults.bad_json > 0.0 && rng.random_bool(faults.bad_json.min(1.0)) {
+            return Reply::BadJson;
+        }
+        let random_code = if faults.busy > 0.0 && rng.random_bool(faults.busy.min(1.0)) {
+            Some(-1)
+        } else if faults.quota > 0.0 && rng.random_bool(faults.quota.min(1.0)) {
+            Some(45009)
+        } else {
+            None
+        };
+        let code = random_code.or_else(|| {
+            if !is_openid(&touser) {
+                Some(40003)
+            } else if body
+                .template_id
+                .as_deref()
+                .is_none_or(|t| t.is_empty() || t.len() > 128)
+            {
+                Some(40037)
+            } else if body
+                .data
+                .as_ref()
+                .is_none_or(|d| d.as_object().is_none_or(|o| o.is_empty()))
+            {
+                Some(47003)
+            } else {
+                None
+            }
+        });
+        if let Some(code) = code {
+            answer(code, app);
+            record(
+                &mut inner.records,
+                inner.options.record_limit,
+                SendRecord {
+                    appid,
+                    touser,
+                    client_msg_id: cmid,
+                    errcode: code,
+                    msgid: None,
+                    duplicate: false,
+                    at_ms,
+                },
+            );
+            return error(code, errmsg_for(code));
+        }
+        // De-duplication on touser + client_msg_id within the window: the first msgid again.
+        while let Some((t, _)) = app.dedup_order.front() {
+            if now.duration_since(*t) < DEDUP_WINDOW {
+                break;
+            }
+            let (_, k) = app.dedup_order.pop_front().expect("front exists");
+            app.dedup.remove(&k);
+        }
+        if let Some(c) = &cmid
+            && let Some(&(msgid, _)) = app.dedup.get(&(touser.clone(), c.clone()))
+        {
+            app.stats.duplicates += 1;
+            answer(0, app);
+            record(
+                &mut inner.records,
+                inner.options.record_limit,
+                SendRecord {
+                    appid,
+                    touser,
+                    client_msg_id: cmid,
+                    errcode: 0,
+                    msgid: Some(msgid),
+                    duplicate: true,
+                    at_ms,
+                },
+            );
+            return Reply::Json(
+                serde_json::json!({ "errcode": 0, "errmsg": "ok", "msgid": msgid }),
+            );
+        }
+        if app.quota_left == 0 {
+            answer(45009, app);
+            record(
+                &mut inner.records,
+                inner.options.record_limit,
+                SendRecord {
+                    appid,
+                    touser,
+                    client_msg_id: cmid,
+                    errcode: 45009,
+                    msgid: None,
+                    duplicate: false,
+                    at_ms,
+                },
+            );
+            return error(45009, errmsg_for(45009));
+        }
+        app.quota_left -= 1;
+        let msgid = inner.next_msgid;
+        inner.next_msgid += 1;
+        if let Some(c) = &cmid {
+            app.dedup.insert((touser.clone(), c.clone()), (msgid, now));
+            app.dedup_order
+                .push_back((now, (touser.clone(), c.clone())));
+        }
+        app.stats.accepted += 1;
+        answer(0, app);
+        record(
+            &mut inner.records,
+            inner.options.record_limit,
+            SendRecord {
+                appid,
+                touser,
+                client_msg_id: cmid,
+                errcode: 0,
+                msgid: Some(msgid),
+                duplicate: false,
+                at_ms,
+            },
+        );
+        Reply::Json(serde_json::json!({ "errcode": 0, "errmsg": "ok", "msgid": msgid }))
+    }
+
+    pub fn stats(&self) -> SimStats {
+        let inner = self.inner.lock();
+        SimStats {
+            requests: inner.requests,
+            http_faults: inner.http_faults,
+            drops: inner.drops,
+            apps: inner
+                .apps
+                .iter()
+                .map(|(id, a)| {
+                    let mut s = a.stats.clone();
+                    s.quota_left = a.quota_left;
+                    (id.clone(), s)
+                })
+                .collect(),
+        }
+    }
+
+    pub fn sends(&self) -> Vec<SendRecord> {
+        self.inner.lock().records.iter().cloned().collect()
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.inner.lock().options.faults = faults;
+    }
+
+    pub fn script(&self, touser: &str, answers: Vec<Answer>) {
+        self.inner
+            .lock()
+            .scripts
+            .entry(touser.to_owned())
+            .or_default()
+            .extend(answers);
+    }
+
+    pub fn invalidate(&self, appid: &str) {
+        let mut inner = self.inner.lock();
+        inner.tokens.retain(|_, info| info.appid != appid);
+        if let Some(app) = inner.apps.get_mut(appid) {
+            app.classic = None;
+            app.stable = None;
+        }
+    }
+
+    pub fn set_quota_left(&self, appid: &str, left: u64) {
+        if let Some(app) = self.inner.lock().apps.get_mut(appid) {
+            app.quota_left = left;
+        }
+    }
+
+    pub fn reset_stats(&self) {
+        let mut inner = self.inner.lock();
+        inner.records.clear();
+        inner.requests = 0;
+        inner.http_faults = 0;
+        inner.drops = 0;
+        for app in inner.apps.values_mut() {
+            app.stats = AppStats::default();
+        }
+    }
+}
+
+/// The simulator's idea of a real OpenID: 28 characters of `[A-Za-z0-9_-]` starting with `o`.
+fn is_openid(s: &str) -> bool {
+    s.len() == 28
+        && s.starts_with('o')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const USER: &str = "oia2TjuEGTNoeX76QEjQNrcURxG8";
+
+    fn model() -> Model {
+        Model::new(SimOptions::default())
+    }
+
+    fn token(m: &Model, stable: bool) -> String {
+        match m.token(
+            Some("client_credential"),
+            Some("wx0000000000000000"),
+            Some("secret"),
+            stable,
+            false,
+        ) {
+            Reply::Json(v) => v["access_token"].as_str().unwrap().to_owned(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn send(m: &Model, token: &str, cmid: &str) -> serde_json::Value {
+        let body = serde_json::json!({"touser": USER, "template_id": "t", "data": {"k": {"value": "v"}}, "client_msg_id": cmid});
+        match m.send(Some(token), &serde_json::to_vec(&body).unwrap()) {
+            Reply::Json(v) => v,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_credentials_get_40013_and_40125() {
+        let m = model();
+        assert_eq!(
+            m.token(
+                Some("client_credential"),
+                Some("wxnope"),
+                Some("x"),
+                false,
+                false
+            ),
+            error(40013, "invalid appid")
+        );
+        assert_eq!(
+            m.token(
+                Some("client_credential"),
+                Some("wx0000000000000000"),
+                Some("x"),
+                false,
+                false
+            ),
+            error(40125, "invalid appsecret")
+        );
+    }
+
+    #[test]
+    fn a_stable_token_is_the_same_for_every_caller() {
+        let m = model();
+        assert_eq!(token(&m, true), token(&m, true));
+    }
+
+    #[test]
+    fn a_new_classic_token_retires_the_old_one_after_the_grace_period() {
+        let m = Model::new(SimOptions {
+            token_grace: Duration::from_millis(20),
+            ..SimOptions::default()
+        });
+        let old = token(&m, false);
+        let new = token(&m, false);
+        assert_ne!(old, new);
+        assert_eq!(send(&m, &old, "a")["errcode"], 0);
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(send(&m, &old, "b")["errcode"], 40001);
+        assert_eq!(send(&m, &new, "c")["errcode"], 0);
+    }
+
+    #[test]
+    fn client_msg_id_is_deduplicated() {
+        let m = model();
+        let t = token(&m, true);
+        let a = send(&m, &t, "same");
+        let b = send(&m, &t, "same");
+        assert_eq!(a["msgid"], b["msgid"]);
+        assert!(a["msgid"].as_u64().unwrap() > (1u64 << 53));
+        let s = m.stats();
+        assert_eq!(
+            (
+                s.apps["wx0000000000000000"].accepted,
+                s.apps["wx0000000000000000"].duplicates
+            ),
+            (1, 1)
+        );
+    }
+
+    #[test]
+    fn a_spent_quota_answers_45009() {
+        let m = model();
+        m.set_quota_left("wx0000000000000000", 1);
+        let t = token(&m, true);
+        assert_eq!(send(&m, &t, "1")["errcode"], 0);
+        assert_eq!(send(&m, &t, "2")["errcode"], 45009);
+    }
+
+    #[test]
+    fn expired_tokens_get_42001_and_unknown_ones_40001() {
+        let m = Model::new(SimOptions {
+            token_ttl: Duration::from_millis(10),
+            ..SimOptions::default()
+        });
+        let t = token(&m, false);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(send(&m, &t, "x")["errcode"], 42001);
+        assert_eq!(send(&m, "nope", "x")["errcode"], 40001);
+    }
+}

@@ -1,0 +1,167 @@
+//! The simulator's HTTP surface: WeChat's endpoints plus `/sim/…` control and stats.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use super::model::{Answer, Faults, Model, Reply};
+
+type Shared = State<Arc<Model>>;
+
+pub fn router(model: Arc<Model>) -> Router {
+    Router::new()
+        .route("/cgi-bin/token", get(classic_token))
+        .route("/cgi-bin/stable_token", post(stable_token))
+        .route("/cgi-bin/message/template/send", post(template_send))
+        .route("/sim/stats", get(stats))
+        .route("/sim/sends", get(sends))
+        .route("/sim/faults", post(set_faults))
+        .route("/sim/script", post(script))
+        .route("/sim/invalidate", post(invalidate))
+        .route("/sim/quota", post(quota))
+        .route("/sim/reset", post(reset))
+        .with_state(model)
+}
+
+fn respond(reply: Reply) -> Response {
+    match reply {
+        Reply::Json(v) => axum::Json(v).into_response(),
+        Reply::Http(code) => StatusCode::from_u16(code)
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            .into_response(),
+        Reply::BadJson => (
+            [("content-type", "application/json")],
+            "<html>502 Bad Gateway</html>",
+        )
+            .into_response(),
+        // A body that fails mid-stream makes the server abort the connection.
+        Reply::Drop | Reply::Hang => {
+            let stream = futures_util::stream::once(async {
+                Err::<Bytes, std::io::Error>(std::io::Error::other(
+                    "connection dropped by the simulator",
+                ))
+            });
+            Response::new(Body::from_stream(stream))
+        }
+    }
+}
+
+/// Applies latency and random transport faults, then runs `handle`.
+async fn with_transport(model: &Model, handle: impl FnOnce() -> Reply) -> Response {
+    let (latency, fault) = model.transport();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let reply = match fault {
+        Some(f) => f,
+        None => handle(),
+    };
+    if reply == Reply::Hang {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    respond(reply)
+}
+
+async fn classic_token(State(m): Shared, Query(q): Query<HashMap<String, String>>) -> Response {
+    with_transport(&m, || {
+        m.token(
+            q.get("grant_type").map(String::as_str),
+            q.get("appid").map(String::as_str),
+            q.get("secret").map(String::as_str),
+            false,
+            false,
+        )
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct StableTokenBody {
+    grant_type: Option<String>,
+    appid: Option<String>,
+    secret: Option<String>,
+    #[serde(default)]
+    force_refresh: bool,
+}
+
+async fn stable_token(State(m): Shared, body: Bytes) -> Response {
+    with_transport(&m, || {
+        match serde_json::from_slice::<StableTokenBody>(&body) {
+            Ok(b) => m.token(
+                b.grant_type.as_deref(),
+                b.appid.as_deref(),
+                b.secret.as_deref(),
+                true,
+                b.force_refresh,
+            ),
+            Err(_) => {
+                Reply::Json(serde_json::json!({"errcode": 47001, "errmsg": "data format error"}))
+            }
+        }
+    })
+    .await
+}
+
+async fn template_send(
+    State(m): Shared,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    with_transport(&m, || {
+        m.send(q.get("access_token").map(String::as_str), &body)
+    })
+    .await
+}
+
+async fn stats(State(m): Shared) -> Response {
+    axum::Json(m.stats()).into_response()
+}
+
+async fn sends(State(m): Shared) -> Response {
+    axum::Json(m.sends()).into_response()
+}
+
+async fn set_faults(State(m): Shared, axum::Json(f): axum::Json<Faults>) -> StatusCode {
+    m.set_faults(f);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct ScriptBody {
+    touser: String,
+    answers: Vec<Answer>,
+}
+
+async fn script(State(m): Shared, axum::Json(s): axum::Json<ScriptBody>) -> StatusCode {
+    m.script(&s.touser, s.answers);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct AppBody {
+    appid: String,
+    left: Option<u64>,
+}
+
+async fn invalidate(State(m): Shared, axum::Json(a): axum::Json<AppBody>) -> StatusCode {
+    m.invalidate(&a.appid);
+    StatusCode::NO_CONTENT
+}
+
+async fn quota(State(m): Shared, axum::Json(a): axum::Json<AppBody>) -> StatusCode {
+    m.set_quota_left(&a.appid, a.left.unwrap_or(0));
+    StatusCode::NO_CONTENT
+}
+
+async fn reset(State(m): Shared) -> StatusCode {
+    m.reset_stats();
+    StatusCode::NO_CONTENT
+}

@@ -1,0 +1,186 @@
+//! The HTTP calls to WeChat: the two token endpoints and template send. No URL, token or secret
+//! ever reaches an error from here.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::Secret;
+
+/// A failure to get a usable answer at all: always worth retrying later.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    #[error("WeChat call timed out")]
+    Timeout,
+    #[error("cannot reach WeChat: {0}")]
+    Connect(String),
+    #[error("WeChat answered HTTP {0}")]
+    Status(u16),
+    #[error("WeChat's answer was not the expected JSON: {0}")]
+    Body(String),
+}
+
+impl CallError {
+    /// reqwest errors name the URL, which holds the access token: keep only the kind and the
+    /// cause's words, never the URL.
+    fn from_reqwest(err: reqwest::Error) -> Self {
+        if err.is_timeout() {
+            return CallError::Timeout;
+        }
+        if let Some(status) = err.status() {
+            return CallError::Status(status.as_u16());
+        }
+        let err = err.without_url();
+        let mut text = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        if err.is_decode() {
+            CallError::Body(text)
+        } else {
+            CallError::Connect(text)
+        }
+    }
+}
+
+/// Why a token could not be had.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TokenError {
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error("WeChat refused the token request: errcode {errcode} ({errmsg})")]
+    Refused { errcode: i64, errmsg: String },
+}
+
+/// An access token with how long WeChat says it lives.
+#[derive(Clone, Debug)]
+pub struct Grant {
+    pub token: Secret,
+    pub expires_in: Duration,
+}
+
+/// WeChat's answer to a template send.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct SendReply {
+    pub errcode: i64,
+    #[serde(default)]
+    pub errmsg: String,
+    #[serde(default)]
+    pub msgid: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct TokenReply {
+    access_token: Option<String>,
+    expires_in: Option<u64>,
+    #[serde(default)]
+    errcode: i64,
+    #[serde(default)]
+    errmsg: String,
+}
+
+/// One pooled HTTP client for every app.
+#[derive(Clone)]
+pub struct WechatClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl WechatClient {
+    pub fn new(base_url: &str, timeout: Duration) -> Result<Self, CallError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(1024)
+            .user_agent(concat!("wxcourier/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(CallError::from_reqwest)?;
+        Ok(Self {
+            http,
+            base: base_url.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// `GET /cgi-bin/token`: each new token retires the previous one.
+    pub async fn classic_token(&self, appid: &str, secret: &Secret) -> Result<Grant, TokenError> {
+        let resp = self
+            .http
+            .get(format!("{}/cgi-bin/token", self.base))
+            .query(&[
+                ("grant_type", "client_credential"),
+                ("appid", appid),
+                ("secret", secret.expose()),
+            ])
+            .send()
+            .await
+            .map_err(CallError::from_reqwest)?;
+        token_from(resp).await
+    }
+
+    /// `POST /cgi-bin/stable_token` without `force_refresh`: every caller gets the same token
+    /// and none invalidates another's.
+    pub async fn stable_token(&self, appid: &str, secret: &Secret) -> Result<Grant, TokenError> {
+        let body = serde_json::json!({
+            "grant_type": "client_credential",
+            "appid": appid,
+            "secret": secret.expose(),
+            "force_refresh": false,
+        });
+        let resp = self
+            .http
+            .post(format!("{}/cgi-bin/stable_token", self.base))
+            .json(&body)
+            .send()
+            .await
+            .map_err(CallError::from_reqwest)?;
+        token_from(resp).await
+    }
+
+    /// `POST /cgi-bin/message/template/send` with a body built by [`crate::job::Job::wechat_body`].
+    pub async fn send_template(
+        &self,
+        token: &Secret,
+        body: Vec<u8>,
+    ) -> Result<SendReply, CallError> {
+        let resp = self
+            .http
+            .post(format!("{}/cgi-bin/message/template/send", self.base))
+            .query(&[("access_token", token.expose())])
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(CallError::from_reqwest)?;
+        let bytes = read_ok_body(resp).await?;
+        serde_json::from_slice::<SendReply>(&bytes).map_err(|e| CallError::Body(e.to_string()))
+    }
+}
+
+async fn read_ok_body(resp: reqwest::Response) -> Result<bytes::Bytes, CallError> {
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(CallError::Status(status.as_u16()));
+    }
+    resp.bytes().await.map_err(CallError::from_reqwest)
+}
+
+async fn token_from(resp: reqwest::Response) -> Result<Grant, TokenError> {
+    let bytes = read_ok_body(resp).await?;
+    let reply: TokenReply =
+        serde_json::from_slice(&bytes).map_err(|e| CallError::Body(e.to_string()))?;
+    match (reply.access_token, reply.errcode) {
+        (Some(token), 0) if !token.is_empty() => Ok(Grant {
+            token: Secret::new(token),
+            expires_in: Duration::from_secs(reply.expires_in.unwrap_or(7200)),
+        }),
+        (_, 0) => Err(CallError::Body("no access_token in the answer".into()).into()),
+        (_, errcode) => Err(TokenError::Refused {
+            errcode,
+            errmsg: reply.errmsg,
+        }),
+    }
+}

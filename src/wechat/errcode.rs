@@ -1,0 +1,141 @@
+//! WeChat's `errcode` → what the worker does with it (CONTRACT §4), decided in this one place.
+
+use std::collections::HashSet;
+
+use crate::config::WechatSettings;
+
+/// `-1` system busy, `45011` per-minute limit.
+pub const DEFAULT_TRANSIENT: [i64; 2] = [-1, 45011];
+/// `45009` call limit / daily quota reached.
+pub const DEFAULT_QUOTA: [i64; 1] = [45009];
+/// `40001`, `41006` from the seed page; `40014` (invalid token) and `42001` (expired) today.
+pub const DEFAULT_TOKEN: [i64; 4] = [40001, 41006, 40014, 42001];
+
+/// What an answer means for the job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    Ok,
+    /// Retry later with backoff.
+    Transient,
+    /// Retry, and pause the app: its quota is spent.
+    Quota,
+    /// The access token is bad: refresh it and send again.
+    Token,
+    /// Refused for good.
+    Permanent,
+}
+
+impl Class {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Ok => "ok",
+            Class::Transient => "transient",
+            Class::Quota => "quota",
+            Class::Token => "token",
+            Class::Permanent => "permanent",
+        }
+    }
+}
+
+/// The configured code sets.
+#[derive(Clone, Debug)]
+pub struct Classifier {
+    transient: HashSet<i64>,
+    quota: HashSet<i64>,
+    token: HashSet<i64>,
+}
+
+impl Default for Classifier {
+    fn default() -> Self {
+        Self::new(&DEFAULT_TRANSIENT, &DEFAULT_QUOTA, &DEFAULT_TOKEN)
+    }
+}
+
+impl Classifier {
+    pub fn new(transient: &[i64], quota: &[i64], token: &[i64]) -> Self {
+        Self {
+            transient: transient.iter().copied().collect(),
+            quota: quota.iter().copied().collect(),
+            token: token.iter().copied().collect(),
+        }
+    }
+
+    pub fn from_settings(s: &WechatSettings) -> Self {
+        Self::new(&s.transient_codes, &s.quota_codes, &s.token_codes)
+    }
+
+    /// The class of an `errcode` from an HTTP 200 answer. Transport failures (5xx, timeouts,
+    /// unreadable bodies) are [`Class::Transient`] and never reach this function.
+    pub fn classify(&self, errcode: i64) -> Class {
+        if errcode == 0 {
+            Class::Ok
+        } else if self.token.contains(&errcode) {
+            Class::Token
+        } else if self.quota.contains(&errcode) {
+            Class::Quota
+        } else if self.transient.contains(&errcode) {
+            Class::Transient
+        } else {
+            Class::Permanent
+        }
+    }
+}
+
+/// A short description of well-known codes, for the `error` field of a failed outcome.
+pub fn describe(errcode: i64) -> &'static str {
+    match errcode {
+        -1 => "WeChat system busy",
+        40001 => "access token invalid",
+        40003 => "invalid OpenID",
+        40013 => "invalid AppID",
+        40014 => "invalid access token",
+        40037 => "invalid template_id",
+        40125 => "invalid AppSecret",
+        40164 => "caller IP not in the account's IP whitelist",
+        41006 => "access token expired",
+        42001 => "access token expired",
+        43004 => "the user does not follow the account",
+        45009 => "API call limit reached (daily quota)",
+        45011 => "API call too frequent",
+        47003 => "argument invalid",
+        _ => "refused by WeChat",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_table_matches_the_contract() {
+        let c = Classifier::default();
+        let table: &[(i64, Class)] = &[
+            (0, Class::Ok),
+            (-1, Class::Transient),
+            (45011, Class::Transient),
+            (45009, Class::Quota),
+            (40001, Class::Token),
+            (41006, Class::Token),
+            (40014, Class::Token),
+            (42001, Class::Token),
+            (40003, Class::Permanent),
+            (40037, Class::Permanent),
+            (43004, Class::Permanent),
+            (47003, Class::Permanent),
+            (40164, Class::Permanent),
+            (99999, Class::Permanent),
+        ];
+        for &(code, class) in table {
+            assert_eq!(c.classify(code), class, "errcode {code}");
+        }
+    }
+
+    #[test]
+    fn code_sets_come_from_config() {
+        let c = Classifier::new(&[40003], &[], &[40001]);
+        assert_eq!(c.classify(40003), Class::Transient);
+        assert_eq!(c.classify(45009), Class::Permanent);
+        assert_eq!(c.classify(-1), Class::Permanent);
+        assert_eq!(c.classify(0), Class::Ok);
+    }
+}

@@ -1,0 +1,6 @@
+//! Everything that speaks WeChat's API: HTTP calls, the error-code table, tokens, callback crypto.
+
+pub mod client;
+pub mod crypto;
+pub mod errcode;
+pub mod token;

@@ -1,0 +1,284 @@
+//! The per-app access-token keeper: cached with an expiry margin, refreshed single-flight, and
+//! invalidated only for the exact token that failed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::time::Instant;
+
+use super::client::{Grant, TokenError, WechatClient};
+use crate::config::{Secret, TokenMode};
+
+/// Where fresh tokens come from (WeChat, or a fake in tests).
+pub trait TokenSource: Send + Sync {
+    fn fetch(&self) -> BoxFuture<'_, Result<Grant, TokenError>>;
+}
+
+/// Fetches from WeChat in the app's token mode.
+pub struct WechatTokenSource {
+    pub client: WechatClient,
+    pub appid: String,
+    pub secret: Secret,
+    pub mode: TokenMode,
+}
+
+impl TokenSource for WechatTokenSource {
+    fn fetch(&self) -> BoxFuture<'_, Result<Grant, TokenError>> {
+        Box::pin(async move {
+            match self.mode {
+                TokenMode::Stable => self.client.stable_token(&self.appid, &self.secret).await,
+                TokenMode::Classic => self.client.classic_token(&self.appid, &self.secret).await,
+            }
+        })
+    }
+}
+
+/// A token as handed out: the value plus a generation, so a failure report names exactly the
+/// token that failed.
+#[derive(Debug)]
+pub struct AccessToken {
+    pub value: Secret,
+    pub generation: u64,
+}
+
+struct Slot {
+    token: Option<Arc<AccessToken>>,
+    /// After this, one caller refreshes while the others keep using the token.
+    refresh_after: Instant,
+    /// After this, nobody uses the token.
+    usable_until: Instant,
+}
+
+/// Keeps one app's token.
+pub struct TokenKeeper {
+    source: Box<dyn TokenSource>,
+    slot: parking_lot::Mutex<Slot>,
+    /// Held while fetching: this is what makes refresh single-flight.
+    refreshing: tokio::sync::Mutex<()>,
+    generation: AtomicU64,
+    fetches: AtomicU64,
+}
+
+/// The margins before WeChat's stated expiry: refresh early, stop using a little before.
+fn deadlines(now: Instant, expires_in: Duration) -> (Instant, Instant) {
+    let stop_margin = (expires_in / 10).min(Duration::from_secs(60));
+    let refresh_margin = (expires_in / 4).min(Duration::from_secs(600));
+    (
+        now + expires_in - refresh_margin,
+        now + expires_in - stop_margin,
+    )
+}
+
+impl TokenKeeper {
+    pub fn new(source: Box<dyn TokenSource>) -> Self {
+        let now = Instant::now();
+        Self {
+            source,
+            slot: parking_lot::Mutex::new(Slot {
+                token: None,
+                refresh_after: now,
+                usable_until: now,
+            }),
+            refreshing: tokio::sync::Mutex::new(()),
+            generation: AtomicU64::new(0),
+            fetches: AtomicU64::new(0),
+        }
+    }
+
+    /// How many times a token was fetched from the source.
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// A usable token, fetching one only when needed; concurrent callers share one fetch.
+    pub async fn get(&self) -> Result<Arc<AccessToken>, TokenError> {
+        match self.cached() {
+            Cached::Fresh(t) => return Ok(t),
+            Cached::Ageing(t) => {
+                // Only the caller that wins the lock refreshes; the rest go on with the
+                // still-valid token instead of waiting.
+                let Ok(_guard) = self.refreshing.try_lock() else {
+                    return Ok(t);
+                };
+                if let Cached::Fresh(newer) = self.cached() {
+                    return Ok(newer);
+                }
+                return Ok(self.fetch_and_store().await.unwrap_or(t));
+            }
+            Cached::Unusable => {}
+        }
+        let _guard = self.refreshing.lock().await;
+        match self.cached() {
+            Cached::Fresh(t) | Cached::Ageing(t) => Ok(t),
+            Cached::Unusable => self.fetch_and_store().await,
+        }
+    }
+
+    /// Reports that `bad` was refused. Only that token is dropped: a late report about an
+    /// older token never throws away a newer one.
+    pub fn invalidate(&self, bad: &AccessToken) {
+        let mut slot = self.slot.lock();
+        if slot
+            .token
+            .as_ref()
+            .is_some_and(|t| t.generation == bad.generation)
+        {
+            slot.token = None;
+        }
+    }
+
+    fn cached(&self) -> Cached {
+        let slot = self.slot.lock();
+        let now = Instant::now();
+        match &slot.token {
+            Some(t) if now < slot.refresh_after => Cached::Fresh(t.clone()),
+            Some(t) if now < slot.usable_until => Cached::Ageing(t.clone()),
+            _ => Cached::Unusable,
+        }
+    }
+
+    async fn fetch_and_store(&self) -> Result<Arc<AccessToken>, TokenError> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let grant = self.source.fetch().await?;
+        let token = Arc::new(AccessToken {
+            value: grant.token,
+            generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
+        });
+        let (refresh_after, usable_until) = deadlines(Instant::now(), grant.expires_in);
+        let mut slot = self.slot.lock();
+        slot.token = Some(token.clone());
+        slot.refresh_after = refresh_after;
+        slot.usable_until = usable_until;
+        Ok(token)
+    }
+}
+
+enum Cached {
+    Fresh(Arc<AccessToken>),
+    Ageing(Arc<AccessToken>),
+    Unusable,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wechat::client::CallError;
+    use std::sync::atomic::AtomicUsize;
+
+    struct Fake {
+        calls: Arc<AtomicUsize>,
+        expires_in: Duration,
+        fail: bool,
+    }
+
+    impl TokenSource for Fake {
+        fn fetch(&self) -> BoxFuture<'_, Result<Grant, TokenError>> {
+            Box::pin(async move {
+                let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if self.fail {
+                    return Err(CallError::Timeout.into());
+                }
+                Ok(Grant {
+                    token: Secret::new(format!("token-{n}")),
+                    expires_in: self.expires_in,
+                })
+            })
+        }
+    }
+
+    fn keeper(expires_in: Duration) -> (Arc<TokenKeeper>, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let source = Fake {
+            calls: calls.clone(),
+            expires_in,
+            fail: false,
+        };
+        (Arc::new(TokenKeeper::new(Box::new(source))), calls)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_thousand_callers_after_one_bad_token_cause_exactly_one_refresh() {
+        let (k, calls) = keeper(Duration::from_secs(7200));
+        let first = k.get().await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let mut tasks = Vec::new();
+        for _ in 0..1000 {
+            let k = k.clone();
+            let bad = first.clone();
+            tasks.push(tokio::spawn(async move {
+                k.invalidate(&bad);
+                k.get().await.unwrap()
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap().value.expose(), "token-2");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_report_about_an_old_token_keeps_the_new_one() {
+        let (k, calls) = keeper(Duration::from_secs(7200));
+        let old = k.get().await.unwrap();
+        k.invalidate(&old);
+        let new = k.get().await.unwrap();
+        k.invalidate(&old);
+        assert_eq!(k.get().await.unwrap().generation, new.generation);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_token_is_refreshed_ahead_of_expiry_and_never_used_after_it() {
+        let (k, calls) = keeper(Duration::from_secs(100));
+        let t1 = k.get().await.unwrap();
+        tokio::time::advance(Duration::from_secs(70)).await;
+        assert_eq!(
+            k.get().await.unwrap().generation,
+            t1.generation,
+            "fresh: cached"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // Inside the refresh margin (last 25 s): one caller refreshes.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let t2 = k.get().await.unwrap();
+        assert_ne!(t2.generation, t1.generation);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // Past the stop margin of the new token: a fetch is forced.
+        tokio::time::advance(Duration::from_secs(95)).await;
+        let t3 = k.get().await.unwrap();
+        assert_ne!(t3.generation, t2.generation);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn while_one_caller_refreshes_an_ageing_token_the_others_do_not_wait() {
+        let (k, calls) = keeper(Duration::from_secs(100));
+        let t1 = k.get().await.unwrap();
+        tokio::time::advance(Duration::from_secs(80)).await;
+        let refresher = {
+            let k = k.clone();
+            tokio::spawn(async move { k.get().await.unwrap() })
+        };
+        tokio::task::yield_now().await;
+        let other = k.get().await.unwrap();
+        assert_eq!(other.generation, t1.generation);
+        assert_ne!(refresher.await.unwrap().generation, t1.generation);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_fetch_is_an_error_and_the_next_call_tries_again() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let k = TokenKeeper::new(Box::new(Fake {
+            calls: calls.clone(),
+            expires_in: Duration::from_secs(7200),
+            fail: true,
+        }));
+        assert!(k.get().await.is_err());
+        assert!(k.get().await.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+}

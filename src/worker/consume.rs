@@ -1,0 +1,262 @@
+//! One app's consumer: takes deliveries, runs the pipeline on each with bounded concurrency,
+//! publishes what it decided with confirms, and only then acks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::Context;
+use super::pipeline::{Incoming, Step, process};
+use crate::broker::publish::{Message, outcome_properties};
+use crate::broker::topology::tier_label;
+use crate::broker::{
+    DEAD_QUEUE, HEADER_ERROR, PublishError, Publisher, RESULTS_EXCHANGE, RETRY_EXCHANGE, job_queue,
+};
+use crate::outcome::SendOutcome;
+use crate::retry::{
+    HEADER_ATTEMPTS, HEADER_DELAY_TIER, HEADER_FIRST_TRY, HEADER_QUOTA_STRIKES, RetryState,
+};
+
+/// How long a delivery that cannot be settled waits before it is handed back, so a broker
+/// that refuses publishes is not hammered.
+const HAND_BACK_PAUSE: Duration = Duration::from_millis(500);
+
+pub struct AppConsumer {
+    pub ctx: Arc<Context>,
+    pub app: String,
+    pub publisher: Publisher,
+    pub stop: CancellationToken,
+    pub jobs: TaskTracker,
+}
+
+impl AppConsumer {
+    /// Consumes until `stop` (then cancels the consumer) or until the channel fails.
+    pub async fn run(self, channel: Channel) -> Result<(), String> {
+        let prefetch = self.ctx.settings.amqp.prefetch;
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let tag = format!("wxcourier-{}-{}", self.app, std::process::id());
+        let mut consumer = channel
+            .basic_consume(
+                job_queue(&self.app).as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let permits = Arc::new(Semaphore::new(prefetch as usize));
+        let this = Arc::new(self);
+        loop {
+            let next = tokio::select! {
+                _ = this.stop.cancelled() => {
+                    // Prefetched deliveries not yet taken go back to the queue when the
+                    // channel closes.
+                    let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                    return Ok(());
+                }
+                next = consumer.next() => next,
+            };
+            let delivery = match next {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => return Err(format!("consumer of {} failed: {e}", this.app)),
+                None => return Err(format!("consumer of {} was closed by the broker", this.app)),
+            };
+            let permit = permits.clone().acquire_owned().await.expect("never closed");
+            let job = this.clone();
+            this.jobs.spawn(async move {
+                job.handle(delivery).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn handle(&self, delivery: Delivery) {
+        let retry = retry_state(&delivery.properties);
+        let message_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str().to_owned());
+        let incoming = Incoming {
+            app: &self.app,
+            body: &delivery.data,
+            message_id: message_id.as_deref(),
+            retry,
+        };
+        let step = process(&self.ctx, incoming).await;
+        let settled = match &step {
+            Step::Finish(outcome) => self.publish_outcome(outcome).await,
+            Step::Reject { outcome, reason } => {
+                tracing::warn!(app = %self.app, id = ?outcome.id, %reason, "job rejected");
+                let dead = self.publish_dead(&delivery, reason);
+                let out = self.publish_outcome(outcome);
+                let (dead, out) = tokio::join!(dead, out);
+                dead.and(out)
+            }
+            Step::Retry {
+                after,
+                state,
+                quota,
+            } => {
+                tracing::debug!(app = %self.app, attempts = state.attempts, ?after, quota, "retry scheduled");
+                self.publish_retry(&delivery, state, *after).await
+            }
+            Step::HandBack => Err(PublishError::Channel(
+                "the same id is being sent by another delivery".into(),
+            )),
+        };
+        match settled {
+            Ok(()) => match delivery.ack(BasicAckOptions::default()).await {
+                Ok(true) => {}
+                // After a reconnect the delivery belongs to a dead channel: the broker
+                // redelivers it, and the outcome may be published twice (consumers dedupe).
+                Ok(false) | Err(_) => {
+                    tracing::warn!(app = %self.app, "ack did not reach the broker; the job will be redelivered")
+                }
+            },
+            Err(e) => {
+                if !matches!(step, Step::HandBack) {
+                    tracing::warn!(app = %self.app, error = %e, "could not publish; handing the job back to the broker");
+                }
+                tokio::time::sleep(HAND_BACK_PAUSE).await;
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await;
+            }
+        }
+    }
+
+    async fn publish_outcome(&self, outcome: &SendOutcome) -> Result<(), PublishError> {
+        let body = serde_json::to_vec(outcome).expect("an outcome always serializes");
+        let key = outcome.routing_key();
+        self.publisher
+            .publish(Message {
+                exchange: RESULTS_EXCHANGE,
+                routing_key: &key,
+                body: &body,
+                properties: outcome_properties(outcome.id.as_deref()),
+                must_route: false,
+            })
+            .await
+    }
+
+    /// The original message, unchanged, plus the reason, in `wxcourier.dead`.
+    async fn publish_dead(&self, delivery: &Delivery, reason: &str) -> Result<(), PublishError> {
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        headers.insert(
+            HEADER_ERROR.into(),
+            AMQPValue::LongString(LongString::from(reason)),
+        );
+        headers.insert(
+            "x-wxcourier-app".into(),
+            AMQPValue::LongString(LongString::from(self.app.as_str())),
+        );
+        self.publisher
+            .publish(Message {
+                exchange: "",
+                routing_key: DEAD_QUEUE,
+                body: &delivery.data,
+                properties: delivery
+                    .properties
+                    .clone()
+                    .with_headers(headers)
+                    .with_delivery_mode(2),
+                must_route: true,
+            })
+            .await
+    }
+
+    /// The original body with the retry state in headers, into the delay tier `after`.
+    async fn publish_retry(
+        &self,
+        delivery: &Delivery,
+        state: &RetryState,
+        after: Duration,
+    ) -> Result<(), PublishError> {
+        let mut headers = FieldTable::default();
+        if let Some(original) = delivery.properties.headers() {
+            for (k, v) in original.inner() {
+                // The broker's own dead-letter history would only grow with every round.
+                if !k.as_str().starts_with("x-death")
+                    && !k.as_str().starts_with("x-first-death")
+                    && !k.as_str().starts_with("x-last-death")
+                {
+                    headers.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        headers.insert(
+            HEADER_ATTEMPTS.into(),
+            AMQPValue::LongLongInt(state.attempts as i64),
+        );
+        headers.insert(
+            HEADER_QUOTA_STRIKES.into(),
+            AMQPValue::LongLongInt(state.quota_strikes as i64),
+        );
+        if let Some(first) = state.first_try_ms {
+            headers.insert(
+                HEADER_FIRST_TRY.into(),
+                AMQPValue::LongLongInt(first as i64),
+            );
+        }
+        headers.insert(
+            HEADER_DELAY_TIER.into(),
+            AMQPValue::LongString(LongString::from(tier_label(after))),
+        );
+        self.publisher
+            .publish(Message {
+                exchange: RETRY_EXCHANGE,
+                routing_key: &self.app,
+                body: &delivery.data,
+                properties: delivery
+                    .properties
+                    .clone()
+                    .with_headers(headers)
+                    .with_delivery_mode(2),
+                must_route: true,
+            })
+            .await
+    }
+}
+
+/// Reads the retry state a previous try left in the headers (none on a first delivery).
+pub fn retry_state(props: &BasicProperties) -> RetryState {
+    let Some(headers) = props.headers() else {
+        return RetryState::default();
+    };
+    let get = |key: &str| headers.inner().get(key).and_then(as_u64);
+    RetryState {
+        attempts: get(HEADER_ATTEMPTS).unwrap_or(0).min(u32::MAX as u64) as u32,
+        first_try_ms: get(HEADER_FIRST_TRY),
+        quota_strikes: get(HEADER_QUOTA_STRIKES).unwrap_or(0).min(64) as u32,
+    }
+}
+
+fn as_u64(v: &AMQPValue) -> Option<u64> {
+    match v {
+        AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongUInt(n) => Some(*n as u64),
+        AMQPValue::ShortInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::ShortUInt(n) => Some(*n as u64),
+        AMQPValue::Timestamp(n) => Some(*n),
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok()?.parse().ok(),
+        _ => None,
+    }
+}

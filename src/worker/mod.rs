@@ -1,0 +1,195 @@
+//! The worker daemon: builds the pipeline's context, then keeps a broker session alive —
+//! connect, declare, consume every app — reconnecting with backoff until told to stop.
+
+mod consume;
+pub mod pipeline;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::topology::{self, TopologyError};
+use crate::broker::{self, Publisher};
+use crate::config::Settings;
+use crate::limiter::{AppLimiter, InFlight};
+use crate::retry::Schedule;
+use crate::state::{MemoryState, State};
+use crate::telemetry::Health;
+use crate::wechat::client::WechatClient;
+use crate::wechat::errcode::Classifier;
+use crate::wechat::token::{TokenKeeper, WechatTokenSource};
+
+pub use pipeline::{Incoming, Step, process};
+
+/// One configured app at run time.
+pub struct AppRuntime {
+    pub keeper: TokenKeeper,
+    pub limiter: AppLimiter,
+}
+
+/// Everything the pipeline needs, built once per process.
+pub struct Context {
+    pub settings: Settings,
+    pub schedule: Schedule,
+    pub classifier: Classifier,
+    pub client: WechatClient,
+    pub apps: HashMap<String, AppRuntime>,
+    pub state: State,
+    pub in_flight: InFlight,
+    pub health: Health,
+}
+
+impl Context {
+    pub fn new(settings: Settings) -> anyhow::Result<Self> {
+        let client = WechatClient::new(&settings.wechat.base_url, settings.wechat.timeout.0)?;
+        let apps = settings
+            .apps
+            .iter()
+            .map(|(name, app)| {
+                let source = WechatTokenSource {
+                    client: client.clone(),
+                    appid: app.appid.clone(),
+                    secret: app.secret.clone(),
+                    mode: app.token_mode,
+                };
+                let runtime = AppRuntime {
+                    keeper: TokenKeeper::new(Box::new(source)),
+                    limiter: AppLimiter::new(app),
+                };
+                (name.clone(), runtime)
+            })
+            .collect();
+        let state = if settings.state.url.expose() == "memory" {
+            State::Memory(MemoryState::new(
+                settings.state.idempotency_ttl.0,
+                settings.state.memory_capacity,
+            ))
+        } else {
+            anyhow::bail!(
+                "state.url = redis://… is not supported by this build yet; use \"memory\""
+            );
+        };
+        Ok(Self {
+            schedule: Schedule::new(&settings.retry),
+            classifier: Classifier::from_settings(&settings.wechat),
+            in_flight: InFlight::new(settings.wechat.max_in_flight),
+            client,
+            apps,
+            state,
+            health: Health::default(),
+            settings,
+        })
+    }
+
+    /// The runtime of a configured app. Deliveries only come from configured apps' queues.
+    pub fn app(&self, name: &str) -> &AppRuntime {
+        &self.apps[name]
+    }
+
+    fn app_names(&self) -> Vec<String> {
+        self.apps.keys().cloned().collect()
+    }
+}
+
+/// Why a broker session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    #[error("{0}")]
+    Broker(String),
+}
+
+/// Runs the worker until `stop` fires, then drains and returns. Errors only for problems a
+/// retry cannot fix (a topology clash).
+pub async fn run(ctx: Arc<Context>, stop: CancellationToken) -> anyhow::Result<()> {
+    let mut delays = reconnect_backoff();
+    loop {
+        let started = tokio::time::Instant::now();
+        let result = session(&ctx, &stop).await;
+        ctx.health.set_ready(false);
+        match result {
+            Ok(()) => return Ok(()),
+            Err(SessionError::Topology(e)) => return Err(e.into()),
+            Err(SessionError::Broker(e)) => {
+                if started.elapsed() > Duration::from_secs(30) {
+                    delays = reconnect_backoff();
+                }
+                let wait = delays.next().unwrap_or(Duration::from_secs(30));
+                tracing::warn!(error = %e, retry_in = ?wait, "broker session ended; reconnecting");
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+fn reconnect_backoff() -> backon::ExponentialBackoff {
+    backon::ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// One connection's life: declare, consume every app, and on stop drain in-flight jobs.
+async fn session(ctx: &Arc<Context>, stop: &CancellationToken) -> Result<(), SessionError> {
+    let conn = broker::connect(&ctx.settings.amqp, "wxcourier worker")
+        .await
+        .map_err(SessionError::Broker)?;
+    topology::declare_all(&conn, &ctx.app_names(), ctx.schedule.tiers()).await?;
+    let publisher = Publisher::open(&conn, ctx.settings.amqp.publish_timeout.0)
+        .await
+        .map_err(|e| SessionError::Broker(e.to_string()))?;
+    let consumers_stop = stop.child_token();
+    let jobs = TaskTracker::new();
+    let mut consumers = JoinSet::new();
+    for app in ctx.app_names() {
+        let consumer = consume::AppConsumer {
+            ctx: ctx.clone(),
+            app,
+            publisher: publisher.clone(),
+            stop: consumers_stop.clone(),
+            jobs: jobs.clone(),
+        };
+        let conn_channel = conn
+            .create_channel()
+            .await
+            .map_err(|e| SessionError::Broker(e.to_string()))?;
+        consumers.spawn(consumer.run(conn_channel));
+    }
+    ctx.health.set_ready(true);
+    tracing::info!(apps = ctx.apps.len(), "consuming");
+    let ended = tokio::select! {
+        _ = stop.cancelled() => Ok(()),
+        Some(first) = consumers.join_next() => Err(SessionError::Broker(match first {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => "a consumer stopped".into(),
+            Err(e) => format!("a consumer task failed: {e}"),
+        })),
+    };
+    ctx.health.set_ready(false);
+    consumers_stop.cancel();
+    while consumers.join_next().await.is_some() {}
+    jobs.close();
+    if ended.is_ok() {
+        let drain = ctx.settings.worker.drain_timeout.0;
+        tracing::info!(in_flight = jobs.len(), "draining");
+        if tokio::time::timeout(drain, jobs.wait()).await.is_err() {
+            tracing::warn!(
+                in_flight = jobs.len(),
+                "drain deadline passed; unfinished jobs stay in the broker"
+            );
+        }
+    }
+    let _ = conn.close(200, "wxcourier stopping".into()).await;
+    ended
+}
