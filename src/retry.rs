@@ -14,7 +14,8 @@ pub const HEADER_FIRST_TRY: &str = "x-wxcourier-first-try";
 /// Header: consecutive 45009 answers the job has seen.
 pub const HEADER_QUOTA_STRIKES: &str = "x-wxcourier-quota-strikes";
 /// Header on a retry copy: which delay tier queue it waits in (the retry exchange's binding).
-pub const HEADER_DELAY_TIER: &str = "x-wxcourier-delay";
+/// Not `x-` prefixed: a headers exchange ignores `x-` headers when matching.
+pub const HEADER_DELAY_TIER: &str = "wxcourier-delay";
 
 /// What a job carries from one try to the next.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -1,0 +1,251 @@
+//! Test harness: a simulator, a worker on a fresh app name, and a tap on its results, all
+//! against the real RabbitMQ on 127.0.0.1.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Connection};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use wxcourier::broker::publish::{Message, job_properties};
+use wxcourier::broker::tap::ResultsTap;
+use wxcourier::broker::{self, JOBS_EXCHANGE, Publisher, job_queue, topology};
+use wxcourier::config::{AppSettings, Secret, Settings, Span, TokenMode};
+use wxcourier::sim::{DEFAULT_APPID, DEFAULT_SECRET, SimOptions, Simulator};
+use wxcourier::worker::{self, Context};
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const TEMPLATE: &str = "ngqIpbwh8bUfcSsECmogfXcV14J0tQlEpBO27izEYtY";
+
+pub fn ms(n: u64) -> Span {
+    Span(Duration::from_millis(n))
+}
+
+/// A fresh app name, so tests never see each other's queues.
+pub fn unique_app(prefix: &str) -> String {
+    format!("t_{prefix}_{:08x}", rand::random::<u32>())
+}
+
+/// An OpenID the simulator accepts (28 characters starting with `o`).
+pub fn openid(n: usize) -> String {
+    format!("o{:0>27}", format!("user{n}"))
+}
+
+pub fn job(id: &str, touser: &str) -> Value {
+    json!({
+        "id": id,
+        "touser": touser,
+        "template_id": TEMPLATE,
+        "data": {"first": {"value": "hello"}, "keyword1.DATA": {"value": id}},
+        "meta": {"test": id}
+    })
+}
+
+/// Settings for a test: fast retries, one app pointing at the simulator.
+pub fn settings(app: &str, sim: &Simulator) -> Settings {
+    let mut s = Settings::default();
+    s.amqp.url = Secret::new(AMQP_URL);
+    s.amqp.publish_timeout = Span(Duration::from_secs(5));
+    s.wechat.base_url = sim.base_url();
+    s.wechat.timeout = Span(Duration::from_secs(2));
+    s.retry.initial_delay = ms(200);
+    s.retry.max_delay = ms(800);
+    s.retry.quota_pause = ms(300);
+    s.retry.max_quota_pause = ms(600);
+    s.retry.max_attempts = 4;
+    s.worker.drain_timeout = Span(Duration::from_secs(10));
+    s.apps.insert(
+        app.into(),
+        AppSettings {
+            appid: DEFAULT_APPID.into(),
+            secret: Secret::new(DEFAULT_SECRET),
+            token_mode: TokenMode::Stable,
+            rate_per_second: 1000.0,
+            burst: 1000,
+            callback_token: None,
+            encoding_aes_key: None,
+        },
+    );
+    s
+}
+
+pub struct TestApp {
+    pub app: String,
+    pub sim: Simulator,
+    pub conn: Connection,
+    pub publisher: Publisher,
+    pub tap: ResultsTap,
+    pub ctx: Arc<Context>,
+    stop: CancellationToken,
+    worker: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn connect() -> Connection {
+    let s = Settings::default();
+    broker::connect(&s.amqp, "wxcourier test")
+        .await
+        .expect("RabbitMQ on 127.0.0.1:5672")
+}
+
+/// Starts a simulator and a worker for a fresh app; `tweak` adjusts the settings first.
+pub async fn spawn_app(prefix: &str, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let sim = Simulator::start("127.0.0.1:0", SimOptions::default())
+        .await
+        .unwrap();
+    spawn_app_with_sim(prefix, sim, tweak).await
+}
+
+pub async fn spawn_app_with_sim(
+    prefix: &str,
+    sim: Simulator,
+    tweak: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let app = unique_app(prefix);
+    let mut s = settings(&app, &sim);
+    tweak(&mut s);
+    let conn = connect().await;
+    let schedule = wxcourier::retry::Schedule::new(&s.retry);
+    topology::declare_all(&conn, &[app.clone()], schedule.tiers())
+        .await
+        .unwrap();
+    let tap = ResultsTap::open(&conn, &format!("*.{app}")).await.unwrap();
+    let publisher = Publisher::open(&conn, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let ctx = Arc::new(Context::new(s).unwrap());
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(worker::run(ctx.clone(), stop.clone()));
+    TestApp {
+        app,
+        sim,
+        conn,
+        publisher,
+        tap,
+        ctx,
+        stop,
+        worker: Some(worker),
+    }
+}
+
+impl TestApp {
+    pub async fn publish(&self, job: &Value) {
+        let id = job["id"].as_str().unwrap_or("");
+        self.publish_raw(&serde_json::to_vec(job).unwrap(), Some(id))
+            .await;
+    }
+
+    pub async fn publish_raw(&self, body: &[u8], message_id: Option<&str>) {
+        let props = match message_id {
+            Some(id) => job_properties(id, FieldTable::default()),
+            None => BasicProperties::default().with_delivery_mode(2),
+        };
+        self.publisher
+            .publish(Message {
+                exchange: JOBS_EXCHANGE,
+                routing_key: &self.app,
+                body,
+                properties: props,
+                must_route: false,
+            })
+            .await
+            .expect("the broker confirms the job");
+    }
+
+    pub async fn outcomes(&mut self, n: usize) -> Vec<Value> {
+        self.tap.collect(n, Duration::from_secs(15)).await
+    }
+
+    /// The one outcome of the job `id`, waiting for it.
+    pub async fn outcome_of(&mut self, id: &str) -> Value {
+        loop {
+            let o = self
+                .tap
+                .next(Duration::from_secs(15))
+                .await
+                .unwrap_or_else(|| panic!("no outcome for {id}"));
+            if o["id"] == id {
+                return o;
+            }
+        }
+    }
+
+    /// Messages in this app's job queue.
+    pub async fn queued(&self) -> u32 {
+        queue_len(&self.conn, &job_queue(&self.app)).await
+    }
+
+    /// Takes this app's messages out of `wxcourier.dead`, leaving other tests' ones there.
+    pub async fn take_dead(&self) -> Vec<(Vec<u8>, String)> {
+        take_matching(&self.conn, broker::DEAD_QUEUE, &self.app).await
+    }
+
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(w) = self.worker.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
+        }
+        if let Ok(ch) = self.conn.create_channel().await {
+            let _ = ch
+                .queue_delete(
+                    job_queue(&self.app).as_str().into(),
+                    QueueDeleteOptions::default(),
+                )
+                .await;
+        }
+        self.sim.stop();
+    }
+}
+
+pub async fn queue_len(conn: &Connection, queue: &str) -> u32 {
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    q.message_count()
+}
+
+fn header_str(props: &BasicProperties, key: &str) -> Option<String> {
+    match props.headers().as_ref()?.inner().get(key)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        _ => None,
+    }
+}
+
+/// Gets every message of `queue`, acks those whose `x-wxcourier-app` header is `app` and
+/// returns them with their `x-wxcourier-error`; the rest go back when the channel closes.
+pub async fn take_matching(conn: &Connection, queue: &str, app: &str) -> Vec<(Vec<u8>, String)> {
+    let ch = conn.create_channel().await.unwrap();
+    let mut found = Vec::new();
+    while let Ok(Some(msg)) = ch.basic_get(queue.into(), BasicGetOptions::default()).await {
+        let d = msg.delivery;
+        if header_str(&d.properties, "x-wxcourier-app").as_deref() == Some(app) {
+            let why = header_str(&d.properties, broker::HEADER_ERROR).unwrap_or_default();
+            found.push((d.data.clone(), why));
+            d.ack(BasicAckOptions::default()).await.unwrap();
+        }
+    }
+    let _ = ch.close(200, "done".into()).await;
+    found
+}
+
+/// Waits until `check` holds, or panics after `limit`.
+pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

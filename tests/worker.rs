@@ -1,0 +1,345 @@
+//! The worker end to end: real RabbitMQ, the simulator, one fresh app per test.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use wxcourier::sim::{Answer, DEFAULT_APPID};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_outcome_status_reaches_the_results_exchange() {
+    let mut t = spawn_app("statuses", |_| {}).await;
+    t.publish(&job("ok-1", &openid(1))).await;
+    t.publish(&job("bad-user-1", "oShort")).await;
+    let mut late = job("late-1", &openid(2));
+    late["not_after"] = json!("2020-01-01T00:00:00Z");
+    t.publish(&late).await;
+    t.publish(&job("rejected-1", "not an openid!")).await;
+
+    let outcomes = t.outcomes(4).await;
+    let status_of = |id: &str| {
+        outcomes
+            .iter()
+            .find(|o| o["id"] == id)
+            .map(|o| o["status"].clone())
+    };
+    assert_eq!(status_of("ok-1"), Some(json!("sent")));
+    assert_eq!(status_of("bad-user-1"), Some(json!("failed")));
+    assert_eq!(status_of("late-1"), Some(json!("expired")));
+    assert_eq!(status_of("rejected-1"), Some(json!("rejected")));
+    let sent = outcomes.iter().find(|o| o["id"] == "ok-1").unwrap();
+    assert_eq!(sent["attempts"], 1);
+    assert_eq!(sent["errcode"], 0);
+    assert_eq!(sent["meta"], json!({"test": "ok-1"}));
+    assert_eq!(sent["app"], t.app.as_str());
+    assert!(sent["msgid"].as_u64().unwrap() > 1 << 53);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_busy_twice_then_success_is_sent_with_three_attempts() {
+    let mut t = spawn_app("busy", |_| {}).await;
+    let user = openid(3);
+    t.sim
+        .script(&user, vec![Answer::Code(-1), Answer::Code(-1)]);
+    t.publish(&job("busy-1", &user)).await;
+    let o = t.outcome_of("busy-1").await;
+    assert_eq!(
+        (o["status"].as_str(), o["attempts"].as_u64()),
+        (Some("sent"), Some(3))
+    );
+    assert_eq!(t.queued().await, 0);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_then_success_is_sent() {
+    let mut t = spawn_app("quota", |_| {}).await;
+    let user = openid(4);
+    t.sim.script(&user, vec![Answer::Code(45009)]);
+    t.publish(&job("quota-1", &user)).await;
+    let o = t.outcome_of("quota-1").await;
+    assert_eq!(
+        (o["status"].as_str(), o["attempts"].as_u64()),
+        (Some("sent"), Some(2))
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_retries_do_not_use_up_max_attempts() {
+    let mut t = spawn_app("quota_many", |s| s.retry.max_attempts = 2).await;
+    let user = openid(5);
+    t.sim.script(&user, vec![Answer::Code(45009); 4]);
+    t.publish(&job("quota-2", &user)).await;
+    let o = t.outcome_of("quota-2").await;
+    assert_eq!(
+        (o["status"].as_str(), o["attempts"].as_u64()),
+        (Some("sent"), Some(5))
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_error_refreshes_once_and_the_job_is_still_sent() {
+    for code in [40001, 41006, 40014, 42001] {
+        let mut t = spawn_app("token", |_| {}).await;
+        let user = openid(6);
+        t.sim.script(&user, vec![Answer::Code(code)]);
+        let id = format!("token-{code}");
+        t.publish(&job(&id, &user)).await;
+        let o = t.outcome_of(&id).await;
+        assert_eq!(
+            (o["status"].as_str(), o["attempts"].as_u64()),
+            (Some("sent"), Some(2)),
+            "{code}"
+        );
+        let calls = t.sim.stats().apps[DEFAULT_APPID].stable_token_calls;
+        assert_eq!(
+            calls, 2,
+            "errcode {code}: the first fetch plus exactly one refresh"
+        );
+        t.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_token_error_for_the_same_job_backs_off_like_a_transient_one() {
+    let mut t = spawn_app("token2", |_| {}).await;
+    let user = openid(7);
+    t.sim
+        .script(&user, vec![Answer::Code(40001), Answer::Code(40001)]);
+    t.publish(&job("token-twice", &user)).await;
+    let o = t.outcome_of("token-twice").await;
+    assert_eq!(
+        (o["status"].as_str(), o["attempts"].as_u64()),
+        (Some("sent"), Some(3))
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_error_fails_at_once() {
+    let mut t = spawn_app("permanent", |_| {}).await;
+    let user = openid(8);
+    t.sim.script(&user, vec![Answer::Code(40003)]);
+    t.publish(&job("perm-1", &user)).await;
+    let o = t.outcome_of("perm-1").await;
+    assert_eq!(o["status"], "failed");
+    assert_eq!(o["attempts"], 1);
+    assert_eq!(o["errcode"], 40003);
+    assert!(o["error"].as_str().unwrap().contains("40003"));
+    assert_eq!(t.sim.stats().apps[DEFAULT_APPID].send_calls, 1);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_run_out_after_max_attempts() {
+    let mut t = spawn_app("exhaust", |_| {}).await;
+    let user = openid(9);
+    t.sim.script(&user, vec![Answer::Code(-1); 10]);
+    t.publish(&job("exhaust-1", &user)).await;
+    let o = t.outcome_of("exhaust-1").await;
+    assert_eq!(o["status"], "failed");
+    assert_eq!(o["attempts"], 4);
+    assert_eq!(o["errcode"], -1);
+    assert!(
+        o["error"].as_str().unwrap().contains("retries ran out"),
+        "{o}"
+    );
+    assert_eq!(t.sim.stats().apps[DEFAULT_APPID].send_calls, 4);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_failures_are_retried_and_failed_without_an_errcode() {
+    let mut t = spawn_app("transport", |s| s.retry.max_attempts = 3).await;
+    let ok_user = openid(10);
+    t.sim.script(
+        &ok_user,
+        vec![
+            Answer::Named("http500".into()),
+            Answer::Named("bad_json".into()),
+        ],
+    );
+    t.publish(&job("transport-ok", &ok_user)).await;
+    let o = t.outcome_of("transport-ok").await;
+    assert_eq!(
+        (o["status"].as_str(), o["attempts"].as_u64()),
+        (Some("sent"), Some(3))
+    );
+
+    let bad_user = openid(11);
+    t.sim
+        .script(&bad_user, vec![Answer::Named("drop".into()); 3]);
+    t.publish(&job("transport-bad", &bad_user)).await;
+    let o = t.outcome_of("transport-bad").await;
+    assert_eq!(o["status"], "failed");
+    assert_eq!(o["errcode"], serde_json::Value::Null);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_bad_input_is_rejected_kept_in_dead_and_the_worker_goes_on() {
+    let mut t = spawn_app("reject", |_| {}).await;
+    let mut unknown = job("rej-unknown", &openid(12));
+    unknown["tousr"] = json!("x");
+    let mut marker = job("rej-marker", &openid(12));
+    marker["data"] = json!({"k": {"value": "{{oops}}"}});
+    let big = vec![b' '; 70 * 1024];
+    let cases: Vec<(Vec<u8>, Option<&str>)> = vec![
+        (b"not json".to_vec(), Some("rej-notjson")),
+        (vec![0xff, 0xfe, 0xfd], None),
+        (serde_json::to_vec(&unknown).unwrap(), Some("rej-unknown")),
+        (serde_json::to_vec(&marker).unwrap(), Some("rej-marker")),
+        (big, None),
+        (br#"{"touser":"x"}"#.to_vec(), None),
+    ];
+    for (body, id) in &cases {
+        t.publish_raw(body, *id).await;
+    }
+    let outcomes = t.outcomes(cases.len()).await;
+    assert_eq!(outcomes.len(), cases.len());
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o["status"] == "rejected" && o["error"].is_string()),
+        "{outcomes:?}"
+    );
+    assert!(outcomes.iter().any(|o| o["id"].is_null()));
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| o["id"] == "rej-unknown" && o["error"].as_str().unwrap().starts_with("tousr"))
+    );
+
+    t.publish(&job("after-rejects", &openid(13))).await;
+    assert_eq!(t.outcome_of("after-rejects").await["status"], "sent");
+
+    let dead = t.take_dead().await;
+    assert_eq!(dead.len(), cases.len());
+    for (body, _) in &cases {
+        assert!(
+            dead.iter().any(|(b, why)| b == body && !why.is_empty()),
+            "original kept unchanged"
+        );
+    }
+    assert_eq!(t.sim.stats().apps[DEFAULT_APPID].send_calls, 1);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_id_is_not_sent_again_and_reports_the_first_msgid() {
+    let mut t = spawn_app("dup", |_| {}).await;
+    let j = job("dup-1", &openid(14));
+    t.publish(&j).await;
+    let first = t.outcome_of("dup-1").await;
+    t.publish(&j).await;
+    let second = t.outcome_of("dup-1").await;
+    assert_eq!(second["status"], "sent");
+    assert_eq!(second["duplicate"], true);
+    assert_eq!(second["msgid"], first["msgid"]);
+    assert_eq!(first["duplicate"], false);
+    let stats = t.sim.stats();
+    assert_eq!(stats.apps[DEFAULT_APPID].send_calls, 1);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_past_not_after_expires_without_a_send() {
+    let mut t = spawn_app("expire", |_| {}).await;
+    let mut j = job("exp-1", &openid(15));
+    j["not_after"] = json!("2001-01-01T00:00:00+08:00");
+    t.publish(&j).await;
+    let o = t.outcome_of("exp-1").await;
+    assert_eq!(o["status"], "expired");
+    assert_eq!(o["attempts"], 0);
+    assert_eq!(t.sim.stats().apps[DEFAULT_APPID].send_calls, 0);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_for_an_unknown_app_lands_in_the_unrouted_queue() {
+    let t = spawn_app("unrouted", |_| {}).await;
+    let ghost = unique_app("ghost");
+    let body = serde_json::to_vec(&job("ghost-1", &openid(16))).unwrap();
+    let mut props = wxcourier::broker::publish::job_properties("ghost-1", Default::default());
+    let mut headers = lapin::types::FieldTable::default();
+    headers.insert(
+        "x-wxcourier-app".into(),
+        lapin::types::AMQPValue::LongString(ghost.as_str().into()),
+    );
+    props = props.with_headers(headers);
+    t.publisher
+        .publish(wxcourier::broker::publish::Message {
+            exchange: wxcourier::broker::JOBS_EXCHANGE,
+            routing_key: &ghost,
+            body: &body,
+            properties: props,
+            must_route: true,
+        })
+        .await
+        .expect("routed to the alternate exchange, so not returned");
+    let found = take_matching(&t.conn, wxcourier::broker::UNROUTED, &ghost).await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].0, body);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcome_properties_follow_the_contract() {
+    use futures_util::StreamExt;
+    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+    let t = spawn_app("props", |_| {}).await;
+    let ch = t.conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions::exclusive(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    ch.queue_bind(
+        q.name().clone(),
+        "wxcourier.results".into(),
+        format!("sent.{}", t.app).as_str().into(),
+        QueueBindOptions::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let mut c = ch
+        .basic_consume(
+            q.name().clone(),
+            "p".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    t.publish(&job("props-1", &openid(17))).await;
+    let d = tokio::time::timeout(Duration::from_secs(15), c.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let p = &d.properties;
+    assert_eq!(
+        p.content_type().as_ref().map(|s| s.as_str()),
+        Some("application/json")
+    );
+    assert_eq!(*p.delivery_mode(), Some(2));
+    assert_eq!(
+        p.correlation_id().as_ref().map(|s| s.as_str()),
+        Some("props-1")
+    );
+    assert_eq!(p.app_id().as_ref().map(|s| s.as_str()), Some("wxcourier"));
+    assert_eq!(d.routing_key.as_str(), format!("sent.{}", t.app));
+    t.stop().await;
+}
