@@ -62,9 +62,11 @@ impl AppConsumer {
         loop {
             let next = tokio::select! {
                 _ = this.stop.cancelled() => {
-                    // Prefetched deliveries not yet taken go back to the queue when the
-                    // channel closes.
                     let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                    // The channel must outlive the jobs in flight, or their acks are lost and
+                    // finished jobs come back. Prefetched deliveries not yet taken go back to
+                    // the queue when it closes.
+                    let _ = permits.acquire_many(prefetch as u32).await;
                     return Ok(());
                 }
                 next = consumer.next() => next,

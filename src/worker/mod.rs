@@ -178,18 +178,22 @@ async fn session(ctx: &Arc<Context>, stop: &CancellationToken) -> Result<(), Ses
     };
     ctx.health.set_ready(false);
     consumers_stop.cancel();
-    while consumers.join_next().await.is_some() {}
     jobs.close();
     if ended.is_ok() {
-        let drain = ctx.settings.worker.drain_timeout.0;
+        // Each consumer returns once its jobs in flight are settled.
         tracing::info!(in_flight = jobs.len(), "draining");
-        if tokio::time::timeout(drain, jobs.wait()).await.is_err() {
+        let drained = async { while consumers.join_next().await.is_some() {} };
+        if tokio::time::timeout(ctx.settings.worker.drain_timeout.0, drained)
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 in_flight = jobs.len(),
                 "drain deadline passed; unfinished jobs stay in the broker"
             );
         }
     }
+    consumers.abort_all();
     let _ = conn.close(200, "wxcourier stopping".into()).await;
     ended
 }

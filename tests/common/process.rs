@@ -1,0 +1,76 @@
+//! Runs the real `wxcourier` binary with a config written for one test.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+pub struct Binary {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub app: String,
+}
+
+impl Binary {
+    /// Writes a config for `app` pointing at `base_url`; `extra` is appended TOML.
+    pub fn new(app: &str, base_url: &str, extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("wxcourier.toml");
+        let text = format!(
+            r#"
+[amqp]
+url = "{amqp}"
+prefetch = 50
+[wechat]
+base_url = "{base_url}"
+timeout = "2s"
+[retry]
+initial_delay = "200ms"
+max_delay = "800ms"
+quota_pause = "300ms"
+max_quota_pause = "600ms"
+max_attempts = 4
+[worker]
+drain_timeout = "10s"
+[apps.{app}]
+appid = "wx0000000000000000"
+rate_per_second = 150
+burst = 10
+{extra}
+"#,
+            amqp = super::AMQP_URL
+        );
+        std::fs::write(&config, text).unwrap();
+        Self {
+            dir,
+            config,
+            app: app.into(),
+        }
+    }
+
+    pub fn command(&self, verb: &str) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_wxcourier"));
+        c.arg(verb).arg("--config").arg(&self.config);
+        c.env(
+            format!("WXCOURIER_APPS__{}__SECRET", self.app.to_ascii_uppercase()),
+            "secret",
+        );
+        c.env("RUST_LOG", "warn");
+        c
+    }
+
+    pub fn spawn_worker(&self) -> Child {
+        self.command("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap()
+    }
+}
+
+pub fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

@@ -1,0 +1,181 @@
+//! The `wxcourier run` process under SIGTERM and kill -9 while jobs flow: every job ends with
+//! an outcome or is still queued, and a re-send always carries the same client_msg_id.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::process::{Binary, signal};
+use common::*;
+use wxcourier::broker::job_queue;
+use wxcourier::sim::{DEFAULT_APPID, Faults, SimOptions, Simulator};
+
+const JOBS: usize = 300;
+
+async fn setup(prefix: &str) -> (Simulator, Binary, TestHarness) {
+    let sim = Simulator::start("127.0.0.1:0", SimOptions::default())
+        .await
+        .unwrap();
+    sim.set_faults(Faults {
+        latency_ms: 5,
+        ..Faults::default()
+    });
+    let app = unique_app(prefix);
+    let bin = Binary::new(&app, &sim.base_url(), "");
+    let h = TestHarness::new(&app, &sim).await;
+    (sim, bin, h)
+}
+
+/// Publishes and observes without a worker of its own.
+struct TestHarness {
+    app: String,
+    conn: lapin::Connection,
+    publisher: wxcourier::broker::Publisher,
+    tap: wxcourier::broker::tap::ResultsTap,
+}
+
+impl TestHarness {
+    async fn new(app: &str, sim: &Simulator) -> Self {
+        let conn = connect().await;
+        let s = settings(app, sim);
+        let schedule = wxcourier::retry::Schedule::new(&s.retry);
+        wxcourier::broker::topology::declare_all(&conn, &[app.to_owned()], schedule.tiers())
+            .await
+            .unwrap();
+        let tap = wxcourier::broker::tap::ResultsTap::open(&conn, &format!("*.{app}"))
+            .await
+            .unwrap();
+        let publisher = wxcourier::broker::Publisher::open(&conn, Duration::from_secs(5))
+            .await
+            .unwrap();
+        Self {
+            app: app.into(),
+            conn,
+            publisher,
+            tap,
+        }
+    }
+
+    async fn publish_jobs(&self, n: usize) -> HashSet<String> {
+        let mut ids = HashSet::new();
+        for i in 0..n {
+            let id = format!("{}-{i}", self.app);
+            let body = serde_json::to_vec(&job(&id, &openid(i))).unwrap();
+            self.publisher
+                .publish(wxcourier::broker::publish::Message {
+                    exchange: wxcourier::broker::JOBS_EXCHANGE,
+                    routing_key: &self.app,
+                    body: &body,
+                    properties: wxcourier::broker::publish::job_properties(&id, Default::default()),
+                    must_route: false,
+                })
+                .await
+                .unwrap();
+            ids.insert(id);
+        }
+        ids
+    }
+
+    /// Reads outcomes until `until` ids have one, or no new one came for `idle`.
+    async fn read_until(
+        &mut self,
+        seen: &mut HashSet<String>,
+        until: usize,
+        idle: Duration,
+    ) -> usize {
+        let mut total = 0;
+        while seen.len() < until {
+            match self.tap.next(idle).await {
+                Some(o) => {
+                    total += 1;
+                    seen.insert(o["id"].as_str().unwrap().to_owned());
+                }
+                None => break,
+            }
+        }
+        total
+    }
+
+    async fn cleanup(self) {
+        if let Ok(ch) = self.conn.create_channel().await {
+            let _ = ch
+                .queue_delete(job_queue(&self.app).as_str().into(), Default::default())
+                .await;
+        }
+    }
+}
+
+fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_load_drains_and_loses_nothing() {
+    let (sim, bin, mut h) = setup("sigterm").await;
+    let ids = h.publish_jobs(JOBS).await;
+    let mut worker = bin.spawn_worker();
+    let mut seen = HashSet::new();
+    h.read_until(&mut seen, 60, Duration::from_secs(20)).await;
+    assert!(seen.len() >= 60, "the worker made progress");
+    signal(&worker, "TERM");
+    let status = wait_exit(&mut worker, Duration::from_secs(30)).expect("exits after draining");
+    assert_eq!(status.code(), Some(0));
+    h.read_until(&mut seen, JOBS, Duration::from_secs(2)).await;
+    let queued = queue_len(&h.conn, &job_queue(&h.app)).await as usize;
+    assert!(seen.is_subset(&ids));
+    assert_eq!(
+        seen.len() + queued,
+        JOBS,
+        "outcomes {} + queued {queued} = published",
+        seen.len()
+    );
+    assert!(queued > 0, "the stop came mid-load");
+    h.cleanup().await;
+    sim.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_load_then_restart_ends_every_job_with_the_same_client_msg_id() {
+    let (sim, bin, mut h) = setup("kill9").await;
+    let ids = h.publish_jobs(JOBS).await;
+    let mut worker = bin.spawn_worker();
+    let mut seen = HashSet::new();
+    h.read_until(&mut seen, 80, Duration::from_secs(20)).await;
+    signal(&worker, "KILL");
+    let _ = worker.wait();
+    let mut again = bin.spawn_worker();
+    h.read_until(&mut seen, JOBS, Duration::from_secs(20)).await;
+    signal(&again, "TERM");
+    assert_eq!(
+        wait_exit(&mut again, Duration::from_secs(30)).and_then(|s| s.code()),
+        Some(0)
+    );
+    assert_eq!(seen, ids, "every job ended with an outcome");
+
+    let sends = sim.sends();
+    assert!(
+        sends
+            .iter()
+            .all(|s| s.client_msg_id.as_ref().is_some_and(|c| ids.contains(c)))
+    );
+    let accepted: Vec<&String> = sends
+        .iter()
+        .filter(|s| s.errcode == 0 && !s.duplicate)
+        .filter_map(|s| s.client_msg_id.as_ref())
+        .collect();
+    let unique: HashSet<&String> = accepted.iter().copied().collect();
+    assert_eq!(accepted.len(), unique.len(), "WeChat accepted no job twice");
+    assert_eq!(unique.len(), JOBS);
+    assert_eq!(sim.stats().apps[DEFAULT_APPID].accepted as usize, JOBS);
+    h.cleanup().await;
+    sim.stop();
+}
