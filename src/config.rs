@@ -557,7 +557,21 @@ fn describe_figment_error(err: figment::Error) -> ConfigError {
         };
         sentences.push(what);
     }
-    ConfigError::Parse(sentences.join("; "))
+    ConfigError::Parse(one_line(&sentences.join("; ")))
+}
+
+/// TOML errors come with a drawn excerpt of the file; keep the words, on one line.
+fn one_line(text: &str) -> String {
+    let is_excerpt = |l: &str| {
+        l.starts_with('|')
+            || l.split_once('|')
+                .is_some_and(|(n, _)| n.trim().parse::<u32>().is_ok())
+    };
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !is_excerpt(l))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -679,6 +693,20 @@ mod tests {
     fn a_missing_explicit_file_is_an_error() {
         let err = Settings::load_from(Some(Path::new("/nonexistent/x.toml")), &[]).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/x.toml"));
+    }
+
+    #[test]
+    fn the_shipped_default_config_is_valid_with_its_secret_from_the_environment() {
+        let s = load(
+            include_str!("../config/default.toml"),
+            &[("WXCOURIER_APPS__DEFAULT__SECRET", "secret")],
+        )
+        .unwrap();
+        assert_eq!(s.apps["default"].appid, "wx0000000000000000");
+        let err = load(include_str!("../config/default.toml"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("WXCOURIER_APPS__DEFAULT__SECRET"), "{err}");
     }
 
     #[test]

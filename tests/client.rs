@@ -197,7 +197,8 @@ async fn transport_failures_are_typed_and_never_show_the_token() {
         .await
         .unwrap()
         .token;
-    let cases: [(&str, fn(&CallError) -> bool); 4] = [
+    type Expect = fn(&CallError) -> bool;
+    let cases: [(&str, Expect); 4] = [
         ("http500", |e| matches!(e, CallError::Status(500))),
         ("bad_json", |e| matches!(e, CallError::Body(_))),
         ("drop", |e| {

@@ -14,6 +14,10 @@ use wxcourier::sim::{DEFAULT_APPID, Faults, SimOptions, Simulator};
 const JOBS: usize = 300;
 
 async fn setup(prefix: &str) -> (Simulator, Binary, TestHarness) {
+    setup_with(prefix, "").await
+}
+
+async fn setup_with(prefix: &str, extra_toml: &str) -> (Simulator, Binary, TestHarness) {
     let sim = Simulator::start("127.0.0.1:0", SimOptions::default())
         .await
         .unwrap();
@@ -22,7 +26,7 @@ async fn setup(prefix: &str) -> (Simulator, Binary, TestHarness) {
         ..Faults::default()
     });
     let app = unique_app(prefix);
-    let bin = Binary::new(&app, &sim.base_url(), "");
+    let bin = Binary::new(&app, &sim.base_url(), extra_toml);
     let h = TestHarness::new(&app, &sim).await;
     (sim, bin, h)
 }
@@ -120,9 +124,37 @@ fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<std::pr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_load_drains_and_loses_nothing() {
-    let (sim, bin, mut h) = setup("sigterm").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (sim, bin, mut h) = setup_with(
+        "sigterm",
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .await;
     let ids = h.publish_jobs(JOBS).await;
     let mut worker = bin.spawn_worker();
+    let health = format!("http://127.0.0.1:{port}");
+    let mut ready = false;
+    for _ in 0..100 {
+        if let Ok(r) = reqwest::get(format!("{health}/readyz")).await {
+            ready = r.status() == 200;
+            if ready {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "/readyz turns 200 once consuming");
+    assert_eq!(
+        reqwest::get(format!("{health}/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let mut seen = HashSet::new();
     h.read_until(&mut seen, 60, Duration::from_secs(20)).await;
     assert!(seen.len() >= 60, "the worker made progress");

@@ -112,7 +112,7 @@ pub async fn spawn_app_with_sim(
     tweak(&mut s);
     let conn = connect().await;
     let schedule = wxcourier::retry::Schedule::new(&s.retry);
-    topology::declare_all(&conn, &[app.clone()], schedule.tiers())
+    topology::declare_all(&conn, std::slice::from_ref(&app), schedule.tiers())
         .await
         .unwrap();
     let tap = ResultsTap::open(&conn, &format!("*.{app}")).await.unwrap();

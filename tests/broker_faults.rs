@@ -1,0 +1,146 @@
+//! The broker goes away mid-load: nothing is lost. These tests stop and restart RabbitMQ's
+//! app, so they run alone, after every other test (see `.ci/run`), and always leave the
+//! broker running.
+
+mod common;
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use wxcourier::sim::{DEFAULT_APPID, Faults};
+
+const JOBS: usize = 400;
+
+fn rabbitmqctl(args: &[&str]) -> String {
+    let out = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl is installed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Starts the broker's app again when dropped, pass or fail.
+struct RestartGuard;
+
+impl Drop for RestartGuard {
+    fn drop(&mut self) {
+        rabbitmqctl(&["start_app"]);
+        rabbitmqctl(&["await_startup"]);
+    }
+}
+
+async fn load(t: &mut TestApp) -> HashSet<String> {
+    t.sim.set_faults(Faults {
+        latency_ms: 5,
+        ..Faults::default()
+    });
+    let mut ids = HashSet::new();
+    for i in 0..JOBS {
+        let id = format!("{}-{i}", t.app);
+        t.publish(&job(&id, &openid(i))).await;
+        ids.insert(id);
+    }
+    ids
+}
+
+async fn read_outcomes(t: &mut TestApp, seen: &mut HashSet<String>, until: usize, idle: Duration) {
+    while seen.len() < until {
+        match t.tap.next(idle).await {
+            Some(o) => {
+                seen.insert(o["id"].as_str().unwrap().to_owned());
+            }
+            None => break,
+        }
+    }
+}
+
+fn assert_each_job_accepted_once(t: &TestApp, ids: &HashSet<String>) {
+    let sends = t.sim.sends();
+    let accepted: Vec<&String> = sends
+        .iter()
+        .filter(|s| s.errcode == 0 && !s.duplicate)
+        .filter_map(|s| s.client_msg_id.as_ref())
+        .collect();
+    let unique: HashSet<&String> = accepted.iter().copied().collect();
+    assert_eq!(accepted.len(), unique.len(), "no job accepted twice");
+    assert_eq!(unique.len(), ids.len());
+    assert_eq!(
+        t.sim.stats().apps[DEFAULT_APPID].accepted as usize,
+        ids.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stops the broker: run alone by scripts/test.sh"]
+async fn closed_connections_mid_load_lose_nothing() {
+    let mut t = spawn_app("closeconn", |s| {
+        s.apps.values_mut().for_each(|a| a.rate_per_second = 200.0);
+    })
+    .await;
+    let ids = load(&mut t).await;
+    let mut seen = HashSet::new();
+    read_outcomes(&mut t, &mut seen, 80, Duration::from_secs(20)).await;
+    let listing = rabbitmqctl(&["list_connections", "pid", "client_properties", "-q"]);
+    let worker_conns: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.contains("wxcourier worker"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(
+        !worker_conns.is_empty(),
+        "found the worker's connection: {listing}"
+    );
+    for pid in worker_conns {
+        rabbitmqctl(&[
+            "close_connection",
+            pid,
+            "test: closing the worker's connection",
+        ]);
+    }
+    read_outcomes(&mut t, &mut seen, JOBS, Duration::from_secs(30)).await;
+    assert_eq!(seen, ids, "every job ended with an outcome");
+    assert_each_job_accepted_once(&t, &ids);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stops the broker: run alone by scripts/test.sh"]
+async fn a_broker_stop_and_start_mid_load_loses_nothing() {
+    let mut t = spawn_app("stopapp", |s| {
+        s.apps.values_mut().for_each(|a| a.rate_per_second = 200.0);
+    })
+    .await;
+    let ids = load(&mut t).await;
+    let mut seen = HashSet::new();
+    read_outcomes(&mut t, &mut seen, 80, Duration::from_secs(20)).await;
+    {
+        let _guard = RestartGuard;
+        rabbitmqctl(&["stop_app"]);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    // The test's own connection died with the broker: open a new tap and count what is
+    // left in the queue at the end instead of relying on outcomes published meanwhile.
+    let conn = connect().await;
+    let mut tap = wxcourier::broker::tap::ResultsTap::open(&conn, &format!("*.{}", t.app))
+        .await
+        .unwrap();
+    loop {
+        let done = t.sim.stats().apps[DEFAULT_APPID].accepted as usize;
+        let queued = queue_len(&conn, &wxcourier::broker::job_queue(&t.app)).await;
+        if done == JOBS && queued == 0 {
+            break;
+        }
+        match tap.next(Duration::from_secs(30)).await {
+            Some(o) => {
+                seen.insert(o["id"].as_str().unwrap().to_owned());
+            }
+            None => panic!("stalled: accepted {done}, queued {queued}"),
+        }
+    }
+    assert_each_job_accepted_once(&t, &ids);
+    assert!(seen.is_subset(&ids));
+    t.conn = conn;
+    t.stop().await;
+}

@@ -1,0 +1,105 @@
+"""The simulator answers wechatpy, a widely used third-party WeChat client, as WeChat would.
+
+Run by scripts/test.sh: python3 tests/wechatpy/sim_compat.py PATH/TO/wxcourier
+"""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+from wechatpy import WeChatClient
+from wechatpy.exceptions import WeChatClientException
+
+APPID, SECRET = "wx0000000000000000", "secret"
+OPENID = "oia2TjuEGTNoeX76QEjQNrcURxG8"
+TEMPLATE = "ngqIpbwh8bUfcSsECmogfXcV14J0tQlEpBO27izEYtY"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def client_for(base):
+    class SimClient(WeChatClient):
+        API_BASE_URL = base + "/cgi-bin/"
+
+        def fetch_access_token(self):
+            # wechatpy hard-codes WeChat's host for the token call; only the host changes.
+            return self._fetch_access_token(
+                url=base + "/cgi-bin/token",
+                params={"grant_type": "client_credential", "appid": self.appid, "secret": self.secret},
+            )
+
+    return SimClient(APPID, SECRET)
+
+
+def control(base, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req) as resp:
+        raw = resp.read()
+        return json.loads(raw) if raw else None
+
+
+def main(binary):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    sim = subprocess.Popen([binary, "sim", "--listen", f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
+    failures, passed = [], []
+    try:
+        for _ in range(100):
+            try:
+                control(base, "/sim/stats")
+                break
+            except OSError:
+                time.sleep(0.05)
+        client = client_for(base)
+        data = {"first": {"value": "hello", "color": "#173177"}, "keyword1": {"value": "1842"}}
+
+        def check(name, cond):
+            print(("ok   " if cond else "FAIL ") + name)
+            (passed if cond else failures).append(name)
+
+        sent = client.message.send_template(OPENID, TEMPLATE, data, url="https://example.com/1")
+        check("a template send is accepted with a msgid", sent.get("errcode") == 0 and sent.get("msgid", 0) > 0)
+
+        try:
+            client.message.send_template("oBad", TEMPLATE, data)
+            check("an invalid OpenID is refused", False)
+        except WeChatClientException as e:
+            check("an invalid OpenID is refused with 40003", e.errcode == 40003)
+
+        control(base, "/sim/invalidate", {"appid": APPID})
+        again = client.message.send_template(OPENID, TEMPLATE, data)
+        stats = control(base, "/sim/stats")["apps"][APPID]
+        check("after invalidation wechatpy refreshes on 40001 and succeeds", again.get("errcode") == 0)
+        check("exactly two token calls in all", stats["classic_token_calls"] == 2)
+
+        control(base, "/sim/quota", {"appid": APPID, "left": 0})
+        try:
+            client.message.send_template(OPENID, TEMPLATE, data)
+            check("a spent quota is refused", False)
+        except WeChatClientException as e:
+            check("a spent quota is refused with 45009", e.errcode == 45009)
+
+        bad = client_for(base)
+        bad.secret = "wrong"
+        try:
+            bad.fetch_access_token()
+            check("a wrong secret is refused", False)
+        except WeChatClientException as e:
+            check("a wrong secret is refused with 40125", e.errcode == 40125)
+    finally:
+        sim.terminate()
+        sim.wait(timeout=10)
+    print(f"{len(passed)} passed, {len(failures)} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
