@@ -215,3 +215,18 @@ fn demo_shows_every_status_and_exits_0() {
         assert!(text.contains(status), "{status} in\n{text}");
     }
 }
+
+#[test]
+fn demo_says_how_to_start_rabbitmq_when_it_is_unreachable() {
+    let out = bin()
+        .arg("demo")
+        .env("WXCOURIER_AMQP__URL", "amqp://guest:guest@127.0.0.1:1/%2f")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rabbitmq-server -detached") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::process::{Binary, signal};
 use common::*;
 use wxcourier::broker::job_queue;
-use wxcourier::sim::{DEFAULT_APPID, Faults, SimOptions, Simulator};
+use wxcourier::sim::{Faults, SimOptions, Simulator};
 
 const JOBS: usize = 300;
 
@@ -193,21 +193,7 @@ async fn kill_9_mid_load_then_restart_ends_every_job_with_the_same_client_msg_id
     );
     assert_eq!(seen, ids, "every job ended with an outcome");
 
-    let sends = sim.sends();
-    assert!(
-        sends
-            .iter()
-            .all(|s| s.client_msg_id.as_ref().is_some_and(|c| ids.contains(c)))
-    );
-    let accepted: Vec<&String> = sends
-        .iter()
-        .filter(|s| s.errcode == 0 && !s.duplicate)
-        .filter_map(|s| s.client_msg_id.as_ref())
-        .collect();
-    let unique: HashSet<&String> = accepted.iter().copied().collect();
-    assert_eq!(accepted.len(), unique.len(), "WeChat accepted no job twice");
-    assert_eq!(unique.len(), JOBS);
-    assert_eq!(sim.stats().apps[DEFAULT_APPID].accepted as usize, JOBS);
+    assert_each_job_accepted_once(&sim, &ids);
     h.cleanup().await;
     sim.stop();
 }

@@ -343,3 +343,36 @@ async fn outcome_properties_follow_the_contract() {
     assert_eq!(d.routing_key.as_str(), format!("sent.{}", t.app));
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_that_exists_with_other_arguments_gets_an_error_that_says_what_to_do() {
+    use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+    let conn = connect().await;
+    let app = unique_app("clash");
+    let name = wxcourier::broker::job_queue(&app);
+    let ch = conn.create_channel().await.unwrap();
+    // A classic queue where the worker wants a quorum one.
+    ch.queue_declare(
+        name.as_str().into(),
+        QueueDeclareOptions::durable(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let err = wxcourier::broker::topology::declare_all(
+        &conn,
+        std::slice::from_ref(&app),
+        &[Duration::from_millis(200)],
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(&name) && err.contains("already exists") && err.contains("delete it"),
+        "{err}"
+    );
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+}

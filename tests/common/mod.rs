@@ -251,3 +251,23 @@ pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// WeChat (the simulator) accepted every job of `ids` exactly once, and every send it saw
+/// carried one of those ids as `client_msg_id`.
+pub fn assert_each_job_accepted_once(sim: &Simulator, ids: &std::collections::HashSet<String>) {
+    let sends = sim.sends();
+    assert!(
+        sends
+            .iter()
+            .all(|s| s.client_msg_id.as_ref().is_some_and(|c| ids.contains(c)))
+    );
+    let accepted: Vec<&String> = sends
+        .iter()
+        .filter(|s| s.errcode == 0 && !s.duplicate)
+        .filter_map(|s| s.client_msg_id.as_ref())
+        .collect();
+    let unique: std::collections::HashSet<&String> = accepted.iter().copied().collect();
+    assert_eq!(accepted.len(), unique.len(), "no job accepted twice");
+    assert_eq!(unique.len(), ids.len());
+    assert_eq!(sim.stats().apps[DEFAULT_APPID].accepted as usize, ids.len());
+}
