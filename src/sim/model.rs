@@ -318,6 +318,15 @@ impl Model {
             .and_then(|b| b.touser.clone())
             .unwrap_or_default();
         let cmid = parsed.as_ref().and_then(|b| b.client_msg_id.clone());
+        let rec = |errcode: i64, msgid: Option<u64>, duplicate: bool| SendRecord {
+            appid: appid.clone(),
+            touser: touser.clone(),
+            client_msg_id: cmid.clone(),
+            errcode,
+            msgid,
+            duplicate,
+            at_ms,
+        };
         let answer = |code: i64, app: &mut App| {
             *app.stats.errcodes.entry(code.to_string()).or_default() += 1;
             code
@@ -327,15 +336,7 @@ impl Model {
             record(
                 &mut inner.records,
                 inner.options.record_limit,
-                SendRecord {
-                    appid,
-                    touser,
-                    client_msg_id: cmid,
-                    errcode: code,
-                    msgid: None,
-                    duplicate: false,
-                    at_ms,
-                },
+                rec(code, None, false),
             );
             return error(42001, errmsg_for(42001));
         }
@@ -359,15 +360,7 @@ impl Model {
                 record(
                     &mut inner.records,
                     inner.options.record_limit,
-                    SendRecord {
-                        appid,
-                        touser,
-                        client_msg_id: cmid,
-                        errcode: code,
-                        msgid: None,
-                        duplicate: false,
-                        at_ms,
-                    },
+                    rec(code, None, false),
                 );
                 return error(code, errmsg_for(code));
             }
@@ -412,15 +405,7 @@ impl Model {
             record(
                 &mut inner.records,
                 inner.options.record_limit,
-                SendRecord {
-                    appid,
-                    touser,
-                    client_msg_id: cmid,
-                    errcode: code,
-                    msgid: None,
-                    duplicate: false,
-                    at_ms,
-                },
+                rec(code, None, false),
             );
             return error(code, errmsg_for(code));
         }
@@ -440,15 +425,7 @@ impl Model {
             record(
                 &mut inner.records,
                 inner.options.record_limit,
-                SendRecord {
-                    appid,
-                    touser,
-                    client_msg_id: cmid,
-                    errcode: 0,
-                    msgid: Some(msgid),
-                    duplicate: true,
-                    at_ms,
-                },
+                rec(0, Some(msgid), true),
             );
             return Reply::Json(
                 serde_json::json!({ "errcode": 0, "errmsg": "ok", "msgid": msgid }),
@@ -459,15 +436,7 @@ impl Model {
             record(
                 &mut inner.records,
                 inner.options.record_limit,
-                SendRecord {
-                    appid,
-                    touser,
-                    client_msg_id: cmid,
-                    errcode: 45009,
-                    msgid: None,
-                    duplicate: false,
-                    at_ms,
-                },
+                rec(45009, None, false),
             );
             return error(45009, errmsg_for(45009));
         }
@@ -484,15 +453,7 @@ impl Model {
         record(
             &mut inner.records,
             inner.options.record_limit,
-            SendRecord {
-                appid,
-                touser,
-                client_msg_id: cmid,
-                errcode: 0,
-                msgid: Some(msgid),
-                duplicate: false,
-                at_ms,
-            },
+            rec(0, Some(msgid), false),
         );
         Reply::Json(serde_json::json!({ "errcode": 0, "errmsg": "ok", "msgid": msgid }))
     }
