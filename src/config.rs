@@ -290,6 +290,21 @@ pub struct AppSettings {
     pub encoding_aes_key: Option<Secret>,
 }
 
+impl AppSettings {
+    /// An app with the contract's defaults for everything but its credentials.
+    pub fn new(appid: impl Into<String>, secret: Secret) -> Self {
+        Self {
+            appid: appid.into(),
+            secret,
+            token_mode: TokenMode::default(),
+            rate_per_second: default_rate(),
+            burst: default_burst(),
+            callback_token: None,
+            encoding_aes_key: None,
+        }
+    }
+}
+
 fn default_rate() -> f64 {
     50.0
 }

@@ -58,17 +58,13 @@ impl InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Secret, TokenMode};
+    use crate::config::Secret;
 
     fn app(rate: f64, burst: u32) -> AppSettings {
         AppSettings {
-            appid: "wx".into(),
-            secret: Secret::new("s"),
-            token_mode: TokenMode::Stable,
             rate_per_second: rate,
             burst,
-            callback_token: None,
-            encoding_aes_key: None,
+            ..AppSettings::new("wx", Secret::new("s"))
         }
     }
 

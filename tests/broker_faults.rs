@@ -31,41 +31,26 @@ impl Drop for RestartGuard {
     }
 }
 
-async fn load(t: &mut TestApp) -> HashSet<String> {
+/// Starts a worker on a fresh app, publishes the load and waits until it is under way.
+async fn loaded(prefix: &str) -> (TestApp, HashSet<String>, HashSet<String>) {
+    let mut t = spawn_app(prefix, |s| {
+        s.apps.values_mut().for_each(|a| a.rate_per_second = 200.0);
+    })
+    .await;
     t.sim.set_faults(Faults {
         latency_ms: 5,
         ..Faults::default()
     });
-    let mut ids = HashSet::new();
-    for i in 0..JOBS {
-        let id = format!("{}-{i}", t.app);
-        t.publish(&job(&id, &openid(i))).await;
-        ids.insert(id);
-    }
-    ids
-}
-
-async fn read_outcomes(t: &mut TestApp, seen: &mut HashSet<String>, until: usize, idle: Duration) {
-    while seen.len() < until {
-        match t.tap.next(idle).await {
-            Some(o) => {
-                seen.insert(o["id"].as_str().unwrap().to_owned());
-            }
-            None => break,
-        }
-    }
+    let ids = t.publish_numbered(JOBS).await;
+    let mut seen = HashSet::new();
+    t.read_until(&mut seen, 80, Duration::from_secs(20)).await;
+    (t, ids, seen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "stops the broker: run alone by scripts/test.sh"]
 async fn closed_connections_mid_load_lose_nothing() {
-    let mut t = spawn_app("closeconn", |s| {
-        s.apps.values_mut().for_each(|a| a.rate_per_second = 200.0);
-    })
-    .await;
-    let ids = load(&mut t).await;
-    let mut seen = HashSet::new();
-    read_outcomes(&mut t, &mut seen, 80, Duration::from_secs(20)).await;
+    let (mut t, ids, mut seen) = loaded("closeconn").await;
     let listing = rabbitmqctl(&["list_connections", "pid", "client_properties", "-q"]);
     let worker_conns: Vec<&str> = listing
         .lines()
@@ -83,7 +68,7 @@ async fn closed_connections_mid_load_lose_nothing() {
             "test: closing the worker's connection",
         ]);
     }
-    read_outcomes(&mut t, &mut seen, JOBS, Duration::from_secs(30)).await;
+    t.read_until(&mut seen, JOBS, Duration::from_secs(30)).await;
     assert_eq!(seen, ids, "every job ended with an outcome");
     assert_each_job_accepted_once(&t.sim, &ids);
     t.stop().await;
@@ -92,13 +77,7 @@ async fn closed_connections_mid_load_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "stops the broker: run alone by scripts/test.sh"]
 async fn a_broker_stop_and_start_mid_load_loses_nothing() {
-    let mut t = spawn_app("stopapp", |s| {
-        s.apps.values_mut().for_each(|a| a.rate_per_second = 200.0);
-    })
-    .await;
-    let ids = load(&mut t).await;
-    let mut seen = HashSet::new();
-    read_outcomes(&mut t, &mut seen, 80, Duration::from_secs(20)).await;
+    let (mut t, ids, mut seen) = loaded("stopapp").await;
     {
         let _guard = RestartGuard;
         rabbitmqctl(&["stop_app"]);
@@ -125,6 +104,6 @@ async fn a_broker_stop_and_start_mid_load_loses_nothing() {
     }
     assert_each_job_accepted_once(&t.sim, &ids);
     assert!(seen.is_subset(&ids));
-    t.conn = conn;
+    t.harness.conn = conn;
     t.stop().await;
 }

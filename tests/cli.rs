@@ -94,6 +94,22 @@ async fn check_passes_with_a_reachable_broker_and_good_credentials_and_fails_oth
     sim.stop();
 }
 
+/// `wxcourier send` of one job to `to` with data `k=v`, ready for more flags.
+fn send_one(b: &Binary, to: &str) -> Command {
+    let mut c = b.command("send");
+    c.args([
+        "--app",
+        &b.app,
+        "--to",
+        to,
+        "--template",
+        TEMPLATE,
+        "--data",
+        "k=v",
+    ]);
+    c
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_publishes_one_job_or_a_file_of_them_with_confirms() {
     let sim = Simulator::start("127.0.0.1:0", SimOptions::default())
@@ -101,39 +117,14 @@ async fn send_publishes_one_job_or_a_file_of_them_with_confirms() {
         .unwrap();
     let app = unique_app("send");
     let b = Binary::new(&app, &sim.base_url(), "");
-    let conn = connect().await;
-    let s = settings(&app, &sim);
-    wxcourier::broker::topology::declare_all(
-        &conn,
-        std::slice::from_ref(&app),
-        wxcourier::retry::Schedule::new(&s.retry).tiers(),
-    )
-    .await
-    .unwrap();
+    let h = Harness::new(&app, &settings(&app, &sim)).await;
 
-    let out = b
-        .command("send")
-        .args([
-            "--app",
-            &app,
-            "--to",
-            &openid(1),
-            "--template",
-            TEMPLATE,
-            "--data",
-            "first=hi",
-            "keyword1=1842",
-            "--id",
-            "cli-1",
-        ])
+    let out = send_one(&b, &openid(1))
+        .args(["first=hi", "--id", "cli-1"])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
 
     let file = b.dir.path().join("jobs.jsonl");
     let lines: Vec<String> = (0..25)
@@ -146,58 +137,21 @@ async fn send_publishes_one_job_or_a_file_of_them_with_confirms() {
         .arg(&file)
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        queue_len(&conn, &wxcourier::broker::job_queue(&app)).await,
-        26
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(h.queued().await, 26);
 
-    let out = b
-        .command("send")
-        .args([
-            "--app",
-            &app,
-            "--to",
-            "bad user",
-            "--template",
-            TEMPLATE,
-            "--data",
-            "k=v",
-        ])
-        .output()
-        .unwrap();
+    let out = send_one(&b, "bad user").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("touser"));
 
-    let out = b
-        .command("send")
-        .args([
-            "--app",
-            &app,
-            "--to",
-            &openid(1),
-            "--template",
-            TEMPLATE,
-            "--data",
-            "k=v",
-        ])
+    let out = send_one(&b, &openid(1))
         .env("WXCOURIER_AMQP__URL", "amqp://guest:guest@127.0.0.1:1/%2f")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 
-    let ch = conn.create_channel().await.unwrap();
-    let _ = ch
-        .queue_delete(
-            wxcourier::broker::job_queue(&app).as_str().into(),
-            Default::default(),
-        )
-        .await;
+    h.cleanup().await;
     sim.stop();
 }
 

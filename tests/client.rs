@@ -25,6 +25,15 @@ fn body(id: &str, touser: &str) -> Vec<u8> {
     job::parse(&j, None).unwrap().wechat_body()
 }
 
+/// The app's stable token, straight from the simulator.
+async fn stable_token(client: &WechatClient) -> Secret {
+    client
+        .stable_token(DEFAULT_APPID, &Secret::new(DEFAULT_SECRET))
+        .await
+        .unwrap()
+        .token
+}
+
 fn keeper(client: &WechatClient, mode: TokenMode) -> Arc<TokenKeeper> {
     Arc::new(TokenKeeper::new(Box::new(WechatTokenSource {
         client: client.clone(),
@@ -156,11 +165,7 @@ async fn bad_credentials_are_refused_with_their_codes_and_no_secret_in_the_error
 #[tokio::test]
 async fn every_error_class_comes_back_as_wechat_sends_it() {
     let (sim, client) = sim(SimOptions::default()).await;
-    let token = client
-        .stable_token(DEFAULT_APPID, &Secret::new(DEFAULT_SECRET))
-        .await
-        .unwrap()
-        .token;
+    let token = stable_token(&client).await;
     let c = Classifier::default();
     let cases = [
         (-1, Class::Transient),
@@ -192,11 +197,7 @@ async fn every_error_class_comes_back_as_wechat_sends_it() {
 #[tokio::test]
 async fn transport_failures_are_typed_and_never_show_the_token() {
     let (sim, client) = sim(SimOptions::default()).await;
-    let token = client
-        .stable_token(DEFAULT_APPID, &Secret::new(DEFAULT_SECRET))
-        .await
-        .unwrap()
-        .token;
+    let token = stable_token(&client).await;
     type Expect = fn(&CallError) -> bool;
     let cases: [(&str, Expect); 4] = [
         ("http500", |e| matches!(e, CallError::Status(500))),
@@ -234,11 +235,7 @@ async fn transport_failures_are_typed_and_never_show_the_token() {
 #[tokio::test]
 async fn the_same_client_msg_id_is_accepted_once() {
     let (sim, client) = sim(SimOptions::default()).await;
-    let token = client
-        .stable_token(DEFAULT_APPID, &Secret::new(DEFAULT_SECRET))
-        .await
-        .unwrap()
-        .token;
+    let token = stable_token(&client).await;
     let a = client
         .send_template(&token, body("same-id", &openid(7)))
         .await
@@ -260,11 +257,7 @@ async fn a_spent_daily_quota_answers_45009() {
         ..SimOptions::default()
     })
     .await;
-    let token = client
-        .stable_token(DEFAULT_APPID, &Secret::new(DEFAULT_SECRET))
-        .await
-        .unwrap()
-        .token;
+    let token = stable_token(&client).await;
     let codes: Vec<i64> = futures_util::future::join_all((0..3).map(|i| {
         let (client, token) = (client.clone(), token.clone());
         async move {

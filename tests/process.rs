@@ -13,11 +13,11 @@ use wxcourier::sim::{Faults, SimOptions, Simulator};
 
 const JOBS: usize = 300;
 
-async fn setup(prefix: &str) -> (Simulator, Binary, TestHarness) {
+async fn setup(prefix: &str) -> (Simulator, Binary, Harness) {
     setup_with(prefix, "").await
 }
 
-async fn setup_with(prefix: &str, extra_toml: &str) -> (Simulator, Binary, TestHarness) {
+async fn setup_with(prefix: &str, extra_toml: &str) -> (Simulator, Binary, Harness) {
     let sim = Simulator::start("127.0.0.1:0", SimOptions::default())
         .await
         .unwrap();
@@ -27,87 +27,8 @@ async fn setup_with(prefix: &str, extra_toml: &str) -> (Simulator, Binary, TestH
     });
     let app = unique_app(prefix);
     let bin = Binary::new(&app, &sim.base_url(), extra_toml);
-    let h = TestHarness::new(&app, &sim).await;
+    let h = Harness::new(&app, &settings(&app, &sim)).await;
     (sim, bin, h)
-}
-
-/// Publishes and observes without a worker of its own.
-struct TestHarness {
-    app: String,
-    conn: lapin::Connection,
-    publisher: wxcourier::broker::Publisher,
-    tap: wxcourier::broker::tap::ResultsTap,
-}
-
-impl TestHarness {
-    async fn new(app: &str, sim: &Simulator) -> Self {
-        let conn = connect().await;
-        let s = settings(app, sim);
-        let schedule = wxcourier::retry::Schedule::new(&s.retry);
-        wxcourier::broker::topology::declare_all(&conn, &[app.to_owned()], schedule.tiers())
-            .await
-            .unwrap();
-        let tap = wxcourier::broker::tap::ResultsTap::open(&conn, &format!("*.{app}"))
-            .await
-            .unwrap();
-        let publisher = wxcourier::broker::Publisher::open(&conn, Duration::from_secs(5))
-            .await
-            .unwrap();
-        Self {
-            app: app.into(),
-            conn,
-            publisher,
-            tap,
-        }
-    }
-
-    async fn publish_jobs(&self, n: usize) -> HashSet<String> {
-        let mut ids = HashSet::new();
-        for i in 0..n {
-            let id = format!("{}-{i}", self.app);
-            let body = serde_json::to_vec(&job(&id, &openid(i))).unwrap();
-            self.publisher
-                .publish(wxcourier::broker::publish::Message {
-                    exchange: wxcourier::broker::JOBS_EXCHANGE,
-                    routing_key: &self.app,
-                    body: &body,
-                    properties: wxcourier::broker::publish::job_properties(&id, Default::default()),
-                    must_route: false,
-                })
-                .await
-                .unwrap();
-            ids.insert(id);
-        }
-        ids
-    }
-
-    /// Reads outcomes until `until` ids have one, or no new one came for `idle`.
-    async fn read_until(
-        &mut self,
-        seen: &mut HashSet<String>,
-        until: usize,
-        idle: Duration,
-    ) -> usize {
-        let mut total = 0;
-        while seen.len() < until {
-            match self.tap.next(idle).await {
-                Some(o) => {
-                    total += 1;
-                    seen.insert(o["id"].as_str().unwrap().to_owned());
-                }
-                None => break,
-            }
-        }
-        total
-    }
-
-    async fn cleanup(self) {
-        if let Ok(ch) = self.conn.create_channel().await {
-            let _ = ch
-                .queue_delete(job_queue(&self.app).as_str().into(), Default::default())
-                .await;
-        }
-    }
 }
 
 fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
@@ -134,7 +55,7 @@ async fn sigterm_mid_load_drains_and_loses_nothing() {
         &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
     )
     .await;
-    let ids = h.publish_jobs(JOBS).await;
+    let ids = h.publish_numbered(JOBS).await;
     let mut worker = bin.spawn_worker();
     let health = format!("http://127.0.0.1:{port}");
     let mut ready = false;
@@ -178,7 +99,7 @@ async fn sigterm_mid_load_drains_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_load_then_restart_ends_every_job_with_the_same_client_msg_id() {
     let (sim, bin, mut h) = setup("kill9").await;
-    let ids = h.publish_jobs(JOBS).await;
+    let ids = h.publish_numbered(JOBS).await;
     let mut worker = bin.spawn_worker();
     let mut seen = HashSet::new();
     h.read_until(&mut seen, 80, Duration::from_secs(20)).await;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::publish::{Message, job_properties};
 use crate::broker::tap::ResultsTap;
 use crate::broker::{self, JOBS_EXCHANGE, Publisher, job_queue, topology};
-use crate::config::{AppSettings, Secret, Settings, Span, TokenMode};
+use crate::config::{AppSettings, Secret, Settings, Span};
 use crate::sim::{Answer, DEFAULT_APPID, DEFAULT_SECRET, SimOptions, Simulator};
 use crate::worker::{self, Context};
 
@@ -44,15 +44,7 @@ fn demo_settings(amqp_url: &str, base_url: String) -> Settings {
     s.worker.drain_timeout = Span(Duration::from_secs(5));
     s.apps.insert(
         APP.into(),
-        AppSettings {
-            appid: DEFAULT_APPID.into(),
-            secret: Secret::new(DEFAULT_SECRET),
-            token_mode: TokenMode::Stable,
-            rate_per_second: 50.0,
-            burst: 50,
-            callback_token: None,
-            encoding_aes_key: None,
-        },
+        AppSettings::new(DEFAULT_APPID, Secret::new(DEFAULT_SECRET)),
     );
     s
 }

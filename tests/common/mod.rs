@@ -5,6 +5,7 @@
 
 pub mod process;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use wxcourier::broker::publish::{Message, job_properties};
 use wxcourier::broker::tap::ResultsTap;
 use wxcourier::broker::{self, JOBS_EXCHANGE, Publisher, job_queue, topology};
-use wxcourier::config::{AppSettings, Secret, Settings, Span, TokenMode};
+use wxcourier::config::{AppSettings, Secret, Settings, Span};
 use wxcourier::sim::{DEFAULT_APPID, DEFAULT_SECRET, SimOptions, Simulator};
 use wxcourier::worker::{self, Context};
 
@@ -64,77 +65,43 @@ pub fn settings(app: &str, sim: &Simulator) -> Settings {
     s.apps.insert(
         app.into(),
         AppSettings {
-            appid: DEFAULT_APPID.into(),
-            secret: Secret::new(DEFAULT_SECRET),
-            token_mode: TokenMode::Stable,
             rate_per_second: 1000.0,
             burst: 1000,
-            callback_token: None,
-            encoding_aes_key: None,
+            ..AppSettings::new(DEFAULT_APPID, Secret::new(DEFAULT_SECRET))
         },
     );
     s
 }
 
-pub struct TestApp {
+/// Publishes jobs for one app and reads its outcomes, as a producer and a result consumer
+/// would; it runs no worker of its own.
+pub struct Harness {
     pub app: String,
-    pub sim: Simulator,
     pub conn: Connection,
     pub publisher: Publisher,
     pub tap: ResultsTap,
-    pub ctx: Arc<Context>,
-    stop: CancellationToken,
-    worker: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
-pub async fn connect() -> Connection {
-    let s = Settings::default();
-    broker::connect(&s.amqp, "wxcourier test")
-        .await
-        .expect("RabbitMQ on 127.0.0.1:5672")
-}
-
-/// Starts a simulator and a worker for a fresh app; `tweak` adjusts the settings first.
-pub async fn spawn_app(prefix: &str, tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    let sim = Simulator::start("127.0.0.1:0", SimOptions::default())
-        .await
-        .unwrap();
-    spawn_app_with_sim(prefix, sim, tweak).await
-}
-
-pub async fn spawn_app_with_sim(
-    prefix: &str,
-    sim: Simulator,
-    tweak: impl FnOnce(&mut Settings),
-) -> TestApp {
-    let app = unique_app(prefix);
-    let mut s = settings(&app, &sim);
-    tweak(&mut s);
-    let conn = connect().await;
-    let schedule = wxcourier::retry::Schedule::new(&s.retry);
-    topology::declare_all(&conn, std::slice::from_ref(&app), schedule.tiers())
-        .await
-        .unwrap();
-    let tap = ResultsTap::open(&conn, &format!("*.{app}")).await.unwrap();
-    let publisher = Publisher::open(&conn, Duration::from_secs(5))
-        .await
-        .unwrap();
-    let ctx = Arc::new(Context::new(s).unwrap());
-    let stop = CancellationToken::new();
-    let worker = tokio::spawn(worker::run(ctx.clone(), stop.clone()));
-    TestApp {
-        app,
-        sim,
-        conn,
-        publisher,
-        tap,
-        ctx,
-        stop,
-        worker: Some(worker),
+impl Harness {
+    /// Declares the topology for `settings` and subscribes to `*.APP` results.
+    pub async fn new(app: &str, settings: &Settings) -> Self {
+        let conn = connect().await;
+        let schedule = wxcourier::retry::Schedule::new(&settings.retry);
+        topology::declare_all(&conn, &[app.to_owned()], schedule.tiers())
+            .await
+            .unwrap();
+        let tap = ResultsTap::open(&conn, &format!("*.{app}")).await.unwrap();
+        let publisher = Publisher::open(&conn, Duration::from_secs(5))
+            .await
+            .unwrap();
+        Self {
+            app: app.into(),
+            conn,
+            publisher,
+            tap,
+        }
     }
-}
 
-impl TestApp {
     pub async fn publish(&self, job: &Value) {
         let id = job["id"].as_str().unwrap_or("");
         self.publish_raw(&serde_json::to_vec(job).unwrap(), Some(id))
@@ -158,6 +125,17 @@ impl TestApp {
             .expect("the broker confirms the job");
     }
 
+    /// Publishes `n` valid jobs with ids `APP-0` … and returns the ids.
+    pub async fn publish_numbered(&self, n: usize) -> HashSet<String> {
+        let mut ids = HashSet::new();
+        for i in 0..n {
+            let id = format!("{}-{i}", self.app);
+            self.publish(&job(&id, &openid(i))).await;
+            ids.insert(id);
+        }
+        ids
+    }
+
     pub async fn outcomes(&mut self, n: usize) -> Vec<Value> {
         self.tap.collect(n, Duration::from_secs(15)).await
     }
@@ -176,6 +154,19 @@ impl TestApp {
         }
     }
 
+    /// Adds the ids of arriving outcomes to `seen` until it holds `until`, or none came for
+    /// `idle`.
+    pub async fn read_until(&mut self, seen: &mut HashSet<String>, until: usize, idle: Duration) {
+        while seen.len() < until {
+            match self.tap.next(idle).await {
+                Some(o) => {
+                    seen.insert(o["id"].as_str().unwrap().to_owned());
+                }
+                None => break,
+            }
+        }
+    }
+
     /// Messages in this app's job queue.
     pub async fn queued(&self) -> u32 {
         queue_len(&self.conn, &job_queue(&self.app)).await
@@ -186,11 +177,8 @@ impl TestApp {
         take_matching(&self.conn, broker::DEAD_QUEUE, &self.app).await
     }
 
-    pub async fn stop(mut self) {
-        self.stop.cancel();
-        if let Some(w) = self.worker.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
-        }
+    /// Deletes this app's job queue.
+    pub async fn cleanup(&self) {
         if let Ok(ch) = self.conn.create_channel().await {
             let _ = ch
                 .queue_delete(
@@ -199,6 +187,66 @@ impl TestApp {
                 )
                 .await;
         }
+    }
+}
+
+/// A harness plus an in-process worker and its simulator.
+pub struct TestApp {
+    pub harness: Harness,
+    pub sim: Simulator,
+    pub ctx: Arc<Context>,
+    stop: CancellationToken,
+    worker: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Harness;
+    fn deref(&self) -> &Harness {
+        &self.harness
+    }
+}
+
+impl std::ops::DerefMut for TestApp {
+    fn deref_mut(&mut self) -> &mut Harness {
+        &mut self.harness
+    }
+}
+
+pub async fn connect() -> Connection {
+    let s = Settings::default();
+    broker::connect(&s.amqp, "wxcourier test")
+        .await
+        .expect("RabbitMQ on 127.0.0.1:5672")
+}
+
+/// Starts a simulator and a worker for a fresh app; `tweak` adjusts the settings first.
+pub async fn spawn_app(prefix: &str, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let sim = Simulator::start("127.0.0.1:0", SimOptions::default())
+        .await
+        .unwrap();
+    let app = unique_app(prefix);
+    let mut s = settings(&app, &sim);
+    tweak(&mut s);
+    let harness = Harness::new(&app, &s).await;
+    let ctx = Arc::new(Context::new(s).unwrap());
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(worker::run(ctx.clone(), stop.clone()));
+    TestApp {
+        harness,
+        sim,
+        ctx,
+        stop,
+        worker: Some(worker),
+    }
+}
+
+impl TestApp {
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(w) = self.worker.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
+        }
+        self.harness.cleanup().await;
         self.sim.stop();
     }
 }
@@ -254,7 +302,7 @@ pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> 
 
 /// WeChat (the simulator) accepted every job of `ids` exactly once, and every send it saw
 /// carried one of those ids as `client_msg_id`.
-pub fn assert_each_job_accepted_once(sim: &Simulator, ids: &std::collections::HashSet<String>) {
+pub fn assert_each_job_accepted_once(sim: &Simulator, ids: &HashSet<String>) {
     let sends = sim.sends();
     assert!(
         sends
@@ -266,7 +314,7 @@ pub fn assert_each_job_accepted_once(sim: &Simulator, ids: &std::collections::Ha
         .filter(|s| s.errcode == 0 && !s.duplicate)
         .filter_map(|s| s.client_msg_id.as_ref())
         .collect();
-    let unique: std::collections::HashSet<&String> = accepted.iter().copied().collect();
+    let unique: HashSet<&String> = accepted.iter().copied().collect();
     assert_eq!(accepted.len(), unique.len(), "no job accepted twice");
     assert_eq!(unique.len(), ids.len());
     assert_eq!(sim.stats().apps[DEFAULT_APPID].accepted as usize, ids.len());
