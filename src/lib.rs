@@ -10,6 +10,7 @@
 //! - [`retry`]: the backoff schedule, delay tiers and the retry state carried in headers.
 //! - [`state`]: idempotency (sent ids and their msgids) and msgid → job.
 //! - [`limiter`]: per-app send rate and the global cap on WeChat calls in flight.
+//! - [`quota`]: the per-app pause after WeChat says the quota is spent (45009).
 //! - [`wechat`]: HTTP calls, the errcode table, the token keeper, callback crypto.
 //! - [`broker`]: RabbitMQ topology, confirmed publishing, the retry and dead-letter copies.
 //! - [`worker`]: one job's pipeline (`process`) and the consumers that run it.
@@ -24,6 +25,7 @@ pub mod http;
 pub mod job;
 pub mod limiter;
 pub mod outcome;
+pub mod quota;
 pub mod retry;
 pub mod sim;
 pub mod state;

@@ -94,12 +94,13 @@ impl Schedule {
         Next::RetryAfter(self.round_to_tier(wanted, pick))
     }
 
-    /// After a 45009: retry after the current pause, whatever `max_attempts` says.
-    pub fn after_quota(&self, state: &RetryState, now_ms: u64) -> Next {
+    /// After a 45009, or while the app is paused for one: retry once the app's `pause` is
+    /// over, whatever `max_attempts` says.
+    pub fn after_quota(&self, state: &RetryState, now_ms: u64, pause: Duration) -> Next {
         if let Some(reason) = self.too_old(state, now_ms) {
             return Next::GiveUp(reason);
         }
-        Next::RetryAfter(self.round_to_tier(self.quota_pause(state.quota_strikes.max(1)), 0.0))
+        Next::RetryAfter(self.round_to_tier(pause, 0.0))
     }
 
     /// Whether the job has been trying for longer than `retry.max_age`.
@@ -221,8 +222,12 @@ mod tests {
             first_try_ms: Some(0),
             quota_strikes: 50,
         };
-        assert!(matches!(s.after_quota(&st, day_ms), Next::GiveUp(r) if r.contains("max_age")));
-        assert!(matches!(s.after_quota(&st, day_ms - 1), Next::RetryAfter(d) if d == secs(3600)));
+        assert!(
+            matches!(s.after_quota(&st, day_ms, secs(60)), Next::GiveUp(r) if r.contains("max_age"))
+        );
+        assert!(
+            matches!(s.after_quota(&st, day_ms - 1, secs(3600)), Next::RetryAfter(d) if d == secs(3600))
+        );
         assert!(matches!(
             s.after_transient(&st, day_ms, 0.0, 0.0),
             Next::GiveUp(_)

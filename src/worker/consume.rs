@@ -31,6 +31,16 @@ use crate::retry::{
 /// that refuses publishes is not hammered.
 const HAND_BACK_PAUSE: Duration = Duration::from_millis(500);
 
+/// After a cancel, how long to wait for more already-prefetched deliveries.
+const DRAIN_IDLE: Duration = Duration::from_millis(200);
+
+/// Why a round of consuming ended.
+#[derive(Debug, PartialEq, Eq)]
+enum RoundEnd {
+    Stopped,
+    Paused,
+}
+
 pub struct AppConsumer {
     pub ctx: Arc<Context>,
     pub app: String,
@@ -40,13 +50,40 @@ pub struct AppConsumer {
 }
 
 impl AppConsumer {
-    /// Consumes until `stop` (then cancels the consumer) or until the channel fails.
+    /// Consumes until `stop` or until the channel fails; while the app is paused for its
+    /// quota, its consumer is cancelled and the jobs wait in the broker.
     pub async fn run(self, channel: Channel) -> Result<(), String> {
         let prefetch = self.ctx.settings.amqp.prefetch;
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
             .await
             .map_err(|e| e.to_string())?;
+        let permits = Arc::new(Semaphore::new(prefetch as usize));
+        let this = Arc::new(self);
+        let gate = &this.ctx.app(&this.app).gate;
+        loop {
+            let round = this.consume_round(&channel, &permits).await?;
+            if round == RoundEnd::Paused {
+                tracing::info!(app = %this.app, "consumer cancelled while the app is paused");
+                tokio::select! {
+                    _ = this.stop.cancelled() => {}
+                    _ = gate.pause_over() => continue,
+                }
+            }
+            // The channel must outlive the jobs in flight, or their acks are lost and finished
+            // jobs come back. Prefetched deliveries not yet taken go back to the queue when it
+            // closes.
+            let _ = permits.acquire_many(prefetch as u32).await;
+            return Ok(());
+        }
+    }
+
+    /// One `basic.consume` … `basic.cancel`.
+    async fn consume_round(
+        self: &Arc<Self>,
+        channel: &Channel,
+        permits: &Arc<Semaphore>,
+    ) -> Result<RoundEnd, String> {
         let tag = format!("wxcourier-{}-{}", self.app, std::process::id());
         let mut consumer = channel
             .basic_consume(
@@ -57,32 +94,41 @@ impl AppConsumer {
             )
             .await
             .map_err(|e| e.to_string())?;
-        let permits = Arc::new(Semaphore::new(prefetch as usize));
-        let this = Arc::new(self);
+        let gate = &self.ctx.app(&self.app).gate;
         loop {
             let next = tokio::select! {
-                _ = this.stop.cancelled() => {
+                _ = self.stop.cancelled() => {
                     let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
-                    // The channel must outlive the jobs in flight, or their acks are lost and
-                    // finished jobs come back. Prefetched deliveries not yet taken go back to
-                    // the queue when it closes.
-                    let _ = permits.acquire_many(prefetch as u32).await;
-                    return Ok(());
+                    return Ok(RoundEnd::Stopped);
+                }
+                _ = gate.paused() => {
+                    let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                    // Deliveries prefetched before the cancel must not sit here for the whole
+                    // pause (the broker closes channels that hold one too long): each goes back
+                    // through the retry path.
+                    while let Ok(Some(Ok(delivery))) = tokio::time::timeout(DRAIN_IDLE, consumer.next()).await {
+                        self.dispatch(delivery, permits).await;
+                    }
+                    return Ok(RoundEnd::Paused);
                 }
                 next = consumer.next() => next,
             };
-            let delivery = match next {
-                Some(Ok(d)) => d,
-                Some(Err(e)) => return Err(format!("consumer of {} failed: {e}", this.app)),
-                None => return Err(format!("consumer of {} was closed by the broker", this.app)),
-            };
-            let permit = permits.clone().acquire_owned().await.expect("never closed");
-            let job = this.clone();
-            this.jobs.spawn(async move {
-                job.handle(delivery).await;
-                drop(permit);
-            });
+            match next {
+                Some(Ok(delivery)) => self.dispatch(delivery, permits).await,
+                Some(Err(e)) => return Err(format!("consumer of {} failed: {e}", self.app)),
+                None => return Err(format!("consumer of {} was closed by the broker", self.app)),
+            }
         }
+    }
+
+    /// Runs one delivery as a job of its own, within the prefetch bound.
+    async fn dispatch(self: &Arc<Self>, delivery: Delivery, permits: &Arc<Semaphore>) {
+        let permit = permits.clone().acquire_owned().await.expect("never closed");
+        let job = self.clone();
+        self.jobs.spawn(async move {
+            job.handle(delivery).await;
+            drop(permit);
+        });
     }
 
     async fn handle(&self, delivery: Delivery) {

@@ -17,6 +17,7 @@ use crate::broker::topology::{self, TopologyError};
 use crate::broker::{self, Publisher};
 use crate::config::Settings;
 use crate::limiter::{AppLimiter, InFlight};
+use crate::quota::QuotaGate;
 use crate::retry::Schedule;
 use crate::state::{MemoryState, State};
 use crate::telemetry::Health;
@@ -30,6 +31,7 @@ pub use pipeline::{Incoming, Step, process};
 pub struct AppRuntime {
     pub keeper: TokenKeeper,
     pub limiter: AppLimiter,
+    pub gate: QuotaGate,
 }
 
 /// Everything the pipeline needs, built once per process.
@@ -60,6 +62,7 @@ impl Context {
                 let runtime = AppRuntime {
                     keeper: TokenKeeper::new(Box::new(source)),
                     limiter: AppLimiter::new(app),
+                    gate: QuotaGate::new(name, Schedule::new(&settings.retry)),
                 };
                 (name.clone(), runtime)
             })

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use super::Context;
 use crate::job::{self, Job, Rejection};
 use crate::outcome::{SendOutcome, SendStatus};
+use crate::quota::Admission;
 use crate::retry::{Next, RetryState};
 use crate::state::Claim;
 use crate::wechat::client::SendReply;
@@ -115,6 +116,45 @@ fn finished(
 type LastAnswer = Option<SendReply>;
 
 async fn send(ctx: &Context, app_name: &str, job: &Job, state: &mut RetryState) -> Step {
+    let gate = &ctx.app(app_name).gate;
+    let probe = match gate.admit().await {
+        Admission::Send { probe } => probe,
+        // The app is paused for its quota: wait in the broker, not here.
+        Admission::Wait(pause) => return after_quota(ctx, app_name, job, state, None, pause),
+    };
+    let step = send_admitted(ctx, app_name, job, state, probe).await;
+    if probe {
+        // A probe that ended without any WeChat answer hands probing to the next send.
+        gate.probe_unanswered();
+    }
+    step
+}
+
+fn after_quota(
+    ctx: &Context,
+    app: &str,
+    job: &Job,
+    state: &RetryState,
+    last: LastAnswer,
+    pause: Duration,
+) -> Step {
+    match ctx.schedule.after_quota(state, now_ms(), pause) {
+        Next::RetryAfter(after) => Step::Retry {
+            after,
+            state: *state,
+            quota: true,
+        },
+        Next::GiveUp(why) => Step::Finish(failed(app, job, state, last, why)),
+    }
+}
+
+async fn send_admitted(
+    ctx: &Context,
+    app_name: &str,
+    job: &Job,
+    state: &mut RetryState,
+    probe: bool,
+) -> Step {
     let app = ctx.app(app_name);
     let body = job.wechat_body();
     let mut refreshed_for_this_job = false;
@@ -160,6 +200,7 @@ async fn send(ctx: &Context, app_name: &str, job: &Job, state: &mut RetryState) 
         tracing::debug!(app = app_name, id = %job.id, attempt = state.attempts, errcode = reply.errcode, class = class.as_str(), "wechat answered");
         if class != Class::Quota {
             state.quota_strikes = 0;
+            app.gate.answered(probe);
         }
         match class {
             Class::Ok => {
@@ -184,16 +225,8 @@ async fn send(ctx: &Context, app_name: &str, job: &Job, state: &mut RetryState) 
             }
             Class::Quota => {
                 state.quota_strikes += 1;
-                return match ctx.schedule.after_quota(state, now_ms()) {
-                    Next::RetryAfter(after) => Step::Retry {
-                        after,
-                        state: *state,
-                        quota: true,
-                    },
-                    Next::GiveUp(why) => {
-                        Step::Finish(failed(app_name, job, state, Some(reply), why))
-                    }
-                };
+                let pause = app.gate.quota_spent();
+                return after_quota(ctx, app_name, job, state, Some(reply), pause);
             }
             Class::Transient => {
                 let why = format!(

@@ -224,6 +224,15 @@ pub async fn spawn_app(prefix: &str, tweak: impl FnOnce(&mut Settings)) -> TestA
     let sim = Simulator::start("127.0.0.1:0", SimOptions::default())
         .await
         .unwrap();
+    spawn_app_on(prefix, sim, tweak).await
+}
+
+/// As [`spawn_app`], against a simulator the test set up itself.
+pub async fn spawn_app_on(
+    prefix: &str,
+    sim: Simulator,
+    tweak: impl FnOnce(&mut Settings),
+) -> TestApp {
     let app = unique_app(prefix);
     let mut s = settings(&app, &sim);
     tweak(&mut s);
