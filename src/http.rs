@@ -1,4 +1,4 @@
-//! The worker's HTTP server on `http.listen`: `/healthz` and `/readyz`.
+//! The worker's HTTP server on `http.listen`: `/healthz`, `/readyz` and the WeChat callback.
 
 use axum::Router;
 use axum::extract::State;
@@ -6,13 +6,17 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
-use crate::telemetry::Health;
+use std::sync::Arc;
 
-pub fn router(health: Health) -> Router {
+use crate::telemetry::Health;
+use crate::worker::Context;
+
+pub fn router(ctx: Arc<Context>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(health)
+        .with_state(ctx.health.clone())
+        .merge(crate::callback::routes(ctx))
 }
 
 async fn readyz(State(health): State<Health>) -> (StatusCode, &'static str) {

@@ -14,11 +14,13 @@
 //! - [`wechat`]: HTTP calls, the errcode table, the token keeper, callback crypto.
 //! - [`broker`]: RabbitMQ topology, confirmed publishing, the retry and dead-letter copies.
 //! - [`worker`]: one job's pipeline (`process`) and the consumers that run it.
-//! - [`http`]: `/healthz`, `/readyz`.
+//! - [`http`]: `/healthz`, `/readyz`, and [`callback`], the receiver of WeChat's delivery
+//!   reports.
 //! - [`sim`]: the WeChat API simulator used by tests, the demo and benchmarks.
 //! - [`cli`]: the `run`, `sim`, `send`, `demo` and `check` verbs.
 
 pub mod broker;
+pub mod callback;
 pub mod cli;
 pub mod config;
 pub mod http;

@@ -86,6 +86,26 @@ impl Publisher {
     }
 }
 
+impl Publisher {
+    /// Publishes an outcome or a delivery report to `wxcourier.results` under `routing_key`.
+    pub async fn publish_result<T: serde::Serialize>(
+        &self,
+        routing_key: &str,
+        result: &T,
+        correlation_id: Option<&str>,
+    ) -> Result<(), PublishError> {
+        let body = serde_json::to_vec(result).expect("results always serialize");
+        self.publish(Message {
+            exchange: super::RESULTS_EXCHANGE,
+            routing_key,
+            body: &body,
+            properties: outcome_properties(correlation_id),
+            must_route: false,
+        })
+        .await
+    }
+}
+
 /// The properties of every message wxcourier publishes itself (CONTRACT §2).
 pub fn outcome_properties(correlation_id: Option<&str>) -> BasicProperties {
     let props = BasicProperties::default()

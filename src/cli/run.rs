@@ -22,13 +22,6 @@ pub async fn run(args: ConfigArg) -> ExitCode {
         }
     };
     let stop = CancellationToken::new();
-    if let Some(listen) = ctx.settings.http.listen.clone() {
-        let app = crate::http::router(ctx.health.clone());
-        if let Err(e) = crate::http::serve(&listen, app, stop.clone()).await {
-            eprintln!("wxcourier: cannot listen on http.listen {listen}: {e}");
-            return ExitCode::FAILURE;
-        }
-    }
     {
         let stop = stop.clone();
         tokio::spawn(async move {

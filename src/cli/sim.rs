@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::sim::{Faults, SimOptions, Simulator};
+use crate::sim::{CallbackTarget, Faults, SimOptions, Simulator};
 
 #[derive(clap::Args)]
 pub struct SimArgs {
@@ -37,6 +37,19 @@ pub struct SimArgs {
     /// Share of sends answered with a body that is not JSON.
     #[arg(long, default_value_t = 0.0)]
     bad_json: f64,
+    /// Share of delivery reports that say `failed:user block`.
+    #[arg(long, default_value_t = 0.0)]
+    report_blocked: f64,
+    /// Share of delivery reports that say `failed: system failed`.
+    #[arg(long, default_value_t = 0.0)]
+    report_failed: f64,
+    /// Push delivery reports for APPID's sends: APPID=URL,TOKEN[,ENCODING_AES_KEY] (repeatable;
+    /// with the key, in safe mode).
+    #[arg(long = "callback", value_name = "APPID=URL,TOKEN[,AESKEY]")]
+    callbacks: Vec<String>,
+    /// How long after an accepted send its delivery report is pushed.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    report_delay: Duration,
     /// Latency added to every request.
     #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
     latency: Duration,
@@ -60,6 +73,7 @@ pub async fn run(args: SimArgs) -> ExitCode {
         token_ttl: args.token_ttl,
         token_grace: args.token_grace,
         daily_quota: args.daily_quota,
+        report_delay: args.report_delay,
         faults: Faults {
             busy: args.busy,
             quota: args.quota_share,
@@ -67,11 +81,24 @@ pub async fn run(args: SimArgs) -> ExitCode {
             drop: args.drop,
             bad_json: args.bad_json,
             latency_ms: args.latency.as_millis() as u64,
+            report_blocked: args.report_blocked,
+            report_failed: args.report_failed,
         },
         ..SimOptions::default()
     };
     if !apps.is_empty() {
         options.apps = apps;
+    }
+    for c in &args.callbacks {
+        match parse_callback(c) {
+            Some((appid, target)) => {
+                options.callbacks.insert(appid, target);
+            }
+            None => {
+                eprintln!("wxcourier sim: --callback must be APPID=URL,TOKEN[,AESKEY], got {c:?}");
+                return ExitCode::from(2);
+            }
+        }
     }
     let sim = match Simulator::start(&args.listen, options).await {
         Ok(sim) => sim,
@@ -88,4 +115,23 @@ pub async fn run(args: SimArgs) -> ExitCode {
     super::termination().await;
     sim.stop();
     ExitCode::SUCCESS
+}
+
+fn parse_callback(text: &str) -> Option<(String, CallbackTarget)> {
+    let (appid, rest) = text.split_once('=')?;
+    let mut parts = rest.split(',');
+    let url = parts.next().filter(|u| !u.is_empty())?.to_owned();
+    let token = parts.next().filter(|t| !t.is_empty())?.to_owned();
+    let aes_key = parts.next().map(str::to_owned);
+    if parts.next().is_some() || appid.is_empty() {
+        return None;
+    }
+    Some((
+        appid.to_owned(),
+        CallbackTarget {
+            url,
+            token,
+            aes_key,
+        },
+    ))
 }

@@ -2,6 +2,7 @@
 //! de-duplication and injectable faults, with counts for tests and benchmarks.
 
 mod model;
+pub mod push;
 mod server;
 
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use model::Model;
 pub use model::{Answer, AppStats, Faults, SendRecord, SimStats};
+pub use push::CallbackTarget;
 use tokio_util::sync::CancellationToken;
 
 /// The appid known when no `--app` is given.
@@ -31,6 +33,10 @@ pub struct SimOptions {
     pub faults: Faults,
     /// Most send records kept for `/sim/sends`.
     pub record_limit: usize,
+    /// How long after an accepted send its delivery report is pushed.
+    pub report_delay: Duration,
+    /// Where to push delivery reports, by appid.
+    pub callbacks: std::collections::HashMap<String, CallbackTarget>,
 }
 
 impl Default for SimOptions {
@@ -42,6 +48,8 @@ impl Default for SimOptions {
             daily_quota: 1_000_000,
             faults: Faults::default(),
             record_limit: 100_000,
+            report_delay: Duration::from_millis(500),
+            callbacks: Default::default(),
         }
     }
 }
@@ -59,7 +67,9 @@ impl Simulator {
     pub async fn start(listen: &str, options: SimOptions) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
-        let model = Arc::new(Model::new(options));
+        let (model, pushes, counts) = Model::new(options);
+        let model = Arc::new(model);
+        tokio::spawn(push::run(pushes, counts));
         let stop = CancellationToken::new();
         let app = server::router(model.clone());
         let shutdown = stop.clone();
@@ -103,6 +113,11 @@ impl Simulator {
     /// Every token of `appid` stops working at once.
     pub fn invalidate_tokens(&self, appid: &str) {
         self.model.invalidate(appid);
+    }
+
+    /// Pushes `TEMPLATESENDJOBFINISH` for `appid`'s accepted sends to `target`.
+    pub fn set_callback(&self, appid: &str, target: Option<CallbackTarget>) {
+        self.model.set_callback(appid, target);
     }
 
     /// Sets how many sends `appid` has left today.

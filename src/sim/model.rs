@@ -1,13 +1,18 @@
 //! The simulator's state and rules, free of HTTP: tokens, quotas, de-duplication, faults.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
 
 use parking_lot::Mutex;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::SimOptions;
+use super::push::{CallbackTarget, Push, PushCounts, Queued, event_xml};
 
 /// How long WeChat remembers `touser` + `client_msg_id`.
 const DEDUP_WINDOW: Duration = Duration::from_secs(600);
@@ -30,6 +35,10 @@ pub struct Faults {
     pub bad_json: f64,
     /// Added to every request.
     pub latency_ms: u64,
+    /// Delivery reports that say `failed:user block`.
+    pub report_blocked: f64,
+    /// Delivery reports that say `failed: system failed`.
+    pub report_failed: f64,
 }
 
 /// A scripted answer for one send: an errcode, or one of `http500`, `drop`, `bad_json`,
@@ -81,6 +90,10 @@ pub struct SimStats {
     pub requests: u64,
     pub http_faults: u64,
     pub drops: u64,
+    /// Delivery reports the callback answered `success` to.
+    pub reports_delivered: u64,
+    /// Delivery reports given up on after three tries.
+    pub reports_failed: u64,
     pub apps: BTreeMap<String, AppStats>,
 }
 
@@ -111,11 +124,14 @@ struct Inner {
     requests: u64,
     http_faults: u64,
     drops: u64,
+    callbacks: HashMap<String, CallbackTarget>,
 }
 
 pub struct Model {
     inner: Mutex<Inner>,
     started: Instant,
+    pushes: mpsc::UnboundedSender<Queued>,
+    push_counts: Arc<PushCounts>,
 }
 
 #[derive(Deserialize)]
@@ -161,7 +177,8 @@ fn random_token() -> String {
 }
 
 impl Model {
-    pub fn new(options: SimOptions) -> Self {
+    /// The model, plus the queue of delivery reports for [`super::push::run`] to send.
+    pub fn new(options: SimOptions) -> (Self, mpsc::UnboundedReceiver<Queued>, Arc<PushCounts>) {
         let apps = options
             .apps
             .iter()
@@ -178,7 +195,10 @@ impl Model {
                 (appid.clone(), app)
             })
             .collect();
-        Self {
+        let (pushes, queue) = mpsc::unbounded_channel();
+        let push_counts = Arc::new(PushCounts::default());
+        let callbacks = options.callbacks.clone();
+        let model = Self {
             inner: Mutex::new(Inner {
                 options,
                 apps,
@@ -190,9 +210,13 @@ impl Model {
                 requests: 0,
                 http_faults: 0,
                 drops: 0,
+                callbacks,
             }),
             started: Instant::now(),
-        }
+            pushes,
+            push_counts: push_counts.clone(),
+        };
+        (model, queue, push_counts)
     }
 
     /// Latency to add before answering, and whether a random transport fault hits.
@@ -450,6 +474,21 @@ impl Model {
         }
         app.stats.accepted += 1;
         answer(0, app);
+        if let Some(target) = inner.callbacks.get(&appid) {
+            let status = delivery_status(&inner.options.faults, &mut rng);
+            let created = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let _ = self.pushes.send(Queued {
+                push: Push {
+                    target: target.clone(),
+                    appid: appid.clone(),
+                    xml: event_xml(&appid, &touser, msgid, status, created),
+                },
+                at: tokio::time::Instant::now() + inner.options.report_delay,
+            });
+        }
         record(
             &mut inner.records,
             inner.options.record_limit,
@@ -464,6 +503,8 @@ impl Model {
             requests: inner.requests,
             http_faults: inner.http_faults,
             drops: inner.drops,
+            reports_delivered: self.push_counts.delivered.load(Ordering::Relaxed),
+            reports_failed: self.push_counts.failed.load(Ordering::Relaxed),
             apps: inner
                 .apps
                 .iter()
@@ -502,6 +543,15 @@ impl Model {
         }
     }
 
+    /// Pushes delivery reports for `appid`'s accepted sends to `target` (or stops, with `None`).
+    pub fn set_callback(&self, appid: &str, target: Option<CallbackTarget>) {
+        let mut inner = self.inner.lock();
+        match target {
+            Some(t) => inner.callbacks.insert(appid.to_owned(), t),
+            None => inner.callbacks.remove(appid),
+        };
+    }
+
     pub fn set_quota_left(&self, appid: &str, left: u64) {
         if let Some(app) = self.inner.lock().apps.get_mut(appid) {
             app.quota_left = left;
@@ -520,6 +570,18 @@ impl Model {
     }
 }
 
+/// What the delivery report of an accepted send says, by the configured shares.
+fn delivery_status(faults: &Faults, rng: &mut impl Rng) -> &'static str {
+    let roll: f64 = rng.random();
+    if roll < faults.report_blocked {
+        "failed:user block"
+    } else if roll < faults.report_blocked + faults.report_failed {
+        "failed: system failed"
+    } else {
+        "success"
+    }
+}
+
 /// The simulator's idea of a real OpenID: 28 characters of `[A-Za-z0-9_-]` starting with `o`.
 fn is_openid(s: &str) -> bool {
     s.len() == 28
@@ -535,7 +597,7 @@ mod tests {
     const USER: &str = "oia2TjuEGTNoeX76QEjQNrcURxG8";
 
     fn model() -> Model {
-        Model::new(SimOptions::default())
+        Model::new(SimOptions::default()).0
     }
 
     fn token(m: &Model, stable: bool) -> String {
@@ -595,7 +657,8 @@ mod tests {
         let m = Model::new(SimOptions {
             token_grace: Duration::from_millis(20),
             ..SimOptions::default()
-        });
+        })
+        .0;
         let old = token(&m, false);
         let new = token(&m, false);
         assert_ne!(old, new);
@@ -637,7 +700,8 @@ mod tests {
         let m = Model::new(SimOptions {
             token_ttl: Duration::from_millis(10),
             ..SimOptions::default()
-        });
+        })
+        .0;
         let t = token(&m, false);
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(send(&m, &t, "x")["errcode"], 42001);

@@ -13,6 +13,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::model::{Answer, Faults, Model, Reply};
+use super::push::CallbackTarget;
 
 type Shared = State<Arc<Model>>;
 
@@ -28,6 +29,7 @@ pub fn router(model: Arc<Model>) -> Router {
         .route("/sim/invalidate", post(invalidate))
         .route("/sim/quota", post(quota))
         .route("/sim/reset", post(reset))
+        .route("/sim/callback", post(callback))
         .with_state(model)
 }
 
@@ -163,5 +165,16 @@ async fn quota(State(m): Shared, axum::Json(a): axum::Json<AppBody>) -> StatusCo
 
 async fn reset(State(m): Shared) -> StatusCode {
     m.reset_stats();
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct CallbackBody {
+    appid: String,
+    target: Option<CallbackTarget>,
+}
+
+async fn callback(State(m): Shared, axum::Json(c): axum::Json<CallbackBody>) -> StatusCode {
+    m.set_callback(&c.appid, c.target);
     StatusCode::NO_CONTENT
 }

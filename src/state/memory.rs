@@ -56,6 +56,11 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
         }
     }
 
+    fn remove(&mut self, key: &K) {
+        // Its place in `order` stays until it ages out; removing a missing key there is harmless.
+        self.map.remove(key);
+    }
+
     fn len(&self) -> usize {
         self.map.len()
     }
@@ -136,6 +141,10 @@ impl MemoryState {
             .insert((app.into(), msgid), (), Instant::now())
     }
 
+    pub fn forget_report(&self, app: &str, msgid: u64) {
+        self.inner.lock().reported.remove(&(app.into(), msgid));
+    }
+
     /// How many sent ids are remembered (for tests and metrics).
     pub fn remembered(&self) -> usize {
         self.inner.lock().sent.len()
@@ -193,5 +202,7 @@ mod tests {
         assert!(s.job_for_msgid("b", 7).is_none());
         assert!(s.first_report("a", 7));
         assert!(!s.first_report("a", 7));
+        s.forget_report("a", 7);
+        assert!(s.first_report("a", 7));
     }
 }

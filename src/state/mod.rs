@@ -56,6 +56,14 @@ impl State {
         }
     }
 
+    /// Undoes [`State::first_report`] when the report could not be published, so WeChat's
+    /// retry of the event is not ignored.
+    pub fn forget_report(&self, app: &str, msgid: u64) {
+        match self {
+            State::Memory(m) => m.forget_report(app, msgid),
+        }
+    }
+
     /// Records a delivery event's MsgID; false when it was seen before (WeChat retries).
     pub fn first_report(&self, app: &str, msgid: u64) -> bool {
         match self {

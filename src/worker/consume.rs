@@ -17,11 +17,9 @@ use tokio_util::task::TaskTracker;
 
 use super::Context;
 use super::pipeline::{Incoming, Step, process};
-use crate::broker::publish::{Message, outcome_properties};
+use crate::broker::publish::Message;
 use crate::broker::topology::tier_label;
-use crate::broker::{
-    DEAD_QUEUE, HEADER_ERROR, PublishError, Publisher, RESULTS_EXCHANGE, RETRY_EXCHANGE, job_queue,
-};
+use crate::broker::{DEAD_QUEUE, HEADER_ERROR, PublishError, Publisher, RETRY_EXCHANGE, job_queue};
 use crate::outcome::SendOutcome;
 use crate::retry::{
     HEADER_ATTEMPTS, HEADER_DELAY_TIER, HEADER_FIRST_TRY, HEADER_QUOTA_STRIKES, RetryState,
@@ -191,16 +189,8 @@ impl AppConsumer {
     }
 
     async fn publish_outcome(&self, outcome: &SendOutcome) -> Result<(), PublishError> {
-        let body = serde_json::to_vec(outcome).expect("an outcome always serializes");
-        let key = outcome.routing_key();
         self.publisher
-            .publish(Message {
-                exchange: RESULTS_EXCHANGE,
-                routing_key: &key,
-                body: &body,
-                properties: outcome_properties(outcome.id.as_deref()),
-                must_route: false,
-            })
+            .publish_result(&outcome.routing_key(), outcome, outcome.id.as_deref())
             .await
     }
 

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::broker::topology::{self, TopologyError};
 use crate::broker::{self, Publisher};
+use crate::callback::{self, CallbackApp};
 use crate::config::Settings;
 use crate::limiter::{AppLimiter, InFlight};
 use crate::quota::QuotaGate;
@@ -44,6 +45,10 @@ pub struct Context {
     pub state: State,
     pub in_flight: InFlight,
     pub health: Health,
+    /// Apps that receive WeChat's pushes, by name.
+    pub callbacks: HashMap<String, CallbackApp>,
+    /// The current session's publisher, for delivery reports; `None` while disconnected.
+    pub results: parking_lot::RwLock<Option<Publisher>>,
 }
 
 impl Context {
@@ -85,6 +90,8 @@ impl Context {
             apps,
             state,
             health: Health::default(),
+            callbacks: callback::apps_from(&settings),
+            results: parking_lot::RwLock::new(None),
             settings,
         })
     }
@@ -111,6 +118,12 @@ enum SessionError {
 /// Runs the worker until `stop` fires, then drains and returns. Errors only for problems a
 /// retry cannot fix (a topology clash).
 pub async fn run(ctx: Arc<Context>, stop: CancellationToken) -> anyhow::Result<()> {
+    if let Some(listen) = &ctx.settings.http.listen {
+        let routes = crate::http::router(ctx.clone());
+        crate::http::serve(listen, routes, stop.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on http.listen {listen}: {e}"))?;
+    }
     let mut delays = reconnect_backoff();
     loop {
         let started = tokio::time::Instant::now();
@@ -169,6 +182,7 @@ async fn session(ctx: &Arc<Context>, stop: &CancellationToken) -> Result<(), Ses
             .map_err(|e| SessionError::Broker(e.to_string()))?;
         consumers.spawn(consumer.run(conn_channel));
     }
+    *ctx.results.write() = Some(publisher.clone());
     ctx.health.set_ready(true);
     tracing::info!(apps = ctx.apps.len(), "consuming");
     let ended = tokio::select! {
@@ -180,6 +194,7 @@ async fn session(ctx: &Arc<Context>, stop: &CancellationToken) -> Result<(), Ses
         })),
     };
     ctx.health.set_ready(false);
+    *ctx.results.write() = None;
     consumers_stop.cancel();
     jobs.close();
     if ended.is_ok() {

@@ -1,0 +1,233 @@
+//! The receiver for WeChat's pushes on `/wechat/callback/APP`: verifies the signature,
+//! decrypts safe mode, and turns `TEMPLATESENDJOBFINISH` into a delivery report (CONTRACT §5).
+
+pub mod xml;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use crate::config::{Secret, Settings};
+use crate::outcome::{DeliveryReport, DeliveryStatus};
+use crate::wechat::crypto::{self, Envelope};
+use crate::worker::Context;
+
+/// Largest body accepted (WeChat's events are a few hundred bytes).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What WeChat must get back for it to stop retrying.
+const ACK: &str = "success";
+
+/// WeChat gives up on an answer after 5 s: a report not confirmed by then is refused (and
+/// retried by WeChat) rather than answered late.
+const REPORT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// One app's callback keys.
+pub struct CallbackApp {
+    token: Secret,
+    envelope: Option<Envelope>,
+}
+
+/// The apps that have a `callback_token`, by name.
+pub fn apps_from(settings: &Settings) -> HashMap<String, CallbackApp> {
+    settings
+        .apps
+        .iter()
+        .filter_map(|(name, app)| {
+            let token = app.callback_token.clone()?;
+            let envelope = app
+                .encoding_aes_key
+                .as_ref()
+                .and_then(|k| crypto::decode_aes_key(k.expose()))
+                .map(|key| Envelope::new(key, app.appid.clone()));
+            Some((name.clone(), CallbackApp { token, envelope }))
+        })
+        .collect()
+}
+
+#[derive(Deserialize, Default)]
+struct Params {
+    signature: Option<String>,
+    timestamp: Option<String>,
+    nonce: Option<String>,
+    echostr: Option<String>,
+    encrypt_type: Option<String>,
+    msg_signature: Option<String>,
+}
+
+impl Params {
+    /// The plain signature: `sha1(sorted(token, timestamp, nonce))`.
+    fn signed(&self, token: &Secret) -> bool {
+        match (&self.signature, &self.timestamp, &self.nonce) {
+            (Some(sig), Some(ts), Some(nonce)) => {
+                crypto::signature_matches(&[token.expose(), ts, nonce], sig)
+            }
+            _ => false,
+        }
+    }
+
+    /// Safe mode's `msg_signature` over the token, timestamp, nonce and ciphertext.
+    fn msg_signed(&self, token: &Secret, encrypted: &str) -> bool {
+        match (&self.msg_signature, &self.timestamp, &self.nonce) {
+            (Some(sig), Some(ts), Some(nonce)) => {
+                crypto::signature_matches(&[token.expose(), ts, nonce, encrypted], sig)
+            }
+            _ => false,
+        }
+    }
+}
+
+pub fn routes(ctx: Arc<Context>) -> Router {
+    Router::new()
+        .route("/wechat/callback/{app}", get(verify_url).post(receive))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(ctx)
+}
+
+fn refuse(status: StatusCode, why: &str) -> Response {
+    (status, why.to_owned()).into_response()
+}
+
+/// `GET`: the URL check the WeChat console makes when the server address is saved.
+async fn verify_url(
+    State(ctx): State<Arc<Context>>,
+    Path(app): Path<String>,
+    Query(params): Query<Params>,
+) -> Response {
+    let Some(cb) = ctx.callbacks.get(&app) else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "no callback is configured for this app",
+        );
+    };
+    match (&params.echostr, params.signed(&cb.token)) {
+        (Some(echo), true) => echo.clone().into_response(),
+        _ => refuse(StatusCode::FORBIDDEN, "bad signature"),
+    }
+}
+
+/// `POST`: a message or event, plain or in safe mode.
+async fn receive(
+    State(ctx): State<Arc<Context>>,
+    Path(app): Path<String>,
+    Query(params): Query<Params>,
+    body: Bytes,
+) -> Response {
+    let Some(cb) = ctx.callbacks.get(&app) else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "no callback is configured for this app",
+        );
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return refuse(StatusCode::BAD_REQUEST, "the body is not UTF-8");
+    };
+    let outer = match xml::fields(text) {
+        Ok(f) => f,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let fields = if params.encrypt_type.as_deref() == Some("aes") {
+        let Some(envelope) = &cb.envelope else {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "safe mode is not configured for this app",
+            );
+        };
+        let Some(encrypted) = outer.get("Encrypt") else {
+            return refuse(StatusCode::BAD_REQUEST, "no Encrypt element");
+        };
+        if !params.msg_signed(&cb.token, encrypted) {
+            return refuse(StatusCode::FORBIDDEN, "bad msg_signature");
+        }
+        let inner = match envelope.open(encrypted) {
+            Ok(xml) => xml,
+            Err(crypto::CryptoError::AppId) => {
+                return refuse(StatusCode::FORBIDDEN, "the message is for another AppID");
+            }
+            Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
+        };
+        match xml::fields(&inner) {
+            Ok(f) => f,
+            Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
+        }
+    } else {
+        if !params.signed(&cb.token) {
+            return refuse(StatusCode::FORBIDDEN, "bad signature");
+        }
+        outer
+    };
+    let is_report = fields.get("MsgType").map(String::as_str) == Some("event")
+        && fields.get("Event").map(String::as_str) == Some("TEMPLATESENDJOBFINISH");
+    if !is_report {
+        return ACK.into_response();
+    }
+    match report(&ctx, &app, &fields).await {
+        Ok(()) => ACK.into_response(),
+        Err(response) => response,
+    }
+}
+
+/// Publishes one delivery report per MsgID; WeChat repeats an event up to three times.
+async fn report(
+    ctx: &Context,
+    app: &str,
+    fields: &HashMap<String, String>,
+) -> Result<(), Response> {
+    let msgid = fields
+        .get("MsgID")
+        .and_then(|m| m.trim().parse::<u64>().ok())
+        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "MsgID is missing or not a number"))?;
+    let wechat_status = fields
+        .get("Status")
+        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "Status is missing"))?;
+    if !ctx.state.first_report(app, msgid) {
+        return Ok(());
+    }
+    let job = ctx.state.job_for_msgid(app, msgid);
+    let report = DeliveryReport {
+        kind: "delivery".into(),
+        app: app.to_owned(),
+        status: DeliveryStatus::from_wechat(wechat_status),
+        msgid,
+        touser: fields.get("FromUserName").cloned().unwrap_or_default(),
+        wechat_status: wechat_status.clone(),
+        id: job.as_ref().map(|j| j.id.clone()),
+        meta: job.and_then(|j| j.meta),
+        event_time: fields
+            .get("CreateTime")
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0),
+    };
+    let publisher = ctx.results.read().clone();
+    let published = match publisher {
+        Some(p) => {
+            let key = report.routing_key();
+            let publish = p.publish_result(&key, &report, report.id.as_deref());
+            match tokio::time::timeout(REPORT_DEADLINE, publish).await {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(_) => Err("the broker did not confirm in time".into()),
+            }
+        }
+        None => Err("not connected to the broker".into()),
+    };
+    if let Err(why) = published {
+        // Not published: let WeChat's retry of this event try again.
+        ctx.state.forget_report(app, msgid);
+        tracing::warn!(app, msgid, error = %why, "delivery report not published; WeChat will retry");
+        return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "try again"));
+    }
+    tracing::debug!(
+        app,
+        msgid,
+        status = report.status.as_str(),
+        "delivery report published"
+    );
+    Ok(())
+}

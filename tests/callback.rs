@@ -1,0 +1,342 @@
+//! The WeChat callback receiver: URL check, plain and safe-mode events, repeats, bad input,
+//! and the whole loop with the simulator pushing reports for real sends.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use wxcourier::config::Secret;
+use wxcourier::sim::push::{CallbackTarget, Push, event_xml, signed_request};
+use wxcourier::sim::{DEFAULT_APPID, Faults};
+use wxcourier::wechat::crypto;
+
+const TOKEN: &str = "cb-token";
+const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
+async fn spawn_receiver(prefix: &str) -> (TestApp, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let t = spawn_app(prefix, |s| {
+        s.http.listen = Some(format!("127.0.0.1:{port}"));
+        for app in s.apps.values_mut() {
+            app.callback_token = Some(Secret::new(TOKEN));
+            app.encoding_aes_key = Some(Secret::new(AES_KEY));
+        }
+    })
+    .await;
+    let url = format!("http://127.0.0.1:{port}/wechat/callback/{}", t.app);
+    for _ in 0..200 {
+        if t.ctx.health.is_ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(t.ctx.health.is_ready());
+    (t, url)
+}
+
+fn target(url: &str, safe: bool) -> CallbackTarget {
+    CallbackTarget {
+        url: url.to_owned(),
+        token: TOKEN.to_owned(),
+        aes_key: safe.then(|| AES_KEY.to_owned()),
+    }
+}
+
+async fn post(url: &str, body: String) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .post(url)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Pushes an event as WeChat would, plain or sealed.
+async fn push_event(url: &str, safe: bool, appid: &str, xml: String) -> (u16, String) {
+    let (signed_url, body) = signed_request(&Push {
+        target: target(url, safe),
+        appid: appid.into(),
+        xml,
+    });
+    post(&signed_url, body).await
+}
+
+fn report_xml(msgid: u64, status: &str) -> String {
+    event_xml(DEFAULT_APPID, &openid(1), msgid, status, 1_395_658_920)
+}
+
+/// Sends one job and returns its msgid.
+async fn sent_msgid(t: &mut TestApp, id: &str) -> u64 {
+    t.publish(&job(id, &openid(1))).await;
+    t.outcome_of(id).await["msgid"].as_u64().unwrap()
+}
+
+async fn next_delivery(t: &mut TestApp) -> Option<Value> {
+    while let Some(v) = t.tap.next(Duration::from_secs(3)).await {
+        if v["kind"] == "delivery" {
+            return Some(v);
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_url_check_echoes_only_a_good_signature() {
+    let (t, url) = spawn_receiver("cb_get").await;
+    let sig = crypto::signature(&[TOKEN, "1409735669", "n1"]);
+    let ok = reqwest::get(format!(
+        "{url}?signature={sig}&timestamp=1409735669&nonce=n1&echostr=hello"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        (ok.status().as_u16(), ok.text().await.unwrap()),
+        (200, "hello".to_owned())
+    );
+    let bad = reqwest::get(format!(
+        "{url}?signature={}&timestamp=1409735669&nonce=n1&echostr=hello",
+        "0".repeat(40)
+    ))
+    .await
+    .unwrap();
+    assert_eq!(bad.status().as_u16(), 403);
+    let unknown = reqwest::get(url.replace(&t.app, "nobody")).await.unwrap();
+    assert_eq!(unknown.status().as_u16(), 404);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_and_safe_events_publish_one_report_tied_to_the_job() {
+    let (mut t, url) = spawn_receiver("cb_events").await;
+    let plain_msgid = sent_msgid(&mut t, "cb-plain").await;
+    assert_eq!(
+        push_event(
+            &url,
+            false,
+            DEFAULT_APPID,
+            report_xml(plain_msgid, "success")
+        )
+        .await,
+        (200, "success".into())
+    );
+    let r = next_delivery(&mut t).await.expect("a report");
+    assert_eq!(
+        (r["status"].as_str(), r["id"].as_str()),
+        (Some("delivered"), Some("cb-plain"))
+    );
+    assert_eq!(r["meta"], serde_json::json!({"test": "cb-plain"}));
+    assert_eq!(r["msgid"].as_u64(), Some(plain_msgid));
+    assert_eq!(r["app"], t.app.as_str());
+    assert_eq!(r["event_time"], 1_395_658_920);
+
+    let safe_msgid = sent_msgid(&mut t, "cb-safe").await;
+    assert_eq!(
+        push_event(
+            &url,
+            true,
+            DEFAULT_APPID,
+            report_xml(safe_msgid, "failed:user block")
+        )
+        .await
+        .0,
+        200
+    );
+    let r = next_delivery(&mut t).await.expect("a report");
+    assert_eq!(
+        (r["status"].as_str(), r["id"].as_str()),
+        (Some("blocked"), Some("cb-safe"))
+    );
+    assert_eq!(r["wechat_status"], "failed:user block");
+
+    // WeChat's retry of the same event: answered, not published again.
+    assert_eq!(
+        push_event(
+            &url,
+            true,
+            DEFAULT_APPID,
+            report_xml(safe_msgid, "failed:user block")
+        )
+        .await
+        .0,
+        200
+    );
+    assert!(next_delivery(&mut t).await.is_none());
+
+    // A msgid the worker never sent: reported with id and meta null.
+    assert_eq!(
+        push_event(
+            &url,
+            false,
+            DEFAULT_APPID,
+            report_xml(42, "failed:freq limit")
+        )
+        .await
+        .0,
+        200
+    );
+    let r = next_delivery(&mut t).await.expect("a report");
+    assert_eq!(
+        (r["status"].as_str(), r["id"].clone()),
+        (Some("delivery_failed"), Value::Null)
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_tampered_oversized_and_malformed_posts_get_4xx_and_publish_nothing() {
+    let (mut t, url) = spawn_receiver("cb_bad").await;
+    let event = report_xml(7, "success");
+    // Forged: signed with another token.
+    let forged = CallbackTarget {
+        token: "not-the-token".into(),
+        ..target(&url, false)
+    };
+    let (u, b) = signed_request(&Push {
+        target: forged,
+        appid: DEFAULT_APPID.into(),
+        xml: event.clone(),
+    });
+    assert_eq!(post(&u, b).await.0, 403);
+    // No signature at all.
+    assert_eq!(post(&url, event.clone()).await.0, 403);
+    // Sealed for another AppID.
+    assert_eq!(
+        push_event(&url, true, "wxsomeoneelse", event.clone())
+            .await
+            .0,
+        403
+    );
+    // Tampered ciphertext, re-signed so only the decryption can catch it.
+    let (u, b) = signed_request(&Push {
+        target: target(&url, true),
+        appid: DEFAULT_APPID.into(),
+        xml: event.clone(),
+    });
+    let start = b.find("<Encrypt><![CDATA[").unwrap() + 18;
+    let mut tampered = b.clone();
+    tampered.replace_range(start..start + 4, "AAAA");
+    let encrypted = &tampered[start..tampered.find("]]></Encrypt>").unwrap()];
+    let q: HashMap<String, String> = reqwest::Url::parse(&u)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
+    let msg_sig = crypto::signature(&[TOKEN, &q["timestamp"], &q["nonce"], encrypted]);
+    let resigned = u.replace(&q["msg_signature"], &msg_sig);
+    assert!(matches!(post(&resigned, tampered).await.0, 400 | 403));
+    // Oversized and malformed.
+    let (u, _) = signed_request(&Push {
+        target: target(&url, false),
+        appid: DEFAULT_APPID.into(),
+        xml: event.clone(),
+    });
+    assert_eq!(
+        post(&u, format!("<xml><A>{}</A></xml>", "x".repeat(70 * 1024)))
+            .await
+            .0,
+        413
+    );
+    for body in [
+        "not xml",
+        "<xml><MsgType>event",
+        "<!DOCTYPE x [<!ENTITY e \"e\">]><xml><A>&e;</A></xml>",
+        "",
+    ] {
+        assert_eq!(post(&u, body.into()).await.0, 400, "{body:?}");
+    }
+    // A report with a msgid that is not a number.
+    assert_eq!(
+        push_event(
+            &url,
+            false,
+            DEFAULT_APPID,
+            event.replace("<MsgID>7", "<MsgID>x7")
+        )
+        .await
+        .0,
+        400
+    );
+    // Other messages are acknowledged and ignored.
+    let subscribe =
+        "<xml><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event></xml>";
+    assert_eq!(
+        push_event(&url, false, DEFAULT_APPID, subscribe.into()).await,
+        (200, "success".into())
+    );
+    assert!(
+        next_delivery(&mut t).await.is_none(),
+        "nothing was published"
+    );
+    // The receiver still works.
+    assert_eq!(push_event(&url, false, DEFAULT_APPID, event).await.0, 200);
+    assert!(next_delivery(&mut t).await.is_some());
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_reports_real_sends_and_each_report_names_its_job() {
+    let (mut t, url) = spawn_receiver("cb_e2e").await;
+    t.sim.set_faults(Faults {
+        report_blocked: 0.3,
+        report_failed: 0.3,
+        ..Faults::default()
+    });
+    t.sim.set_callback(DEFAULT_APPID, Some(target(&url, true)));
+    let ids = t.publish_numbered(40).await;
+    let mut msgid_of: HashMap<u64, String> = HashMap::new();
+    let mut reports: Vec<Value> = Vec::new();
+    while msgid_of.len() < 40 || reports.len() < 40 {
+        let v = t
+            .tap
+            .next(Duration::from_secs(10))
+            .await
+            .expect("outcomes and reports keep coming");
+        if v["kind"] == "delivery" {
+            reports.push(v);
+        } else {
+            assert_eq!(v["status"], "sent");
+            msgid_of.insert(
+                v["msgid"].as_u64().unwrap(),
+                v["id"].as_str().unwrap().into(),
+            );
+        }
+    }
+    let mut statuses = HashMap::new();
+    for r in &reports {
+        let msgid = r["msgid"].as_u64().unwrap();
+        assert_eq!(
+            r["id"].as_str(),
+            msgid_of.get(&msgid).map(String::as_str),
+            "{r}"
+        );
+        let expected = match r["wechat_status"].as_str().unwrap() {
+            "success" => "delivered",
+            "failed:user block" => "blocked",
+            _ => "delivery_failed",
+        };
+        assert_eq!(r["status"], expected);
+        *statuses.entry(expected).or_insert(0) += 1;
+    }
+    assert_eq!(
+        msgid_of
+            .values()
+            .cloned()
+            .collect::<std::collections::HashSet<_>>(),
+        ids
+    );
+    assert_eq!(
+        statuses.len(),
+        3,
+        "every report status appeared: {statuses:?}"
+    );
+    assert_eq!(t.sim.stats().reports_delivered, 40);
+    t.stop().await;
+}
