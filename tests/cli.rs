@@ -165,7 +165,7 @@ fn demo_shows_every_status_and_exits_0() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for status in ["sent", "failed", "rejected", "expired", "true"] {
+    for status in ["sent", "failed", "rejected", "expired", "true", "delivered"] {
         assert!(text.contains(status), "{status} in\n{text}");
     }
 }

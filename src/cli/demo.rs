@@ -13,7 +13,7 @@ use crate::broker::publish::{Message, job_properties};
 use crate::broker::tap::ResultsTap;
 use crate::broker::{self, JOBS_EXCHANGE, Publisher, job_queue, topology};
 use crate::config::{AppSettings, Secret, Settings, Span};
-use crate::sim::{Answer, DEFAULT_APPID, DEFAULT_SECRET, SimOptions, Simulator};
+use crate::sim::{Answer, CallbackTarget, DEFAULT_APPID, DEFAULT_SECRET, SimOptions, Simulator};
 use crate::worker::{self, Context};
 
 const APP: &str = "demo";
@@ -32,7 +32,11 @@ pub struct DemoArgs {
     amqp_url: String,
 }
 
-fn demo_settings(amqp_url: &str, base_url: String) -> Settings {
+/// The callback Token and EncodingAESKey the demo's simulated WeChat console shares with it.
+const CALLBACK_TOKEN: &str = "demo-token";
+const CALLBACK_AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
+fn demo_settings(amqp_url: &str, base_url: String, http_listen: String) -> Settings {
     let mut s = Settings::default();
     s.amqp.url = Secret::new(amqp_url);
     s.wechat.base_url = base_url;
@@ -42,9 +46,14 @@ fn demo_settings(amqp_url: &str, base_url: String) -> Settings {
     s.retry.max_quota_pause = Span(Duration::from_secs(2));
     s.retry.max_attempts = 3;
     s.worker.drain_timeout = Span(Duration::from_secs(5));
+    s.http.listen = Some(http_listen);
     s.apps.insert(
         APP.into(),
-        AppSettings::new(DEFAULT_APPID, Secret::new(DEFAULT_SECRET)),
+        AppSettings {
+            callback_token: Some(Secret::new(CALLBACK_TOKEN)),
+            encoding_aes_key: Some(Secret::new(CALLBACK_AES_KEY)),
+            ..AppSettings::new(DEFAULT_APPID, Secret::new(DEFAULT_SECRET))
+        },
     );
     s
 }
@@ -87,7 +96,15 @@ pub async fn run(args: DemoArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let settings = demo_settings(&args.amqp_url, sim.base_url());
+    let http_listen = match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr())
+    {
+        Ok(addr) => addr.to_string(),
+        Err(e) => {
+            eprintln!("wxcourier demo: cannot find a free local port: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let settings = demo_settings(&args.amqp_url, sim.base_url(), http_listen.clone());
     let conn = match broker::connect(&settings.amqp, "wxcourier demo").await {
         Ok(c) => c,
         Err(e) => {
@@ -127,6 +144,15 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     let stop = CancellationToken::new();
     let worker = tokio::spawn(worker::run(ctx, stop.clone()));
 
+    // The simulated WeChat pushes delivery reports to the worker's callback, in safe mode.
+    sim.set_callback(
+        DEFAULT_APPID,
+        Some(CallbackTarget {
+            url: format!("http://{http_listen}/wechat/callback/{APP}"),
+            token: CALLBACK_TOKEN.into(),
+            aes_key: Some(CALLBACK_AES_KEY.into()),
+        }),
+    );
     // WeChat answers "system busy" once for Bob, so that job is retried through the broker.
     sim.script(BOB, vec![Answer::Code(-1)]);
     let run_id = crate::worker::pipeline::now_ms();
@@ -163,65 +189,110 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         }
     }
     let _ = publish("not-json".into(), b"this is not JSON".to_vec()).await;
-    let mut outcomes = tap.collect(jobs.len() + 1, Duration::from_secs(20)).await;
+    let mut results = Results::default();
+    results.read(&mut tap, jobs.len() + 1, 0).await;
     // The same id again after it was sent: a duplicate, not a second message.
     let _ = publish(
         jobs[0].0.clone(),
         serde_json::to_vec(&jobs[0].1).expect("json"),
     )
     .await;
-    outcomes.extend(tap.collect(1, Duration::from_secs(10)).await);
+    let accepted = || {
+        sim.stats()
+            .apps
+            .get(DEFAULT_APPID)
+            .map(|a| a.accepted as usize)
+            .unwrap_or(0)
+    };
+    results.read(&mut tap, jobs.len() + 2, accepted()).await;
 
     stop.cancel();
     let _ = worker.await;
+    let accepted = accepted();
     sim.stop();
     let _ = conn.close(200, "demo done".into()).await;
 
-    print_table(&outcomes);
-    let stats = sim.stats();
-    let accepted = stats
-        .apps
-        .get(DEFAULT_APPID)
-        .map(|a| a.accepted)
-        .unwrap_or(0);
+    println!("\noutcomes on wxcourier.results:");
+    print_table(
+        &results.sends,
+        &["id", "status", "attempts", "msgid", "duplicate", "error"],
+    );
+    println!("\ndelivery reports WeChat pushed to /wechat/callback/{APP}:");
+    print_table(
+        &results.reports,
+        &["id", "status", "msgid", "wechat_status"],
+    );
     println!(
         "\nthe simulator accepted {accepted} message(s); rejected jobs are kept in wxcourier.dead"
     );
-    if outcomes.len() == jobs.len() + 2 {
+    if results.sends.len() == jobs.len() + 2 && results.reports.len() == accepted {
         ExitCode::SUCCESS
     } else {
         eprintln!(
-            "wxcourier demo: expected {} outcomes, got {}",
+            "wxcourier demo: expected {} outcomes and {accepted} delivery reports, got {} and {}",
             jobs.len() + 2,
-            outcomes.len()
+            results.sends.len(),
+            results.reports.len()
         );
         ExitCode::FAILURE
     }
 }
 
-fn print_table(outcomes: &[Value]) {
+/// What came out on the results exchange, by kind.
+#[derive(Default)]
+struct Results {
+    sends: Vec<Value>,
+    reports: Vec<Value>,
+}
+
+impl Results {
+    /// Reads until there are `sends` outcomes and `reports` reports, or nothing came for 20 s.
+    async fn read(&mut self, tap: &mut ResultsTap, sends: usize, reports: usize) {
+        while self.sends.len() < sends || self.reports.len() < reports {
+            let Some(v) = tap.next(Duration::from_secs(20)).await else {
+                return;
+            };
+            if v["kind"] == "delivery" {
+                self.reports.push(v);
+            } else {
+                self.sends.push(v);
+            }
+        }
+    }
+}
+
+fn print_table(rows: &[Value], columns: &[&str]) {
     let text = |v: &Value| match v {
         Value::Null => "-".to_owned(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    println!(
-        "\n{:<34} {:<9} {:>8} {:<20} {:<5} ERROR",
-        "ID", "STATUS", "ATTEMPTS", "MSGID", "DUP"
-    );
-    for o in outcomes {
-        let mut id = text(&o["id"]);
-        if id.len() > 33 {
-            id = format!("…{}", &id[id.len() - 32..]);
-        }
-        println!(
-            "{:<34} {:<9} {:>8} {:<20} {:<5} {}",
-            id,
-            text(&o["status"]),
-            text(&o["attempts"]),
-            text(&o["msgid"]),
-            text(&o["duplicate"]),
-            text(&o["error"])
-        );
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| columns.iter().map(|c| text(&r[*c])).collect())
+        .collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            cells
+                .iter()
+                .map(|r| r[i].chars().count())
+                .chain([c.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |values: Vec<String>| {
+        let padded: Vec<String> = values
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect();
+        println!("  {}", padded.join("  ").trim_end());
+    };
+    line(columns.iter().map(|c| c.to_uppercase()).collect());
+    for row in cells {
+        line(row);
     }
 }
