@@ -1,4 +1,5 @@
-//! The worker's HTTP server on `http.listen`: `/healthz`, `/readyz` and the WeChat callback.
+//! The worker's HTTP server on `http.listen`: `/healthz`, `/readyz`, `/metrics` and the
+//! WeChat callback.
 
 use axum::Router;
 use axum::extract::State;
@@ -16,6 +17,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(ctx.health.clone())
+        .route("/metrics", get(metrics).with_state(ctx.clone()))
         .merge(crate::callback::routes(ctx))
 }
 
@@ -25,6 +27,16 @@ async fn readyz(State(health): State<Health>) -> (StatusCode, &'static str) {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
     }
+}
+
+async fn metrics(State(ctx): State<Arc<Context>>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        ctx.metrics.render(),
+    )
 }
 
 /// Binds `listen` and serves until `stop` fires.

@@ -16,6 +16,7 @@
 //! - [`worker`]: one job's pipeline (`process`) and the consumers that run it.
 //! - [`http`]: `/healthz`, `/readyz`, and [`callback`], the receiver of WeChat's delivery
 //!   reports.
+//! - [`metrics`]: the Prometheus families behind `/metrics`.
 //! - [`sim`]: the WeChat API simulator used by tests, the demo and benchmarks.
 //! - [`cli`]: the `run`, `sim`, `send`, `demo` and `check` verbs.
 
@@ -26,6 +27,7 @@ pub mod config;
 pub mod http;
 pub mod job;
 pub mod limiter;
+pub mod metrics;
 pub mod outcome;
 pub mod quota;
 pub mod retry;

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -40,11 +41,13 @@ pub enum Admission {
 pub struct QuotaGate {
     app: String,
     schedule: Schedule,
+    /// 1 while paused (the `wxcourier_app_paused` metric).
+    paused_gauge: Gauge,
     state: watch::Sender<GateState>,
 }
 
 impl QuotaGate {
-    pub fn new(app: &str, schedule: Schedule) -> Self {
+    pub fn new(app: &str, schedule: Schedule, paused_gauge: Gauge) -> Self {
         let (state, _) = watch::channel(GateState {
             phase: Phase::Open,
             strikes: 0,
@@ -52,6 +55,7 @@ impl QuotaGate {
         Self {
             app: app.to_owned(),
             schedule,
+            paused_gauge,
             state,
         }
     }
@@ -109,6 +113,7 @@ impl QuotaGate {
                 until: Instant::now() + pause,
             };
             tracing::warn!(app = %self.app, pause = ?pause, strikes = s.strikes, "app paused: WeChat says its quota is spent (45009)");
+            self.paused_gauge.set(1);
             true
         });
         pause
@@ -119,6 +124,7 @@ impl QuotaGate {
         self.state.send_if_modified(|s| match (s.phase, probe) {
             (Phase::Probing, true) => {
                 tracing::info!(app = %self.app, "app resumed: WeChat accepts sends again");
+                self.paused_gauge.set(0);
                 *s = GateState {
                     phase: Phase::Open,
                     strikes: 0,
@@ -179,7 +185,7 @@ mod tests {
             max_quota_pause: Span(Duration::from_secs(200)),
             ..RetrySettings::default()
         };
-        Arc::new(QuotaGate::new("a", Schedule::new(&retry)))
+        Arc::new(QuotaGate::new("a", Schedule::new(&retry), Gauge::default()))
     }
 
     #[tokio::test(start_paused = true)]

@@ -40,6 +40,7 @@ fn keeper(client: &WechatClient, mode: TokenMode) -> Arc<TokenKeeper> {
         appid: DEFAULT_APPID.into(),
         secret: Secret::new(DEFAULT_SECRET),
         mode,
+        fetched: Default::default(),
     })))
 }
 

@@ -201,3 +201,15 @@ async fn bind(
     .await
     .map_err(|e| classify("binding of", queue, e))
 }
+
+/// Messages ready in `queue` (a passive declare: it never creates the queue).
+pub async fn message_count(ch: &Channel, queue: &str) -> lapin::Result<u32> {
+    let opts = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    Ok(ch
+        .queue_declare(queue.into(), opts, FieldTable::default())
+        .await?
+        .message_count())
+}

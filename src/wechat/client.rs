@@ -21,6 +21,16 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// A short label for metrics: `timeout`, `connect`, `http_503`, `body`.
+    pub fn kind(&self) -> String {
+        match self {
+            CallError::Timeout => "timeout".into(),
+            CallError::Connect(_) => "connect".into(),
+            CallError::Status(code) => format!("http_{code}"),
+            CallError::Body(_) => "body".into(),
+        }
+    }
+
     /// reqwest errors name the URL, which holds the access token: keep only the kind and the
     /// cause's words, never the URL.
     fn from_reqwest(err: reqwest::Error) -> Self {

@@ -22,11 +22,14 @@ pub struct WechatTokenSource {
     pub appid: String,
     pub secret: Secret,
     pub mode: TokenMode,
+    /// Counts every fetch (the `wxcourier_token_refreshes_total` metric).
+    pub fetched: prometheus_client::metrics::counter::Counter,
 }
 
 impl TokenSource for WechatTokenSource {
     fn fetch(&self) -> BoxFuture<'_, Result<Grant, TokenError>> {
         Box::pin(async move {
+            self.fetched.inc();
             match self.mode {
                 TokenMode::Stable => self.client.stable_token(&self.appid, &self.secret).await,
                 TokenMode::Classic => self.client.classic_token(&self.appid, &self.secret).await,

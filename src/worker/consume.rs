@@ -14,6 +14,7 @@ use lapin::{BasicProperties, Channel};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::Context;
 use super::pipeline::{Incoming, Step, process};
@@ -123,10 +124,22 @@ impl AppConsumer {
     async fn dispatch(self: &Arc<Self>, delivery: Delivery, permits: &Arc<Semaphore>) {
         let permit = permits.clone().acquire_owned().await.expect("never closed");
         let job = self.clone();
-        self.jobs.spawn(async move {
-            job.handle(delivery).await;
-            drop(permit);
-        });
+        let span = tracing::info_span!(
+            "job",
+            app = %self.app,
+            id = tracing::field::Empty,
+            attempt = tracing::field::Empty,
+        );
+        self.jobs.spawn(
+            async move {
+                let in_flight = &job.ctx.metrics.in_flight;
+                in_flight.inc();
+                job.handle(delivery).await;
+                in_flight.dec();
+                drop(permit);
+            }
+            .instrument(span),
+        );
     }
 
     async fn handle(&self, delivery: Delivery) {
@@ -143,6 +156,7 @@ impl AppConsumer {
             retry,
         };
         let step = process(&self.ctx, incoming).await;
+        let metrics = &self.ctx.metrics;
         let settled = match &step {
             Step::Finish(outcome) => self.publish_outcome(outcome).await,
             Step::Reject { outcome, reason } => {
@@ -157,13 +171,25 @@ impl AppConsumer {
                 state,
                 quota,
             } => {
-                tracing::debug!(app = %self.app, attempts = state.attempts, ?after, quota, "retry scheduled");
+                tracing::debug!(attempts = state.attempts, ?after, quota, "retry scheduled");
                 self.publish_retry(&delivery, state, *after).await
             }
             Step::HandBack => Err(PublishError::Channel(
                 "the same id is being sent by another delivery".into(),
             )),
         };
+        if settled.is_err() && !matches!(step, Step::HandBack) {
+            metrics.publish_failures.inc();
+        }
+        match &step {
+            Step::Finish(o) | Step::Reject { outcome: o, .. } if settled.is_ok() => {
+                metrics.job_finished(&self.app, o.status.as_str());
+            }
+            Step::Retry { after, .. } if settled.is_ok() => {
+                metrics.retry(&self.app, &tier_label(*after));
+            }
+            _ => {}
+        }
         match settled {
             Ok(()) => match delivery.ack(BasicAckOptions::default()).await {
                 Ok(true) => {}

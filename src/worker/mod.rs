@@ -18,6 +18,7 @@ use crate::broker::{self, Publisher};
 use crate::callback::{self, CallbackApp};
 use crate::config::Settings;
 use crate::limiter::{AppLimiter, InFlight};
+use crate::metrics::Metrics;
 use crate::quota::QuotaGate;
 use crate::retry::Schedule;
 use crate::state::{MemoryState, State};
@@ -45,6 +46,7 @@ pub struct Context {
     pub state: State,
     pub in_flight: InFlight,
     pub health: Health,
+    pub metrics: Arc<Metrics>,
     /// Apps that receive WeChat's pushes, by name.
     pub callbacks: HashMap<String, CallbackApp>,
     /// The current session's publisher, for delivery reports; `None` while disconnected.
@@ -54,6 +56,7 @@ pub struct Context {
 impl Context {
     pub fn new(settings: Settings) -> anyhow::Result<Self> {
         let client = WechatClient::new(&settings.wechat.base_url, settings.wechat.timeout.0)?;
+        let metrics = Arc::new(Metrics::new());
         let apps = settings
             .apps
             .iter()
@@ -63,11 +66,22 @@ impl Context {
                     appid: app.appid.clone(),
                     secret: app.secret.clone(),
                     mode: app.token_mode,
+                    fetched: metrics
+                        .token_refreshes
+                        .get_or_create(&Metrics::app(name))
+                        .clone(),
                 };
                 let runtime = AppRuntime {
                     keeper: TokenKeeper::new(Box::new(source)),
                     limiter: AppLimiter::new(app),
-                    gate: QuotaGate::new(name, Schedule::new(&settings.retry)),
+                    gate: QuotaGate::new(
+                        name,
+                        Schedule::new(&settings.retry),
+                        metrics
+                            .app_paused
+                            .get_or_create(&Metrics::app(name))
+                            .clone(),
+                    ),
                 };
                 (name.clone(), runtime)
             })
@@ -90,6 +104,7 @@ impl Context {
             apps,
             state,
             health: Health::default(),
+            metrics,
             callbacks: callback::apps_from(&settings),
             results: parking_lot::RwLock::new(None),
             settings,
@@ -125,7 +140,11 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) -> anyhow::Result<(
             .map_err(|e| anyhow::anyhow!("cannot listen on http.listen {listen}: {e}"))?;
     }
     let mut delays = reconnect_backoff();
+    let mut first = true;
     loop {
+        if !std::mem::take(&mut first) {
+            ctx.metrics.broker_reconnects.inc();
+        }
         let started = tokio::time::Instant::now();
         let result = session(&ctx, &stop).await;
         ctx.health.set_ready(false);
@@ -183,6 +202,13 @@ async fn session(ctx: &Arc<Context>, stop: &CancellationToken) -> Result<(), Ses
         consumers.spawn(consumer.run(conn_channel));
     }
     *ctx.results.write() = Some(publisher.clone());
+    if let Ok(channel) = conn.create_channel().await {
+        tokio::spawn(watch_side_queues(
+            ctx.clone(),
+            channel,
+            consumers_stop.clone(),
+        ));
+    }
     ctx.health.set_ready(true);
     tracing::info!(apps = ctx.apps.len(), "consuming");
     let ended = tokio::select! {
@@ -214,4 +240,35 @@ async fn session(ctx: &Arc<Context>, stop: &CancellationToken) -> Result<(), Ses
     consumers.abort_all();
     let _ = conn.close(200, "wxcourier stopping".into()).await;
     ended
+}
+
+/// How often the dead-letter and unrouted queues are counted.
+const SIDE_QUEUE_POLL: Duration = Duration::from_secs(15);
+
+/// Counts `wxcourier.dead` and `wxcourier.unrouted` for the metrics, and warns while jobs for
+/// unknown apps keep arriving.
+async fn watch_side_queues(ctx: Arc<Context>, ch: lapin::Channel, stop: CancellationToken) {
+    let mut last_unrouted = 0;
+    loop {
+        for queue in [broker::DEAD_QUEUE, broker::UNROUTED] {
+            let Ok(count) = topology::message_count(&ch, queue).await else {
+                return;
+            };
+            ctx.metrics.set_queue_messages(queue, count);
+            if queue == broker::UNROUTED {
+                if count > last_unrouted {
+                    tracing::warn!(
+                        queue,
+                        count,
+                        "jobs are arriving for an app nobody configured (check the producers' routing keys)"
+                    );
+                }
+                last_unrouted = count;
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(SIDE_QUEUE_POLL) => {}
+        }
+    }
 }

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use super::Context;
 use crate::job::{self, Job, Rejection};
+use crate::metrics::Metrics;
 use crate::outcome::{SendOutcome, SendStatus};
 use crate::quota::Admission;
 use crate::retry::{Next, RetryState};
@@ -54,6 +55,7 @@ pub async fn process(ctx: &Context, incoming: Incoming<'_>) -> Step {
         Err(rejection) => return reject(incoming.app, &rejection, incoming.retry),
     };
     let mut state = incoming.retry;
+    tracing::Span::current().record("id", job.id.as_str());
     if job.expired_at(OffsetDateTime::now_utc()) {
         return Step::Finish(finished(
             incoming.app,
@@ -160,7 +162,12 @@ async fn send_admitted(
     let mut refreshed_for_this_job = false;
     loop {
         state.first_try_ms.get_or_insert_with(now_ms);
+        let waiting = std::time::Instant::now();
         app.limiter.until_ready().await;
+        ctx.metrics
+            .limiter_wait
+            .get_or_create(&Metrics::app(app_name))
+            .observe(waiting.elapsed().as_secs_f64());
         if job.expired_at(OffsetDateTime::now_utc()) {
             return Step::Finish(finished(
                 app_name,
@@ -184,11 +191,19 @@ async fn send_admitted(
                 );
             }
         };
-        let reply = {
+        let (reply, took) = {
             let _slot = ctx.in_flight.acquire().await;
             state.attempts += 1;
-            ctx.client.send_template(&token.value, body.clone()).await
+            tracing::Span::current().record("attempt", state.attempts);
+            let started = std::time::Instant::now();
+            let reply = ctx.client.send_template(&token.value, body.clone()).await;
+            (reply, started.elapsed())
         };
+        let errcode = match &reply {
+            Ok(r) => r.errcode.to_string(),
+            Err(e) => e.kind(),
+        };
+        ctx.metrics.wechat_call(app_name, &errcode, took);
         let reply = match reply {
             Ok(reply) => reply,
             Err(e) => {
@@ -214,6 +229,10 @@ async fn send_admitted(
                 return Step::Finish(o);
             }
             Class::Token => {
+                ctx.metrics
+                    .token_errors
+                    .get_or_create(&Metrics::app(app_name))
+                    .inc();
                 app.keeper.invalidate(&token);
                 if !refreshed_for_this_job {
                     // Refresh (single-flight across jobs) and send again at once.

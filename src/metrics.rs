@@ -1,0 +1,245 @@
+//! Prometheus metrics, all `wxcourier_`-prefixed, served on `/metrics`.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppLabel {
+    pub app: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppStatus {
+    pub app: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppErrcode {
+    pub app: String,
+    /// WeChat's errcode, or the transport failure (`timeout`, `http_503`, `connect`, `body`).
+    pub errcode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppTier {
+    pub app: String,
+    pub tier: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabel {
+    pub queue: String,
+}
+
+/// Histogram buckets from 1 ms to about 33 s.
+#[derive(Clone)]
+pub struct Seconds;
+
+impl MetricConstructor<Histogram> for Seconds {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(exponential_buckets(0.001, 2.0, 16))
+    }
+}
+
+/// Every metric the worker keeps.
+pub struct Metrics {
+    registry: Registry,
+    pub jobs: Family<AppStatus, Counter>,
+    pub wechat_calls: Family<AppErrcode, Counter>,
+    pub send_latency: Family<AppLabel, Histogram, Seconds>,
+    pub retries: Family<AppTier, Counter>,
+    pub token_refreshes: Family<AppLabel, Counter>,
+    pub token_errors: Family<AppLabel, Counter>,
+    pub limiter_wait: Family<AppLabel, Histogram, Seconds>,
+    pub app_paused: Family<AppLabel, Gauge>,
+    pub in_flight: Gauge,
+    pub broker_reconnects: Counter,
+    pub publish_failures: Counter,
+    pub callback_events: Family<AppStatus, Counter>,
+    pub queue_messages: Family<QueueLabel, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut m = Self {
+            registry: Registry::with_prefix("wxcourier"),
+            jobs: Family::default(),
+            wechat_calls: Family::default(),
+            send_latency: Family::new_with_constructor(Seconds),
+            retries: Family::default(),
+            token_refreshes: Family::default(),
+            token_errors: Family::default(),
+            limiter_wait: Family::new_with_constructor(Seconds),
+            app_paused: Family::default(),
+            in_flight: Gauge::default(),
+            broker_reconnects: Counter::default(),
+            publish_failures: Counter::default(),
+            callback_events: Family::default(),
+            queue_messages: Family::default(),
+        };
+        let r = &mut m.registry;
+        r.register("jobs", "Jobs finished, by final status", m.jobs.clone());
+        r.register(
+            "wechat_calls",
+            "Template send calls, by WeChat errcode or transport failure",
+            m.wechat_calls.clone(),
+        );
+        r.register(
+            "send_latency_seconds",
+            "Duration of one template send call",
+            m.send_latency.clone(),
+        );
+        r.register(
+            "retries",
+            "Retry copies published, by delay tier",
+            m.retries.clone(),
+        );
+        r.register(
+            "token_refreshes",
+            "Access tokens fetched",
+            m.token_refreshes.clone(),
+        );
+        r.register(
+            "token_errors",
+            "Sends refused for a bad access token",
+            m.token_errors.clone(),
+        );
+        r.register(
+            "limiter_wait_seconds",
+            "Time a job waited for its app's send rate",
+            m.limiter_wait.clone(),
+        );
+        r.register(
+            "app_paused",
+            "1 while the app is paused after 45009",
+            m.app_paused.clone(),
+        );
+        r.register(
+            "in_flight_jobs",
+            "Jobs being processed now",
+            m.in_flight.clone(),
+        );
+        r.register(
+            "broker_reconnects",
+            "Broker sessions started after the first",
+            m.broker_reconnects.clone(),
+        );
+        r.register(
+            "publish_failures",
+            "Publishes not confirmed (nack, timeout, channel error)",
+            m.publish_failures.clone(),
+        );
+        r.register(
+            "callback_events",
+            "Delivery reports received, by status",
+            m.callback_events.clone(),
+        );
+        r.register(
+            "queue_messages",
+            "Messages waiting in wxcourier.dead and wxcourier.unrouted",
+            m.queue_messages.clone(),
+        );
+        m
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn app(app: &str) -> AppLabel {
+        AppLabel {
+            app: app.to_owned(),
+        }
+    }
+
+    pub fn job_finished(&self, app: &str, status: &str) {
+        self.jobs
+            .get_or_create(&AppStatus {
+                app: app.into(),
+                status: status.into(),
+            })
+            .inc();
+    }
+
+    pub fn wechat_call(&self, app: &str, errcode: &str, took: Duration) {
+        self.wechat_calls
+            .get_or_create(&AppErrcode {
+                app: app.into(),
+                errcode: errcode.into(),
+            })
+            .inc();
+        self.send_latency
+            .get_or_create(&Self::app(app))
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn retry(&self, app: &str, tier: &str) {
+        self.retries
+            .get_or_create(&AppTier {
+                app: app.into(),
+                tier: tier.into(),
+            })
+            .inc();
+    }
+
+    pub fn callback_event(&self, app: &str, status: &str) {
+        self.callback_events
+            .get_or_create(&AppStatus {
+                app: app.into(),
+                status: status.into(),
+            })
+            .inc();
+    }
+
+    pub fn set_queue_messages(&self, queue: &str, count: u32) {
+        self.queue_messages
+            .get_or_create(&QueueLabel {
+                queue: queue.into(),
+            })
+            .set(count as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_render_with_the_prefix_and_labels() {
+        let m = Metrics::new();
+        m.job_finished("shop", "sent");
+        m.wechat_call("shop", "0", Duration::from_millis(12));
+        m.in_flight.set(3);
+        let text = m.render();
+        assert!(
+            text.contains("wxcourier_jobs_total{app=\"shop\",status=\"sent\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wxcourier_wechat_calls_total{app=\"shop\",errcode=\"0\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wxcourier_send_latency_seconds_count{app=\"shop\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("wxcourier_in_flight_jobs 3"), "{text}");
+    }
+}
