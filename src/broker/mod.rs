@@ -22,6 +22,8 @@ pub const UNROUTED: &str = "wxcourier.unrouted";
 pub const RETRY_EXCHANGE: &str = "wxcourier.retry";
 /// Header on a dead-lettered job saying why it was rejected.
 pub const HEADER_ERROR: &str = "x-wxcourier-error";
+/// Header on a dead-lettered job naming the app (routing key) it came in for.
+pub const HEADER_APP: &str = "x-wxcourier-app";
 
 /// `wxcourier.jobs.NAME`: one queue per app so one account never blocks another.
 pub fn job_queue(app: &str) -> String {

@@ -1,6 +1,7 @@
 //! The command line (CONTRACT §7): one binary, one verb per job.
 
 mod check;
+mod dead;
 mod demo;
 mod run;
 mod send;
@@ -39,6 +40,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Validates the config, reaches the broker and fetches a token per app.
     Check(ConfigArg),
+    /// Lists or replays rejected (`wxcourier.dead`) and unrouted jobs.
+    Dead(dead::DeadArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -74,6 +77,7 @@ pub fn main() -> ExitCode {
             Command::Send(args) => send::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Check(args) => check::run(args).await,
+            Command::Dead(args) => dead::run(args).await,
         }
     })
 }

@@ -20,7 +20,9 @@ use super::Context;
 use super::pipeline::{Incoming, Step, process};
 use crate::broker::publish::Message;
 use crate::broker::topology::tier_label;
-use crate::broker::{DEAD_QUEUE, HEADER_ERROR, PublishError, Publisher, RETRY_EXCHANGE, job_queue};
+use crate::broker::{
+    DEAD_QUEUE, HEADER_APP, HEADER_ERROR, PublishError, Publisher, RETRY_EXCHANGE, job_queue,
+};
 use crate::outcome::SendOutcome;
 use crate::retry::{
     HEADER_ATTEMPTS, HEADER_DELAY_TIER, HEADER_FIRST_TRY, HEADER_QUOTA_STRIKES, RetryState,
@@ -228,7 +230,7 @@ impl AppConsumer {
             AMQPValue::LongString(LongString::from(reason)),
         );
         headers.insert(
-            "x-wxcourier-app".into(),
+            HEADER_APP.into(),
             AMQPValue::LongString(LongString::from(self.app.as_str())),
         );
         self.publisher

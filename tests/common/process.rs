@@ -46,9 +46,12 @@ burst = 10
         }
     }
 
+    /// `wxcourier VERB --config …`; VERB may have words, as in `dead list`.
     pub fn command(&self, verb: &str) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_wxcourier"));
-        c.arg(verb).arg("--config").arg(&self.config);
+        c.args(verb.split_whitespace())
+            .arg("--config")
+            .arg(&self.config);
         c.env(
             format!("WXCOURIER_APPS__{}__SECRET", self.app.to_ascii_uppercase()),
             "secret",

@@ -1,0 +1,242 @@
+//! `wxcourier dead list|replay`: look at rejected (or unrouted) jobs and, once the cause is
+//! fixed, publish chosen ones to the jobs exchange again.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicGetOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection};
+
+use super::{ConfigArg, bad_config};
+use crate::broker::publish::Message;
+use crate::broker::{
+    self, DEAD_QUEUE, HEADER_APP, HEADER_ERROR, JOBS_EXCHANGE, Publisher, UNROUTED,
+};
+
+#[derive(clap::Args)]
+pub struct DeadArgs {
+    #[command(subcommand)]
+    command: DeadCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum DeadCommand {
+    /// Shows what is waiting and why, without taking anything out.
+    List {
+        #[command(flatten)]
+        source: Source,
+    },
+    /// Publishes the chosen messages to the jobs exchange again and removes them.
+    Replay {
+        #[command(flatten)]
+        source: Source,
+        #[command(flatten)]
+        filter: Filter,
+    },
+}
+
+#[derive(clap::Args)]
+struct Source {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Which queue: `dead` (rejected jobs) or `unrouted` (jobs for unknown apps).
+    #[arg(long, default_value = "dead", value_parser = ["dead", "unrouted"])]
+    from: String,
+    /// Most messages to look at.
+    #[arg(long, default_value_t = 1000)]
+    limit: usize,
+}
+
+impl Source {
+    fn queue(&self) -> &'static str {
+        if self.from == "unrouted" {
+            UNROUTED
+        } else {
+            DEAD_QUEUE
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct Filter {
+    /// Only messages for this app.
+    #[arg(long)]
+    app: Option<String>,
+    /// Only messages whose job id contains this.
+    #[arg(long)]
+    id: Option<String>,
+    /// Only messages whose rejection reason contains this.
+    #[arg(long)]
+    error: Option<String>,
+    /// Every message (required when no other filter is given).
+    #[arg(long)]
+    all: bool,
+}
+
+/// One waiting message as the commands show it.
+struct Entry {
+    delivery: Delivery,
+    app: String,
+    id: String,
+    error: String,
+}
+
+impl Filter {
+    fn is_empty(&self) -> bool {
+        self.app.is_none() && self.id.is_none() && self.error.is_none()
+    }
+
+    fn matches(&self, e: &Entry) -> bool {
+        self.app.as_ref().is_none_or(|a| &e.app == a)
+            && self.id.as_ref().is_none_or(|i| e.id.contains(i.as_str()))
+            && self
+                .error
+                .as_ref()
+                .is_none_or(|x| e.error.contains(x.as_str()))
+    }
+}
+
+pub async fn run(args: DeadArgs) -> ExitCode {
+    let source = match &args.command {
+        DeadCommand::List { source } | DeadCommand::Replay { source, .. } => source,
+    };
+    if let DeadCommand::Replay { filter, .. } = &args.command
+        && filter.is_empty()
+        && !filter.all
+    {
+        eprintln!(
+            "wxcourier dead replay: choose messages with --app, --id or --error, or pass --all"
+        );
+        return ExitCode::from(2);
+    }
+    let settings = match source.config.load() {
+        Ok(s) => s,
+        Err(e) => return bad_config(&e),
+    };
+    let conn = match broker::connect(&settings.amqp, "wxcourier dead").await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wxcourier dead: {e}; check amqp.url and that RabbitMQ is running");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match &args.command {
+        DeadCommand::List { source } => list(&conn, source).await,
+        DeadCommand::Replay { source, filter } => replay(&conn, source, filter).await,
+    };
+    let _ = conn.close(200, "done".into()).await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wxcourier dead: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Takes up to `limit` messages without acking them: closing the channel puts back every one
+/// not acked, in order.
+async fn take(ch: &Channel, queue: &str, limit: usize) -> Result<Vec<Entry>, String> {
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let got = ch
+            .basic_get(queue.into(), BasicGetOptions::default())
+            .await
+            .map_err(|e| format!("cannot read {queue}: {e}"))?;
+        let Some(msg) = got else { break };
+        let d = msg.delivery;
+        let app = header(&d.properties, HEADER_APP).unwrap_or_else(|| d.routing_key.to_string());
+        let id = d
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default();
+        let error =
+            header(&d.properties, HEADER_ERROR).unwrap_or_else(|| "no configured app".into());
+        out.push(Entry {
+            delivery: d,
+            app,
+            id,
+            error,
+        });
+    }
+    Ok(out)
+}
+
+fn header(props: &BasicProperties, key: &str) -> Option<String> {
+    match props.headers().as_ref()?.inner().get(key)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+async fn list(conn: &Connection, source: &Source) -> Result<(), String> {
+    let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
+    let entries = take(&ch, source.queue(), source.limit).await?;
+    println!("{} message(s) in {}", entries.len(), source.queue());
+    for (n, e) in entries.iter().enumerate() {
+        let id = if e.id.is_empty() { "-" } else { e.id.as_str() };
+        println!(
+            "{:>4}  app={}  id={}  bytes={}  why: {}",
+            n + 1,
+            e.app,
+            id,
+            e.delivery.data.len(),
+            e.error
+        );
+    }
+    let _ = ch.close(200, "listed".into()).await;
+    Ok(())
+}
+
+async fn replay(conn: &Connection, source: &Source, filter: &Filter) -> Result<(), String> {
+    let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
+    let publisher = Publisher::open(conn, Duration::from_secs(30))
+        .await
+        .map_err(|e| e.to_string())?;
+    let entries = take(&ch, source.queue(), source.limit).await?;
+    let mut replayed = 0;
+    for e in entries.iter().filter(|e| filter.matches(e)) {
+        let mut headers = FieldTable::default();
+        if let Some(original) = e.delivery.properties.headers() {
+            for (k, v) in original.inner() {
+                if k.as_str() != HEADER_ERROR && k.as_str() != HEADER_APP {
+                    headers.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        publisher
+            .publish(Message {
+                exchange: JOBS_EXCHANGE,
+                routing_key: &e.app,
+                body: &e.delivery.data,
+                properties: e.delivery.properties.clone().with_headers(headers),
+                must_route: false,
+            })
+            .await
+            .map_err(|err| {
+                format!(
+                    "replaying {} stopped: {err}; the rest stays in {}",
+                    e.id,
+                    source.queue()
+                )
+            })?;
+        // Removed only once its copy is confirmed in the jobs exchange.
+        e.delivery
+            .ack(BasicAckOptions::default())
+            .await
+            .map_err(|err| err.to_string())?;
+        replayed += 1;
+    }
+    let _ = ch.close(200, "replayed".into()).await;
+    println!(
+        "replayed {replayed} of {} message(s) from {} to {JOBS_EXCHANGE}",
+        entries.len(),
+        source.queue()
+    );
+    Ok(())
+}
