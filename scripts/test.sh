@@ -17,5 +17,5 @@ else
   echo "test: python3 is missing, skipping the wechatpy and deploy-file checks" >&2
 fi
 
-# These stop and start RabbitMQ's app: never beside other tests.
-cargo test --test broker_faults -- --ignored --test-threads=1
+# These stop and start RabbitMQ and Redis: never beside other tests.
+cargo test --test service_faults -- --ignored --test-threads=1

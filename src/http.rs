@@ -9,20 +9,20 @@ use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
 
-use crate::telemetry::Health;
 use crate::worker::Context;
 
 pub fn router(ctx: Arc<Context>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(ctx.health.clone())
-        .route("/metrics", get(metrics).with_state(ctx.clone()))
+        .route("/metrics", get(metrics))
+        .with_state(ctx.clone())
         .merge(crate::callback::routes(ctx))
 }
 
-async fn readyz(State(health): State<Health>) -> (StatusCode, &'static str) {
-    if health.is_ready() {
+/// Ready: connected, consuming, not draining, and shared state (Redis) reachable.
+async fn readyz(State(ctx): State<Arc<Context>>) -> (StatusCode, &'static str) {
+    if ctx.health.is_ready() && ctx.state.health().is_up() {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")

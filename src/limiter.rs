@@ -9,10 +9,13 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::AppSettings;
+use crate::state::{State, StateResult};
 
-/// One app's send rate, local to this instance.
+/// One app's send rate: a bucket in this process, or one in Redis shared by every instance.
 pub struct AppLimiter {
     bucket: DefaultDirectRateLimiter,
+    interval: Duration,
+    burst: u32,
 }
 
 impl AppLimiter {
@@ -24,12 +27,21 @@ impl AppLimiter {
             .allow_burst(burst);
         Self {
             bucket: RateLimiter::direct(quota),
+            interval: period,
+            burst: burst.get(),
         }
     }
 
-    /// Waits for this app's turn. Called right before a send, holding no connection.
-    pub async fn until_ready(&self) {
-        self.bucket.until_ready().await;
+    /// Waits for this app's turn, in Redis when the state is shared. Called right before a
+    /// send, holding no connection.
+    pub async fn until_ready(&self, app: &str, state: &State) -> StateResult<()> {
+        match state.redis() {
+            Some(redis) => redis.rate_wait(app, self.interval, self.burst).await,
+            None => {
+                self.bucket.until_ready().await;
+                Ok(())
+            }
+        }
     }
 }
 
@@ -71,13 +83,20 @@ mod tests {
     #[tokio::test]
     async fn a_burst_passes_at_once_then_the_rate_holds() {
         let l = AppLimiter::new(&app(50.0, 10));
+        let state = State::from_url(
+            "memory",
+            Duration::from_secs(60),
+            10,
+            Duration::from_secs(60),
+        )
+        .unwrap();
         let start = std::time::Instant::now();
         for _ in 0..10 {
-            l.until_ready().await;
+            l.until_ready("a", &state).await.unwrap();
         }
         assert!(start.elapsed() < Duration::from_millis(50));
         for _ in 0..10 {
-            l.until_ready().await;
+            l.until_ready("a", &state).await.unwrap();
         }
         let took = start.elapsed();
         assert!(

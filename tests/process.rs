@@ -4,9 +4,9 @@
 mod common;
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::process::{Binary, signal};
+use common::process::{Binary, signal, wait_exit};
 use common::*;
 use wxcourier::broker::job_queue;
 use wxcourier::sim::{Faults, SimOptions, Simulator};
@@ -29,18 +29,6 @@ async fn setup_with(prefix: &str, extra_toml: &str) -> (Simulator, Binary, Harne
     let bin = Binary::new(&app, &sim.base_url(), extra_toml);
     let h = Harness::new(&app, &settings(&app, &sim)).await;
     (sim, bin, h)
-}
-
-fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    None
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -187,10 +187,22 @@ async fn report(
     let wechat_status = fields
         .get("Status")
         .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "Status is missing"))?;
-    if !ctx.state.first_report(app, msgid) {
+    let unavailable = |_| refuse(StatusCode::SERVICE_UNAVAILABLE, "try again");
+    if !ctx
+        .state
+        .first_report(app, msgid)
+        .await
+        .map_err(unavailable)?
+    {
         return Ok(());
     }
-    let job = ctx.state.job_for_msgid(app, msgid);
+    let job = match ctx.state.job_for_msgid(app, msgid).await {
+        Ok(job) => job,
+        Err(_) => {
+            ctx.state.forget_report(app, msgid).await;
+            return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "try again"));
+        }
+    };
     let report = DeliveryReport {
         kind: "delivery".into(),
         app: app.to_owned(),
@@ -219,7 +231,7 @@ async fn report(
     };
     if let Err(why) = published {
         // Not published: let WeChat's retry of this event try again.
-        ctx.state.forget_report(app, msgid);
+        ctx.state.forget_report(app, msgid).await;
         tracing::warn!(app, msgid, error = %why, "delivery report not published; WeChat will retry");
         return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "try again"));
     }

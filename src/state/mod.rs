@@ -1,11 +1,18 @@
-//! State shared by the pipeline: idempotency (which ids were sent, and as which msgid) and the
-//! msgid → job map used by delivery reports.
+//! State shared by the pipeline: idempotency (which ids were sent, and as which msgid),
+//! msgid → job for delivery reports, and report de-duplication. In memory for one instance,
+//! or in Redis for many.
 
+pub mod health;
 pub mod memory;
+pub mod redis;
+
+use std::time::Duration;
 
 use serde_json::Value;
 
+pub use health::StateHealth;
 pub use memory::MemoryState;
+pub use redis::RedisState;
 
 /// What the idempotency check says about a job id.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,49 +32,130 @@ pub struct SentJob {
     pub meta: Option<Value>,
 }
 
+/// Shared state could not be reached; the state is marked down when this happens.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("shared state (Redis) is unavailable: {0}")]
+pub struct StateError(pub String);
+
+pub type StateResult<T> = Result<T, StateError>;
+
 /// The configured state backend.
 pub enum State {
-    Memory(MemoryState),
+    Memory(Box<MemoryState>, StateHealth),
+    Redis(RedisState),
 }
 
 impl State {
-    pub fn claim(&self, app: &str, id: &str) -> Claim {
-        match self {
-            State::Memory(m) => m.claim(app, id),
+    /// `memory`, or a `redis://` URL. A claim on an id lasts `in_flight_ttl` if its holder dies.
+    pub fn from_url(
+        url: &str,
+        ttl: Duration,
+        capacity: usize,
+        in_flight_ttl: Duration,
+    ) -> Result<Self, String> {
+        if url == "memory" {
+            Ok(State::Memory(
+                Box::new(MemoryState::new(ttl, capacity)),
+                StateHealth::default(),
+            ))
+        } else {
+            Ok(State::Redis(RedisState::new(url, ttl, in_flight_ttl)?))
         }
     }
 
-    /// Gives up a claim without a send (the job is retried or failed).
-    pub fn release(&self, app: &str, id: &str) {
+    pub fn health(&self) -> &StateHealth {
         match self {
-            State::Memory(m) => m.release(app, id),
+            State::Memory(_, h) => h,
+            State::Redis(r) => r.health(),
         }
     }
 
-    pub fn record_sent(&self, app: &str, id: &str, msgid: u64, meta: Option<&Value>) {
+    /// The Redis backend, for the parts (tokens, rate) that share through it.
+    pub fn redis(&self) -> Option<&RedisState> {
         match self {
-            State::Memory(m) => m.record_sent(app, id, msgid, meta),
+            State::Memory(..) => None,
+            State::Redis(r) => Some(r),
         }
     }
 
-    pub fn job_for_msgid(&self, app: &str, msgid: u64) -> Option<SentJob> {
+    pub async fn claim(&self, app: &str, id: &str) -> StateResult<Claim> {
         match self {
-            State::Memory(m) => m.job_for_msgid(app, msgid),
+            State::Memory(m, _) => Ok(m.claim(app, id)),
+            State::Redis(r) => r.claim(app, id).await,
+        }
+    }
+
+    /// Gives up a claim without a send (the job is retried or failed). Best effort: an
+    /// unreleased claim expires by itself.
+    pub async fn release(&self, app: &str, id: &str) {
+        match self {
+            State::Memory(m, _) => m.release(app, id),
+            State::Redis(r) => {
+                let _ = r.release(app, id).await;
+            }
+        }
+    }
+
+    pub async fn record_sent(
+        &self,
+        app: &str,
+        id: &str,
+        msgid: u64,
+        meta: Option<&Value>,
+    ) -> StateResult<()> {
+        match self {
+            State::Memory(m, _) => {
+                m.record_sent(app, id, msgid, meta);
+                Ok(())
+            }
+            State::Redis(r) => r.record_sent(app, id, msgid, meta).await,
+        }
+    }
+
+    pub async fn job_for_msgid(&self, app: &str, msgid: u64) -> StateResult<Option<SentJob>> {
+        match self {
+            State::Memory(m, _) => Ok(m.job_for_msgid(app, msgid)),
+            State::Redis(r) => r.job_for_msgid(app, msgid).await,
+        }
+    }
+
+    /// Records a delivery event's MsgID; false when it was seen before (WeChat retries).
+    pub async fn first_report(&self, app: &str, msgid: u64) -> StateResult<bool> {
+        match self {
+            State::Memory(m, _) => Ok(m.first_report(app, msgid)),
+            State::Redis(r) => r.first_report(app, msgid).await,
         }
     }
 
     /// Undoes [`State::first_report`] when the report could not be published, so WeChat's
     /// retry of the event is not ignored.
-    pub fn forget_report(&self, app: &str, msgid: u64) {
+    pub async fn forget_report(&self, app: &str, msgid: u64) {
         match self {
-            State::Memory(m) => m.forget_report(app, msgid),
+            State::Memory(m, _) => m.forget_report(app, msgid),
+            State::Redis(r) => {
+                let _ = r.forget_report(app, msgid).await;
+            }
         }
     }
 
-    /// Records a delivery event's MsgID; false when it was seen before (WeChat retries).
-    pub fn first_report(&self, app: &str, msgid: u64) -> bool {
-        match self {
-            State::Memory(m) => m.first_report(app, msgid),
+    /// While the state is Redis: checks it every second when down and every five when up,
+    /// so consumers stop and resume without a restart. Returns when `stop` fires.
+    pub async fn watch(&self, stop: tokio_util::sync::CancellationToken) {
+        let Some(redis) = self.redis() else { return };
+        loop {
+            let up = redis.ping().await.is_ok();
+            if up {
+                redis.health().mark_up();
+            }
+            let every = if up {
+                Duration::from_secs(5)
+            } else {
+                Duration::from_secs(1)
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
         }
     }
 }

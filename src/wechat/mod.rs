@@ -3,4 +3,5 @@
 pub mod client;
 pub mod crypto;
 pub mod errcode;
+pub mod shared_token;
 pub mod token;

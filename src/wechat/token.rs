@@ -11,9 +11,10 @@ use tokio::time::Instant;
 use super::client::{Grant, TokenError, WechatClient};
 use crate::config::{Secret, TokenMode};
 
-/// Where fresh tokens come from (WeChat, or a fake in tests).
+/// Where fresh tokens come from (WeChat, Redis shared by all instances, or a fake in tests).
 pub trait TokenSource: Send + Sync {
-    fn fetch(&self) -> BoxFuture<'_, Result<Grant, TokenError>>;
+    /// A token other than `stale`, the one being replaced (refused, or about to expire).
+    fn fetch<'a>(&'a self, stale: Option<&'a Secret>) -> BoxFuture<'a, Result<Grant, TokenError>>;
 }
 
 /// Fetches from WeChat in the app's token mode.
@@ -27,7 +28,7 @@ pub struct WechatTokenSource {
 }
 
 impl TokenSource for WechatTokenSource {
-    fn fetch(&self) -> BoxFuture<'_, Result<Grant, TokenError>> {
+    fn fetch<'a>(&'a self, _stale: Option<&'a Secret>) -> BoxFuture<'a, Result<Grant, TokenError>> {
         Box::pin(async move {
             self.fetched.inc();
             match self.mode {
@@ -48,6 +49,8 @@ pub struct AccessToken {
 
 struct Slot {
     token: Option<Arc<AccessToken>>,
+    /// The last token dropped as refused: what a shared source must not hand out again.
+    refused: Option<Arc<AccessToken>>,
     /// After this, one caller refreshes while the others keep using the token.
     refresh_after: Instant,
     /// After this, nobody uses the token.
@@ -81,6 +84,7 @@ impl TokenKeeper {
             source,
             slot: parking_lot::Mutex::new(Slot {
                 token: None,
+                refused: None,
                 refresh_after: now,
                 usable_until: now,
             }),
@@ -128,7 +132,7 @@ impl TokenKeeper {
             .as_ref()
             .is_some_and(|t| t.generation == bad.generation)
         {
-            slot.token = None;
+            slot.refused = slot.token.take();
         }
     }
 
@@ -144,7 +148,11 @@ impl TokenKeeper {
 
     async fn fetch_and_store(&self) -> Result<Arc<AccessToken>, TokenError> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let grant = self.source.fetch().await?;
+        let stale = {
+            let slot = self.slot.lock();
+            slot.token.clone().or_else(|| slot.refused.clone())
+        };
+        let grant = self.source.fetch(stale.as_ref().map(|t| &t.value)).await?;
         let token = Arc::new(AccessToken {
             value: grant.token,
             generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
@@ -177,7 +185,10 @@ mod tests {
     }
 
     impl TokenSource for Fake {
-        fn fetch(&self) -> BoxFuture<'_, Result<Grant, TokenError>> {
+        fn fetch<'a>(
+            &'a self,
+            _stale: Option<&'a Secret>,
+        ) -> BoxFuture<'a, Result<Grant, TokenError>> {
             Box::pin(async move {
                 let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;

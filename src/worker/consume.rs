@@ -52,7 +52,8 @@ pub struct AppConsumer {
 
 impl AppConsumer {
     /// Consumes until `stop` or until the channel fails; while the app is paused for its
-    /// quota, its consumer is cancelled and the jobs wait in the broker.
+    /// quota, or shared state is unreachable, its consumer is cancelled and the jobs wait in
+    /// the broker.
     pub async fn run(self, channel: Channel) -> Result<(), String> {
         let prefetch = self.ctx.settings.amqp.prefetch;
         channel
@@ -61,14 +62,13 @@ impl AppConsumer {
             .map_err(|e| e.to_string())?;
         let permits = Arc::new(Semaphore::new(prefetch as usize));
         let this = Arc::new(self);
-        let gate = &this.ctx.app(&this.app).gate;
         loop {
             let round = this.consume_round(&channel, &permits).await?;
             if round == RoundEnd::Paused {
-                tracing::info!(app = %this.app, "consumer cancelled while the app is paused");
+                tracing::info!(app = %this.app, "consumer cancelled; jobs wait in the broker");
                 tokio::select! {
                     _ = this.stop.cancelled() => {}
-                    _ = gate.pause_over() => continue,
+                    _ = this.resumable() => continue,
                 }
             }
             // The channel must outlive the jobs in flight, or their acks are lost and finished
@@ -76,6 +76,19 @@ impl AppConsumer {
             // closes.
             let _ = permits.acquire_many(prefetch as u32).await;
             return Ok(());
+        }
+    }
+
+    /// Resolves once the app may consume again: its quota pause is over and shared state is up.
+    async fn resumable(&self) {
+        let gate = &self.ctx.app(&self.app).gate;
+        let state = self.ctx.state.health();
+        loop {
+            state.up().await;
+            gate.pause_over().await;
+            if state.is_up() {
+                return;
+            }
         }
     }
 
@@ -96,13 +109,14 @@ impl AppConsumer {
             .await
             .map_err(|e| e.to_string())?;
         let gate = &self.ctx.app(&self.app).gate;
+        let state = self.ctx.state.health();
         loop {
             let next = tokio::select! {
                 _ = self.stop.cancelled() => {
                     let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
                     return Ok(RoundEnd::Stopped);
                 }
-                _ = gate.paused() => {
+                _ = async { tokio::select! { _ = gate.paused() => {}, _ = state.down() => {} } } => {
                     let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
                     // Deliveries prefetched before the cancel must not sit here for the whole
                     // pause (the broker closes channels that hold one too long): each goes back

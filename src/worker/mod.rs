@@ -21,11 +21,12 @@ use crate::limiter::{AppLimiter, InFlight};
 use crate::metrics::Metrics;
 use crate::quota::QuotaGate;
 use crate::retry::Schedule;
-use crate::state::{MemoryState, State};
+use crate::state::State;
 use crate::telemetry::Health;
 use crate::wechat::client::WechatClient;
 use crate::wechat::errcode::Classifier;
-use crate::wechat::token::{TokenKeeper, WechatTokenSource};
+use crate::wechat::shared_token::SharedTokenSource;
+use crate::wechat::token::{TokenKeeper, TokenSource, WechatTokenSource};
 
 pub use pipeline::{Incoming, Step, process};
 
@@ -43,7 +44,7 @@ pub struct Context {
     pub classifier: Classifier,
     pub client: WechatClient,
     pub apps: HashMap<String, AppRuntime>,
-    pub state: State,
+    pub state: Arc<State>,
     pub in_flight: InFlight,
     pub health: Health,
     pub metrics: Arc<Metrics>,
@@ -57,6 +58,17 @@ impl Context {
     pub fn new(settings: Settings) -> anyhow::Result<Self> {
         let client = WechatClient::new(&settings.wechat.base_url, settings.wechat.timeout.0)?;
         let metrics = Arc::new(Metrics::new());
+        // A claim outlives the longest a send can take (rate wait, token, the call itself),
+        // and lapses if its holder dies, so a redelivered job is not stuck behind it for long.
+        let in_flight_ttl = settings.wechat.timeout.0 * 3 + Duration::from_secs(30);
+        let state = State::from_url(
+            settings.state.url.expose(),
+            settings.state.idempotency_ttl.0,
+            settings.state.memory_capacity,
+            in_flight_ttl,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
+        let state = Arc::new(state);
         let apps = settings
             .apps
             .iter()
@@ -71,8 +83,18 @@ impl Context {
                         .get_or_create(&Metrics::app(name))
                         .clone(),
                 };
+                // With Redis, every instance shares one token (and one refresh).
+                let source: Box<dyn TokenSource> = if state.redis().is_some() {
+                    Box::new(SharedTokenSource {
+                        app: name.clone(),
+                        wechat: source,
+                        state: state.clone(),
+                    })
+                } else {
+                    Box::new(source)
+                };
                 let runtime = AppRuntime {
-                    keeper: TokenKeeper::new(Box::new(source)),
+                    keeper: TokenKeeper::new(source),
                     limiter: AppLimiter::new(app),
                     gate: QuotaGate::new(
                         name,
@@ -86,16 +108,6 @@ impl Context {
                 (name.clone(), runtime)
             })
             .collect();
-        let state = if settings.state.url.expose() == "memory" {
-            State::Memory(MemoryState::new(
-                settings.state.idempotency_ttl.0,
-                settings.state.memory_capacity,
-            ))
-        } else {
-            anyhow::bail!(
-                "state.url = redis://… is not supported by this build yet; use \"memory\""
-            );
-        };
         Ok(Self {
             schedule: Schedule::new(&settings.retry),
             classifier: Classifier::from_settings(&settings.wechat),
@@ -138,6 +150,10 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) -> anyhow::Result<(
         crate::http::serve(listen, routes, stop.clone())
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on http.listen {listen}: {e}"))?;
+    }
+    {
+        let (ctx, stop) = (ctx.clone(), stop.clone());
+        tokio::spawn(async move { ctx.state.watch(stop).await });
     }
     let mut delays = reconnect_backoff();
     let mut first = true;

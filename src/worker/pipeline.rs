@@ -65,7 +65,12 @@ pub async fn process(ctx: &Context, incoming: Incoming<'_>) -> Step {
             "not_after passed before it could be sent",
         ));
     }
-    match ctx.state.claim(incoming.app, &job.id) {
+    let claim = match ctx.state.claim(incoming.app, &job.id).await {
+        Ok(claim) => claim,
+        // Without shared state there is no de-duplication: the job waits in the broker.
+        Err(_) => return Step::HandBack,
+    };
+    match claim {
         Claim::AlreadySent(msgid) => {
             let mut o = finished(incoming.app, &job, SendStatus::Sent, &state, "");
             o.error = None;
@@ -80,7 +85,7 @@ pub async fn process(ctx: &Context, incoming: Incoming<'_>) -> Step {
     }
     let step = send(ctx, incoming.app, &job, &mut state).await;
     if !matches!(&step, Step::Finish(o) if o.status == SendStatus::Sent) {
-        ctx.state.release(incoming.app, &job.id);
+        ctx.state.release(incoming.app, &job.id).await;
     }
     step
 }
@@ -163,7 +168,10 @@ async fn send_admitted(
     loop {
         state.first_try_ms.get_or_insert_with(now_ms);
         let waiting = std::time::Instant::now();
-        app.limiter.until_ready().await;
+        if app.limiter.until_ready(app_name, &ctx.state).await.is_err() {
+            // Without the shared bucket the rate cannot be kept: back to the broker.
+            return Step::HandBack;
+        }
         ctx.metrics
             .limiter_wait
             .get_or_create(&Metrics::app(app_name))
@@ -220,8 +228,15 @@ async fn send_admitted(
         match class {
             Class::Ok => {
                 let msgid = reply.msgid.unwrap_or(0);
-                ctx.state
-                    .record_sent(app_name, &job.id, msgid, job.meta.as_ref());
+                if let Err(e) = ctx
+                    .state
+                    .record_sent(app_name, &job.id, msgid, job.meta.as_ref())
+                    .await
+                {
+                    // It was sent: the outcome says so. A resubmission within WeChat's
+                    // 10-minute client_msg_id window is still not delivered twice.
+                    tracing::error!(error = %e, msgid, "sent, but not recorded for de-duplication");
+                }
                 let mut o = finished(app_name, job, SendStatus::Sent, state, "");
                 o.msgid = Some(msgid);
                 o.errcode = Some(0);

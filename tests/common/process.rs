@@ -12,6 +12,11 @@ pub struct Binary {
 impl Binary {
     /// Writes a config for `app` pointing at `base_url`; `extra` is appended TOML.
     pub fn new(app: &str, base_url: &str, extra: &str) -> Self {
+        Self::with(app, base_url, "rate_per_second = 150\nburst = 10", extra)
+    }
+
+    /// As [`Binary::new`], with `app_keys` (e.g. `rate_per_second = 50`) in the app's table.
+    pub fn with(app: &str, base_url: &str, app_keys: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("wxcourier.toml");
         let text = format!(
@@ -32,8 +37,7 @@ max_attempts = 4
 drain_timeout = "10s"
 [apps.{app}]
 appid = "wx0000000000000000"
-rate_per_second = 150
-burst = 10
+{app_keys}
 {extra}
 "#,
             amqp = super::AMQP_URL
@@ -76,4 +80,21 @@ pub fn signal(child: &Child, sig: &str) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// Waits up to `limit` for `child` to exit; kills it and returns `None` if it does not.
+pub fn wait_exit(
+    child: &mut Child,
+    limit: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }

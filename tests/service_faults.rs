@@ -1,6 +1,6 @@
-//! The broker goes away mid-load: nothing is lost. These tests stop and restart RabbitMQ's
-//! app, so they run alone, after every other test (see `.ci/run`), and always leave the
-//! broker running.
+//! The broker or Redis goes away mid-load: nothing is lost. These tests stop and restart
+//! RabbitMQ's app and Redis, so they run alone, after every other test (see
+//! `scripts/test.sh`), and always leave both running.
 
 mod common;
 
@@ -106,4 +106,94 @@ async fn a_broker_stop_and_start_mid_load_loses_nothing() {
     assert!(seen.is_subset(&ids));
     t.harness.conn = conn;
     t.stop().await;
+}
+
+/// Starts Redis again when dropped, pass or fail (the machine's own start command).
+struct RedisGuard;
+
+fn redis_answers() -> bool {
+    Command::new("redis-cli")
+        .arg("ping")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"PONG"))
+}
+
+impl Drop for RedisGuard {
+    fn drop(&mut self) {
+        if !redis_answers() {
+            let _ = Command::new("redis-server")
+                .args([
+                    "--daemonize",
+                    "yes",
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    "6379",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .status();
+        }
+        for _ in 0..50 {
+            if redis_answers() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stops Redis: run alone by scripts/test.sh"]
+async fn a_redis_outage_mid_load_pauses_three_instances_and_loses_nothing() {
+    use common::process::{Binary, signal, wait_exit};
+    let sim = wxcourier::sim::Simulator::start("127.0.0.1:0", Default::default())
+        .await
+        .unwrap();
+    sim.set_faults(Faults {
+        latency_ms: 5,
+        ..Faults::default()
+    });
+    let app = unique_app("redisdown");
+    let bin = Binary::with(
+        &app,
+        &sim.base_url(),
+        "rate_per_second = 100",
+        "[state]\nurl = \"redis://127.0.0.1:6379/\"\n",
+    );
+    let mut h = Harness::new(&app, &settings(&app, &sim)).await;
+    let mut workers: Vec<_> = (0..3).map(|_| bin.spawn_worker()).collect();
+    let ids = h.publish_numbered(JOBS).await;
+    let mut seen = HashSet::new();
+    h.read_until(&mut seen, 80, Duration::from_secs(20)).await;
+    {
+        let _guard = RedisGuard;
+        let _ = Command::new("redis-cli")
+            .args(["shutdown", "nosave"])
+            .status();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let during = sim.stats().apps[DEFAULT_APPID].send_calls;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            sim.stats().apps[DEFAULT_APPID].send_calls,
+            during,
+            "no sends while Redis is down"
+        );
+    }
+    h.read_until(&mut seen, JOBS, Duration::from_secs(30)).await;
+    assert_eq!(
+        seen, ids,
+        "every job ended with an outcome after Redis came back"
+    );
+    assert_each_job_accepted_once(&sim, &ids);
+    for w in &workers {
+        signal(w, "TERM");
+    }
+    for w in &mut workers {
+        assert!(wait_exit(w, Duration::from_secs(30)).is_some_and(|s| s.success()));
+    }
+    h.cleanup().await;
+    sim.stop();
 }

@@ -1,0 +1,272 @@
+//! State shared by every instance, in Redis: idempotency, msgid → job, delivery-report
+//! de-duplication, the shared access token and its refresh lock, and the shared GCRA bucket.
+//! Every call has a timeout; a failure marks the state down (see [`super::health`]).
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde_json::Value;
+
+use super::health::StateHealth;
+use super::{Claim, SentJob, StateError, StateResult};
+
+/// Each call gives up after this long: a hung Redis must not hang the worker.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+const IN_FLIGHT: &str = "inflight";
+
+/// GCRA on Redis's own clock, so every instance shares one bucket: returns 0 (send now) or the
+/// microseconds to wait.
+const GCRA: &str = r"
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local wait = new_tat - now - burst * interval
+if wait > 0 then return wait end
+-- %.0f: Lua would print a large number in exponent form and lose the microseconds.
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+return 0
+";
+
+/// Deletes KEYS[1] only if it still holds ARGV[1] (a claim or a lock of ours).
+const DELETE_IF: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+pub struct RedisState {
+    conn: ConnectionManager,
+    ttl: Duration,
+    in_flight_ttl: Duration,
+    health: StateHealth,
+    gcra: redis::Script,
+    delete_if: redis::Script,
+}
+
+fn key(app: &str, kind: &str, rest: impl std::fmt::Display) -> String {
+    format!("wxcourier:{app}:{kind}:{rest}")
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().max(1) as u64
+}
+
+impl RedisState {
+    /// Connects lazily: a Redis that is down at start-up only keeps the worker from consuming.
+    pub fn new(url: &str, ttl: Duration, in_flight_ttl: Duration) -> Result<Self, String> {
+        let client =
+            redis::Client::open(url).map_err(|e| format!("state.url is not a Redis URL: {e}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CALL_TIMEOUT))
+            .set_response_timeout(Some(CALL_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| format!("cannot set up Redis: {e}"))?;
+        Ok(Self {
+            conn,
+            ttl,
+            in_flight_ttl,
+            health: StateHealth::starting_down(),
+            gcra: redis::Script::new(GCRA),
+            delete_if: redis::Script::new(DELETE_IF),
+        })
+    }
+
+    pub fn health(&self) -> &StateHealth {
+        &self.health
+    }
+
+    /// Runs one call with the timeout; a failure marks the state down.
+    async fn call<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> StateResult<T> {
+        let mut conn = self.conn.clone();
+        let result = tokio::time::timeout(CALL_TIMEOUT, cmd.query_async::<T>(&mut conn)).await;
+        self.settle(result)
+    }
+
+    async fn script<T: redis::FromRedisValue>(
+        &self,
+        inv: redis::ScriptInvocation<'_>,
+    ) -> StateResult<T> {
+        let mut conn = self.conn.clone();
+        let result = tokio::time::timeout(CALL_TIMEOUT, inv.invoke_async::<T>(&mut conn)).await;
+        self.settle(result)
+    }
+
+    fn settle<T>(
+        &self,
+        result: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> StateResult<T> {
+        let why = match result {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {CALL_TIMEOUT:?}"),
+        };
+        self.health.mark_down(&why);
+        Err(StateError(why))
+    }
+
+    /// Checks the connection (for the health probe).
+    pub async fn ping(&self) -> StateResult<()> {
+        let _: String = self.call(&redis::cmd("PING")).await?;
+        Ok(())
+    }
+
+    pub async fn claim(&self, app: &str, id: &str) -> StateResult<Claim> {
+        let k = key(app, "id", id);
+        let set: Option<String> = self
+            .call(
+                redis::cmd("SET")
+                    .arg(&k)
+                    .arg(IN_FLIGHT)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(self.in_flight_ttl)),
+            )
+            .await?;
+        if set.is_some() {
+            return Ok(Claim::Fresh);
+        }
+        let held: Option<String> = self.call(redis::cmd("GET").arg(&k)).await?;
+        Ok(match held.as_deref().map(str::parse::<u64>) {
+            Some(Ok(msgid)) => Claim::AlreadySent(msgid),
+            _ => Claim::InFlight,
+        })
+    }
+
+    pub async fn release(&self, app: &str, id: &str) -> StateResult<()> {
+        let mut inv = self.delete_if.key(key(app, "id", id));
+        inv.arg(IN_FLIGHT);
+        let _: i64 = self.script(inv).await?;
+        Ok(())
+    }
+
+    pub async fn record_sent(
+        &self,
+        app: &str,
+        id: &str,
+        msgid: u64,
+        meta: Option<&Value>,
+    ) -> StateResult<()> {
+        let job = serde_json::json!({ "id": id, "meta": meta });
+        let ttl = millis(self.ttl);
+        let mut conn = self.conn.clone();
+        let pipe = redis::pipe()
+            .cmd("SET")
+            .arg(key(app, "id", id))
+            .arg(msgid)
+            .arg("PX")
+            .arg(ttl)
+            .ignore()
+            .cmd("SET")
+            .arg(key(app, "msgid", msgid))
+            .arg(job.to_string())
+            .arg("PX")
+            .arg(ttl)
+            .ignore()
+            .clone();
+        let result = tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut conn)).await;
+        self.settle(result)
+    }
+
+    pub async fn job_for_msgid(&self, app: &str, msgid: u64) -> StateResult<Option<SentJob>> {
+        let raw: Option<String> = self
+            .call(redis::cmd("GET").arg(key(app, "msgid", msgid)))
+            .await?;
+        Ok(raw.and_then(|r| {
+            let v: Value = serde_json::from_str(&r).ok()?;
+            Some(SentJob {
+                id: v.get("id")?.as_str()?.to_owned(),
+                meta: v.get("meta").filter(|m| !m.is_null()).cloned(),
+            })
+        }))
+    }
+
+    pub async fn first_report(&self, app: &str, msgid: u64) -> StateResult<bool> {
+        let set: Option<String> = self
+            .call(
+                redis::cmd("SET")
+                    .arg(key(app, "report", msgid))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(self.ttl)),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    pub async fn forget_report(&self, app: &str, msgid: u64) -> StateResult<()> {
+        let _: i64 = self
+            .call(redis::cmd("DEL").arg(key(app, "report", msgid)))
+            .await?;
+        Ok(())
+    }
+
+    /// Waits for this app's turn in the bucket shared by every instance.
+    pub async fn rate_wait(&self, app: &str, interval: Duration, burst: u32) -> StateResult<()> {
+        loop {
+            let mut inv = self.gcra.key(key(app, "rate", "gcra"));
+            inv.arg(interval.as_micros().max(1) as u64).arg(burst);
+            let wait_us: u64 = self.script(inv).await?;
+            if wait_us == 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_micros(wait_us)).await;
+        }
+    }
+
+    /// The shared access token and how long Redis will keep it.
+    pub async fn shared_token(&self, app: &str) -> StateResult<Option<(String, Duration)>> {
+        let k = key(app, "token", "current");
+        let mut conn = self.conn.clone();
+        let pipe = redis::pipe().cmd("GET").arg(&k).cmd("PTTL").arg(&k).clone();
+        let result = tokio::time::timeout(
+            CALL_TIMEOUT,
+            pipe.query_async::<(Option<String>, i64)>(&mut conn),
+        )
+        .await;
+        let (token, pttl) = self.settle(result)?;
+        Ok(token
+            .filter(|_| pttl > 0)
+            .map(|t| (t, Duration::from_millis(pttl as u64))))
+    }
+
+    pub async fn store_token(&self, app: &str, token: &str, lifetime: Duration) -> StateResult<()> {
+        let _: () = self
+            .call(
+                redis::cmd("SET")
+                    .arg(key(app, "token", "current"))
+                    .arg(token)
+                    .arg("PX")
+                    .arg(millis(lifetime)),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the token-refresh lock for `hold`; false when another instance holds it.
+    pub async fn lock_token(&self, app: &str, holder: &str, hold: Duration) -> StateResult<bool> {
+        let set: Option<String> = self
+            .call(
+                redis::cmd("SET")
+                    .arg(key(app, "token", "lock"))
+                    .arg(holder)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(hold)),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    pub async fn unlock_token(&self, app: &str, holder: &str) -> StateResult<()> {
+        let mut inv = self.delete_if.key(key(app, "token", "lock"));
+        inv.arg(holder);
+        let _: i64 = self.script(inv).await?;
+        Ok(())
+    }
+}
