@@ -164,7 +164,7 @@ impl Default for WechatSettings {
         Self {
             base_url: "https://api.weixin.qq.com".into(),
             timeout: Span(Duration::from_secs(10)),
-            max_in_flight: 512,
+            max_in_flight: 128,
             transient_codes: crate::wechat::errcode::DEFAULT_TRANSIENT.to_vec(),
             quota_codes: crate::wechat::errcode::DEFAULT_QUOTA.to_vec(),
             token_codes: crate::wechat::errcode::DEFAULT_TOKEN.to_vec(),

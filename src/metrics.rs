@@ -169,25 +169,13 @@ impl Metrics {
         }
     }
 
-    pub fn job_finished(&self, app: &str, status: &str) {
-        self.jobs
-            .get_or_create(&AppStatus {
-                app: app.into(),
-                status: status.into(),
-            })
-            .inc();
-    }
-
-    pub fn wechat_call(&self, app: &str, errcode: &str, took: Duration) {
+    fn wechat_call_counter(&self, app: &str, errcode: &str) {
         self.wechat_calls
             .get_or_create(&AppErrcode {
                 app: app.into(),
                 errcode: errcode.into(),
             })
             .inc();
-        self.send_latency
-            .get_or_create(&Self::app(app))
-            .observe(took.as_secs_f64());
     }
 
     pub fn retry(&self, app: &str, tier: &str) {
@@ -217,15 +205,96 @@ impl Metrics {
     }
 }
 
+/// One app's most used metrics, resolved once so the hot path neither allocates labels nor
+/// looks them up.
+pub struct AppMetrics {
+    app: String,
+    family: std::sync::Arc<Metrics>,
+    sent: Counter,
+    failed: Counter,
+    rejected: Counter,
+    expired: Counter,
+    calls_ok: Counter,
+    send_latency: Histogram,
+    limiter_wait: Histogram,
+}
+
+impl AppMetrics {
+    pub fn new(family: std::sync::Arc<Metrics>, app: &str) -> Self {
+        let status = |s: &str| {
+            family
+                .jobs
+                .get_or_create(&AppStatus {
+                    app: app.into(),
+                    status: s.into(),
+                })
+                .clone()
+        };
+        Self {
+            sent: status("sent"),
+            failed: status("failed"),
+            rejected: status("rejected"),
+            expired: status("expired"),
+            calls_ok: family
+                .wechat_calls
+                .get_or_create(&AppErrcode {
+                    app: app.into(),
+                    errcode: "0".into(),
+                })
+                .clone(),
+            send_latency: family
+                .send_latency
+                .get_or_create(&Metrics::app(app))
+                .clone(),
+            limiter_wait: family
+                .limiter_wait
+                .get_or_create(&Metrics::app(app))
+                .clone(),
+            app: app.to_owned(),
+            family: family.clone(),
+        }
+    }
+
+    pub fn job_finished(&self, status: crate::outcome::SendStatus) {
+        use crate::outcome::SendStatus::*;
+        match status {
+            Sent => &self.sent,
+            Failed => &self.failed,
+            Rejected => &self.rejected,
+            Expired => &self.expired,
+        }
+        .inc();
+    }
+
+    /// One send call: `errcode` is WeChat's, or `None` with the transport failure's kind.
+    pub fn wechat_call(&self, errcode: Result<i64, String>, took: Duration) {
+        match errcode {
+            Ok(0) => {
+                self.calls_ok.inc();
+            }
+            Ok(code) => self
+                .family
+                .wechat_call_counter(&self.app, &code.to_string()),
+            Err(kind) => self.family.wechat_call_counter(&self.app, &kind),
+        }
+        self.send_latency.observe(took.as_secs_f64());
+    }
+
+    pub fn limiter_waited(&self, took: Duration) {
+        self.limiter_wait.observe(took.as_secs_f64());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn families_render_with_the_prefix_and_labels() {
-        let m = Metrics::new();
-        m.job_finished("shop", "sent");
-        m.wechat_call("shop", "0", Duration::from_millis(12));
+        let m = std::sync::Arc::new(Metrics::new());
+        let shop = AppMetrics::new(m.clone(), "shop");
+        shop.job_finished(crate::outcome::SendStatus::Sent);
+        shop.wechat_call(Ok(0), Duration::from_millis(12));
         m.in_flight.set(3);
         let text = m.render();
         assert!(

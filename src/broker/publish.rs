@@ -51,6 +51,14 @@ impl Publisher {
         Ok(Self { channel, timeout })
     }
 
+    /// Closes the channel once its confirms are in.
+    pub async fn close(&self) -> Result<(), PublishError> {
+        self.channel
+            .close(200, "done".into())
+            .await
+            .map_err(|e| PublishError::Channel(e.to_string()))
+    }
+
     /// Publishes and waits for the broker's confirm, or fails by the deadline. Many calls may
     /// run at once: their confirms are pipelined on the one channel.
     pub async fn publish(&self, msg: Message<'_>) -> Result<(), PublishError> {

@@ -66,13 +66,21 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
     }
 }
 
-type AppKey = (Box<str>, Box<str>);
+/// `app` and `id` in one allocation (app names cannot contain a NUL).
+type AppKey = Box<str>;
+
+/// A sent job kept small: its id and its meta as compact JSON text, so the store holds
+/// `memory_capacity` entries in a few tens of MiB.
+struct CompactJob {
+    id: Box<str>,
+    meta: Option<Box<str>>,
+}
 
 struct Inner {
     sent: Bounded<AppKey, u64>,
     in_flight: HashSet<AppKey>,
-    by_msgid: Bounded<(Box<str>, u64), SentJob>,
-    reported: Bounded<(Box<str>, u64), ()>,
+    by_msgid: Bounded<(AppKey, u64), CompactJob>,
+    reported: Bounded<(AppKey, u64), ()>,
 }
 
 /// Idempotency and msgid → job for one instance.
@@ -81,7 +89,7 @@ pub struct MemoryState {
 }
 
 fn key(app: &str, id: &str) -> AppKey {
-    (app.into(), id.into())
+    format!("{app}\0{id}").into_boxed_str()
 }
 
 impl MemoryState {
@@ -119,9 +127,9 @@ impl MemoryState {
         let k = key(app, id);
         inner.in_flight.remove(&k);
         inner.sent.insert(k, msgid, now);
-        let job = SentJob {
-            id: id.to_owned(),
-            meta: meta.cloned(),
+        let job = CompactJob {
+            id: id.into(),
+            meta: meta.map(|m| m.to_string().into_boxed_str()),
         };
         inner.by_msgid.insert((app.into(), msgid), job, now);
     }
@@ -131,7 +139,13 @@ impl MemoryState {
             .lock()
             .by_msgid
             .get(&(app.into(), msgid), Instant::now())
-            .cloned()
+            .map(|job| SentJob {
+                id: job.id.to_string(),
+                meta: job
+                    .meta
+                    .as_deref()
+                    .and_then(|m| serde_json::from_str(m).ok()),
+            })
     }
 
     pub fn first_report(&self, app: &str, msgid: u64) -> bool {

@@ -75,6 +75,7 @@ impl AppConsumer {
             // jobs come back. Prefetched deliveries not yet taken go back to the queue when it
             // closes.
             let _ = permits.acquire_many(prefetch as u32).await;
+            let _ = channel.close(200, "consumer stopped".into()).await;
             return Ok(());
         }
     }
@@ -199,7 +200,7 @@ impl AppConsumer {
         }
         match &step {
             Step::Finish(o) | Step::Reject { outcome: o, .. } if settled.is_ok() => {
-                metrics.job_finished(&self.app, o.status.as_str());
+                self.ctx.app(&self.app).metrics.job_finished(o.status);
             }
             Step::Retry { after, .. } if settled.is_ok() => {
                 metrics.retry(&self.app, &tier_label(*after));

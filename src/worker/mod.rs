@@ -18,7 +18,7 @@ use crate::broker::{self, Publisher};
 use crate::callback::{self, CallbackApp};
 use crate::config::Settings;
 use crate::limiter::{AppLimiter, InFlight};
-use crate::metrics::Metrics;
+use crate::metrics::{AppMetrics, Metrics};
 use crate::quota::QuotaGate;
 use crate::retry::Schedule;
 use crate::state::State;
@@ -32,6 +32,7 @@ pub use pipeline::{Incoming, Step, process};
 
 /// One configured app at run time.
 pub struct AppRuntime {
+    pub metrics: AppMetrics,
     pub keeper: TokenKeeper,
     pub limiter: AppLimiter,
     pub gate: QuotaGate,
@@ -94,6 +95,7 @@ impl Context {
                     Box::new(source)
                 };
                 let runtime = AppRuntime {
+                    metrics: AppMetrics::new(metrics.clone(), name),
                     keeper: TokenKeeper::new(source),
                     limiter: AppLimiter::new(app),
                     gate: QuotaGate::new(
@@ -218,13 +220,14 @@ async fn session(ctx: &Arc<Context>, stop: &CancellationToken) -> Result<(), Ses
         consumers.spawn(consumer.run(conn_channel));
     }
     *ctx.results.write() = Some(publisher.clone());
-    if let Ok(channel) = conn.create_channel().await {
-        tokio::spawn(watch_side_queues(
+    let watcher = match conn.create_channel().await {
+        Ok(channel) => tokio::spawn(watch_side_queues(
             ctx.clone(),
             channel,
             consumers_stop.clone(),
-        ));
-    }
+        )),
+        Err(_) => tokio::spawn(async {}),
+    };
     ctx.health.set_ready(true);
     tracing::info!(apps = ctx.apps.len(), "consuming");
     let ended = tokio::select! {
@@ -254,6 +257,10 @@ async fn session(ctx: &Arc<Context>, stop: &CancellationToken) -> Result<(), Ses
         }
     }
     consumers.abort_all();
+    // Wait for the side-queue watcher to close its channel, then close ours: closing the
+    // connection under open channels only makes lapin log errors.
+    let _ = watcher.await;
+    let _ = publisher.close().await;
     let _ = conn.close(200, "wxcourier stopping".into()).await;
     ended
 }
@@ -264,7 +271,7 @@ const SIDE_QUEUE_POLL: Duration = Duration::from_secs(15);
 /// Counts `wxcourier.dead` and `wxcourier.unrouted` for the metrics, and warns while jobs for
 /// unknown apps keep arriving.
 async fn watch_side_queues(ctx: Arc<Context>, ch: lapin::Channel, stop: CancellationToken) {
-    let mut last_unrouted = 0;
+    let mut last_unrouted: Option<u32> = None;
     loop {
         for queue in [broker::DEAD_QUEUE, broker::UNROUTED] {
             let Ok(count) = topology::message_count(&ch, queue).await else {
@@ -272,18 +279,22 @@ async fn watch_side_queues(ctx: Arc<Context>, ch: lapin::Channel, stop: Cancella
             };
             ctx.metrics.set_queue_messages(queue, count);
             if queue == broker::UNROUTED {
-                if count > last_unrouted {
-                    tracing::warn!(
-                        queue,
-                        count,
+                if count > last_unrouted.unwrap_or(0) {
+                    let what = if last_unrouted.is_none() {
+                        "jobs for apps nobody configured wait in wxcourier.unrouted (see `wxcourier dead list --from unrouted`)"
+                    } else {
                         "jobs are arriving for an app nobody configured (check the producers' routing keys)"
-                    );
+                    };
+                    tracing::warn!(queue, count, "{what}");
                 }
-                last_unrouted = count;
+                last_unrouted = Some(count);
             }
         }
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                let _ = ch.close(200, "stopping".into()).await;
+                return;
+            }
             _ = tokio::time::sleep(SIDE_QUEUE_POLL) => {}
         }
     }

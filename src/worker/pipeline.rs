@@ -172,10 +172,7 @@ async fn send_admitted(
             // Without the shared bucket the rate cannot be kept: back to the broker.
             return Step::HandBack;
         }
-        ctx.metrics
-            .limiter_wait
-            .get_or_create(&Metrics::app(app_name))
-            .observe(waiting.elapsed().as_secs_f64());
+        app.metrics.limiter_waited(waiting.elapsed());
         if job.expired_at(OffsetDateTime::now_utc()) {
             return Step::Finish(finished(
                 app_name,
@@ -208,10 +205,10 @@ async fn send_admitted(
             (reply, started.elapsed())
         };
         let errcode = match &reply {
-            Ok(r) => r.errcode.to_string(),
-            Err(e) => e.kind(),
+            Ok(r) => Ok(r.errcode),
+            Err(e) => Err(e.kind()),
         };
-        ctx.metrics.wechat_call(app_name, &errcode, took);
+        app.metrics.wechat_call(errcode, took);
         let reply = match reply {
             Ok(reply) => reply,
             Err(e) => {
