@@ -20,6 +20,8 @@
 //! - [`sim`]: the WeChat API simulator used by tests, the demo and benchmarks.
 //! - [`cli`]: the `run`, `sim`, `send`, `demo` and `check` verbs.
 
+#![forbid(unsafe_code)]
+
 pub mod broker;
 pub mod callback;
 pub mod cli;

@@ -280,4 +280,41 @@ mod tests {
         let ms: Vec<u128> = s.tiers().iter().map(|d| d.as_millis()).collect();
         assert_eq!(ms, [100, 200, 300, 400]);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn every_transient_wait_is_a_tier_within_the_bounds(
+                attempts in 0u32..40,
+                first in 0u64..1_000_000,
+                age in 0u64..200_000_000,
+                jitter in 0.0f64..1.0,
+                pick in 0.0f64..1.0,
+            ) {
+                let s = Schedule::new(&settings());
+                let st = RetryState { attempts, first_try_ms: Some(first), quota_strikes: 0 };
+                match s.after_transient(&st, first + age, jitter, pick) {
+                    Next::RetryAfter(d) => {
+                        prop_assert!(attempts < 10 && age < 86_400_000);
+                        prop_assert!(s.tiers().contains(&d));
+                        prop_assert!(d >= secs(1) / 2 && d <= secs(600));
+                    }
+                    Next::GiveUp(_) => prop_assert!(attempts >= 10 || age >= 86_400_000),
+                }
+            }
+
+            #[test]
+            fn quota_waits_never_exceed_the_longest_pause(strikes in 0u32..100, pause_ms in 0u64..10_000_000) {
+                let s = Schedule::new(&settings());
+                prop_assert!(s.quota_pause(strikes) <= secs(3600));
+                let st = RetryState { attempts: 0, first_try_ms: Some(0), quota_strikes: strikes };
+                if let Next::RetryAfter(d) = s.after_quota(&st, 0, Duration::from_millis(pause_ms)) {
+                    prop_assert!(s.tiers().contains(&d));
+                }
+            }
+        }
+    }
 }

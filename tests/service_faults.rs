@@ -197,3 +197,99 @@ async fn a_redis_outage_mid_load_pauses_three_instances_and_loses_nothing() {
     h.cleanup().await;
     sim.stop();
 }
+
+/// Lifts RabbitMQ's memory alarm when dropped, pass or fail.
+struct WatermarkGuard;
+
+impl Drop for WatermarkGuard {
+    fn drop(&mut self) {
+        rabbitmqctl(&["set_vm_memory_high_watermark", "0.4"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "blocks RabbitMQ publishers: run alone by scripts/test.sh"]
+async fn a_memory_alarm_blocks_publishes_which_time_out_and_recover() {
+    let mut t = spawn_app("alarm", |s| {
+        s.amqp.publish_timeout = common::ms(1000);
+        s.apps.values_mut().for_each(|a| {
+            a.rate_per_second = 40.0;
+            a.burst = 1;
+        });
+    })
+    .await;
+    let ids = t.publish_numbered(JOBS).await;
+    let mut seen = HashSet::new();
+    t.read_until(&mut seen, 50, Duration::from_secs(20)).await;
+    {
+        let _guard = WatermarkGuard;
+        // Any use is over this watermark: the broker blocks every publishing connection.
+        rabbitmqctl(&["set_vm_memory_high_watermark", "0.0000001"]);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(
+            t.ctx.metrics.publish_failures.get() > 0,
+            "blocked publishes timed out instead of hanging"
+        );
+    }
+    t.read_until(&mut seen, JOBS, Duration::from_secs(30)).await;
+    assert_eq!(
+        seen, ids,
+        "every job ended with an outcome once the alarm cleared"
+    );
+    assert_each_job_accepted_once(&t.sim, &ids);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "kills workers repeatedly under load: run alone by scripts/test.sh"]
+async fn kill_9_every_2_seconds_five_times_while_10000_jobs_flow_loses_nothing() {
+    use common::process::{Binary, signal, wait_exit};
+    const MANY: usize = 10_000;
+    let sim = wxcourier::sim::Simulator::start("127.0.0.1:0", Default::default())
+        .await
+        .unwrap();
+    let app = unique_app("killloop");
+    let bin = Binary::with(
+        &app,
+        &sim.base_url(),
+        "rate_per_second = 700\nburst = 50",
+        "",
+    );
+    let mut h = Harness::new(&app, &settings(&app, &sim)).await;
+    let ids = h.publish_numbered(MANY).await;
+    let mut seen = HashSet::new();
+    for _ in 0..5 {
+        let mut worker = bin.spawn_worker();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        signal(&worker, "KILL");
+        let _ = worker.wait();
+    }
+    let mut last = bin.spawn_worker();
+    h.read_until(&mut seen, MANY, Duration::from_secs(30)).await;
+    signal(&last, "TERM");
+    assert!(wait_exit(&mut last, Duration::from_secs(30)).is_some_and(|s| s.success()));
+    assert_eq!(seen.len(), MANY, "every job ended with an outcome");
+    assert_eq!(seen, ids);
+    // After each kill, redelivered jobs are sent again under the same id, and WeChat's
+    // client_msg_id de-duplication makes each a single message.
+    let sends = sim.sends();
+    let mut per_user: std::collections::HashMap<&str, HashSet<&str>> = Default::default();
+    for s in &sends {
+        per_user
+            .entry(&s.touser)
+            .or_default()
+            .insert(s.client_msg_id.as_deref().unwrap_or(""));
+    }
+    assert!(
+        per_user.values().all(|c| c.len() == 1),
+        "no job under two client_msg_ids"
+    );
+    let stats = sim.stats().apps[DEFAULT_APPID].clone();
+    eprintln!(
+        "kill loop: {} sends, {} accepted, {} de-duplicated by client_msg_id",
+        stats.send_calls, stats.accepted, stats.duplicates
+    );
+    assert_eq!(stats.accepted as usize, MANY);
+    h.cleanup().await;
+    sim.stop();
+}

@@ -50,6 +50,9 @@ pub struct SimArgs {
     /// How long after an accepted send its delivery report is pushed.
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     report_delay: Duration,
+    /// Share of sends answered only after 60 s.
+    #[arg(long, default_value_t = 0.0)]
+    hang: f64,
     /// Latency added to every request.
     #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
     latency: Duration,
@@ -80,6 +83,7 @@ pub async fn run(args: SimArgs) -> ExitCode {
             http5xx: args.http5xx,
             drop: args.drop,
             bad_json: args.bad_json,
+            hang: args.hang,
             latency_ms: args.latency.as_millis() as u64,
             report_blocked: args.report_blocked,
             report_failed: args.report_failed,

@@ -33,6 +33,8 @@ pub struct Faults {
     pub drop: f64,
     /// Sends answered with a body that is not JSON.
     pub bad_json: f64,
+    /// Sends answered only after 60 s (longer than any sane `wechat.timeout`).
+    pub hang: f64,
     /// Added to every request.
     pub latency_ms: u64,
     /// Delivery reports that say `failed:user block`.
@@ -397,6 +399,9 @@ impl Model {
         let mut rng = rand::rng();
         if faults.bad_json > 0.0 && rng.random_bool(faults.bad_json.min(1.0)) {
             return Reply::BadJson;
+        }
+        if faults.hang > 0.0 && rng.random_bool(faults.hang.min(1.0)) {
+            return Reply::Hang;
         }
         let random_code = if faults.busy > 0.0 && rng.random_bool(faults.busy.min(1.0)) {
             Some(-1)

@@ -138,4 +138,23 @@ mod tests {
         assert_eq!(c.classify(-1), Class::Permanent);
         assert_eq!(c.classify(0), Class::Ok);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn every_errcode_has_exactly_the_contract_class(code in any::<i64>()) {
+                let expected = match code {
+                    0 => Class::Ok,
+                    40001 | 41006 | 40014 | 42001 => Class::Token,
+                    45009 => Class::Quota,
+                    -1 | 45011 => Class::Transient,
+                    _ => Class::Permanent,
+                };
+                prop_assert_eq!(Classifier::default().classify(code), expected);
+            }
+        }
+    }
 }
