@@ -6,7 +6,8 @@
 //! HTTP POST → confirmed publish → ack against the same broker, queue type and simulator, with
 //! no validation, limiter or token logic. It prints medians and the ratios to the floor, then
 //! latency at 50% and 90% of the measured maximum rate, and how throughput changes with 10 apps
-//! and with Redis state.
+//! and with Redis state. `-- --soak --jobs 1000000` instead runs the soak: that many jobs through
+//! one worker with 5% injected faults, checking outcomes against jobs and sampling RSS.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -455,6 +456,74 @@ async fn floor_worker(app: &str, base: &str) {
     }
 }
 
+/// The soak: `jobs` jobs through one worker while the simulator injects 5% faults; checks that
+/// outcomes equal jobs and samples the worker's RSS as it goes.
+async fn soak(conn: &lapin::Connection, jobs: usize) {
+    let sim = Sim::start();
+    let faults = json!({"busy": 0.02, "http5xx": 0.01, "drop": 0.01, "bad_json": 0.01});
+    reqwest::Client::new()
+        .post(format!("{}/sim/faults", sim.base))
+        .json(&faults)
+        .send()
+        .await
+        .unwrap();
+    let apps = fresh_apps(1);
+    declare(conn, &apps).await;
+    let mut tap = ResultsTap::open(conn, &format!("*.{}", apps[0]))
+        .await
+        .unwrap();
+    let publisher = Publisher::open(conn, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    preload(&publisher, &apps, jobs).await;
+    println!(
+        "soak: preloaded {jobs} jobs in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    let (child, _dir) = spawn_subject(
+        Subject::Worker { redis: false },
+        &apps,
+        &sim.base,
+        1_000_000.0,
+    );
+    let pid = child.id();
+    let mut statuses: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut count = 0;
+    let mut rss_samples = Vec::new();
+    let drain = Instant::now();
+    while count < jobs {
+        let Some(v) = tap.next(Duration::from_secs(60)).await else {
+            break;
+        };
+        *statuses
+            .entry(v["status"].as_str().unwrap_or("?").to_owned())
+            .or_default() += 1;
+        count += 1;
+        if count % (jobs / 10).max(1) == 0 {
+            let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .unwrap_or_default()
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / 1024.0;
+            rss_samples.push(rss);
+            println!(
+                "soak: {count} outcomes, RSS {rss:.1} MiB, {:.0} jobs/s",
+                count as f64 / drain.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let peak = peak_rss_mib(pid);
+    stop(child);
+    delete_queues(conn, &apps).await;
+    println!(
+        "soak: {count} outcomes for {jobs} jobs in {:.0} s; statuses {statuses:?}; RSS samples {rss_samples:.1?} MiB; peak {peak:.1} MiB",
+        drain.elapsed().as_secs_f64()
+    );
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -472,6 +541,10 @@ async fn main() {
     let conn = broker::connect(&settings.amqp, "bench")
         .await
         .expect("RabbitMQ on 127.0.0.1:5672");
+    if args.iter().any(|a| a == "--soak") {
+        soak(&conn, o.jobs).await;
+        return;
+    }
     println!(
         "wxcourier benchmark: {} jobs per run, {} runs, prefetch {PREFETCH}, memory state",
         o.jobs, o.runs

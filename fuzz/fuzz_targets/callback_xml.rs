@@ -8,6 +8,9 @@ fuzz_target!(|data: &[u8]| {
         && let Ok(fields) = wxcourier::callback::xml::fields(text)
     {
         let total: usize = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
-        assert!(total <= text.len(), "output larger than input means an entity was expanded");
+        assert!(
+            total <= text.len(),
+            "output larger than input means an entity was expanded"
+        );
     }
 });

@@ -10,7 +10,8 @@ fuzz_target!(|data: &[u8]| {
         None => (None, data),
     };
     if let Ok(job) = wxcourier::job::parse(body, id) {
-        let wechat: serde_json::Value = serde_json::from_slice(&job.wechat_body()).expect("valid JSON");
+        let wechat: serde_json::Value =
+            serde_json::from_slice(&job.wechat_body()).expect("valid JSON");
         assert_eq!(wechat["client_msg_id"], job.id.as_str());
     }
 });
