@@ -17,11 +17,7 @@ const TOKEN: &str = "cb-token";
 const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 
 async fn spawn_receiver(prefix: &str) -> (TestApp, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let t = spawn_app(prefix, |s| {
         s.http.listen = Some(format!("127.0.0.1:{port}"));
         for app in s.apps.values_mut() {

@@ -11,14 +11,6 @@ use wxcourier::config::Secret;
 use wxcourier::sim::{Answer, DEFAULT_APPID, SimOptions, Simulator};
 use wxcourier::wechat::client::WechatClient;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_real_jobs() {
     let port = free_port();

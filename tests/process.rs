@@ -33,11 +33,7 @@ async fn setup_with(prefix: &str, extra_toml: &str) -> (Simulator, Binary, Harne
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_load_drains_and_loses_nothing() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let (sim, bin, mut h) = setup_with(
         "sigterm",
         &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),

@@ -328,3 +328,25 @@ pub fn assert_each_job_accepted_once(sim: &Simulator, ids: &HashSet<String>) {
     assert_eq!(unique.len(), ids.len());
     assert_eq!(sim.stats().apps[DEFAULT_APPID].accepted as usize, ids.len());
 }
+
+/// Seconds between the first and the last send WeChat accepted, and how many it accepted.
+pub fn accepted_span(sim: &Simulator) -> (f64, usize) {
+    let times: Vec<f64> = sim
+        .sends()
+        .iter()
+        .filter(|s| s.errcode == 0)
+        .map(|s| s.at_ms)
+        .collect();
+    let first = times.iter().cloned().fold(f64::MAX, f64::min);
+    let last = times.iter().cloned().fold(f64::MIN, f64::max);
+    ((last - first) / 1000.0, times.len())
+}
+
+/// A free local port for a server the test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
