@@ -8,17 +8,19 @@
 //! - [`job`]: the job wire format and its validation into a `Job` or a `Rejection`.
 //! - [`outcome`]: the outcome and delivery-report wire formats and their routing keys.
 //! - [`retry`]: the backoff schedule, delay tiers and the retry state carried in headers.
-//! - [`state`]: idempotency (sent ids and their msgids) and msgid → job.
+//! - [`state`]: idempotency (sent ids and their msgids) and msgid → job, in memory or in
+//!   Redis shared by every instance.
 //! - [`limiter`]: per-app send rate and the global cap on WeChat calls in flight.
 //! - [`quota`]: the per-app pause after WeChat says the quota is spent (45009).
 //! - [`wechat`]: HTTP calls, the errcode table, the token keeper, callback crypto.
 //! - [`broker`]: RabbitMQ topology, confirmed publishing, the retry and dead-letter copies.
 //! - [`worker`]: one job's pipeline (`process`) and the consumers that run it.
-//! - [`http`]: `/healthz`, `/readyz`, and [`callback`], the receiver of WeChat's delivery
-//!   reports.
+//! - [`http`]: `/healthz`, `/readyz`, `/metrics`, and [`callback`], the receiver of WeChat's
+//!   delivery reports.
 //! - [`metrics`]: the Prometheus families behind `/metrics`.
 //! - [`sim`]: the WeChat API simulator used by tests, the demo and benchmarks.
-//! - [`cli`]: the `run`, `sim`, `send`, `demo` and `check` verbs.
+//! - [`telemetry`]: logging and the readiness flag.
+//! - [`cli`]: the `run`, `sim`, `send`, `demo`, `check` and `dead` verbs.
 
 #![forbid(unsafe_code)]
 
