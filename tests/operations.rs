@@ -5,7 +5,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::process::{Binary, signal};
+use common::process::{Binary, OutputWithin, signal};
 use common::*;
 use wxcourier::config::Secret;
 use wxcourier::sim::{Answer, DEFAULT_APPID, SimOptions, Simulator};
@@ -151,7 +151,9 @@ async fn dead_list_shows_why_and_replay_sends_chosen_jobs_back() {
     assert_eq!(t.outcome_of("dead-1").await["status"], "rejected");
     let bin = Binary::new(&t.app, &t.sim.base_url(), "");
 
-    let out = bin.command("dead list").output().unwrap();
+    let out = bin
+        .command("dead list")
+        .output_within(Duration::from_secs(60));
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0));
     let line = text
@@ -163,14 +165,15 @@ async fn dead_list_shows_why_and_replay_sends_chosen_jobs_back() {
         "{line}"
     );
 
-    let out = bin.command("dead replay").output().unwrap();
+    let out = bin
+        .command("dead replay")
+        .output_within(Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(2), "replay needs a filter or --all");
 
     let out = bin
         .command("dead replay")
         .args(["--app", &t.app])
-        .output()
-        .unwrap();
+        .output_within(Duration::from_secs(60));
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -186,7 +189,6 @@ async fn dead_list_shows_why_and_replay_sends_chosen_jobs_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "hung once in four runs (dead replay --from unrouted did not return); under investigation"]
 async fn unrouted_jobs_are_replayed_once_their_app_exists() {
     let sim = Simulator::start("127.0.0.1:0", SimOptions::default())
         .await
@@ -217,8 +219,7 @@ async fn unrouted_jobs_are_replayed_once_their_app_exists() {
     let out = bin
         .command("dead replay")
         .args(["--from", "unrouted", "--app", &app])
-        .output()
-        .unwrap();
+        .output_within(Duration::from_secs(60));
     assert_eq!(
         out.status.code(),
         Some(0),

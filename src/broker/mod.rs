@@ -40,10 +40,19 @@ pub async fn connect(settings: &AmqpSettings, name: &str) -> Result<Connection, 
             .map_err(|e| format!("cannot read amqp.ca_file {path}: {e}"))?;
         tls.cert_chain = Some(pem);
     }
-    Connection::connect_with_config(settings.url.expose(), props, tls, runtime)
-        .await
-        .map_err(|e| describe_connect_error(&e))
+    let connecting = Connection::connect_with_config(settings.url.expose(), props, tls, runtime);
+    match tokio::time::timeout(CONNECT_LIMIT, connecting).await {
+        Ok(result) => result.map_err(|e| describe_connect_error(&e)),
+        Err(_) => Err(format!(
+            "cannot connect to RabbitMQ (no handshake within {}s)",
+            CONNECT_LIMIT.as_secs()
+        )),
+    }
 }
+
+/// A broker that accepts TCP but never finishes the AMQP (or TLS) handshake must not hang the
+/// caller: the worker retries with backoff and the CLI verbs exit with an error.
+const CONNECT_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Connection errors without the URL (it holds the broker password).
 fn describe_connect_error(e: &lapin::Error) -> String {

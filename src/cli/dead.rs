@@ -1,6 +1,7 @@
 //! `wxcourier dead list|replay`: look at rejected (or unrouted) jobs and, once the cause is
 //! fixed, publish chosen ones to the jobs exchange again.
 
+use std::future::Future;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -75,6 +76,25 @@ struct Filter {
     all: bool,
 }
 
+/// Longest wait for any one broker step. A stalled broker then ends the command with an error
+/// instead of a hang; every message not yet acked goes back to its queue when the connection
+/// closes, so giving up loses nothing.
+const STEP_LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs one broker step under [`STEP_LIMIT`], naming it in the error.
+async fn step<T, E: std::fmt::Display>(
+    what: &str,
+    fut: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(STEP_LIMIT, fut).await {
+        Ok(result) => result.map_err(|e| format!("{what}: {e}")),
+        Err(_) => Err(format!(
+            "{what}: no answer from RabbitMQ in {}s",
+            STEP_LIMIT.as_secs()
+        )),
+    }
+}
+
 /// One waiting message as the commands show it.
 struct Entry {
     delivery: Delivery,
@@ -126,7 +146,7 @@ pub async fn run(args: DeadArgs) -> ExitCode {
         DeadCommand::List { source } => list(&conn, source).await,
         DeadCommand::Replay { source, filter } => replay(&conn, source, filter).await,
     };
-    let _ = conn.close(200, "done".into()).await;
+    let _ = step("closing the connection", conn.close(200, "done".into())).await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -141,10 +161,11 @@ pub async fn run(args: DeadArgs) -> ExitCode {
 async fn take(ch: &Channel, queue: &str, limit: usize) -> Result<Vec<Entry>, String> {
     let mut out = Vec::new();
     while out.len() < limit {
-        let got = ch
-            .basic_get(queue.into(), BasicGetOptions::default())
-            .await
-            .map_err(|e| format!("cannot read {queue}: {e}"))?;
+        let got = step(
+            &format!("cannot read {queue}"),
+            ch.basic_get(queue.into(), BasicGetOptions::default()),
+        )
+        .await?;
         let Some(msg) = got else { break };
         let d = msg.delivery;
         let app = header(&d.properties, HEADER_APP).unwrap_or_else(|| d.routing_key.to_string());
@@ -175,7 +196,7 @@ fn header(props: &BasicProperties, key: &str) -> Option<String> {
 }
 
 async fn list(conn: &Connection, source: &Source) -> Result<(), String> {
-    let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
+    let ch = step("opening a channel", conn.create_channel()).await?;
     let entries = take(&ch, source.queue(), source.limit).await?;
     println!("{} message(s) in {}", entries.len(), source.queue());
     for (n, e) in entries.iter().enumerate() {
@@ -189,15 +210,17 @@ async fn list(conn: &Connection, source: &Source) -> Result<(), String> {
             e.error
         );
     }
-    let _ = ch.close(200, "listed".into()).await;
+    let _ = step("closing the channel", ch.close(200, "listed".into())).await;
     Ok(())
 }
 
 async fn replay(conn: &Connection, source: &Source, filter: &Filter) -> Result<(), String> {
-    let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
-    let publisher = Publisher::open(conn, Duration::from_secs(30))
-        .await
-        .map_err(|e| e.to_string())?;
+    let ch = step("opening a channel", conn.create_channel()).await?;
+    let publisher = step(
+        "opening a publisher",
+        Publisher::open(conn, Duration::from_secs(30)),
+    )
+    .await?;
     let entries = take(&ch, source.queue(), source.limit).await?;
     let mut replayed = 0;
     for e in entries.iter().filter(|e| filter.matches(e)) {
@@ -226,13 +249,14 @@ async fn replay(conn: &Connection, source: &Source, filter: &Filter) -> Result<(
                 )
             })?;
         // Removed only once its copy is confirmed in the jobs exchange.
-        e.delivery
-            .ack(BasicAckOptions::default())
-            .await
-            .map_err(|err| err.to_string())?;
+        step(
+            &format!("removing {} after replaying it", e.id),
+            e.delivery.ack(BasicAckOptions::default()),
+        )
+        .await?;
         replayed += 1;
     }
-    let _ = ch.close(200, "replayed".into()).await;
+    let _ = step("closing the channel", ch.close(200, "replayed".into())).await;
     println!(
         "replayed {replayed} of {} message(s) from {} to {JOBS_EXCHANGE}",
         entries.len(),

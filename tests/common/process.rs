@@ -98,3 +98,43 @@ pub fn wait_exit(
     let _ = child.wait();
     None
 }
+
+/// `Command::output` with a deadline, so a verb that hangs fails its test instead of the run.
+pub trait OutputWithin {
+    fn output_within(&mut self, limit: std::time::Duration) -> std::process::Output;
+}
+
+impl OutputWithin for Command {
+    fn output_within(&mut self, limit: std::time::Duration) -> std::process::Output {
+        use std::io::Read;
+        let mut child = self
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Read both pipes while waiting, so a chatty child never blocks on a full pipe.
+        let drain = |mut pipe: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = pipe.read_to_end(&mut buf);
+                buf
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().unwrap()));
+        let stderr = drain(Box::new(child.stderr.take().unwrap()));
+        let status = wait_exit(&mut child, limit);
+        let stdout = stdout.join().unwrap();
+        let stderr = stderr.join().unwrap();
+        let Some(status) = status else {
+            panic!(
+                "{self:?} did not exit within {limit:?}; stderr:\n{}",
+                String::from_utf8_lossy(&stderr)
+            );
+        };
+        std::process::Output {
+            status,
+            stdout,
+            stderr,
+        }
+    }
+}

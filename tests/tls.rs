@@ -1,0 +1,198 @@
+//! `amqps://` with a private CA: a TLS front (its certificate signed by a CA made for the
+//! test) forwards to the local RabbitMQ, so the worker's TLS handshake, certificate check and
+//! AMQP over TLS all run for real.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::process::{Binary, OutputWithin};
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use wxcourier::config::{AmqpSettings, Secret};
+use wxcourier::sim::{SimOptions, Simulator};
+
+/// A CA and a broker certificate for `127.0.0.1` and `localhost`, signed by it.
+struct TestPki {
+    ca_pem: String,
+    server_cert: CertificateDer<'static>,
+    server_key: PrivateKeyDer<'static>,
+}
+
+fn make_pki() -> TestPki {
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "wxcourier test CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    TestPki {
+        ca_pem,
+        server_cert: server.der().clone(),
+        server_key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der())),
+    }
+}
+
+/// Terminates TLS on a free port and pipes each connection to RabbitMQ on 5672.
+struct TlsFront {
+    port: u16,
+    handshakes: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsFront {
+    async fn start(pki: &TestPki) -> Self {
+        let config = ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![pki.server_cert.clone()], pki.server_key.clone_key())
+            .unwrap();
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let counted = handshakes.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    // A client that refuses our certificate ends here, as it should.
+                    let Ok(mut tls) = acceptor.accept(client).await else {
+                        return;
+                    };
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let mut broker = TcpStream::connect("127.0.0.1:5672").await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut broker).await;
+                });
+            }
+        });
+        Self {
+            port,
+            handshakes,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("amqps://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    fn handshakes(&self) -> usize {
+        self.handshakes.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn write_ca(pki: &TestPki) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &pki.ca_pem).unwrap();
+    file
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_delivers_over_amqps_trusting_a_custom_ca() {
+    let pki = make_pki();
+    let front = TlsFront::start(&pki).await;
+    let ca = write_ca(&pki);
+    let sim = Simulator::start("127.0.0.1:0", SimOptions::default())
+        .await
+        .unwrap();
+    let url = front.url();
+    let ca_path = ca.path().to_string_lossy().into_owned();
+    let mut t = spawn_app_on("tls", sim, |s| {
+        s.amqp.url = Secret::new(url);
+        s.amqp.ca_file = Some(ca_path);
+    })
+    .await;
+    let ids = t.publish_numbered(20).await;
+    let outcomes = t.outcomes(20).await;
+    assert_eq!(outcomes.len(), 20);
+    assert!(
+        outcomes.iter().all(|o| o["status"] == "sent"),
+        "{outcomes:?}"
+    );
+    assert_each_job_accepted_once(&t.sim, &ids);
+    // The worker's consume and results channels both ride the TLS connection.
+    assert!(front.handshakes() >= 1);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_certificate_from_an_unknown_ca_is_refused_without_leaking_the_url() {
+    let pki = make_pki();
+    let front = TlsFront::start(&pki).await;
+    let settings = AmqpSettings {
+        url: Secret::new(front.url()),
+        ..AmqpSettings::default()
+    };
+    let err = wxcourier::broker::connect(&settings, "wxcourier test")
+        .await
+        .map(|_| ())
+        .expect_err("a certificate no trusted CA signed must be refused");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert!(!err.contains("guest"), "{err}");
+    assert_eq!(front.handshakes(), 0);
+
+    let missing = AmqpSettings {
+        url: Secret::new(front.url()),
+        ca_file: Some("/nonexistent/ca.pem".into()),
+        ..AmqpSettings::default()
+    };
+    let err = wxcourier::broker::connect(&missing, "wxcourier test")
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(err.contains("amqp.ca_file"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_the_tls_broker_ok_only_with_the_ca() {
+    let pki = make_pki();
+    let front = TlsFront::start(&pki).await;
+    let ca = write_ca(&pki);
+    let sim = Simulator::start("127.0.0.1:0", SimOptions::default())
+        .await
+        .unwrap();
+    let bin = Binary::new(&unique_app("tlscheck"), &sim.base_url(), "");
+
+    let without = bin
+        .command("check")
+        .env("WXCOURIER_AMQP__URL", front.url())
+        .output_within(Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&without.stdout);
+    assert_eq!(without.status.code(), Some(1), "{text}");
+    assert!(text.contains("broker: FAILED"), "{text}");
+    assert!(!text.contains("guest:guest"), "{text}");
+
+    let with = bin
+        .command("check")
+        .env("WXCOURIER_AMQP__URL", front.url())
+        .env("WXCOURIER_AMQP__CA_FILE", ca.path())
+        .output_within(Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&with.stdout);
+    assert_eq!(with.status.code(), Some(0), "{text}");
+    assert!(text.contains("broker: ok"), "{text}");
+    sim.stop();
+}
