@@ -221,6 +221,10 @@ impl Default for StateSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
     pub listen: Option<String>,
+    /// Refuse callbacks whose signed timestamp is further than this from our clock, so an
+    /// old signed push cannot be replayed once its MsgID has left the idempotency store.
+    /// Unset: no window (the contract's behaviour).
+    pub callback_max_age: Option<Span>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -414,6 +418,14 @@ impl Settings {
             return Err(invalid(
                 "retry.max_quota_pause",
                 "must be >= retry.quota_pause",
+            ));
+        }
+        if let Some(window) = self.http.callback_max_age
+            && window.0 < Duration::from_secs(1)
+        {
+            return Err(invalid(
+                "http.callback_max_age",
+                "must be at least 1s (timestamps are in seconds)",
             ));
         }
         let state = self.state.url.expose();
@@ -689,6 +701,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "apps.shop.rate_per_second must be > 0");
+    }
+
+    #[test]
+    fn a_callback_window_below_a_second_is_refused() {
+        let err = load(
+            &format!("[http]\ncallback_max_age = \"500ms\"\n{MINIMAL}"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("http.callback_max_age"), "{err}");
+        let ok = load(
+            &format!("[http]\ncallback_max_age = \"5m\"\n{MINIMAL}"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            ok.http.callback_max_age,
+            Some(Span(Duration::from_secs(300)))
+        );
     }
 
     #[test]

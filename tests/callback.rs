@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-use wxcourier::config::Secret;
-use wxcourier::sim::push::{CallbackTarget, Push, event_xml, signed_request};
+use wxcourier::config::{Secret, Span};
+use wxcourier::sim::push::{CallbackTarget, Push, event_xml, signed_request, signed_request_at};
 use wxcourier::sim::{DEFAULT_APPID, Faults};
 use wxcourier::wechat::crypto;
 
@@ -17,9 +17,15 @@ const TOKEN: &str = "cb-token";
 const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 
 async fn spawn_receiver(prefix: &str) -> (TestApp, String) {
+    spawn_receiver_with_window(prefix, None).await
+}
+
+/// A receiver refusing timestamps further than `window` from now.
+async fn spawn_receiver_with_window(prefix: &str, window: Option<Span>) -> (TestApp, String) {
     let port = free_port();
     let t = spawn_app(prefix, |s| {
         s.http.listen = Some(format!("127.0.0.1:{port}"));
+        s.http.callback_max_age = window;
         for app in s.apps.values_mut() {
             app.callback_token = Some(Secret::new(TOKEN));
             app.encoding_aes_key = Some(Secret::new(AES_KEY));
@@ -183,6 +189,63 @@ async fn plain_and_safe_events_publish_one_report_tied_to_the_job() {
         (r["status"].as_str(), r["id"].clone()),
         (Some("delivery_failed"), Value::Null)
     );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_window_signed_pushes_too_old_or_too_new_are_refused() {
+    let window = Span(Duration::from_secs(60));
+    let (mut t, url) = spawn_receiver_with_window("cb_stale", Some(window)).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let event = report_xml(11, "success");
+    for safe in [false, true] {
+        for at in [now - 600, now + 600] {
+            let (u, b) = signed_request_at(
+                &Push {
+                    target: target(&url, safe),
+                    appid: DEFAULT_APPID.into(),
+                    xml: event.clone(),
+                },
+                at,
+            );
+            let (status, why) = post(&u, b).await;
+            assert_eq!(status, 403, "safe={safe} at={at}");
+            assert!(why.contains("callback_max_age"), "{why}");
+        }
+    }
+    // A forgery is still told it is a forgery, whatever its timestamp.
+    let forged = CallbackTarget {
+        token: "not-the-token".into(),
+        ..target(&url, false)
+    };
+    let (u, b) = signed_request_at(
+        &Push {
+            target: forged,
+            appid: DEFAULT_APPID.into(),
+            xml: event.clone(),
+        },
+        now - 600,
+    );
+    assert_eq!(post(&u, b).await, (403, "bad signature".into()));
+    // The URL check obeys the window too.
+    let old = (now - 600).to_string();
+    let sig = crypto::signature(&[TOKEN, &old, "n1"]);
+    let get = reqwest::get(format!(
+        "{url}?signature={sig}&timestamp={old}&nonce=n1&echostr=hello"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(get.status().as_u16(), 403);
+    assert!(
+        next_delivery(&mut t).await.is_none(),
+        "nothing was published"
+    );
+    // Inside the window it is a normal report.
+    assert_eq!(push_event(&url, true, DEFAULT_APPID, event).await.0, 200);
+    assert!(next_delivery(&mut t).await.is_some());
     t.stop().await;
 }
 

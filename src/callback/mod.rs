@@ -5,6 +5,7 @@ pub mod xml;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -73,6 +74,25 @@ impl Params {
         }
     }
 
+    /// Whether the signed timestamp lies within `max_age` of now, either way; always true
+    /// without a window.
+    fn fresh(&self, max_age: Option<Duration>) -> bool {
+        let Some(max_age) = max_age else {
+            return true;
+        };
+        let Some(sent) = self
+            .timestamp
+            .as_deref()
+            .and_then(|t| t.parse::<u64>().ok())
+        else {
+            return false;
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        now.abs_diff(sent) <= max_age.as_secs()
+    }
+
     /// Safe mode's `msg_signature` over the token, timestamp, nonce and ciphertext.
     fn msg_signed(&self, token: &Secret, encrypted: &str) -> bool {
         match (&self.msg_signature, &self.timestamp, &self.nonce) {
@@ -89,6 +109,12 @@ pub fn routes(ctx: Arc<Context>) -> Router {
         .route("/wechat/callback/{app}", get(verify_url).post(receive))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(ctx)
+}
+
+const STALE: &str = "the timestamp is outside http.callback_max_age";
+
+fn max_age(ctx: &Context) -> Option<Duration> {
+    ctx.settings.http.callback_max_age.map(|s| s.0)
 }
 
 fn refuse(status: StatusCode, why: &str) -> Response {
@@ -108,6 +134,7 @@ async fn verify_url(
         );
     };
     match (&params.echostr, params.signed(&cb.token)) {
+        (Some(_), true) if !params.fresh(max_age(&ctx)) => refuse(StatusCode::FORBIDDEN, STALE),
         (Some(echo), true) => echo.clone().into_response(),
         _ => refuse(StatusCode::FORBIDDEN, "bad signature"),
     }
@@ -163,6 +190,10 @@ async fn receive(
         }
         outer
     };
+    // Checked once the signature holds, so a forgery is always told "bad signature".
+    if !params.fresh(max_age(&ctx)) {
+        return refuse(StatusCode::FORBIDDEN, STALE);
+    }
     let is_report = fields.get("MsgType").map(String::as_str) == Some("event")
         && fields.get("Event").map(String::as_str) == Some("TEMPLATESENDJOBFINISH");
     if !is_report {

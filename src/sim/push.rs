@@ -60,11 +60,17 @@ pub fn event_xml(appid: &str, touser: &str, msgid: u64, status: &str, created: u
 
 /// The URL and body WeChat would send for `push`, signed now.
 pub fn signed_request(push: &Push) -> (String, String) {
-    let timestamp = std::time::SystemTime::now()
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or(0)
-        .to_string();
+        .unwrap_or(0);
+    signed_request_at(push, now)
+}
+
+/// As [`signed_request`], signed as of `timestamp` (Unix seconds), as a replayed or delayed
+/// push would be.
+pub fn signed_request_at(push: &Push, timestamp: u64) -> (String, String) {
+    let timestamp = timestamp.to_string();
     let nonce = rand::random::<u32>().to_string();
     let token = push.target.token.as_str();
     let signature = crypto::signature(&[token, &timestamp, &nonce]);
