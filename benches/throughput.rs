@@ -324,8 +324,14 @@ async fn throughput(
     }
 }
 
-/// Publishes at `rate` jobs/s for `seconds` and returns p50 and p99 enqueue → outcome in ms.
-async fn latency(conn: &lapin::Connection, rate: f64, seconds: f64) -> (f64, f64) {
+/// Publishes at `rate` jobs/s for `seconds` to `subject` and returns p50 and p99 enqueue →
+/// outcome in ms, matching outcomes to jobs by id.
+async fn latency(
+    conn: &lapin::Connection,
+    subject: Subject,
+    rate: f64,
+    seconds: f64,
+) -> (f64, f64) {
     let sim = Sim::start();
     let apps = fresh_apps(1);
     declare(conn, &apps).await;
@@ -337,24 +343,25 @@ async fn latency(conn: &lapin::Connection, rate: f64, seconds: f64) -> (f64, f64
             .await
             .unwrap(),
     );
-    let (child, _dir) = spawn_subject(
-        Subject::Worker { redis: false },
-        &apps,
-        &sim.base,
-        1_000_000.0,
-    );
+    let (child, _dir) = spawn_subject(subject, &apps, &sim.base, 1_000_000.0);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let n = (rate * seconds) as usize;
     let app = apps[0].clone();
+    let sent_at = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+        String,
+        Instant,
+    >::with_capacity(n)));
+    let stamps = sent_at.clone();
     let producer = tokio::spawn(async move {
         let start = tokio::time::Instant::now();
         let mut pending = Vec::new();
         for i in 0..n {
             tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
-            let (publisher, app) = (publisher.clone(), app.clone());
+            let (publisher, app, stamps) = (publisher.clone(), app.clone(), stamps.clone());
             pending.push(tokio::spawn(async move {
                 let id = format!("{app}-l{i}");
                 let body = job(&id, i, now_us());
+                stamps.lock().unwrap().insert(id.clone(), Instant::now());
                 publisher
                     .publish(Message {
                         exchange: JOBS_EXCHANGE,
@@ -376,15 +383,16 @@ async fn latency(conn: &lapin::Connection, rate: f64, seconds: f64) -> (f64, f64
         let Some(v) = tap.next(Duration::from_secs(30)).await else {
             break;
         };
-        let sent: u128 = v["meta"]["sent_at_us"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        samples.push((now_us() - sent) as f64 / 1000.0);
+        let done = Instant::now();
+        let id = v["id"].as_str().unwrap_or_default();
+        if let Some(at) = sent_at.lock().unwrap().get(id) {
+            samples.push(done.duration_since(*at).as_secs_f64() * 1000.0);
+        }
     }
     producer.await.unwrap();
     stop(child);
     delete_queues(conn, &apps).await;
+    assert_eq!(samples.len(), n, "every job got an outcome");
     samples.sort_by(|a, b| a.total_cmp(b));
     let pick = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
     (pick(0.50), pick(0.99))
@@ -446,7 +454,8 @@ async fn floor_worker(app: &str, base: &str) {
                 .bytes()
                 .await
                 .unwrap();
-            let outcome = json!({"kind": "send", "app": app, "reply": serde_json::from_slice::<Value>(&reply).ok()});
+            let id = d.properties.message_id().as_ref().map(|m| m.to_string());
+            let outcome = json!({"kind": "send", "app": app, "id": id, "reply": serde_json::from_slice::<Value>(&reply).ok()});
             publisher
                 .publish_result(&key, &outcome, None)
                 .await
@@ -550,17 +559,86 @@ async fn main() {
         o.jobs, o.runs
     );
 
+    // `-- --only ratio|latency|apps|redis` runs one section (latency still needs the maximum
+    // rate, so it measures one worker run for it).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let wants = |section: &str| only.as_deref().is_none_or(|o| o == section);
+    let wt = if wants("ratio") {
+        ratio(&conn, &o).await
+    } else {
+        throughput(&conn, Subject::Worker { redis: false }, 1, o.jobs)
+            .await
+            .jobs_per_s
+    };
+    if wants("latency") {
+        for share in [0.5, 0.9] {
+            let rate = wt * share;
+            let (w50, w99) = latency(
+                &conn,
+                Subject::Worker { redis: false },
+                rate,
+                o.latency_seconds,
+            )
+            .await;
+            let (f50, f99) = latency(&conn, Subject::Floor, rate, o.latency_seconds).await;
+            println!(
+                "latency at {:.0}% of max ({rate:.0} jobs/s): worker p50 {w50:.1} ms, p99 {w99:.1} ms | floor p50 {f50:.1} ms, p99 {f99:.1} ms",
+                share * 100.0,
+            );
+        }
+    }
+    if wants("apps") {
+        // Jobs are spread evenly over the apps; every app's consumer has prefetch 256.
+        for apps in [10, 100] {
+            let runs: Vec<Figures> = {
+                let mut v = Vec::new();
+                for _ in 0..o.runs {
+                    v.push(throughput(&conn, Subject::Worker { redis: false }, apps, o.jobs).await);
+                }
+                v
+            };
+            let jobs_per_s = median(runs.iter().map(|f| f.jobs_per_s).collect());
+            let rss: Vec<String> = runs
+                .iter()
+                .map(|f| format!("{:.1}", f.peak_rss_mib))
+                .collect();
+            println!(
+                "{apps} apps: {jobs_per_s:.0} jobs/s ({:.3} of 1 app), peak RSS median {:.1} MiB (runs: {})",
+                jobs_per_s / wt,
+                median(runs.iter().map(|f| f.peak_rss_mib).collect()),
+                rss.join(", ")
+            );
+        }
+    }
+    if wants("redis") {
+        let redis = throughput(&conn, Subject::Worker { redis: true }, 1, o.jobs).await;
+        println!(
+            "Redis state: {:.0} jobs/s ({:.3} of memory state), {:.1} µs CPU/job",
+            redis.jobs_per_s,
+            redis.jobs_per_s / wt,
+            redis.cpu_us_per_job
+        );
+    }
+}
+
+/// Worker against floor, alternating which goes first; prints each run and the medians and
+/// returns the worker's median throughput.
+async fn ratio(conn: &lapin::Connection, o: &Options) -> f64 {
     let mut worker = Vec::new();
     let mut floor = Vec::new();
     for run in 1..=o.runs {
         // Alternate the order so neither side always runs on a warmer broker.
         let (w, f) = if run % 2 == 1 {
-            let w = throughput(&conn, Subject::Worker { redis: false }, 1, o.jobs).await;
-            (w, throughput(&conn, Subject::Floor, 1, o.jobs).await)
+            let w = throughput(conn, Subject::Worker { redis: false }, 1, o.jobs).await;
+            (w, throughput(conn, Subject::Floor, 1, o.jobs).await)
         } else {
-            let f = throughput(&conn, Subject::Floor, 1, o.jobs).await;
+            let f = throughput(conn, Subject::Floor, 1, o.jobs).await;
             (
-                throughput(&conn, Subject::Worker { redis: false }, 1, o.jobs).await,
+                throughput(conn, Subject::Worker { redis: false }, 1, o.jobs).await,
                 f,
             )
         };
@@ -597,27 +675,5 @@ async fn main() {
     );
     println!("peak RSS MiB  {wr:>9.1}");
 
-    for share in [0.5, 0.9] {
-        let (p50, p99) = latency(&conn, wt * share, o.latency_seconds).await;
-        println!(
-            "latency at {:.0}% of max ({:.0} jobs/s): p50 {p50:.1} ms, p99 {p99:.1} ms",
-            share * 100.0,
-            wt * share
-        );
-    }
-
-    let ten = throughput(&conn, Subject::Worker { redis: false }, 10, o.jobs).await;
-    println!(
-        "10 apps: {:.0} jobs/s ({:.3} of 1 app), peak RSS {:.1} MiB",
-        ten.jobs_per_s,
-        ten.jobs_per_s / wt,
-        ten.peak_rss_mib
-    );
-    let redis = throughput(&conn, Subject::Worker { redis: true }, 1, o.jobs).await;
-    println!(
-        "Redis state: {:.0} jobs/s ({:.3} of memory state), {:.1} µs CPU/job",
-        redis.jobs_per_s,
-        redis.jobs_per_s / wt,
-        redis.cpu_us_per_job
-    );
+    wt
 }

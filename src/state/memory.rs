@@ -1,7 +1,7 @@
 //! State for a single instance, in memory: bounded by capacity and by age.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -17,7 +17,7 @@ struct Bounded<K, V> {
     capacity: usize,
 }
 
-impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
+impl<K: Hash + Eq + Copy, V> Bounded<K, V> {
     fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
             map: HashMap::new(),
@@ -29,7 +29,7 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
 
     fn insert(&mut self, key: K, value: V, now: Instant) -> bool {
         self.expire(now);
-        if self.map.insert(key.clone(), value).is_some() {
+        if self.map.insert(key, value).is_some() {
             return false;
         }
         self.order.push_back((now, key));
@@ -66,35 +66,88 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
     }
 }
 
-/// `app` and `id` in one allocation (app names cannot contain a NUL).
-type AppKey = Box<str>;
+/// A job id within its app, as 128 bits of keyed SipHash: a fixed 16 bytes per remembered id
+/// whatever the id's length. Two different ids share a key with odds near 2^-128 per pair,
+/// far below any hardware fault rate, and the keys are random per process so nobody can aim
+/// for a collision.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct IdKey(u64, u64);
 
-/// A sent job kept small: its id and its meta as compact JSON text, so the store holds
-/// `memory_capacity` entries in a few tens of MiB.
+/// A msgid within its app (64-bit app digest; msgids are WeChat's own).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct MsgKey(u64, u64);
+
+/// The two hash keys, fixed for the life of the store.
+struct Keyer {
+    first: RandomState,
+    second: RandomState,
+}
+
+impl Keyer {
+    fn id(&self, app: &str, id: &str) -> IdKey {
+        IdKey(
+            self.first.hash_one((app, id)),
+            self.second.hash_one((app, id)),
+        )
+    }
+
+    fn msgid(&self, app: &str, msgid: u64) -> MsgKey {
+        MsgKey(self.first.hash_one(app), msgid)
+    }
+}
+
+/// A sent job's id and meta (compact JSON) in one allocation.
 struct CompactJob {
-    id: Box<str>,
-    meta: Option<Box<str>>,
+    text: Box<str>,
+    id_len: u8,
+}
+
+impl CompactJob {
+    fn new(id: &str, meta: Option<&Value>) -> Self {
+        let mut text = String::with_capacity(id.len() + 32);
+        text.push_str(id);
+        if let Some(meta) = meta {
+            text.push_str(&meta.to_string());
+        }
+        Self {
+            text: text.into_boxed_str(),
+            // Job ids are at most 128 ASCII characters (CONTRACT §1); anything longer would
+            // have been rejected before it was sent.
+            id_len: id.len().min(u8::MAX as usize) as u8,
+        }
+    }
+
+    fn to_sent_job(&self) -> SentJob {
+        let (id, meta) = self.text.split_at(self.id_len as usize);
+        SentJob {
+            id: id.to_owned(),
+            meta: (!meta.is_empty())
+                .then(|| serde_json::from_str(meta).ok())
+                .flatten(),
+        }
+    }
 }
 
 struct Inner {
-    sent: Bounded<AppKey, u64>,
-    in_flight: HashSet<AppKey>,
-    by_msgid: Bounded<(AppKey, u64), CompactJob>,
-    reported: Bounded<(AppKey, u64), ()>,
+    sent: Bounded<IdKey, u64>,
+    in_flight: HashSet<IdKey>,
+    by_msgid: Bounded<MsgKey, CompactJob>,
+    reported: Bounded<MsgKey, ()>,
 }
 
 /// Idempotency and msgid → job for one instance.
 pub struct MemoryState {
+    keyer: Keyer,
     inner: Mutex<Inner>,
-}
-
-fn key(app: &str, id: &str) -> AppKey {
-    format!("{app}\0{id}").into_boxed_str()
 }
 
 impl MemoryState {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
+            keyer: Keyer {
+                first: RandomState::new(),
+                second: RandomState::new(),
+            },
             inner: Mutex::new(Inner {
                 sent: Bounded::new(ttl, capacity),
                 in_flight: HashSet::new(),
@@ -105,8 +158,8 @@ impl MemoryState {
     }
 
     pub fn claim(&self, app: &str, id: &str) -> Claim {
+        let k = self.keyer.id(app, id);
         let mut inner = self.inner.lock();
-        let k = key(app, id);
         if let Some(&msgid) = inner.sent.get(&k, Instant::now()) {
             return Claim::AlreadySent(msgid);
         }
@@ -118,45 +171,38 @@ impl MemoryState {
     }
 
     pub fn release(&self, app: &str, id: &str) {
-        self.inner.lock().in_flight.remove(&key(app, id));
+        let k = self.keyer.id(app, id);
+        self.inner.lock().in_flight.remove(&k);
     }
 
     pub fn record_sent(&self, app: &str, id: &str, msgid: u64, meta: Option<&Value>) {
         let now = Instant::now();
+        let k = self.keyer.id(app, id);
+        let job = CompactJob::new(id, meta);
+        let m = self.keyer.msgid(app, msgid);
         let mut inner = self.inner.lock();
-        let k = key(app, id);
         inner.in_flight.remove(&k);
         inner.sent.insert(k, msgid, now);
-        let job = CompactJob {
-            id: id.into(),
-            meta: meta.map(|m| m.to_string().into_boxed_str()),
-        };
-        inner.by_msgid.insert((app.into(), msgid), job, now);
+        inner.by_msgid.insert(m, job, now);
     }
 
     pub fn job_for_msgid(&self, app: &str, msgid: u64) -> Option<SentJob> {
+        let m = self.keyer.msgid(app, msgid);
         self.inner
             .lock()
             .by_msgid
-            .get(&(app.into(), msgid), Instant::now())
-            .map(|job| SentJob {
-                id: job.id.to_string(),
-                meta: job
-                    .meta
-                    .as_deref()
-                    .and_then(|m| serde_json::from_str(m).ok()),
-            })
+            .get(&m, Instant::now())
+            .map(CompactJob::to_sent_job)
     }
 
     pub fn first_report(&self, app: &str, msgid: u64) -> bool {
-        self.inner
-            .lock()
-            .reported
-            .insert((app.into(), msgid), (), Instant::now())
+        let m = self.keyer.msgid(app, msgid);
+        self.inner.lock().reported.insert(m, (), Instant::now())
     }
 
     pub fn forget_report(&self, app: &str, msgid: u64) {
-        self.inner.lock().reported.remove(&(app.into(), msgid));
+        let m = self.keyer.msgid(app, msgid);
+        self.inner.lock().reported.remove(&m);
     }
 
     /// How many sent ids are remembered (for tests and metrics).
@@ -201,6 +247,17 @@ mod tests {
     }
 
     #[test]
+    fn the_longest_id_and_a_missing_meta_come_back_as_recorded() {
+        let s = MemoryState::new(Duration::from_secs(60), 10);
+        let long = "x".repeat(128);
+        s.record_sent("a", &long, 9, None);
+        let job = s.job_for_msgid("a", 9).unwrap();
+        assert_eq!((job.id.as_str(), job.meta), (long.as_str(), None));
+        assert_eq!(s.claim("a", &long), Claim::AlreadySent(9));
+        assert_eq!(s.claim("a", &long[..127]), Claim::Fresh);
+    }
+
+    #[test]
     fn entries_expire_after_the_ttl() {
         let s = MemoryState::new(Duration::from_millis(20), 100);
         s.record_sent("a", "j1", 1, None);
@@ -212,7 +269,9 @@ mod tests {
     fn msgids_map_back_to_jobs_and_reports_are_seen_once() {
         let s = MemoryState::new(Duration::from_secs(60), 10);
         s.record_sent("a", "j1", 7, Some(&serde_json::json!({"k": 1})));
-        assert_eq!(s.job_for_msgid("a", 7).unwrap().id, "j1");
+        let job = s.job_for_msgid("a", 7).unwrap();
+        assert_eq!(job.id, "j1");
+        assert_eq!(job.meta, Some(serde_json::json!({"k": 1})));
         assert!(s.job_for_msgid("b", 7).is_none());
         assert!(s.first_report("a", 7));
         assert!(!s.first_report("a", 7));

@@ -60,7 +60,13 @@ impl AppConsumer {
             .basic_qos(prefetch, BasicQosOptions::default())
             .await
             .map_err(|e| e.to_string())?;
-        let permits = Arc::new(Semaphore::new(prefetch as usize));
+        // More jobs of one app at once than there are WeChat slots in the whole process would
+        // only wait for a slot, each as a task; the rest of the prefetch waits as plain
+        // deliveries in the consumer's buffer, a fraction of the size.
+        let wechat_slots =
+            u16::try_from(self.ctx.settings.wechat.max_in_flight).unwrap_or(u16::MAX);
+        let slots = prefetch.min(wechat_slots).max(1);
+        let permits = Arc::new(Semaphore::new(slots as usize));
         let this = Arc::new(self);
         loop {
             let round = this.consume_round(&channel, &permits).await?;
@@ -74,7 +80,7 @@ impl AppConsumer {
             // The channel must outlive the jobs in flight, or their acks are lost and finished
             // jobs come back. Prefetched deliveries not yet taken go back to the queue when it
             // closes.
-            let _ = permits.acquire_many(prefetch as u32).await;
+            let _ = permits.acquire_many(slots as u32).await;
             let _ = channel.close(200, "consumer stopped".into()).await;
             return Ok(());
         }
@@ -137,7 +143,7 @@ impl AppConsumer {
         }
     }
 
-    /// Runs one delivery as a job of its own, within the prefetch bound.
+    /// Runs one delivery as a job of its own, within the app's bound of jobs at once.
     async fn dispatch(self: &Arc<Self>, delivery: Delivery, permits: &Arc<Semaphore>) {
         let permit = permits.clone().acquire_owned().await.expect("never closed");
         let job = self.clone();
@@ -172,29 +178,12 @@ impl AppConsumer {
             message_id: message_id.as_deref(),
             retry,
         };
-        let step = process(&self.ctx, incoming).await;
+        // Boxed: thousands of prefetched jobs wait inside `process` for a WeChat slot, and
+        // each spawned task is as large as its largest state. Kept inline, the publishing
+        // below would make every waiting task carry room for it too (massif: 6.8 KiB a task).
+        let step = Box::pin(process(&self.ctx, incoming)).await;
+        let settled = Box::pin(self.settle(&delivery, &step)).await;
         let metrics = &self.ctx.metrics;
-        let settled = match &step {
-            Step::Finish(outcome) => self.publish_outcome(outcome).await,
-            Step::Reject { outcome, reason } => {
-                tracing::warn!(app = %self.app, id = ?outcome.id, %reason, "job rejected");
-                let dead = self.publish_dead(&delivery, reason);
-                let out = self.publish_outcome(outcome);
-                let (dead, out) = tokio::join!(dead, out);
-                dead.and(out)
-            }
-            Step::Retry {
-                after,
-                state,
-                quota,
-            } => {
-                tracing::debug!(attempts = state.attempts, ?after, quota, "retry scheduled");
-                self.publish_retry(&delivery, state, *after).await
-            }
-            Step::HandBack => Err(PublishError::Channel(
-                "the same id is being sent by another delivery".into(),
-            )),
-        };
         if settled.is_err() && !matches!(step, Step::HandBack) {
             metrics.publish_failures.inc();
         }
@@ -228,6 +217,31 @@ impl AppConsumer {
                     })
                     .await;
             }
+        }
+    }
+
+    /// Publishes what the pipeline decided, with confirms; `Ok` means the delivery may be acked.
+    async fn settle(&self, delivery: &Delivery, step: &Step) -> Result<(), PublishError> {
+        match step {
+            Step::Finish(outcome) => self.publish_outcome(outcome).await,
+            Step::Reject { outcome, reason } => {
+                tracing::warn!(app = %self.app, id = ?outcome.id, %reason, "job rejected");
+                let dead = self.publish_dead(delivery, reason);
+                let out = self.publish_outcome(outcome);
+                let (dead, out) = tokio::join!(dead, out);
+                dead.and(out)
+            }
+            Step::Retry {
+                after,
+                state,
+                quota,
+            } => {
+                tracing::debug!(attempts = state.attempts, ?after, quota, "retry scheduled");
+                self.publish_retry(delivery, state, *after).await
+            }
+            Step::HandBack => Err(PublishError::Channel(
+                "the same id is being sent by another delivery".into(),
+            )),
         }
     }
 
