@@ -11,7 +11,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -42,6 +42,27 @@ enum RoundEnd {
     Paused,
 }
 
+/// The two bounds on one app's jobs.
+struct Permits {
+    /// Delivered and not yet acked or handed back: the channel stays open until all are back.
+    unsettled: Arc<Semaphore>,
+    /// Being decided (parsed, waiting for the rate limit or a WeChat slot, sent). More of
+    /// these than there are WeChat slots in the whole process would only wait for a slot,
+    /// each as a task; the rest of the prefetch waits as plain deliveries, a fraction of the
+    /// size.
+    deciding: Arc<Semaphore>,
+}
+
+impl Permits {
+    fn new(prefetch: u16, wechat_slots: usize) -> Self {
+        let deciding = (prefetch as usize).min(wechat_slots).max(1);
+        Self {
+            unsettled: Arc::new(Semaphore::new(prefetch as usize)),
+            deciding: Arc::new(Semaphore::new(deciding)),
+        }
+    }
+}
+
 pub struct AppConsumer {
     pub ctx: Arc<Context>,
     pub app: String,
@@ -60,13 +81,7 @@ impl AppConsumer {
             .basic_qos(prefetch, BasicQosOptions::default())
             .await
             .map_err(|e| e.to_string())?;
-        // More jobs of one app at once than there are WeChat slots in the whole process would
-        // only wait for a slot, each as a task; the rest of the prefetch waits as plain
-        // deliveries in the consumer's buffer, a fraction of the size.
-        let wechat_slots =
-            u16::try_from(self.ctx.settings.wechat.max_in_flight).unwrap_or(u16::MAX);
-        let slots = prefetch.min(wechat_slots).max(1);
-        let permits = Arc::new(Semaphore::new(slots as usize));
+        let permits = Permits::new(prefetch, self.ctx.settings.wechat.max_in_flight);
         let this = Arc::new(self);
         loop {
             let round = this.consume_round(&channel, &permits).await?;
@@ -80,7 +95,7 @@ impl AppConsumer {
             // The channel must outlive the jobs in flight, or their acks are lost and finished
             // jobs come back. Prefetched deliveries not yet taken go back to the queue when it
             // closes.
-            let _ = permits.acquire_many(slots as u32).await;
+            let _ = permits.unsettled.acquire_many(prefetch as u32).await;
             let _ = channel.close(200, "consumer stopped".into()).await;
             return Ok(());
         }
@@ -103,7 +118,7 @@ impl AppConsumer {
     async fn consume_round(
         self: &Arc<Self>,
         channel: &Channel,
-        permits: &Arc<Semaphore>,
+        permits: &Permits,
     ) -> Result<RoundEnd, String> {
         let tag = format!("wxcourier-{}-{}", self.app, std::process::id());
         let mut consumer = channel
@@ -143,9 +158,14 @@ impl AppConsumer {
         }
     }
 
-    /// Runs one delivery as a job of its own, within the app's bound of jobs at once.
-    async fn dispatch(self: &Arc<Self>, delivery: Delivery, permits: &Arc<Semaphore>) {
-        let permit = permits.clone().acquire_owned().await.expect("never closed");
+    /// Runs one delivery as a job of its own, within the app's bounds.
+    async fn dispatch(self: &Arc<Self>, delivery: Delivery, permits: &Permits) {
+        let unsettled = permits.unsettled.clone().acquire_owned().await;
+        let deciding = permits.deciding.clone().acquire_owned().await;
+        let (unsettled, deciding) = (
+            unsettled.expect("never closed"),
+            deciding.expect("never closed"),
+        );
         let job = self.clone();
         let span = tracing::info_span!(
             "job",
@@ -157,15 +177,17 @@ impl AppConsumer {
             async move {
                 let in_flight = &job.ctx.metrics.in_flight;
                 in_flight.inc();
-                job.handle(delivery).await;
+                job.handle(delivery, deciding).await;
                 in_flight.dec();
-                drop(permit);
+                drop(unsettled);
             }
             .instrument(span),
         );
     }
 
-    async fn handle(&self, delivery: Delivery) {
+    /// Decides with `deciding` held, then settles without it, so the next delivery can start
+    /// while this one waits for its confirm.
+    async fn handle(&self, delivery: Delivery, deciding: OwnedSemaphorePermit) {
         let retry = retry_state(&delivery.properties);
         let message_id = delivery
             .properties
@@ -182,6 +204,7 @@ impl AppConsumer {
         // each spawned task is as large as its largest state. Kept inline, the publishing
         // below would make every waiting task carry room for it too (massif: 6.8 KiB a task).
         let step = Box::pin(process(&self.ctx, incoming)).await;
+        drop(deciding);
         let settled = Box::pin(self.settle(&delivery, &step)).await;
         let metrics = &self.ctx.metrics;
         if settled.is_err() && !matches!(step, Step::HandBack) {
