@@ -161,11 +161,9 @@ impl AppConsumer {
     /// Runs one delivery as a job of its own, within the app's bounds.
     async fn dispatch(self: &Arc<Self>, delivery: Delivery, permits: &Permits) {
         let unsettled = permits.unsettled.clone().acquire_owned().await;
+        let unsettled = unsettled.expect("never closed");
         let deciding = permits.deciding.clone().acquire_owned().await;
-        let (unsettled, deciding) = (
-            unsettled.expect("never closed"),
-            deciding.expect("never closed"),
-        );
+        let deciding = deciding.expect("never closed");
         let job = self.clone();
         let span = tracing::info_span!(
             "job",
