@@ -88,26 +88,33 @@ fn bad_config(e: &ConfigError) -> ExitCode {
     ExitCode::from(EXIT_BAD_CONFIG)
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-pub async fn termination() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Takes over SIGTERM and SIGINT now, and returns a future that resolves on the first of them.
+/// Registering before any work starts matters: a signal that arrives before the handlers
+/// exist kills the process outright instead of draining it.
+pub fn termination() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

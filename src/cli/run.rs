@@ -9,6 +9,7 @@ use super::{ConfigArg, bad_config, termination};
 use crate::worker::{self, Context};
 
 pub async fn run(args: ConfigArg) -> ExitCode {
+    let terminated = termination();
     let settings = match args.load().and_then(|s| s.require_apps().map(|_| s)) {
         Ok(s) => s,
         Err(e) => return bad_config(&e),
@@ -25,7 +26,7 @@ pub async fn run(args: ConfigArg) -> ExitCode {
     {
         let stop = stop.clone();
         tokio::spawn(async move {
-            termination().await;
+            terminated.await;
             tracing::info!("stop requested; draining");
             stop.cancel();
         });
