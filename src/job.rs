@@ -11,6 +11,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const MAX_META_BYTES: usize = 4 * 1024;
 const MAX_VALUE_CHARS: usize = 1024;
 const MAX_URL_CHARS: usize = 1024;
+/// How much of a field name a rejection repeats.
+const MAX_FIELD_ECHO_BYTES: usize = 128;
 
 /// Why a job was refused: the field and the rule it broke, plus whatever could be read.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,7 +119,9 @@ impl Reader {
     fn reject(&self, field: impl Into<String>, rule: impl Into<String>) -> Rejection {
         Rejection {
             id: self.id.clone(),
-            field: field.into(),
+            // A field name can be the producer's own (an unknown key, a data key): echo only
+            // enough of it to find it.
+            field: crate::text::bounded(&field.into(), MAX_FIELD_ECHO_BYTES),
             rule: rule.into(),
             meta: self.meta.clone(),
         }
@@ -477,6 +481,15 @@ mod tests {
             rejected(with("miniprogram", json!({"appid": "a", "page": "p"}))).field,
             "miniprogram.page"
         );
+    }
+
+    #[test]
+    fn an_enormous_unknown_key_is_named_in_a_bounded_rejection() {
+        let key = "k".repeat(60_000);
+        let r = rejected(with(&key, json!(1)));
+        assert!(r.field.len() <= MAX_FIELD_ECHO_BYTES, "{}", r.field.len());
+        assert!(r.field.starts_with("kkk"), "{r:?}");
+        assert!(r.to_string().ends_with("is not a known field"), "{r}");
     }
 
     #[test]

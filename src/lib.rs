@@ -20,6 +20,7 @@
 //! - [`metrics`]: the Prometheus families behind `/metrics`.
 //! - [`sim`]: the WeChat API simulator used by tests, the demo and benchmarks.
 //! - [`telemetry`]: logging and the readiness flag.
+//! - [`text`]: bounding untrusted text before it is echoed into headers, logs and outcomes.
 //! - [`cli`]: the `run`, `sim`, `send`, `demo`, `check` and `dead` verbs.
 
 #![forbid(unsafe_code)]
@@ -38,5 +39,6 @@ pub mod retry;
 pub mod sim;
 pub mod state;
 pub mod telemetry;
+pub mod text;
 pub mod wechat;
 pub mod worker;

@@ -57,6 +57,7 @@ pub struct Metrics {
     pub retries: Family<AppTier, Counter>,
     pub token_refreshes: Family<AppLabel, Counter>,
     pub token_errors: Family<AppLabel, Counter>,
+    pub token_fetch_failures: Family<AppLabel, Counter>,
     pub limiter_wait: Family<AppLabel, Histogram, Seconds>,
     pub app_paused: Family<AppLabel, Gauge>,
     pub in_flight: Gauge,
@@ -82,6 +83,7 @@ impl Metrics {
             retries: Family::default(),
             token_refreshes: Family::default(),
             token_errors: Family::default(),
+            token_fetch_failures: Family::default(),
             limiter_wait: Family::new_with_constructor(Seconds),
             app_paused: Family::default(),
             in_flight: Gauge::default(),
@@ -118,13 +120,18 @@ impl Metrics {
             m.token_errors.clone(),
         );
         r.register(
+            "token_fetch_failures",
+            "Access-token fetches that failed (the app pauses while fetching backs off)",
+            m.token_fetch_failures.clone(),
+        );
+        r.register(
             "limiter_wait_seconds",
             "Time a job waited for its app's send rate",
             m.limiter_wait.clone(),
         );
         r.register(
             "app_paused",
-            "1 while the app is paused after 45009",
+            "1 while the app is paused (45009, or no access token)",
             m.app_paused.clone(),
         );
         r.register(

@@ -119,6 +119,26 @@ impl QuotaGate {
         pause
     }
 
+    /// The app cannot send for another reason (no access token can be had): pause it for
+    /// `pause` without touching the 45009 doubling, and say how long the pause now runs.
+    pub fn pause_for(&self, pause: Duration, why: &str) -> Duration {
+        let mut left = pause;
+        self.state.send_if_modified(|s| {
+            let until = Instant::now() + pause;
+            if let Phase::Paused { until: current } = s.phase
+                && current >= until
+            {
+                left = current - Instant::now();
+                return false;
+            }
+            s.phase = Phase::Paused { until };
+            tracing::warn!(app = %self.app, pause = ?pause, reason = why, "app paused");
+            self.paused_gauge.set(1);
+            true
+        });
+        left
+    }
+
     /// WeChat gave any other answer. A probe's answer ends the pause.
     pub fn answered(&self, probe: bool) {
         self.state.send_if_modified(|s| match (s.phase, probe) {
@@ -258,6 +278,20 @@ mod tests {
         assert_eq!(g.admit().await, Admission::Send { probe: true });
         g.probe_unanswered();
         assert_eq!(g.admit().await, Admission::Send { probe: true });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_for_a_missing_token_ends_with_a_probe_and_keeps_the_quota_doubling() {
+        let g = gate();
+        assert_eq!(g.pause_for(Duration::from_secs(4), "no token").as_secs(), 4);
+        assert!(matches!(g.admit().await, Admission::Wait(_)));
+        // A shorter pause asked for meanwhile does not cut the longer one.
+        assert_eq!(g.pause_for(Duration::from_secs(1), "no token").as_secs(), 4);
+        g.pause_over().await;
+        assert_eq!(g.admit().await, Admission::Send { probe: true });
+        g.answered(true);
+        assert_eq!(g.phase(), Phase::Open);
+        assert_eq!(g.quota_spent().as_secs(), 60, "45009 strikes untouched");
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,5 +1,6 @@
 //! The retry schedule as data plus pure functions: backoff, jitter, delay tiers, and the
-//! retry state that travels in message headers.
+//! retry state a job carries from one try to the next (its header codec is in
+//! `broker::headers`).
 
 use std::time::Duration;
 
@@ -7,22 +8,23 @@ use backon::BackoffBuilder;
 
 use crate::config::RetrySettings;
 
-/// Header: send calls made for the job so far.
-pub const HEADER_ATTEMPTS: &str = "x-wxcourier-attempts";
-/// Header: when the job was first tried, in milliseconds since the Unix epoch.
-pub const HEADER_FIRST_TRY: &str = "x-wxcourier-first-try";
-/// Header: consecutive 45009 answers the job has seen.
-pub const HEADER_QUOTA_STRIKES: &str = "x-wxcourier-quota-strikes";
-/// Header on a retry copy: which delay tier queue it waits in (the retry exchange's binding).
-/// Not `x-` prefixed: a headers exchange ignores `x-` headers when matching.
-pub const HEADER_DELAY_TIER: &str = "wxcourier-delay";
-
 /// What a job carries from one try to the next.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RetryState {
+    /// Every send call made for the job (the outcome's `attempts`).
     pub attempts: u32,
+    /// How many of those WeChat answered with a quota code: the quota is not the job's
+    /// fault, so they do not count toward `retry.max_attempts`.
+    pub quota_sends: u32,
     pub first_try_ms: Option<u64>,
     pub quota_strikes: u32,
+}
+
+impl RetryState {
+    /// Sends that count toward `retry.max_attempts`.
+    pub fn counted_attempts(&self) -> u32 {
+        self.attempts.saturating_sub(self.quota_sends)
+    }
 }
 
 /// What to do after a failed try.
@@ -54,10 +56,6 @@ impl Schedule {
         &self.tiers
     }
 
-    pub fn settings(&self) -> &RetrySettings {
-        &self.settings
-    }
-
     /// The un-jittered wait after `failures` transient failures (1 → `initial_delay`,
     /// doubling to `max_delay`).
     pub fn backoff(&self, failures: u32) -> Duration {
@@ -83,20 +81,20 @@ impl Schedule {
     /// the wait over [½·backoff, backoff], the second rounds it to a neighbouring tier with the
     /// probability that keeps the expected wait, so a herd of failures splits up.
     pub fn after_transient(&self, state: &RetryState, now_ms: u64, jitter: f64, pick: f64) -> Next {
-        if state.attempts >= self.settings.max_attempts {
+        if state.counted_attempts() >= self.settings.max_attempts {
             return Next::GiveUp(format!("retries ran out after {} sends", state.attempts));
         }
         if let Some(reason) = self.too_old(state, now_ms) {
             return Next::GiveUp(reason);
         }
-        let base = self.backoff(state.attempts.max(1));
+        let base = self.backoff(state.counted_attempts().max(1));
         let wanted = base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
         Next::RetryAfter(self.round_to_tier(wanted, pick))
     }
 
-    /// After a 45009, or while the app is paused for one: retry once the app's `pause` is
-    /// over, whatever `max_attempts` says.
-    pub fn after_quota(&self, state: &RetryState, now_ms: u64, pause: Duration) -> Next {
+    /// After a 45009, while the app is paused, or when the job could not be tried now: retry
+    /// once `pause` is over, whatever `max_attempts` says, until `max_age`.
+    pub fn after_pause(&self, state: &RetryState, now_ms: u64, pause: Duration) -> Next {
         if let Some(reason) = self.too_old(state, now_ms) {
             return Next::GiveUp(reason);
         }
@@ -201,7 +199,7 @@ mod tests {
         let st = RetryState {
             attempts: 10,
             first_try_ms: Some(0),
-            quota_strikes: 0,
+            ..RetryState::default()
         };
         assert!(
             matches!(s.after_transient(&st, 1, 0.5, 0.5), Next::GiveUp(r) if r.contains("10 sends"))
@@ -214,6 +212,29 @@ mod tests {
     }
 
     #[test]
+    fn sends_answered_with_a_quota_code_do_not_count_toward_max_attempts() {
+        let s = Schedule::new(&settings());
+        // 10 probes answered 45009, then one -1: one counted attempt of ten.
+        let st = RetryState {
+            attempts: 11,
+            quota_sends: 10,
+            first_try_ms: Some(0),
+            ..RetryState::default()
+        };
+        let Next::RetryAfter(d) = s.after_transient(&st, 1, 0.0, 0.0) else {
+            panic!("a quota answer used up an attempt")
+        };
+        assert!(
+            d <= s.backoff(1),
+            "{d:?}: backs off as after a first failure"
+        );
+        let st = RetryState { attempts: 20, ..st };
+        assert!(
+            matches!(s.after_transient(&st, 1, 0.5, 0.5), Next::GiveUp(r) if r.contains("20 sends"))
+        );
+    }
+
+    #[test]
     fn retries_stop_at_max_age_quota_ones_included() {
         let s = Schedule::new(&settings());
         let day_ms = 24 * 3600 * 1000;
@@ -221,12 +242,13 @@ mod tests {
             attempts: 1,
             first_try_ms: Some(0),
             quota_strikes: 50,
+            ..RetryState::default()
         };
         assert!(
-            matches!(s.after_quota(&st, day_ms, secs(60)), Next::GiveUp(r) if r.contains("max_age"))
+            matches!(s.after_pause(&st, day_ms, secs(60)), Next::GiveUp(r) if r.contains("max_age"))
         );
         assert!(
-            matches!(s.after_quota(&st, day_ms - 1, secs(3600)), Next::RetryAfter(d) if d == secs(3600))
+            matches!(s.after_pause(&st, day_ms - 1, secs(3600)), Next::RetryAfter(d) if d == secs(3600))
         );
         assert!(matches!(
             s.after_transient(&st, day_ms, 0.0, 0.0),
@@ -244,7 +266,7 @@ mod tests {
                     let st = RetryState {
                         attempts,
                         first_try_ms: Some(0),
-                        quota_strikes: 0,
+                        ..RetryState::default()
                     };
                     let Next::RetryAfter(d) = s.after_transient(&st, 0, j, p) else {
                         panic!()
@@ -295,7 +317,7 @@ mod tests {
                 pick in 0.0f64..1.0,
             ) {
                 let s = Schedule::new(&settings());
-                let st = RetryState { attempts, first_try_ms: Some(first), quota_strikes: 0 };
+                let st = RetryState { attempts, first_try_ms: Some(first), ..RetryState::default() };
                 match s.after_transient(&st, first + age, jitter, pick) {
                     Next::RetryAfter(d) => {
                         prop_assert!(attempts < 10 && age < 86_400_000);
@@ -310,8 +332,8 @@ mod tests {
             fn quota_waits_never_exceed_the_longest_pause(strikes in 0u32..100, pause_ms in 0u64..10_000_000) {
                 let s = Schedule::new(&settings());
                 prop_assert!(s.quota_pause(strikes) <= secs(3600));
-                let st = RetryState { attempts: 0, first_try_ms: Some(0), quota_strikes: strikes };
-                if let Next::RetryAfter(d) = s.after_quota(&st, 0, Duration::from_millis(pause_ms)) {
+                let st = RetryState { first_try_ms: Some(0), quota_strikes: strikes, ..RetryState::default() };
+                if let Next::RetryAfter(d) = s.after_pause(&st, 0, Duration::from_millis(pause_ms)) {
                     prop_assert!(s.tiers().contains(&d));
                 }
             }

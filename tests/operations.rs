@@ -183,7 +183,7 @@ async fn dead_list_shows_why_and_replay_sends_chosen_jobs_back() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("replayed 1 of"));
     // Back through the worker: still invalid, so rejected again and kept once more.
     assert_eq!(t.outcome_of("dead-1").await["status"], "rejected");
-    let dead = t.take_dead().await;
+    let dead = t.take_dead(1).await;
     assert_eq!(dead.len(), 1);
     t.stop().await;
 }

@@ -218,7 +218,7 @@ async fn every_kind_of_bad_input_is_rejected_kept_in_dead_and_the_worker_goes_on
     t.publish(&job("after-rejects", &openid(13))).await;
     assert_eq!(t.outcome_of("after-rejects").await["status"], "sent");
 
-    let dead = t.take_dead().await;
+    let dead = t.take_dead(cases.len()).await;
     assert_eq!(dead.len(), cases.len());
     for (body, _) in &cases {
         assert!(

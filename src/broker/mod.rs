@@ -1,5 +1,6 @@
 //! RabbitMQ: names, connecting, topology and confirmed publishing.
 
+pub mod headers;
 pub mod publish;
 pub mod tap;
 pub mod topology;
@@ -9,6 +10,7 @@ use lapin::{Connection, ConnectionProperties};
 
 use crate::config::AmqpSettings;
 
+pub use headers::{HEADER_APP, HEADER_ERROR};
 pub use publish::{PublishError, Publisher};
 
 /// Jobs come in here, routed by app name.
@@ -21,10 +23,6 @@ pub const DEAD_QUEUE: &str = "wxcourier.dead";
 pub const UNROUTED: &str = "wxcourier.unrouted";
 /// Retry copies go here and wait in the delay tier their header names.
 pub const RETRY_EXCHANGE: &str = "wxcourier.retry";
-/// Header on a dead-lettered job saying why it was rejected.
-pub const HEADER_ERROR: &str = "x-wxcourier-error";
-/// Header on a dead-lettered job naming the app (routing key) it came in for.
-pub const HEADER_APP: &str = "x-wxcourier-app";
 
 /// `wxcourier.jobs.NAME`: one queue per app so one account never blocks another.
 pub fn job_queue(app: &str) -> String {
@@ -52,20 +50,15 @@ pub async fn connect(settings: &AmqpSettings, name: &str) -> Result<Connection, 
     }
 }
 
-/// lapin keeps read and write buffers of 32 frames each; at RabbitMQ's default 128 KiB frame
-/// that is 8 MiB per connection, touched in full under load. 64 KiB halves that; smaller
-/// frames cost measurable CPU (16 KiB: about 15% more per job in `docs/performance.md`'s
-/// one-app runs). Jobs are a few KiB, so they still fit one frame. A `frame_max` in the URL's
-/// query wins.
-const DEFAULT_FRAME_MAX: u32 = 64 * 1024;
-
-/// Parses `amqp.url` (never echoing it: it holds the password) and applies our defaults.
+/// The frame size is the broker's own (RabbitMQ: 128 KiB) unless the URL's `frame_max` says
+/// otherwise. A smaller one saves memory, but the broker delivers a message's headers in one
+/// frame of whatever size the producer could publish, and lapin closes the whole connection
+/// on a frame larger than it agreed to: one job with large headers would cut off every app.
+///
+/// Parses `amqp.url`, never echoing it: it holds the password.
 fn broker_uri(url: &str) -> Result<AMQPUri, String> {
-    let mut uri: AMQPUri = url
-        .parse()
-        .map_err(|_| "amqp.url is not a valid amqp:// or amqps:// URL".to_owned())?;
-    uri.query.frame_max.get_or_insert(DEFAULT_FRAME_MAX);
-    Ok(uri)
+    url.parse()
+        .map_err(|_| "amqp.url is not a valid amqp:// or amqps:// URL".to_owned())
 }
 
 /// A broker that accepts TCP but never finishes the AMQP (or TLS) handshake must not hang the
@@ -86,11 +79,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn frames_default_to_64_kib_unless_the_url_says_otherwise() {
+    fn frames_are_the_brokers_unless_the_url_says_otherwise() {
         let uri = broker_uri("amqp://u:p@127.0.0.1:5672/%2f").unwrap();
-        assert_eq!(uri.query.frame_max, Some(DEFAULT_FRAME_MAX));
-        let uri = broker_uri("amqps://u:p@mq:5671/prod?frame_max=131072").unwrap();
-        assert_eq!(uri.query.frame_max, Some(131_072_u32));
+        assert_eq!(uri.query.frame_max, None);
+        let uri = broker_uri("amqps://u:p@mq:5671/prod?frame_max=65536").unwrap();
+        assert_eq!(uri.query.frame_max, Some(65_536_u32));
     }
 
     #[test]

@@ -51,6 +51,12 @@ impl Publisher {
         Ok(Self { channel, timeout })
     }
 
+    /// Whether the channel still takes publishes. A channel the broker closed (a refused
+    /// frame, a failed publish) stays closed: the session must start over.
+    pub fn is_open(&self) -> bool {
+        self.channel.status().connected()
+    }
+
     /// Closes the channel once its confirms are in.
     pub async fn close(&self) -> Result<(), PublishError> {
         self.channel

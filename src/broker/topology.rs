@@ -1,5 +1,9 @@
 //! Declares every exchange and queue, idempotently, and explains a declaration that clashes
 //! with what already exists.
+//!
+//! Every queue a consumer takes from has an explicit delivery limit, on RabbitMQ 3.x and 4.x
+//! alike: a job queue dead-letters (at least once) to `wxcourier.dead` past it, so the broker
+//! never silently drops a job (RabbitMQ 4.x's quorum default is to drop after 20).
 
 use std::time::Duration;
 
@@ -7,8 +11,8 @@ use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptio
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, Connection, ExchangeKind};
 
+use super::headers::HEADER_DELAY_TIER;
 use super::{DEAD_QUEUE, JOBS_EXCHANGE, RESULTS_EXCHANGE, RETRY_EXCHANGE, UNROUTED, job_queue};
-use crate::retry::HEADER_DELAY_TIER;
 
 /// A declaration the broker refused.
 #[derive(Debug, thiserror::Error)]
@@ -56,12 +60,67 @@ fn quorum() -> (&'static str, AMQPValue) {
     ("x-queue-type", string("quorum"))
 }
 
+/// Deliveries of one job before the broker gives up on it and dead-letters it to
+/// `wxcourier.dead`. The worker never requeues in a loop (every "not now" is a fresh retry
+/// copy), so only crashes, lost connections and unpublishable outcomes count here; 20 is
+/// RabbitMQ 4.x's own default, now explicit and the same on 3.x.
+pub const JOB_DELIVERY_LIMIT: i64 = 20;
+
+/// `wxcourier.dead` and `wxcourier.unrouted` are read by `dead list`, which puts messages
+/// back: on RabbitMQ 4.x every such return counts, and these queues have nowhere further to
+/// dead-letter to, so their limit is as high as the broker takes.
+const SIDE_QUEUE_DELIVERY_LIMIT: i64 = i32::MAX as i64;
+
+/// A job queue's arguments: quorum, the delivery limit, and an at-least-once dead-letter
+/// route through the default exchange to `wxcourier.dead` (at-least-once requires
+/// `reject-publish` overflow; there is no length limit, so it never refuses a job).
+fn job_queue_args() -> FieldTable {
+    table(&[
+        quorum(),
+        (
+            "x-delivery-limit",
+            AMQPValue::LongLongInt(JOB_DELIVERY_LIMIT),
+        ),
+        ("x-dead-letter-exchange", string("")),
+        ("x-dead-letter-routing-key", string(DEAD_QUEUE)),
+        ("x-dead-letter-strategy", string("at-least-once")),
+        ("x-overflow", string("reject-publish")),
+    ])
+}
+
+fn side_queue_args() -> FieldTable {
+    table(&[
+        quorum(),
+        (
+            "x-delivery-limit",
+            AMQPValue::LongLongInt(SIDE_QUEUE_DELIVERY_LIMIT),
+        ),
+    ])
+}
+
+/// A queue made by an older version, before delivery limits: it keeps working, but on
+/// RabbitMQ 4.x the broker may drop a job redelivered 20 times instead of dead-lettering it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyQueue(pub String);
+
+impl std::fmt::Display for LegacyQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "queue {} was declared by an older wxcourier without a delivery limit and dead-letter \
+             route (see \"Upgrading queues\" in docs/operations.md)",
+            self.0
+        )
+    }
+}
+
 /// Declares the base exchanges that producers need (`send` uses this alone).
-pub async fn declare_exchanges(conn: &Connection) -> Result<(), TopologyError> {
+pub async fn declare_exchanges(conn: &Connection) -> Result<Vec<LegacyQueue>, TopologyError> {
+    let mut legacy = Vec::new();
     let ch = fresh_channel(conn).await?;
     exchange(&ch, UNROUTED, ExchangeKind::Fanout, FieldTable::default()).await?;
+    legacy.extend(limited_queue(conn, UNROUTED, side_queue_args()).await?);
     let ch = fresh_channel(conn).await?;
-    queue(&ch, UNROUTED, table(&[quorum()])).await?;
     bind(&ch, UNROUTED, UNROUTED, "", FieldTable::default()).await?;
     let ch = fresh_channel(conn).await?;
     // Jobs for an app nobody configured go to wxcourier.unrouted instead of vanishing.
@@ -80,24 +139,24 @@ pub async fn declare_exchanges(conn: &Connection) -> Result<(), TopologyError> {
         FieldTable::default(),
     )
     .await?;
-    Ok(())
+    Ok(legacy)
 }
 
 /// Declares everything the worker uses: the base exchanges, one quorum queue per app, the
 /// dead-letter queue and one delay queue per retry tier.
+/// Returns the queues an older version declared without delivery limits.
 pub async fn declare_all(
     conn: &Connection,
     apps: &[String],
     tiers: &[Duration],
-) -> Result<(), TopologyError> {
-    declare_exchanges(conn).await?;
+) -> Result<Vec<LegacyQueue>, TopologyError> {
+    let mut legacy = declare_exchanges(conn).await?;
     // A channel that hits a clash is closed by the broker, so each step gets a fresh one.
-    let ch = fresh_channel(conn).await?;
-    queue(&ch, DEAD_QUEUE, table(&[quorum()])).await?;
+    legacy.extend(limited_queue(conn, DEAD_QUEUE, side_queue_args()).await?);
     for app in apps {
-        let ch = fresh_channel(conn).await?;
         let name = job_queue(app);
-        queue(&ch, &name, table(&[quorum()])).await?;
+        legacy.extend(limited_queue(conn, &name, job_queue_args()).await?);
+        let ch = fresh_channel(conn).await?;
         bind(&ch, &name, JOBS_EXCHANGE, app, FieldTable::default()).await?;
     }
     let ch = fresh_channel(conn).await?;
@@ -132,17 +191,62 @@ pub async fn declare_all(
         ]);
         bind(&ch, &name, RETRY_EXCHANGE, "", binding).await?;
     }
-    Ok(())
+    Ok(legacy)
+}
+
+/// Declares a quorum queue with `args`. A queue that an older version declared as a plain
+/// quorum queue (a clash on the new arguments only) is kept as it is and reported; any other
+/// clash is an error.
+async fn limited_queue(
+    conn: &Connection,
+    name: &str,
+    args: FieldTable,
+) -> Result<Option<LegacyQueue>, TopologyError> {
+    let ch = fresh_channel(conn).await?;
+    match queue(&ch, name, args).await {
+        Ok(()) => Ok(None),
+        Err(clash @ TopologyError::Clash { .. }) => {
+            let ch = fresh_channel(conn).await?;
+            match queue(&ch, name, table(&[quorum()])).await {
+                Ok(()) => Ok(Some(LegacyQueue(name.to_owned()))),
+                Err(_) => Err(clash),
+            }
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// How long one declaration may take before the session gives up and reconnects.
+const DECLARE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs one broker call under [`DECLARE_LIMIT`].
+async fn limited<T>(
+    kind: &'static str,
+    name: &str,
+    call: impl Future<Output = Result<T, TopologyError>>,
+) -> Result<T, TopologyError> {
+    tokio::time::timeout(DECLARE_LIMIT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(TopologyError::Broker {
+                kind,
+                name: name.into(),
+                reason: format!("no answer within {}s", DECLARE_LIMIT.as_secs()),
+            })
+        })
 }
 
 async fn fresh_channel(conn: &Connection) -> Result<Channel, TopologyError> {
-    conn.create_channel()
-        .await
-        .map_err(|e| TopologyError::Broker {
-            kind: "channel",
-            name: String::new(),
-            reason: e.to_string(),
-        })
+    limited("channel", "", async {
+        conn.create_channel()
+            .await
+            .map_err(|e| TopologyError::Broker {
+                kind: "channel",
+                name: String::new(),
+                reason: e.to_string(),
+            })
+    })
+    .await
 }
 
 fn classify(kind: &'static str, name: &str, e: lapin::Error) -> TopologyError {
@@ -172,16 +276,22 @@ async fn exchange(
         durable: true,
         ..ExchangeDeclareOptions::default()
     };
-    ch.exchange_declare(name.into(), kind, opts, args)
-        .await
-        .map_err(|e| classify("exchange", name, e))
+    limited("exchange", name, async {
+        ch.exchange_declare(name.into(), kind, opts, args)
+            .await
+            .map_err(|e| classify("exchange", name, e))
+    })
+    .await
 }
 
 async fn queue(ch: &Channel, name: &str, args: FieldTable) -> Result<(), TopologyError> {
-    ch.queue_declare(name.into(), QueueDeclareOptions::durable(), args)
-        .await
-        .map(|_| ())
-        .map_err(|e| classify("queue", name, e))
+    limited("queue", name, async {
+        ch.queue_declare(name.into(), QueueDeclareOptions::durable(), args)
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("queue", name, e))
+    })
+    .await
 }
 
 async fn bind(
@@ -191,15 +301,18 @@ async fn bind(
     key: &str,
     args: FieldTable,
 ) -> Result<(), TopologyError> {
-    ch.queue_bind(
-        queue.into(),
-        exchange.into(),
-        key.into(),
-        QueueBindOptions::default(),
-        args,
-    )
+    limited("binding of", queue, async {
+        ch.queue_bind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            args,
+        )
+        .await
+        .map_err(|e| classify("binding of", queue, e))
+    })
     .await
-    .map_err(|e| classify("binding of", queue, e))
 }
 
 /// Messages ready in `queue` (a passive declare: it never creates the queue).

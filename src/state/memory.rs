@@ -1,13 +1,13 @@
 //! State for a single instance, in memory: bounded by capacity and by age.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde_json::Value;
 
-use super::{Claim, SentJob};
+use super::{Claim, Holder, Renewal, SentJob};
 
 /// A map that forgets entries older than `ttl`, and the oldest first beyond `capacity`.
 struct Bounded<K, V> {
@@ -130,7 +130,9 @@ impl CompactJob {
 
 struct Inner {
     sent: Bounded<IdKey, u64>,
-    in_flight: HashSet<IdKey>,
+    /// Claims being sent now, with their holders. A claim here never lapses: its holder is in
+    /// this process, and a crash forgets the whole map.
+    in_flight: HashMap<IdKey, Holder>,
     by_msgid: Bounded<MsgKey, CompactJob>,
     reported: Bounded<MsgKey, ()>,
 }
@@ -150,7 +152,7 @@ impl MemoryState {
             },
             inner: Mutex::new(Inner {
                 sent: Bounded::new(ttl, capacity),
-                in_flight: HashSet::new(),
+                in_flight: HashMap::new(),
                 by_msgid: Bounded::new(ttl, capacity),
                 reported: Bounded::new(ttl, capacity),
             }),
@@ -163,16 +165,32 @@ impl MemoryState {
         if let Some(&msgid) = inner.sent.get(&k, Instant::now()) {
             return Claim::AlreadySent(msgid);
         }
-        if inner.in_flight.insert(k) {
-            Claim::Fresh
-        } else {
-            Claim::InFlight
+        if inner.in_flight.contains_key(&k) {
+            return Claim::InFlight;
+        }
+        let holder = Holder::new();
+        inner.in_flight.insert(k, holder);
+        Claim::Fresh(holder)
+    }
+
+    pub fn renew(&self, app: &str, id: &str, holder: Holder) -> Renewal {
+        let k = self.keyer.id(app, id);
+        let mut inner = self.inner.lock();
+        if let Some(&msgid) = inner.sent.get(&k, Instant::now()) {
+            return Renewal::AlreadySent(msgid);
+        }
+        match *inner.in_flight.entry(k).or_insert(holder) {
+            h if h == holder => Renewal::Held,
+            _ => Renewal::Lost,
         }
     }
 
-    pub fn release(&self, app: &str, id: &str) {
+    pub fn release(&self, app: &str, id: &str, holder: Holder) {
         let k = self.keyer.id(app, id);
-        self.inner.lock().in_flight.remove(&k);
+        let mut inner = self.inner.lock();
+        if inner.in_flight.get(&k) == Some(&holder) {
+            inner.in_flight.remove(&k);
+        }
     }
 
     pub fn record_sent(&self, app: &str, id: &str, msgid: u64, meta: Option<&Value>) {
@@ -215,22 +233,39 @@ impl MemoryState {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_sent_id_is_never_fresh_again_and_keeps_its_msgid() {
-        let s = MemoryState::new(Duration::from_secs(60), 10);
-        assert_eq!(s.claim("a", "j1"), Claim::Fresh);
-        assert_eq!(s.claim("a", "j1"), Claim::InFlight);
-        s.record_sent("a", "j1", 42, None);
-        assert_eq!(s.claim("a", "j1"), Claim::AlreadySent(42));
-        assert_eq!(s.claim("b", "j1"), Claim::Fresh, "ids are per app");
+    fn fresh(c: Claim) -> Holder {
+        match c {
+            Claim::Fresh(h) => h,
+            other => panic!("expected a fresh claim, got {other:?}"),
+        }
     }
 
     #[test]
-    fn a_released_claim_can_be_taken_again() {
+    fn a_sent_id_is_never_fresh_again_and_keeps_its_msgid() {
         let s = MemoryState::new(Duration::from_secs(60), 10);
-        assert_eq!(s.claim("a", "j1"), Claim::Fresh);
-        s.release("a", "j1");
-        assert_eq!(s.claim("a", "j1"), Claim::Fresh);
+        fresh(s.claim("a", "j1"));
+        assert_eq!(s.claim("a", "j1"), Claim::InFlight);
+        s.record_sent("a", "j1", 42, None);
+        assert_eq!(s.claim("a", "j1"), Claim::AlreadySent(42));
+        fresh(s.claim("b", "j1"));
+    }
+
+    #[test]
+    fn a_released_claim_can_be_taken_again_but_only_its_holder_releases_it() {
+        let s = MemoryState::new(Duration::from_secs(60), 10);
+        let first = fresh(s.claim("a", "j1"));
+        s.release("a", "j1", first);
+        let second = fresh(s.claim("a", "j1"));
+        s.release("a", "j1", first);
+        assert_eq!(
+            s.claim("a", "j1"),
+            Claim::InFlight,
+            "a stale holder removes nothing"
+        );
+        assert_eq!(s.renew("a", "j1", first), Renewal::Lost);
+        assert_eq!(s.renew("a", "j1", second), Renewal::Held);
+        s.record_sent("a", "j1", 5, None);
+        assert_eq!(s.renew("a", "j1", second), Renewal::AlreadySent(5));
     }
 
     #[test]
@@ -243,7 +278,7 @@ mod tests {
         }
         assert_eq!(s.remembered(), 100);
         assert_eq!(s.claim("a", "j999"), Claim::AlreadySent(999));
-        assert_eq!(s.claim("a", "j0"), Claim::Fresh);
+        fresh(s.claim("a", "j0"));
     }
 
     #[test]
@@ -254,7 +289,7 @@ mod tests {
         let job = s.job_for_msgid("a", 9).unwrap();
         assert_eq!((job.id.as_str(), job.meta), (long.as_str(), None));
         assert_eq!(s.claim("a", &long), Claim::AlreadySent(9));
-        assert_eq!(s.claim("a", &long[..127]), Claim::Fresh);
+        fresh(s.claim("a", &long[..127]));
     }
 
     #[test]
@@ -262,7 +297,7 @@ mod tests {
         let s = MemoryState::new(Duration::from_millis(20), 100);
         s.record_sent("a", "j1", 1, None);
         std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(s.claim("a", "j1"), Claim::Fresh);
+        fresh(s.claim("a", "j1"));
     }
 
     #[test]

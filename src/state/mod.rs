@@ -14,15 +14,48 @@ pub use health::StateHealth;
 pub use memory::MemoryState;
 pub use redis::RedisState;
 
+/// Proof of a claim on a job id: only its holder renews or releases it, so a holder whose
+/// claim lapsed can never remove the claim another delivery took since.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Holder(u64);
+
+impl Holder {
+    pub fn new() -> Self {
+        Holder(rand::random())
+    }
+
+    /// How the claim is stored in Redis.
+    fn tag(self) -> String {
+        format!("inflight:{:016x}", self.0)
+    }
+}
+
+impl Default for Holder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// What the idempotency check says about a job id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Claim {
     /// Not sent yet; this caller now owns the send.
-    Fresh,
+    Fresh(Holder),
     /// Already sent: do not send again.
     AlreadySent(u64),
     /// Another delivery of the same id is being sent right now.
     InFlight,
+}
+
+/// Whether a claim still stands, checked (and extended) right before the send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Renewal {
+    /// Still ours, good for another claim lifetime.
+    Held,
+    /// Sent meanwhile by another delivery.
+    AlreadySent(u64),
+    /// It lapsed and another delivery holds it now.
+    Lost,
 }
 
 /// The job behind a msgid, for delivery reports.
@@ -85,13 +118,22 @@ impl State {
         }
     }
 
-    /// Gives up a claim without a send (the job is retried or failed). Best effort: an
-    /// unreleased claim expires by itself.
-    pub async fn release(&self, app: &str, id: &str) {
+    /// Extends the claim `holder` took, right before the send; a lapsed claim nobody took
+    /// since is taken again.
+    pub async fn renew(&self, app: &str, id: &str, holder: Holder) -> StateResult<Renewal> {
         match self {
-            State::Memory(m, _) => m.release(app, id),
+            State::Memory(m, _) => Ok(m.renew(app, id, holder)),
+            State::Redis(r) => r.renew(app, id, holder).await,
+        }
+    }
+
+    /// Gives up a claim without a send (the job is retried or failed). Only the holder's own
+    /// claim is removed. Best effort: an unreleased claim expires by itself.
+    pub async fn release(&self, app: &str, id: &str, holder: Holder) {
+        match self {
+            State::Memory(m, _) => m.release(app, id, holder),
             State::Redis(r) => {
-                let _ = r.release(app, id).await;
+                let _ = r.release(app, id, holder).await;
             }
         }
     }

@@ -8,11 +8,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::Value;
 
 use super::health::StateHealth;
-use super::{Claim, SentJob, StateError, StateResult};
+use super::{Claim, Holder, Renewal, SentJob, StateError, StateResult};
 
 /// Each call gives up after this long: a hung Redis must not hang the worker.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
-const IN_FLIGHT: &str = "inflight";
 
 /// GCRA on Redis's own clock, so every instance shares one bucket: returns 0 (send now) or the
 /// microseconds to wait.
@@ -31,6 +30,15 @@ redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_
 return 0
 ";
 
+/// Extends the claim KEYS[1] if ARGV[1] still holds it, takes it again if it lapsed, and
+/// otherwise returns what is there (a msgid, or another holder's claim).
+const RENEW: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 'held' end
+if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 'held' end
+return v
+";
+
 /// Deletes KEYS[1] only if it still holds ARGV[1] (a claim or a lock of ours).
 const DELETE_IF: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -44,6 +52,7 @@ pub struct RedisState {
     health: StateHealth,
     gcra: redis::Script,
     delete_if: redis::Script,
+    renew: redis::Script,
 }
 
 fn key(app: &str, kind: &str, rest: impl std::fmt::Display) -> String {
@@ -73,6 +82,7 @@ impl RedisState {
             health: StateHealth::starting_down(),
             gcra: redis::Script::new(GCRA),
             delete_if: redis::Script::new(DELETE_IF),
+            renew: redis::Script::new(RENEW),
         })
     }
 
@@ -117,18 +127,19 @@ impl RedisState {
 
     pub async fn claim(&self, app: &str, id: &str) -> StateResult<Claim> {
         let k = key(app, "id", id);
+        let holder = Holder::new();
         let set: Option<String> = self
             .call(
                 redis::cmd("SET")
                     .arg(&k)
-                    .arg(IN_FLIGHT)
+                    .arg(holder.tag())
                     .arg("NX")
                     .arg("PX")
                     .arg(millis(self.in_flight_ttl)),
             )
             .await?;
         if set.is_some() {
-            return Ok(Claim::Fresh);
+            return Ok(Claim::Fresh(holder));
         }
         let held: Option<String> = self.call(redis::cmd("GET").arg(&k)).await?;
         Ok(match held.as_deref().map(str::parse::<u64>) {
@@ -137,9 +148,22 @@ impl RedisState {
         })
     }
 
-    pub async fn release(&self, app: &str, id: &str) -> StateResult<()> {
+    pub async fn renew(&self, app: &str, id: &str, holder: Holder) -> StateResult<Renewal> {
+        let mut inv = self.renew.key(key(app, "id", id));
+        inv.arg(holder.tag()).arg(millis(self.in_flight_ttl));
+        let found: String = self.script(inv).await?;
+        Ok(match found.as_str() {
+            "held" => Renewal::Held,
+            other => match other.parse::<u64>() {
+                Ok(msgid) => Renewal::AlreadySent(msgid),
+                Err(_) => Renewal::Lost,
+            },
+        })
+    }
+
+    pub async fn release(&self, app: &str, id: &str, holder: Holder) -> StateResult<()> {
         let mut inv = self.delete_if.key(key(app, "id", id));
-        inv.arg(IN_FLIGHT);
+        inv.arg(holder.tag());
         let _: i64 = self.script(inv).await?;
         Ok(())
     }

@@ -1,5 +1,6 @@
-//! The per-app access-token keeper: cached with an expiry margin, refreshed single-flight, and
-//! invalidated only for the exact token that failed.
+//! The per-app access-token keeper: cached with an expiry margin, refreshed single-flight,
+//! invalidated only for the exact token that failed, and backing off after a failed fetch so
+//! a wrong secret or a missing whitelist entry is asked about a few times, not once per job.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,6 +56,26 @@ struct Slot {
     refresh_after: Instant,
     /// After this, nobody uses the token.
     usable_until: Instant,
+    /// The last fetch failed: until `until`, every caller gets this error without a fetch.
+    failure: Option<Failure>,
+}
+
+struct Failure {
+    error: TokenError,
+    until: Instant,
+    /// Failed fetches in a row, for the doubling.
+    streak: u32,
+}
+
+/// The wait after the first failed fetch, doubling per failure in a row up to
+/// [`FETCH_BACKOFF_MAX`].
+const FETCH_BACKOFF_MIN: Duration = Duration::from_secs(1);
+const FETCH_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+fn fetch_backoff(streak: u32) -> Duration {
+    FETCH_BACKOFF_MIN
+        .saturating_mul(1u32 << streak.saturating_sub(1).min(16))
+        .min(FETCH_BACKOFF_MAX)
 }
 
 /// Keeps one app's token.
@@ -64,7 +85,6 @@ pub struct TokenKeeper {
     /// Held while fetching: this is what makes refresh single-flight.
     refreshing: tokio::sync::Mutex<()>,
     generation: AtomicU64,
-    fetches: AtomicU64,
 }
 
 /// The margins before WeChat's stated expiry: refresh early, stop using a little before.
@@ -87,16 +107,25 @@ impl TokenKeeper {
                 refused: None,
                 refresh_after: now,
                 usable_until: now,
+                failure: None,
             }),
             refreshing: tokio::sync::Mutex::new(()),
             generation: AtomicU64::new(0),
-            fetches: AtomicU64::new(0),
         }
     }
 
-    /// How many times a token was fetched from the source.
-    pub fn fetches(&self) -> u64 {
-        self.fetches.load(Ordering::Relaxed)
+    /// While fetching is backing off after a failure: how long until the next fetch.
+    pub fn backing_off(&self) -> Option<Duration> {
+        let slot = self.slot.lock();
+        let until = slot.failure.as_ref()?.until;
+        until.checked_duration_since(Instant::now())
+    }
+
+    /// The recent failure that still answers callers, if any.
+    fn recent_failure(&self) -> Option<TokenError> {
+        let slot = self.slot.lock();
+        let failure = slot.failure.as_ref()?;
+        (Instant::now() < failure.until).then(|| failure.error.clone())
     }
 
     /// A usable token, fetching one only when needed; concurrent callers share one fetch.
@@ -116,10 +145,17 @@ impl TokenKeeper {
             }
             Cached::Unusable => {}
         }
+        if let Some(error) = self.recent_failure() {
+            return Err(error);
+        }
         let _guard = self.refreshing.lock().await;
         match self.cached() {
             Cached::Fresh(t) | Cached::Ageing(t) => Ok(t),
-            Cached::Unusable => self.fetch_and_store().await,
+            // Those who waited for a fetch that failed get its answer, not a fetch of their own.
+            Cached::Unusable => match self.recent_failure() {
+                Some(error) => Err(error),
+                None => self.fetch_and_store().await,
+            },
         }
     }
 
@@ -147,12 +183,23 @@ impl TokenKeeper {
     }
 
     async fn fetch_and_store(&self) -> Result<Arc<AccessToken>, TokenError> {
-        self.fetches.fetch_add(1, Ordering::Relaxed);
         let stale = {
             let slot = self.slot.lock();
             slot.token.clone().or_else(|| slot.refused.clone())
         };
-        let grant = self.source.fetch(stale.as_ref().map(|t| &t.value)).await?;
+        let grant = match self.source.fetch(stale.as_ref().map(|t| &t.value)).await {
+            Ok(grant) => grant,
+            Err(error) => {
+                let mut slot = self.slot.lock();
+                let streak = slot.failure.as_ref().map_or(0, |f| f.streak) + 1;
+                slot.failure = Some(Failure {
+                    error: error.clone(),
+                    until: Instant::now() + fetch_backoff(streak),
+                    streak,
+                });
+                return Err(error);
+            }
+        };
         let token = Arc::new(AccessToken {
             value: grant.token,
             generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
@@ -162,6 +209,7 @@ impl TokenKeeper {
         slot.token = Some(token.clone());
         slot.refresh_after = refresh_after;
         slot.usable_until = usable_until;
+        slot.failure = None;
         Ok(token)
     }
 }
@@ -283,16 +331,66 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_failed_fetch_is_an_error_and_the_next_call_tries_again() {
+    fn failing() -> (Arc<TokenKeeper>, Arc<AtomicUsize>) {
         let calls = Arc::new(AtomicUsize::new(0));
         let k = TokenKeeper::new(Box::new(Fake {
             calls: calls.clone(),
             expires_in: Duration::from_secs(7200),
             fail: true,
         }));
+        (Arc::new(k), calls)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_fetch_answers_every_caller_until_its_backoff_has_passed() {
+        let (k, calls) = failing();
         assert!(k.get().await.is_err());
+        for _ in 0..100 {
+            assert!(k.get().await.is_err());
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "no fetch while backing off"
+        );
+        assert!(k.backing_off().is_some());
+        tokio::time::advance(Duration::from_secs(1)).await;
         assert!(k.get().await.is_err());
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "one fetch once the wait is over"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn jobs_waiting_on_a_failing_fetch_share_its_answer() {
+        let (k, calls) = failing();
+        let waiters: Vec<_> = (0..50)
+            .map(|_| {
+                let k = k.clone();
+                tokio::spawn(async move { k.get().await.is_err() })
+            })
+            .collect();
+        for w in waiters {
+            assert!(w.await.unwrap());
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fetch_backoff_doubles_to_its_ceiling_and_resets_on_success() {
+        assert_eq!(fetch_backoff(1), Duration::from_secs(1));
+        assert_eq!(fetch_backoff(4), Duration::from_secs(8));
+        assert_eq!(fetch_backoff(30), FETCH_BACKOFF_MAX);
+        let (k, calls) = failing();
+        // Over ten minutes of callers every 100 ms, fetches follow the doubling: 1+2+4+…
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(600) {
+            let _ = k.get().await;
+            tokio::time::advance(Duration::from_millis(100)).await;
+        }
+        let n = calls.load(Ordering::SeqCst);
+        assert!((9..=12).contains(&n), "{n} fetches in 10 minutes");
     }
 }

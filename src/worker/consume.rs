@@ -5,31 +5,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel};
+use lapin::types::FieldTable;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::Context;
-use super::pipeline::{Incoming, Step, process};
+use super::pipeline::{Incoming, Outlet, Step, process};
+use crate::broker::headers;
 use crate::broker::publish::Message;
 use crate::broker::topology::tier_label;
-use crate::broker::{
-    DEAD_QUEUE, HEADER_APP, HEADER_ERROR, PublishError, Publisher, RETRY_EXCHANGE, job_queue,
-};
+use crate::broker::{DEAD_QUEUE, PublishError, Publisher, RETRY_EXCHANGE, job_queue};
 use crate::outcome::SendOutcome;
-use crate::retry::{
-    HEADER_ATTEMPTS, HEADER_DELAY_TIER, HEADER_FIRST_TRY, HEADER_QUOTA_STRIKES, RetryState,
-};
+use crate::retry::RetryState;
 
-/// How long a delivery that cannot be settled waits before it is handed back, so a broker
-/// that refuses publishes is not hammered.
+/// How long a delivery whose outcome could not be published waits before it goes back to
+/// its queue, so a broker that refuses publishes is not hammered. Each such return counts
+/// toward the queue's delivery limit, past which the broker dead-letters the job to
+/// `wxcourier.dead`.
 const HAND_BACK_PAUSE: Duration = Duration::from_millis(500);
 
 /// After a cancel, how long to wait for more already-prefetched deliveries.
@@ -186,7 +185,6 @@ impl AppConsumer {
     /// Decides with `deciding` held, then settles without it, so the next delivery can start
     /// while this one waits for its confirm.
     async fn handle(&self, delivery: Delivery, deciding: OwnedSemaphorePermit) {
-        let retry = retry_state(&delivery.properties);
         let message_id = delivery
             .properties
             .message_id()
@@ -196,7 +194,9 @@ impl AppConsumer {
             app: &self.app,
             body: &delivery.data,
             message_id: message_id.as_deref(),
-            retry,
+            headers_len: headers::headers_len(&delivery.properties),
+            retry: headers::retry_state(&delivery.properties),
+            outlet: &self.publisher,
         };
         // Boxed: many jobs at once wait inside `process` for a WeChat slot, and each spawned
         // task is as large as its largest state. Kept inline, the publishing below would make
@@ -205,17 +205,16 @@ impl AppConsumer {
         drop(deciding);
         let settled = Box::pin(self.settle(&delivery, &step)).await;
         let metrics = &self.ctx.metrics;
-        if settled.is_err() && !matches!(step, Step::HandBack) {
-            metrics.publish_failures.inc();
-        }
-        match &step {
-            Step::Finish(o) | Step::Reject { outcome: o, .. } if settled.is_ok() => {
+        match (&step, &settled) {
+            (Step::Finish(o) | Step::Reject { outcome: o, .. }, Ok(())) => {
                 self.ctx.app(&self.app).metrics.job_finished(o.status);
             }
-            Step::Retry { after, .. } if settled.is_ok() => {
+            (Step::Retry { after, .. }, Ok(())) => {
                 metrics.retry(&self.app, &tier_label(*after));
             }
-            _ => {}
+            (_, Err(_)) => {
+                metrics.publish_failures.inc();
+            }
         }
         match settled {
             Ok(()) => match delivery.ack(BasicAckOptions::default()).await {
@@ -227,9 +226,10 @@ impl AppConsumer {
                 }
             },
             Err(e) => {
-                if !matches!(step, Step::HandBack) {
-                    tracing::warn!(app = %self.app, error = %e, "could not publish; handing the job back to the broker");
-                }
+                // The one requeue: nothing could be published, so the job goes back as it is.
+                // Bounded by the queue's delivery limit (a dead-letter to wxcourier.dead past
+                // it), and a failing publisher channel ends the session, so it is not a loop.
+                tracing::warn!(app = %self.app, error = %e, "could not publish; handing the job back to the broker");
                 tokio::time::sleep(HAND_BACK_PAUSE).await;
                 let _ = delivery
                     .nack(BasicNackOptions {
@@ -252,17 +252,10 @@ impl AppConsumer {
                 let (dead, out) = tokio::join!(dead, out);
                 dead.and(out)
             }
-            Step::Retry {
-                after,
-                state,
-                quota,
-            } => {
-                tracing::debug!(attempts = state.attempts, ?after, quota, "retry scheduled");
+            Step::Retry { after, state, wait } => {
+                tracing::debug!(attempts = state.attempts, ?after, ?wait, "retry scheduled");
                 self.publish_retry(delivery, state, *after).await
             }
-            Step::HandBack => Err(PublishError::Channel(
-                "the same id is being sent by another delivery".into(),
-            )),
         }
     }
 
@@ -274,28 +267,8 @@ impl AppConsumer {
 
     /// The original message, unchanged, plus the reason, in `wxcourier.dead`.
     async fn publish_dead(&self, delivery: &Delivery, reason: &str) -> Result<(), PublishError> {
-        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-        headers.insert(
-            HEADER_ERROR.into(),
-            AMQPValue::LongString(LongString::from(reason)),
-        );
-        headers.insert(
-            HEADER_APP.into(),
-            AMQPValue::LongString(LongString::from(self.app.as_str())),
-        );
-        self.publisher
-            .publish(Message {
-                exchange: "",
-                routing_key: DEAD_QUEUE,
-                body: &delivery.data,
-                properties: delivery
-                    .properties
-                    .clone()
-                    .with_headers(headers)
-                    .with_delivery_mode(2),
-                must_route: true,
-            })
-            .await
+        let headers = headers::dead_copy(delivery.properties.headers().as_ref(), reason, &self.app);
+        self.publish_copy(delivery, "", DEAD_QUEUE, headers).await
     }
 
     /// The original body with the retry state in headers, into the delay tier `after`.
@@ -305,40 +278,28 @@ impl AppConsumer {
         state: &RetryState,
         after: Duration,
     ) -> Result<(), PublishError> {
-        let mut headers = FieldTable::default();
-        if let Some(original) = delivery.properties.headers() {
-            for (k, v) in original.inner() {
-                // The broker's own dead-letter history would only grow with every round.
-                if !k.as_str().starts_with("x-death")
-                    && !k.as_str().starts_with("x-first-death")
-                    && !k.as_str().starts_with("x-last-death")
-                {
-                    headers.insert(k.clone(), v.clone());
-                }
-            }
-        }
-        headers.insert(
-            HEADER_ATTEMPTS.into(),
-            AMQPValue::LongLongInt(state.attempts as i64),
+        let headers = headers::retry_copy(
+            delivery.properties.headers().as_ref(),
+            state,
+            &tier_label(after),
         );
-        headers.insert(
-            HEADER_QUOTA_STRIKES.into(),
-            AMQPValue::LongLongInt(state.quota_strikes as i64),
-        );
-        if let Some(first) = state.first_try_ms {
-            headers.insert(
-                HEADER_FIRST_TRY.into(),
-                AMQPValue::LongLongInt(first as i64),
-            );
-        }
-        headers.insert(
-            HEADER_DELAY_TIER.into(),
-            AMQPValue::LongString(LongString::from(tier_label(after))),
-        );
+        self.publish_copy(delivery, RETRY_EXCHANGE, &self.app, headers)
+            .await
+    }
+
+    /// The delivery's body and properties with `headers`, persistent, to a queue that must
+    /// take it.
+    async fn publish_copy(
+        &self,
+        delivery: &Delivery,
+        exchange: &str,
+        routing_key: &str,
+        headers: FieldTable,
+    ) -> Result<(), PublishError> {
         self.publisher
             .publish(Message {
-                exchange: RETRY_EXCHANGE,
-                routing_key: &self.app,
+                exchange,
+                routing_key,
                 body: &delivery.data,
                 properties: delivery
                     .properties
@@ -351,28 +312,8 @@ impl AppConsumer {
     }
 }
 
-/// Reads the retry state a previous try left in the headers (none on a first delivery).
-pub fn retry_state(props: &BasicProperties) -> RetryState {
-    let Some(headers) = props.headers() else {
-        return RetryState::default();
-    };
-    let get = |key: &str| headers.inner().get(key).and_then(as_u64);
-    RetryState {
-        attempts: get(HEADER_ATTEMPTS).unwrap_or(0).min(u32::MAX as u64) as u32,
-        first_try_ms: get(HEADER_FIRST_TRY),
-        quota_strikes: get(HEADER_QUOTA_STRIKES).unwrap_or(0).min(64) as u32,
-    }
-}
-
-fn as_u64(v: &AMQPValue) -> Option<u64> {
-    match v {
-        AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
-        AMQPValue::LongInt(n) => u64::try_from(*n).ok(),
-        AMQPValue::LongUInt(n) => Some(*n as u64),
-        AMQPValue::ShortInt(n) => u64::try_from(*n).ok(),
-        AMQPValue::ShortUInt(n) => Some(*n as u64),
-        AMQPValue::Timestamp(n) => Some(*n),
-        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok()?.parse().ok(),
-        _ => None,
+impl Outlet for Publisher {
+    fn is_open(&self) -> bool {
+        Publisher::is_open(self)
     }
 }

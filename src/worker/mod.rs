@@ -28,7 +28,7 @@ use crate::wechat::errcode::Classifier;
 use crate::wechat::shared_token::SharedTokenSource;
 use crate::wechat::token::{TokenKeeper, TokenSource, WechatTokenSource};
 
-pub use pipeline::{Incoming, Step, process};
+pub use pipeline::{Incoming, Outlet, Step, Wait, process};
 
 /// One configured app at run time.
 pub struct AppRuntime {
@@ -46,6 +46,8 @@ pub struct Context {
     pub client: WechatClient,
     pub apps: HashMap<String, AppRuntime>,
     pub state: Arc<State>,
+    /// How long a claim on a job id lasts without being renewed.
+    pub claim_ttl: Duration,
     pub in_flight: InFlight,
     pub health: Health,
     pub metrics: Arc<Metrics>,
@@ -59,8 +61,9 @@ impl Context {
     pub fn new(settings: Settings) -> anyhow::Result<Self> {
         let client = WechatClient::new(&settings.wechat.base_url, settings.wechat.timeout.0)?;
         let metrics = Arc::new(Metrics::new());
-        // A claim outlives the longest a send can take (rate wait, token, the call itself),
-        // and lapses if its holder dies, so a redelivered job is not stuck behind it for long.
+        // A claim is renewed right before the send once it has aged a third of this, so it
+        // outlives the call and the record that follows; it lapses if its holder dies, so a
+        // redelivered job waits behind it for about this long at most.
         let in_flight_ttl = settings.wechat.timeout.0 * 3 + Duration::from_secs(30);
         let state = State::from_url(
             settings.state.url.expose(),
@@ -117,6 +120,7 @@ impl Context {
             client,
             apps,
             state,
+            claim_ttl: in_flight_ttl,
             health: Health::default(),
             metrics,
             callbacks: callback::apps_from(&settings),
@@ -168,8 +172,10 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) -> anyhow::Result<(
         ctx.health.set_ready(false);
         match result {
             Ok(()) => return Ok(()),
-            Err(SessionError::Topology(e)) => return Err(e.into()),
-            Err(SessionError::Broker(e)) => {
+            // Only a declaration that clashes with what exists needs a person; a channel
+            // failure or a slow broker while declaring is retried like any broker loss.
+            Err(SessionError::Topology(e @ TopologyError::Clash { .. })) => return Err(e.into()),
+            Err(e) => {
                 if started.elapsed() > Duration::from_secs(30) {
                     delays = reconnect_backoff();
                 }
@@ -198,7 +204,10 @@ async fn session(ctx: &Arc<Context>, stop: &CancellationToken) -> Result<(), Ses
     let conn = broker::connect(&ctx.settings.amqp, "wxcourier worker")
         .await
         .map_err(SessionError::Broker)?;
-    topology::declare_all(&conn, &ctx.app_names(), ctx.schedule.tiers()).await?;
+    let legacy = topology::declare_all(&conn, &ctx.app_names(), ctx.schedule.tiers()).await?;
+    for queue in legacy {
+        tracing::warn!("{queue}");
+    }
     let publisher = Publisher::open(&conn, ctx.settings.amqp.publish_timeout.0)
         .await
         .map_err(|e| SessionError::Broker(e.to_string()))?;
@@ -237,6 +246,11 @@ async fn session(ctx: &Arc<Context>, stop: &CancellationToken) -> Result<(), Ses
             Ok(Ok(())) => "a consumer stopped".into(),
             Err(e) => format!("a consumer task failed: {e}"),
         })),
+        // Without its publisher no outcome can be published, so nothing may be sent: start
+        // a new session (readiness is off until then).
+        _ = publisher_lost(&publisher) => Err(SessionError::Broker(
+            "the publishing channel was closed by the broker".into(),
+        )),
     };
     ctx.health.set_ready(false);
     *ctx.results.write() = None;
@@ -263,6 +277,16 @@ async fn session(ctx: &Arc<Context>, stop: &CancellationToken) -> Result<(), Ses
     let _ = publisher.close().await;
     let _ = conn.close(200, "wxcourier stopping".into()).await;
     ended
+}
+
+/// How often the publishing channel is checked.
+const PUBLISHER_POLL: Duration = Duration::from_millis(250);
+
+/// Resolves once the publisher's channel no longer takes publishes.
+async fn publisher_lost(publisher: &Publisher) {
+    while publisher.is_open() {
+        tokio::time::sleep(PUBLISHER_POLL).await;
+    }
 }
 
 /// How often the dead-letter and unrouted queues are counted.

@@ -1,26 +1,53 @@
-//! One job's way through the worker, as a value: decode, validate, expire, de-duplicate,
+//! One job's way through the worker, as a value: decode, validate, de-duplicate, expire,
 //! rate-limit, token, send, classify. [`process`] decides; the consumer carries it out.
+//!
+//! Every "not now" (the id is being sent elsewhere, shared state or the token is unavailable,
+//! the outcome could not be published) becomes a retry copy that waits in a delay tier and
+//! uses no attempt: a delivery is never handed back to its queue to be redelivered in a loop,
+//! which RabbitMQ 4.x counts and ends by dropping the message.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
 use super::Context;
+use crate::broker::headers::{MAX_JOB_HEADERS, MAX_REASON_BYTES};
 use crate::job::{self, Job, Rejection};
 use crate::metrics::Metrics;
 use crate::outcome::{SendOutcome, SendStatus};
 use crate::quota::Admission;
 use crate::retry::{Next, RetryState};
-use crate::state::Claim;
+use crate::state::{Claim, Holder, Renewal};
+use crate::text::bounded;
 use crate::wechat::client::SendReply;
 use crate::wechat::errcode::{self, Class};
+
+/// Whether the outcome of a send could be published now. The pipeline asks right before
+/// each WeChat call: a message whose outcome cannot be published is not sent.
+pub trait Outlet: Sync {
+    fn is_open(&self) -> bool;
+}
 
 /// A delivery as the pipeline sees it.
 pub struct Incoming<'a> {
     pub app: &'a str,
     pub body: &'a [u8],
     pub message_id: Option<&'a str>,
+    /// The encoded size of the delivery's AMQP headers.
+    pub headers_len: usize,
     pub retry: RetryState,
+    pub outlet: &'a dyn Outlet,
+}
+
+/// Why a job waits in the broker before its next try.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// WeChat or the network failed: the backoff counts toward `retry.max_attempts`.
+    Transient,
+    /// WeChat said the app's quota is spent (45009): the app is paused.
+    Quota,
+    /// The job could not be tried now, for this reason; no attempt was used.
+    NotNow(&'static str),
 }
 
 /// What to do with the delivery.
@@ -37,12 +64,14 @@ pub enum Step {
     Retry {
         after: Duration,
         state: RetryState,
-        /// Set when WeChat said the app's quota is spent.
-        quota: bool,
+        wait: Wait,
     },
-    /// Another delivery of the same id is being sent now: hand this one back to the broker.
-    HandBack,
 }
+
+const IN_FLIGHT_ELSEWHERE: &str = "its id is being sent by another delivery";
+const STATE_DOWN: &str = "shared state is unavailable";
+const RATE_DOWN: &str = "the shared rate limit is unavailable";
+const OUTLET_DOWN: &str = "its outcome could not be published (broker channel down)";
 
 pub fn now_ms() -> u64 {
     OffsetDateTime::now_utc().unix_timestamp_nanos() as u64 / 1_000_000
@@ -54,52 +83,63 @@ pub async fn process(ctx: &Context, incoming: Incoming<'_>) -> Step {
         Ok(job) => job,
         Err(rejection) => return reject(incoming.app, &rejection, incoming.retry),
     };
+    if incoming.headers_len > MAX_JOB_HEADERS {
+        let rejection = Rejection {
+            id: Some(job.id.clone()),
+            field: "headers".into(),
+            rule: format!(
+                "are {} bytes of AMQP headers, over the {} KiB limit",
+                incoming.headers_len,
+                MAX_JOB_HEADERS / 1024
+            ),
+            meta: job.meta.clone(),
+        };
+        return reject(incoming.app, &rejection, incoming.retry);
+    }
     let mut state = incoming.retry;
     tracing::Span::current().record("id", job.id.as_str());
-    if job.expired_at(OffsetDateTime::now_utc()) {
-        return Step::Finish(finished(
-            incoming.app,
-            &job,
-            SendStatus::Expired,
-            &state,
-            "not_after passed before it could be sent",
-        ));
-    }
-    let claim = match ctx.state.claim(incoming.app, &job.id).await {
-        Ok(claim) => claim,
-        // Without shared state there is no de-duplication: the job waits in the broker.
-        Err(_) => return Step::HandBack,
-    };
-    match claim {
-        Claim::AlreadySent(msgid) => {
-            let mut o = finished(incoming.app, &job, SendStatus::Sent, &state, "");
-            o.error = None;
-            o.msgid = Some(msgid);
-            o.errcode = Some(0);
-            o.errmsg = Some("ok".into());
-            o.duplicate = true;
-            return Step::Finish(o);
+    // De-duplication first: a job sent just before `not_after` and redelivered after it was
+    // still sent.
+    let holder = match ctx.state.claim(incoming.app, &job.id).await {
+        Ok(Claim::Fresh(holder)) => holder,
+        Ok(Claim::AlreadySent(msgid)) => {
+            return Step::Finish(duplicate(incoming.app, &job, &state, msgid));
         }
-        Claim::InFlight => return Step::HandBack,
-        Claim::Fresh => {}
-    }
-    let step = send(ctx, incoming.app, &job, &mut state).await;
+        Ok(Claim::InFlight) => {
+            return not_now(ctx, incoming.app, &job, &state, IN_FLIGHT_ELSEWHERE);
+        }
+        // Without shared state there is no de-duplication: the job waits in the broker.
+        Err(_) => return not_now(ctx, incoming.app, &job, &state, STATE_DOWN),
+    };
+    let claim = ClaimHeld {
+        holder,
+        since: Instant::now(),
+    };
+    let step = if job.expired_at(OffsetDateTime::now_utc()) {
+        Step::Finish(expired(incoming.app, &job, &state))
+    } else {
+        send(ctx, &incoming, &job, &mut state, &claim).await
+    };
     if !matches!(&step, Step::Finish(o) if o.status == SendStatus::Sent) {
-        ctx.state.release(incoming.app, &job.id).await;
+        ctx.state.release(incoming.app, &job.id, holder).await;
     }
     step
 }
 
+/// The claim this delivery holds on its job id.
+struct ClaimHeld {
+    holder: Holder,
+    since: Instant,
+}
+
 fn reject(app: &str, r: &Rejection, state: RetryState) -> Step {
+    let reason = bounded(&r.to_string(), MAX_REASON_BYTES);
     let mut o = SendOutcome::new(app, SendStatus::Rejected);
     o.id = r.id.clone();
     o.meta = r.meta.clone();
     o.attempts = state.attempts;
-    o.error = Some(r.to_string());
-    Step::Reject {
-        outcome: o,
-        reason: r.to_string(),
-    }
+    o.error = Some(reason.clone());
+    Step::Reject { outcome: o, reason }
 }
 
 fn finished(
@@ -119,17 +159,77 @@ fn finished(
     o
 }
 
+fn expired(app: &str, job: &Job, state: &RetryState) -> SendOutcome {
+    finished(
+        app,
+        job,
+        SendStatus::Expired,
+        state,
+        "not_after passed before it could be sent",
+    )
+}
+
+/// A job whose id already reached `sent`: the first msgid, never a second send.
+fn duplicate(app: &str, job: &Job, state: &RetryState, msgid: u64) -> SendOutcome {
+    let mut o = finished(app, job, SendStatus::Sent, state, "");
+    o.msgid = Some(msgid);
+    o.errcode = Some(0);
+    o.errmsg = Some("ok".into());
+    o.duplicate = true;
+    o
+}
+
 /// The last WeChat answer, kept for a failed outcome.
 type LastAnswer = Option<SendReply>;
 
-async fn send(ctx: &Context, app_name: &str, job: &Job, state: &mut RetryState) -> Step {
-    let gate = &ctx.app(app_name).gate;
+/// Waits `after` in the broker without using an attempt. `retry.max_age` runs from here on,
+/// so a job that never gets its turn still ends.
+fn later(
+    ctx: &Context,
+    app: &str,
+    job: &Job,
+    state: &RetryState,
+    last: LastAnswer,
+    after: Duration,
+    wait: Wait,
+) -> Step {
+    let mut state = *state;
+    state.first_try_ms.get_or_insert_with(now_ms);
+    match ctx.schedule.after_pause(&state, now_ms(), after) {
+        Next::RetryAfter(after) => Step::Retry { after, state, wait },
+        Next::GiveUp(why) => {
+            let why = match wait {
+                Wait::NotNow(reason) => format!("{reason}; {why}"),
+                Wait::Transient | Wait::Quota => why,
+            };
+            Step::Finish(failed(app, job, &state, last, why))
+        }
+    }
+}
+
+/// Not now, for `why`: back in the shortest delay tier.
+fn not_now(ctx: &Context, app: &str, job: &Job, state: &RetryState, why: &'static str) -> Step {
+    tracing::debug!(app, id = %job.id, reason = why, "not now; the job waits in a delay queue");
+    let soon = ctx.schedule.tiers()[0];
+    later(ctx, app, job, state, None, soon, Wait::NotNow(why))
+}
+
+async fn send(
+    ctx: &Context,
+    incoming: &Incoming<'_>,
+    job: &Job,
+    state: &mut RetryState,
+    claim: &ClaimHeld,
+) -> Step {
+    let gate = &ctx.app(incoming.app).gate;
     let probe = match gate.admit().await {
         Admission::Send { probe } => probe,
-        // The app is paused for its quota: wait in the broker, not here.
-        Admission::Wait(pause) => return after_quota(ctx, app_name, job, state, None, pause),
+        // The app is paused: wait in the broker, not here.
+        Admission::Wait(pause) => {
+            return later(ctx, incoming.app, job, state, None, pause, Wait::Quota);
+        }
     };
-    let step = send_admitted(ctx, app_name, job, state, probe).await;
+    let step = send_admitted(ctx, incoming, job, state, claim, probe).await;
     if probe {
         // A probe that ended without any WeChat answer hands probing to the next send.
         gate.probe_unanswered();
@@ -137,70 +237,83 @@ async fn send(ctx: &Context, app_name: &str, job: &Job, state: &mut RetryState) 
     step
 }
 
-fn after_quota(
+/// Right before the call: is the claim still ours? Renewed only once it has aged, so a job
+/// sent promptly costs no extra round trip to shared state.
+async fn still_ours(
     ctx: &Context,
     app: &str,
     job: &Job,
     state: &RetryState,
-    last: LastAnswer,
-    pause: Duration,
-) -> Step {
-    match ctx.schedule.after_quota(state, now_ms(), pause) {
-        Next::RetryAfter(after) => Step::Retry {
-            after,
-            state: *state,
-            quota: true,
-        },
-        Next::GiveUp(why) => Step::Finish(failed(app, job, state, last, why)),
+    claim: &ClaimHeld,
+) -> Result<(), Step> {
+    if claim.since.elapsed() < ctx.claim_ttl / 3 {
+        return Ok(());
+    }
+    match ctx.state.renew(app, &job.id, claim.holder).await {
+        Ok(Renewal::Held) => Ok(()),
+        Ok(Renewal::AlreadySent(msgid)) => Err(Step::Finish(duplicate(app, job, state, msgid))),
+        Ok(Renewal::Lost) => Err(not_now(ctx, app, job, state, IN_FLIGHT_ELSEWHERE)),
+        Err(_) => Err(not_now(ctx, app, job, state, STATE_DOWN)),
     }
 }
 
 async fn send_admitted(
     ctx: &Context,
-    app_name: &str,
+    incoming: &Incoming<'_>,
     job: &Job,
     state: &mut RetryState,
+    claim: &ClaimHeld,
     probe: bool,
 ) -> Step {
+    let app_name = incoming.app;
     let app = ctx.app(app_name);
     let body = job.wechat_body();
     let mut refreshed_for_this_job = false;
     loop {
         state.first_try_ms.get_or_insert_with(now_ms);
-        let waiting = std::time::Instant::now();
+        let waiting = Instant::now();
         if app.limiter.until_ready(app_name, &ctx.state).await.is_err() {
-            // Without the shared bucket the rate cannot be kept: back to the broker.
-            return Step::HandBack;
+            // Without the shared bucket the rate cannot be kept.
+            return not_now(ctx, app_name, job, state, RATE_DOWN);
         }
         app.metrics.limiter_waited(waiting.elapsed());
         if job.expired_at(OffsetDateTime::now_utc()) {
-            return Step::Finish(finished(
-                app_name,
-                job,
-                SendStatus::Expired,
-                state,
-                "not_after passed before it could be sent",
-            ));
+            return Step::Finish(expired(app_name, job, state));
         }
         let token = match app.keeper.get().await {
             Ok(token) => token,
             Err(e) => {
-                tracing::error!(app = app_name, error = %e, "cannot get an access token");
-                return transient(
+                // Every job of the app would fail the same way: pause the app (its jobs wait
+                // in the broker) until the keeper may fetch again, and use no attempt.
+                ctx.metrics
+                    .token_fetch_failures
+                    .get_or_create(&Metrics::app(app_name))
+                    .inc();
+                let wait = app.keeper.backing_off().unwrap_or(ctx.schedule.tiers()[0]);
+                let pause = app.gate.pause_for(wait, "cannot get an access token");
+                tracing::error!(app = app_name, error = %e, retry_in = ?pause, "cannot get an access token; the app is paused");
+                return later(
                     ctx,
                     app_name,
                     job,
                     state,
                     None,
-                    format!("no access token: {e}"),
+                    pause,
+                    Wait::NotNow("no access token could be had"),
                 );
             }
         };
         let (reply, took) = {
             let _slot = ctx.in_flight.acquire().await;
+            if !incoming.outlet.is_open() {
+                return not_now(ctx, app_name, job, state, OUTLET_DOWN);
+            }
+            if let Err(step) = still_ours(ctx, app_name, job, state, claim).await {
+                return step;
+            }
             state.attempts += 1;
             tracing::Span::current().record("attempt", state.attempts);
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             let reply = ctx.client.send_template(&token.value, body.clone()).await;
             (reply, started.elapsed())
         };
@@ -256,27 +369,28 @@ async fn send_admitted(
             }
             Class::Quota => {
                 state.quota_strikes += 1;
+                state.quota_sends += 1;
                 let pause = app.gate.quota_spent();
-                return after_quota(ctx, app_name, job, state, Some(reply), pause);
+                return later(ctx, app_name, job, state, Some(reply), pause, Wait::Quota);
             }
             Class::Transient => {
-                let why = format!(
-                    "{} (errcode {})",
-                    errcode::describe(reply.errcode),
-                    reply.errcode
-                );
+                let why = describe(&reply);
                 return transient(ctx, app_name, job, state, Some(reply), why);
             }
             Class::Permanent => {
-                let why = format!(
-                    "{} (errcode {})",
-                    errcode::describe(reply.errcode),
-                    reply.errcode
-                );
+                let why = describe(&reply);
                 return Step::Finish(failed(app_name, job, state, Some(reply), why));
             }
         }
     }
+}
+
+fn describe(reply: &SendReply) -> String {
+    format!(
+        "{} (errcode {})",
+        errcode::describe(reply.errcode),
+        reply.errcode
+    )
 }
 
 fn failed(app: &str, job: &Job, state: &RetryState, last: LastAnswer, why: String) -> SendOutcome {
@@ -301,7 +415,7 @@ fn transient(
         Next::RetryAfter(after) => Step::Retry {
             after,
             state: *state,
-            quota: false,
+            wait: Wait::Transient,
         },
         Next::GiveUp(limit) => {
             Step::Finish(failed(app, job, state, last, format!("{why}; {limit}")))

@@ -172,9 +172,20 @@ impl Harness {
         queue_len(&self.conn, &job_queue(&self.app)).await
     }
 
-    /// Takes this app's messages out of `wxcourier.dead`, leaving other tests' ones there.
-    pub async fn take_dead(&self) -> Vec<(Vec<u8>, String)> {
-        take_matching(&self.conn, broker::DEAD_QUEUE, &self.app).await
+    /// Takes this app's `expected` messages out of `wxcourier.dead`, leaving other tests'
+    /// ones there. Tests running at once each hold the others' messages for a moment while
+    /// they look, so it looks again until `expected` were found or 10 s passed, then once
+    /// more for any extra copy.
+    pub async fn take_dead(&self, expected: usize) -> Vec<(Vec<u8>, String)> {
+        let started = std::time::Instant::now();
+        let mut found = Vec::new();
+        while found.len() < expected && started.elapsed() < Duration::from_secs(10) {
+            found.extend(take_matching(&self.conn, broker::DEAD_QUEUE, &self.app).await);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        found.extend(take_matching(&self.conn, broker::DEAD_QUEUE, &self.app).await);
+        found
     }
 
     /// Deletes this app's job queue.
