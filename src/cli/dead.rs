@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicGetOptions};
-use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection};
 
 use super::{ConfigArg, bad_config};
 use crate::broker::publish::Message;
 use crate::broker::{
-    self, DEAD_QUEUE, HEADER_APP, HEADER_ERROR, JOBS_EXCHANGE, Publisher, UNROUTED,
+    self, DEAD_QUEUE, HEADER_APP, HEADER_ERROR, JOBS_EXCHANGE, Publisher, UNROUTED, headers,
+    topology,
 };
 
 #[derive(clap::Args)]
@@ -168,15 +168,13 @@ async fn take(ch: &Channel, queue: &str, limit: usize) -> Result<Vec<Entry>, Str
         .await?;
         let Some(msg) = got else { break };
         let d = msg.delivery;
-        let app = header(&d.properties, HEADER_APP).unwrap_or_else(|| d.routing_key.to_string());
+        let (app, error) = why_dead(&d.properties, &d.routing_key.to_string());
         let id = d
             .properties
             .message_id()
             .as_ref()
             .map(|m| m.to_string())
             .unwrap_or_default();
-        let error =
-            header(&d.properties, HEADER_ERROR).unwrap_or_else(|| "no configured app".into());
         out.push(Entry {
             delivery: d,
             app,
@@ -187,12 +185,32 @@ async fn take(ch: &Channel, queue: &str, limit: usize) -> Result<Vec<Entry>, Str
     Ok(out)
 }
 
-fn header(props: &BasicProperties, key: &str) -> Option<String> {
-    match props.headers().as_ref()?.inner().get(key)? {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.to_string()),
-        _ => None,
+/// The app a dead or unrouted message came in for, and why it is here: wxcourier's own
+/// reason for a rejected job, the broker's for a job it dead-lettered (over its delivery
+/// limit), or no configured app for an unrouted one.
+fn why_dead(props: &BasicProperties, routing_key: &str) -> (String, String) {
+    if let Some(error) = headers::text(props, HEADER_ERROR) {
+        let app = headers::text(props, HEADER_APP).unwrap_or_else(|| routing_key.to_owned());
+        return (app, error);
     }
+    if let Some(reason) = headers::text(props, "x-first-death-reason") {
+        let queue = headers::text(props, "x-first-death-queue").unwrap_or_default();
+        let app = queue
+            .strip_prefix(&format!("{JOBS_EXCHANGE}."))
+            .unwrap_or(routing_key)
+            .to_owned();
+        let error = match reason.as_str() {
+            "delivery_limit" => format!(
+                "the broker gave up on it after {} deliveries (delivery limit of {queue}): \
+                 the worker crashed or lost its connection while holding it, or could not \
+                 publish its outcome",
+                topology::JOB_DELIVERY_LIMIT
+            ),
+            other => format!("dead-lettered by the broker from {queue} ({other})"),
+        };
+        return (app, error);
+    }
+    (routing_key.to_owned(), "no configured app".into())
 }
 
 async fn list(conn: &Connection, source: &Source) -> Result<(), String> {
@@ -224,14 +242,7 @@ async fn replay(conn: &Connection, source: &Source, filter: &Filter) -> Result<(
     let entries = take(&ch, source.queue(), source.limit).await?;
     let mut replayed = 0;
     for e in entries.iter().filter(|e| filter.matches(e)) {
-        let mut headers = FieldTable::default();
-        if let Some(original) = e.delivery.properties.headers() {
-            for (k, v) in original.inner() {
-                if k.as_str() != HEADER_ERROR && k.as_str() != HEADER_APP {
-                    headers.insert(k.clone(), v.clone());
-                }
-            }
-        }
+        let headers = headers::replayed(e.delivery.properties.headers().as_ref());
         publisher
             .publish(Message {
                 exchange: JOBS_EXCHANGE,
@@ -263,4 +274,40 @@ async fn replay(conn: &Connection, source: &Source, filter: &Filter) -> Result<(
         source.queue()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+
+    use super::*;
+
+    fn props(entries: &[(&str, &str)]) -> BasicProperties {
+        let mut t = FieldTable::default();
+        for (k, v) in entries {
+            t.insert((*k).into(), AMQPValue::LongString(LongString::from(*v)));
+        }
+        BasicProperties::default().with_headers(t)
+    }
+
+    #[test]
+    fn each_way_into_the_dead_queue_explains_itself() {
+        let rejected = props(&[(HEADER_ERROR, "touser: is required"), (HEADER_APP, "shop")]);
+        assert_eq!(
+            why_dead(&rejected, "wxcourier.dead"),
+            ("shop".into(), "touser: is required".into())
+        );
+        let over_limit = props(&[
+            ("x-first-death-reason", "delivery_limit"),
+            ("x-first-death-queue", "wxcourier.jobs.shop"),
+        ]);
+        let (app, why) = why_dead(&over_limit, "wxcourier.dead");
+        assert_eq!(app, "shop");
+        assert!(why.contains("after 20 deliveries"), "{why}");
+        let unrouted = props(&[]);
+        assert_eq!(
+            why_dead(&unrouted, "ghost"),
+            ("ghost".into(), "no configured app".into())
+        );
+    }
 }

@@ -148,6 +148,14 @@ enum SessionError {
     Broker(String),
 }
 
+impl SessionError {
+    /// Only a declaration that clashes with what exists needs a person; a channel failure or
+    /// a slow broker while declaring is retried like any broker loss.
+    fn needs_a_person(&self) -> bool {
+        matches!(self, SessionError::Topology(TopologyError::Clash { .. }))
+    }
+}
+
 /// Runs the worker until `stop` fires, then drains and returns. Errors only for problems a
 /// retry cannot fix (a topology clash).
 pub async fn run(ctx: Arc<Context>, stop: CancellationToken) -> anyhow::Result<()> {
@@ -172,9 +180,7 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) -> anyhow::Result<(
         ctx.health.set_ready(false);
         match result {
             Ok(()) => return Ok(()),
-            // Only a declaration that clashes with what exists needs a person; a channel
-            // failure or a slow broker while declaring is retried like any broker loss.
-            Err(SessionError::Topology(e @ TopologyError::Clash { .. })) => return Err(e.into()),
+            Err(e) if e.needs_a_person() => return Err(e.into()),
             Err(e) => {
                 if started.elapsed() > Duration::from_secs(30) {
                     delays = reconnect_backoff();
@@ -321,5 +327,27 @@ async fn watch_side_queues(ctx: Arc<Context>, ch: lapin::Channel, stop: Cancella
             }
             _ = tokio::time::sleep(SIDE_QUEUE_POLL) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_topology_clash_ends_the_worker() {
+        let clash = SessionError::Topology(TopologyError::Clash {
+            kind: "queue",
+            name: "q".into(),
+            reason: "PRECONDITION_FAILED".into(),
+        });
+        let slow = SessionError::Topology(TopologyError::Broker {
+            kind: "queue",
+            name: "q".into(),
+            reason: "no answer within 30s".into(),
+        });
+        assert!(clash.needs_a_person());
+        assert!(!slow.needs_a_person());
+        assert!(!SessionError::Broker("connection lost".into()).needs_a_person());
     }
 }

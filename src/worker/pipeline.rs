@@ -422,3 +422,153 @@ fn transient(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::config::{AppSettings, Secret, Settings};
+    use crate::sim::{DEFAULT_APPID, DEFAULT_SECRET, SimOptions, Simulator};
+
+    struct FakeOutlet(AtomicBool);
+
+    impl Outlet for FakeOutlet {
+        fn is_open(&self) -> bool {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    static OPEN: FakeOutlet = FakeOutlet(AtomicBool::new(true));
+
+    /// A context with memory state and one app `a` whose WeChat is `base_url` (nothing
+    /// listens there unless a test starts a simulator).
+    fn context(base_url: &str) -> Context {
+        let mut s = Settings::default();
+        s.wechat.base_url = base_url.into();
+        s.apps.insert(
+            "a".into(),
+            AppSettings::new(DEFAULT_APPID, Secret::new(DEFAULT_SECRET)),
+        );
+        Context::new(s).unwrap()
+    }
+
+    fn body(id: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "id": id,
+            "touser": "o0000000000000000000000000001",
+            "template_id": "t1",
+            "data": {"k": {"value": "v"}}
+        }))
+        .unwrap()
+    }
+
+    fn incoming<'a>(body: &'a [u8], outlet: &'a dyn Outlet) -> Incoming<'a> {
+        Incoming {
+            app: "a",
+            body,
+            message_id: None,
+            headers_len: 0,
+            retry: RetryState::default(),
+            outlet,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_turned_back_by_a_pause_uses_no_attempt_and_starts_its_max_age_clock() {
+        let ctx = context("http://127.0.0.1:9");
+        ctx.app("a").gate.quota_spent();
+        let body = body("j1");
+        let step = process(&ctx, incoming(&body, &OPEN)).await;
+        let Step::Retry { state, wait, .. } = step else {
+            panic!("{step:?}")
+        };
+        assert_eq!(wait, Wait::Quota);
+        assert_eq!(state.attempts, 0);
+        assert!(
+            state.first_try_ms.is_some(),
+            "max_age runs from the first turn-back"
+        );
+        // Its claim was given up: another delivery of the id may go ahead.
+        assert!(matches!(
+            ctx.state.claim("a", "j1").await.unwrap(),
+            Claim::Fresh(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_id_in_flight_elsewhere_waits_without_an_attempt() {
+        let ctx = context("http://127.0.0.1:9");
+        let Claim::Fresh(_) = ctx.state.claim("a", "j2").await.unwrap() else {
+            panic!()
+        };
+        let body = body("j2");
+        let step = process(&ctx, incoming(&body, &OPEN)).await;
+        assert!(
+            matches!(step, Step::Retry { wait: Wait::NotNow(IN_FLIGHT_ELSEWHERE), state, .. } if state.attempts == 0),
+            "{step:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sent_id_is_a_duplicate_even_after_its_not_after() {
+        let ctx = context("http://127.0.0.1:9");
+        ctx.state.record_sent("a", "j3", 77, None).await.unwrap();
+        let mut job: serde_json::Value = serde_json::from_slice(&body("j3")).unwrap();
+        job["not_after"] = "2000-01-01T00:00:00Z".into();
+        let body = serde_json::to_vec(&job).unwrap();
+        let Step::Finish(o) = process(&ctx, incoming(&body, &OPEN)).await else {
+            panic!()
+        };
+        assert_eq!(
+            (o.status, o.duplicate, o.msgid),
+            (SendStatus::Sent, true, Some(77))
+        );
+    }
+
+    #[tokio::test]
+    async fn headers_over_the_limit_are_a_rejection_naming_them() {
+        let ctx = context("http://127.0.0.1:9");
+        let body = body("j4");
+        let mut i = incoming(&body, &OPEN);
+        i.headers_len = MAX_JOB_HEADERS + 1;
+        let Step::Reject { outcome, reason } = process(&ctx, i).await else {
+            panic!()
+        };
+        assert!(reason.starts_with("headers:"), "{reason}");
+        assert_eq!(outcome.id.as_deref(), Some("j4"));
+    }
+
+    #[tokio::test]
+    async fn nothing_is_sent_while_the_outcome_could_not_be_published() {
+        let sim = Simulator::start("127.0.0.1:0", SimOptions::default())
+            .await
+            .unwrap();
+        let ctx = context(&sim.base_url());
+        let closed = FakeOutlet(AtomicBool::new(false));
+        let body = body("j5");
+        let step = process(&ctx, incoming(&body, &closed)).await;
+        assert!(
+            matches!(step, Step::Retry { wait: Wait::NotNow(OUTLET_DOWN), state, .. } if state.attempts == 0),
+            "{step:?}"
+        );
+        assert_eq!(sim.stats().apps[DEFAULT_APPID].send_calls, 0);
+        sim.stop();
+    }
+
+    #[tokio::test]
+    async fn a_token_that_cannot_be_had_pauses_the_app_without_an_attempt() {
+        // Nothing listens on port 9: the token fetch fails.
+        let ctx = context("http://127.0.0.1:9");
+        let body = body("j6");
+        let step = process(&ctx, incoming(&body, &OPEN)).await;
+        assert!(
+            matches!(step, Step::Retry { wait: Wait::NotNow(_), state, .. } if state.attempts == 0 && state.first_try_ms.is_some()),
+            "{step:?}"
+        );
+        assert!(
+            matches!(ctx.app("a").gate.admit().await, Admission::Wait(_)),
+            "paused"
+        );
+    }
+}

@@ -261,13 +261,19 @@ pub async fn spawn_app_on(
 }
 
 impl TestApp {
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        let harness = self.stop_keeping_queue().await;
+        harness.cleanup().await;
+    }
+
+    /// Stops the worker and the simulator, leaving the app's queue for the test to look at.
+    pub async fn stop_keeping_queue(mut self) -> Harness {
         self.stop.cancel();
         if let Some(w) = self.worker.take() {
             let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
         }
-        self.harness.cleanup().await;
         self.sim.stop();
+        self.harness
     }
 }
 
@@ -297,13 +303,47 @@ fn header_str(props: &BasicProperties, key: &str) -> Option<String> {
 /// Gets every message of `queue`, acks those whose `x-wxcourier-app` header is `app` and
 /// returns them with their `x-wxcourier-error`; the rest go back when the channel closes.
 pub async fn take_matching(conn: &Connection, queue: &str, app: &str) -> Vec<(Vec<u8>, String)> {
+    take_where(conn, queue, |p| {
+        (header_str(p, "x-wxcourier-app").as_deref() == Some(app))
+            .then(|| header_str(p, broker::HEADER_ERROR).unwrap_or_default())
+    })
+    .await
+}
+
+/// Takes the messages the broker dead-lettered from `app`'s job queue out of
+/// `wxcourier.dead`, with the broker's reason (`x-first-death-reason`).
+pub async fn take_dead_lettered(h: &Harness, app: &str) -> Vec<(Vec<u8>, String)> {
+    let queue = job_queue(app);
+    let mut found = Vec::new();
+    for _ in 0..50 {
+        found.extend(
+            take_where(&h.conn, broker::DEAD_QUEUE, |p| {
+                (header_str(p, "x-first-death-queue").as_deref() == Some(queue.as_str()))
+                    .then(|| header_str(p, "x-first-death-reason").unwrap_or_default())
+            })
+            .await,
+        );
+        if !found.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    found
+}
+
+/// Gets every message of `queue`, acks those `pick` returns a note for and returns them with
+/// it; the rest go back when the channel closes.
+pub async fn take_where(
+    conn: &Connection,
+    queue: &str,
+    pick: impl Fn(&BasicProperties) -> Option<String>,
+) -> Vec<(Vec<u8>, String)> {
     let ch = conn.create_channel().await.unwrap();
     let mut found = Vec::new();
     while let Ok(Some(msg)) = ch.basic_get(queue.into(), BasicGetOptions::default()).await {
         let d = msg.delivery;
-        if header_str(&d.properties, "x-wxcourier-app").as_deref() == Some(app) {
-            let why = header_str(&d.properties, broker::HEADER_ERROR).unwrap_or_default();
-            found.push((d.data.clone(), why));
+        if let Some(note) = pick(&d.properties) {
+            found.push((d.data.clone(), note));
             d.ack(BasicAckOptions::default()).await.unwrap();
         }
     }
