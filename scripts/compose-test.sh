@@ -70,7 +70,8 @@ printf '[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = "cgroupfs
   > "$CONTAINERS_CONF"
 
 if [ $down_only = 1 ]; then
-  compose down -t 30
+  compose down -t 30 >/dev/null 2>&1 || true
+  echo "compose-test: project $PROJECT is down"
   exit 0
 fi
 # A stack left by an earlier --keep (or an interrupted run) of this project only.
@@ -157,7 +158,7 @@ phase "restart policy: the worker's process killed (SIGKILL, as the OOM killer w
 worker=$(podman ps --filter "label=io.podman.compose.project=$PROJECT" \
   --filter "label=com.docker.compose.service=worker" --format '{{.Names}}')
 before=$(podman inspect --format '{{.RestartCount}}' "$worker")
-# Not `podman kill`: podman counts that as stopped by the user and, like docker, does not restart.
+# Not `podman kill`: podman counts that as stopped by the user and does not restart it.
 kill -KILL "$(podman inspect --format '{{.State.Pid}}' "$worker")"
 ready=0
 for _ in $(seq 1 60); do
