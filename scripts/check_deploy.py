@@ -180,6 +180,7 @@ def run_unit_tests(report: Report) -> None:
 
 
 def main() -> int:
+    sys.dont_write_bytecode = True  # no __pycache__ left in scripts/
     in_pinned_venv()
     sys.path.insert(0, str(ROOT / "scripts"))
     report = Report()
