@@ -16,6 +16,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+sys.dont_write_bytecode = True  # no __pycache__ left in scripts/
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from deploy_checks.promql import expand_grafana  # noqa: E402
 
