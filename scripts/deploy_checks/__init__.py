@@ -1,0 +1,1 @@
+"""Checks of the deploy files, run by scripts/check_deploy.py."""
