@@ -153,12 +153,15 @@ pub async fn declare_all(
     let mut legacy = declare_exchanges(conn).await?;
     // A channel that hits a clash is closed by the broker, so each step gets a fresh one.
     legacy.extend(limited_queue(conn, DEAD_QUEUE, side_queue_args()).await?);
-    for app in apps {
-        let name = job_queue(app);
-        legacy.extend(limited_queue(conn, &name, job_queue_args()).await?);
-        let ch = fresh_channel(conn).await?;
-        bind(&ch, &name, JOBS_EXCHANGE, app, FieldTable::default()).await?;
-    }
+    // Apps are declared a few at a time: start-up grows with the number of apps, and each
+    // declaration is a round trip the broker can answer while others wait.
+    let slots = tokio::sync::Semaphore::new(DECLARE_CONCURRENCY);
+    let declared = futures_util::future::try_join_all(apps.iter().map(|app| async {
+        let _slot = slots.acquire().await.expect("never closed");
+        app_queue(conn, app).await
+    }))
+    .await?;
+    legacy.extend(declared.into_iter().flatten());
     let ch = fresh_channel(conn).await?;
     // A headers exchange routes a copy to its tier by header and leaves its routing key
     // alone, so dead-lettering sends it back to the jobs exchange under its app's key.
@@ -191,6 +194,19 @@ pub async fn declare_all(
         ]);
         bind(&ch, &name, RETRY_EXCHANGE, "", binding).await?;
     }
+    Ok(legacy)
+}
+
+/// Declarations in flight at once while declaring apps' queues.
+const DECLARE_CONCURRENCY: usize = 32;
+
+/// One app's job queue and its binding to the jobs exchange.
+async fn app_queue(conn: &Connection, app: &str) -> Result<Option<LegacyQueue>, TopologyError> {
+    let name = job_queue(app);
+    let legacy = limited_queue(conn, &name, job_queue_args()).await?;
+    let ch = fresh_channel(conn).await?;
+    bind(&ch, &name, JOBS_EXCHANGE, app, FieldTable::default()).await?;
+    let _ = ch.close(200, "declared".into()).await;
     Ok(legacy)
 }
 
