@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-use wxcourier::config::{Secret, Span};
+use wxcourier::config::{CallbackMode, Secret, Span};
 use wxcourier::sim::push::{CallbackTarget, Push, event_xml, signed_request, signed_request_at};
 use wxcourier::sim::{DEFAULT_APPID, Faults};
 use wxcourier::wechat::crypto;
@@ -16,19 +16,30 @@ use wxcourier::wechat::crypto;
 const TOKEN: &str = "cb-token";
 const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 
+/// A receiver with the key set and no mode named: safe mode, the default with a key.
 async fn spawn_receiver(prefix: &str) -> (TestApp, String) {
-    spawn_receiver_with_window(prefix, None).await
+    spawn_receiver_with(prefix, None, None).await
 }
 
-/// A receiver refusing timestamps further than `window` from now.
-async fn spawn_receiver_with_window(prefix: &str, window: Option<Span>) -> (TestApp, String) {
+/// A receiver in `mode` (None: the default), refusing timestamps further than `window` from
+/// now (None: the default window).
+async fn spawn_receiver_with(
+    prefix: &str,
+    mode: Option<CallbackMode>,
+    window: Option<Span>,
+) -> (TestApp, String) {
     let port = free_port();
     let t = spawn_app(prefix, |s| {
         s.http.listen = Some(format!("127.0.0.1:{port}"));
-        s.http.callback_max_age = window;
+        if let Some(window) = window {
+            s.http.callback_max_age = window;
+        }
         for app in s.apps.values_mut() {
             app.callback_token = Some(Secret::new(TOKEN));
-            app.encoding_aes_key = Some(Secret::new(AES_KEY));
+            if mode != Some(CallbackMode::Plain) {
+                app.encoding_aes_key = Some(Secret::new(AES_KEY));
+            }
+            app.callback_mode = mode;
         }
     })
     .await;
@@ -71,6 +82,13 @@ async fn push_event(url: &str, safe: bool, appid: &str, xml: String) -> (u16, St
     post(&signed_url, body).await
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 fn report_xml(msgid: u64, status: &str) -> String {
     event_xml(DEFAULT_APPID, &openid(1), msgid, status, 1_395_658_920)
 }
@@ -93,9 +111,10 @@ async fn next_delivery(t: &mut TestApp) -> Option<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_url_check_echoes_only_a_good_signature() {
     let (t, url) = spawn_receiver("cb_get").await;
-    let sig = crypto::signature(&[TOKEN, "1409735669", "n1"]);
+    let now = unix_now().to_string();
+    let sig = crypto::signature(&[TOKEN, &now, "n1"]);
     let ok = reqwest::get(format!(
-        "{url}?signature={sig}&timestamp=1409735669&nonce=n1&echostr=hello"
+        "{url}?signature={sig}&timestamp={now}&nonce=n1&echostr=hello"
     ))
     .await
     .unwrap();
@@ -104,7 +123,7 @@ async fn the_url_check_echoes_only_a_good_signature() {
         (200, "hello".to_owned())
     );
     let bad = reqwest::get(format!(
-        "{url}?signature={}&timestamp=1409735669&nonce=n1&echostr=hello",
+        "{url}?signature={}&timestamp={now}&nonce=n1&echostr=hello",
         "0".repeat(40)
     ))
     .await
@@ -117,7 +136,7 @@ async fn the_url_check_echoes_only_a_good_signature() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_and_safe_events_publish_one_report_tied_to_the_job() {
-    let (mut t, url) = spawn_receiver("cb_events").await;
+    let (mut t, url) = spawn_receiver_with("cb_events", Some(CallbackMode::Compat), None).await;
     let plain_msgid = sent_msgid(&mut t, "cb-plain").await;
     assert_eq!(
         push_event(
@@ -195,11 +214,9 @@ async fn plain_and_safe_events_publish_one_report_tied_to_the_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_window_signed_pushes_too_old_or_too_new_are_refused() {
     let window = Span(Duration::from_secs(60));
-    let (mut t, url) = spawn_receiver_with_window("cb_stale", Some(window)).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let (mut t, url) =
+        spawn_receiver_with("cb_stale", Some(CallbackMode::Compat), Some(window)).await;
+    let now = unix_now();
     let event = report_xml(11, "success");
     for safe in [false, true] {
         for at in [now - 600, now + 600] {
@@ -251,7 +268,7 @@ async fn with_a_window_signed_pushes_too_old_or_too_new_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_tampered_oversized_and_malformed_posts_get_4xx_and_publish_nothing() {
-    let (mut t, url) = spawn_receiver("cb_bad").await;
+    let (mut t, url) = spawn_receiver_with("cb_bad", Some(CallbackMode::Compat), None).await;
     let event = report_xml(7, "success");
     // Forged: signed with another token.
     let forged = CallbackTarget {
@@ -403,5 +420,138 @@ async fn the_simulator_reports_real_sends_and_each_report_names_its_job() {
         sim.stats().reports_delivered == 40
     })
     .await;
+    t.stop().await;
+}
+
+/// The URL and body of a sealed push, and the same URL with its safe-mode parameters
+/// (`encrypt_type`, `msg_signature`) cut off, as someone who saw the push could post it.
+fn sealed_and_stripped(url: &str, xml: String) -> (String, String, String) {
+    let (u, b) = signed_request(&Push {
+        target: target(url, true),
+        appid: DEFAULT_APPID.into(),
+        xml,
+    });
+    let stripped = u[..u.find("&encrypt_type=").unwrap()].to_owned();
+    assert!(stripped.contains("signature=") && !stripped.contains("msg_signature"));
+    (u, b, stripped)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_safe_mode_a_plaintext_forgery_with_a_real_signature_is_refused() {
+    // The key alone puts the app in safe mode.
+    let (mut t, url) = spawn_receiver("cb_safe").await;
+    let msgid = sent_msgid(&mut t, "cb-safe-forged").await;
+    // A real push's query string carries a valid plain `signature` too; it covers no body.
+    let (_, _, stripped) = sealed_and_stripped(&url, report_xml(msgid, "success"));
+    let forged = report_xml(msgid, "failed:user block");
+    let (status, why) = post(&stripped, forged.clone()).await;
+    assert_eq!(status, 403, "{why}");
+    assert!(why.contains("callback_mode is safe"), "{why}");
+    // Nor with encrypt_type set to anything but aes.
+    assert_eq!(
+        post(&format!("{stripped}&encrypt_type=raw"), forged.clone())
+            .await
+            .0,
+        403
+    );
+    // A plaintext body sent as if sealed has no Encrypt element to check.
+    let (sealed_url, _, _) = sealed_and_stripped(&url, report_xml(msgid, "success"));
+    assert_eq!(post(&sealed_url, forged.clone()).await.0, 400);
+    // A forgery made of a plaintext body with a sealed copy of nothing: msg_signature fails.
+    let with_encrypt = format!(
+        "<xml><Encrypt><![CDATA[AAAA]]></Encrypt>{}</xml>",
+        &forged[5..forged.len() - 6]
+    );
+    assert_eq!(post(&sealed_url, with_encrypt).await.0, 403);
+    assert!(
+        next_delivery(&mut t).await.is_none(),
+        "no forgery was published"
+    );
+    // The real report still counts: the forgeries used up nothing.
+    assert_eq!(
+        push_event(&url, true, DEFAULT_APPID, report_xml(msgid, "success")).await,
+        (200, "success".into())
+    );
+    let r = next_delivery(&mut t).await.expect("the real report");
+    assert_eq!(
+        (r["status"].as_str(), r["id"].as_str(), r["msgid"].as_u64()),
+        (Some("delivered"), Some("cb-safe-forged"), Some(msgid))
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compat_mode_accepts_both_forms_and_plain_mode_refuses_sealed_ones() {
+    let (mut t, url) = spawn_receiver_with("cb_compat", Some(CallbackMode::Compat), None).await;
+    for (n, safe) in [(1, false), (2, true)] {
+        let msgid = sent_msgid(&mut t, &format!("cb-compat-{n}")).await;
+        assert_eq!(
+            push_event(&url, safe, DEFAULT_APPID, report_xml(msgid, "success")).await,
+            (200, "success".into()),
+            "safe={safe}"
+        );
+        let r = next_delivery(&mut t).await.expect("a report");
+        assert_eq!(r["id"], format!("cb-compat-{n}"));
+    }
+    t.stop().await;
+
+    let (mut t, url) = spawn_receiver_with("cb_plain", Some(CallbackMode::Plain), None).await;
+    let msgid = sent_msgid(&mut t, "cb-plain-only").await;
+    let (status, why) = push_event(&url, true, DEFAULT_APPID, report_xml(msgid, "success")).await;
+    assert_eq!(status, 400, "{why}");
+    assert!(why.contains("callback_mode is plain"), "{why}");
+    assert!(next_delivery(&mut t).await.is_none());
+    assert_eq!(
+        push_event(&url, false, DEFAULT_APPID, report_xml(msgid, "success")).await,
+        (200, "success".into())
+    );
+    assert_eq!(
+        next_delivery(&mut t).await.expect("a report")["id"],
+        "cb-plain-only"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_without_a_usable_msgid_are_published_each_time_and_tied_to_no_job() {
+    let (mut t, url) = spawn_receiver("cb_msgid0").await;
+    let msgid = sent_msgid(&mut t, "cb-msgid0").await;
+    let zero = report_xml(0, "success");
+    let missing = zero.replace("<MsgID>0</MsgID>", "");
+    let empty = zero.replace("<MsgID>0</MsgID>", "<MsgID></MsgID>");
+    assert!(!missing.contains("MsgID"));
+    for (what, xml) in [
+        ("0", &zero),
+        ("0 again", &zero),
+        ("missing", &missing),
+        ("empty", &empty),
+    ] {
+        assert_eq!(
+            push_event(&url, true, DEFAULT_APPID, xml.clone()).await,
+            (200, "success".into()),
+            "{what}"
+        );
+        let r = next_delivery(&mut t)
+            .await
+            .unwrap_or_else(|| panic!("{what}: a report"));
+        assert_eq!(
+            (r["id"].clone(), r["meta"].clone(), r["msgid"].as_u64()),
+            (Value::Null, Value::Null, Some(0)),
+            "{what}: {r}"
+        );
+        assert_eq!(r["status"], "delivered");
+    }
+    // They marked nothing as seen: the job's own report is published, once.
+    for _ in 0..2 {
+        assert_eq!(
+            push_event(&url, true, DEFAULT_APPID, report_xml(msgid, "success"))
+                .await
+                .0,
+            200
+        );
+    }
+    let r = next_delivery(&mut t).await.expect("the job's report");
+    assert_eq!(r["id"], "cb-msgid0");
+    assert!(next_delivery(&mut t).await.is_none(), "published once");
     t.stop().await;
 }
