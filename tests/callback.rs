@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-use wxcourier::config::{CallbackMode, Secret, Span};
+use wxcourier::config::{CallbackMode, Secret, Settings, Span};
 use wxcourier::sim::push::{CallbackTarget, Push, event_xml, signed_request, signed_request_at};
 use wxcourier::sim::{DEFAULT_APPID, Faults};
 use wxcourier::wechat::crypto;
@@ -28,19 +28,33 @@ async fn spawn_receiver_with(
     mode: Option<CallbackMode>,
     window: Option<Span>,
 ) -> (TestApp, String) {
-    let port = free_port();
-    let t = spawn_app(prefix, |s| {
-        s.http.listen = Some(format!("127.0.0.1:{port}"));
+    spawn_receiver_tweaked(prefix, |s| {
         if let Some(window) = window {
             s.http.callback_max_age = window;
         }
         for app in s.apps.values_mut() {
-            app.callback_token = Some(Secret::new(TOKEN));
-            if mode != Some(CallbackMode::Plain) {
-                app.encoding_aes_key = Some(Secret::new(AES_KEY));
+            if mode == Some(CallbackMode::Plain) {
+                app.encoding_aes_key = None;
             }
             app.callback_mode = mode;
         }
+    })
+    .await
+}
+
+/// A receiver with the callback Token and key set, then `tweak` applied to its settings.
+async fn spawn_receiver_tweaked(
+    prefix: &str,
+    tweak: impl FnOnce(&mut Settings),
+) -> (TestApp, String) {
+    let port = free_port();
+    let t = spawn_app(prefix, |s| {
+        s.http.listen = Some(format!("127.0.0.1:{port}"));
+        for app in s.apps.values_mut() {
+            app.callback_token = Some(Secret::new(TOKEN));
+            app.encoding_aes_key = Some(Secret::new(AES_KEY));
+        }
+        tweak(s);
     })
     .await;
     let url = format!("http://127.0.0.1:{port}/wechat/callback/{}", t.app);
@@ -553,5 +567,310 @@ async fn reports_without_a_usable_msgid_are_published_each_time_and_tied_to_no_j
     let r = next_delivery(&mut t).await.expect("the job's report");
     assert_eq!(r["id"], "cb-msgid0");
     assert!(next_delivery(&mut t).await.is_none(), "published once");
+    t.stop().await;
+}
+
+// The HTTP limits. Each test sets short limits so that it runs in seconds.
+
+/// `host:port` of a receiver URL.
+fn addr_of(url: &str) -> String {
+    let u = reqwest::Url::parse(url).unwrap();
+    format!("{}:{}", u.host_str().unwrap(), u.port().unwrap())
+}
+
+fn secs(s: f64) -> Span {
+    Span(Duration::from_secs_f64(s))
+}
+
+/// What became of a raw connection: how long after it was opened the server closed it (None:
+/// still open at the deadline), and what the server sent before closing.
+struct Fate {
+    closed_after: Option<Duration>,
+    answer: String,
+}
+
+/// Writes `head` then `slow`, one byte every `every`, until the server closes the connection
+/// or `deadline` passes.
+async fn trickle(
+    addr: String,
+    head: Vec<u8>,
+    slow: Vec<u8>,
+    every: Duration,
+    deadline: Duration,
+) -> Fate {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let opened = tokio::time::Instant::now();
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut rx, mut tx) = stream.into_split();
+    let writer = async move {
+        if tx.write_all(&head).await.is_err() {
+            return;
+        }
+        for b in slow {
+            if tx.write_all(&[b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(every).await;
+        }
+        std::future::pending::<()>().await
+    };
+    let reader = async move {
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match rx.read(&mut buf).await {
+                Ok(0) | Err(_) => return (opened.elapsed(), answer),
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::select! {
+        (after, answer) = reader => Fate {
+            closed_after: Some(after),
+            answer: String::from_utf8_lossy(&answer).into_owned(),
+        },
+        _ = writer => unreachable!("the writer never ends"),
+        _ = tokio::time::sleep(deadline) => Fate { closed_after: None, answer: String::new() },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_slowloris_connections_neither_hold_off_a_real_report_nor_stay_open() {
+    let header_read = 2.0;
+    let (mut t, url) = spawn_receiver_tweaked("edge_slowloris", |s| {
+        s.http.header_read_timeout = secs(header_read);
+        s.http.request_timeout = secs(2.0);
+        s.http.idle_timeout = secs(2.0);
+    })
+    .await;
+    let msgid = sent_msgid(&mut t, "edge-slowloris").await;
+    let addr = addr_of(&url);
+    let path = reqwest::Url::parse(&url).unwrap().path().to_owned();
+    // Each a valid start of a callback POST, one header byte a second, never finished.
+    let head = format!("POST {path}?timestamp=1&nonce=2 HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ");
+    let slow: Vec<_> = (0..200)
+        .map(|_| {
+            tokio::spawn(trickle(
+                addr.clone(),
+                head.clone().into_bytes(),
+                b"abcdefghijklmnopqrstuvwxyz".to_vec(),
+                Duration::from_secs(1),
+                Duration::from_secs(15),
+            ))
+        })
+        .collect();
+    // All 200 are connected and trickling when the real report comes.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let started = std::time::Instant::now();
+    let answered = push_event(&url, true, DEFAULT_APPID, report_xml(msgid, "success")).await;
+    let took = started.elapsed();
+    assert_eq!(answered, (200, "success".into()));
+    assert!(took < Duration::from_secs(1), "the report took {took:?}");
+    let r = next_delivery(&mut t)
+        .await
+        .expect("the report is published");
+    assert_eq!(r["id"], "edge-slowloris");
+
+    let mut closed = Vec::new();
+    for handle in slow {
+        let fate = handle.await.unwrap();
+        let after = fate
+            .closed_after
+            .expect("every slow connection is closed by the server");
+        assert!(
+            !fate.answer.starts_with("HTTP/1.1 200"),
+            "no slow request was served: {}",
+            fate.answer
+        );
+        closed.push(after);
+    }
+    closed.sort();
+    let (first, last) = (closed[0], closed[closed.len() - 1]);
+    // Closed by the header-read timeout: not before it, and soon after it.
+    assert!(
+        first >= Duration::from_secs_f64(header_read - 0.3),
+        "closed early: {first:?}"
+    );
+    assert!(last < Duration::from_secs(6), "closed late: {last:?}");
+    println!(
+        "200 slowloris connections closed after {first:?} (first), {:?} (median), {last:?} \
+         (last); the real report took {took:?}",
+        closed[closed.len() / 2]
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_body_gets_408_and_an_oversized_head_431() {
+    let (mut t, url) = spawn_receiver_tweaked("edge_slow_body", |s| {
+        s.http.header_read_timeout = secs(5.0);
+        s.http.request_timeout = secs(1.0);
+    })
+    .await;
+    let addr = addr_of(&url);
+    let path = reqwest::Url::parse(&url).unwrap().path().to_owned();
+    let head = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 1000\r\n\r\n<xml>");
+    let fate = trickle(
+        addr.clone(),
+        head.into_bytes(),
+        vec![b' '; 100],
+        Duration::from_millis(200),
+        Duration::from_secs(8),
+    )
+    .await;
+    let after = fate.closed_after.expect("closed by the request timeout");
+    assert!(fate.answer.starts_with("HTTP/1.1 408"), "{}", fate.answer);
+    assert!(
+        (Duration::from_millis(900)..Duration::from_secs(4)).contains(&after),
+        "{after:?}"
+    );
+
+    let huge = format!(
+        "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Big: {}\r\n\r\n",
+        "x".repeat(32 * 1024)
+    );
+    let fate = trickle(
+        addr,
+        huge.into_bytes(),
+        Vec::new(),
+        Duration::ZERO,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(fate.answer.starts_with("HTTP/1.1 431"), "{}", fate.answer);
+    assert!(fate.closed_after.is_some());
+    assert!(
+        next_delivery(&mut t).await.is_none(),
+        "nothing was published"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() {
+    let (t, url) = spawn_receiver_tweaked("edge_idle", |s| {
+        s.http.header_read_timeout = secs(10.0);
+        s.http.idle_timeout = secs(0.5);
+    })
+    .await;
+    let addr = addr_of(&url);
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let fate = trickle(
+        addr,
+        request.into_bytes(),
+        Vec::new(),
+        Duration::ZERO,
+        Duration::from_secs(8),
+    )
+    .await;
+    assert!(fate.answer.starts_with("HTTP/1.1 200"), "{}", fate.answer);
+    assert!(fate.answer.ends_with("ok"), "{}", fate.answer);
+    let after = fate.closed_after.expect("closed once idle");
+    // Well before the 10 s header-read timeout that would otherwise end it.
+    assert!(
+        (Duration::from_millis(400)..Duration::from_secs(3)).contains(&after),
+        "{after:?}"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_max_connections_a_client_waits_for_a_slot_and_is_then_served() {
+    let (t, url) = spawn_receiver_tweaked("edge_cap", |s| {
+        s.http.max_connections = 4;
+        s.http.header_read_timeout = secs(1.0);
+    })
+    .await;
+    let addr = addr_of(&url);
+    // Four connections that say nothing take every slot until the header-read timeout.
+    let silent: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(trickle(
+                addr.clone(),
+                Vec::new(),
+                Vec::new(),
+                Duration::ZERO,
+                Duration::from_secs(8),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let health = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    assert_eq!(health.status().as_u16(), 200);
+    assert!(
+        (Duration::from_millis(600)..Duration::from_secs(4)).contains(&waited),
+        "served after {waited:?}: it had to wait for a slot"
+    );
+    for s in silent {
+        assert!(s.await.unwrap().closed_after.is_some());
+    }
+    // With the slots free again, no wait.
+    let started = std::time::Instant::now();
+    reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_millis(500));
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_cut_off_by_the_request_timeout_are_still_published_once() {
+    // So short that many answers come after it: the client gets 408 and WeChat retries. With
+    // Redis the seen-mark and the job lookup are awaited too, so a cut can fall between
+    // marking a MsgID seen and publishing its report.
+    let (mut t, url) = spawn_receiver_tweaked("edge_cutoff", |s| {
+        s.http.request_timeout = Span(Duration::from_micros(1));
+        s.state.url = Secret::new("redis://127.0.0.1:6379/");
+    })
+    .await;
+    let ids = t.publish_numbered(20).await;
+    let msgids: HashMap<u64, String> = t
+        .outcomes(20)
+        .await
+        .into_iter()
+        .map(|o| {
+            (
+                o["msgid"].as_u64().unwrap(),
+                o["id"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let mut cut_off = 0;
+    for &msgid in msgids.keys() {
+        // WeChat tries an event until it is answered `success`.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let (status, _) =
+                push_event(&url, true, DEFAULT_APPID, report_xml(msgid, "success")).await;
+            if status == 200 {
+                break;
+            }
+            assert_eq!(status, 408);
+            cut_off += 1;
+            assert!(tries < 50, "msgid {msgid} never answered");
+        }
+    }
+    let mut reported: HashMap<u64, usize> = HashMap::new();
+    while let Some(r) = next_delivery(&mut t).await {
+        *reported.entry(r["msgid"].as_u64().unwrap()).or_default() += 1;
+        assert_eq!(
+            r["id"].as_str(),
+            msgids
+                .get(&r["msgid"].as_u64().unwrap())
+                .map(String::as_str)
+        );
+    }
+    assert_eq!(reported.len(), 20, "every report published: {reported:?}");
+    assert!(
+        reported.values().all(|&n| n == 1),
+        "once each: {reported:?}"
+    );
+    assert_eq!(msgids.len(), ids.len());
+    println!("{cut_off} answers were cut off; every report was published once");
     t.stop().await;
 }
