@@ -217,14 +217,45 @@ impl Default for StateSettings {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
     pub listen: Option<String>,
     /// Refuse callbacks whose signed timestamp is further than this from our clock, so an
     /// old signed push cannot be replayed once its MsgID has left the idempotency store.
-    /// Unset: no window (the contract's behaviour).
-    pub callback_max_age: Option<Span>,
+    /// WeChat retries within seconds; `0s` turns the window off.
+    pub callback_max_age: Span,
+    /// How long a client may take to send a request's line and headers, counted from the
+    /// connection's start or the end of its previous response (a slowloris trickles them).
+    pub header_read_timeout: Span,
+    /// How long one request may take once its headers are in: reading the body and
+    /// answering. A request over it gets 408 and its connection is closed.
+    pub request_timeout: Span,
+    /// A connection with no request being handled and no byte moving either way for this
+    /// long is closed (a client that stops reading its answer, a kept-alive connection).
+    pub idle_timeout: Span,
+    /// Connections served at once; further ones wait in the listen backlog until one ends.
+    pub max_connections: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            callback_max_age: Span(Duration::from_secs(300)),
+            header_read_timeout: Span(Duration::from_secs(10)),
+            request_timeout: Span(Duration::from_secs(10)),
+            idle_timeout: Span(Duration::from_secs(60)),
+            max_connections: 512,
+        }
+    }
+}
+
+impl HttpSettings {
+    /// The replay window for signed callbacks; `None` when turned off with `0s`.
+    pub fn callback_window(&self) -> Option<Duration> {
+        (!self.callback_max_age.0.is_zero()).then_some(self.callback_max_age.0)
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -275,6 +306,28 @@ pub enum TokenMode {
     Classic,
 }
 
+/// How an app's callback messages arrive, as chosen in the WeChat console ("消息加解密方式").
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CallbackMode {
+    /// Plaintext XML, signed by `signature` over the token, timestamp and nonce only.
+    Plain,
+    /// Both forms: WeChat's compatible mode, meant for the switch from plain to safe.
+    Compat,
+    /// Only encrypted XML whose `msg_signature` covers the ciphertext.
+    Safe,
+}
+
+impl CallbackMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallbackMode::Plain => "plain",
+            CallbackMode::Compat => "compat",
+            CallbackMode::Safe => "safe",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppSettings {
@@ -292,6 +345,9 @@ pub struct AppSettings {
     pub callback_token: Option<Secret>,
     #[serde(default)]
     pub encoding_aes_key: Option<Secret>,
+    /// Unset: `safe` with an `encoding_aes_key`, else `plain` (see [`AppSettings::resolved_callback_mode`]).
+    #[serde(default)]
+    pub callback_mode: Option<CallbackMode>,
 }
 
 impl AppSettings {
@@ -305,7 +361,18 @@ impl AppSettings {
             burst: default_burst(),
             callback_token: None,
             encoding_aes_key: None,
+            callback_mode: None,
         }
+    }
+
+    /// The callback mode in force: as configured, or `safe` when an EncodingAESKey is set
+    /// (a key means the console is in safe mode, whose plaintext signature does not cover
+    /// the body), else `plain`.
+    pub fn resolved_callback_mode(&self) -> CallbackMode {
+        self.callback_mode.unwrap_or(match self.encoding_aes_key {
+            Some(_) => CallbackMode::Safe,
+            None => CallbackMode::Plain,
+        })
     }
 }
 
@@ -420,13 +487,19 @@ impl Settings {
                 "must be >= retry.quota_pause",
             ));
         }
-        if let Some(window) = self.http.callback_max_age
-            && window.0 < Duration::from_secs(1)
+        if let Some(window) = self.http.callback_window()
+            && window < Duration::from_secs(1)
         {
             return Err(invalid(
                 "http.callback_max_age",
-                "must be at least 1s (timestamps are in seconds)",
+                "must be at least 1s (timestamps are in seconds), or \"0s\" to turn it off",
             ));
+        }
+        positive("http.header_read_timeout", self.http.header_read_timeout)?;
+        positive("http.request_timeout", self.http.request_timeout)?;
+        positive("http.idle_timeout", self.http.idle_timeout)?;
+        if self.http.max_connections == 0 {
+            return Err(invalid("http.max_connections", "must be > 0"));
         }
         let state = self.state.url.expose();
         if state != "memory" && !state.starts_with("redis://") && !state.starts_with("rediss://") {
@@ -487,6 +560,26 @@ fn validate_app(name: &str, app: &AppSettings) -> Result<(), ConfigError> {
             return Err(invalid(
                 key("callback_token"),
                 "is required when encoding_aes_key is set",
+            ));
+        }
+    }
+    if let Some(mode) = app.callback_mode {
+        if app.callback_token.is_none() {
+            return Err(invalid(
+                key("callback_token"),
+                format!(
+                    "is required when callback_mode is set (it is {})",
+                    mode.as_str()
+                ),
+            ));
+        }
+        if mode != CallbackMode::Plain && app.encoding_aes_key.is_none() {
+            return Err(invalid(
+                key("encoding_aes_key"),
+                format!(
+                    "is required when callback_mode is {}: set the EncodingAESKey from the WeChat console",
+                    mode.as_str()
+                ),
             ));
         }
     }
@@ -713,14 +806,96 @@ mod tests {
         .to_string();
         assert!(err.contains("http.callback_max_age"), "{err}");
         let ok = load(
-            &format!("[http]\ncallback_max_age = \"5m\"\n{MINIMAL}"),
+            &format!("[http]\ncallback_max_age = \"90s\"\n{MINIMAL}"),
             &[],
         )
         .unwrap();
+        assert_eq!(ok.http.callback_window(), Some(Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn the_callback_window_is_on_by_default_and_0s_turns_it_off() {
+        let s = load(MINIMAL, &[]).unwrap();
+        assert_eq!(s.http.callback_window(), Some(Duration::from_secs(300)));
+        let off = load(MINIMAL, &[("WXCOURIER_HTTP__CALLBACK_MAX_AGE", "0s")]).unwrap();
+        assert_eq!(off.http.callback_window(), None);
+    }
+
+    #[test]
+    fn http_limits_have_defaults_and_refuse_zero() {
+        let s = load(MINIMAL, &[]).unwrap();
+        assert_eq!(s.http.header_read_timeout.0, Duration::from_secs(10));
+        assert_eq!(s.http.request_timeout.0, Duration::from_secs(10));
+        assert_eq!(s.http.idle_timeout.0, Duration::from_secs(60));
+        assert_eq!(s.http.max_connections, 512);
+        for (key, value) in [
+            ("header_read_timeout", "\"0s\""),
+            ("request_timeout", "\"0s\""),
+            ("idle_timeout", "\"0s\""),
+            ("max_connections", "0"),
+        ] {
+            let err = load(&format!("[http]\n{key} = {value}\n{MINIMAL}"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(&format!("http.{key} must be")), "{err}");
+        }
+    }
+
+    const CALLBACK: &str = "callback_token = \"t\"\n";
+    const AES: &str = "encoding_aes_key = \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\"\n";
+
+    #[test]
+    fn the_callback_mode_defaults_to_safe_with_a_key_and_plain_without() {
+        let with_key = load(&format!("{MINIMAL}{CALLBACK}{AES}"), &[]).unwrap();
         assert_eq!(
-            ok.http.callback_max_age,
-            Some(Span(Duration::from_secs(300)))
+            with_key.apps["shop"].resolved_callback_mode(),
+            CallbackMode::Safe
         );
+        let without = load(&format!("{MINIMAL}{CALLBACK}"), &[]).unwrap();
+        assert_eq!(
+            without.apps["shop"].resolved_callback_mode(),
+            CallbackMode::Plain
+        );
+        let compat = load(
+            &format!("{MINIMAL}{CALLBACK}{AES}"),
+            &[("WXCOURIER_APPS__SHOP__CALLBACK_MODE", "compat")],
+        )
+        .unwrap();
+        assert_eq!(
+            compat.apps["shop"].resolved_callback_mode(),
+            CallbackMode::Compat
+        );
+    }
+
+    #[test]
+    fn safe_and_compat_modes_without_a_key_name_the_missing_key() {
+        for mode in ["safe", "compat"] {
+            let err = load(
+                &format!("{MINIMAL}{CALLBACK}callback_mode = \"{mode}\"\n"),
+                &[],
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.starts_with("apps.shop.encoding_aes_key is required when callback_mode is"),
+                "{err}"
+            );
+            assert!(err.contains(mode), "{err}");
+        }
+        let err = load(&format!("{MINIMAL}callback_mode = \"plain\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("apps.shop.callback_token is required"),
+            "{err}"
+        );
+        let err = load(
+            &format!("{MINIMAL}{CALLBACK}callback_mode = \"secure\"\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("apps.shop.callback_mode"), "{err}");
     }
 
     #[test]

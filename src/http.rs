@@ -1,6 +1,8 @@
 //! The worker's HTTP server on `http.listen`: `/healthz`, `/readyz`, `/metrics` and the
 //! WeChat callback.
 
+pub mod server;
+
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -9,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
 
+use crate::config::HttpSettings;
 use crate::worker::Context;
 
 pub fn router(ctx: Arc<Context>) -> Router {
@@ -39,14 +42,16 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl axum::response::IntoRe
     )
 }
 
-/// Binds `listen` and serves until `stop` fires.
-pub async fn serve(listen: &str, app: Router, stop: CancellationToken) -> std::io::Result<()> {
+/// Binds `listen` and serves until `stop` fires, within the limits of `[http]`.
+pub async fn serve(
+    listen: &str,
+    settings: &HttpSettings,
+    app: Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(%listen, "http listening");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-    });
+    let limits = server::Limits::from(settings);
+    tracing::info!(%listen, max_connections = limits.max_connections, "http listening");
+    tokio::spawn(server::run(listener, app, limits, stop));
     Ok(())
 }

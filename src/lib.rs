@@ -16,7 +16,8 @@
 //! - [`broker`]: RabbitMQ topology, confirmed publishing, the retry and dead-letter copies.
 //! - [`worker`]: one job's pipeline (`process`) and the consumers that run it.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, and [`callback`], the receiver of WeChat's
-//!   delivery reports.
+//!   delivery reports (in the form `callback_mode` allows); `http::server` is the accept loop
+//!   with the connection cap and the timeouts that keep slow clients off the port.
 //! - [`metrics`]: the Prometheus families behind `/metrics`.
 //! - [`sim`]: the WeChat API simulator used by tests, the demo and benchmarks.
 //! - [`telemetry`]: logging and the readiness flag.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-use wxcourier::config::{Secret, Span};
+use wxcourier::config::{CallbackMode, Secret, Settings, Span};
 use wxcourier::sim::push::{CallbackTarget, Push, event_xml, signed_request, signed_request_at};
 use wxcourier::sim::{DEFAULT_APPID, Faults};
 use wxcourier::wechat::crypto;
@@ -16,20 +16,45 @@ use wxcourier::wechat::crypto;
 const TOKEN: &str = "cb-token";
 const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 
+/// A receiver with the key set and no mode named: safe mode, the default with a key.
 async fn spawn_receiver(prefix: &str) -> (TestApp, String) {
-    spawn_receiver_with_window(prefix, None).await
+    spawn_receiver_with(prefix, None, None).await
 }
 
-/// A receiver refusing timestamps further than `window` from now.
-async fn spawn_receiver_with_window(prefix: &str, window: Option<Span>) -> (TestApp, String) {
+/// A receiver in `mode` (None: the default), refusing timestamps further than `window` from
+/// now (None: the default window).
+async fn spawn_receiver_with(
+    prefix: &str,
+    mode: Option<CallbackMode>,
+    window: Option<Span>,
+) -> (TestApp, String) {
+    spawn_receiver_tweaked(prefix, |s| {
+        if let Some(window) = window {
+            s.http.callback_max_age = window;
+        }
+        for app in s.apps.values_mut() {
+            if mode == Some(CallbackMode::Plain) {
+                app.encoding_aes_key = None;
+            }
+            app.callback_mode = mode;
+        }
+    })
+    .await
+}
+
+/// A receiver with the callback Token and key set, then `tweak` applied to its settings.
+async fn spawn_receiver_tweaked(
+    prefix: &str,
+    tweak: impl FnOnce(&mut Settings),
+) -> (TestApp, String) {
     let port = free_port();
     let t = spawn_app(prefix, |s| {
         s.http.listen = Some(format!("127.0.0.1:{port}"));
-        s.http.callback_max_age = window;
         for app in s.apps.values_mut() {
             app.callback_token = Some(Secret::new(TOKEN));
             app.encoding_aes_key = Some(Secret::new(AES_KEY));
         }
+        tweak(s);
     })
     .await;
     let url = format!("http://127.0.0.1:{port}/wechat/callback/{}", t.app);
@@ -71,6 +96,13 @@ async fn push_event(url: &str, safe: bool, appid: &str, xml: String) -> (u16, St
     post(&signed_url, body).await
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 fn report_xml(msgid: u64, status: &str) -> String {
     event_xml(DEFAULT_APPID, &openid(1), msgid, status, 1_395_658_920)
 }
@@ -93,9 +125,10 @@ async fn next_delivery(t: &mut TestApp) -> Option<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_url_check_echoes_only_a_good_signature() {
     let (t, url) = spawn_receiver("cb_get").await;
-    let sig = crypto::signature(&[TOKEN, "1409735669", "n1"]);
+    let now = unix_now().to_string();
+    let sig = crypto::signature(&[TOKEN, &now, "n1"]);
     let ok = reqwest::get(format!(
-        "{url}?signature={sig}&timestamp=1409735669&nonce=n1&echostr=hello"
+        "{url}?signature={sig}&timestamp={now}&nonce=n1&echostr=hello"
     ))
     .await
     .unwrap();
@@ -104,7 +137,7 @@ async fn the_url_check_echoes_only_a_good_signature() {
         (200, "hello".to_owned())
     );
     let bad = reqwest::get(format!(
-        "{url}?signature={}&timestamp=1409735669&nonce=n1&echostr=hello",
+        "{url}?signature={}&timestamp={now}&nonce=n1&echostr=hello",
         "0".repeat(40)
     ))
     .await
@@ -117,7 +150,7 @@ async fn the_url_check_echoes_only_a_good_signature() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_and_safe_events_publish_one_report_tied_to_the_job() {
-    let (mut t, url) = spawn_receiver("cb_events").await;
+    let (mut t, url) = spawn_receiver_with("cb_events", Some(CallbackMode::Compat), None).await;
     let plain_msgid = sent_msgid(&mut t, "cb-plain").await;
     assert_eq!(
         push_event(
@@ -195,11 +228,9 @@ async fn plain_and_safe_events_publish_one_report_tied_to_the_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_window_signed_pushes_too_old_or_too_new_are_refused() {
     let window = Span(Duration::from_secs(60));
-    let (mut t, url) = spawn_receiver_with_window("cb_stale", Some(window)).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let (mut t, url) =
+        spawn_receiver_with("cb_stale", Some(CallbackMode::Compat), Some(window)).await;
+    let now = unix_now();
     let event = report_xml(11, "success");
     for safe in [false, true] {
         for at in [now - 600, now + 600] {
@@ -251,7 +282,7 @@ async fn with_a_window_signed_pushes_too_old_or_too_new_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_tampered_oversized_and_malformed_posts_get_4xx_and_publish_nothing() {
-    let (mut t, url) = spawn_receiver("cb_bad").await;
+    let (mut t, url) = spawn_receiver_with("cb_bad", Some(CallbackMode::Compat), None).await;
     let event = report_xml(7, "success");
     // Forged: signed with another token.
     let forged = CallbackTarget {
@@ -403,5 +434,443 @@ async fn the_simulator_reports_real_sends_and_each_report_names_its_job() {
         sim.stats().reports_delivered == 40
     })
     .await;
+    t.stop().await;
+}
+
+/// The URL and body of a sealed push, and the same URL with its safe-mode parameters
+/// (`encrypt_type`, `msg_signature`) cut off, as someone who saw the push could post it.
+fn sealed_and_stripped(url: &str, xml: String) -> (String, String, String) {
+    let (u, b) = signed_request(&Push {
+        target: target(url, true),
+        appid: DEFAULT_APPID.into(),
+        xml,
+    });
+    let stripped = u[..u.find("&encrypt_type=").unwrap()].to_owned();
+    assert!(stripped.contains("signature=") && !stripped.contains("msg_signature"));
+    (u, b, stripped)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_safe_mode_a_plaintext_forgery_with_a_real_signature_is_refused() {
+    // The key alone puts the app in safe mode.
+    let (mut t, url) = spawn_receiver("cb_safe").await;
+    let msgid = sent_msgid(&mut t, "cb-safe-forged").await;
+    // A real push's query string carries a valid plain `signature` too; it covers no body.
+    let (_, _, stripped) = sealed_and_stripped(&url, report_xml(msgid, "success"));
+    let forged = report_xml(msgid, "failed:user block");
+    let (status, why) = post(&stripped, forged.clone()).await;
+    assert_eq!(status, 403, "{why}");
+    assert!(why.contains("callback_mode is safe"), "{why}");
+    // Nor with encrypt_type set to anything but aes.
+    assert_eq!(
+        post(&format!("{stripped}&encrypt_type=raw"), forged.clone())
+            .await
+            .0,
+        403
+    );
+    // A plaintext body sent as if sealed has no Encrypt element to check.
+    let (sealed_url, _, _) = sealed_and_stripped(&url, report_xml(msgid, "success"));
+    assert_eq!(post(&sealed_url, forged.clone()).await.0, 400);
+    // A forgery made of a plaintext body with a sealed copy of nothing: msg_signature fails.
+    let with_encrypt = format!(
+        "<xml><Encrypt><![CDATA[AAAA]]></Encrypt>{}</xml>",
+        &forged[5..forged.len() - 6]
+    );
+    assert_eq!(post(&sealed_url, with_encrypt).await.0, 403);
+    assert!(
+        next_delivery(&mut t).await.is_none(),
+        "no forgery was published"
+    );
+    // The real report still counts: the forgeries used up nothing.
+    assert_eq!(
+        push_event(&url, true, DEFAULT_APPID, report_xml(msgid, "success")).await,
+        (200, "success".into())
+    );
+    let r = next_delivery(&mut t).await.expect("the real report");
+    assert_eq!(
+        (r["status"].as_str(), r["id"].as_str(), r["msgid"].as_u64()),
+        (Some("delivered"), Some("cb-safe-forged"), Some(msgid))
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compat_mode_accepts_both_forms_and_plain_mode_refuses_sealed_ones() {
+    let (mut t, url) = spawn_receiver_with("cb_compat", Some(CallbackMode::Compat), None).await;
+    for (n, safe) in [(1, false), (2, true)] {
+        let msgid = sent_msgid(&mut t, &format!("cb-compat-{n}")).await;
+        assert_eq!(
+            push_event(&url, safe, DEFAULT_APPID, report_xml(msgid, "success")).await,
+            (200, "success".into()),
+            "safe={safe}"
+        );
+        let r = next_delivery(&mut t).await.expect("a report");
+        assert_eq!(r["id"], format!("cb-compat-{n}"));
+    }
+    t.stop().await;
+
+    let (mut t, url) = spawn_receiver_with("cb_plain", Some(CallbackMode::Plain), None).await;
+    let msgid = sent_msgid(&mut t, "cb-plain-only").await;
+    let (status, why) = push_event(&url, true, DEFAULT_APPID, report_xml(msgid, "success")).await;
+    assert_eq!(status, 400, "{why}");
+    assert!(why.contains("callback_mode is plain"), "{why}");
+    assert!(next_delivery(&mut t).await.is_none());
+    assert_eq!(
+        push_event(&url, false, DEFAULT_APPID, report_xml(msgid, "success")).await,
+        (200, "success".into())
+    );
+    assert_eq!(
+        next_delivery(&mut t).await.expect("a report")["id"],
+        "cb-plain-only"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_without_a_usable_msgid_are_published_each_time_and_tied_to_no_job() {
+    let (mut t, url) = spawn_receiver("cb_msgid0").await;
+    let msgid = sent_msgid(&mut t, "cb-msgid0").await;
+    let zero = report_xml(0, "success");
+    let missing = zero.replace("<MsgID>0</MsgID>", "");
+    let empty = zero.replace("<MsgID>0</MsgID>", "<MsgID></MsgID>");
+    assert!(!missing.contains("MsgID"));
+    for (what, xml) in [
+        ("0", &zero),
+        ("0 again", &zero),
+        ("missing", &missing),
+        ("empty", &empty),
+    ] {
+        assert_eq!(
+            push_event(&url, true, DEFAULT_APPID, xml.clone()).await,
+            (200, "success".into()),
+            "{what}"
+        );
+        let r = next_delivery(&mut t)
+            .await
+            .unwrap_or_else(|| panic!("{what}: a report"));
+        assert_eq!(
+            (r["id"].clone(), r["meta"].clone(), r["msgid"].as_u64()),
+            (Value::Null, Value::Null, Some(0)),
+            "{what}: {r}"
+        );
+        assert_eq!(r["status"], "delivered");
+    }
+    // They marked nothing as seen: the job's own report is published, once.
+    for _ in 0..2 {
+        assert_eq!(
+            push_event(&url, true, DEFAULT_APPID, report_xml(msgid, "success"))
+                .await
+                .0,
+            200
+        );
+    }
+    let r = next_delivery(&mut t).await.expect("the job's report");
+    assert_eq!(r["id"], "cb-msgid0");
+    assert!(next_delivery(&mut t).await.is_none(), "published once");
+    t.stop().await;
+}
+
+// The HTTP limits. Each test sets short limits so that it runs in seconds.
+
+/// `host:port` of a receiver URL.
+fn addr_of(url: &str) -> String {
+    let u = reqwest::Url::parse(url).unwrap();
+    format!("{}:{}", u.host_str().unwrap(), u.port().unwrap())
+}
+
+fn secs(s: f64) -> Span {
+    Span(Duration::from_secs_f64(s))
+}
+
+/// What became of a raw connection: how long after it was opened the server closed it (None:
+/// still open at the deadline), and what the server sent before closing.
+struct Fate {
+    closed_after: Option<Duration>,
+    answer: String,
+}
+
+/// Writes `head` then `slow`, one byte every `every`, until the server closes the connection
+/// or `deadline` passes.
+async fn trickle(
+    addr: String,
+    head: Vec<u8>,
+    slow: Vec<u8>,
+    every: Duration,
+    deadline: Duration,
+) -> Fate {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let opened = tokio::time::Instant::now();
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut rx, mut tx) = stream.into_split();
+    let writer = async move {
+        if tx.write_all(&head).await.is_err() {
+            return;
+        }
+        for b in slow {
+            if tx.write_all(&[b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(every).await;
+        }
+        std::future::pending::<()>().await
+    };
+    let reader = async move {
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match rx.read(&mut buf).await {
+                Ok(0) | Err(_) => return (opened.elapsed(), answer),
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::select! {
+        (after, answer) = reader => Fate {
+            closed_after: Some(after),
+            answer: String::from_utf8_lossy(&answer).into_owned(),
+        },
+        _ = writer => unreachable!("the writer never ends"),
+        _ = tokio::time::sleep(deadline) => Fate { closed_after: None, answer: String::new() },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_slowloris_connections_neither_hold_off_a_real_report_nor_stay_open() {
+    let header_read = 2.0;
+    let (mut t, url) = spawn_receiver_tweaked("edge_slowloris", |s| {
+        s.http.header_read_timeout = secs(header_read);
+        s.http.request_timeout = secs(2.0);
+        s.http.idle_timeout = secs(2.0);
+    })
+    .await;
+    let msgid = sent_msgid(&mut t, "edge-slowloris").await;
+    let addr = addr_of(&url);
+    let path = reqwest::Url::parse(&url).unwrap().path().to_owned();
+    // Each a valid start of a callback POST, one header byte a second, never finished.
+    let head = format!("POST {path}?timestamp=1&nonce=2 HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ");
+    let slow: Vec<_> = (0..200)
+        .map(|_| {
+            tokio::spawn(trickle(
+                addr.clone(),
+                head.clone().into_bytes(),
+                b"abcdefghijklmnopqrstuvwxyz".to_vec(),
+                Duration::from_secs(1),
+                Duration::from_secs(15),
+            ))
+        })
+        .collect();
+    // All 200 are connected and trickling when the real report comes.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let started = std::time::Instant::now();
+    let answered = push_event(&url, true, DEFAULT_APPID, report_xml(msgid, "success")).await;
+    let took = started.elapsed();
+    assert_eq!(answered, (200, "success".into()));
+    assert!(took < Duration::from_secs(1), "the report took {took:?}");
+    let r = next_delivery(&mut t)
+        .await
+        .expect("the report is published");
+    assert_eq!(r["id"], "edge-slowloris");
+
+    let mut closed = Vec::new();
+    for handle in slow {
+        let fate = handle.await.unwrap();
+        let after = fate
+            .closed_after
+            .expect("every slow connection is closed by the server");
+        assert!(
+            !fate.answer.starts_with("HTTP/1.1 200"),
+            "no slow request was served: {}",
+            fate.answer
+        );
+        closed.push(after);
+    }
+    closed.sort();
+    let (first, last) = (closed[0], closed[closed.len() - 1]);
+    // Closed by the header-read timeout: not before it, and soon after it.
+    assert!(
+        first >= Duration::from_secs_f64(header_read - 0.3),
+        "closed early: {first:?}"
+    );
+    assert!(last < Duration::from_secs(6), "closed late: {last:?}");
+    println!(
+        "200 slowloris connections closed after {first:?} (first), {:?} (median), {last:?} \
+         (last); the real report took {took:?}",
+        closed[closed.len() / 2]
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_body_gets_408_and_an_oversized_head_431() {
+    let (mut t, url) = spawn_receiver_tweaked("edge_slow_body", |s| {
+        s.http.header_read_timeout = secs(5.0);
+        s.http.request_timeout = secs(1.0);
+    })
+    .await;
+    let addr = addr_of(&url);
+    let path = reqwest::Url::parse(&url).unwrap().path().to_owned();
+    let head = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 1000\r\n\r\n<xml>");
+    let fate = trickle(
+        addr.clone(),
+        head.into_bytes(),
+        vec![b' '; 100],
+        Duration::from_millis(200),
+        Duration::from_secs(8),
+    )
+    .await;
+    let after = fate.closed_after.expect("closed by the request timeout");
+    assert!(fate.answer.starts_with("HTTP/1.1 408"), "{}", fate.answer);
+    assert!(
+        (Duration::from_millis(900)..Duration::from_secs(4)).contains(&after),
+        "{after:?}"
+    );
+
+    let huge = format!(
+        "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Big: {}\r\n\r\n",
+        "x".repeat(32 * 1024)
+    );
+    let fate = trickle(
+        addr,
+        huge.into_bytes(),
+        Vec::new(),
+        Duration::ZERO,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(fate.answer.starts_with("HTTP/1.1 431"), "{}", fate.answer);
+    assert!(fate.closed_after.is_some());
+    assert!(
+        next_delivery(&mut t).await.is_none(),
+        "nothing was published"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() {
+    let (t, url) = spawn_receiver_tweaked("edge_idle", |s| {
+        s.http.header_read_timeout = secs(10.0);
+        s.http.idle_timeout = secs(0.5);
+    })
+    .await;
+    let addr = addr_of(&url);
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let fate = trickle(
+        addr,
+        request.into_bytes(),
+        Vec::new(),
+        Duration::ZERO,
+        Duration::from_secs(8),
+    )
+    .await;
+    assert!(fate.answer.starts_with("HTTP/1.1 200"), "{}", fate.answer);
+    assert!(fate.answer.ends_with("ok"), "{}", fate.answer);
+    let after = fate.closed_after.expect("closed once idle");
+    // Well before the 10 s header-read timeout that would otherwise end it.
+    assert!(
+        (Duration::from_millis(400)..Duration::from_secs(3)).contains(&after),
+        "{after:?}"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_max_connections_a_client_waits_for_a_slot_and_is_then_served() {
+    let (t, url) = spawn_receiver_tweaked("edge_cap", |s| {
+        s.http.max_connections = 4;
+        s.http.header_read_timeout = secs(1.0);
+    })
+    .await;
+    let addr = addr_of(&url);
+    // Four connections that say nothing take every slot until the header-read timeout.
+    let silent: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(trickle(
+                addr.clone(),
+                Vec::new(),
+                Vec::new(),
+                Duration::ZERO,
+                Duration::from_secs(8),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let health = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    assert_eq!(health.status().as_u16(), 200);
+    assert!(
+        (Duration::from_millis(600)..Duration::from_secs(4)).contains(&waited),
+        "served after {waited:?}: it had to wait for a slot"
+    );
+    for s in silent {
+        assert!(s.await.unwrap().closed_after.is_some());
+    }
+    // With the slots free again, no wait.
+    let started = std::time::Instant::now();
+    reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_millis(500));
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_cut_off_by_the_request_timeout_are_still_published_once() {
+    // So short that many answers come after it: the client gets 408 and WeChat retries. With
+    // Redis the seen-mark and the job lookup are awaited too, so a cut can fall between
+    // marking a MsgID seen and publishing its report.
+    let (mut t, url) = spawn_receiver_tweaked("edge_cutoff", |s| {
+        s.http.request_timeout = Span(Duration::from_micros(1));
+        s.state.url = Secret::new("redis://127.0.0.1:6379/");
+    })
+    .await;
+    let ids = t.publish_numbered(20).await;
+    let msgids: HashMap<u64, String> = t
+        .outcomes(20)
+        .await
+        .into_iter()
+        .map(|o| {
+            (
+                o["msgid"].as_u64().unwrap(),
+                o["id"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let mut cut_off = 0;
+    for &msgid in msgids.keys() {
+        // WeChat tries an event until it is answered `success`.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let (status, _) =
+                push_event(&url, true, DEFAULT_APPID, report_xml(msgid, "success")).await;
+            if status == 200 {
+                break;
+            }
+            assert_eq!(status, 408);
+            cut_off += 1;
+            assert!(tries < 50, "msgid {msgid} never answered");
+        }
+    }
+    let mut reported: HashMap<u64, usize> = HashMap::new();
+    while let Some(r) = next_delivery(&mut t).await {
+        *reported.entry(r["msgid"].as_u64().unwrap()).or_default() += 1;
+        assert_eq!(
+            r["id"].as_str(),
+            msgids
+                .get(&r["msgid"].as_u64().unwrap())
+                .map(String::as_str)
+        );
+    }
+    assert_eq!(reported.len(), 20, "every report published: {reported:?}");
+    assert!(
+        reported.values().all(|&n| n == 1),
+        "once each: {reported:?}"
+    );
+    assert_eq!(msgids.len(), ids.len());
+    println!("{cut_off} answers were cut off; every report was published once");
     t.stop().await;
 }

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-use crate::config::{Secret, Settings};
+use crate::config::{CallbackMode, Secret, Settings};
 use crate::outcome::{DeliveryReport, DeliveryStatus};
 use crate::wechat::crypto::{self, Envelope};
 use crate::worker::Context;
@@ -30,10 +30,11 @@ const ACK: &str = "success";
 /// retried by WeChat) rather than answered late.
 const REPORT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(4);
 
-/// One app's callback keys.
+/// One app's callback keys and the form its messages must arrive in.
 pub struct CallbackApp {
     token: Secret,
     envelope: Option<Envelope>,
+    mode: CallbackMode,
 }
 
 /// The apps that have a `callback_token`, by name.
@@ -48,7 +49,15 @@ pub fn apps_from(settings: &Settings) -> HashMap<String, CallbackApp> {
                 .as_ref()
                 .and_then(|k| crypto::decode_aes_key(k.expose()))
                 .map(|key| Envelope::new(key, app.appid.clone()));
-            Some((name.clone(), CallbackApp { token, envelope }))
+            let mode = app.resolved_callback_mode();
+            Some((
+                name.clone(),
+                CallbackApp {
+                    token,
+                    envelope,
+                    mode,
+                },
+            ))
         })
         .collect()
 }
@@ -114,7 +123,7 @@ pub fn routes(ctx: Arc<Context>) -> Router {
 const STALE: &str = "the timestamp is outside http.callback_max_age";
 
 fn max_age(ctx: &Context) -> Option<Duration> {
-    ctx.settings.http.callback_max_age.map(|s| s.0)
+    ctx.settings.http.callback_window()
 }
 
 fn refuse(status: StatusCode, why: &str) -> Response {
@@ -140,7 +149,7 @@ async fn verify_url(
     }
 }
 
-/// `POST`: a message or event, plain or in safe mode.
+/// `POST`: a message or event, in the form the app's `callback_mode` allows.
 async fn receive(
     State(ctx): State<Arc<Context>>,
     Path(app): Path<String>,
@@ -153,19 +162,37 @@ async fn receive(
             "no callback is configured for this app",
         );
     };
+    let sealed = params.encrypt_type.as_deref() == Some("aes");
+    match (cb.mode, sealed) {
+        // The plain `signature` covers the token, timestamp and nonce but not the body, and
+        // WeChat sends it in safe mode too: anyone who saw one push could attach any body.
+        (CallbackMode::Safe, false) => {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "callback_mode is safe: only encrypted messages with a msg_signature are accepted",
+            );
+        }
+        (CallbackMode::Plain, true) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "callback_mode is plain: encrypted messages are not accepted",
+            );
+        }
+        _ => {}
+    }
     let Ok(text) = std::str::from_utf8(&body) else {
         return refuse(StatusCode::BAD_REQUEST, "the body is not UTF-8");
     };
-    let outer = match xml::fields(text) {
-        Ok(f) => f,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
-    };
-    let fields = if params.encrypt_type.as_deref() == Some("aes") {
+    let fields = if sealed {
         let Some(envelope) = &cb.envelope else {
             return refuse(
                 StatusCode::BAD_REQUEST,
                 "safe mode is not configured for this app",
             );
+        };
+        let outer = match xml::fields(text) {
+            Ok(f) => f,
+            Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
         };
         let Some(encrypted) = outer.get("Encrypt") else {
             return refuse(StatusCode::BAD_REQUEST, "no Encrypt element");
@@ -185,10 +212,14 @@ async fn receive(
             Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
         }
     } else {
+        // The signature is on the query string: checked before the body is parsed at all.
         if !params.signed(&cb.token) {
             return refuse(StatusCode::FORBIDDEN, "bad signature");
         }
-        outer
+        match xml::fields(text) {
+            Ok(f) => f,
+            Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
+        }
     };
     // Checked once the signature holds, so a forgery is always told "bad signature".
     if !params.fresh(max_age(&ctx)) {
@@ -199,46 +230,71 @@ async fn receive(
     if !is_report {
         return ACK.into_response();
     }
-    match report(&ctx, &app, &fields).await {
-        Ok(()) => ACK.into_response(),
-        Err(response) => response,
+    // Its own task: once a report's MsgID is marked seen, the publish (or the undo of the
+    // mark) must finish even if this request is cut off by http.request_timeout or the
+    // client going away; dropped half-way, the mark would make WeChat's retry a "repeat" and
+    // the report would never be published.
+    let task = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move { report(&ctx, &app, &fields).await })
+    };
+    match task.await {
+        Ok(Ok(())) => ACK.into_response(),
+        Ok(Err(response)) => response,
+        Err(_) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "try again"),
     }
 }
 
-/// Publishes one delivery report per MsgID; WeChat repeats an event up to three times.
+/// A report's MsgID when it can name a report: missing, empty or 0 cannot (WeChat has sent 0
+/// when `client_msg_id` was set), and such a report is neither tied to a job nor de-duplicated.
+fn usable_msgid(fields: &HashMap<String, String>) -> Result<Option<u64>, Response> {
+    match fields.get("MsgID").map(|m| m.trim()) {
+        None | Some("") => Ok(None),
+        Some(text) => match text.parse::<u64>() {
+            Ok(0) => Ok(None),
+            Ok(msgid) => Ok(Some(msgid)),
+            Err(_) => Err(refuse(StatusCode::BAD_REQUEST, "MsgID is not a number")),
+        },
+    }
+}
+
+/// Publishes one delivery report per MsgID; WeChat repeats an event up to three times. A
+/// report without a usable MsgID is published every time it comes.
 async fn report(
     ctx: &Context,
     app: &str,
     fields: &HashMap<String, String>,
 ) -> Result<(), Response> {
-    let msgid = fields
-        .get("MsgID")
-        .and_then(|m| m.trim().parse::<u64>().ok())
-        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "MsgID is missing or not a number"))?;
+    let msgid = usable_msgid(fields)?;
     let wechat_status = fields
         .get("Status")
         .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "Status is missing"))?;
-    let unavailable = |_| refuse(StatusCode::SERVICE_UNAVAILABLE, "try again");
-    if !ctx
-        .state
-        .first_report(app, msgid)
-        .await
-        .map_err(unavailable)?
-    {
-        return Ok(());
-    }
-    let job = match ctx.state.job_for_msgid(app, msgid).await {
-        Ok(job) => job,
-        Err(_) => {
-            ctx.state.forget_report(app, msgid).await;
-            return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "try again"));
+    let job = match msgid {
+        Some(msgid) => {
+            let unavailable = |_| refuse(StatusCode::SERVICE_UNAVAILABLE, "try again");
+            if !ctx
+                .state
+                .first_report(app, msgid)
+                .await
+                .map_err(unavailable)?
+            {
+                return Ok(());
+            }
+            match ctx.state.job_for_msgid(app, msgid).await {
+                Ok(job) => job,
+                Err(_) => {
+                    ctx.state.forget_report(app, msgid).await;
+                    return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "try again"));
+                }
+            }
         }
+        None => None,
     };
     let report = DeliveryReport {
         kind: "delivery".into(),
         app: app.to_owned(),
         status: DeliveryStatus::from_wechat(wechat_status),
-        msgid,
+        msgid: msgid.unwrap_or(0),
         touser: fields.get("FromUserName").cloned().unwrap_or_default(),
         wechat_status: wechat_status.clone(),
         id: job.as_ref().map(|j| j.id.clone()),
@@ -262,13 +318,15 @@ async fn report(
     };
     if let Err(why) = published {
         // Not published: let WeChat's retry of this event try again.
-        ctx.state.forget_report(app, msgid).await;
-        tracing::warn!(app, msgid, error = %why, "delivery report not published; WeChat will retry");
+        if let Some(msgid) = msgid {
+            ctx.state.forget_report(app, msgid).await;
+        }
+        tracing::warn!(app, msgid = report.msgid, error = %why, "delivery report not published; WeChat will retry");
         return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "try again"));
     }
     tracing::debug!(
         app,
-        msgid,
+        msgid = report.msgid,
         status = report.status.as_str(),
         "delivery report published"
     );

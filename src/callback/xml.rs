@@ -26,10 +26,6 @@ fn predefined(name: &str) -> Option<char> {
     })
 }
 
-fn tag_name(raw: &[u8]) -> Result<String, XmlError> {
-    String::from_utf8(raw.to_vec()).map_err(|_| err("a tag is not UTF-8"))
-}
-
 /// The text of each direct child of the root element; nested elements are skipped.
 pub fn fields(xml: &str) -> Result<HashMap<String, String>, XmlError> {
     let mut reader = Reader::from_str(xml);
@@ -44,7 +40,7 @@ pub fn fields(xml: &str) -> Result<HashMap<String, String>, XmlError> {
                 if depth == 1 {
                     saw_root = true;
                 } else if depth == 2 {
-                    current = Some((tag_name(e.local_name().as_ref())?, String::new()));
+                    current = Some((e.local_name().as_ref().to_owned(), String::new()));
                 }
             }
             Event::End(_) => {
@@ -56,26 +52,25 @@ pub fn fields(xml: &str) -> Result<HashMap<String, String>, XmlError> {
                 depth = depth.checked_sub(1).ok_or_else(|| err("unbalanced tags"))?;
             }
             Event::Empty(e) if depth == 1 => {
-                out.insert(tag_name(e.local_name().as_ref())?, String::new());
+                out.insert(e.local_name().as_ref().to_owned(), String::new());
             }
+            // Text as written: the reader works on a `str`, so there is nothing to decode.
             Event::Text(t) if depth == 2 => {
-                let text = t.decode().map_err(|e| err(e.to_string()))?;
                 if let Some((_, v)) = current.as_mut() {
-                    v.push_str(&text);
+                    v.push_str(&t);
                 }
             }
             Event::CData(c) if depth == 2 => {
-                let text = c.decode().map_err(|e| err(e.to_string()))?;
                 if let Some((_, v)) = current.as_mut() {
-                    v.push_str(&text);
+                    v.push_str(&c);
                 }
             }
             Event::GeneralRef(r) if depth == 2 => {
                 let ch = match r.resolve_char_ref().map_err(|e| err(e.to_string()))? {
                     Some(c) => c,
                     None => {
-                        let name = r.decode().map_err(|e| err(e.to_string()))?;
-                        predefined(&name)
+                        let name: &str = &r;
+                        predefined(name)
                             .ok_or_else(|| err(format!("entity &{name}; is not allowed")))?
                     }
                 };

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use parking_lot::Mutex;
-use rand::Rng;
+use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
 use super::SimOptions;
@@ -576,7 +576,7 @@ impl Model {
 }
 
 /// What the delivery report of an accepted send says, by the configured shares.
-fn delivery_status(faults: &Faults, rng: &mut impl Rng) -> &'static str {
+fn delivery_status(faults: &Faults, rng: &mut impl RngExt) -> &'static str {
     let roll: f64 = rng.random();
     if roll < faults.report_blocked {
         "failed:user block"

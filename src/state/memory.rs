@@ -57,8 +57,16 @@ impl<K: Hash + Eq + Copy, V> Bounded<K, V> {
     }
 
     fn remove(&mut self, key: &K) {
-        // Its place in `order` stays until it ages out; removing a missing key there is harmless.
-        self.map.remove(key);
+        if self.map.remove(key).is_none() {
+            return;
+        }
+        // Its place in `order` goes too: left behind, it would later expire (or evict) the
+        // same key inserted again, long before that entry's own time. A key is removed soon
+        // after it was inserted (a report that could not be published), so it is searched for
+        // from the newest end.
+        if let Some(at) = self.order.iter().rposition(|(_, k)| k == key) {
+            self.order.remove(at);
+        }
     }
 
     fn len(&self) -> usize {
@@ -232,6 +240,38 @@ impl MemoryState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_forgotten_then_inserted_again_lives_its_full_ttl() {
+        let ttl = Duration::from_secs(10);
+        let mut b: Bounded<u64, ()> = Bounded::new(ttl, 10);
+        let t0 = Instant::now();
+        assert!(b.insert(7, (), t0));
+        b.remove(&7);
+        let t1 = t0 + Duration::from_secs(6);
+        assert!(b.insert(7, (), t1), "a forgotten key is new again");
+        // Past the first insert's ttl, inside the second's.
+        assert!(b.get(&7, t0 + ttl + Duration::from_secs(1)).is_some());
+        assert!(!b.insert(7, (), t0 + ttl + Duration::from_secs(2)));
+        assert!(b.get(&7, t1 + ttl).is_none(), "it still expires on time");
+    }
+
+    #[test]
+    fn a_forgotten_key_does_not_count_against_the_capacity() {
+        let mut b: Bounded<u64, ()> = Bounded::new(Duration::from_secs(60), 2);
+        let now = Instant::now();
+        b.insert(1, (), now);
+        b.remove(&1);
+        b.insert(1, (), now);
+        b.insert(2, (), now);
+        assert!(
+            b.get(&1, now).is_some(),
+            "two live keys fit a capacity of two"
+        );
+        assert!(b.get(&2, now).is_some());
+        b.remove(&9);
+        assert_eq!((b.len(), b.order.len()), (2, 2));
+    }
 
     fn fresh(c: Claim) -> Holder {
         match c {

@@ -7,7 +7,7 @@ use base64::alphabet;
 use base64::engine::general_purpose::STANDARD;
 use base64::engine::{GeneralPurpose, GeneralPurposeConfig};
 use cbc::cipher::block_padding::NoPadding;
-use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
 use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 
@@ -99,7 +99,7 @@ impl Envelope {
             return Err(CryptoError::BlockSize);
         }
         let plain = cbc::Decryptor::<Aes256>::new(&self.key.into(), &self.iv().into())
-            .decrypt_padded_mut::<NoPadding>(&mut buf)
+            .decrypt_padded::<NoPadding>(&mut buf)
             .map_err(|_| CryptoError::BlockSize)?;
         let pad = *plain.last().ok_or(CryptoError::Padding)? as usize;
         if pad == 0
@@ -138,7 +138,7 @@ impl Envelope {
         buf.extend(std::iter::repeat_n(pad as u8, pad));
         let len = buf.len();
         let sealed = cbc::Encryptor::<Aes256>::new(&self.key.into(), &self.iv().into())
-            .encrypt_padded_mut::<NoPadding>(&mut buf, len)
+            .encrypt_padded::<NoPadding>(&mut buf, len)
             .expect("the buffer is a whole number of blocks");
         STANDARD.encode(sealed)
     }
@@ -216,7 +216,7 @@ mod tests {
             &key.into(),
             &key[..16].try_into().map(|a: [u8; 16]| a.into()).unwrap(),
         )
-        .encrypt_padded_mut::<NoPadding>(&mut block, len)
+        .encrypt_padded::<NoPadding>(&mut block, len)
         .unwrap()
         .to_vec();
         assert_eq!(

@@ -161,7 +161,7 @@ impl SessionError {
 pub async fn run(ctx: Arc<Context>, stop: CancellationToken) -> anyhow::Result<()> {
     if let Some(listen) = &ctx.settings.http.listen {
         let routes = crate::http::router(ctx.clone());
-        crate::http::serve(listen, routes, stop.clone())
+        crate::http::serve(listen, &ctx.settings.http, routes, stop.clone())
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on http.listen {listen}: {e}"))?;
     }
