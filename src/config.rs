@@ -157,6 +157,8 @@ pub struct WechatSettings {
     pub transient_codes: Vec<i64>,
     pub quota_codes: Vec<i64>,
     pub token_codes: Vec<i64>,
+    /// errcodes behind each `reason` of a failed outcome.
+    pub reason_codes: crate::wechat::reason::ReasonCodes,
 }
 
 impl Default for WechatSettings {
@@ -168,6 +170,7 @@ impl Default for WechatSettings {
             transient_codes: crate::wechat::errcode::DEFAULT_TRANSIENT.to_vec(),
             quota_codes: crate::wechat::errcode::DEFAULT_QUOTA.to_vec(),
             token_codes: crate::wechat::errcode::DEFAULT_TOKEN.to_vec(),
+            reason_codes: Default::default(),
         }
     }
 }

@@ -162,6 +162,7 @@ fn errmsg_for(code: i64) -> &'static str {
         41006 => "access_token expired",
         42001 => "access_token expired",
         43004 => "require subscribe",
+        43101 => "user refuse to accept the msg",
         45009 => "reach max api daily quota limit",
         45011 => "api minute-quota reach limit",
         47001 => "data format error",
@@ -413,6 +414,8 @@ impl Model {
         let code = random_code.or_else(|| {
             if !is_openid(&touser) {
                 Some(40003)
+            } else if inner.options.refusing.contains(&touser) {
+                Some(43101)
             } else if body
                 .template_id
                 .as_deref()
@@ -557,6 +560,15 @@ impl Model {
         };
     }
 
+    pub fn set_refusing(&self, touser: &str, refusing: bool) {
+        let mut inner = self.inner.lock();
+        if refusing {
+            inner.options.refusing.insert(touser.to_owned());
+        } else {
+            inner.options.refusing.remove(touser);
+        }
+    }
+
     pub fn set_quota_left(&self, appid: &str, left: u64) {
         if let Some(app) = self.inner.lock().apps.get_mut(appid) {
             app.quota_left = left;
@@ -689,6 +701,17 @@ mod tests {
             ),
             (1, 1)
         );
+    }
+
+    #[test]
+    fn a_refusing_user_gets_43101_until_they_accept_again() {
+        let m = model();
+        let t = token(&m, true);
+        m.set_refusing(USER, true);
+        assert_eq!(send(&m, &t, "r1")["errcode"], 43101);
+        m.set_refusing(USER, false);
+        assert_eq!(send(&m, &t, "r2")["errcode"], 0);
+        assert_eq!(m.stats().apps["wx0000000000000000"].errcodes["43101"], 1);
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub fn router(model: Arc<Model>) -> Router {
         .route("/sim/script", post(script))
         .route("/sim/invalidate", post(invalidate))
         .route("/sim/quota", post(quota))
+        .route("/sim/refuse", post(refuse))
         .route("/sim/reset", post(reset))
         .route("/sim/callback", post(callback))
         .with_state(model)
@@ -160,6 +161,22 @@ async fn invalidate(State(m): Shared, axum::Json(a): axum::Json<AppBody>) -> Sta
 
 async fn quota(State(m): Shared, axum::Json(a): axum::Json<AppBody>) -> StatusCode {
     m.set_quota_left(&a.appid, a.left.unwrap_or(0));
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct RefuseBody {
+    touser: String,
+    #[serde(default = "yes")]
+    refuse: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn refuse(State(m): Shared, axum::Json(r): axum::Json<RefuseBody>) -> StatusCode {
+    m.set_refusing(&r.touser, r.refuse);
     StatusCode::NO_CONTENT
 }
 

@@ -20,7 +20,9 @@ use crate::retry::{Next, RetryState};
 use crate::state::{Claim, Holder, Renewal};
 use crate::text::bounded;
 use crate::wechat::client::SendReply;
+use crate::wechat::client::TokenError;
 use crate::wechat::errcode::{self, Class};
+use crate::wechat::reason::Ending;
 
 /// Whether the outcome of a send could be published now. The pipeline asks right before
 /// each WeChat call: a message whose outcome cannot be published is not sent.
@@ -183,13 +185,16 @@ fn duplicate(app: &str, job: &Job, state: &RetryState, msgid: u64) -> SendOutcom
 type LastAnswer = Option<SendReply>;
 
 /// Waits `after` in the broker without using an attempt. `retry.max_age` runs from here on,
-/// so a job that never gets its turn still ends.
+/// so a job that never gets its turn still ends. `seen` is an errcode met without a send
+/// answer (a refused token fetch), kept for the failed outcome's reason.
+#[allow(clippy::too_many_arguments)]
 fn later(
     ctx: &Context,
     app: &str,
     job: &Job,
     state: &RetryState,
     last: LastAnswer,
+    seen: Option<i64>,
     after: Duration,
     wait: Wait,
 ) -> Step {
@@ -202,7 +207,11 @@ fn later(
                 Wait::NotNow(reason) => format!("{reason}; {why}"),
                 Wait::Transient | Wait::Quota => why,
             };
-            Step::Finish(failed(app, job, &state, last, why))
+            let ending = Ending::GaveUp {
+                quota_paused: wait == Wait::Quota,
+                errcode: last.as_ref().map(|r| r.errcode).or(seen),
+            };
+            Step::Finish(failed(ctx, app, job, &state, last, why, ending))
         }
     }
 }
@@ -211,7 +220,7 @@ fn later(
 fn not_now(ctx: &Context, app: &str, job: &Job, state: &RetryState, why: &'static str) -> Step {
     tracing::debug!(app, id = %job.id, reason = why, "not now; the job waits in a delay queue");
     let soon = ctx.schedule.tiers()[0];
-    later(ctx, app, job, state, None, soon, Wait::NotNow(why))
+    later(ctx, app, job, state, None, None, soon, Wait::NotNow(why))
 }
 
 async fn send(
@@ -226,7 +235,16 @@ async fn send(
         Admission::Send { probe } => probe,
         // The app is paused: wait in the broker, not here.
         Admission::Wait(pause) => {
-            return later(ctx, incoming.app, job, state, None, pause, Wait::Quota);
+            return later(
+                ctx,
+                incoming.app,
+                job,
+                state,
+                None,
+                None,
+                pause,
+                Wait::Quota,
+            );
         }
     };
     let step = send_admitted(ctx, incoming, job, state, claim, probe).await;
@@ -292,12 +310,17 @@ async fn send_admitted(
                 let wait = app.keeper.backing_off().unwrap_or(ctx.schedule.tiers()[0]);
                 let pause = app.gate.pause_for(wait, "cannot get an access token");
                 tracing::error!(app = app_name, error = %e, retry_in = ?pause, "cannot get an access token; the app is paused");
+                let seen = match e {
+                    TokenError::Refused { errcode, .. } => Some(errcode),
+                    TokenError::Call(_) => None,
+                };
                 return later(
                     ctx,
                     app_name,
                     job,
                     state,
                     None,
+                    seen,
                     pause,
                     Wait::NotNow("no access token could be had"),
                 );
@@ -371,7 +394,16 @@ async fn send_admitted(
                 state.quota_strikes += 1;
                 state.quota_sends += 1;
                 let pause = app.gate.quota_spent();
-                return later(ctx, app_name, job, state, Some(reply), pause, Wait::Quota);
+                return later(
+                    ctx,
+                    app_name,
+                    job,
+                    state,
+                    Some(reply),
+                    None,
+                    pause,
+                    Wait::Quota,
+                );
             }
             Class::Transient => {
                 let why = describe(&reply);
@@ -379,7 +411,8 @@ async fn send_admitted(
             }
             Class::Permanent => {
                 let why = describe(&reply);
-                return Step::Finish(failed(app_name, job, state, Some(reply), why));
+                let ending = Ending::Refused(reply.errcode);
+                return Step::Finish(failed(ctx, app_name, job, state, Some(reply), why, ending));
             }
         }
     }
@@ -393,8 +426,18 @@ fn describe(reply: &SendReply) -> String {
     )
 }
 
-fn failed(app: &str, job: &Job, state: &RetryState, last: LastAnswer, why: String) -> SendOutcome {
+/// A failed outcome; every one carries the reason its `ending` maps to.
+fn failed(
+    ctx: &Context,
+    app: &str,
+    job: &Job,
+    state: &RetryState,
+    last: LastAnswer,
+    why: String,
+    ending: Ending,
+) -> SendOutcome {
     let mut o = finished(app, job, SendStatus::Failed, state, &why);
+    o.reason = Some(ctx.settings.wechat.reason_codes.decide(ending));
     if let Some(reply) = last {
         o.errcode = Some(reply.errcode);
         o.errmsg = Some(reply.errmsg);
@@ -418,7 +461,12 @@ fn transient(
             wait: Wait::Transient,
         },
         Next::GiveUp(limit) => {
-            Step::Finish(failed(app, job, state, last, format!("{why}; {limit}")))
+            let ending = Ending::GaveUp {
+                quota_paused: false,
+                errcode: last.as_ref().map(|r| r.errcode),
+            };
+            let why = format!("{why}; {limit}");
+            Step::Finish(failed(ctx, app, job, state, last, why, ending))
         }
     }
 }
