@@ -295,6 +295,9 @@ pub struct AppSettings {
     pub callback_token: Option<Secret>,
     #[serde(default)]
     pub encoding_aes_key: Option<Secret>,
+    /// The message kinds this app sends; a job of another kind is rejected.
+    #[serde(default = "default_kinds")]
+    pub kinds: Vec<String>,
 }
 
 impl AppSettings {
@@ -308,8 +311,18 @@ impl AppSettings {
             burst: default_burst(),
             callback_token: None,
             encoding_aes_key: None,
+            kinds: default_kinds(),
         }
     }
+
+    /// Whether this app may send jobs of `kind`.
+    pub fn sends(&self, kind: &str) -> bool {
+        self.kinds.iter().any(|k| k == kind)
+    }
+}
+
+fn default_kinds() -> Vec<String> {
+    vec![crate::kinds::default_kind().name().to_owned()]
 }
 
 fn default_rate() -> f64 {
@@ -478,6 +491,22 @@ fn validate_app(name: &str, app: &AppSettings) -> Result<(), ConfigError> {
     }
     if app.burst == 0 {
         return Err(invalid(key("burst"), "must be > 0"));
+    }
+    if app.kinds.is_empty() {
+        return Err(invalid(key("kinds"), "must name at least one kind"));
+    }
+    if let Some(k) = app
+        .kinds
+        .iter()
+        .find(|k| crate::kinds::by_name(k).is_none())
+    {
+        return Err(invalid(
+            key("kinds"),
+            format!(
+                "names {k:?}, which is not a kind: use {}",
+                crate::kinds::names()
+            ),
+        ));
     }
     if let Some(aes) = &app.encoding_aes_key {
         if crate::wechat::crypto::decode_aes_key(aes.expose()).is_none() {

@@ -60,6 +60,10 @@ pub struct SendOutcome {
     /// Set on every `failed` outcome, null otherwise.
     #[serde(default)]
     pub reason: Option<FailReason>,
+    /// The job's kind, on outcomes of every kind but `template` (whose outcomes keep the
+    /// original field set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_kind: Option<String>,
     pub meta: Option<Value>,
     pub finished_at: String,
 }
@@ -81,6 +85,7 @@ impl SendOutcome {
             duplicate: false,
             error: None,
             reason: None,
+            message_kind: None,
             meta: None,
             finished_at: timestamp_now(),
         }

@@ -18,10 +18,27 @@ use super::push::CallbackTarget;
 type Shared = State<Arc<Model>>;
 
 pub fn router(model: Arc<Model>) -> Router {
-    Router::new()
+    // One route per message kind, at the kind's own endpoint.
+    let mut router = Router::new();
+    for &kind in crate::kinds::KINDS {
+        router =
+            router.route(
+                kind.endpoint(),
+                post(
+                    move |State(m): Shared,
+                          Query(q): Query<HashMap<String, String>>,
+                          body: Bytes| async move {
+                        with_transport(&m, || {
+                            m.send(kind, q.get("access_token").map(String::as_str), &body)
+                        })
+                        .await
+                    },
+                ),
+            );
+    }
+    router
         .route("/cgi-bin/token", get(classic_token))
         .route("/cgi-bin/stable_token", post(stable_token))
-        .route("/cgi-bin/message/template/send", post(template_send))
         .route("/sim/stats", get(stats))
         .route("/sim/sends", get(sends))
         .route("/sim/faults", post(set_faults))
@@ -109,17 +126,6 @@ async fn stable_token(State(m): Shared, body: Bytes) -> Response {
                 Reply::Json(serde_json::json!({"errcode": 47001, "errmsg": "data format error"}))
             }
         }
-    })
-    .await
-}
-
-async fn template_send(
-    State(m): Shared,
-    Query(q): Query<HashMap<String, String>>,
-    body: Bytes,
-) -> Response {
-    with_transport(&m, || {
-        m.send(q.get("access_token").map(String::as_str), &body)
     })
     .await
 }

@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use super::Context;
 use crate::broker::headers::{MAX_JOB_HEADERS, MAX_REASON_BYTES};
 use crate::job::{self, Job, Rejection};
+use crate::kinds::Override;
 use crate::metrics::Metrics;
 use crate::outcome::{SendOutcome, SendStatus};
 use crate::quota::Admission;
@@ -98,6 +99,22 @@ pub async fn process(ctx: &Context, incoming: Incoming<'_>) -> Step {
         };
         return reject(incoming.app, &rejection, incoming.retry);
     }
+    if let Some(app) = ctx.settings.apps.get(incoming.app)
+        && !app.sends(job.kind.name())
+    {
+        let rejection = Rejection {
+            id: Some(job.id.clone()),
+            field: "kind".into(),
+            rule: format!(
+                "{:?} is not a kind this app sends (apps.{}.kinds = {:?})",
+                job.kind.name(),
+                incoming.app,
+                app.kinds
+            ),
+            meta: job.meta.clone(),
+        };
+        return reject(incoming.app, &rejection, incoming.retry);
+    }
     let mut state = incoming.retry;
     tracing::Span::current().record("id", job.id.as_str());
     // De-duplication first: a job sent just before `not_after` and redelivered after it was
@@ -158,6 +175,7 @@ fn finished(
     o.meta = job.meta.clone();
     o.attempts = state.attempts;
     o.error = (!error.is_empty()).then(|| error.to_owned());
+    job.kind.outcome_fields(&mut o);
     o
 }
 
@@ -337,7 +355,10 @@ async fn send_admitted(
             state.attempts += 1;
             tracing::Span::current().record("attempt", state.attempts);
             let started = Instant::now();
-            let reply = ctx.client.send_template(&token.value, body.clone()).await;
+            let reply = ctx
+                .client
+                .post_json(job.kind.endpoint(), &token.value, body.clone())
+                .await;
             (reply, started.elapsed())
         };
         let errcode = match &reply {
@@ -352,7 +373,12 @@ async fn send_admitted(
                 return transient(ctx, app_name, job, state, None, e.to_string());
             }
         };
-        let class = ctx.classifier.classify(reply.errcode);
+        let class = match job.kind.override_of(reply.errcode) {
+            Some(Override {
+                class: Some(class), ..
+            }) if reply.errcode != 0 => *class,
+            _ => ctx.classifier.classify(reply.errcode),
+        };
         tracing::debug!(app = app_name, id = %job.id, attempt = state.attempts, errcode = reply.errcode, class = class.as_str(), "wechat answered");
         if class != Class::Quota {
             state.quota_strikes = 0;
@@ -406,11 +432,11 @@ async fn send_admitted(
                 );
             }
             Class::Transient => {
-                let why = describe(&reply);
+                let why = describe(job, &reply);
                 return transient(ctx, app_name, job, state, Some(reply), why);
             }
             Class::Permanent => {
-                let why = describe(&reply);
+                let why = describe(job, &reply);
                 let ending = Ending::Refused(reply.errcode);
                 return Step::Finish(failed(ctx, app_name, job, state, Some(reply), why, ending));
             }
@@ -418,12 +444,12 @@ async fn send_admitted(
     }
 }
 
-fn describe(reply: &SendReply) -> String {
-    format!(
-        "{} (errcode {})",
-        errcode::describe(reply.errcode),
-        reply.errcode
-    )
+fn describe(job: &Job, reply: &SendReply) -> String {
+    let words = match job.kind.override_of(reply.errcode) {
+        Some(o) => o.describe,
+        None => errcode::describe(reply.errcode),
+    };
+    format!("{words} (errcode {})", reply.errcode)
 }
 
 /// A failed outcome; every one carries the reason its `ending` maps to.
@@ -437,7 +463,12 @@ fn failed(
     ending: Ending,
 ) -> SendOutcome {
     let mut o = finished(app, job, SendStatus::Failed, state, &why);
-    o.reason = Some(ctx.settings.wechat.reason_codes.decide(ending));
+    // The kind's own reading of a refusal comes before the configured sets.
+    let own = match ending {
+        Ending::Refused(code) => job.kind.override_of(code).and_then(|o| o.reason),
+        Ending::GaveUp { .. } => None,
+    };
+    o.reason = Some(own.unwrap_or_else(|| ctx.settings.wechat.reason_codes.decide(ending)));
     if let Some(reply) = last {
         o.errcode = Some(reply.errcode);
         o.errmsg = Some(reply.errmsg);
