@@ -24,6 +24,8 @@ pub struct Rejection {
     pub rule: String,
     /// The job's `meta`, when it could be read and was valid (echoed in the outcome).
     pub meta: Option<Value>,
+    /// The job's kind, once it was read.
+    pub kind: Option<&'static str>,
 }
 
 impl std::fmt::Display for Rejection {
@@ -61,6 +63,7 @@ impl Job {
 struct Reader {
     id: Option<String>,
     meta: Option<Value>,
+    kind: Option<&'static str>,
 }
 
 impl Reader {
@@ -72,6 +75,7 @@ impl Reader {
             field: crate::text::bounded(&field.into(), MAX_FIELD_ECHO_BYTES),
             rule: rule.into(),
             meta: self.meta.clone(),
+            kind: self.kind,
         }
     }
 }
@@ -85,6 +89,7 @@ pub fn parse(body: &[u8], message_id: Option<&str>) -> Result<Job, Rejection> {
     let mut r = Reader {
         id: message_id.filter(|m| is_job_id(m)).map(str::to_owned),
         meta: None,
+        kind: None,
     };
     if body.len() > MAX_BODY_BYTES {
         return Err(r.reject(
@@ -141,6 +146,7 @@ pub fn parse(body: &[u8], message_id: Option<&str>) -> Result<Job, Rejection> {
             .ok_or_else(|| r.reject("kind", format!("must be one of {}", kinds::names())))?,
         Some(_) => return Err(r.reject("kind", "must be a string")),
     };
+    r.kind = Some(kind.name());
     let not_after = obj.remove("not_after");
     if let Some(unknown) = obj.keys().find(|k| !kind.fields().contains(&k.as_str())) {
         return Err(r.reject(unknown.clone(), "is not a known field"));
@@ -514,6 +520,7 @@ mod tests {
             s["data"]["thing1"]["value"] = json!("字".repeat(21));
             let r = rejected(s);
             assert_eq!(r.field, "data.thing1.value", "{kind}");
+            assert_eq!(r.kind, Some(kind));
             assert!(r.rule.contains("at most 20 characters"), "{}", r.rule);
             let mut s = subscribe(kind);
             s["data"]["time3"]["value"] = json!("tomorrow");

@@ -95,6 +95,7 @@ async fn a_kind_the_app_does_not_send_is_rejected_without_a_send() {
         .await;
     let o = t.outcome_of("not-mine").await;
     assert_eq!(o["status"], "rejected");
+    assert_eq!(o["message_kind"], "subscribe");
     let error = o["error"].as_str().unwrap();
     assert!(
         error.starts_with("kind:") && error.contains("subscribe"),
@@ -117,6 +118,7 @@ async fn a_typed_field_breach_is_rejected_before_any_send() {
         t.publish(&j).await;
         let o = t.outcome_of(&format!("typed-{i}")).await;
         assert_eq!(o["status"], "rejected", "{o}");
+        assert_eq!(o["message_kind"], *kind, "{o}");
         let error = o["error"].as_str().unwrap();
         assert!(
             error.starts_with("data.thing1.value: thing: at most 20 characters"),

@@ -96,6 +96,7 @@ pub async fn process(ctx: &Context, incoming: Incoming<'_>) -> Step {
                 MAX_JOB_HEADERS / 1024
             ),
             meta: job.meta.clone(),
+            kind: Some(job.kind.name()),
         };
         return reject(incoming.app, &rejection, incoming.retry);
     }
@@ -112,6 +113,7 @@ pub async fn process(ctx: &Context, incoming: Incoming<'_>) -> Step {
                 app.kinds
             ),
             meta: job.meta.clone(),
+            kind: Some(job.kind.name()),
         };
         return reject(incoming.app, &rejection, incoming.retry);
     }
@@ -158,6 +160,9 @@ fn reject(app: &str, r: &Rejection, state: RetryState) -> Step {
     o.meta = r.meta.clone();
     o.attempts = state.attempts;
     o.error = Some(reason.clone());
+    if let Some(kind) = r.kind.and_then(crate::kinds::by_name) {
+        kind.outcome_fields(&mut o);
+    }
     Step::Reject { outcome: o, reason }
 }
 
