@@ -140,14 +140,6 @@ pub struct Model {
     push_counts: Arc<PushCounts>,
 }
 
-#[derive(Deserialize)]
-struct SendBody {
-    #[serde(default)]
-    touser: Option<String>,
-    #[serde(default)]
-    client_msg_id: Option<String>,
-}
-
 fn error(errcode: i64, errmsg: &str) -> Reply {
     Reply::Json(serde_json::json!({ "errcode": errcode, "errmsg": errmsg }))
 }
@@ -339,15 +331,18 @@ impl Model {
             }
             inner_records.push_back(rec);
         };
-        let raw: Option<serde_json::Value> = serde_json::from_slice(body).ok();
-        let parsed: Option<SendBody> = raw
-            .as_ref()
-            .and_then(|v| serde_json::from_value(v.clone()).ok());
-        let touser = parsed
-            .as_ref()
-            .and_then(|b| b.touser.clone())
-            .unwrap_or_default();
-        let cmid = parsed.as_ref().and_then(|b| b.client_msg_id.clone());
+        // Only a JSON object is a body; its strings are read where they are.
+        let raw: Option<serde_json::Value> = serde_json::from_slice(body)
+            .ok()
+            .filter(serde_json::Value::is_object);
+        let text = |key: &str| {
+            raw.as_ref()
+                .and_then(|v| v.get(key))
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
+        let touser = text("touser").unwrap_or_default();
+        let cmid = text("client_msg_id");
         let rec = |errcode: i64, msgid: Option<u64>, duplicate: bool| SendRecord {
             appid: appid.clone(),
             kind: kind.name().to_owned(),
@@ -396,7 +391,7 @@ impl Model {
                 return error(code, errmsg_for(code));
             }
         }
-        let (Some(_), Some(raw)) = (parsed, raw) else {
+        let Some(raw) = raw else {
             answer(47001, app);
             return error(47001, errmsg_for(47001));
         };
