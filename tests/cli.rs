@@ -188,7 +188,17 @@ fn demo_shows_every_status_and_exits_0() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for status in ["sent", "failed", "rejected", "expired", "true", "delivered"] {
+    for status in [
+        "sent",
+        "failed",
+        "rejected",
+        "expired",
+        "true",
+        "delivered",
+        "recipient_refused",
+        "subscribe",
+        "miniprogram_subscribe",
+    ] {
         assert!(text.contains(status), "{status} in\n{text}");
     }
 }

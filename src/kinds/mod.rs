@@ -70,6 +70,11 @@ pub trait Kind: Sync + std::fmt::Debug {
     fn outcome_fields(&self, outcome: &mut SendOutcome);
     /// The simulator's answer to a body the kind's endpoint would refuse: errcode and errmsg.
     fn sim_check(&self, body: &Value) -> Option<(i64, String)>;
+    /// Whether WeChat pushes `TEMPLATESENDJOBFINISH` for an accepted send of this kind (the
+    /// simulator does the same).
+    fn reports_delivery(&self) -> bool {
+        false
+    }
 }
 
 impl dyn Kind {

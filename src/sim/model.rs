@@ -476,7 +476,9 @@ impl Model {
         }
         app.stats.accepted += 1;
         answer(0, app);
-        if let Some(target) = inner.callbacks.get(&appid) {
+        if let Some(target) = inner.callbacks.get(&appid)
+            && kind.reports_delivery()
+        {
             let status = delivery_status(&inner.options.faults, &mut rng);
             let created = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

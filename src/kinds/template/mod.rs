@@ -39,4 +39,7 @@ impl Kind for Template {
     fn sim_check(&self, body: &Value) -> Option<(i64, String)> {
         sim::check(body)
     }
+    fn reports_delivery(&self) -> bool {
+        sim::REPORTS_DELIVERY
+    }
 }

@@ -2,6 +2,9 @@
 
 use serde_json::Value;
 
+/// WeChat pushes `TEMPLATESENDJOBFINISH` for every accepted template message.
+pub const REPORTS_DELIVERY: bool = true;
+
 pub fn check(body: &Value) -> Option<(i64, String)> {
     let template_id = body["template_id"].as_str().unwrap_or("");
     if template_id.is_empty() || template_id.len() > 128 {
