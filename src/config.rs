@@ -157,6 +157,8 @@ pub struct WechatSettings {
     pub transient_codes: Vec<i64>,
     pub quota_codes: Vec<i64>,
     pub token_codes: Vec<i64>,
+    /// errcodes behind each `reason` of a failed outcome.
+    pub reason_codes: crate::wechat::reason::ReasonCodes,
 }
 
 impl Default for WechatSettings {
@@ -168,6 +170,7 @@ impl Default for WechatSettings {
             transient_codes: crate::wechat::errcode::DEFAULT_TRANSIENT.to_vec(),
             quota_codes: crate::wechat::errcode::DEFAULT_QUOTA.to_vec(),
             token_codes: crate::wechat::errcode::DEFAULT_TOKEN.to_vec(),
+            reason_codes: Default::default(),
         }
     }
 }
@@ -348,6 +351,9 @@ pub struct AppSettings {
     /// Unset: `safe` with an `encoding_aes_key`, else `plain` (see [`AppSettings::resolved_callback_mode`]).
     #[serde(default)]
     pub callback_mode: Option<CallbackMode>,
+    /// The message kinds this app sends; a job of another kind is rejected.
+    #[serde(default = "default_kinds")]
+    pub kinds: Vec<String>,
 }
 
 impl AppSettings {
@@ -362,6 +368,7 @@ impl AppSettings {
             callback_token: None,
             encoding_aes_key: None,
             callback_mode: None,
+            kinds: default_kinds(),
         }
     }
 
@@ -374,6 +381,15 @@ impl AppSettings {
             None => CallbackMode::Plain,
         })
     }
+
+    /// Whether this app may send jobs of `kind`.
+    pub fn sends(&self, kind: &str) -> bool {
+        self.kinds.iter().any(|k| k == kind)
+    }
+}
+
+fn default_kinds() -> Vec<String> {
+    vec![crate::kinds::default_kind().name().to_owned()]
 }
 
 fn default_rate() -> f64 {
@@ -548,6 +564,22 @@ fn validate_app(name: &str, app: &AppSettings) -> Result<(), ConfigError> {
     }
     if app.burst == 0 {
         return Err(invalid(key("burst"), "must be > 0"));
+    }
+    if app.kinds.is_empty() {
+        return Err(invalid(key("kinds"), "must name at least one kind"));
+    }
+    if let Some(k) = app
+        .kinds
+        .iter()
+        .find(|k| crate::kinds::by_name(k).is_none())
+    {
+        return Err(invalid(
+            key("kinds"),
+            format!(
+                "names {k:?}, which is not a kind: use {}",
+                crate::kinds::names()
+            ),
+        ));
     }
     if let Some(aes) = &app.encoding_aes_key {
         if crate::wechat::crypto::decode_aes_key(aes.expose()).is_none() {

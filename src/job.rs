@@ -1,16 +1,17 @@
-//! The job wire format (CONTRACT §1): parsing and validation into a [`Job`] or a [`Rejection`].
+//! The job wire format (CONTRACT §1): the envelope (`id`, `meta`, `not_after`, `kind`) is read
+//! here, the rest by the job's [`crate::kinds`]; the result is a [`Job`] or a [`Rejection`].
 
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+pub use crate::kinds::fields::{DataEntry, MiniProgram};
+use crate::kinds::{self, Kind};
 
 /// Largest message body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Largest `meta` object, serialized.
 pub const MAX_META_BYTES: usize = 4 * 1024;
-const MAX_VALUE_CHARS: usize = 1024;
-const MAX_URL_CHARS: usize = 1024;
 /// How much of a field name a rejection repeats.
 const MAX_FIELD_ECHO_BYTES: usize = 128;
 
@@ -23,6 +24,8 @@ pub struct Rejection {
     pub rule: String,
     /// The job's `meta`, when it could be read and was valid (echoed in the outcome).
     pub meta: Option<Value>,
+    /// The job's kind, once it was read.
+    pub kind: Option<&'static str>,
 }
 
 impl std::fmt::Display for Rejection {
@@ -31,77 +34,24 @@ impl std::fmt::Display for Rejection {
     }
 }
 
-/// A validated job, ready to send.
-#[derive(Debug, Clone, PartialEq)]
+/// A validated job, ready to send: the envelope, and its kind's message.
+#[derive(Debug, Clone)]
 pub struct Job {
     pub id: String,
+    pub kind: &'static dyn Kind,
     pub touser: String,
     pub template_id: String,
-    pub url: Option<String>,
-    pub miniprogram: Option<MiniProgram>,
-    pub topcolor: Option<String>,
-    /// Entries in the order given, keys already stripped of a `.DATA` suffix.
-    pub data: Vec<(String, DataEntry)>,
+    /// The body of the kind's WeChat endpoint.
+    body: Vec<u8>,
     pub not_after: Option<OffsetDateTime>,
     pub meta: Option<Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct MiniProgram {
-    pub appid: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pagepath: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DataEntry {
-    pub value: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub color: Option<String>,
-}
-
-/// The body of `POST /cgi-bin/message/template/send`.
-#[derive(Serialize)]
-struct SendRequest<'a> {
-    touser: &'a str,
-    template_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    url: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    miniprogram: Option<&'a MiniProgram>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    topcolor: Option<&'a str>,
-    data: DataMap<'a>,
-    client_msg_id: &'a str,
-}
-
-struct DataMap<'a>(&'a [(String, DataEntry)]);
-
-impl Serialize for DataMap<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = s.serialize_map(Some(self.0.len()))?;
-        for (k, v) in self.0 {
-            map.serialize_entry(k, v)?;
-        }
-        map.end()
-    }
-}
-
 impl Job {
-    /// The JSON WeChat expects, with the job id as `client_msg_id` so WeChat itself drops a
-    /// re-send of the same job.
+    /// The JSON the kind's endpoint expects (for a template, with the job id as
+    /// `client_msg_id` so WeChat itself drops a re-send of the same job).
     pub fn wechat_body(&self) -> Vec<u8> {
-        let req = SendRequest {
-            touser: &self.touser,
-            template_id: &self.template_id,
-            url: self.url.as_deref(),
-            miniprogram: self.miniprogram.as_ref(),
-            topcolor: self.topcolor.as_deref(),
-            data: DataMap(&self.data),
-            client_msg_id: &self.id,
-        };
-        serde_json::to_vec(&req).expect("a job always serializes")
+        self.body.clone()
     }
 
     /// Whether `not_after` has passed at `now`.
@@ -113,6 +63,7 @@ impl Job {
 struct Reader {
     id: Option<String>,
     meta: Option<Value>,
+    kind: Option<&'static str>,
 }
 
 impl Reader {
@@ -124,21 +75,13 @@ impl Reader {
             field: crate::text::bounded(&field.into(), MAX_FIELD_ECHO_BYTES),
             rule: rule.into(),
             meta: self.meta.clone(),
+            kind: self.kind,
         }
     }
 }
 
-const KNOWN_FIELDS: [&str; 9] = [
-    "id",
-    "touser",
-    "template_id",
-    "url",
-    "miniprogram",
-    "topcolor",
-    "data",
-    "not_after",
-    "meta",
-];
+/// The envelope: the fields every kind shares, read here and nowhere else.
+pub const ENVELOPE: [&str; 4] = ["id", "meta", "not_after", "kind"];
 
 /// Parses and validates one message body. `message_id` is the AMQP property, used when the
 /// body has no `id`.
@@ -146,6 +89,7 @@ pub fn parse(body: &[u8], message_id: Option<&str>) -> Result<Job, Rejection> {
     let mut r = Reader {
         id: message_id.filter(|m| is_job_id(m)).map(str::to_owned),
         meta: None,
+        kind: None,
     };
     if body.len() > MAX_BODY_BYTES {
         return Err(r.reject(
@@ -196,157 +140,39 @@ pub fn parse(body: &[u8], message_id: Option<&str>) -> Result<Job, Rejection> {
         });
     };
 
-    if let Some(unknown) = obj.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
+    let kind = match obj.remove("kind") {
+        None | Some(Value::Null) => kinds::default_kind(),
+        Some(Value::String(name)) => kinds::by_name(&name)
+            .ok_or_else(|| r.reject("kind", format!("must be one of {}", kinds::names())))?,
+        Some(_) => return Err(r.reject("kind", "must be a string")),
+    };
+    r.kind = Some(kind.name());
+    let not_after = obj.remove("not_after");
+    if let Some(unknown) = obj.keys().find(|k| !kind.fields().contains(&k.as_str())) {
         return Err(r.reject(unknown.clone(), "is not a known field"));
     }
-
-    let touser = required_string(&r, &mut obj, "touser")?;
-    if !is_token_like(&touser, 64) {
-        return Err(r.reject(
-            "touser",
-            "must be an OpenID: 1-64 characters of A-Z a-z 0-9 _ -",
-        ));
-    }
-    let template_id = required_string(&r, &mut obj, "template_id")?;
-    if !is_token_like(&template_id, 128) {
-        return Err(r.reject("template_id", "must be 1-128 characters of A-Z a-z 0-9 _ -"));
-    }
-    let url = optional_string(&r, &mut obj, "url")?;
-    if let Some(u) = &url {
-        if u.chars().count() > MAX_URL_CHARS {
-            return Err(r.reject("url", "must be at most 1024 characters"));
-        }
-        let ok = reqwest::Url::parse(u)
-            .map(|p| matches!(p.scheme(), "http" | "https") && p.has_host())
-            .unwrap_or(false);
-        if !ok {
-            return Err(r.reject("url", "must be an absolute http or https URL"));
-        }
-    }
-    let miniprogram = match obj.remove("miniprogram") {
+    let message = kind
+        .validate(&id, &mut obj)
+        .map_err(|e| r.reject(e.field, e.rule))?;
+    let not_after = match not_after {
         None | Some(Value::Null) => None,
-        Some(Value::Object(mut mp)) => {
-            let appid = match mp.remove("appid") {
-                Some(Value::String(s)) if !s.is_empty() => s,
-                _ => {
-                    return Err(r.reject(
-                        "miniprogram.appid",
-                        "is required and must be a non-empty string",
-                    ));
-                }
-            };
-            let pagepath = match mp.remove("pagepath") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(s),
-                Some(_) => return Err(r.reject("miniprogram.pagepath", "must be a string")),
-            };
-            if let Some(k) = mp.keys().next() {
-                return Err(r.reject(format!("miniprogram.{k}"), "is not a known field"));
-            }
-            Some(MiniProgram { appid, pagepath })
-        }
-        Some(_) => return Err(r.reject("miniprogram", "must be an object")),
-    };
-    let topcolor = optional_string(&r, &mut obj, "topcolor")?;
-    if let Some(c) = &topcolor
-        && !is_color(c)
-    {
-        return Err(r.reject("topcolor", "must be a color #RRGGBB"));
-    }
-    let data = parse_data(&r, obj.remove("data"))?;
-    let not_after = match optional_string(&r, &mut obj, "not_after")? {
-        None => None,
-        Some(s) => Some(OffsetDateTime::parse(&s, &Rfc3339).map_err(|_| {
+        Some(Value::String(s)) => Some(OffsetDateTime::parse(&s, &Rfc3339).map_err(|_| {
             r.reject(
                 "not_after",
                 "must be an RFC 3339 time such as 2026-11-28T10:00:00Z",
             )
         })?),
+        Some(_) => return Err(r.reject("not_after", "must be a string")),
     };
     Ok(Job {
         id,
-        touser,
-        template_id,
-        url,
-        miniprogram,
-        topcolor,
-        data,
+        kind,
+        touser: message.touser,
+        template_id: message.template_id,
+        body: message.body,
         not_after,
         meta: r.meta,
     })
-}
-
-fn parse_data(r: &Reader, data: Option<Value>) -> Result<Vec<(String, DataEntry)>, Rejection> {
-    let Some(Value::Object(map)) = data else {
-        return Err(r.reject("data", "is required and must be an object"));
-    };
-    if map.is_empty() {
-        return Err(r.reject("data", "must have at least one entry"));
-    }
-    let mut entries: Vec<(String, DataEntry)> = Vec::with_capacity(map.len());
-    for (raw_key, entry) in map {
-        let key = raw_key.strip_suffix(".DATA").unwrap_or(&raw_key);
-        let field = format!("data.{raw_key}");
-        if !is_data_key(key) {
-            return Err(r.reject(
-                field,
-                "key must be 1-64 characters of A-Z a-z 0-9 _ (optionally ending in .DATA)",
-            ));
-        }
-        if entries.iter().any(|(k, _)| k == key) {
-            return Err(r.reject(field, "names the same entry twice (with and without .DATA)"));
-        }
-        let Value::Object(mut entry) = entry else {
-            return Err(r.reject(field, "must be an object with a value"));
-        };
-        let value = match entry.remove("value") {
-            Some(Value::String(s)) => s,
-            _ => return Err(r.reject(format!("{field}.value"), "is required and must be a string")),
-        };
-        if value.chars().count() > MAX_VALUE_CHARS {
-            return Err(r.reject(format!("{field}.value"), "must be at most 1024 characters"));
-        }
-        if value.contains("{{") || value.contains("}}") {
-            return Err(r.reject(
-                format!("{field}.value"),
-                "must not contain {{ or }} (template markers)",
-            ));
-        }
-        let color = match entry.remove("color") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(c)) if is_color(&c) => Some(c),
-            Some(_) => return Err(r.reject(format!("{field}.color"), "must be a color #RRGGBB")),
-        };
-        if let Some(k) = entry.keys().next() {
-            return Err(r.reject(format!("{field}.{k}"), "is not a known field"));
-        }
-        entries.push((key.to_owned(), DataEntry { value, color }));
-    }
-    Ok(entries)
-}
-
-fn required_string(
-    r: &Reader,
-    obj: &mut Map<String, Value>,
-    field: &str,
-) -> Result<String, Rejection> {
-    match obj.remove(field) {
-        Some(Value::String(s)) => Ok(s),
-        None | Some(Value::Null) => Err(r.reject(field, "is required")),
-        Some(_) => Err(r.reject(field, "must be a string")),
-    }
-}
-
-fn optional_string(
-    r: &Reader,
-    obj: &mut Map<String, Value>,
-    field: &str,
-) -> Result<Option<String>, Rejection> {
-    match obj.remove(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(r.reject(field, "must be a string")),
-    }
 }
 
 /// `[A-Za-z0-9._:-]{1,128}`: the idempotency key and WeChat's `client_msg_id`.
@@ -354,20 +180,6 @@ pub fn is_job_id(s: &str) -> bool {
     (1..=128).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
-}
-
-fn is_token_like(s: &str, max: usize) -> bool {
-    (1..=max).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
-}
-
-fn is_data_key(s: &str) -> bool {
-    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-fn is_color(s: &str) -> bool {
-    s.len() == 7 && s.starts_with('#') && s[1..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 #[cfg(test)]
@@ -416,8 +228,9 @@ mod tests {
     fn the_contract_example_is_valid() {
         let job = parse_value(&valid()).unwrap();
         assert_eq!(job.id, "order-1842-paid");
-        assert_eq!(job.data.len(), 2);
-        assert_eq!(job.data[0].0, "User");
+        assert_eq!(job.kind.name(), "template");
+        let body: Value = serde_json::from_slice(&job.wechat_body()).unwrap();
+        assert_eq!(body["data"].as_object().unwrap().len(), 2);
         assert_eq!(job.meta, Some(json!({"order": 1842})));
         assert!(job.not_after.is_some());
     }
@@ -437,7 +250,8 @@ mod tests {
     #[test]
     fn a_data_key_written_as_name_dot_data_means_name() {
         let job = parse_value(&with("data", json!({"first.DATA": {"value": "x"}}))).unwrap();
-        assert_eq!(job.data[0].0, "first");
+        let body: Value = serde_json::from_slice(&job.wechat_body()).unwrap();
+        assert_eq!(body["data"]["first"]["value"], "x");
     }
 
     #[test]
@@ -612,5 +426,117 @@ mod tests {
             parse(b"{}", Some("m1")).unwrap_err().id.as_deref(),
             Some("m1")
         );
+    }
+
+    fn subscribe(kind: &str) -> Value {
+        json!({
+            "id": "sub-1",
+            "kind": kind,
+            "touser": "oia2TjuEGTNoeX76QEjQNrcURxG8",
+            "template_id": "tpl-sub",
+            "page": "pages/order?id=1842",
+            "data": {
+                "thing1": {"value": "您的餐品已备好"},
+                "amount2": {"value": "¥260.00"},
+                "time3": {"value": "2026年11月28日 15:01"}
+            },
+            "not_after": "2026-11-28T10:00:00Z",
+            "meta": {"order": 1842}
+        })
+    }
+
+    #[test]
+    fn the_kind_is_template_unless_named() {
+        assert_eq!(parse_value(&valid()).unwrap().kind.name(), "template");
+        let j = parse_value(&with("kind", json!("template"))).unwrap();
+        assert_eq!(j.kind.name(), "template");
+        assert_eq!(
+            parse_value(&with("kind", Value::Null)).unwrap().kind.name(),
+            "template"
+        );
+    }
+
+    #[test]
+    fn an_unknown_or_malformed_kind_is_rejected_with_the_choices() {
+        let r = rejected(with("kind", json!("sms")));
+        assert_eq!(r.field, "kind");
+        assert!(
+            r.rule
+                .contains("template, subscribe, miniprogram_subscribe"),
+            "{}",
+            r.rule
+        );
+        assert_eq!(r.id.as_deref(), Some("order-1842-paid"));
+        assert_eq!(rejected(with("kind", json!(["template"]))).field, "kind");
+        let r = rejected(with("kind", json!("x".repeat(10_000))));
+        assert_eq!(r.field, "kind");
+        assert!(r.rule.len() < 200);
+    }
+
+    #[test]
+    fn each_subscribe_kind_builds_its_own_body_without_the_envelope() {
+        let job = parse_value(&subscribe("subscribe")).unwrap();
+        assert_eq!(job.kind.endpoint(), "/cgi-bin/message/subscribe/bizsend");
+        let body: Value = serde_json::from_slice(&job.wechat_body()).unwrap();
+        assert_eq!(body["page"], "pages/order?id=1842");
+        assert_eq!(body["data"]["thing1"]["value"], "您的餐品已备好");
+        for absent in ["client_msg_id", "kind", "meta", "not_after", "id"] {
+            assert!(body.get(absent).is_none(), "{absent}");
+        }
+
+        let mut mp = subscribe("miniprogram_subscribe");
+        mp["miniprogram_state"] = json!("trial");
+        mp["lang"] = json!("en_US");
+        let job = parse_value(&mp).unwrap();
+        assert_eq!(job.kind.endpoint(), "/cgi-bin/message/subscribe/send");
+        let body: Value = serde_json::from_slice(&job.wechat_body()).unwrap();
+        assert_eq!(
+            (body["miniprogram_state"].as_str(), body["lang"].as_str()),
+            (Some("trial"), Some("en_US"))
+        );
+    }
+
+    #[test]
+    fn fields_of_one_kind_are_unknown_to_another() {
+        let mut s = subscribe("subscribe");
+        s["topcolor"] = json!("#FF0000");
+        assert_eq!(rejected(s).field, "topcolor");
+        let mut s = subscribe("subscribe");
+        s["miniprogram_state"] = json!("formal");
+        assert_eq!(rejected(s).field, "miniprogram_state");
+        let mut s = subscribe("miniprogram_subscribe");
+        s["miniprogram"] = json!({"appid": "wx1"});
+        assert_eq!(rejected(s).field, "miniprogram");
+        assert_eq!(rejected(with("page", json!("p"))).field, "page");
+        let mut s = subscribe("subscribe");
+        s["data"]["thing1"]["color"] = json!("#000000");
+        assert_eq!(rejected(s).field, "data.thing1.color");
+    }
+
+    #[test]
+    fn a_typed_field_breach_is_rejected_naming_the_field_and_the_rule() {
+        for kind in ["subscribe", "miniprogram_subscribe"] {
+            let mut s = subscribe(kind);
+            s["data"]["thing1"]["value"] = json!("字".repeat(21));
+            let r = rejected(s);
+            assert_eq!(r.field, "data.thing1.value", "{kind}");
+            assert_eq!(r.kind, Some(kind));
+            assert!(r.rule.contains("at most 20 characters"), "{}", r.rule);
+            let mut s = subscribe(kind);
+            s["data"]["time3"]["value"] = json!("tomorrow");
+            assert_eq!(rejected(s).field, "data.time3.value");
+            let mut s = subscribe(kind);
+            s["data"] = json!({"keyword1": {"value": "x"}});
+            let r = rejected(s);
+            assert!(r.rule.contains("keyword type"), "{}", r.rule);
+        }
+        let mut s = subscribe("miniprogram_subscribe");
+        s["miniprogram_state"] = json!("production");
+        let r = rejected(s);
+        assert_eq!(r.field, "miniprogram_state");
+        assert!(r.rule.contains("developer, trial, formal"));
+        let mut s = subscribe("miniprogram_subscribe");
+        s["lang"] = json!("fr_FR");
+        assert_eq!(rejected(s).field, "lang");
     }
 }

@@ -5,7 +5,9 @@
 //! Jobs flow through the modules in this order, and data only moves forward:
 //!
 //! - [`config`]: typed settings from the TOML file and `WXCOURIER_…` variables, validated.
-//! - [`job`]: the job wire format and its validation into a `Job` or a `Rejection`.
+//! - [`job`]: the job envelope and its validation into a `Job` or a `Rejection`.
+//! - [`kinds`]: each message kind (template, subscription notification, mini-program subscribe
+//!   message) in its own folder: its fields, its WeChat request, its errcodes, its outcome.
 //! - [`outcome`]: the outcome and delivery-report wire formats and their routing keys.
 //! - [`retry`]: the backoff schedule, delay tiers and the retry state carried in headers.
 //! - [`state`]: idempotency (sent ids and their msgids) and msgid → job, in memory or in
@@ -32,6 +34,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod job;
+pub mod kinds;
 pub mod limiter;
 pub mod metrics;
 pub mod outcome;

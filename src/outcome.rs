@@ -26,6 +26,22 @@ impl SendStatus {
     }
 }
 
+/// Why a `failed` job failed, for a producer to act on without an errcode table
+/// (decided by [`crate::wechat::reason`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailReason {
+    RecipientRefused,
+    NotFollowing,
+    InvalidRecipient,
+    TemplateInvalid,
+    ContentRejected,
+    QuotaExhausted,
+    RetriesExhausted,
+    ConfigError,
+    Other,
+}
+
 /// One job's final outcome, published to `wxcourier.results` as `STATUS.APP`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SendOutcome {
@@ -41,6 +57,13 @@ pub struct SendOutcome {
     pub attempts: u32,
     pub duplicate: bool,
     pub error: Option<String>,
+    /// Set on every `failed` outcome, null otherwise.
+    #[serde(default)]
+    pub reason: Option<FailReason>,
+    /// The job's kind, on outcomes of every kind but `template` (whose outcomes keep the
+    /// original field set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_kind: Option<String>,
     pub meta: Option<Value>,
     pub finished_at: String,
 }
@@ -61,6 +84,8 @@ impl SendOutcome {
             attempts: 0,
             duplicate: false,
             error: None,
+            reason: None,
+            message_kind: None,
             meta: None,
             finished_at: timestamp_now(),
         }
@@ -180,11 +205,21 @@ mod tests {
                 "kind": "send", "id": "order-1842-paid", "app": "default", "status": "sent",
                 "touser": "oia2TjuEGTNoeX76QEjQNrcURxG8", "template_id": "tpl",
                 "msgid": 200228332, "errcode": 0, "errmsg": "ok", "attempts": 1,
-                "duplicate": false, "error": null, "meta": {"order": 1842},
+                "duplicate": false, "error": null, "reason": null, "meta": {"order": 1842},
                 "finished_at": "2026-11-28T09:12:03.120Z"
             })
         );
         assert_eq!(o.routing_key(), "sent.default");
+    }
+
+    #[test]
+    fn a_failed_outcome_names_its_reason_in_snake_case() {
+        let mut o = SendOutcome::new("a", SendStatus::Failed);
+        o.reason = Some(FailReason::RecipientRefused);
+        let v = serde_json::to_value(&o).unwrap();
+        assert_eq!(v["reason"], "recipient_refused");
+        let back: SendOutcome = serde_json::from_value(v).unwrap();
+        assert_eq!(back.reason, Some(FailReason::RecipientRefused));
     }
 
     #[test]

@@ -145,6 +145,29 @@ async fn send_publishes_one_job_or_a_file_of_them_with_confirms() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("touser"));
 
+    // Another kind: its typed keys are checked before anything is published.
+    let subscribe = |data: &str| {
+        b.command("send")
+            .args(["--app", &app, "--to", &openid(2), "--template", TEMPLATE])
+            .args(["--kind", "subscribe", "--data", data])
+            .output()
+            .unwrap()
+    };
+    let out = subscribe("thing1=hello");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let out = subscribe("number1=twelve");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(stderr.contains("data.number1.value: number"), "{stderr}");
+    let out = send_one(&b, &openid(3))
+        .args(["--kind", "sms"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kind"));
+    assert_eq!(h.queued().await, 27);
+
     let out = send_one(&b, &openid(1))
         .env("WXCOURIER_AMQP__URL", "amqp://guest:guest@127.0.0.1:1/%2f")
         .output()
@@ -165,7 +188,17 @@ fn demo_shows_every_status_and_exits_0() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for status in ["sent", "failed", "rejected", "expired", "true", "delivered"] {
+    for status in [
+        "sent",
+        "failed",
+        "rejected",
+        "expired",
+        "true",
+        "delivered",
+        "recipient_refused",
+        "subscribe",
+        "miniprogram_subscribe",
+    ] {
         assert!(text.contains(status), "{status} in\n{text}");
     }
 }

@@ -28,6 +28,11 @@ async fn every_outcome_status_reaches_the_results_exchange() {
     assert_eq!(status_of("ok-1"), Some(json!("sent")));
     assert_eq!(status_of("bad-user-1"), Some(json!("failed")));
     assert_eq!(status_of("late-1"), Some(json!("expired")));
+    let reason_of = |id: &str| outcomes.iter().find(|o| o["id"] == id).unwrap()["reason"].clone();
+    assert_eq!(reason_of("bad-user-1"), json!("invalid_recipient"));
+    for id in ["ok-1", "late-1", "rejected-1"] {
+        assert_eq!(reason_of(id), serde_json::Value::Null, "{id}");
+    }
     assert_eq!(status_of("rejected-1"), Some(json!("rejected")));
     let sent = outcomes.iter().find(|o| o["id"] == "ok-1").unwrap();
     assert_eq!(sent["attempts"], 1);
@@ -130,6 +135,7 @@ async fn a_permanent_error_fails_at_once() {
     assert_eq!(o["status"], "failed");
     assert_eq!(o["attempts"], 1);
     assert_eq!(o["errcode"], 40003);
+    assert_eq!(o["reason"], "invalid_recipient");
     assert!(o["error"].as_str().unwrap().contains("40003"));
     assert_eq!(t.sim.stats().apps[DEFAULT_APPID].send_calls, 1);
     t.stop().await;
@@ -145,6 +151,7 @@ async fn retries_run_out_after_max_attempts() {
     assert_eq!(o["status"], "failed");
     assert_eq!(o["attempts"], 4);
     assert_eq!(o["errcode"], -1);
+    assert_eq!(o["reason"], "retries_exhausted");
     assert!(
         o["error"].as_str().unwrap().contains("retries ran out"),
         "{o}"
@@ -178,6 +185,51 @@ async fn transport_failures_are_retried_and_failed_without_an_errcode() {
     let o = t.outcome_of("transport-bad").await;
     assert_eq!(o["status"], "failed");
     assert_eq!(o["errcode"], serde_json::Value::Null);
+    assert_eq!(o["reason"], "retries_exhausted");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_who_refused_gets_failed_with_reason_recipient_refused() {
+    let mut t = spawn_app("refused", |_| {}).await;
+    let user = openid(31);
+    t.sim.set_refusing(&user, true);
+    t.publish(&job("refused-1", &user)).await;
+    let o = t.outcome_of("refused-1").await;
+    assert_eq!(
+        (
+            o["status"].as_str(),
+            o["reason"].as_str(),
+            o["errcode"].as_i64()
+        ),
+        (Some("failed"), Some("recipient_refused"), Some(43101)),
+        "{o}"
+    );
+    assert_eq!(o["attempts"], 1, "a refusal is not retried");
+    // Another user of the same app is not affected, and a sent outcome has no reason.
+    t.publish(&job("accepted-1", &openid(32))).await;
+    let o = t.outcome_of("accepted-1").await;
+    assert_eq!(o["status"], "sent");
+    assert_eq!(o["reason"], serde_json::Value::Null);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_given_up_while_the_quota_is_spent_says_quota_exhausted() {
+    let mut t = spawn_app("quota_out", |s| s.retry.max_age = ms(700)).await;
+    let user = openid(33);
+    t.sim.script(&user, vec![Answer::Code(45009); 20]);
+    t.publish(&job("quota-out-1", &user)).await;
+    let o = t.outcome_of("quota-out-1").await;
+    assert_eq!(
+        (
+            o["status"].as_str(),
+            o["reason"].as_str(),
+            o["errcode"].as_i64()
+        ),
+        (Some("failed"), Some("quota_exhausted"), Some(45009)),
+        "{o}"
+    );
     t.stop().await;
 }
 

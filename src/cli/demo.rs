@@ -20,6 +20,8 @@ const APP: &str = "demo";
 const TEMPLATE: &str = "ngqIpbwh8bUfcSsECmogfXcV14J0tQlEpBO27izEYtY";
 const ALICE: &str = "oia2TjuEGTNoeX76QEjQNrcURxG8";
 const BOB: &str = "oBobXXXXXXXXXXXXXXXXXXXXXXX1";
+/// A user who refused the account's messages: WeChat answers 43101.
+const CAROL: &str = "oCarolXXXXXXXXXXXXXXXXXXXXX2";
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -52,6 +54,10 @@ fn demo_settings(amqp_url: &str, base_url: String, http_listen: String) -> Setti
         AppSettings {
             callback_token: Some(Secret::new(CALLBACK_TOKEN)),
             encoding_aes_key: Some(Secret::new(CALLBACK_AES_KEY)),
+            kinds: crate::kinds::KINDS
+                .iter()
+                .map(|k| k.name().to_owned())
+                .collect(),
             ..AppSettings::new(DEFAULT_APPID, Secret::new(DEFAULT_SECRET))
         },
     );
@@ -85,7 +91,35 @@ fn sample_jobs(run: u64) -> Vec<(String, Value)> {
             ALICE,
             json!({"not_after": "2020-01-01T00:00:00Z"}),
         ),
+        job("refused", CAROL, json!({})),
+        subscribe(
+            id("notice"),
+            "subscribe",
+            json!({"page": "pages/order?id=1"}),
+        ),
+        subscribe(
+            id("mini"),
+            "miniprogram_subscribe",
+            json!({"miniprogram_state": "formal", "lang": "en_US"}),
+        ),
     ]
+}
+
+/// A subscription message of `kind`, its data typed as WeChat wants it.
+fn subscribe(id: String, kind: &str, extra: Value) -> (String, Value) {
+    let mut j = json!({
+        "id": id, "kind": kind, "touser": ALICE, "template_id": TEMPLATE,
+        "data": {
+            "thing1": {"value": "Order shipped"},
+            "character_string2": {"value": "SF1234567890"},
+            "time3": {"value": "2026-11-28 15:01"}
+        },
+        "meta": {"sample": kind}
+    });
+    if let (Some(obj), Value::Object(more)) = (j.as_object_mut(), extra) {
+        obj.extend(more);
+    }
+    (id, j)
 }
 
 pub async fn run(args: DemoArgs) -> ExitCode {
@@ -155,6 +189,7 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     );
     // WeChat answers "system busy" once for Bob, so that job is retried through the broker.
     sim.script(BOB, vec![Answer::Code(-1)]);
+    sim.set_refusing(CAROL, true);
     let run_id = crate::worker::pipeline::now_ms();
     let jobs = sample_jobs(run_id);
     let Ok(publisher) = Publisher::open(&conn, Duration::from_secs(10)).await else {
@@ -197,12 +232,13 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         serde_json::to_vec(&jobs[0].1).expect("json"),
     )
     .await;
+    // WeChat reports delivery for the template messages it accepted.
     let accepted = || {
-        sim.stats()
-            .apps
-            .get(DEFAULT_APPID)
-            .map(|a| a.accepted as usize)
-            .unwrap_or(0)
+        sim.sends()
+            .iter()
+            .filter(|s| s.errcode == 0 && !s.duplicate)
+            .filter(|s| crate::kinds::by_name(&s.kind).is_some_and(|k| k.reports_delivery()))
+            .count()
     };
     results.read(&mut tap, jobs.len() + 2, accepted()).await;
 
@@ -215,7 +251,16 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     println!("\noutcomes on wxcourier.results:");
     print_table(
         &results.sends,
-        &["id", "status", "attempts", "msgid", "duplicate", "error"],
+        &[
+            "id",
+            "message_kind",
+            "status",
+            "reason",
+            "attempts",
+            "msgid",
+            "duplicate",
+            "error",
+        ],
     );
     println!("\ndelivery reports WeChat pushed to /wechat/callback/{APP}:");
     print_table(
@@ -223,7 +268,7 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         &["id", "status", "msgid", "wechat_status"],
     );
     println!(
-        "\nthe simulator accepted {accepted} message(s); rejected jobs are kept in wxcourier.dead"
+        "\nthe simulator accepted {accepted} template message(s) (and the subscribe ones); rejected jobs are kept in wxcourier.dead"
     );
     if results.sends.len() == jobs.len() + 2 && results.reports.len() == accepted {
         ExitCode::SUCCESS

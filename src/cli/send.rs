@@ -37,8 +37,11 @@ pub struct SendArgs {
     /// The job id (idempotency key); generated when absent.
     #[arg(long)]
     id: Option<String>,
+    /// The message kind: template (default), subscribe or miniprogram_subscribe.
+    #[arg(long)]
+    kind: Option<String>,
     /// Publish one job per line of this JSON Lines file instead.
-    #[arg(long, conflicts_with_all = ["to", "template", "data", "url", "id"])]
+    #[arg(long, conflicts_with_all = ["to", "template", "data", "url", "id", "kind"])]
     file: Option<PathBuf>,
 }
 
@@ -181,6 +184,9 @@ fn job_from_flags(args: &SendArgs) -> Result<Vec<u8>, String> {
     });
     if let Some(url) = &args.url {
         job["url"] = serde_json::json!(url);
+    }
+    if let Some(kind) = &args.kind {
+        job["kind"] = serde_json::json!(kind);
     }
     // Validate here too, so a typo is reported now rather than as a rejected outcome later.
     let body = serde_json::to_vec(&job).expect("a JSON value serializes");

@@ -56,6 +56,9 @@ pub struct SimArgs {
     /// Latency added to every request.
     #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
     latency: Duration,
+    /// An OpenID that refuses every message: its sends are answered 43101 (repeatable).
+    #[arg(long = "refuse", value_name = "OPENID")]
+    refuse: Vec<String>,
 }
 
 pub async fn run(args: SimArgs) -> ExitCode {
@@ -88,6 +91,7 @@ pub async fn run(args: SimArgs) -> ExitCode {
             report_blocked: args.report_blocked,
             report_failed: args.report_failed,
         },
+        refusing: args.refuse.iter().cloned().collect(),
         ..SimOptions::default()
     };
     if !apps.is_empty() {

@@ -37,6 +37,8 @@ pub struct SimOptions {
     pub report_delay: Duration,
     /// Where to push delivery reports, by appid.
     pub callbacks: std::collections::HashMap<String, CallbackTarget>,
+    /// OpenIDs that refused every template: their sends are answered 43101.
+    pub refusing: std::collections::HashSet<String>,
 }
 
 impl Default for SimOptions {
@@ -50,6 +52,7 @@ impl Default for SimOptions {
             record_limit: 100_000,
             report_delay: Duration::from_millis(500),
             callbacks: Default::default(),
+            refusing: Default::default(),
         }
     }
 }
@@ -118,6 +121,11 @@ impl Simulator {
     /// Pushes `TEMPLATESENDJOBFINISH` for `appid`'s accepted sends to `target`.
     pub fn set_callback(&self, appid: &str, target: Option<CallbackTarget>) {
         self.model.set_callback(appid, target);
+    }
+
+    /// Whether `touser` refuses every message (answered 43101) from now on.
+    pub fn set_refusing(&self, touser: &str, refusing: bool) {
+        self.model.set_refusing(touser, refusing);
     }
 
     /// Sets how many sends `appid` has left today.

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::SimOptions;
 use super::push::{CallbackTarget, Push, PushCounts, Queued, event_xml};
+use crate::kinds::Kind;
 
 /// How long WeChat remembers `touser` + `client_msg_id`.
 const DEDUP_WINDOW: Duration = Duration::from_secs(600);
@@ -66,6 +67,9 @@ pub enum Reply {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SendRecord {
     pub appid: String,
+    /// The kind whose endpoint was called.
+    #[serde(default)]
+    pub kind: String,
     pub touser: String,
     pub client_msg_id: Option<String>,
     pub errcode: i64,
@@ -136,18 +140,6 @@ pub struct Model {
     push_counts: Arc<PushCounts>,
 }
 
-#[derive(Deserialize)]
-struct SendBody {
-    #[serde(default)]
-    touser: Option<String>,
-    #[serde(default)]
-    template_id: Option<String>,
-    #[serde(default)]
-    data: Option<serde_json::Value>,
-    #[serde(default)]
-    client_msg_id: Option<String>,
-}
-
 fn error(errcode: i64, errmsg: &str) -> Reply {
     Reply::Json(serde_json::json!({ "errcode": errcode, "errmsg": errmsg }))
 }
@@ -162,6 +154,7 @@ fn errmsg_for(code: i64) -> &'static str {
         41006 => "access_token expired",
         42001 => "access_token expired",
         43004 => "require subscribe",
+        43101 => "user refuse to accept the msg",
         45009 => "reach max api daily quota limit",
         45011 => "api minute-quota reach limit",
         47001 => "data format error",
@@ -307,8 +300,8 @@ impl Model {
         Reply::Json(serde_json::json!({ "access_token": token, "expires_in": ttl.as_secs() }))
     }
 
-    /// `POST /cgi-bin/message/template/send`.
-    pub fn send(&self, access_token: Option<&str>, body: &[u8]) -> Reply {
+    /// A message send on `kind`'s endpoint: the checks every endpoint makes, then the kind's.
+    pub fn send(&self, kind: &dyn Kind, access_token: Option<&str>, body: &[u8]) -> Reply {
         let now = Instant::now();
         let at_ms = now.duration_since(self.started).as_secs_f64() * 1000.0;
         let mut inner = self.inner.lock();
@@ -338,14 +331,21 @@ impl Model {
             }
             inner_records.push_back(rec);
         };
-        let parsed: Option<SendBody> = serde_json::from_slice(body).ok();
-        let touser = parsed
-            .as_ref()
-            .and_then(|b| b.touser.clone())
-            .unwrap_or_default();
-        let cmid = parsed.as_ref().and_then(|b| b.client_msg_id.clone());
+        // Only a JSON object is a body; its strings are read where they are.
+        let raw: Option<serde_json::Value> = serde_json::from_slice(body)
+            .ok()
+            .filter(serde_json::Value::is_object);
+        let text = |key: &str| {
+            raw.as_ref()
+                .and_then(|v| v.get(key))
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
+        let touser = text("touser").unwrap_or_default();
+        let cmid = text("client_msg_id");
         let rec = |errcode: i64, msgid: Option<u64>, duplicate: bool| SendRecord {
             appid: appid.clone(),
+            kind: kind.name().to_owned(),
             touser: touser.clone(),
             client_msg_id: cmid.clone(),
             errcode,
@@ -391,7 +391,7 @@ impl Model {
                 return error(code, errmsg_for(code));
             }
         }
-        let Some(body) = parsed else {
+        let Some(raw) = raw else {
             answer(47001, app);
             return error(47001, errmsg_for(47001));
         };
@@ -410,33 +410,30 @@ impl Model {
         } else {
             None
         };
-        let code = random_code.or_else(|| {
-            if !is_openid(&touser) {
-                Some(40003)
-            } else if body
-                .template_id
-                .as_deref()
-                .is_none_or(|t| t.is_empty() || t.len() > 128)
-            {
-                Some(40037)
-            } else if body
-                .data
-                .as_ref()
-                .is_none_or(|d| d.as_object().is_none_or(|o| o.is_empty()))
-            {
-                Some(47003)
-            } else {
-                None
-            }
-        });
-        if let Some(code) = code {
+        let refusal = random_code
+            .map(|c| (c, errmsg_for(c).to_owned()))
+            .or_else(|| {
+                if !is_openid(&touser) {
+                    Some((40003, errmsg_for(40003).to_owned()))
+                } else {
+                    kind.sim_check(&raw)
+                }
+            })
+            .or_else(|| {
+                inner
+                    .options
+                    .refusing
+                    .contains(&touser)
+                    .then(|| (43101, errmsg_for(43101).to_owned()))
+            });
+        if let Some((code, errmsg)) = refusal {
             answer(code, app);
             record(
                 &mut inner.records,
                 inner.options.record_limit,
                 rec(code, None, false),
             );
-            return error(code, errmsg_for(code));
+            return error(code, &errmsg);
         }
         // De-duplication on touser + client_msg_id within the window: the first msgid again.
         while let Some((t, _)) = app.dedup_order.front() {
@@ -479,7 +476,9 @@ impl Model {
         }
         app.stats.accepted += 1;
         answer(0, app);
-        if let Some(target) = inner.callbacks.get(&appid) {
+        if let Some(target) = inner.callbacks.get(&appid)
+            && kind.reports_delivery()
+        {
             let status = delivery_status(&inner.options.faults, &mut rng);
             let created = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -557,6 +556,15 @@ impl Model {
         };
     }
 
+    pub fn set_refusing(&self, touser: &str, refusing: bool) {
+        let mut inner = self.inner.lock();
+        if refusing {
+            inner.options.refusing.insert(touser.to_owned());
+        } else {
+            inner.options.refusing.remove(touser);
+        }
+    }
+
     pub fn set_quota_left(&self, appid: &str, left: u64) {
         if let Some(app) = self.inner.lock().apps.get_mut(appid) {
             app.quota_left = left;
@@ -620,7 +628,11 @@ mod tests {
 
     fn send(m: &Model, token: &str, cmid: &str) -> serde_json::Value {
         let body = serde_json::json!({"touser": USER, "template_id": "t", "data": {"k": {"value": "v"}}, "client_msg_id": cmid});
-        match m.send(Some(token), &serde_json::to_vec(&body).unwrap()) {
+        match m.send(
+            crate::kinds::default_kind(),
+            Some(token),
+            &serde_json::to_vec(&body).unwrap(),
+        ) {
             Reply::Json(v) => v,
             other => panic!("{other:?}"),
         }
@@ -689,6 +701,49 @@ mod tests {
             ),
             (1, 1)
         );
+    }
+
+    #[test]
+    fn a_refusing_user_gets_43101_until_they_accept_again() {
+        let m = model();
+        let t = token(&m, true);
+        m.set_refusing(USER, true);
+        assert_eq!(send(&m, &t, "r1")["errcode"], 43101);
+        m.set_refusing(USER, false);
+        assert_eq!(send(&m, &t, "r2")["errcode"], 0);
+        assert_eq!(m.stats().apps["wx0000000000000000"].errcodes["43101"], 1);
+    }
+
+    #[test]
+    fn each_subscribe_route_answers_47003_naming_the_field_that_breaks_its_type() {
+        let m = model();
+        let t = token(&m, true);
+        for name in ["subscribe", "miniprogram_subscribe"] {
+            let kind = crate::kinds::by_name(name).unwrap();
+            let send = |data: serde_json::Value| {
+                let body = serde_json::json!({"touser": USER, "template_id": "t", "data": data});
+                match m.send(kind, Some(&t), &serde_json::to_vec(&body).unwrap()) {
+                    Reply::Json(v) => v,
+                    other => panic!("{other:?}"),
+                }
+            };
+            let ok =
+                send(serde_json::json!({"thing1": {"value": "ok"}, "number2": {"value": "12"}}));
+            assert_eq!(ok["errcode"], 0, "{name}: {ok}");
+            assert!(ok["msgid"].as_u64().is_some());
+            let bad = send(
+                serde_json::json!({"thing1": {"value": "ok"}, "number2": {"value": "twelve"}}),
+            );
+            assert_eq!(bad["errcode"], 47003, "{name}");
+            assert!(
+                bad["errmsg"]
+                    .as_str()
+                    .unwrap()
+                    .contains("data.number2.value"),
+                "{bad}"
+            );
+        }
+        assert!(m.sends().iter().any(|r| r.kind == "miniprogram_subscribe"));
     }
 
     #[test]

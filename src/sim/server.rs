@@ -18,16 +18,34 @@ use super::push::CallbackTarget;
 type Shared = State<Arc<Model>>;
 
 pub fn router(model: Arc<Model>) -> Router {
-    Router::new()
+    // One route per message kind, at the kind's own endpoint.
+    let mut router = Router::new();
+    for &kind in crate::kinds::KINDS {
+        router =
+            router.route(
+                kind.endpoint(),
+                post(
+                    move |State(m): Shared,
+                          Query(q): Query<HashMap<String, String>>,
+                          body: Bytes| async move {
+                        with_transport(&m, || {
+                            m.send(kind, q.get("access_token").map(String::as_str), &body)
+                        })
+                        .await
+                    },
+                ),
+            );
+    }
+    router
         .route("/cgi-bin/token", get(classic_token))
         .route("/cgi-bin/stable_token", post(stable_token))
-        .route("/cgi-bin/message/template/send", post(template_send))
         .route("/sim/stats", get(stats))
         .route("/sim/sends", get(sends))
         .route("/sim/faults", post(set_faults))
         .route("/sim/script", post(script))
         .route("/sim/invalidate", post(invalidate))
         .route("/sim/quota", post(quota))
+        .route("/sim/refuse", post(refuse))
         .route("/sim/reset", post(reset))
         .route("/sim/callback", post(callback))
         .with_state(model)
@@ -112,17 +130,6 @@ async fn stable_token(State(m): Shared, body: Bytes) -> Response {
     .await
 }
 
-async fn template_send(
-    State(m): Shared,
-    Query(q): Query<HashMap<String, String>>,
-    body: Bytes,
-) -> Response {
-    with_transport(&m, || {
-        m.send(q.get("access_token").map(String::as_str), &body)
-    })
-    .await
-}
-
 async fn stats(State(m): Shared) -> Response {
     axum::Json(m.stats()).into_response()
 }
@@ -160,6 +167,22 @@ async fn invalidate(State(m): Shared, axum::Json(a): axum::Json<AppBody>) -> Sta
 
 async fn quota(State(m): Shared, axum::Json(a): axum::Json<AppBody>) -> StatusCode {
     m.set_quota_left(&a.appid, a.left.unwrap_or(0));
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct RefuseBody {
+    touser: String,
+    #[serde(default = "yes")]
+    refuse: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn refuse(State(m): Shared, axum::Json(r): axum::Json<RefuseBody>) -> StatusCode {
+    m.set_refusing(&r.touser, r.refuse);
     StatusCode::NO_CONTENT
 }
 

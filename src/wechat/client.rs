@@ -1,4 +1,4 @@
-//! The HTTP calls to WeChat: the two token endpoints and template send. No URL, token or secret
+//! The HTTP calls to WeChat: the two token endpoints and one JSON POST for every message kind. No URL, token or secret
 //! ever reaches an error from here.
 
 use std::time::Duration;
@@ -156,9 +156,21 @@ impl WechatClient {
         token: &Secret,
         body: Vec<u8>,
     ) -> Result<SendReply, CallError> {
+        self.post_json("/cgi-bin/message/template/send", token, body)
+            .await
+    }
+
+    /// The one JSON POST every message kind uses: `path` (`/cgi-bin/…`) with the access token,
+    /// a prepared JSON body, and WeChat's `{errcode, errmsg[, msgid]}` answer.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        token: &Secret,
+        body: Vec<u8>,
+    ) -> Result<SendReply, CallError> {
         let resp = self
             .http
-            .post(format!("{}/cgi-bin/message/template/send", self.base))
+            .post(format!("{}{path}", self.base))
             .query(&[("access_token", token.expose())])
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)

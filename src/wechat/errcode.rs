@@ -95,8 +95,10 @@ pub fn describe(errcode: i64) -> &'static str {
         41006 => "access token expired",
         42001 => "access token expired",
         43004 => "the user does not follow the account",
+        43101 => "the user refused this message",
         45009 => "API call limit reached (daily quota)",
         45011 => "API call too frequent",
+        45168 => "the content has words WeChat does not allow",
         47003 => "argument invalid",
         _ => "refused by WeChat",
     }

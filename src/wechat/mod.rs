@@ -3,5 +3,6 @@
 pub mod client;
 pub mod crypto;
 pub mod errcode;
+pub mod reason;
 pub mod shared_token;
 pub mod token;

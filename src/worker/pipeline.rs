@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use super::Context;
 use crate::broker::headers::{MAX_JOB_HEADERS, MAX_REASON_BYTES};
 use crate::job::{self, Job, Rejection};
+use crate::kinds::Override;
 use crate::metrics::Metrics;
 use crate::outcome::{SendOutcome, SendStatus};
 use crate::quota::Admission;
@@ -20,7 +21,9 @@ use crate::retry::{Next, RetryState};
 use crate::state::{Claim, Holder, Renewal};
 use crate::text::bounded;
 use crate::wechat::client::SendReply;
+use crate::wechat::client::TokenError;
 use crate::wechat::errcode::{self, Class};
+use crate::wechat::reason::Ending;
 
 /// Whether the outcome of a send could be published now. The pipeline asks right before
 /// each WeChat call: a message whose outcome cannot be published is not sent.
@@ -93,6 +96,24 @@ pub async fn process(ctx: &Context, incoming: Incoming<'_>) -> Step {
                 MAX_JOB_HEADERS / 1024
             ),
             meta: job.meta.clone(),
+            kind: Some(job.kind.name()),
+        };
+        return reject(incoming.app, &rejection, incoming.retry);
+    }
+    if let Some(app) = ctx.settings.apps.get(incoming.app)
+        && !app.sends(job.kind.name())
+    {
+        let rejection = Rejection {
+            id: Some(job.id.clone()),
+            field: "kind".into(),
+            rule: format!(
+                "{:?} is not a kind this app sends (apps.{}.kinds = {:?})",
+                job.kind.name(),
+                incoming.app,
+                app.kinds
+            ),
+            meta: job.meta.clone(),
+            kind: Some(job.kind.name()),
         };
         return reject(incoming.app, &rejection, incoming.retry);
     }
@@ -139,6 +160,9 @@ fn reject(app: &str, r: &Rejection, state: RetryState) -> Step {
     o.meta = r.meta.clone();
     o.attempts = state.attempts;
     o.error = Some(reason.clone());
+    if let Some(kind) = r.kind.and_then(crate::kinds::by_name) {
+        kind.outcome_fields(&mut o);
+    }
     Step::Reject { outcome: o, reason }
 }
 
@@ -156,6 +180,7 @@ fn finished(
     o.meta = job.meta.clone();
     o.attempts = state.attempts;
     o.error = (!error.is_empty()).then(|| error.to_owned());
+    job.kind.outcome_fields(&mut o);
     o
 }
 
@@ -183,13 +208,16 @@ fn duplicate(app: &str, job: &Job, state: &RetryState, msgid: u64) -> SendOutcom
 type LastAnswer = Option<SendReply>;
 
 /// Waits `after` in the broker without using an attempt. `retry.max_age` runs from here on,
-/// so a job that never gets its turn still ends.
+/// so a job that never gets its turn still ends. `seen` is an errcode met without a send
+/// answer (a refused token fetch), kept for the failed outcome's reason.
+#[allow(clippy::too_many_arguments)]
 fn later(
     ctx: &Context,
     app: &str,
     job: &Job,
     state: &RetryState,
     last: LastAnswer,
+    seen: Option<i64>,
     after: Duration,
     wait: Wait,
 ) -> Step {
@@ -202,7 +230,11 @@ fn later(
                 Wait::NotNow(reason) => format!("{reason}; {why}"),
                 Wait::Transient | Wait::Quota => why,
             };
-            Step::Finish(failed(app, job, &state, last, why))
+            let ending = Ending::GaveUp {
+                quota_paused: wait == Wait::Quota,
+                errcode: last.as_ref().map(|r| r.errcode).or(seen),
+            };
+            Step::Finish(failed(ctx, app, job, &state, last, why, ending))
         }
     }
 }
@@ -211,7 +243,7 @@ fn later(
 fn not_now(ctx: &Context, app: &str, job: &Job, state: &RetryState, why: &'static str) -> Step {
     tracing::debug!(app, id = %job.id, reason = why, "not now; the job waits in a delay queue");
     let soon = ctx.schedule.tiers()[0];
-    later(ctx, app, job, state, None, soon, Wait::NotNow(why))
+    later(ctx, app, job, state, None, None, soon, Wait::NotNow(why))
 }
 
 async fn send(
@@ -226,7 +258,16 @@ async fn send(
         Admission::Send { probe } => probe,
         // The app is paused: wait in the broker, not here.
         Admission::Wait(pause) => {
-            return later(ctx, incoming.app, job, state, None, pause, Wait::Quota);
+            return later(
+                ctx,
+                incoming.app,
+                job,
+                state,
+                None,
+                None,
+                pause,
+                Wait::Quota,
+            );
         }
     };
     let step = send_admitted(ctx, incoming, job, state, claim, probe).await;
@@ -292,12 +333,17 @@ async fn send_admitted(
                 let wait = app.keeper.backing_off().unwrap_or(ctx.schedule.tiers()[0]);
                 let pause = app.gate.pause_for(wait, "cannot get an access token");
                 tracing::error!(app = app_name, error = %e, retry_in = ?pause, "cannot get an access token; the app is paused");
+                let seen = match e {
+                    TokenError::Refused { errcode, .. } => Some(errcode),
+                    TokenError::Call(_) => None,
+                };
                 return later(
                     ctx,
                     app_name,
                     job,
                     state,
                     None,
+                    seen,
                     pause,
                     Wait::NotNow("no access token could be had"),
                 );
@@ -314,7 +360,10 @@ async fn send_admitted(
             state.attempts += 1;
             tracing::Span::current().record("attempt", state.attempts);
             let started = Instant::now();
-            let reply = ctx.client.send_template(&token.value, body.clone()).await;
+            let reply = ctx
+                .client
+                .post_json(job.kind.endpoint(), &token.value, body.clone())
+                .await;
             (reply, started.elapsed())
         };
         let errcode = match &reply {
@@ -329,7 +378,12 @@ async fn send_admitted(
                 return transient(ctx, app_name, job, state, None, e.to_string());
             }
         };
-        let class = ctx.classifier.classify(reply.errcode);
+        let class = match job.kind.override_of(reply.errcode) {
+            Some(Override {
+                class: Some(class), ..
+            }) if reply.errcode != 0 => *class,
+            _ => ctx.classifier.classify(reply.errcode),
+        };
         tracing::debug!(app = app_name, id = %job.id, attempt = state.attempts, errcode = reply.errcode, class = class.as_str(), "wechat answered");
         if class != Class::Quota {
             state.quota_strikes = 0;
@@ -371,30 +425,55 @@ async fn send_admitted(
                 state.quota_strikes += 1;
                 state.quota_sends += 1;
                 let pause = app.gate.quota_spent();
-                return later(ctx, app_name, job, state, Some(reply), pause, Wait::Quota);
+                return later(
+                    ctx,
+                    app_name,
+                    job,
+                    state,
+                    Some(reply),
+                    None,
+                    pause,
+                    Wait::Quota,
+                );
             }
             Class::Transient => {
-                let why = describe(&reply);
+                let why = describe(job, &reply);
                 return transient(ctx, app_name, job, state, Some(reply), why);
             }
             Class::Permanent => {
-                let why = describe(&reply);
-                return Step::Finish(failed(app_name, job, state, Some(reply), why));
+                let why = describe(job, &reply);
+                let ending = Ending::Refused(reply.errcode);
+                return Step::Finish(failed(ctx, app_name, job, state, Some(reply), why, ending));
             }
         }
     }
 }
 
-fn describe(reply: &SendReply) -> String {
-    format!(
-        "{} (errcode {})",
-        errcode::describe(reply.errcode),
-        reply.errcode
-    )
+fn describe(job: &Job, reply: &SendReply) -> String {
+    let words = match job.kind.override_of(reply.errcode) {
+        Some(o) => o.describe,
+        None => errcode::describe(reply.errcode),
+    };
+    format!("{words} (errcode {})", reply.errcode)
 }
 
-fn failed(app: &str, job: &Job, state: &RetryState, last: LastAnswer, why: String) -> SendOutcome {
+/// A failed outcome; every one carries the reason its `ending` maps to.
+fn failed(
+    ctx: &Context,
+    app: &str,
+    job: &Job,
+    state: &RetryState,
+    last: LastAnswer,
+    why: String,
+    ending: Ending,
+) -> SendOutcome {
     let mut o = finished(app, job, SendStatus::Failed, state, &why);
+    // The kind's own reading of a refusal comes before the configured sets.
+    let own = match ending {
+        Ending::Refused(code) => job.kind.override_of(code).and_then(|o| o.reason),
+        Ending::GaveUp { .. } => None,
+    };
+    o.reason = Some(own.unwrap_or_else(|| ctx.settings.wechat.reason_codes.decide(ending)));
     if let Some(reply) = last {
         o.errcode = Some(reply.errcode);
         o.errmsg = Some(reply.errmsg);
@@ -418,7 +497,12 @@ fn transient(
             wait: Wait::Transient,
         },
         Next::GiveUp(limit) => {
-            Step::Finish(failed(app, job, state, last, format!("{why}; {limit}")))
+            let ending = Ending::GaveUp {
+                quota_paused: false,
+                errcode: last.as_ref().map(|r| r.errcode),
+            };
+            let why = format!("{why}; {limit}");
+            Step::Finish(failed(ctx, app, job, state, last, why, ending))
         }
     }
 }

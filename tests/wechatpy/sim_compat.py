@@ -80,6 +80,41 @@ def main(binary):
         check("after invalidation wechatpy refreshes on 40001 and succeeds", again.get("errcode") == 0)
         check("exactly two token calls in all", stats["classic_token_calls"] == 2)
 
+        # Subscription notifications (service account) and mini-program subscribe messages.
+        typed = {"thing1": {"value": "您的餐品已备好"}, "number2": {"value": "1842"}, "time3": {"value": "15:01"}}
+        notified = client.message.send_subscribe_message(OPENID, TEMPLATE, typed, page="pages/order")
+        check("a bizsend subscription notification is accepted", notified.get("errcode") == 0)
+        try:
+            client.message.send_subscribe_message(OPENID, TEMPLATE, {"thing1": {"value": "x" * 21}})
+            check("a thing value over 20 characters is refused", False)
+        except WeChatClientException as e:
+            check(
+                "a thing value over 20 characters is refused with 47003 naming the field",
+                e.errcode == 47003 and "data.thing1.value" in (e.errmsg or ""),
+            )
+        # wechatpy sends mini-program calls to WeChat's host: point them at the simulator.
+        client.wxa.API_BASE_URL = base + "/"
+        mp = client.wxa.send_subscribe_message(OPENID, TEMPLATE, typed, page="pages/index")
+        check("a mini-program subscribe message is accepted", mp.get("errcode") == 0)
+        try:
+            client.wxa.send_subscribe_message(OPENID, TEMPLATE, {"number1": {"value": "twelve"}})
+            check("a number value that is not digits is refused", False)
+        except WeChatClientException as e:
+            check(
+                "a number value that is not digits is refused with 47003 naming the field",
+                e.errcode == 47003 and "data.number1.value" in (e.errmsg or ""),
+            )
+        kinds = sorted({s["kind"] for s in control(base, "/sim/sends")})
+        check("each send was recorded under its kind", kinds == ["miniprogram_subscribe", "subscribe", "template"])
+
+        refuser = "o" + "r" * 27
+        control(base, "/sim/refuse", {"touser": refuser})
+        try:
+            client.message.send_template(refuser, TEMPLATE, data)
+            check("a user who refused is refused", False)
+        except WeChatClientException as e:
+            check("a user who refused is refused with 43101", e.errcode == 43101)
+
         control(base, "/sim/quota", {"appid": APPID, "left": 0})
         try:
             client.message.send_template(OPENID, TEMPLATE, data)

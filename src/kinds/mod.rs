@@ -1,0 +1,169 @@
+//! Message kinds: what differs between a template message, a service-account subscription
+//! notification and a mini-program subscribe message. Each kind is a folder with the same file
+//! roles — `validate.rs` (its job fields), `request.rs` (WeChat endpoint and body),
+//! `errcodes.rs` (its errcode overrides), `outcome.rs` (its outcome fields), `sim.rs` (what
+//! the simulator checks on its route) — tied together in its `mod.rs`. The envelope every
+//! kind shares (`id`, `meta`, `not_after`, `kind`) is read in [`crate::job`].
+//!
+//! A new kind is a new folder plus its name in the [`register!`] line below.
+
+pub mod fields;
+pub mod typed;
+
+use serde_json::{Map, Value};
+
+use crate::outcome::{FailReason, SendOutcome};
+use crate::wechat::errcode::Class;
+
+/// A field of a job and the rule it broke.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    pub field: String,
+    pub rule: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, rule: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            rule: rule.into(),
+        }
+    }
+}
+
+/// A kind's message, validated and ready to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub touser: String,
+    pub template_id: String,
+    /// The JSON body of the kind's WeChat endpoint.
+    pub body: Vec<u8>,
+}
+
+/// How one kind reads an errcode differently from `wechat.*_codes` and
+/// `wechat.reason_codes`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Override {
+    pub code: i64,
+    /// The class to use instead of the configured one, if any.
+    pub class: Option<Class>,
+    /// The `reason` of a failed outcome, if any.
+    pub reason: Option<FailReason>,
+    /// Words for the `error` field of a failed outcome.
+    pub describe: &'static str,
+}
+
+/// One message kind.
+pub trait Kind: Sync + std::fmt::Debug {
+    /// The job's `kind`.
+    fn name(&self) -> &'static str;
+    /// Job fields the kind reads, beside the envelope's.
+    fn fields(&self) -> &'static [&'static str];
+    /// Reads and checks the kind's fields (removing them from `obj`) and builds the WeChat
+    /// body; `id` is the job id.
+    fn validate(&self, id: &str, obj: &mut Map<String, Value>) -> Result<Message, FieldError>;
+    /// The path of the WeChat endpoint, `/cgi-bin/…`.
+    fn endpoint(&self) -> &'static str;
+    /// errcodes this kind reads differently.
+    fn overrides(&self) -> &'static [Override];
+    /// Adds the kind's own fields to an outcome of one of its jobs.
+    fn outcome_fields(&self, outcome: &mut SendOutcome);
+    /// The simulator's answer to a body the kind's endpoint would refuse: errcode and errmsg.
+    fn sim_check(&self, body: &Value) -> Option<(i64, String)>;
+    /// Whether WeChat pushes `TEMPLATESENDJOBFINISH` for an accepted send of this kind (the
+    /// simulator does the same).
+    fn reports_delivery(&self) -> bool {
+        false
+    }
+}
+
+impl dyn Kind {
+    /// This kind's override of `code`, if any.
+    pub fn override_of(&self, code: i64) -> Option<&'static Override> {
+        self.overrides().iter().find(|o| o.code == code)
+    }
+}
+
+macro_rules! register {
+    ($($kind:ident),+ $(,)?) => {
+        $(pub mod $kind;)+
+        /// Every kind, the default (`template`) first.
+        pub static KINDS: &[&dyn Kind] = &[$(&$kind::KIND),+];
+    };
+}
+
+register!(template, subscribe, miniprogram_subscribe);
+
+/// The kind of a job that names none.
+pub fn default_kind() -> &'static dyn Kind {
+    KINDS[0]
+}
+
+/// The kind called `name`.
+pub fn by_name(name: &str) -> Option<&'static dyn Kind> {
+    KINDS.iter().copied().find(|k| k.name() == name)
+}
+
+/// Every kind's name, for messages: `template, subscribe, …`.
+pub fn names() -> String {
+    KINDS
+        .iter()
+        .map(|k| k.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_template_is_the_default() {
+        assert_eq!(default_kind().name(), "template");
+        let mut names: Vec<_> = KINDS.iter().map(|k| k.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), KINDS.len());
+        let mut endpoints: Vec<_> = KINDS.iter().map(|k| k.endpoint()).collect();
+        endpoints.sort();
+        endpoints.dedup();
+        assert_eq!(endpoints.len(), KINDS.len(), "one endpoint per kind");
+        assert!(by_name("nope").is_none());
+    }
+
+    #[test]
+    fn no_kind_reads_an_envelope_field() {
+        for k in KINDS {
+            for f in k.fields() {
+                assert!(!crate::job::ENVELOPE.contains(f), "{} reads {f}", k.name());
+            }
+        }
+    }
+
+    #[test]
+    fn an_app_names_only_registered_kinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |kinds: &str| {
+            let path = dir.path().join("c.toml");
+            let toml = format!("[apps.shop]\nappid = \"wx1\"\nsecret = \"s\"\n{kinds}");
+            std::fs::write(&path, toml).unwrap();
+            crate::config::Settings::load_from(Some(&path), &[]).map_err(|e| e.to_string())
+        };
+        let s = load("").unwrap();
+        assert_eq!(s.apps["shop"].kinds, vec!["template".to_owned()]);
+        assert!(s.apps["shop"].sends("template") && !s.apps["shop"].sends("subscribe"));
+        let s = load("kinds = [\"subscribe\", \"miniprogram_subscribe\"]\n").unwrap();
+        assert!(!s.apps["shop"].sends("template") && s.apps["shop"].sends("subscribe"));
+        let err = load("kinds = [\"sms\"]\n").unwrap_err();
+        assert!(
+            err.contains("apps.shop.kinds") && err.contains("\"sms\""),
+            "{err}"
+        );
+        assert!(
+            err.contains("template, subscribe, miniprogram_subscribe"),
+            "{err}"
+        );
+        let err = load("kinds = []\n").unwrap_err();
+        assert!(err.contains("apps.shop.kinds"), "{err}");
+    }
+}

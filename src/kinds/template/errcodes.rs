@@ -1,0 +1,5 @@
+//! Template messages read every errcode as `wechat.*_codes` and `wechat.reason_codes` say.
+
+use crate::kinds::Override;
+
+pub const OVERRIDES: [Override; 0] = [];

@@ -1,0 +1,197 @@
+//! Why a job `failed`, in words a producer can act on (`reason` on a failed outcome), decided
+//! from WeChat's last answer and how the job ended. The code sets are configuration
+//! (`wechat.reason_codes`), beside the class sets of [`super::errcode`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::outcome::FailReason;
+
+/// errcodes behind each reason that WeChat's own answer decides.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReasonCodes {
+    /// The user refused this template (since 2023).
+    pub recipient_refused: Vec<i64>,
+    /// The user does not follow the account.
+    pub not_following: Vec<i64>,
+    /// The OpenID is not one of this account's users.
+    pub invalid_recipient: Vec<i64>,
+    /// The template is unknown or withdrawn.
+    pub template_invalid: Vec<i64>,
+    /// WeChat refused the content: a field breaks its type or review rules.
+    pub content_rejected: Vec<i64>,
+    /// The account's setup is wrong: AppSecret, IP whitelist, AppID.
+    pub config_error: Vec<i64>,
+}
+
+impl Default for ReasonCodes {
+    fn default() -> Self {
+        Self {
+            recipient_refused: vec![43101],
+            not_following: vec![43004],
+            invalid_recipient: vec![40003],
+            template_invalid: vec![40037],
+            content_rejected: vec![45168, 47003],
+            config_error: vec![40125, 40164, 40013],
+        }
+    }
+}
+
+/// How a failed job ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// WeChat refused the send for good with this errcode.
+    Refused(i64),
+    /// Attempts or `retry.max_age` ran out. `quota_paused`: the job was last turned back
+    /// because the app's quota was spent. `errcode`: the last code seen for it, from a send
+    /// or a token fetch.
+    GaveUp {
+        quota_paused: bool,
+        errcode: Option<i64>,
+    },
+}
+
+impl ReasonCodes {
+    /// The reason for a failed outcome. A code named in more than one set takes the first
+    /// in the order of [`FailReason`]'s table; a refusal no set names is `other`.
+    pub fn decide(&self, ending: Ending) -> FailReason {
+        match ending {
+            Ending::Refused(code) => self.named(code).unwrap_or(FailReason::Other),
+            Ending::GaveUp {
+                quota_paused: true, ..
+            } => FailReason::QuotaExhausted,
+            // A job that waited out a refused token fetch for its whole life says so: no
+            // amount of retrying fixes a wrong AppSecret.
+            Ending::GaveUp {
+                errcode: Some(code),
+                ..
+            } if self.config_error.contains(&code) => FailReason::ConfigError,
+            Ending::GaveUp { .. } => FailReason::RetriesExhausted,
+        }
+    }
+
+    fn named(&self, code: i64) -> Option<FailReason> {
+        let table = [
+            (&self.recipient_refused, FailReason::RecipientRefused),
+            (&self.not_following, FailReason::NotFollowing),
+            (&self.invalid_recipient, FailReason::InvalidRecipient),
+            (&self.template_invalid, FailReason::TemplateInvalid),
+            (&self.content_rejected, FailReason::ContentRejected),
+            (&self.config_error, FailReason::ConfigError),
+        ];
+        table
+            .into_iter()
+            .find(|(codes, _)| codes.contains(&code))
+            .map(|(_, reason)| reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use FailReason::*;
+
+    fn gave_up(quota_paused: bool, errcode: Option<i64>) -> Ending {
+        Ending::GaveUp {
+            quota_paused,
+            errcode,
+        }
+    }
+
+    #[test]
+    fn the_default_mapping_matches_the_contract() {
+        let codes = ReasonCodes::default();
+        let table: &[(Ending, FailReason)] = &[
+            (Ending::Refused(43101), RecipientRefused),
+            (Ending::Refused(43004), NotFollowing),
+            (Ending::Refused(40003), InvalidRecipient),
+            (Ending::Refused(40037), TemplateInvalid),
+            (Ending::Refused(45168), ContentRejected),
+            (Ending::Refused(47003), ContentRejected),
+            (Ending::Refused(40125), ConfigError),
+            (Ending::Refused(40164), ConfigError),
+            (Ending::Refused(40013), ConfigError),
+            (Ending::Refused(40001), Other),
+            (Ending::Refused(99999), Other),
+            (gave_up(true, Some(45009)), QuotaExhausted),
+            (gave_up(true, None), QuotaExhausted),
+            (gave_up(false, Some(-1)), RetriesExhausted),
+            (gave_up(false, None), RetriesExhausted),
+            (gave_up(false, Some(40125)), ConfigError),
+            (gave_up(false, Some(40164)), ConfigError),
+            // A refusal-type code seen on the way does not rename running out of tries.
+            (gave_up(false, Some(43101)), RetriesExhausted),
+        ];
+        for &(ending, reason) in table {
+            assert_eq!(codes.decide(ending), reason, "{ending:?}");
+        }
+    }
+
+    #[test]
+    fn the_sets_come_from_config_and_the_first_set_wins() {
+        let codes = ReasonCodes {
+            recipient_refused: vec![1, 2],
+            not_following: vec![2],
+            invalid_recipient: vec![],
+            template_invalid: vec![],
+            content_rejected: vec![],
+            config_error: vec![3],
+        };
+        assert_eq!(codes.decide(Ending::Refused(2)), RecipientRefused);
+        assert_eq!(codes.decide(Ending::Refused(43101)), Other);
+        assert_eq!(codes.decide(gave_up(false, Some(3))), ConfigError);
+        assert_eq!(codes.decide(gave_up(false, Some(40125))), RetriesExhausted);
+    }
+
+    mod config {
+        use super::*;
+        use crate::config::Settings;
+
+        fn load(toml: &str, env: &[(&str, &str)]) -> Result<Settings, String> {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("c.toml");
+            std::fs::write(&path, toml).unwrap();
+            let env: Vec<(String, String)> = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Settings::load_from(Some(&path), &env).map_err(|e| e.to_string())
+        }
+
+        #[test]
+        fn the_shipped_config_states_the_default_mapping() {
+            let s = load(
+                include_str!("../../config/default.toml"),
+                &[("WXCOURIER_APPS__DEFAULT__SECRET", "secret")],
+            )
+            .unwrap();
+            assert_eq!(s.wechat.reason_codes, ReasonCodes::default());
+        }
+
+        #[test]
+        fn a_set_can_be_replaced_in_the_file_or_the_environment() {
+            let s = load(
+                "[wechat.reason_codes]\nrecipient_refused = [43101, 43102]\n",
+                &[(
+                    "WXCOURIER_WECHAT__REASON_CODES__NOT_FOLLOWING",
+                    "[43004, 43005]",
+                )],
+            )
+            .unwrap();
+            let codes = &s.wechat.reason_codes;
+            assert_eq!(codes.recipient_refused, vec![43101, 43102]);
+            assert_eq!(codes.not_following, vec![43004, 43005]);
+            // Sets not named keep their defaults.
+            assert_eq!(codes.content_rejected, vec![45168, 47003]);
+            assert_eq!(codes.decide(Ending::Refused(43102)), RecipientRefused);
+        }
+
+        #[test]
+        fn an_unknown_reason_is_a_config_error_naming_it() {
+            let err = load("[wechat.reason_codes]\nrecipient_refusd = [1]\n", &[]).unwrap_err();
+            assert!(err.contains("recipient_refusd"), "{err}");
+            let err = load("[wechat.reason_codes]\nother = [1]\n", &[]).unwrap_err();
+            assert!(err.contains("other"), "{err}");
+        }
+    }
+}
