@@ -40,7 +40,7 @@ appid = "wx0000000000000000"
 {app_keys}
 {extra}
 "#,
-            amqp = super::AMQP_URL
+            amqp = super::amqp_url()
         );
         std::fs::write(&config, text).unwrap();
         Self {
