@@ -1,5 +1,6 @@
 //! RabbitMQ: names, connecting, topology and confirmed publishing.
 
+pub mod orphans;
 pub mod publish;
 pub mod tap;
 pub mod topology;

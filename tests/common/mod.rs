@@ -123,6 +123,7 @@ pub fn job(id: &str, touser: &str) -> Value {
 pub fn settings(app: &str, sim: &Simulator) -> Settings {
     let mut s = Settings::default();
     s.amqp.url = Secret::new(amqp_url());
+    s.amqp.management_url = Some(Secret::new(management_url()));
     s.amqp.publish_timeout = Span(Duration::from_secs(5));
     s.wechat.base_url = sim.base_url();
     s.wechat.timeout = Span(Duration::from_secs(2));
