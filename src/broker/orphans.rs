@@ -67,7 +67,7 @@ impl ManagementApi {
                 (url, user, password)
             }
             None => {
-                // The host as written: AMQPUri maps an IP address to "localhost".
+                // The host as written: AMQPUri turns an IPv6 literal into "localhost".
                 let host = Url::parse(amqp_url)
                     .ok()
                     .and_then(|u| u.host_str().map(str::to_owned))
