@@ -291,6 +291,9 @@ mod tests {
             ManagementApi::from_settings(&amqp("amqps://u:p@mq.example.com/%2f", None)).unwrap();
         assert_eq!(tls.describe(), "https://mq.example.com:15671/");
         assert_eq!(tls.vhost, "/");
+        let v6 =
+            ManagementApi::from_settings(&amqp("amqp://u:p@[fd00::5]:5672/%2f", None)).unwrap();
+        assert_eq!(v6.describe(), "http://[fd00::5]:15672/");
     }
 
     #[test]
