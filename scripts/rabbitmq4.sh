@@ -4,6 +4,7 @@
 # 127.0.0.1:15673, its own data dir and Erlang cookie. It shares the host's epmd (4369), which
 # is how two Erlang nodes on one machine are meant to run; it never touches the host's broker.
 #
+#   scripts/rabbitmq4.sh bootstrap make the root if missing (debootstrap), nothing else
 #   scripts/rabbitmq4.sh start     bootstrap the root if missing, start the node, wait for AMQP
 #   scripts/rabbitmq4.sh stop      stop the node by its recorded pid, unmount what start mounted
 #   scripts/rabbitmq4.sh status    exit 0 when it answers AMQP, 3 when it does not
@@ -198,6 +199,7 @@ status() {
 }
 
 case "${1:-}" in
+  bootstrap) ensure_root ;;
   start) start ;;
   stop) stop ;;
   status) status ;;
@@ -205,5 +207,5 @@ case "${1:-}" in
   mgmt-url) echo "http://guest:guest@127.0.0.1:$MGMT_PORT" ;;
   ctl) shift; ctl "$@" ;;
   _run) in_root /usr/lib/rabbitmq/bin/rabbitmq-server ;;
-  *) echo "usage: $0 start|stop|status|url|mgmt-url|ctl ARGS…" >&2; exit 2 ;;
+  *) echo "usage: $0 bootstrap|start|stop|status|url|mgmt-url|ctl ARGS…" >&2; exit 2 ;;
 esac
