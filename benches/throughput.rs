@@ -22,7 +22,20 @@ use wxcourier::broker::tap::ResultsTap;
 use wxcourier::broker::{self, JOBS_EXCHANGE, Publisher, job_queue, topology};
 use wxcourier::config::Settings;
 
-const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// The broker: `TEST_AMQP_URL` (as for the integration tests), else 3.x on 127.0.0.1:5672.
+fn amqp_url() -> String {
+    std::env::var("TEST_AMQP_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// Default settings pointed at [`amqp_url`].
+fn bench_settings() -> Settings {
+    let mut s = Settings::default();
+    s.amqp.url = wxcourier::config::Secret::new(amqp_url());
+    s
+}
 const BIN: &str = env!("CARGO_BIN_EXE_wxcourier");
 const PREFETCH: u16 = 256;
 
@@ -196,8 +209,9 @@ fn write_config(
     rate: f64,
     redis: bool,
 ) -> std::path::PathBuf {
+    let amqp = amqp_url();
     let mut text = format!(
-        "[amqp]\nurl = \"{AMQP}\"\nprefetch = {PREFETCH}\n[wechat]\nbase_url = \"{base}\"\n[log]\nlevel = \"warn\"\n"
+        "[amqp]\nurl = \"{amqp}\"\nprefetch = {PREFETCH}\n[wechat]\nbase_url = \"{base}\"\n[log]\nlevel = \"warn\"\n"
     );
     if redis {
         text.push_str("[state]\nurl = \"redis://127.0.0.1:6379/\"\n");
@@ -416,7 +430,7 @@ async fn wait_for_consumer(conn: &lapin::Connection, queue: &str) {
 
 /// The floor: consume → POST → confirmed publish → ack, nothing else.
 async fn floor_worker(app: &str, base: &str) {
-    let settings = Settings::default();
+    let settings = bench_settings();
     let conn = broker::connect(&settings.amqp, "bench floor")
         .await
         .unwrap();
@@ -562,10 +576,10 @@ async fn main() {
         return;
     }
     let o = options();
-    let settings = Settings::default();
+    let settings = bench_settings();
     let conn = broker::connect(&settings.amqp, "bench")
         .await
-        .expect("RabbitMQ on 127.0.0.1:5672");
+        .expect("RabbitMQ at TEST_AMQP_URL or 127.0.0.1:5672");
     if args.iter().any(|a| a == "--soak") {
         soak(&conn, o.jobs).await;
         return;

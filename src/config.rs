@@ -134,6 +134,9 @@ pub struct AmqpSettings {
     pub publish_timeout: Span,
     /// Custom CA bundle (PEM) for `amqps://` brokers with a private CA.
     pub ca_file: Option<String>,
+    /// RabbitMQ's management API, used to find job queues of apps no longer configured;
+    /// unset: port 15672 (15671 for `amqps://`) of `amqp.url`'s host, with its credentials.
+    pub management_url: Option<Secret>,
 }
 
 impl Default for AmqpSettings {
@@ -143,6 +146,7 @@ impl Default for AmqpSettings {
             prefetch: 256,
             publish_timeout: Span(Duration::from_secs(30)),
             ca_file: None,
+            management_url: None,
         }
     }
 }
@@ -475,6 +479,16 @@ impl Settings {
             return Err(invalid("amqp.prefetch", "must be > 0"));
         }
         positive("amqp.publish_timeout", self.amqp.publish_timeout)?;
+        if let Some(url) = &self.amqp.management_url
+            && reqwest::Url::parse(url.expose())
+                .map(|u| !matches!(u.scheme(), "http" | "https") || !u.has_host())
+                .unwrap_or(true)
+        {
+            return Err(invalid(
+                "amqp.management_url",
+                "must be an http:// or https:// URL",
+            ));
+        }
         if reqwest::Url::parse(&self.wechat.base_url)
             .map(|u| !matches!(u.scheme(), "http" | "https"))
             .unwrap_or(true)
@@ -826,6 +840,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "apps.shop.rate_per_second must be > 0");
+    }
+
+    #[test]
+    fn a_management_url_comes_from_the_environment_and_must_be_http_without_echo() {
+        let s = load(
+            MINIMAL,
+            &[(
+                "WXCOURIER_AMQP__MANAGEMENT_URL",
+                "http://u:p@10.0.0.5:15672",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            s.amqp.management_url.unwrap().expose(),
+            "http://u:p@10.0.0.5:15672"
+        );
+        assert!(load(MINIMAL, &[]).unwrap().amqp.management_url.is_none());
+        let err = load(
+            MINIMAL,
+            &[("WXCOURIER_AMQP__MANAGEMENT_URL", "amqp://u:hunter2@h:5672/")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("amqp.management_url") && !err.contains("hunter2"),
+            "{err}"
+        );
     }
 
     #[test]

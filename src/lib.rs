@@ -15,7 +15,8 @@
 //! - [`limiter`]: per-app send rate and the global cap on WeChat calls in flight.
 //! - [`quota`]: the per-app pause after WeChat says the quota is spent (45009).
 //! - [`wechat`]: HTTP calls, the errcode table, the token keeper, callback crypto.
-//! - [`broker`]: RabbitMQ topology, confirmed publishing, the retry and dead-letter copies.
+//! - [`broker`]: RabbitMQ topology, confirmed publishing, the retry and dead-letter copies,
+//!   and the start-up report of job queues whose app is no longer configured.
 //! - [`worker`]: one job's pipeline (`process`) and the consumers that run it.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, and [`callback`], the receiver of WeChat's
 //!   delivery reports (in the form `callback_mode` allows); `http::server` is the accept loop

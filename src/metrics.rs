@@ -65,6 +65,8 @@ pub struct Metrics {
     pub publish_failures: Counter,
     pub callback_events: Family<AppStatus, Counter>,
     pub queue_messages: Family<QueueLabel, Gauge>,
+    pub orphan_queues: Gauge,
+    pub orphan_queue_messages: Family<QueueLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -91,6 +93,8 @@ impl Metrics {
             publish_failures: Counter::default(),
             callback_events: Family::default(),
             queue_messages: Family::default(),
+            orphan_queues: Gauge::default(),
+            orphan_queue_messages: Family::default(),
         };
         let r = &mut m.registry;
         r.register("jobs", "Jobs finished, by final status", m.jobs.clone());
@@ -159,6 +163,16 @@ impl Metrics {
             "Messages waiting in wxcourier.dead and wxcourier.unrouted",
             m.queue_messages.clone(),
         );
+        r.register(
+            "orphan_queues",
+            "Job queues found at start whose app is not configured (their jobs are not sent)",
+            m.orphan_queues.clone(),
+        );
+        r.register(
+            "orphan_queue_messages",
+            "Messages waiting at start in each job queue whose app is not configured",
+            m.orphan_queue_messages.clone(),
+        );
         m
     }
 
@@ -209,6 +223,20 @@ impl Metrics {
                 queue: queue.into(),
             })
             .set(count as i64);
+    }
+
+    /// The job queues without a configured app, as found at start.
+    pub fn set_orphans(&self, orphans: &[crate::broker::orphans::Orphan]) {
+        self.orphan_queues.set(orphans.len() as i64);
+        for o in orphans {
+            if let Some(n) = o.messages {
+                self.orphan_queue_messages
+                    .get_or_create(&QueueLabel {
+                        queue: o.queue.clone(),
+                    })
+                    .set(n as i64);
+            }
+        }
     }
 }
 

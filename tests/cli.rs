@@ -180,7 +180,11 @@ async fn send_publishes_one_job_or_a_file_of_them_with_confirms() {
 
 #[test]
 fn demo_shows_every_status_and_exits_0() {
-    let out = bin().arg("demo").output().unwrap();
+    let out = bin()
+        .arg("demo")
+        .env("WXCOURIER_AMQP__URL", amqp_url())
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),

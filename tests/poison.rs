@@ -16,10 +16,16 @@ use wxcourier::broker::publish::{Message, job_properties};
 use wxcourier::broker::{JOBS_EXCHANGE, Publisher};
 use wxcourier::sim::Answer;
 
+/// `url` with one more query parameter.
+fn with_query(url: &str, param: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{param}")
+}
+
 /// A producer connection that negotiates RabbitMQ's largest default frame (128 KiB), as a
 /// client library with default settings does, so it can publish what the worker cannot echo.
 async fn wide_frame_producer() -> (Connection, Publisher) {
-    let url = format!("{AMQP_URL}?frame_max=131072");
+    let url = with_query(&amqp_url(), "frame_max=131072");
     let conn = Connection::connect(&url, ConnectionProperties::default())
         .await
         .expect("RabbitMQ answers");

@@ -1,6 +1,10 @@
 //! The broker or Redis goes away mid-load: nothing is lost. These tests stop and restart
 //! RabbitMQ's app and Redis, so they run alone, after every other test (see
 //! `scripts/test.sh`), and always leave both running.
+//!
+//! The broker is the one `TEST_AMQP_URL` names; `TEST_RABBITMQCTL` is the command that
+//! controls that same broker (e.g. `scripts/rabbitmq4.sh ctl` for the 4.x one), and must be
+//! set whenever `TEST_AMQP_URL` is, so a test never stops one broker while loading another.
 
 mod common;
 
@@ -13,12 +17,35 @@ use wxcourier::sim::{DEFAULT_APPID, Faults};
 
 const JOBS: usize = 400;
 
+/// `rabbitmqctl`, or the command in `TEST_RABBITMQCTL`, for the broker under test.
 fn rabbitmqctl(args: &[&str]) -> String {
-    let out = Command::new("rabbitmqctl")
+    let ctl = std::env::var("TEST_RABBITMQCTL").unwrap_or_default();
+    assert!(
+        !ctl.trim().is_empty()
+            || std::env::var("TEST_AMQP_URL")
+                .unwrap_or_default()
+                .is_empty(),
+        "TEST_AMQP_URL is set: set TEST_RABBITMQCTL to the command that controls that broker"
+    );
+    let mut words = ctl.split_whitespace();
+    let program = words.next().unwrap_or("rabbitmqctl");
+    let out = Command::new(program)
+        .args(words)
         .args(args)
         .output()
-        .expect("rabbitmqctl is installed");
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The broker's memory watermark now, so the alarm test can put it back (3.x and 4.x differ).
+fn memory_watermark() -> String {
+    let out = rabbitmqctl(&["eval", "vm_memory_monitor:get_vm_memory_high_watermark()."]);
+    let value = out.trim();
+    if value.parse::<f64>().is_ok_and(|v| v > 0.0 && v < 1.0) {
+        value.to_owned()
+    } else {
+        "0.4".to_owned()
+    }
 }
 
 /// Starts the broker's app again when dropped, pass or fail.
@@ -198,12 +225,12 @@ async fn a_redis_outage_mid_load_pauses_three_instances_and_loses_nothing() {
     sim.stop();
 }
 
-/// Lifts RabbitMQ's memory alarm when dropped, pass or fail.
-struct WatermarkGuard;
+/// Lifts RabbitMQ's memory alarm when dropped, pass or fail, restoring the watermark it had.
+struct WatermarkGuard(String);
 
 impl Drop for WatermarkGuard {
     fn drop(&mut self) {
-        rabbitmqctl(&["set_vm_memory_high_watermark", "0.4"]);
+        rabbitmqctl(&["set_vm_memory_high_watermark", &self.0]);
     }
 }
 
@@ -222,7 +249,7 @@ async fn a_memory_alarm_blocks_publishes_which_time_out_and_recover() {
     let mut seen = HashSet::new();
     t.read_until(&mut seen, 50, Duration::from_secs(20)).await;
     {
-        let _guard = WatermarkGuard;
+        let _guard = WatermarkGuard(memory_watermark());
         // Any use is over this watermark: the broker blocks every publishing connection.
         rabbitmqctl(&["set_vm_memory_high_watermark", "0.0000001"]);
         tokio::time::sleep(Duration::from_secs(4)).await;

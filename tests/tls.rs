@@ -47,7 +47,7 @@ fn make_pki() -> TestPki {
     }
 }
 
-/// Terminates TLS on a free port and pipes each connection to RabbitMQ on 5672.
+/// Terminates TLS on a free port and pipes each connection to the test broker.
 struct TlsFront {
     port: u16,
     handshakes: Arc<AtomicUsize>,
@@ -65,6 +65,7 @@ impl TlsFront {
         let port = listener.local_addr().unwrap().port();
         let handshakes = Arc::new(AtomicUsize::new(0));
         let counted = handshakes.clone();
+        let broker_addr = common::amqp_addr();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -72,13 +73,14 @@ impl TlsFront {
                 };
                 let acceptor = acceptor.clone();
                 let counted = counted.clone();
+                let broker_addr = broker_addr.clone();
                 tokio::spawn(async move {
                     // A client that refuses our certificate ends here, as it should.
                     let Ok(mut tls) = acceptor.accept(client).await else {
                         return;
                     };
                     counted.fetch_add(1, Ordering::SeqCst);
-                    let mut broker = TcpStream::connect("127.0.0.1:5672").await.unwrap();
+                    let mut broker = TcpStream::connect(broker_addr).await.unwrap();
                     let _ = tokio::io::copy_bidirectional(&mut tls, &mut broker).await;
                 });
             }

@@ -1,6 +1,7 @@
 //! RabbitMQ: names, connecting, topology and confirmed publishing.
 
 pub mod headers;
+pub mod orphans;
 pub mod publish;
 pub mod tap;
 pub mod topology;

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use super::{ConfigArg, bad_config};
 use crate::broker;
+use crate::broker::orphans::{self, ManagementApi};
+use crate::config::Settings;
 use crate::config::TokenMode;
 use crate::wechat::client::WechatClient;
 
@@ -23,6 +25,7 @@ pub async fn run(args: ConfigArg) -> ExitCode {
     {
         Ok(Ok(conn)) => {
             println!("broker: ok");
+            report_orphans(&settings, &conn).await;
             let _ = conn.close(200, "check done".into()).await;
         }
         Ok(Err(e)) => {
@@ -60,5 +63,35 @@ pub async fn run(args: ConfigArg) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Job queues of apps no longer configured: a warning each, not a failure (removing an app on
+/// purpose is fine; its waiting jobs are what a person must decide about).
+async fn report_orphans(settings: &Settings, conn: &lapin::Connection) {
+    let api = match ManagementApi::from_settings(&settings.amqp) {
+        Ok(api) => api,
+        Err(e) => {
+            println!("job queues: not checked: {e}");
+            return;
+        }
+    };
+    match orphans::find(settings, &api, conn).await {
+        Ok(found) if found.is_empty() => println!("job queues: ok (none without an app)"),
+        Ok(found) => {
+            for o in found {
+                let depth = o
+                    .messages
+                    .map_or_else(|| "an unknown number of".to_owned(), |n| n.to_string());
+                println!(
+                    "job queues: WARNING: {} holds {depth} message(s) but no app is configured for it; they are not sent",
+                    o.queue
+                );
+            }
+        }
+        Err(e) => println!(
+            "job queues: not checked: the RabbitMQ management API at {}: {e}",
+            api.describe()
+        ),
     }
 }

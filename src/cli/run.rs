@@ -32,6 +32,13 @@ pub async fn run(args: ConfigArg) -> ExitCode {
         });
     }
     tracing::info!(apps = ?ctx.apps.keys().collect::<Vec<_>>(), "wxcourier starting");
+    {
+        // Once, beside the start: a slow or missing management API never delays consuming.
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            crate::broker::orphans::report_at_start(&ctx.settings, &ctx.metrics).await;
+        });
+    }
     let result = worker::run(ctx, stop.clone()).await;
     stop.cancel();
     match result {

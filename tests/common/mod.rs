@@ -1,5 +1,5 @@
 //! Test harness: a simulator, a worker on a fresh app name, and a tap on its results, all
-//! against the real RabbitMQ on 127.0.0.1.
+//! against a real RabbitMQ: the one `TEST_AMQP_URL` names, else 3.x on 127.0.0.1:5672.
 
 #![allow(dead_code)]
 
@@ -22,7 +22,77 @@ use wxcourier::config::{AppSettings, Secret, Settings, Span};
 use wxcourier::sim::{DEFAULT_APPID, DEFAULT_SECRET, SimOptions, Simulator};
 use wxcourier::worker::{self, Context};
 
-pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// The broker when `TEST_AMQP_URL` is unset.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// The broker every test uses: `TEST_AMQP_URL` (e.g. the 4.x broker on 5673), else the 3.x one.
+/// Not a `WXCOURIER_…` name: the worker a test spawns inherits the environment and would
+/// refuse that as an unknown config key.
+pub fn amqp_url() -> String {
+    std::env::var("TEST_AMQP_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| DEFAULT_AMQP_URL.to_owned())
+}
+
+/// The management API of the test broker: `TEST_MANAGEMENT_URL`, else the 3.x one on 15672.
+pub fn management_url() -> String {
+    std::env::var("TEST_MANAGEMENT_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "http://guest:guest@127.0.0.1:15672".to_owned())
+}
+
+/// When `TEST_RABBITMQ_VERSION` is set (e.g. `4.`), the broker at [`amqp_url`] must announce a
+/// version starting with it, so a matrix leg cannot silently run against the wrong broker.
+/// Checked once per test binary.
+async fn expect_broker_version() {
+    static CHECKED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    let Ok(want) = std::env::var("TEST_RABBITMQ_VERSION") else {
+        return;
+    };
+    CHECKED
+        .get_or_init(|| async move {
+            let got = broker_version().await;
+            assert!(
+                got.starts_with(&want),
+                "TEST_RABBITMQ_VERSION={want} but the broker at TEST_AMQP_URL is RabbitMQ {got}"
+            );
+        })
+        .await;
+}
+
+/// The `version` the broker announces in its Connection.Start (read without logging in).
+pub async fn broker_version() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let read = async {
+        let mut tcp = tokio::net::TcpStream::connect(amqp_addr()).await.ok()?;
+        tcp.write_all(b"AMQP\x00\x00\x09\x01").await.ok()?;
+        // Frame header: type, channel, payload size; the payload is Connection.Start, whose
+        // server-properties table holds `version` as a long string.
+        let mut header = [0u8; 7];
+        tcp.read_exact(&mut header).await.ok()?;
+        let size = u32::from_be_bytes(header[3..7].try_into().ok()?) as usize;
+        let mut payload = vec![0u8; size.min(64 * 1024)];
+        tcp.read_exact(&mut payload).await.ok()?;
+        let key = b"\x07versionS";
+        let at = payload.windows(key.len()).position(|w| w == key)? + key.len();
+        let len = u32::from_be_bytes(payload.get(at..at + 4)?.try_into().ok()?) as usize;
+        let value = payload.get(at + 4..at + 4 + len)?;
+        Some(String::from_utf8_lossy(value).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("no AMQP Connection.Start from {}", amqp_addr()))
+}
+
+/// `host:port` of [`amqp_url`], for tests that put a proxy in front of the broker.
+pub fn amqp_addr() -> String {
+    let uri: lapin::uri::AMQPUri = amqp_url().parse().expect("TEST_AMQP_URL is an AMQP URL");
+    format!("{}:{}", uri.authority.host, uri.authority.port)
+}
 pub const TEMPLATE: &str = "ngqIpbwh8bUfcSsECmogfXcV14J0tQlEpBO27izEYtY";
 
 pub fn ms(n: u64) -> Span {
@@ -52,7 +122,8 @@ pub fn job(id: &str, touser: &str) -> Value {
 /// Settings for a test: fast retries, one app pointing at the simulator.
 pub fn settings(app: &str, sim: &Simulator) -> Settings {
     let mut s = Settings::default();
-    s.amqp.url = Secret::new(AMQP_URL);
+    s.amqp.url = Secret::new(amqp_url());
+    s.amqp.management_url = Some(Secret::new(management_url()));
     s.amqp.publish_timeout = Span(Duration::from_secs(5));
     s.wechat.base_url = sim.base_url();
     s.wechat.timeout = Span(Duration::from_secs(2));
@@ -224,10 +295,12 @@ impl std::ops::DerefMut for TestApp {
 }
 
 pub async fn connect() -> Connection {
-    let s = Settings::default();
+    expect_broker_version().await;
+    let mut s = Settings::default();
+    s.amqp.url = Secret::new(amqp_url());
     broker::connect(&s.amqp, "wxcourier test")
         .await
-        .expect("RabbitMQ on 127.0.0.1:5672")
+        .unwrap_or_else(|e| panic!("RabbitMQ at TEST_AMQP_URL or 127.0.0.1:5672: {e}"))
 }
 
 /// Starts a simulator and a worker for a fresh app; `tweak` adjusts the settings first.

@@ -23,6 +23,7 @@ impl Binary {
             r#"
 [amqp]
 url = "{amqp}"
+management_url = "{management}"
 prefetch = 50
 [wechat]
 base_url = "{base_url}"
@@ -40,7 +41,8 @@ appid = "wx0000000000000000"
 {app_keys}
 {extra}
 "#,
-            amqp = super::AMQP_URL
+            amqp = super::amqp_url(),
+            management = super::management_url()
         );
         std::fs::write(&config, text).unwrap();
         Self {
