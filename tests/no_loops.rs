@@ -16,23 +16,24 @@ use time::format_description::well_known::Rfc3339;
 use wxcourier::config::Secret;
 use wxcourier::sim::{Answer, DEFAULT_APPID};
 
-/// The issue's own case: a slow rate, then the same id twice. The second copy waits behind the
+/// A slow rate, then the same id twice. The second copy waits behind the
 /// first's claim in delay queues (no requeue the broker counts), and ends as a duplicate once
 /// the first is sent, on RabbitMQ 3.x and 4.x alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_in_flight_elsewhere_waits_in_delay_queues_and_ends_as_a_duplicate() {
     let mut t = spawn_app("inflight", |s| {
         let app = s.apps.values_mut().next().unwrap();
-        app.rate_per_second = 0.25;
+        // One send every 12 s: the old hand-back (a requeue every 500 ms) passed RabbitMQ
+        // 4.x's 20 counted redeliveries in 10 s, and the broker dropped the job.
+        app.rate_per_second = 1.0 / 12.0;
         app.burst = 1;
     })
     .await;
     t.publish(&job("p1", &openid(1))).await;
     t.publish(&job("x1", &openid(2))).await;
     t.publish(&job("x1", &openid(2))).await;
-    // p1 at once, then x1 after 4 s; the second x1 waits meanwhile, far more than the 20
-    // rounds a 4.x quorum queue allows for requeues, every 200 ms.
-    let outcomes = t.tap.collect(3, Duration::from_secs(20)).await;
+    // p1 at once, then x1 after 12 s; the second x1 waits meanwhile in the 200 ms tier.
+    let outcomes = t.tap.collect(3, Duration::from_secs(30)).await;
     assert_eq!(outcomes.len(), 3, "{outcomes:?}");
     let x1: Vec<_> = outcomes.iter().filter(|o| o["id"] == "x1").collect();
     assert_eq!(x1.len(), 2);
