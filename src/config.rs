@@ -9,6 +9,9 @@ use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize};
 
+mod service_links;
+pub use service_links::is_service_link;
+
 /// The file `run`, `check` and the other verbs read when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/default.toml";
 
@@ -328,6 +331,10 @@ pub struct Settings {
     pub log: LogSettings,
     pub worker: WorkerSettings,
     pub apps: BTreeMap<String, AppSettings>,
+    /// `WXCOURIER_…` variables left out because they are Kubernetes service links (names
+    /// only), for `run` to log once logging is set up.
+    #[serde(skip)]
+    pub ignored_env: Vec<String>,
 }
 
 impl Settings {
@@ -355,19 +362,35 @@ impl Settings {
                 reason: "no such file".into(),
             });
         }
-        let typed_env: Vec<(String, String)> = env
+        let (links, ours): (Vec<_>, Vec<_>) = env
             .iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && raw_app_key(k).is_none())
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .partition(|(k, v)| is_service_link(k, v));
+        if let Some((k, _)) = ours
+            .iter()
+            .find(|(k, _)| env_path(k).iter().any(|p| p.is_empty()))
+        {
+            return Err(ConfigError::Parse(format!(
+                "{k} is not a configuration key: levels are joined by exactly two underscores, \
+                 as in {ENV_PREFIX}AMQP__URL"
+            )));
+        }
+        let typed_env: Vec<(String, String)> = ours
+            .into_iter()
+            .filter(|(k, _)| raw_app_key(k).is_none())
             .cloned()
             .collect();
-        figment = figment.merge(env_provider(typed_env));
+        figment = figment.merge(env_provider(&typed_env));
         for (key, value) in env {
             if let Some((app, field)) = raw_app_key(key) {
                 figment = figment.merge((format!("apps.{app}.{field}"), value.clone()));
             }
         }
-        let settings: Settings = figment.extract().map_err(describe_figment_error)?;
+        let mut settings: Settings = figment
+            .extract()
+            .map_err(|e| describe_figment_error(e, &typed_env))?;
         settings.validate()?;
+        settings.ignored_env = links.into_iter().map(|(k, _)| k.clone()).collect();
         Ok(settings)
     }
 
@@ -517,20 +540,20 @@ fn raw_app_key(env_key: &str) -> Option<(String, &'static str)> {
     Some((app.to_ascii_lowercase(), field))
 }
 
-fn env_provider(
-    vars: Vec<(String, String)>,
-) -> figment::providers::Serialized<figment::value::Dict> {
+/// `WXCOURIER_APPS__SHOP__RATE_PER_SECOND` → `["apps", "shop", "rate_per_second"]`.
+fn env_path(key: &str) -> Vec<String> {
+    key[ENV_PREFIX.len()..]
+        .split("__")
+        .map(|p| p.to_ascii_lowercase())
+        .collect()
+}
+
+fn env_provider(vars: &[(String, String)]) -> figment::providers::Serialized<figment::value::Dict> {
     // The nested dictionary is built here (not by figment's `Env`) so that tests can pass an
     // environment explicitly; values are typed the way figment types environment values.
     let mut dict = figment::value::Dict::new();
     for (key, value) in vars {
-        let path: Vec<String> = key[ENV_PREFIX.len()..]
-            .split("__")
-            .map(|p| p.to_ascii_lowercase())
-            .collect();
-        if path.iter().any(|p| p.is_empty()) {
-            continue;
-        }
+        let path = env_path(key);
         let parsed: figment::value::Value = value.parse().expect("parsing a value is infallible");
         insert_path(&mut dict, &path, parsed);
     }
@@ -557,19 +580,28 @@ fn insert_path(dict: &mut figment::value::Dict, path: &[String], value: figment:
     }
 }
 
-/// Turns figment's error into one sentence that names the key.
-fn describe_figment_error(err: figment::Error) -> ConfigError {
+/// Turns figment's error into one sentence that names the key, and the variable when the key
+/// came from the environment (`WXCOURIER_AMQP_URL` reads as the top-level key `amqp_url`).
+fn describe_figment_error(err: figment::Error, env: &[(String, String)]) -> ConfigError {
+    let from_env = |full: &str| {
+        env.iter()
+            .find(|(k, _)| env_path(k).join(".") == full)
+            .map(|(k, _)| format!(" (set by {k})"))
+            .unwrap_or_default()
+    };
     let mut sentences = Vec::new();
     for e in err {
         let key = e.path.join(".");
         let what = match &e.kind {
             figment::error::Kind::UnknownField(field, _) => {
-                let full = if key.is_empty() {
-                    field.clone()
+                // figment's path already ends with the unknown field.
+                let full = if e.path.last() == Some(field) || key.is_empty() {
+                    key.clone()
                 } else {
                     format!("{key}.{field}")
                 };
-                format!("{full} is not a known key")
+                let full = if full.is_empty() { field.clone() } else { full };
+                format!("{full} is not a known key{}", from_env(&full))
             }
             figment::error::Kind::MissingField(field) => {
                 let full = if key.is_empty() {
@@ -675,8 +707,75 @@ mod tests {
         let err = load(&format!("{MINIMAL}[retry]\nmax_atempts = 3\n"), &[])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("max_atempts"), "{err}");
+        assert!(
+            err.contains("retry.max_atempts is not a known key"),
+            "{err}"
+        );
         assert!(err.contains("not a known key"), "{err}");
+    }
+
+    /// What Kubernetes injects for the Service `wxcourier` (port 80 named http) and for a
+    /// second Service `wxcourier-metrics`.
+    const SERVICE_LINKS: [(&str, &str); 16] = [
+        ("WXCOURIER_SERVICE_HOST", "10.96.12.7"),
+        ("WXCOURIER_SERVICE_PORT", "80"),
+        ("WXCOURIER_SERVICE_PORT_HTTP", "80"),
+        ("WXCOURIER_PORT", "tcp://10.96.12.7:80"),
+        ("WXCOURIER_PORT_80_TCP", "tcp://10.96.12.7:80"),
+        ("WXCOURIER_PORT_80_TCP_PROTO", "tcp"),
+        ("WXCOURIER_PORT_80_TCP_PORT", "80"),
+        ("WXCOURIER_PORT_80_TCP_ADDR", "10.96.12.7"),
+        ("WXCOURIER_METRICS_SERVICE_HOST", "10.96.0.9"),
+        ("WXCOURIER_METRICS_SERVICE_PORT", "9090"),
+        ("WXCOURIER_METRICS_SERVICE_PORT_PROM", "9090"),
+        ("WXCOURIER_METRICS_PORT", "tcp://10.96.0.9:9090"),
+        ("WXCOURIER_METRICS_PORT_9090_TCP", "tcp://10.96.0.9:9090"),
+        ("WXCOURIER_METRICS_PORT_9090_TCP_PROTO", "tcp"),
+        ("WXCOURIER_METRICS_PORT_9090_TCP_PORT", "9090"),
+        ("WXCOURIER_METRICS_PORT_9090_TCP_ADDR", "10.96.0.9"),
+    ];
+
+    #[test]
+    fn kubernetes_service_links_are_ignored_and_listed_for_the_debug_log() {
+        let mut env = SERVICE_LINKS.to_vec();
+        env.push(("WXCOURIER_RETRY__MAX_ATTEMPTS", "3"));
+        let s = load(MINIMAL, &env).unwrap();
+        assert_eq!(s.retry.max_attempts, 3);
+        let mut expected: Vec<&str> = SERVICE_LINKS.iter().map(|(k, _)| *k).collect();
+        expected.sort();
+        let mut ignored = s.ignored_env.clone();
+        ignored.sort();
+        assert_eq!(ignored, expected);
+    }
+
+    #[test]
+    fn an_unknown_variable_beside_the_service_links_is_still_named() {
+        for (name, value) in [
+            ("WXCOURIER_AMQP_URL", "amqp://u:p@h:5672/%2f"),
+            ("WXCOURIER_HTTP_PORT", "8080"),
+            ("WXCOURIER_PORT_80_TCP_HOST", "10.96.12.7"),
+            ("WXCOURIER_AMQP__URLS", "amqp://h"),
+        ] {
+            let mut env = SERVICE_LINKS.to_vec();
+            env.push((name, value));
+            let err = load(MINIMAL, &env).unwrap_err().to_string();
+            assert!(err.contains(name), "{name}: {err}");
+            assert!(err.contains("not a known key"), "{name}: {err}");
+            assert!(!err.contains("u:p@"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_variable_with_an_empty_level_is_named_not_skipped() {
+        for name in [
+            "WXCOURIER__X_SERVICE_HOST",
+            "WXCOURIER_RETRY___MAX_ATTEMPTS",
+        ] {
+            let err = load(MINIMAL, &[(name, "10.0.0.1")])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(name), "{err}");
+        }
     }
 
     #[test]
