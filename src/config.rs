@@ -131,12 +131,64 @@ impl Serialize for Span {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AmqpSettings {
+    /// One broker URL, or several cluster nodes: a TOML list, or one string with the URLs
+    /// separated by commas (the form an environment variable takes). Kept as that one string.
+    #[serde(deserialize_with = "node_list")]
     pub url: Secret,
     pub prefetch: u16,
     /// How long a publish may wait for its confirm before the delivery is handed back.
     pub publish_timeout: Span,
     /// Custom CA bundle (PEM) for `amqps://` brokers with a private CA.
     pub ca_file: Option<String>,
+}
+
+impl AmqpSettings {
+    /// The broker nodes of `amqp.url`, in the order they are tried.
+    pub fn nodes(&self) -> Vec<&str> {
+        split_nodes(self.url.expose())
+    }
+}
+
+/// Splits `amqp://a,amqp://b` at each comma followed by another URL (`scheme://`) or by nothing,
+/// so a comma inside one URL (a password may hold one) stays where it is, while a stray
+/// `,http://…` or a trailing comma becomes a node of its own that validation refuses.
+fn split_nodes(urls: &str) -> Vec<&str> {
+    let starts_url = |s: &str| {
+        let s = s.trim_start();
+        s.is_empty()
+            || s.split_once("://").is_some_and(|(scheme, _)| {
+                !scheme.is_empty()
+                    && scheme
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
+            })
+    };
+    let mut nodes = Vec::new();
+    let mut start = 0;
+    for (at, _) in urls.match_indices(',') {
+        if starts_url(&urls[at + 1..]) {
+            nodes.push(urls[start..at].trim());
+            start = at + 1;
+        }
+    }
+    nodes.push(urls[start..].trim());
+    nodes
+}
+
+/// `amqp.url` as a string or a list of strings; a list is joined with commas.
+fn node_list<'de, D: Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Urls {
+        One(String),
+        Many(Vec<String>),
+    }
+    match Urls::deserialize(d).map_err(|_| {
+        serde::de::Error::custom("must be a broker URL or a list of them (one per cluster node)")
+    })? {
+        Urls::One(url) => Ok(Secret::new(url)),
+        Urls::Many(urls) => Ok(Secret::new(urls.join(","))),
+    }
 }
 
 impl Default for AmqpSettings {
@@ -407,10 +459,7 @@ impl Settings {
 
     /// Checks every rule the types alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let url = self.amqp.url.expose();
-        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-            return Err(invalid("amqp.url", "must start with amqp:// or amqps://"));
-        }
+        validate_nodes(&self.amqp)?;
         if self.amqp.prefetch == 0 {
             return Err(invalid("amqp.prefetch", "must be > 0"));
         }
@@ -471,6 +520,35 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// Every node of `amqp.url` must parse; errors say which node, never what it holds (the URL
+/// carries the password).
+fn validate_nodes(amqp: &AmqpSettings) -> Result<(), ConfigError> {
+    let nodes = amqp.nodes();
+    for (i, node) in nodes.iter().enumerate() {
+        let which = if nodes.len() == 1 {
+            String::new()
+        } else {
+            format!(" (node {} of {})", i + 1, nodes.len())
+        };
+        if node.is_empty() {
+            return Err(invalid("amqp.url", format!("is empty{which}")));
+        }
+        if !(node.starts_with("amqp://") || node.starts_with("amqps://")) {
+            return Err(invalid(
+                "amqp.url",
+                format!("must start with amqp:// or amqps://{which}"),
+            ));
+        }
+        if node.parse::<lapin::uri::AMQPUri>().is_err() {
+            return Err(invalid(
+                "amqp.url",
+                format!("is not a valid amqp:// or amqps:// URL{which}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn validate_app(name: &str, app: &AppSettings) -> Result<(), ConfigError> {
@@ -776,6 +854,80 @@ mod tests {
                 .to_string();
             assert!(err.contains(name), "{err}");
         }
+    }
+
+    #[test]
+    fn amqp_url_takes_one_node_a_list_or_a_comma_separated_string() {
+        let one = load(MINIMAL, &[]).unwrap();
+        assert_eq!(one.amqp.nodes(), ["amqp://guest:guest@127.0.0.1:5672/%2f"]);
+        let listed = load(
+            &format!(
+                "[amqp]\nurl = [\"amqp://u:p@mq1:5672/%2f\", \"amqps://u:p@mq2:5671/%2f\"]\n{MINIMAL}"
+            ),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            listed.amqp.nodes(),
+            ["amqp://u:p@mq1:5672/%2f", "amqps://u:p@mq2:5671/%2f"]
+        );
+        let from_env = load(
+            MINIMAL,
+            &[(
+                "WXCOURIER_AMQP__URL",
+                "amqp://u:p@mq1:5672/%2f, amqp://u:p@mq2:5672/%2f,amqp://u:p@mq3:5672/%2f",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            from_env.amqp.nodes(),
+            [
+                "amqp://u:p@mq1:5672/%2f",
+                "amqp://u:p@mq2:5672/%2f",
+                "amqp://u:p@mq3:5672/%2f"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_comma_inside_one_url_does_not_split_it() {
+        assert_eq!(
+            split_nodes("amqp://u:pa,ss@mq1/%2f?heartbeat=10,amqps://u:x,y@mq2/%2f"),
+            [
+                "amqp://u:pa,ss@mq1/%2f?heartbeat=10",
+                "amqps://u:x,y@mq2/%2f"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_node_is_named_by_position_without_its_password() {
+        for (url, rule) in [
+            (
+                "amqp://u:hunter2@mq1/%2f,http://u:hunter2@mq2/",
+                "node 2 of 2",
+            ),
+            (
+                "amqp://u:hunter2@mq1/%2f,amqp://u:hunter2@mq2:port/",
+                "node 2 of 2",
+            ),
+            ("", "amqp.url is empty"),
+            ("amqp://u:hunter2@mq1/%2f,", "is empty (node 2 of 2)"),
+        ] {
+            let err = load(MINIMAL, &[("WXCOURIER_AMQP__URL", url)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(rule), "{url}: {err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        let err = load(&format!("[amqp]\nurl = []\n{MINIMAL}"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("amqp.url"), "{err}");
+        let err = load(&format!("[amqp]\nurl = 5\n{MINIMAL}"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("amqp.url"), "{err}");
     }
 
     #[test]

@@ -159,17 +159,20 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) -> anyhow::Result<(
     }
     let mut delays = reconnect_backoff();
     let mut first = true;
+    // The node of `amqp.url` to try first; after a loss, the next one in turn.
+    let mut node = 0;
     loop {
         if !std::mem::take(&mut first) {
             ctx.metrics.broker_reconnects.inc();
         }
         let started = tokio::time::Instant::now();
-        let result = session(&ctx, &stop).await;
+        let result = session(&ctx, &stop, &mut node).await;
         ctx.health.set_ready(false);
         match result {
             Ok(()) => return Ok(()),
             Err(SessionError::Topology(e)) => return Err(e.into()),
             Err(SessionError::Broker(e)) => {
+                node += 1;
                 if started.elapsed() > Duration::from_secs(30) {
                     delays = reconnect_backoff();
                 }
@@ -194,10 +197,16 @@ fn reconnect_backoff() -> backon::ExponentialBackoff {
 }
 
 /// One connection's life: declare, consume every app, and on stop drain in-flight jobs.
-async fn session(ctx: &Arc<Context>, stop: &CancellationToken) -> Result<(), SessionError> {
-    let conn = broker::connect(&ctx.settings.amqp, "wxcourier worker")
+/// Connects to the first node that answers from `node` on, and leaves its index there.
+async fn session(
+    ctx: &Arc<Context>,
+    stop: &CancellationToken,
+    node: &mut usize,
+) -> Result<(), SessionError> {
+    let (conn, connected) = broker::connect_from(&ctx.settings.amqp, "wxcourier worker", *node)
         .await
         .map_err(SessionError::Broker)?;
+    *node = connected;
     topology::declare_all(&conn, &ctx.app_names(), ctx.schedule.tiers()).await?;
     let publisher = Publisher::open(&conn, ctx.settings.amqp.publish_timeout.0)
         .await
