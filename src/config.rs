@@ -260,6 +260,9 @@ pub struct StateSettings {
     pub idempotency_ttl: Span,
     /// Most ids remembered in memory state; the oldest are forgotten first.
     pub memory_capacity: usize,
+    /// CA bundle (PEM) a `rediss://` server's certificate must chain to, instead of the
+    /// system's roots (a private CA).
+    pub ca_file: Option<String>,
 }
 
 impl Default for StateSettings {
@@ -268,6 +271,7 @@ impl Default for StateSettings {
             url: Secret::new("memory"),
             idempotency_ttl: Span(Duration::from_secs(7 * 24 * 3600)),
             memory_capacity: 200_000,
+            ca_file: None,
         }
     }
 }
@@ -500,10 +504,7 @@ impl Settings {
                 "must be at least 1s (timestamps are in seconds)",
             ));
         }
-        let state = self.state.url.expose();
-        if state != "memory" && !state.starts_with("redis://") && !state.starts_with("rediss://") {
-            return Err(invalid("state.url", "must be \"memory\" or a redis:// URL"));
-        }
+        validate_state(&self.state)?;
         if self.state.memory_capacity == 0 {
             return Err(invalid("state.memory_capacity", "must be > 0"));
         }
@@ -547,6 +548,33 @@ fn validate_nodes(amqp: &AmqpSettings) -> Result<(), ConfigError> {
                 format!("is not a valid amqp:// or amqps:// URL{which}"),
             ));
         }
+    }
+    Ok(())
+}
+
+/// `memory`, `redis://` or `rediss://` (TLS, always with the certificate checked).
+fn validate_state(state: &StateSettings) -> Result<(), ConfigError> {
+    let url = state.url.expose();
+    let tls = url.starts_with("rediss://");
+    if url != "memory" && !url.starts_with("redis://") && !tls {
+        return Err(invalid(
+            "state.url",
+            "must be \"memory\", a redis:// URL or a rediss:// URL (TLS)",
+        ));
+    }
+    if tls && url.contains('#') {
+        return Err(invalid(
+            "state.url",
+            "must not end in a #fragment: #insecure would skip the server's certificate check; \
+             for a private CA set state.ca_file",
+        ));
+    }
+    if state.ca_file.is_some() && !tls {
+        return Err(invalid(
+            "state.ca_file",
+            "is only used with a rediss:// state.url; with this URL the connection would not be \
+             encrypted",
+        ));
     }
     Ok(())
 }
@@ -928,6 +956,47 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("amqp.url"), "{err}");
+    }
+
+    #[test]
+    fn rediss_is_accepted_but_never_without_the_certificate_check() {
+        let ok = load(
+            MINIMAL,
+            &[
+                ("WXCOURIER_STATE__URL", "rediss://:pw@redis.internal:6380/0"),
+                ("WXCOURIER_STATE__CA_FILE", "/etc/wxcourier/redis-ca.pem"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            ok.state.ca_file.as_deref(),
+            Some("/etc/wxcourier/redis-ca.pem")
+        );
+        let err = load(
+            MINIMAL,
+            &[(
+                "WXCOURIER_STATE__URL",
+                "rediss://:hunter2@redis:6380/#insecure",
+            )],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("#insecure"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = load(
+            MINIMAL,
+            &[
+                ("WXCOURIER_STATE__URL", "redis://redis:6379/0"),
+                ("WXCOURIER_STATE__CA_FILE", "/etc/ca.pem"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("state.ca_file"), "{err}");
+        let err = load(MINIMAL, &[("WXCOURIER_STATE__URL", "memcached://x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("state.url"), "{err}");
     }
 
     #[test]

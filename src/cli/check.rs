@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::{ConfigArg, bad_config};
 use crate::broker;
 use crate::config::TokenMode;
+use crate::state::State;
 use crate::wechat::client::WechatClient;
 
 pub async fn run(args: ConfigArg) -> ExitCode {
@@ -32,6 +33,15 @@ pub async fn run(args: ConfigArg) -> ExitCode {
         Err(_) => {
             ok = false;
             println!("broker: FAILED: no answer within 10s; check amqp.url");
+        }
+    }
+    if settings.state.url.expose() != "memory" {
+        match check_state(&settings.state).await {
+            Ok(()) => println!("state: ok"),
+            Err(e) => {
+                ok = false;
+                println!("state: FAILED: {e}; check state.url (and state.ca_file for rediss://)");
+            }
         }
     }
     let client = match WechatClient::new(&settings.wechat.base_url, settings.wechat.timeout.0) {
@@ -61,4 +71,11 @@ pub async fn run(args: ConfigArg) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Reaches the shared state (Redis), over TLS for `rediss://`.
+async fn check_state(settings: &crate::config::StateSettings) -> Result<(), String> {
+    let state = State::from_settings(settings, Duration::from_secs(60))?;
+    let redis = state.redis().ok_or("state.url is not Redis")?;
+    redis.ping().await.map_err(|e| e.to_string())
 }

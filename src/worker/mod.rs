@@ -62,13 +62,8 @@ impl Context {
         // A claim outlives the longest a send can take (rate wait, token, the call itself),
         // and lapses if its holder dies, so a redelivered job is not stuck behind it for long.
         let in_flight_ttl = settings.wechat.timeout.0 * 3 + Duration::from_secs(30);
-        let state = State::from_url(
-            settings.state.url.expose(),
-            settings.state.idempotency_ttl.0,
-            settings.state.memory_capacity,
-            in_flight_ttl,
-        )
-        .map_err(|e| anyhow::anyhow!(e))?;
+        let state =
+            State::from_settings(&settings.state, in_flight_ttl).map_err(|e| anyhow::anyhow!(e))?;
         let state = Arc::new(state);
         let apps = settings
             .apps
