@@ -14,7 +14,8 @@
 //! - [`quota`]: the per-app pause after WeChat says the quota is spent (45009).
 //! - [`wechat`]: HTTP calls, the errcode table, the token keeper, callback crypto.
 //! - [`broker`]: RabbitMQ topology, confirmed publishing, the retry and dead-letter copies.
-//! - [`worker`]: one job's pipeline (`process`) and the consumers that run it.
+//! - [`worker`]: one job's pipeline (`process`) and the consumers that run it; with memory
+//!   state, a watch for other consumers of the same queues.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, and [`callback`], the receiver of WeChat's
 //!   delivery reports.
 //! - [`metrics`]: the Prometheus families behind `/metrics`.

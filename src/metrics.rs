@@ -64,6 +64,7 @@ pub struct Metrics {
     pub publish_failures: Counter,
     pub callback_events: Family<AppStatus, Counter>,
     pub queue_messages: Family<QueueLabel, Gauge>,
+    pub foreign_consumers: Family<AppLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -89,6 +90,7 @@ impl Metrics {
             publish_failures: Counter::default(),
             callback_events: Family::default(),
             queue_messages: Family::default(),
+            foreign_consumers: Family::default(),
         };
         let r = &mut m.registry;
         r.register("jobs", "Jobs finished, by final status", m.jobs.clone());
@@ -151,6 +153,12 @@ impl Metrics {
             "queue_messages",
             "Messages waiting in wxcourier.dead and wxcourier.unrouted",
             m.queue_messages.clone(),
+        );
+        r.register(
+            "foreign_consumers",
+            "Consumers of the app's job queue besides this worker, counted with memory state \
+             (rate and idempotency are then per process)",
+            m.foreign_consumers.clone(),
         );
         m
     }

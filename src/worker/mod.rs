@@ -2,6 +2,7 @@
 //! connect, declare, consume every app — reconnecting with backoff until told to stop.
 
 mod consume;
+mod peers;
 pub mod pipeline;
 
 use std::collections::HashMap;
@@ -232,6 +233,19 @@ async fn session(
         )),
         Err(_) => tokio::spawn(async {}),
     };
+    // With memory state, another consumer on our queues means a second rate and a second
+    // idempotency store: say so.
+    let peers = match ctx.state.redis() {
+        None => match conn.create_channel().await {
+            Ok(channel) => Some(tokio::spawn(peers::watch(
+                ctx.clone(),
+                channel,
+                consumers_stop.clone(),
+            ))),
+            Err(_) => None,
+        },
+        Some(_) => None,
+    };
     ctx.health.set_ready(true);
     tracing::info!(apps = ctx.apps.len(), "consuming");
     let ended = tokio::select! {
@@ -264,6 +278,9 @@ async fn session(
     // Wait for the side-queue watcher to close its channel, then close ours: closing the
     // connection under open channels only makes lapin log errors.
     let _ = watcher.await;
+    if let Some(peers) = peers {
+        let _ = peers.await;
+    }
     let _ = publisher.close().await;
     let _ = conn.close(200, "wxcourier stopping".into()).await;
     ended
