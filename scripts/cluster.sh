@@ -96,7 +96,8 @@ EOF
   fi
 }
 
-start_node() {
+# Starts node $1's VM in the background; `await_node` waits for it.
+launch_node() {
   local n=$1
   if running_pid "$n" >/dev/null; then
     say "c$n already running"
@@ -108,13 +109,23 @@ start_node() {
     fi
   done
   write_config "$n"
+  rm -f "$(pid_file "$n")"
   say "starting c$n ($(node_name "$n"), AMQP $(amqp_port "$n"))"
   with_node "$n" setsid "$BIN/rabbitmq-server" >>"$(node_dir "$n")/log/console.log" 2>&1 </dev/null &
-  # `wait` returns once the pid file exists and the node has booted.
+}
+
+await_node() {
+  local n=$1
   for _ in $(seq 1 60); do [ -s "$(pid_file "$n")" ] && break; sleep 1; done
-  ctl "$n" wait --timeout 120 "$(pid_file "$n")" >/dev/null
+  # `wait` returns once the node has booted (it may first wait for its cluster peers).
+  ctl "$n" wait --timeout 600 "$(pid_file "$n")" >/dev/null
   for _ in $(seq 1 60); do speaks_amqp "$(amqp_port "$n")" && break; sleep 1; done
   speaks_amqp "$(amqp_port "$n")" || die "c$n does not answer AMQP on $(amqp_port "$n")"
+}
+
+start_node() {
+  launch_node "$1"
+  await_node "$1"
 }
 
 stop_node() {
@@ -141,7 +152,10 @@ in_cluster() {
 
 start_all() {
   mkdir -p "$BASE"
-  for n in "${NODES[@]}"; do start_node "$n"; done
+  # All at once: a clustered node that was not the last to stop waits at boot for its peers,
+  # so starting them one after another would stall on the first.
+  for n in "${NODES[@]}"; do launch_node "$n"; done
+  for n in "${NODES[@]}"; do await_node "$n"; done
   for n in 2 3; do
     in_cluster "$n" && continue
     say "joining c$n to c1"
