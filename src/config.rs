@@ -9,6 +9,9 @@ use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize};
 
+mod service_links;
+pub use service_links::is_service_link;
+
 /// The file `run`, `check` and the other verbs read when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/default.toml";
 
@@ -128,6 +131,9 @@ impl Serialize for Span {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AmqpSettings {
+    /// One broker URL, or several cluster nodes: a TOML list, or one string with the URLs
+    /// separated by commas (the form an environment variable takes). Kept as that one string.
+    #[serde(deserialize_with = "node_list")]
     pub url: Secret,
     pub prefetch: u16,
     /// How long a publish may wait for its confirm before the delivery is handed back.
@@ -137,6 +143,55 @@ pub struct AmqpSettings {
     /// RabbitMQ's management API, used to find job queues of apps no longer configured;
     /// unset: port 15672 (15671 for `amqps://`) of `amqp.url`'s host, with its credentials.
     pub management_url: Option<Secret>,
+}
+
+impl AmqpSettings {
+    /// The broker nodes of `amqp.url`, in the order they are tried.
+    pub fn nodes(&self) -> Vec<&str> {
+        split_nodes(self.url.expose())
+    }
+}
+
+/// Splits `amqp://a,amqp://b` at each comma followed by another URL (`scheme://`) or by nothing,
+/// so a comma inside one URL (a password may hold one) stays where it is, while a stray
+/// `,http://…` or a trailing comma becomes a node of its own that validation refuses.
+fn split_nodes(urls: &str) -> Vec<&str> {
+    let starts_url = |s: &str| {
+        let s = s.trim_start();
+        s.is_empty()
+            || s.split_once("://").is_some_and(|(scheme, _)| {
+                !scheme.is_empty()
+                    && scheme
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
+            })
+    };
+    let mut nodes = Vec::new();
+    let mut start = 0;
+    for (at, _) in urls.match_indices(',') {
+        if starts_url(&urls[at + 1..]) {
+            nodes.push(urls[start..at].trim());
+            start = at + 1;
+        }
+    }
+    nodes.push(urls[start..].trim());
+    nodes
+}
+
+/// `amqp.url` as a string or a list of strings; a list is joined with commas.
+fn node_list<'de, D: Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Urls {
+        One(String),
+        Many(Vec<String>),
+    }
+    match Urls::deserialize(d).map_err(|_| {
+        serde::de::Error::custom("must be a broker URL or a list of them (one per cluster node)")
+    })? {
+        Urls::One(url) => Ok(Secret::new(url)),
+        Urls::Many(urls) => Ok(Secret::new(urls.join(","))),
+    }
 }
 
 impl Default for AmqpSettings {
@@ -212,6 +267,9 @@ pub struct StateSettings {
     pub idempotency_ttl: Span,
     /// Most ids remembered in memory state; the oldest are forgotten first.
     pub memory_capacity: usize,
+    /// CA bundle (PEM) a `rediss://` server's certificate must chain to, instead of the
+    /// system's roots (a private CA).
+    pub ca_file: Option<String>,
 }
 
 impl Default for StateSettings {
@@ -220,6 +278,7 @@ impl Default for StateSettings {
             url: Secret::new("memory"),
             idempotency_ttl: Span(Duration::from_secs(7 * 24 * 3600)),
             memory_capacity: 200_000,
+            ca_file: None,
         }
     }
 }
@@ -415,6 +474,10 @@ pub struct Settings {
     pub log: LogSettings,
     pub worker: WorkerSettings,
     pub apps: BTreeMap<String, AppSettings>,
+    /// `WXCOURIER_…` variables left out because they are Kubernetes service links (names
+    /// only), for `run` to log once logging is set up.
+    #[serde(skip)]
+    pub ignored_env: Vec<String>,
 }
 
 impl Settings {
@@ -442,19 +505,35 @@ impl Settings {
                 reason: "no such file".into(),
             });
         }
-        let typed_env: Vec<(String, String)> = env
+        let (links, ours): (Vec<_>, Vec<_>) = env
             .iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && raw_app_key(k).is_none())
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .partition(|(k, v)| is_service_link(k, v));
+        if let Some((k, _)) = ours
+            .iter()
+            .find(|(k, _)| env_path(k).iter().any(|p| p.is_empty()))
+        {
+            return Err(ConfigError::Parse(format!(
+                "{k} is not a configuration key: levels are joined by exactly two underscores, \
+                 as in {ENV_PREFIX}AMQP__URL"
+            )));
+        }
+        let typed_env: Vec<(String, String)> = ours
+            .into_iter()
+            .filter(|(k, _)| raw_app_key(k).is_none())
             .cloned()
             .collect();
-        figment = figment.merge(env_provider(typed_env));
+        figment = figment.merge(env_provider(&typed_env));
         for (key, value) in env {
             if let Some((app, field)) = raw_app_key(key) {
                 figment = figment.merge((format!("apps.{app}.{field}"), value.clone()));
             }
         }
-        let settings: Settings = figment.extract().map_err(describe_figment_error)?;
+        let mut settings: Settings = figment
+            .extract()
+            .map_err(|e| describe_figment_error(e, &typed_env))?;
         settings.validate()?;
+        settings.ignored_env = links.into_iter().map(|(k, _)| k.clone()).collect();
         Ok(settings)
     }
 
@@ -471,10 +550,7 @@ impl Settings {
 
     /// Checks every rule the types alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let url = self.amqp.url.expose();
-        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-            return Err(invalid("amqp.url", "must start with amqp:// or amqps://"));
-        }
+        validate_nodes(&self.amqp)?;
         if self.amqp.prefetch == 0 {
             return Err(invalid("amqp.prefetch", "must be > 0"));
         }
@@ -531,10 +607,7 @@ impl Settings {
         if self.http.max_connections == 0 {
             return Err(invalid("http.max_connections", "must be > 0"));
         }
-        let state = self.state.url.expose();
-        if state != "memory" && !state.starts_with("redis://") && !state.starts_with("rediss://") {
-            return Err(invalid("state.url", "must be \"memory\" or a redis:// URL"));
-        }
+        validate_state(&self.state)?;
         if self.state.memory_capacity == 0 {
             return Err(invalid("state.memory_capacity", "must be > 0"));
         }
@@ -551,6 +624,62 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// Every node of `amqp.url` must parse; errors say which node, never what it holds (the URL
+/// carries the password).
+fn validate_nodes(amqp: &AmqpSettings) -> Result<(), ConfigError> {
+    let nodes = amqp.nodes();
+    for (i, node) in nodes.iter().enumerate() {
+        let which = if nodes.len() == 1 {
+            String::new()
+        } else {
+            format!(" (node {} of {})", i + 1, nodes.len())
+        };
+        if node.is_empty() {
+            return Err(invalid("amqp.url", format!("is empty{which}")));
+        }
+        if !(node.starts_with("amqp://") || node.starts_with("amqps://")) {
+            return Err(invalid(
+                "amqp.url",
+                format!("must start with amqp:// or amqps://{which}"),
+            ));
+        }
+        if node.parse::<lapin::uri::AMQPUri>().is_err() {
+            return Err(invalid(
+                "amqp.url",
+                format!("is not a valid amqp:// or amqps:// URL{which}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `memory`, `redis://` or `rediss://` (TLS, always with the certificate checked).
+fn validate_state(state: &StateSettings) -> Result<(), ConfigError> {
+    let url = state.url.expose();
+    let tls = url.starts_with("rediss://");
+    if url != "memory" && !url.starts_with("redis://") && !tls {
+        return Err(invalid(
+            "state.url",
+            "must be \"memory\", a redis:// URL or a rediss:// URL (TLS)",
+        ));
+    }
+    if tls && url.contains('#') {
+        return Err(invalid(
+            "state.url",
+            "must not end in a #fragment: #insecure would skip the server's certificate check; \
+             for a private CA set state.ca_file",
+        ));
+    }
+    if state.ca_file.is_some() && !tls {
+        return Err(invalid(
+            "state.ca_file",
+            "is only used with a rediss:// state.url; with this URL the connection would not be \
+             encrypted",
+        ));
+    }
+    Ok(())
 }
 
 fn validate_app(name: &str, app: &AppSettings) -> Result<(), ConfigError> {
@@ -656,20 +785,20 @@ fn raw_app_key(env_key: &str) -> Option<(String, &'static str)> {
     Some((app.to_ascii_lowercase(), field))
 }
 
-fn env_provider(
-    vars: Vec<(String, String)>,
-) -> figment::providers::Serialized<figment::value::Dict> {
+/// `WXCOURIER_APPS__SHOP__RATE_PER_SECOND` → `["apps", "shop", "rate_per_second"]`.
+fn env_path(key: &str) -> Vec<String> {
+    key[ENV_PREFIX.len()..]
+        .split("__")
+        .map(|p| p.to_ascii_lowercase())
+        .collect()
+}
+
+fn env_provider(vars: &[(String, String)]) -> figment::providers::Serialized<figment::value::Dict> {
     // The nested dictionary is built here (not by figment's `Env`) so that tests can pass an
     // environment explicitly; values are typed the way figment types environment values.
     let mut dict = figment::value::Dict::new();
     for (key, value) in vars {
-        let path: Vec<String> = key[ENV_PREFIX.len()..]
-            .split("__")
-            .map(|p| p.to_ascii_lowercase())
-            .collect();
-        if path.iter().any(|p| p.is_empty()) {
-            continue;
-        }
+        let path = env_path(key);
         let parsed: figment::value::Value = value.parse().expect("parsing a value is infallible");
         insert_path(&mut dict, &path, parsed);
     }
@@ -696,19 +825,28 @@ fn insert_path(dict: &mut figment::value::Dict, path: &[String], value: figment:
     }
 }
 
-/// Turns figment's error into one sentence that names the key.
-fn describe_figment_error(err: figment::Error) -> ConfigError {
+/// Turns figment's error into one sentence that names the key, and the variable when the key
+/// came from the environment (`WXCOURIER_AMQP_URL` reads as the top-level key `amqp_url`).
+fn describe_figment_error(err: figment::Error, env: &[(String, String)]) -> ConfigError {
+    let from_env = |full: &str| {
+        env.iter()
+            .find(|(k, _)| env_path(k).join(".") == full)
+            .map(|(k, _)| format!(" (set by {k})"))
+            .unwrap_or_default()
+    };
     let mut sentences = Vec::new();
     for e in err {
         let key = e.path.join(".");
         let what = match &e.kind {
             figment::error::Kind::UnknownField(field, _) => {
-                let full = if key.is_empty() {
-                    field.clone()
+                // figment's path already ends with the unknown field.
+                let full = if e.path.last() == Some(field) || key.is_empty() {
+                    key.clone()
                 } else {
                     format!("{key}.{field}")
                 };
-                format!("{full} is not a known key")
+                let full = if full.is_empty() { field.clone() } else { full };
+                format!("{full} is not a known key{}", from_env(&full))
             }
             figment::error::Kind::MissingField(field) => {
                 let full = if key.is_empty() {
@@ -814,8 +952,190 @@ mod tests {
         let err = load(&format!("{MINIMAL}[retry]\nmax_atempts = 3\n"), &[])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("max_atempts"), "{err}");
+        assert!(
+            err.contains("retry.max_atempts is not a known key"),
+            "{err}"
+        );
         assert!(err.contains("not a known key"), "{err}");
+    }
+
+    /// What Kubernetes injects for the Service `wxcourier` (port 80 named http) and for a
+    /// second Service `wxcourier-metrics`.
+    const SERVICE_LINKS: [(&str, &str); 16] = [
+        ("WXCOURIER_SERVICE_HOST", "10.96.12.7"),
+        ("WXCOURIER_SERVICE_PORT", "80"),
+        ("WXCOURIER_SERVICE_PORT_HTTP", "80"),
+        ("WXCOURIER_PORT", "tcp://10.96.12.7:80"),
+        ("WXCOURIER_PORT_80_TCP", "tcp://10.96.12.7:80"),
+        ("WXCOURIER_PORT_80_TCP_PROTO", "tcp"),
+        ("WXCOURIER_PORT_80_TCP_PORT", "80"),
+        ("WXCOURIER_PORT_80_TCP_ADDR", "10.96.12.7"),
+        ("WXCOURIER_METRICS_SERVICE_HOST", "10.96.0.9"),
+        ("WXCOURIER_METRICS_SERVICE_PORT", "9090"),
+        ("WXCOURIER_METRICS_SERVICE_PORT_PROM", "9090"),
+        ("WXCOURIER_METRICS_PORT", "tcp://10.96.0.9:9090"),
+        ("WXCOURIER_METRICS_PORT_9090_TCP", "tcp://10.96.0.9:9090"),
+        ("WXCOURIER_METRICS_PORT_9090_TCP_PROTO", "tcp"),
+        ("WXCOURIER_METRICS_PORT_9090_TCP_PORT", "9090"),
+        ("WXCOURIER_METRICS_PORT_9090_TCP_ADDR", "10.96.0.9"),
+    ];
+
+    #[test]
+    fn kubernetes_service_links_are_ignored_and_listed_for_the_debug_log() {
+        let mut env = SERVICE_LINKS.to_vec();
+        env.push(("WXCOURIER_RETRY__MAX_ATTEMPTS", "3"));
+        let s = load(MINIMAL, &env).unwrap();
+        assert_eq!(s.retry.max_attempts, 3);
+        let mut expected: Vec<&str> = SERVICE_LINKS.iter().map(|(k, _)| *k).collect();
+        expected.sort();
+        let mut ignored = s.ignored_env.clone();
+        ignored.sort();
+        assert_eq!(ignored, expected);
+    }
+
+    #[test]
+    fn an_unknown_variable_beside_the_service_links_is_still_named() {
+        for (name, value) in [
+            ("WXCOURIER_AMQP_URL", "amqp://u:p@h:5672/%2f"),
+            ("WXCOURIER_HTTP_PORT", "8080"),
+            ("WXCOURIER_PORT_80_TCP_HOST", "10.96.12.7"),
+            ("WXCOURIER_AMQP__URLS", "amqp://h"),
+        ] {
+            let mut env = SERVICE_LINKS.to_vec();
+            env.push((name, value));
+            let err = load(MINIMAL, &env).unwrap_err().to_string();
+            assert!(err.contains(name), "{name}: {err}");
+            assert!(err.contains("not a known key"), "{name}: {err}");
+            assert!(!err.contains("u:p@"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_variable_with_an_empty_level_is_named_not_skipped() {
+        for name in [
+            "WXCOURIER__X_SERVICE_HOST",
+            "WXCOURIER_RETRY___MAX_ATTEMPTS",
+        ] {
+            let err = load(MINIMAL, &[(name, "10.0.0.1")])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn amqp_url_takes_one_node_a_list_or_a_comma_separated_string() {
+        let one = load(MINIMAL, &[]).unwrap();
+        assert_eq!(one.amqp.nodes(), ["amqp://guest:guest@127.0.0.1:5672/%2f"]);
+        let listed = load(
+            &format!(
+                "[amqp]\nurl = [\"amqp://u:p@mq1:5672/%2f\", \"amqps://u:p@mq2:5671/%2f\"]\n{MINIMAL}"
+            ),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            listed.amqp.nodes(),
+            ["amqp://u:p@mq1:5672/%2f", "amqps://u:p@mq2:5671/%2f"]
+        );
+        let from_env = load(
+            MINIMAL,
+            &[(
+                "WXCOURIER_AMQP__URL",
+                "amqp://u:p@mq1:5672/%2f, amqp://u:p@mq2:5672/%2f,amqp://u:p@mq3:5672/%2f",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            from_env.amqp.nodes(),
+            [
+                "amqp://u:p@mq1:5672/%2f",
+                "amqp://u:p@mq2:5672/%2f",
+                "amqp://u:p@mq3:5672/%2f"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_comma_inside_one_url_does_not_split_it() {
+        assert_eq!(
+            split_nodes("amqp://u:pa,ss@mq1/%2f?heartbeat=10,amqps://u:x,y@mq2/%2f"),
+            [
+                "amqp://u:pa,ss@mq1/%2f?heartbeat=10",
+                "amqps://u:x,y@mq2/%2f"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_node_is_named_by_position_without_its_password() {
+        for (url, rule) in [
+            (
+                "amqp://u:hunter2@mq1/%2f,http://u:hunter2@mq2/",
+                "node 2 of 2",
+            ),
+            (
+                "amqp://u:hunter2@mq1/%2f,amqp://u:hunter2@mq2:port/",
+                "node 2 of 2",
+            ),
+            ("", "amqp.url is empty"),
+            ("amqp://u:hunter2@mq1/%2f,", "is empty (node 2 of 2)"),
+        ] {
+            let err = load(MINIMAL, &[("WXCOURIER_AMQP__URL", url)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(rule), "{url}: {err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        let err = load(&format!("[amqp]\nurl = []\n{MINIMAL}"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("amqp.url"), "{err}");
+        let err = load(&format!("[amqp]\nurl = 5\n{MINIMAL}"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("amqp.url"), "{err}");
+    }
+
+    #[test]
+    fn rediss_is_accepted_but_never_without_the_certificate_check() {
+        let ok = load(
+            MINIMAL,
+            &[
+                ("WXCOURIER_STATE__URL", "rediss://:pw@redis.internal:6380/0"),
+                ("WXCOURIER_STATE__CA_FILE", "/etc/wxcourier/redis-ca.pem"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            ok.state.ca_file.as_deref(),
+            Some("/etc/wxcourier/redis-ca.pem")
+        );
+        let err = load(
+            MINIMAL,
+            &[(
+                "WXCOURIER_STATE__URL",
+                "rediss://:hunter2@redis:6380/#insecure",
+            )],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("#insecure"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = load(
+            MINIMAL,
+            &[
+                ("WXCOURIER_STATE__URL", "redis://redis:6379/0"),
+                ("WXCOURIER_STATE__CA_FILE", "/etc/ca.pem"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("state.ca_file"), "{err}");
+        let err = load(MINIMAL, &[("WXCOURIER_STATE__URL", "memcached://x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("state.url"), "{err}");
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //! - [`wechat`]: HTTP calls, the errcode table, the token keeper, callback crypto.
 //! - [`broker`]: RabbitMQ topology, confirmed publishing, the retry and dead-letter copies,
 //!   and the start-up report of job queues whose app is no longer configured.
-//! - [`worker`]: one job's pipeline (`process`) and the consumers that run it.
+//! - [`worker`]: one job's pipeline (`process`) and the consumers that run it; with memory
+//!   state, a watch for other consumers of the same queues.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, and [`callback`], the receiver of WeChat's
 //!   delivery reports (in the form `callback_mode` allows); `http::server` is the accept loop
 //!   with the connection cap and the timeouts that keep slow clients off the port.

@@ -67,6 +67,7 @@ pub struct Metrics {
     pub queue_messages: Family<QueueLabel, Gauge>,
     pub orphan_queues: Gauge,
     pub orphan_queue_messages: Family<QueueLabel, Gauge>,
+    pub foreign_consumers: Family<AppLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -95,6 +96,7 @@ impl Metrics {
             queue_messages: Family::default(),
             orphan_queues: Gauge::default(),
             orphan_queue_messages: Family::default(),
+            foreign_consumers: Family::default(),
         };
         let r = &mut m.registry;
         r.register("jobs", "Jobs finished, by final status", m.jobs.clone());
@@ -172,6 +174,12 @@ impl Metrics {
             "orphan_queue_messages",
             "Messages waiting at start in each job queue whose app is not configured",
             m.orphan_queue_messages.clone(),
+        );
+        r.register(
+            "foreign_consumers",
+            "Consumers of the app's job queue besides this worker, counted with memory state \
+             (rate and idempotency are then per process)",
+            m.foreign_consumers.clone(),
         );
         m
     }

@@ -30,17 +30,76 @@ pub fn job_queue(app: &str) -> String {
     format!("{JOBS_EXCHANGE}.{app}")
 }
 
-/// Opens a connection named after this process, with the custom CA for `amqps://` if set.
+/// Opens a connection named after this process to the first node of `amqp.url` that answers,
+/// with the custom CA for `amqps://` if set. Every verb connects through here.
 pub async fn connect(settings: &AmqpSettings, name: &str) -> Result<Connection, String> {
-    let props = ConnectionProperties::default().with_connection_name(name.into());
-    let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
+    connect_from(settings, name, 0).await.map(|(conn, _)| conn)
+}
+
+/// As [`connect`], trying the nodes in turn from the `first`-th (wrapping round), so a worker
+/// that lost its node starts with the next one. Returns the connection and its node's index.
+pub async fn connect_from(
+    settings: &AmqpSettings,
+    name: &str,
+    first: usize,
+) -> Result<(Connection, usize), String> {
     let mut tls = lapin::tcp::OwnedTLSConfig::default();
     if let Some(path) = &settings.ca_file {
         let pem = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read amqp.ca_file {path}: {e}"))?;
         tls.cert_chain = Some(pem);
     }
-    let uri = broker_uri(settings.url.expose())?;
+    let nodes = settings.nodes();
+    let mut failures = Vec::new();
+    for i in (0..nodes.len()).map(|k| (first + k) % nodes.len()) {
+        let uri = broker_uri(nodes[i])?;
+        let node = NodeName::new(&uri, i, nodes.len());
+        match connect_one(uri, name, tls.clone()).await {
+            Ok(conn) => {
+                tracing::info!(node = %node, "connected to RabbitMQ");
+                return Ok((conn, i));
+            }
+            Err(e) if nodes.len() == 1 => return Err(e),
+            Err(e) => {
+                tracing::warn!(node = %node, error = %e, "RabbitMQ node did not answer; trying the next");
+                failures.push(format!("{node}: {e}"));
+            }
+        }
+    }
+    Err(format!(
+        "no RabbitMQ node answered ({})",
+        failures.join("; ")
+    ))
+}
+
+/// A node as logs and errors show it: its place in `amqp.url` and `host:port`, never the URL
+/// (it holds the password).
+struct NodeName(String);
+
+impl NodeName {
+    fn new(uri: &AMQPUri, index: usize, of: usize) -> Self {
+        let at = format!("{}:{}", uri.authority.host, uri.authority.port);
+        Self(if of == 1 {
+            at
+        } else {
+            format!("node {} of {of} ({at})", index + 1)
+        })
+    }
+}
+
+impl std::fmt::Display for NodeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+async fn connect_one(
+    uri: AMQPUri,
+    name: &str,
+    tls: lapin::tcp::OwnedTLSConfig,
+) -> Result<Connection, String> {
+    let props = ConnectionProperties::default().with_connection_name(name.into());
+    let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
     let connecting = Connection::connect_uri_with_config(uri, props, tls, runtime);
     match tokio::time::timeout(CONNECT_LIMIT, connecting).await {
         Ok(result) => result.map_err(|e| describe_connect_error(&e)),
@@ -56,7 +115,7 @@ pub async fn connect(settings: &AmqpSettings, name: &str) -> Result<Connection, 
 /// frame of whatever size the producer could publish, and lapin closes the whole connection
 /// on a frame larger than it agreed to: one job with large headers would cut off every app.
 ///
-/// Parses `amqp.url`, never echoing it: it holds the password.
+/// Parses one node of `amqp.url`, never echoing it: it holds the password.
 fn broker_uri(url: &str) -> Result<AMQPUri, String> {
     url.parse()
         .map_err(|_| "amqp.url is not a valid amqp:// or amqps:// URL".to_owned())
@@ -85,6 +144,40 @@ mod tests {
         assert_eq!(uri.query.frame_max, None);
         let uri = broker_uri("amqps://u:p@mq:5671/prod?frame_max=65536").unwrap();
         assert_eq!(uri.query.frame_max, Some(65_536_u32));
+    }
+
+    #[test]
+    fn a_node_is_named_by_place_and_address_only() {
+        let uri = broker_uri("amqp://u:hunter2@mq2.internal:5682/%2f").unwrap();
+        assert_eq!(
+            NodeName::new(&uri, 1, 3).to_string(),
+            "node 2 of 3 (mq2.internal:5682)"
+        );
+        assert_eq!(NodeName::new(&uri, 0, 1).to_string(), "mq2.internal:5682");
+    }
+
+    #[tokio::test]
+    async fn when_no_node_answers_each_is_named_without_its_password() {
+        // A port just freed: nothing listens there.
+        let dead = || {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            format!("amqp://u:hunter2@127.0.0.1:{port}/%2f")
+        };
+        let settings = AmqpSettings {
+            url: crate::config::Secret::new(format!("{},{}", dead(), dead())),
+            ..AmqpSettings::default()
+        };
+        let err = connect_from(&settings, "test", 1)
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert!(err.starts_with("no RabbitMQ node answered"), "{err}");
+        // Tried from the second node, then round to the first.
+        let second = err.find("node 2 of 2").expect("node 2 named");
+        let first = err.find("node 1 of 2").expect("node 1 named");
+        assert!(second < first, "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::broker;
 use crate::broker::orphans::{self, ManagementApi};
 use crate::config::Settings;
 use crate::config::TokenMode;
+use crate::state::State;
 use crate::wechat::client::WechatClient;
 
 pub async fn run(args: ConfigArg) -> ExitCode {
@@ -35,6 +36,15 @@ pub async fn run(args: ConfigArg) -> ExitCode {
         Err(_) => {
             ok = false;
             println!("broker: FAILED: no answer within 10s; check amqp.url");
+        }
+    }
+    if settings.state.url.expose() != "memory" {
+        match check_state(&settings.state).await {
+            Ok(()) => println!("state: ok"),
+            Err(e) => {
+                ok = false;
+                println!("state: FAILED: {e}; check state.url (and state.ca_file for rediss://)");
+            }
         }
     }
     let client = match WechatClient::new(&settings.wechat.base_url, settings.wechat.timeout.0) {
@@ -94,4 +104,11 @@ async fn report_orphans(settings: &Settings, conn: &lapin::Connection) {
             api.describe()
         ),
     }
+}
+
+/// Reaches the shared state (Redis), over TLS for `rediss://`.
+async fn check_state(settings: &crate::config::StateSettings) -> Result<(), String> {
+    let state = State::from_settings(settings, Duration::from_secs(60))?;
+    let redis = state.redis().ok_or("state.url is not Redis")?;
+    redis.ping().await.map_err(|e| e.to_string())
 }

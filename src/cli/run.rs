@@ -15,6 +15,9 @@ pub async fn run(args: ConfigArg) -> ExitCode {
         Err(e) => return bad_config(&e),
     };
     crate::telemetry::init_logging(&settings.log);
+    for name in &settings.ignored_env {
+        tracing::debug!(variable = %name, "ignored: a Kubernetes service link, not a setting");
+    }
     let ctx = match Context::new(settings) {
         Ok(ctx) => Arc::new(ctx),
         Err(e) => {

@@ -72,6 +72,21 @@ pub struct StateError(pub String);
 
 pub type StateResult<T> = Result<T, StateError>;
 
+/// Reads `state.ca_file`: a PEM file with at least one certificate (an empty trust store would
+/// only fail later, at every handshake, with a vaguer error).
+fn read_ca(path: &str) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read state.ca_file {path}: {e}"))?;
+    if !pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(format!(
+            "state.ca_file {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+        ));
+    }
+    Ok(pem)
+}
+
 /// The configured state backend.
 pub enum State {
     Memory(Box<MemoryState>, StateHealth),
@@ -86,13 +101,43 @@ impl State {
         capacity: usize,
         in_flight_ttl: Duration,
     ) -> Result<Self, String> {
+        Self::open(url, None, ttl, capacity, in_flight_ttl)
+    }
+
+    /// The state `[state]` configures, with `state.ca_file` read for `rediss://`.
+    pub fn from_settings(
+        settings: &crate::config::StateSettings,
+        in_flight_ttl: Duration,
+    ) -> Result<Self, String> {
+        let ca = settings.ca_file.as_deref().map(read_ca).transpose()?;
+        Self::open(
+            settings.url.expose(),
+            ca,
+            settings.idempotency_ttl.0,
+            settings.memory_capacity,
+            in_flight_ttl,
+        )
+    }
+
+    fn open(
+        url: &str,
+        ca_pem: Option<Vec<u8>>,
+        ttl: Duration,
+        capacity: usize,
+        in_flight_ttl: Duration,
+    ) -> Result<Self, String> {
         if url == "memory" {
             Ok(State::Memory(
                 Box::new(MemoryState::new(ttl, capacity)),
                 StateHealth::default(),
             ))
         } else {
-            Ok(State::Redis(RedisState::new(url, ttl, in_flight_ttl)?))
+            Ok(State::Redis(RedisState::new(
+                url,
+                ca_pem,
+                ttl,
+                in_flight_ttl,
+            )?))
         }
     }
 

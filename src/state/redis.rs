@@ -65,9 +65,24 @@ fn millis(d: Duration) -> u64 {
 
 impl RedisState {
     /// Connects lazily: a Redis that is down at start-up only keeps the worker from consuming.
-    pub fn new(url: &str, ttl: Duration, in_flight_ttl: Duration) -> Result<Self, String> {
-        let client =
-            redis::Client::open(url).map_err(|e| format!("state.url is not a Redis URL: {e}"))?;
+    /// `ca_pem`: the CAs a `rediss://` server must chain to, instead of the system's roots.
+    pub fn new(
+        url: &str,
+        ca_pem: Option<Vec<u8>>,
+        ttl: Duration,
+        in_flight_ttl: Duration,
+    ) -> Result<Self, String> {
+        let client = match ca_pem {
+            None => redis::Client::open(url),
+            Some(root_cert) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            ),
+        }
+        .map_err(|e| format!("state.url is not a Redis URL: {e}"))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CALL_TIMEOUT))
             .set_response_timeout(Some(CALL_TIMEOUT))

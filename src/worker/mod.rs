@@ -2,6 +2,7 @@
 //! connect, declare, consume every app — reconnecting with backoff until told to stop.
 
 mod consume;
+mod peers;
 pub mod pipeline;
 
 use std::collections::HashMap;
@@ -65,13 +66,8 @@ impl Context {
         // outlives the call and the record that follows; it lapses if its holder dies, so a
         // redelivered job waits behind it for about this long at most.
         let in_flight_ttl = settings.wechat.timeout.0 * 3 + Duration::from_secs(30);
-        let state = State::from_url(
-            settings.state.url.expose(),
-            settings.state.idempotency_ttl.0,
-            settings.state.memory_capacity,
-            in_flight_ttl,
-        )
-        .map_err(|e| anyhow::anyhow!(e))?;
+        let state =
+            State::from_settings(&settings.state, in_flight_ttl).map_err(|e| anyhow::anyhow!(e))?;
         let state = Arc::new(state);
         let apps = settings
             .apps
@@ -171,17 +167,20 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) -> anyhow::Result<(
     }
     let mut delays = reconnect_backoff();
     let mut first = true;
+    // The node of `amqp.url` to try first; after a loss, the next one in turn.
+    let mut node = 0;
     loop {
         if !std::mem::take(&mut first) {
             ctx.metrics.broker_reconnects.inc();
         }
         let started = tokio::time::Instant::now();
-        let result = session(&ctx, &stop).await;
+        let result = session(&ctx, &stop, &mut node).await;
         ctx.health.set_ready(false);
         match result {
             Ok(()) => return Ok(()),
             Err(e) if e.needs_a_person() => return Err(e.into()),
             Err(e) => {
+                node += 1;
                 if started.elapsed() > Duration::from_secs(30) {
                     delays = reconnect_backoff();
                 }
@@ -206,10 +205,16 @@ fn reconnect_backoff() -> backon::ExponentialBackoff {
 }
 
 /// One connection's life: declare, consume every app, and on stop drain in-flight jobs.
-async fn session(ctx: &Arc<Context>, stop: &CancellationToken) -> Result<(), SessionError> {
-    let conn = broker::connect(&ctx.settings.amqp, "wxcourier worker")
+/// Connects to the first node that answers from `node` on, and leaves its index there.
+async fn session(
+    ctx: &Arc<Context>,
+    stop: &CancellationToken,
+    node: &mut usize,
+) -> Result<(), SessionError> {
+    let (conn, connected) = broker::connect_from(&ctx.settings.amqp, "wxcourier worker", *node)
         .await
         .map_err(SessionError::Broker)?;
+    *node = connected;
     let legacy = topology::declare_all(&conn, &ctx.app_names(), ctx.schedule.tiers()).await?;
     for queue in legacy {
         tracing::warn!("{queue}");
@@ -242,6 +247,19 @@ async fn session(ctx: &Arc<Context>, stop: &CancellationToken) -> Result<(), Ses
             consumers_stop.clone(),
         )),
         Err(_) => tokio::spawn(async {}),
+    };
+    // With memory state, another consumer on our queues means a second rate and a second
+    // idempotency store: say so.
+    let peers = match ctx.state.redis() {
+        None => match conn.create_channel().await {
+            Ok(channel) => Some(tokio::spawn(peers::watch(
+                ctx.clone(),
+                channel,
+                consumers_stop.clone(),
+            ))),
+            Err(_) => None,
+        },
+        Some(_) => None,
     };
     ctx.health.set_ready(true);
     tracing::info!(apps = ctx.apps.len(), "consuming");
@@ -280,6 +298,9 @@ async fn session(ctx: &Arc<Context>, stop: &CancellationToken) -> Result<(), Ses
     // Wait for the side-queue watcher to close its channel, then close ours: closing the
     // connection under open channels only makes lapin log errors.
     let _ = watcher.await;
+    if let Some(peers) = peers {
+        let _ = peers.await;
+    }
     let _ = publisher.close().await;
     let _ = conn.close(200, "wxcourier stopping".into()).await;
     ended

@@ -156,7 +156,11 @@ pub struct Harness {
 impl Harness {
     /// Declares the topology for `settings` and subscribes to `*.APP` results.
     pub async fn new(app: &str, settings: &Settings) -> Self {
-        let conn = connect().await;
+        Self::on(connect().await, app, settings).await
+    }
+
+    /// As [`Harness::new`], over a connection the test opened (another broker or node).
+    pub async fn on(conn: Connection, app: &str, settings: &Settings) -> Self {
         let schedule = wxcourier::retry::Schedule::new(&settings.retry);
         topology::declare_all(&conn, &[app.to_owned()], schedule.tiers())
             .await

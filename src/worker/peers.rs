@@ -1,0 +1,188 @@
+//! The safety net for `state.url = "memory"`: counts the consumers of each app's queue, and
+//! warns while some other process takes jobs from it too, since the send rate and idempotency
+//! are then per process (N consumers may send N times the rate, and a redelivered or
+//! resubmitted job twice).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::Channel;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Context;
+use crate::broker::job_queue;
+use crate::metrics::Metrics;
+use crate::quota::Phase;
+
+/// The first count, once this worker's own consumers have had time to register.
+const FIRST_CHECK: Duration = Duration::from_secs(2);
+/// How often the queues are counted.
+const POLL: Duration = Duration::from_secs(15);
+/// A sighting is confirmed this soon, so a warning at start-up comes within seconds.
+const CONFIRM: Duration = Duration::from_secs(2);
+/// While other consumers stay, the warning is repeated this often.
+pub const REMIND: Duration = Duration::from_secs(10 * 60);
+
+/// What one count of an app's other consumers calls for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// Nothing to say.
+    Quiet,
+    /// Seen once: count again soon before saying anything (a consumer of this worker's own
+    /// previous connection may linger for a moment after a reconnect).
+    Unconfirmed,
+    /// Other consumers, seen twice in a row: warn.
+    Appeared(u32),
+    /// Still there, `REMIND` after the last warning: warn again.
+    Remains(u32),
+    /// They are gone.
+    Gone,
+}
+
+/// One app's history of counts: a pure state machine, so its timing is tested without a broker.
+#[derive(Debug, Default)]
+pub struct Nag {
+    /// Whether the last count saw others that were not yet reported.
+    pending: bool,
+    /// When the last warning was logged; `None` while nothing is reported.
+    warned: Option<Instant>,
+}
+
+impl Nag {
+    /// Takes one count of other consumers at `now`.
+    pub fn observe(&mut self, others: u32, now: Instant) -> Notice {
+        if others == 0 {
+            self.pending = false;
+            return if self.warned.take().is_some() {
+                Notice::Gone
+            } else {
+                Notice::Quiet
+            };
+        }
+        match self.warned {
+            None if self.pending => {
+                self.pending = false;
+                self.warned = Some(now);
+                Notice::Appeared(others)
+            }
+            None => {
+                self.pending = true;
+                Notice::Unconfirmed
+            }
+            Some(last) if now.duration_since(last) >= REMIND => {
+                self.warned = Some(now);
+                Notice::Remains(others)
+            }
+            Some(_) => Notice::Quiet,
+        }
+    }
+}
+
+/// Counts every app's consumers until `stop`, then closes `ch`. Only started with memory state.
+pub async fn watch(ctx: Arc<Context>, ch: Channel, stop: CancellationToken) {
+    let mut apps: Vec<(String, Nag)> = ctx
+        .apps
+        .keys()
+        .map(|app| (app.clone(), Nag::default()))
+        .collect();
+    let mut wait = FIRST_CHECK;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => {
+                let _ = ch.close(200, "stopping".into()).await;
+                return;
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = POLL;
+        for (app, nag) in &mut apps {
+            // A paused app has cancelled its own consumer (or is about to): its count says
+            // nothing about others until it consumes again.
+            if matches!(ctx.app(app).gate.phase(), Phase::Paused { .. }) {
+                continue;
+            }
+            let queue = job_queue(app);
+            let Ok(consumers) = consumer_count(&ch, &queue).await else {
+                // The channel or connection is gone; the session is ending.
+                return;
+            };
+            // This worker has one consumer per app queue.
+            let others = consumers.saturating_sub(1);
+            ctx.metrics
+                .foreign_consumers
+                .get_or_create(&Metrics::app(app))
+                .set(i64::from(others));
+            match nag.observe(others, Instant::now()) {
+                Notice::Quiet => {}
+                Notice::Unconfirmed => wait = CONFIRM,
+                Notice::Appeared(n) | Notice::Remains(n) => tracing::warn!(
+                    app = %app,
+                    queue = %queue,
+                    other_consumers = n,
+                    "another consumer takes jobs from this queue while state.url is \"memory\": \
+                     the send rate and idempotency are per process, so together the consumers \
+                     may exceed rate_per_second and send a redelivered or resubmitted job twice; \
+                     point every instance at the same Redis (state.url = \"redis://…\")"
+                ),
+                Notice::Gone => tracing::info!(
+                    app = %app,
+                    queue = %queue,
+                    "no other consumer takes jobs from this queue now"
+                ),
+            }
+        }
+    }
+}
+
+/// Consumers of `queue` (a passive declare: it never creates the queue).
+async fn consumer_count(ch: &Channel, queue: &str) -> lapin::Result<u32> {
+    let opts = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    Ok(ch
+        .queue_declare(queue.into(), opts, FieldTable::default())
+        .await?
+        .consumer_count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn others_are_reported_once_confirmed_then_every_remind_interval() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut nag = Nag::default();
+        assert_eq!(nag.observe(0, at(0)), Notice::Quiet);
+        assert_eq!(nag.observe(1, at(15)), Notice::Unconfirmed);
+        assert_eq!(nag.observe(1, at(17)), Notice::Appeared(1));
+        // Not on every count while they stay.
+        for s in (32..617).step_by(15) {
+            assert_eq!(nag.observe(2, at(s)), Notice::Quiet, "at {s}s");
+        }
+        assert_eq!(nag.observe(2, at(617)), Notice::Remains(2));
+        assert_eq!(nag.observe(2, at(632)), Notice::Quiet);
+        assert_eq!(nag.observe(0, at(647)), Notice::Gone);
+        assert_eq!(nag.observe(0, at(662)), Notice::Quiet);
+        // A new arrival is a new sighting.
+        assert_eq!(nag.observe(1, at(677)), Notice::Unconfirmed);
+        assert_eq!(nag.observe(1, at(679)), Notice::Appeared(1));
+    }
+
+    #[test]
+    fn a_single_sighting_is_never_reported() {
+        let t0 = Instant::now();
+        let mut nag = Nag::default();
+        assert_eq!(nag.observe(1, t0), Notice::Unconfirmed);
+        assert_eq!(nag.observe(0, t0 + Duration::from_secs(2)), Notice::Quiet);
+        assert_eq!(
+            nag.observe(1, t0 + Duration::from_secs(17)),
+            Notice::Unconfirmed
+        );
+    }
+}
