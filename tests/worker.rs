@@ -428,3 +428,61 @@ async fn a_queue_that_exists_with_other_arguments_gets_an_error_that_says_what_t
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_from_an_older_version_keeps_working_and_is_reported() {
+    use lapin::options::QueueDeclareOptions;
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+    use wxcourier::broker::topology;
+    let conn = connect().await;
+    let (old, new) = (unique_app("legacy"), unique_app("fresh"));
+    let apps = [old.clone(), new.clone()];
+    // What older versions declared: a quorum queue with no delivery limit.
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from("quorum")),
+    );
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        wxcourier::broker::job_queue(&old).as_str().into(),
+        QueueDeclareOptions::durable(),
+        args,
+    )
+    .await
+    .unwrap();
+
+    let named = |found: &[topology::LegacyQueue], app: &str| {
+        found
+            .iter()
+            .any(|q| q.0 == wxcourier::broker::job_queue(app))
+    };
+    let reported = topology::legacy_queues(&conn, &apps).await.unwrap();
+    assert!(named(&reported, &old), "{reported:?}");
+    assert!(!named(&reported, &new));
+    assert!(
+        topology::message_count(
+            &conn.create_channel().await.unwrap(),
+            &wxcourier::broker::job_queue(&new)
+        )
+        .await
+        .is_err(),
+        "checking creates nothing"
+    );
+    let declared = topology::declare_all(&conn, &apps, &[Duration::from_millis(200)])
+        .await
+        .expect("an older queue is kept, not a clash");
+    assert!(
+        named(&declared, &old) && !named(&declared, &new),
+        "{declared:?}"
+    );
+    let ch = conn.create_channel().await.unwrap();
+    for app in &apps {
+        ch.queue_delete(
+            wxcourier::broker::job_queue(app).as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    }
+}

@@ -197,6 +197,31 @@ pub async fn declare_all(
     Ok(legacy)
 }
 
+/// The queues of `apps` (and the dead and unrouted queues) that an older version declared
+/// without delivery limits, found without creating anything: a queue that does not exist yet
+/// is skipped (`run` will declare it with its limits).
+pub async fn legacy_queues(
+    conn: &Connection,
+    apps: &[String],
+) -> Result<Vec<LegacyQueue>, TopologyError> {
+    let mut wanted = vec![
+        (DEAD_QUEUE.to_owned(), side_queue_args()),
+        (UNROUTED.to_owned(), side_queue_args()),
+    ];
+    wanted.extend(apps.iter().map(|app| (job_queue(app), job_queue_args())));
+    let mut legacy = Vec::new();
+    for (name, args) in wanted {
+        // A passive declare fails (and closes its channel) when the queue does not exist.
+        let ch = fresh_channel(conn).await?;
+        if message_count(&ch, &name).await.is_err() {
+            continue;
+        }
+        // It exists: declaring it again with the same arguments changes nothing.
+        legacy.extend(limited_queue(conn, &name, args).await?);
+    }
+    Ok(legacy)
+}
+
 /// Declarations in flight at once while declaring apps' queues.
 const DECLARE_CONCURRENCY: usize = 32;
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::{ConfigArg, bad_config};
 use crate::broker;
 use crate::broker::orphans::{self, ManagementApi};
+use crate::broker::topology;
 use crate::config::Settings;
 use crate::config::TokenMode;
 use crate::state::State;
@@ -26,6 +27,7 @@ pub async fn run(args: ConfigArg) -> ExitCode {
     {
         Ok(Ok(conn)) => {
             println!("broker: ok");
+            report_legacy(&settings, &conn).await;
             report_orphans(&settings, &conn).await;
             let _ = conn.close(200, "check done".into()).await;
         }
@@ -73,6 +75,21 @@ pub async fn run(args: ConfigArg) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Queues an older version declared without delivery limits: a warning each, not a failure
+/// (they work; the migration is in docs/operations.md).
+async fn report_legacy(settings: &Settings, conn: &lapin::Connection) {
+    let apps: Vec<String> = settings.apps.keys().cloned().collect();
+    match topology::legacy_queues(conn, &apps).await {
+        Ok(found) if found.is_empty() => println!("queue limits: ok"),
+        Ok(found) => {
+            for queue in found {
+                println!("queue limits: WARNING: {queue}");
+            }
+        }
+        Err(e) => println!("queue limits: not checked: {e}"),
     }
 }
 
