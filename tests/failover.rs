@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use wxcourier::config::Secret;
 
-/// Pipes connections on a free port to RabbitMQ on 5672, until lost.
+/// Pipes connections on a free port to the test broker (`TEST_AMQP_URL`), until lost.
 struct Relay {
     port: u16,
     accepted: Arc<Mutex<Vec<Instant>>>,
@@ -34,6 +34,7 @@ impl Relay {
         let hanging = Arc::new(AtomicBool::new(false));
         let pipes = Arc::new(Mutex::new(JoinSet::new()));
         let (seen, hang, tasks) = (accepted.clone(), hanging.clone(), pipes.clone());
+        let broker_addr = common::amqp_addr();
         let listener = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 if hang.load(Ordering::SeqCst) {
@@ -44,8 +45,9 @@ impl Relay {
                     continue;
                 }
                 seen.lock().push(Instant::now());
+                let broker_addr = broker_addr.clone();
                 tasks.lock().spawn(async move {
-                    let Ok(mut broker) = TcpStream::connect("127.0.0.1:5672").await else {
+                    let Ok(mut broker) = TcpStream::connect(broker_addr).await else {
                         return;
                     };
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
