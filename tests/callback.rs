@@ -171,6 +171,12 @@ async fn plain_and_safe_events_publish_one_report_tied_to_the_job() {
     assert_eq!(r["msgid"].as_u64(), Some(plain_msgid));
     assert_eq!(r["app"], t.app.as_str());
     assert_eq!(r["event_time"], 1_395_658_920);
+    let counted = format!(
+        "wxcourier_callback_events_total{{app=\"{}\",status=\"delivered\"}} 1",
+        t.app
+    );
+    let metrics = t.ctx.metrics.render();
+    assert!(metrics.contains(&counted), "{counted} in {metrics}");
 
     let safe_msgid = sent_msgid(&mut t, "cb-safe").await;
     assert_eq!(

@@ -324,6 +324,7 @@ async fn report(
         tracing::warn!(app, msgid = report.msgid, error = %why, "delivery report not published; WeChat will retry");
         return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "try again"));
     }
+    ctx.metrics.callback_event(app, report.status.as_str());
     tracing::debug!(
         app,
         msgid = report.msgid,
