@@ -36,7 +36,8 @@ def families(src: str) -> dict[str, tuple[str, set[str]]]:
     labels_of = _label_sets(src)
     fields = _fields(src)
     calls = re.findall(r"\.register\(", src)
-    found = re.findall(r'\.register\(\s*"(\w+)",\s*"(?:[^"\\]|\\.)*",\s*m\.(\w+)\.clone\(\),?\s*\)', src)
+    # re.S: a help text may go on over a line break (a Rust string's `\` continuation).
+    found = re.findall(r'\.register\(\s*"(\w+)",\s*"(?:[^"\\]|\\.)*",\s*m\.(\w+)\.clone\(\),?\s*\)', src, re.S)
     if len(found) != len(calls):
         raise SourceError(
             f"src/metrics.rs: read {len(found)} of its {len(calls)} register(…) calls; "

@@ -116,6 +116,8 @@ class MetricNames(unittest.TestCase):
         self.assertEqual(series["wxcourier_send_latency_seconds_bucket"], {"app", "le"})
         self.assertEqual(series["wxcourier_in_flight_jobs"], set())
         self.assertNotIn("wxcourier_jobs", series)
+        # Its help text goes on over a line break.
+        self.assertEqual(series["wxcourier_foreign_consumers"], {"app"})
 
     def test_a_register_call_it_cannot_read_is_an_error(self):
         src = self.SRC.replace('r.register("jobs",', 'r.register(JOBS_NAME,')
