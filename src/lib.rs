@@ -1,4 +1,4 @@
-//! # wxcourier — a WeChat template-message delivery worker
+//! # wxcourier — a WeChat message delivery worker (template, subscription and subscribe messages)
 //!
 //! # Layout
 //!
