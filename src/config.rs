@@ -879,10 +879,11 @@ fn one_line(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    /// Settings from `toml` as a file plus `env`, as `--config` would load them.
+    pub(crate) fn load(toml: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, toml).unwrap();

@@ -144,14 +144,7 @@ async fn the_worker_delivers_over_amqps_trusting_a_custom_ca() {
         s.amqp.ca_file = Some(ca_path);
     })
     .await;
-    let ids = t.publish_numbered(20).await;
-    let outcomes = t.outcomes(20).await;
-    assert_eq!(outcomes.len(), 20);
-    assert!(
-        outcomes.iter().all(|o| o["status"] == "sent"),
-        "{outcomes:?}"
-    );
-    assert_each_job_accepted_once(&t.sim, &ids);
+    twenty_jobs_are_each_sent_once(&mut t).await;
     // The worker's consume and results channels both ride the TLS connection.
     assert!(front.handshakes() >= 1);
     t.stop().await;
@@ -230,14 +223,7 @@ async fn the_worker_shares_state_over_rediss_trusting_a_custom_ca() {
         s.state.ca_file = Some(ca_path);
     })
     .await;
-    let ids = t.publish_numbered(20).await;
-    let outcomes = t.outcomes(20).await;
-    assert_eq!(outcomes.len(), 20);
-    assert!(
-        outcomes.iter().all(|o| o["status"] == "sent"),
-        "{outcomes:?}"
-    );
-    assert_each_job_accepted_once(&t.sim, &ids);
+    let ids = twenty_jobs_are_each_sent_once(&mut t).await;
     assert!(front.handshakes() >= 1);
     // The sent ids went to the real Redis through the TLS front.
     let plain = redis::Client::open("redis://127.0.0.1:6379/").unwrap();
@@ -321,4 +307,17 @@ async fn check_reports_rediss_ok_only_with_the_ca() {
     assert_eq!(with.status.code(), Some(0), "{text}");
     assert!(text.contains("state: ok"), "{text}");
     sim.stop();
+}
+
+/// Publishes 20 jobs through `t` and checks each is sent, and accepted by WeChat, once.
+async fn twenty_jobs_are_each_sent_once(t: &mut TestApp) -> std::collections::HashSet<String> {
+    let ids = t.publish_numbered(20).await;
+    let outcomes = t.outcomes(20).await;
+    assert_eq!(outcomes.len(), 20);
+    assert!(
+        outcomes.iter().all(|o| o["status"] == "sent"),
+        "{outcomes:?}"
+    );
+    assert_each_job_accepted_once(&t.sim, &ids);
+    ids
 }

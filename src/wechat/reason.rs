@@ -148,14 +148,7 @@ mod tests {
         use crate::config::Settings;
 
         fn load(toml: &str, env: &[(&str, &str)]) -> Result<Settings, String> {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("c.toml");
-            std::fs::write(&path, toml).unwrap();
-            let env: Vec<(String, String)> = env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            Settings::load_from(Some(&path), &env).map_err(|e| e.to_string())
+            crate::config::tests::load(toml, env).map_err(|e| e.to_string())
         }
 
         #[test]
