@@ -33,7 +33,7 @@ fn amqp_url() -> String {
 /// Default settings pointed at [`amqp_url`].
 fn bench_settings() -> Settings {
     let mut s = Settings::default();
-    s.amqp.url = wxcourier::config::Secret::new(amqp_url());
+    s.amqp.url = wxcourier::types::Secret::new(amqp_url());
     s
 }
 const BIN: &str = env!("CARGO_BIN_EXE_wxcourier");

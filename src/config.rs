@@ -1,13 +1,14 @@
 //! Typed settings: the TOML file, then `WXCOURIER_…` environment variables, then validation.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::types::{Secret, Span, scalar_string};
 
 mod service_links;
 pub use service_links::is_service_link;
@@ -37,94 +38,6 @@ fn invalid(key: impl Into<String>, rule: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         rule: rule.into(),
-    }
-}
-
-/// A string that must never be printed: `Debug` and `Display` show `[redacted]`.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Secret(scalar_string(d)?))
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-/// Accepts any scalar as a string (environment values arrive typed by guesswork).
-fn scalar_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Scalar {
-        S(String),
-        U(u64),
-        I(i64),
-        F(f64),
-        B(bool),
-    }
-    Ok(match Scalar::deserialize(d)? {
-        Scalar::S(s) => s,
-        Scalar::U(n) => n.to_string(),
-        Scalar::I(n) => n.to_string(),
-        Scalar::F(n) => n.to_string(),
-        Scalar::B(b) => b.to_string(),
-    })
-}
-
-/// A duration written as a string such as `"500ms"`, `"30s"`, `"2m"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Span(pub Duration);
-
-impl<'de> Deserialize<'de> for Span {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d).map_err(|_| {
-            serde::de::Error::custom(
-                "a duration must be a string such as \"500ms\", \"30s\" or \"2m\"",
-            )
-        })?;
-        humantime::parse_duration(&text).map(Span).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "{text:?} is not a duration such as \"500ms\", \"30s\" or \"2m\" ({e})"
-            ))
-        })
-    }
-}
-
-impl Serialize for Span {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(self.0).to_string())
     }
 }
 
@@ -725,7 +638,7 @@ fn validate_app(name: &str, app: &AppSettings) -> Result<(), ConfigError> {
         ));
     }
     if let Some(aes) = &app.encoding_aes_key {
-        if crate::wechat::crypto::decode_aes_key(aes.expose()).is_none() {
+        if crate::types::decode_aes_key(aes.expose()).is_none() {
             return Err(invalid(
                 key("encoding_aes_key"),
                 "must be the 43-character EncodingAESKey from the WeChat console",

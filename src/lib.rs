@@ -46,5 +46,6 @@ pub mod sim;
 pub mod state;
 pub mod telemetry;
 pub mod text;
+pub mod types;
 pub mod wechat;
 pub mod worker;

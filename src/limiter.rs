@@ -70,7 +70,7 @@ impl InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::types::Secret;
 
     fn app(rate: f64, burst: u32) -> AppSettings {
         AppSettings {

@@ -196,7 +196,8 @@ impl QuotaGate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{RetrySettings, Span};
+    use crate::config::RetrySettings;
+    use crate::types::Span;
     use std::sync::Arc;
 
     fn gate() -> Arc<QuotaGate> {

@@ -157,7 +157,7 @@ fn tiers_for(s: &RetrySettings) -> Vec<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Span;
+    use crate::types::Span;
 
     fn settings() -> RetrySettings {
         RetrySettings::default()

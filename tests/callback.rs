@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-use wxcourier::config::{CallbackMode, Secret, Settings, Span};
+use wxcourier::config::{CallbackMode, Settings};
 use wxcourier::sim::push::{CallbackTarget, Push, event_xml, signed_request, signed_request_at};
 use wxcourier::sim::{DEFAULT_APPID, Faults};
+use wxcourier::types::{Secret, Span};
 use wxcourier::wechat::crypto;
 
 const TOKEN: &str = "cb-token";

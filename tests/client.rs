@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::openid;
-use wxcourier::config::{Secret, TokenMode};
+use wxcourier::config::TokenMode;
 use wxcourier::job;
 use wxcourier::sim::{Answer, DEFAULT_APPID, DEFAULT_SECRET, SimOptions, Simulator};
+use wxcourier::types::{Class, Secret};
 use wxcourier::wechat::client::{CallError, TokenError, WechatClient};
-use wxcourier::wechat::errcode::{Class, Classifier};
+use wxcourier::wechat::errcode::Classifier;
 use wxcourier::wechat::token::{TokenKeeper, WechatTokenSource};
 
 async fn sim(options: SimOptions) -> (Simulator, WechatClient) {

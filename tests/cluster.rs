@@ -19,8 +19,9 @@ use lapin::types::FieldTable;
 use parking_lot::Mutex;
 use wxcourier::broker::publish::{Message, job_properties};
 use wxcourier::broker::{self, JOBS_EXCHANGE, Publisher, job_queue};
-use wxcourier::config::{AmqpSettings, Secret};
+use wxcourier::config::AmqpSettings;
 use wxcourier::sim::{DEFAULT_APPID, Faults, SimOptions, Simulator};
+use wxcourier::types::Secret;
 
 const JOBS: usize = 12000;
 /// Jobs per second the producer publishes, for the whole run.

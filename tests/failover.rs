@@ -14,7 +14,7 @@ use common::*;
 use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
-use wxcourier::config::Secret;
+use wxcourier::types::Secret;
 
 /// Pipes connections on a free port to the test broker (`TEST_AMQP_URL`), until lost.
 struct Relay {

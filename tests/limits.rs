@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use wxcourier::config::{AppSettings, Secret};
+use wxcourier::config::AppSettings;
 use wxcourier::sim::{SimOptions, Simulator};
+use wxcourier::types::Secret;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_jobs_at_20_per_second_with_a_burst_of_20_take_4_seconds() {

@@ -13,8 +13,8 @@ use lapin::options::{BasicGetOptions, BasicNackOptions};
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use wxcourier::config::Secret;
 use wxcourier::sim::{Answer, DEFAULT_APPID};
+use wxcourier::types::Secret;
 
 /// A slow rate, then the same id twice. The second copy waits behind the
 /// first's claim in delay queues (no requeue the broker counts), and ends as a duplicate once

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::process::{Binary, OutputWithin, signal};
 use common::*;
-use wxcourier::config::Secret;
 use wxcourier::sim::{Answer, DEFAULT_APPID, SimOptions, Simulator};
+use wxcourier::types::Secret;
 use wxcourier::wechat::client::WechatClient;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

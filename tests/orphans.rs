@@ -15,8 +15,8 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wxcourier::broker::job_queue;
 use wxcourier::broker::orphans::{self, ManagementApi, Orphan};
-use wxcourier::config::Secret;
 use wxcourier::sim::{SimOptions, Simulator};
+use wxcourier::types::Secret;
 
 /// A job queue left by an app that is then dropped from the config, holding `n` jobs.
 async fn leave_orphan(sim: &Simulator, n: usize) -> Harness {

@@ -15,9 +15,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use wxcourier::config::{AmqpSettings, Secret, StateSettings};
+use wxcourier::config::{AmqpSettings, StateSettings};
 use wxcourier::sim::{SimOptions, Simulator};
 use wxcourier::state::State;
+use wxcourier::types::Secret;
 
 /// A CA and a broker certificate for `127.0.0.1` and `localhost`, signed by it.
 struct TestPki {

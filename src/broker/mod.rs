@@ -165,7 +165,7 @@ mod tests {
             format!("amqp://u:hunter2@127.0.0.1:{port}/%2f")
         };
         let settings = AmqpSettings {
-            url: crate::config::Secret::new(format!("{},{}", dead(), dead())),
+            url: crate::types::Secret::new(format!("{},{}", dead(), dead())),
             ..AmqpSettings::default()
         };
         let err = connect_from(&settings, "test", 1)

@@ -14,8 +14,9 @@ use percent_encoding::percent_decode_str;
 use reqwest::Url;
 
 use super::JOBS_EXCHANGE;
-use crate::config::{AmqpSettings, Secret, Settings};
+use crate::config::{AmqpSettings, Settings};
 use crate::metrics::Metrics;
+use crate::types::Secret;
 
 /// One call to the management API; it answers in milliseconds when it is there at all.
 const API_TIMEOUT: Duration = Duration::from_secs(5);

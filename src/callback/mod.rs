@@ -15,8 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-use crate::config::{CallbackMode, Secret, Settings};
+use crate::config::{CallbackMode, Settings};
 use crate::outcome::{DeliveryReport, DeliveryStatus};
+use crate::types::{Secret, decode_aes_key};
 use crate::wechat::crypto::{self, Envelope};
 use crate::worker::Context;
 
@@ -47,7 +48,7 @@ pub fn apps_from(settings: &Settings) -> HashMap<String, CallbackApp> {
             let envelope = app
                 .encoding_aes_key
                 .as_ref()
-                .and_then(|k| crypto::decode_aes_key(k.expose()))
+                .and_then(|k| decode_aes_key(k.expose()))
                 .map(|key| Envelope::new(key, app.appid.clone()));
             let mode = app.resolved_callback_mode();
             Some((

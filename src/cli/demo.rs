@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::publish::{Message, job_properties};
 use crate::broker::tap::ResultsTap;
 use crate::broker::{self, JOBS_EXCHANGE, Publisher, job_queue, topology};
-use crate::config::{AppSettings, Secret, Settings, Span};
+use crate::config::{AppSettings, Settings};
 use crate::sim::{Answer, CallbackTarget, DEFAULT_APPID, DEFAULT_SECRET, SimOptions, Simulator};
+use crate::types::{Secret, Span};
 use crate::worker::{self, Context};
 
 const APP: &str = "demo";

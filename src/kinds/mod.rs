@@ -13,7 +13,7 @@ pub mod typed;
 use serde_json::{Map, Value};
 
 use crate::outcome::{FailReason, SendOutcome};
-use crate::wechat::errcode::Class;
+use crate::types::Class;
 
 /// A field of a job and the rule it broke.
 #[derive(Debug, Clone, PartialEq)]

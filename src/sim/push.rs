@@ -87,7 +87,7 @@ pub fn signed_request_at(push: &Push, timestamp: u64) -> (String, String) {
         .target
         .aes_key
         .as_deref()
-        .and_then(crypto::decode_aes_key);
+        .and_then(crate::types::decode_aes_key);
     match key {
         None => (base, push.xml.clone()),
         Some(key) => {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::Secret;
+use crate::types::Secret;
 
 /// A failure to get a usable answer at all: always worth retrying later.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -3,9 +3,7 @@
 
 use aes::Aes256;
 use base64::Engine;
-use base64::alphabet;
 use base64::engine::general_purpose::STANDARD;
-use base64::engine::{GeneralPurpose, GeneralPurposeConfig};
 use cbc::cipher::block_padding::NoPadding;
 use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
 use sha1::{Digest, Sha1};
@@ -27,21 +25,6 @@ pub enum CryptoError {
     Malformed,
     #[error("the message is for another AppID")]
     AppId,
-}
-
-/// `EncodingAESKey` (43 characters, base64 without its `=`) → the 32-byte AES key.
-pub fn decode_aes_key(encoding_aes_key: &str) -> Option<[u8; 32]> {
-    if encoding_aes_key.len() != 43 {
-        return None;
-    }
-    // WeChat's keys are random, so their last character often carries non-zero spare bits,
-    // which strict base64 refuses.
-    let lenient = GeneralPurpose::new(
-        &alphabet::STANDARD,
-        GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
-    );
-    let bytes = lenient.decode(format!("{encoding_aes_key}=")).ok()?;
-    bytes.try_into().ok()
 }
 
 /// `sha1` of the parts sorted and joined, as lowercase hex: WeChat's signature for both the
@@ -147,6 +130,7 @@ impl Envelope {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::decode_aes_key;
 
     // WeChat's published sample for its message-encryption code.
     const SAMPLE_TOKEN: &str = "spamtest";
@@ -223,13 +207,6 @@ mod tests {
             sample().open(&STANDARD.encode(enc)),
             Err(CryptoError::Padding)
         );
-    }
-
-    #[test]
-    fn aes_keys_must_be_43_base64_characters() {
-        assert!(decode_aes_key(SAMPLE_KEY).is_some());
-        assert!(decode_aes_key(&SAMPLE_KEY[..42]).is_none());
-        assert!(decode_aes_key(&format!("{}!", &SAMPLE_KEY[..42])).is_none());
     }
 
     #[test]

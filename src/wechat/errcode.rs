@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use crate::config::WechatSettings;
+use crate::types::Class;
 
 /// `-1` system busy, `45011` per-minute limit.
 pub const DEFAULT_TRANSIENT: [i64; 2] = [-1, 45011];
@@ -10,32 +11,6 @@ pub const DEFAULT_TRANSIENT: [i64; 2] = [-1, 45011];
 pub const DEFAULT_QUOTA: [i64; 1] = [45009];
 /// `40001`, `41006` from the seed page; `40014` (invalid token) and `42001` (expired) today.
 pub const DEFAULT_TOKEN: [i64; 4] = [40001, 41006, 40014, 42001];
-
-/// What an answer means for the job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Class {
-    Ok,
-    /// Retry later with backoff.
-    Transient,
-    /// Retry, and pause the app: its quota is spent.
-    Quota,
-    /// The access token is bad: refresh it and send again.
-    Token,
-    /// Refused for good.
-    Permanent,
-}
-
-impl Class {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Class::Ok => "ok",
-            Class::Transient => "transient",
-            Class::Quota => "quota",
-            Class::Token => "token",
-            Class::Permanent => "permanent",
-        }
-    }
-}
 
 /// The configured code sets.
 #[derive(Clone, Debug)]

@@ -9,8 +9,8 @@ use futures_util::future::BoxFuture;
 
 use super::client::{CallError, Grant, TokenError};
 use super::token::{TokenSource, WechatTokenSource};
-use crate::config::Secret;
 use crate::state::{RedisState, State};
+use crate::types::Secret;
 
 /// A shared token with less left than this is refreshed rather than handed out.
 const REFRESH_AHEAD: Duration = Duration::from_secs(300);

@@ -10,7 +10,8 @@ use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
 use super::client::{Grant, TokenError, WechatClient};
-use crate::config::{Secret, TokenMode};
+use crate::config::TokenMode;
+use crate::types::Secret;
 
 /// Where fresh tokens come from (WeChat, Redis shared by all instances, or a fake in tests).
 pub trait TokenSource: Send + Sync {

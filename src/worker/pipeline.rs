@@ -20,9 +20,10 @@ use crate::quota::Admission;
 use crate::retry::{Next, RetryState};
 use crate::state::{Claim, Holder, Renewal};
 use crate::text::bounded;
+use crate::types::Class;
 use crate::wechat::client::SendReply;
 use crate::wechat::client::TokenError;
-use crate::wechat::errcode::{self, Class};
+use crate::wechat::errcode;
 use crate::wechat::reason::Ending;
 
 /// Whether the outcome of a send could be published now. The pipeline asks right before
@@ -512,8 +513,9 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
-    use crate::config::{AppSettings, Secret, Settings};
+    use crate::config::{AppSettings, Settings};
     use crate::sim::{DEFAULT_APPID, DEFAULT_SECRET, SimOptions, Simulator};
+    use crate::types::Secret;
 
     struct FakeOutlet(AtomicBool);
 

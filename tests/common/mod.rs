@@ -18,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 use wxcourier::broker::publish::{Message, job_properties};
 use wxcourier::broker::tap::ResultsTap;
 use wxcourier::broker::{self, JOBS_EXCHANGE, Publisher, job_queue, topology};
-use wxcourier::config::{AppSettings, Secret, Settings, Span};
+use wxcourier::config::{AppSettings, Settings};
 use wxcourier::sim::{DEFAULT_APPID, DEFAULT_SECRET, SimOptions, Simulator};
+use wxcourier::types::{Secret, Span};
 use wxcourier::worker::{self, Context};
 
 /// The broker when `TEST_AMQP_URL` is unset.

@@ -2,7 +2,7 @@
 
 use crate::kinds::Override;
 use crate::outcome::FailReason;
-use crate::wechat::errcode::Class;
+use crate::types::Class;
 
 pub const OVERRIDES: [Override; 3] = [
     // Another message to the same user was being sent at that moment: try again later.
