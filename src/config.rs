@@ -130,7 +130,45 @@ pub struct WechatSettings {
     pub quota_codes: Vec<i64>,
     pub token_codes: Vec<i64>,
     /// errcodes behind each `reason` of a failed outcome.
-    pub reason_codes: crate::wechat::reason::ReasonCodes,
+    pub reason_codes: ReasonCodes,
+}
+
+/// `-1` system busy, `45011` per-minute limit.
+pub const DEFAULT_TRANSIENT: [i64; 2] = [-1, 45011];
+/// `45009` call limit / daily quota reached.
+pub const DEFAULT_QUOTA: [i64; 1] = [45009];
+/// `40001`, `41006` from the seed page; `40014` (invalid token) and `42001` (expired) today.
+pub const DEFAULT_TOKEN: [i64; 4] = [40001, 41006, 40014, 42001];
+
+/// errcodes behind each reason that WeChat's own answer decides.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReasonCodes {
+    /// The user refused this template (since 2023).
+    pub recipient_refused: Vec<i64>,
+    /// The user does not follow the account.
+    pub not_following: Vec<i64>,
+    /// The OpenID is not one of this account's users.
+    pub invalid_recipient: Vec<i64>,
+    /// The template is unknown or withdrawn.
+    pub template_invalid: Vec<i64>,
+    /// WeChat refused the content: a field breaks its type or review rules.
+    pub content_rejected: Vec<i64>,
+    /// The account's setup is wrong: AppSecret, IP whitelist, AppID.
+    pub config_error: Vec<i64>,
+}
+
+impl Default for ReasonCodes {
+    fn default() -> Self {
+        Self {
+            recipient_refused: vec![43101],
+            not_following: vec![43004],
+            invalid_recipient: vec![40003],
+            template_invalid: vec![40037],
+            content_rejected: vec![45168, 47003],
+            config_error: vec![40125, 40164, 40013],
+        }
+    }
 }
 
 impl Default for WechatSettings {
@@ -139,9 +177,9 @@ impl Default for WechatSettings {
             base_url: "https://api.weixin.qq.com".into(),
             timeout: Span(Duration::from_secs(10)),
             max_in_flight: 128,
-            transient_codes: crate::wechat::errcode::DEFAULT_TRANSIENT.to_vec(),
-            quota_codes: crate::wechat::errcode::DEFAULT_QUOTA.to_vec(),
-            token_codes: crate::wechat::errcode::DEFAULT_TOKEN.to_vec(),
+            transient_codes: DEFAULT_TRANSIENT.to_vec(),
+            quota_codes: DEFAULT_QUOTA.to_vec(),
+            token_codes: DEFAULT_TOKEN.to_vec(),
             reason_codes: Default::default(),
         }
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::openid;
-use wxcourier::config::TokenMode;
+use wxcourier::config::{DEFAULT_QUOTA, DEFAULT_TOKEN, DEFAULT_TRANSIENT, TokenMode};
 use wxcourier::job;
 use wxcourier::sim::{Answer, DEFAULT_APPID, DEFAULT_SECRET, SimOptions, Simulator};
 use wxcourier::types::{Class, Secret};
@@ -47,6 +47,11 @@ fn keeper(client: &WechatClient, mode: TokenMode) -> Arc<TokenKeeper> {
     })))
 }
 
+/// The classifier with the contract's default code sets.
+fn contract_classes() -> Classifier {
+    Classifier::new(&DEFAULT_TRANSIENT, &DEFAULT_QUOTA, &DEFAULT_TOKEN)
+}
+
 #[tokio::test]
 async fn an_expired_token_is_refused_with_a_token_class_code() {
     let (sim, client) = sim(SimOptions {
@@ -69,7 +74,7 @@ async fn an_expired_token_is_refused_with_a_token_class_code() {
         .await
         .unwrap();
     assert_eq!(late.errcode, 42001);
-    assert_eq!(Classifier::default().classify(late.errcode), Class::Token);
+    assert_eq!(contract_classes().classify(late.errcode), Class::Token);
     sim.stop();
 }
 
@@ -170,7 +175,7 @@ async fn bad_credentials_are_refused_with_their_codes_and_no_secret_in_the_error
 async fn every_error_class_comes_back_as_wechat_sends_it() {
     let (sim, client) = sim(SimOptions::default()).await;
     let token = stable_token(&client).await;
-    let c = Classifier::default();
+    let c = contract_classes();
     let cases = [
         (-1, Class::Transient),
         (45011, Class::Transient),

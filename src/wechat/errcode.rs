@@ -2,28 +2,14 @@
 
 use std::collections::HashSet;
 
-use crate::config::WechatSettings;
 use crate::types::Class;
 
-/// `-1` system busy, `45011` per-minute limit.
-pub const DEFAULT_TRANSIENT: [i64; 2] = [-1, 45011];
-/// `45009` call limit / daily quota reached.
-pub const DEFAULT_QUOTA: [i64; 1] = [45009];
-/// `40001`, `41006` from the seed page; `40014` (invalid token) and `42001` (expired) today.
-pub const DEFAULT_TOKEN: [i64; 4] = [40001, 41006, 40014, 42001];
-
-/// The configured code sets.
+/// The configured code sets (`wechat.*_codes`), applied to an errcode.
 #[derive(Clone, Debug)]
 pub struct Classifier {
     transient: HashSet<i64>,
     quota: HashSet<i64>,
     token: HashSet<i64>,
-}
-
-impl Default for Classifier {
-    fn default() -> Self {
-        Self::new(&DEFAULT_TRANSIENT, &DEFAULT_QUOTA, &DEFAULT_TOKEN)
-    }
 }
 
 impl Classifier {
@@ -33,10 +19,6 @@ impl Classifier {
             quota: quota.iter().copied().collect(),
             token: token.iter().copied().collect(),
         }
-    }
-
-    pub fn from_settings(s: &WechatSettings) -> Self {
-        Self::new(&s.transient_codes, &s.quota_codes, &s.token_codes)
     }
 
     /// The class of an `errcode` from an HTTP 200 answer. Transport failures (5xx, timeouts,
@@ -82,10 +64,15 @@ pub fn describe(errcode: i64) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{DEFAULT_QUOTA, DEFAULT_TOKEN, DEFAULT_TRANSIENT};
+
+    fn contract() -> Classifier {
+        Classifier::new(&DEFAULT_TRANSIENT, &DEFAULT_QUOTA, &DEFAULT_TOKEN)
+    }
 
     #[test]
     fn the_default_table_matches_the_contract() {
-        let c = Classifier::default();
+        let c = contract();
         let table: &[(i64, Class)] = &[
             (0, Class::Ok),
             (-1, Class::Transient),
@@ -130,7 +117,7 @@ mod tests {
                     -1 | 45011 => Class::Transient,
                     _ => Class::Permanent,
                 };
-                prop_assert_eq!(Classifier::default().classify(code), expected);
+                prop_assert_eq!(contract().classify(code), expected);
             }
         }
     }

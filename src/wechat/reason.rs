@@ -2,40 +2,8 @@
 //! from WeChat's last answer and how the job ended. The code sets are configuration
 //! (`wechat.reason_codes`), beside the class sets of [`super::errcode`].
 
-use serde::{Deserialize, Serialize};
-
+use crate::config::ReasonCodes;
 use crate::outcome::FailReason;
-
-/// errcodes behind each reason that WeChat's own answer decides.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ReasonCodes {
-    /// The user refused this template (since 2023).
-    pub recipient_refused: Vec<i64>,
-    /// The user does not follow the account.
-    pub not_following: Vec<i64>,
-    /// The OpenID is not one of this account's users.
-    pub invalid_recipient: Vec<i64>,
-    /// The template is unknown or withdrawn.
-    pub template_invalid: Vec<i64>,
-    /// WeChat refused the content: a field breaks its type or review rules.
-    pub content_rejected: Vec<i64>,
-    /// The account's setup is wrong: AppSecret, IP whitelist, AppID.
-    pub config_error: Vec<i64>,
-}
-
-impl Default for ReasonCodes {
-    fn default() -> Self {
-        Self {
-            recipient_refused: vec![43101],
-            not_following: vec![43004],
-            invalid_recipient: vec![40003],
-            template_invalid: vec![40037],
-            content_rejected: vec![45168, 47003],
-            config_error: vec![40125, 40164, 40013],
-        }
-    }
-}
 
 /// How a failed job ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +19,7 @@ pub enum Ending {
     },
 }
 
+/// The rule that reads the configured sets.
 impl ReasonCodes {
     /// The reason for a failed outcome. A code named in more than one set takes the first
     /// in the order of [`FailReason`]'s table; a refusal no set names is `other`.

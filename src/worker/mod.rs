@@ -111,7 +111,11 @@ impl Context {
             .collect();
         Ok(Self {
             schedule: Schedule::new(&settings.retry),
-            classifier: Classifier::from_settings(&settings.wechat),
+            classifier: Classifier::new(
+                &settings.wechat.transient_codes,
+                &settings.wechat.quota_codes,
+                &settings.wechat.token_codes,
+            ),
             in_flight: InFlight::new(settings.wechat.max_in_flight),
             client,
             apps,
