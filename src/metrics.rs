@@ -233,18 +233,21 @@ impl Metrics {
             .set(count as i64);
     }
 
-    /// The job queues without a configured app, as found at start.
-    pub fn set_orphans(&self, orphans: &[crate::broker::orphans::Orphan]) {
-        self.orphan_queues.set(orphans.len() as i64);
-        for o in orphans {
-            if let Some(n) = o.messages {
+    /// The job queues without a configured app, as found at start: each queue's name and
+    /// its depth, `None` when it could not be counted.
+    pub fn set_orphans<'a>(&self, orphans: impl IntoIterator<Item = (&'a str, Option<u32>)>) {
+        let mut found = 0;
+        for (queue, messages) in orphans {
+            found += 1;
+            if let Some(n) = messages {
                 self.orphan_queue_messages
                     .get_or_create(&QueueLabel {
-                        queue: o.queue.clone(),
+                        queue: queue.to_owned(),
                     })
                     .set(n as i64);
             }
         }
+        self.orphan_queues.set(found);
     }
 }
 

@@ -49,7 +49,7 @@ async fn a_job_queue_whose_app_is_gone_is_found_with_its_exact_depth() {
     assert!(!found.iter().any(|o| o.queue == job_queue(&kept)));
 
     let metrics = wxcourier::metrics::Metrics::new();
-    metrics.set_orphans(&found);
+    metrics.set_orphans(found.iter().map(|o| o.gauge()));
     let text = metrics.render();
     assert!(
         text.contains(&format!(

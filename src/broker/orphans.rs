@@ -33,6 +33,13 @@ pub struct Orphan {
     pub messages: Option<u32>,
 }
 
+impl Orphan {
+    /// The queue and its depth, as the orphan gauges take them.
+    pub fn gauge(&self) -> (&str, Option<u32>) {
+        (&self.queue, self.messages)
+    }
+}
+
 /// RabbitMQ's management API for the broker and vhost of `amqp.url`.
 pub struct ManagementApi {
     /// Without credentials, so it can be printed.
@@ -243,7 +250,7 @@ pub async fn report_at_start(settings: &Settings, metrics: &Metrics) {
     };
     match find(settings, &api, &conn).await {
         Ok(orphans) => {
-            metrics.set_orphans(&orphans);
+            metrics.set_orphans(orphans.iter().map(Orphan::gauge));
             for o in &orphans {
                 match o.messages {
                     Some(n) => tracing::warn!(
