@@ -1244,6 +1244,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_app_names_only_registered_kinds() {
+        let load = |kinds: &str| load(&format!("{MINIMAL}{kinds}"), &[]).map_err(|e| e.to_string());
+        let s = load("").unwrap();
+        assert_eq!(s.apps["shop"].kinds, vec!["template".to_owned()]);
+        assert!(s.apps["shop"].sends("template") && !s.apps["shop"].sends("subscribe"));
+        let s = load("kinds = [\"subscribe\", \"miniprogram_subscribe\"]\n").unwrap();
+        assert!(!s.apps["shop"].sends("template") && s.apps["shop"].sends("subscribe"));
+        let err = load("kinds = [\"sms\"]\n").unwrap_err();
+        assert!(
+            err.contains("apps.shop.kinds") && err.contains("\"sms\""),
+            "{err}"
+        );
+        assert!(
+            err.contains("template, subscribe, miniprogram_subscribe"),
+            "{err}"
+        );
+        let err = load("kinds = []\n").unwrap_err();
+        assert!(err.contains("apps.shop.kinds"), "{err}");
+    }
+
+    #[test]
     fn an_app_name_outside_the_alphabet_is_refused() {
         let err = load("[apps.Shop]\nappid = \"wx1\"\nsecret = \"s\"\n", &[])
             .unwrap_err()

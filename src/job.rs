@@ -187,6 +187,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[test]
+    fn no_kind_reads_an_envelope_field() {
+        for k in kinds::KINDS {
+            for f in k.fields() {
+                assert!(!ENVELOPE.contains(f), "{} reads {f}", k.name());
+            }
+        }
+    }
+
     fn valid() -> Value {
         json!({
             "id": "order-1842-paid",

@@ -130,40 +130,4 @@ mod tests {
         assert_eq!(endpoints.len(), KINDS.len(), "one endpoint per kind");
         assert!(by_name("nope").is_none());
     }
-
-    #[test]
-    fn no_kind_reads_an_envelope_field() {
-        for k in KINDS {
-            for f in k.fields() {
-                assert!(!crate::job::ENVELOPE.contains(f), "{} reads {f}", k.name());
-            }
-        }
-    }
-
-    #[test]
-    fn an_app_names_only_registered_kinds() {
-        let dir = tempfile::tempdir().unwrap();
-        let load = |kinds: &str| {
-            let path = dir.path().join("c.toml");
-            let toml = format!("[apps.shop]\nappid = \"wx1\"\nsecret = \"s\"\n{kinds}");
-            std::fs::write(&path, toml).unwrap();
-            crate::config::Settings::load_from(Some(&path), &[]).map_err(|e| e.to_string())
-        };
-        let s = load("").unwrap();
-        assert_eq!(s.apps["shop"].kinds, vec!["template".to_owned()]);
-        assert!(s.apps["shop"].sends("template") && !s.apps["shop"].sends("subscribe"));
-        let s = load("kinds = [\"subscribe\", \"miniprogram_subscribe\"]\n").unwrap();
-        assert!(!s.apps["shop"].sends("template") && s.apps["shop"].sends("subscribe"));
-        let err = load("kinds = [\"sms\"]\n").unwrap_err();
-        assert!(
-            err.contains("apps.shop.kinds") && err.contains("\"sms\""),
-            "{err}"
-        );
-        assert!(
-            err.contains("template, subscribe, miniprogram_subscribe"),
-            "{err}"
-        );
-        let err = load("kinds = []\n").unwrap_err();
-        assert!(err.contains("apps.shop.kinds"), "{err}");
-    }
 }

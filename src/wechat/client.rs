@@ -150,7 +150,7 @@ impl WechatClient {
         token_from(resp).await
     }
 
-    /// `POST /cgi-bin/message/template/send` with a body built by [`crate::job::Job::wechat_body`].
+    /// `POST /cgi-bin/message/template/send` with a prepared body (a job's `wechat_body`).
     pub async fn send_template(
         &self,
         token: &Secret,
