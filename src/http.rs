@@ -1,5 +1,5 @@
-//! The worker's HTTP server on `http.listen`: `/healthz`, `/readyz`, `/metrics` and the
-//! WeChat callback.
+//! The HTTP server on `http.listen`: `/healthz`, `/readyz`, `/metrics`, and serving them
+//! with the callback's routes within the limits of `[http]`.
 
 pub mod server;
 
@@ -12,33 +12,44 @@ use tokio_util::sync::CancellationToken;
 use std::sync::Arc;
 
 use crate::config::HttpSettings;
-use crate::worker::Context;
+use crate::metrics::Metrics;
+use crate::state;
+use crate::telemetry::Health;
 
-pub fn router(ctx: Arc<Context>) -> Router {
+/// What the health and metrics routes read.
+#[derive(Clone)]
+pub struct HttpState {
+    pub health: Health,
+    /// Shared state's reachability is part of readiness.
+    pub state: Arc<state::State>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// `/healthz`, `/readyz` and `/metrics`; the callback's routes are merged in at start-up.
+pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(ctx.clone())
-        .merge(crate::callback::routes(ctx))
+        .with_state(state)
 }
 
 /// Ready: connected, consuming, not draining, and shared state (Redis) reachable.
-async fn readyz(State(ctx): State<Arc<Context>>) -> (StatusCode, &'static str) {
-    if ctx.health.is_ready() && ctx.state.health().is_up() {
+async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
+    if s.health.is_ready() && s.state.health().is_up() {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
     }
 }
 
-async fn metrics(State(ctx): State<Arc<Context>>) -> impl axum::response::IntoResponse {
+async fn metrics(State(s): State<HttpState>) -> impl axum::response::IntoResponse {
     (
         [(
             "content-type",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        ctx.metrics.render(),
+        s.metrics.render(),
     )
 }
 

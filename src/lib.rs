@@ -43,6 +43,7 @@ pub mod outcome;
 pub mod quota;
 pub mod retry;
 pub mod sim;
+pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod text;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::openid;
-use wxcourier::config::{DEFAULT_QUOTA, DEFAULT_TOKEN, DEFAULT_TRANSIENT, TokenMode};
+use wxcourier::config::{TokenMode, WechatSettings};
 use wxcourier::job;
 use wxcourier::sim::{Answer, DEFAULT_APPID, DEFAULT_SECRET, SimOptions, Simulator};
 use wxcourier::types::{Class, Secret};
@@ -47,9 +47,9 @@ fn keeper(client: &WechatClient, mode: TokenMode) -> Arc<TokenKeeper> {
     })))
 }
 
-/// The classifier with the contract's default code sets.
+/// The classifier the worker builds from the default `wechat.*_codes`.
 fn contract_classes() -> Classifier {
-    Classifier::new(&DEFAULT_TRANSIENT, &DEFAULT_QUOTA, &DEFAULT_TOKEN)
+    wxcourier::startup::classifier(&WechatSettings::default())
 }
 
 #[tokio::test]

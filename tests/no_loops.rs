@@ -137,7 +137,7 @@ async fn a_lost_publishing_channel_starts_a_new_session_and_nothing_is_sent_twic
     let mut t = spawn_app("pubdown", |_| {}).await;
     t.publish(&job("pd-0", &openid(11))).await;
     assert_eq!(t.outcome_of("pd-0").await["status"], "sent");
-    let publisher = t.ctx.results.read().clone().expect("a session is up");
+    let publisher = t.ctx.results.get().expect("a session is up");
     publisher.close().await.unwrap();
     eventually(Duration::from_secs(10), "a new session", || {
         t.ctx.metrics.broker_reconnects.get() >= 1 && t.ctx.health.is_ready()

@@ -1,5 +1,6 @@
 //! RabbitMQ: names, connecting, topology and confirmed publishing.
 
+pub mod current;
 pub mod headers;
 pub mod orphans;
 pub mod publish;
@@ -11,6 +12,7 @@ use lapin::{Connection, ConnectionProperties};
 
 use crate::config::AmqpSettings;
 
+pub use current::CurrentPublisher;
 pub use headers::{HEADER_APP, HEADER_ERROR};
 pub use publish::{PublishError, Publisher};
 

@@ -15,11 +15,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
+use crate::broker::CurrentPublisher;
 use crate::config::{CallbackMode, Settings};
+use crate::metrics::Metrics;
 use crate::outcome::{DeliveryReport, DeliveryStatus};
+use crate::state;
 use crate::types::{Secret, decode_aes_key};
 use crate::wechat::crypto::{self, Envelope};
-use crate::worker::Context;
 
 /// Largest body accepted (WeChat's events are a few hundred bytes).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -36,6 +38,19 @@ pub struct CallbackApp {
     token: Secret,
     envelope: Option<Envelope>,
     mode: CallbackMode,
+}
+
+/// What the receiver needs, and nothing more.
+pub struct CallbackState {
+    /// Apps that receive WeChat's pushes, by name.
+    pub apps: HashMap<String, CallbackApp>,
+    /// Where a report's MsgID is marked seen and looked up for its job.
+    pub state: Arc<state::State>,
+    /// Where reports are published: the worker's broker session in force.
+    pub results: CurrentPublisher,
+    /// The replay window for signed callbacks (`http.callback_max_age`); `None` when off.
+    pub max_age: Option<Duration>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The apps that have a `callback_token`, by name.
@@ -114,7 +129,7 @@ impl Params {
     }
 }
 
-pub fn routes(ctx: Arc<Context>) -> Router {
+pub fn routes(ctx: Arc<CallbackState>) -> Router {
     Router::new()
         .route("/wechat/callback/{app}", get(verify_url).post(receive))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -123,28 +138,24 @@ pub fn routes(ctx: Arc<Context>) -> Router {
 
 const STALE: &str = "the timestamp is outside http.callback_max_age";
 
-fn max_age(ctx: &Context) -> Option<Duration> {
-    ctx.settings.http.callback_window()
-}
-
 fn refuse(status: StatusCode, why: &str) -> Response {
     (status, why.to_owned()).into_response()
 }
 
 /// `GET`: the URL check the WeChat console makes when the server address is saved.
 async fn verify_url(
-    State(ctx): State<Arc<Context>>,
+    State(ctx): State<Arc<CallbackState>>,
     Path(app): Path<String>,
     Query(params): Query<Params>,
 ) -> Response {
-    let Some(cb) = ctx.callbacks.get(&app) else {
+    let Some(cb) = ctx.apps.get(&app) else {
         return refuse(
             StatusCode::NOT_FOUND,
             "no callback is configured for this app",
         );
     };
     match (&params.echostr, params.signed(&cb.token)) {
-        (Some(_), true) if !params.fresh(max_age(&ctx)) => refuse(StatusCode::FORBIDDEN, STALE),
+        (Some(_), true) if !params.fresh(ctx.max_age) => refuse(StatusCode::FORBIDDEN, STALE),
         (Some(echo), true) => echo.clone().into_response(),
         _ => refuse(StatusCode::FORBIDDEN, "bad signature"),
     }
@@ -152,12 +163,12 @@ async fn verify_url(
 
 /// `POST`: a message or event, in the form the app's `callback_mode` allows.
 async fn receive(
-    State(ctx): State<Arc<Context>>,
+    State(ctx): State<Arc<CallbackState>>,
     Path(app): Path<String>,
     Query(params): Query<Params>,
     body: Bytes,
 ) -> Response {
-    let Some(cb) = ctx.callbacks.get(&app) else {
+    let Some(cb) = ctx.apps.get(&app) else {
         return refuse(
             StatusCode::NOT_FOUND,
             "no callback is configured for this app",
@@ -223,7 +234,7 @@ async fn receive(
         }
     };
     // Checked once the signature holds, so a forgery is always told "bad signature".
-    if !params.fresh(max_age(&ctx)) {
+    if !params.fresh(ctx.max_age) {
         return refuse(StatusCode::FORBIDDEN, STALE);
     }
     let is_report = fields.get("MsgType").map(String::as_str) == Some("event")
@@ -262,7 +273,7 @@ fn usable_msgid(fields: &HashMap<String, String>) -> Result<Option<u64>, Respons
 /// Publishes one delivery report per MsgID; WeChat repeats an event up to three times. A
 /// report without a usable MsgID is published every time it comes.
 async fn report(
-    ctx: &Context,
+    ctx: &CallbackState,
     app: &str,
     fields: &HashMap<String, String>,
 ) -> Result<(), Response> {
@@ -305,7 +316,7 @@ async fn report(
             .and_then(|t| t.trim().parse().ok())
             .unwrap_or(0),
     };
-    let publisher = ctx.results.read().clone();
+    let publisher = ctx.results.get();
     let published = match publisher {
         Some(p) => {
             let key = report.routing_key();

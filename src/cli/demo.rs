@@ -1,7 +1,6 @@
 //! `wxcourier demo`: the whole flow on this machine, with the simulator in-process.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::options::QueuePurgeOptions;
@@ -14,8 +13,8 @@ use crate::broker::tap::ResultsTap;
 use crate::broker::{self, JOBS_EXCHANGE, Publisher, job_queue, topology};
 use crate::config::{AppSettings, Settings};
 use crate::sim::{Answer, CallbackTarget, DEFAULT_APPID, DEFAULT_SECRET, SimOptions, Simulator};
+use crate::startup::Application;
 use crate::types::{Secret, Span};
-use crate::worker::{self, Context};
 
 const APP: &str = "demo";
 const TEMPLATE: &str = "ngqIpbwh8bUfcSsECmogfXcV14J0tQlEpBO27izEYtY";
@@ -169,15 +168,15 @@ pub async fn run(args: DemoArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let ctx = match Context::new(settings.clone()) {
-        Ok(c) => Arc::new(c),
+    let app = match Application::build(settings.clone()) {
+        Ok(app) => app,
         Err(e) => {
             eprintln!("wxcourier demo: {e}");
             return ExitCode::FAILURE;
         }
     };
     let stop = CancellationToken::new();
-    let worker = tokio::spawn(worker::run(ctx, stop.clone()));
+    let worker = tokio::spawn(app.run(stop.clone()));
 
     // The simulated WeChat pushes delivery reports to the worker's callback, in safe mode.
     sim.set_callback(

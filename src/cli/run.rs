@@ -1,12 +1,11 @@
 //! `wxcourier run`: the worker daemon.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 use super::{ConfigArg, bad_config, termination};
-use crate::worker::{self, Context};
+use crate::startup::Application;
 
 pub async fn run(args: ConfigArg) -> ExitCode {
     let terminated = termination();
@@ -18,8 +17,8 @@ pub async fn run(args: ConfigArg) -> ExitCode {
     for name in &settings.ignored_env {
         tracing::debug!(variable = %name, "ignored: a Kubernetes service link, not a setting");
     }
-    let ctx = match Context::new(settings) {
-        Ok(ctx) => Arc::new(ctx),
+    let app = match Application::build(settings) {
+        Ok(app) => app,
         Err(e) => {
             eprintln!("wxcourier: cannot start: {e}");
             return ExitCode::from(super::EXIT_BAD_CONFIG);
@@ -34,15 +33,15 @@ pub async fn run(args: ConfigArg) -> ExitCode {
             stop.cancel();
         });
     }
+    let ctx = app.pipeline.clone();
     tracing::info!(apps = ?ctx.apps.keys().collect::<Vec<_>>(), "wxcourier starting");
     {
         // Once, beside the start: a slow or missing management API never delays consuming.
-        let ctx = ctx.clone();
         tokio::spawn(async move {
             crate::broker::orphans::report_at_start(&ctx.settings, &ctx.metrics).await;
         });
     }
-    let result = worker::run(ctx, stop.clone()).await;
+    let result = app.run(stop.clone()).await;
     stop.cancel();
     match result {
         Ok(()) => {

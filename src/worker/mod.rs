@@ -1,5 +1,5 @@
-//! The worker daemon: builds the pipeline's context, then keeps a broker session alive —
-//! connect, declare, consume every app — reconnecting with backoff until told to stop.
+//! The worker daemon: given the pipeline's context, keeps a broker session alive — connect,
+//! declare, consume every app — reconnecting with backoff until told to stop.
 
 mod consume;
 mod peers;
@@ -15,8 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::topology::{self, TopologyError};
-use crate::broker::{self, Publisher};
-use crate::callback::{self, CallbackApp};
+use crate::broker::{self, CurrentPublisher, Publisher};
 use crate::config::Settings;
 use crate::limiter::{AppLimiter, InFlight};
 use crate::metrics::{AppMetrics, Metrics};
@@ -26,8 +25,7 @@ use crate::state::State;
 use crate::telemetry::Health;
 use crate::wechat::client::WechatClient;
 use crate::wechat::errcode::Classifier;
-use crate::wechat::shared_token::SharedTokenSource;
-use crate::wechat::token::{TokenKeeper, TokenSource, WechatTokenSource};
+use crate::wechat::token::TokenKeeper;
 
 pub use pipeline::{Incoming, Outlet, Step, Wait, process};
 
@@ -39,7 +37,7 @@ pub struct AppRuntime {
     pub gate: QuotaGate,
 }
 
-/// Everything the pipeline needs, built once per process.
+/// Everything the pipeline needs, built once per process by [`crate::startup`].
 pub struct Context {
     pub settings: Settings,
     pub schedule: Schedule,
@@ -52,83 +50,11 @@ pub struct Context {
     pub in_flight: InFlight,
     pub health: Health,
     pub metrics: Arc<Metrics>,
-    /// Apps that receive WeChat's pushes, by name.
-    pub callbacks: HashMap<String, CallbackApp>,
-    /// The current session's publisher, for delivery reports; `None` while disconnected.
-    pub results: parking_lot::RwLock<Option<Publisher>>,
+    /// The current session's publisher, shared with the callback for delivery reports.
+    pub results: CurrentPublisher,
 }
 
 impl Context {
-    pub fn new(settings: Settings) -> anyhow::Result<Self> {
-        let client = WechatClient::new(&settings.wechat.base_url, settings.wechat.timeout.0)?;
-        let metrics = Arc::new(Metrics::new());
-        // A claim is renewed right before the send once it has aged a third of this, so it
-        // outlives the call and the record that follows; it lapses if its holder dies, so a
-        // redelivered job waits behind it for about this long at most.
-        let in_flight_ttl = settings.wechat.timeout.0 * 3 + Duration::from_secs(30);
-        let state =
-            State::from_settings(&settings.state, in_flight_ttl).map_err(|e| anyhow::anyhow!(e))?;
-        let state = Arc::new(state);
-        let apps = settings
-            .apps
-            .iter()
-            .map(|(name, app)| {
-                let source = WechatTokenSource {
-                    client: client.clone(),
-                    appid: app.appid.clone(),
-                    secret: app.secret.clone(),
-                    mode: app.token_mode,
-                    fetched: metrics
-                        .token_refreshes
-                        .get_or_create(&Metrics::app(name))
-                        .clone(),
-                };
-                // With Redis, every instance shares one token (and one refresh).
-                let source: Box<dyn TokenSource> = if state.redis().is_some() {
-                    Box::new(SharedTokenSource {
-                        app: name.clone(),
-                        wechat: source,
-                        state: state.clone(),
-                    })
-                } else {
-                    Box::new(source)
-                };
-                let runtime = AppRuntime {
-                    metrics: AppMetrics::new(metrics.clone(), name),
-                    keeper: TokenKeeper::new(source),
-                    limiter: AppLimiter::new(app),
-                    gate: QuotaGate::new(
-                        name,
-                        Schedule::new(&settings.retry),
-                        metrics
-                            .app_paused
-                            .get_or_create(&Metrics::app(name))
-                            .clone(),
-                    ),
-                };
-                (name.clone(), runtime)
-            })
-            .collect();
-        Ok(Self {
-            schedule: Schedule::new(&settings.retry),
-            classifier: Classifier::new(
-                &settings.wechat.transient_codes,
-                &settings.wechat.quota_codes,
-                &settings.wechat.token_codes,
-            ),
-            in_flight: InFlight::new(settings.wechat.max_in_flight),
-            client,
-            apps,
-            state,
-            claim_ttl: in_flight_ttl,
-            health: Health::default(),
-            metrics,
-            callbacks: callback::apps_from(&settings),
-            results: parking_lot::RwLock::new(None),
-            settings,
-        })
-    }
-
     /// The runtime of a configured app. Deliveries only come from configured apps' queues.
     pub fn app(&self, name: &str) -> &AppRuntime {
         &self.apps[name]
@@ -159,12 +85,6 @@ impl SessionError {
 /// Runs the worker until `stop` fires, then drains and returns. Errors only for problems a
 /// retry cannot fix (a topology clash).
 pub async fn run(ctx: Arc<Context>, stop: CancellationToken) -> anyhow::Result<()> {
-    if let Some(listen) = &ctx.settings.http.listen {
-        let routes = crate::http::router(ctx.clone());
-        crate::http::serve(listen, &ctx.settings.http, routes, stop.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on http.listen {listen}: {e}"))?;
-    }
     {
         let (ctx, stop) = (ctx.clone(), stop.clone());
         tokio::spawn(async move { ctx.state.watch(stop).await });
@@ -243,7 +163,7 @@ async fn session(
             .map_err(|e| SessionError::Broker(e.to_string()))?;
         consumers.spawn(consumer.run(conn_channel));
     }
-    *ctx.results.write() = Some(publisher.clone());
+    ctx.results.set(Some(publisher.clone()));
     let watcher = match conn.create_channel().await {
         Ok(channel) => tokio::spawn(watch_side_queues(
             ctx.clone(),
@@ -281,7 +201,7 @@ async fn session(
         )),
     };
     ctx.health.set_ready(false);
-    *ctx.results.write() = None;
+    ctx.results.set(None);
     consumers_stop.cancel();
     jobs.close();
     if ended.is_ok() {

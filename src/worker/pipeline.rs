@@ -529,14 +529,14 @@ mod tests {
 
     /// A context with memory state and one app `a` whose WeChat is `base_url` (nothing
     /// listens there unless a test starts a simulator).
-    fn context(base_url: &str) -> Context {
+    fn context(base_url: &str) -> std::sync::Arc<Context> {
         let mut s = Settings::default();
         s.wechat.base_url = base_url.into();
         s.apps.insert(
             "a".into(),
             AppSettings::new(DEFAULT_APPID, Secret::new(DEFAULT_SECRET)),
         );
-        Context::new(s).unwrap()
+        crate::startup::Application::build(s).unwrap().pipeline
     }
 
     fn body(id: &str) -> Vec<u8> {

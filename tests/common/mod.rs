@@ -20,8 +20,9 @@ use wxcourier::broker::tap::ResultsTap;
 use wxcourier::broker::{self, JOBS_EXCHANGE, Publisher, job_queue, topology};
 use wxcourier::config::{AppSettings, Settings};
 use wxcourier::sim::{DEFAULT_APPID, DEFAULT_SECRET, SimOptions, Simulator};
+use wxcourier::startup::Application;
 use wxcourier::types::{Secret, Span};
-use wxcourier::worker::{self, Context};
+use wxcourier::worker::Context;
 
 /// The broker when `TEST_AMQP_URL` is unset.
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -326,9 +327,10 @@ pub async fn spawn_app_on(
     let mut s = settings(&app, &sim);
     tweak(&mut s);
     let harness = Harness::new(&app, &s).await;
-    let ctx = Arc::new(Context::new(s).unwrap());
+    let app = Application::build(s).unwrap();
+    let ctx = app.pipeline.clone();
     let stop = CancellationToken::new();
-    let worker = tokio::spawn(worker::run(ctx.clone(), stop.clone()));
+    let worker = tokio::spawn(app.run(stop.clone()));
     TestApp {
         harness,
         sim,

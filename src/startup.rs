@@ -1,0 +1,168 @@
+//! Start-up: builds each part's own state from the settings — the pipeline's context, the
+//! callback receiver's state, the HTTP server's state — and runs them under one stop signal.
+//! Only here do the parts meet; none of them imports another to reach its state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::CurrentPublisher;
+use crate::callback::{self, CallbackState};
+use crate::config::{Settings, WechatSettings};
+use crate::http::{self, HttpState};
+use crate::limiter::{AppLimiter, InFlight};
+use crate::metrics::{AppMetrics, Metrics};
+use crate::quota::QuotaGate;
+use crate::retry::Schedule;
+use crate::state::State;
+use crate::telemetry::Health;
+use crate::wechat::client::WechatClient;
+use crate::wechat::errcode::Classifier;
+use crate::wechat::shared_token::SharedTokenSource;
+use crate::wechat::token::{TokenKeeper, TokenSource, WechatTokenSource};
+use crate::worker::{self, AppRuntime, Context};
+
+/// The worker process, built and ready to run.
+pub struct Application {
+    /// What the pipeline uses; its settings are the process's settings.
+    pub pipeline: Arc<Context>,
+    pub callback: Arc<CallbackState>,
+    pub http: HttpState,
+}
+
+/// What more than one part holds: one registry, one store, one readiness flag, one publisher.
+struct Shared {
+    metrics: Arc<Metrics>,
+    state: Arc<State>,
+    health: Health,
+    results: CurrentPublisher,
+}
+
+impl Application {
+    /// Builds every part from `settings`; fails on what no retry fixes (a bad state URL, a
+    /// CA file that cannot be read).
+    pub fn build(settings: Settings) -> anyhow::Result<Self> {
+        let state = State::from_settings(&settings.state, claim_ttl(&settings.wechat))
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let shared = Shared {
+            metrics: Arc::new(Metrics::new()),
+            state: Arc::new(state),
+            health: Health::default(),
+            results: CurrentPublisher::default(),
+        };
+        let callback = Arc::new(CallbackState {
+            apps: callback::apps_from(&settings),
+            state: shared.state.clone(),
+            results: shared.results.clone(),
+            max_age: settings.http.callback_window(),
+            metrics: shared.metrics.clone(),
+        });
+        let http = HttpState {
+            health: shared.health.clone(),
+            state: shared.state.clone(),
+            metrics: shared.metrics.clone(),
+        };
+        let pipeline = Arc::new(pipeline(settings, shared)?);
+        Ok(Self {
+            pipeline,
+            callback,
+            http,
+        })
+    }
+
+    /// Serves `http.listen` (when set) and runs the worker until `stop` fires. Errors when the
+    /// port cannot be bound, or for what the worker cannot retry (a topology clash).
+    pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let settings = &self.pipeline.settings;
+        if let Some(listen) = &settings.http.listen {
+            let routes = http::router(self.http).merge(callback::routes(self.callback));
+            http::serve(listen, &settings.http, routes, stop.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on http.listen {listen}: {e}"))?;
+        }
+        worker::run(self.pipeline, stop).await
+    }
+}
+
+/// How long a claim on a job id lasts without being renewed. A claim is renewed right before
+/// the send once it has aged a third of this, so it outlives the call and the record that
+/// follows; it lapses if its holder dies, so a redelivered job waits behind it for about this
+/// long at most.
+fn claim_ttl(wechat: &WechatSettings) -> Duration {
+    wechat.timeout.0 * 3 + Duration::from_secs(30)
+}
+
+/// The errcode table of `wechat.*_codes`.
+pub fn classifier(wechat: &WechatSettings) -> Classifier {
+    Classifier::new(
+        &wechat.transient_codes,
+        &wechat.quota_codes,
+        &wechat.token_codes,
+    )
+}
+
+/// The pipeline's context: the WeChat client, each app's token keeper, limiter and quota
+/// gate, and the shared parts.
+fn pipeline(settings: Settings, shared: Shared) -> anyhow::Result<Context> {
+    let Shared {
+        metrics,
+        state,
+        health,
+        results,
+    } = shared;
+    let client = WechatClient::new(&settings.wechat.base_url, settings.wechat.timeout.0)?;
+    let apps = settings
+        .apps
+        .iter()
+        .map(|(name, app)| {
+            let source = WechatTokenSource {
+                client: client.clone(),
+                appid: app.appid.clone(),
+                secret: app.secret.clone(),
+                mode: app.token_mode,
+                fetched: metrics
+                    .token_refreshes
+                    .get_or_create(&Metrics::app(name))
+                    .clone(),
+            };
+            // With Redis, every instance shares one token (and one refresh).
+            let source: Box<dyn TokenSource> = if state.redis().is_some() {
+                Box::new(SharedTokenSource {
+                    app: name.clone(),
+                    wechat: source,
+                    state: state.clone(),
+                })
+            } else {
+                Box::new(source)
+            };
+            let runtime = AppRuntime {
+                metrics: AppMetrics::new(metrics.clone(), name),
+                keeper: TokenKeeper::new(source),
+                limiter: AppLimiter::new(app),
+                gate: QuotaGate::new(
+                    name,
+                    Schedule::new(&settings.retry),
+                    metrics
+                        .app_paused
+                        .get_or_create(&Metrics::app(name))
+                        .clone(),
+                ),
+            };
+            (name.clone(), runtime)
+        })
+        .collect();
+    Ok(Context {
+        schedule: Schedule::new(&settings.retry),
+        classifier: classifier(&settings.wechat),
+        in_flight: InFlight::new(settings.wechat.max_in_flight),
+        client,
+        apps,
+        state,
+        claim_ttl: claim_ttl(&settings.wechat),
+        health,
+        metrics,
+        results,
+        settings,
+    })
+}
