@@ -1,0 +1,581 @@
+//! One-way dependencies: every path into another module of the crate (`use crate::x`,
+//! `use crate::{x, y::z}`, an inline `crate::x::f()`, a `super::` that climbs out to the crate
+//! root) must follow an edge of the layering below, and the layering itself has no cycle.
+//! `src/lib.rs`'s layout describes the same layers in words.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Modules every module may use: plain values and text bounds, which import nothing.
+const LEAVES: &[&str] = &["text", "types"];
+
+/// Each module and the modules it may use besides the leaves, lowest layer first.
+const LAYERS: &[(&str, &[&str])] = &[
+    ("text", &[]),
+    ("types", &[]),
+    ("outcome", &[]),
+    ("kinds", &["outcome"]),
+    ("config", &["kinds"]),
+    ("job", &["kinds"]),
+    ("retry", &["config"]),
+    ("state", &["config"]),
+    ("limiter", &["config", "state"]),
+    ("quota", &["config", "retry"]),
+    ("metrics", &["outcome"]),
+    ("telemetry", &["config"]),
+    ("wechat", &["config", "outcome", "state"]),
+    ("broker", &["config", "metrics", "outcome", "retry"]),
+    (
+        "callback",
+        &["broker", "config", "metrics", "outcome", "state", "wechat"],
+    ),
+    ("http", &["config", "metrics", "state", "telemetry"]),
+    (
+        "worker",
+        &[
+            "broker",
+            "config",
+            "job",
+            "kinds",
+            "limiter",
+            "metrics",
+            "outcome",
+            "quota",
+            "retry",
+            "state",
+            "telemetry",
+            "wechat",
+        ],
+    ),
+    ("sim", &["kinds", "outcome", "wechat"]),
+    (
+        "startup",
+        &[
+            "broker",
+            "callback",
+            "config",
+            "http",
+            "limiter",
+            "metrics",
+            "quota",
+            "retry",
+            "state",
+            "telemetry",
+            "wechat",
+            "worker",
+        ],
+    ),
+    (
+        "cli",
+        &[
+            "broker",
+            "config",
+            "job",
+            "kinds",
+            "metrics",
+            "outcome",
+            "retry",
+            "sim",
+            "startup",
+            "state",
+            "telemetry",
+            "wechat",
+            "worker",
+        ],
+    ),
+];
+
+/// Edges only code under `#[cfg(test)]` may take, each with the reason.
+const TEST_ONLY: &[(&str, &str, &str)] = &[
+    (
+        "worker",
+        "sim",
+        "the pipeline's unit tests answer from the simulator",
+    ),
+    (
+        "worker",
+        "startup",
+        "the pipeline's unit tests build their context as the process does",
+    ),
+];
+
+/// One path into another top-level module.
+#[derive(Debug, PartialEq)]
+struct Use {
+    line: usize,
+    target: String,
+    /// Inside a `#[cfg(test)]` item.
+    test: bool,
+}
+
+/// The source with comments, string and character literals blanked out, byte for byte (line
+/// breaks kept), so that positions and line numbers still hold and no text is read as code.
+fn blank_non_code(src: &str) -> String {
+    let b = src.as_bytes();
+    let mut out = b.to_vec();
+    let blank = |out: &mut Vec<u8>, from: usize, to: usize| {
+        for c in &mut out[from..to.min(b.len())] {
+            if *c != b'\n' {
+                *c = b' ';
+            }
+        }
+    };
+    let mut i = 0;
+    while i < b.len() {
+        let start = i;
+        match b[i] {
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+                blank(&mut out, start, i);
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let mut depth = 0;
+                while i < b.len() {
+                    if b[i..].starts_with(b"/*") {
+                        depth += 1;
+                        i += 2;
+                    } else if b[i..].starts_with(b"*/") {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+                blank(&mut out, start, i);
+            }
+            b'r' if (i == 0
+                || !is_ident(b[i - 1])
+                || (b[i - 1] == b'b' && (i < 2 || !is_ident(b[i - 2]))))
+                && matches!(b.get(i + 1), Some(b'"') | Some(b'#')) =>
+            {
+                let hashes = b[i + 1..].iter().take_while(|&&c| c == b'#').count();
+                if b.get(i + 1 + hashes) != Some(&b'"') {
+                    i += 1;
+                    continue;
+                }
+                let close: Vec<u8> = std::iter::once(b'"')
+                    .chain(std::iter::repeat_n(b'#', hashes))
+                    .collect();
+                i += 2 + hashes;
+                while i < b.len() && !b[i..].starts_with(&close) {
+                    i += 1;
+                }
+                i += close.len();
+                blank(&mut out, start, i);
+            }
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+                blank(&mut out, start, i);
+            }
+            b'\'' => {
+                // A character literal ('x', '\n', '中'); otherwise a lifetime or a label.
+                let end = if b.get(i + 1) == Some(&b'\\') {
+                    // The escaped character itself may be a quote: look past it.
+                    b[i + 3..]
+                        .iter()
+                        .position(|&c| c == b'\'')
+                        .map(|p| i + 4 + p)
+                } else {
+                    let width = src[i + 1..].chars().next().map_or(1, char::len_utf8);
+                    (b.get(i + 1 + width) == Some(&b'\'')).then_some(i + 2 + width)
+                };
+                match end {
+                    Some(end) => {
+                        blank(&mut out, start, end);
+                        i = end;
+                    }
+                    None => i += 1,
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn is_ident(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+/// The position just past the `}` that closes the `{` at `open`.
+fn matching_brace(code: &[u8], open: usize) -> usize {
+    let mut depth = 0;
+    for (i, &c) in code.iter().enumerate().skip(open) {
+        match c {
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    code.len()
+}
+
+fn skip_space(code: &[u8], mut i: usize) -> usize {
+    while i < code.len() && code[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    i
+}
+
+fn ident_at(code: &[u8], i: usize) -> &str {
+    let end = i + code[i..].iter().take_while(|&&c| is_ident(c)).count();
+    std::str::from_utf8(&code[i..end]).unwrap_or("")
+}
+
+/// The byte ranges of `#[cfg(test)]` items: from the attribute to the end of the item (its
+/// block, or its `;`).
+fn test_ranges(code: &[u8]) -> Vec<(usize, usize)> {
+    let text = std::str::from_utf8(code).unwrap_or("");
+    let mut ranges = Vec::new();
+    for (at, attr) in text.match_indices("#[cfg(test)]") {
+        let from = at + attr.len();
+        let Some(first) = code[from..].iter().position(|&c| c == b'{' || c == b';') else {
+            continue;
+        };
+        let mut end = from + first + 1;
+        if code[from + first] == b'{' {
+            end = matching_brace(code, from + first);
+            let next = skip_space(code, end);
+            if code.get(next) == Some(&b';') {
+                end = next + 1;
+            }
+        }
+        ranges.push((at, end));
+    }
+    ranges
+}
+
+/// Inline `mod name { … }` blocks: their block's range and name.
+fn inline_modules(code: &[u8]) -> Vec<(usize, usize, String)> {
+    let text = std::str::from_utf8(code).unwrap_or("");
+    let mut found = Vec::new();
+    for (at, _) in text.match_indices("mod ") {
+        if at > 0 && is_ident(code[at - 1]) {
+            continue;
+        }
+        let name_at = skip_space(code, at + 4);
+        let name = ident_at(code, name_at);
+        let after = skip_space(code, name_at + name.len());
+        if !name.is_empty() && code.get(after) == Some(&b'{') {
+            found.push((after, matching_brace(code, after), name.to_owned()));
+        }
+    }
+    found
+}
+
+/// The first identifier of each item of a path after `::`: one, or each of a `{…}` group's.
+fn heads(code: &[u8], i: usize) -> Vec<String> {
+    let i = skip_space(code, i);
+    if code.get(i) != Some(&b'{') {
+        return vec![ident_at(code, i).to_owned()];
+    }
+    let end = matching_brace(code, i) - 1;
+    let mut heads = Vec::new();
+    let mut depth = 0;
+    let mut item_start = true;
+    for j in i + 1..end {
+        match code[j] {
+            b'{' => depth += 1,
+            b'}' => depth -= 1,
+            b',' if depth == 0 => item_start = true,
+            c if item_start && is_ident(c) => {
+                heads.push(ident_at(code, j).to_owned());
+                item_start = false;
+            }
+            _ => {}
+        }
+    }
+    heads
+}
+
+/// Every path from the file of module `module` (its path in the crate, such as
+/// `["worker", "pipeline"]`) into another top-level module.
+fn uses(module: &[&str], src: &str) -> Vec<Use> {
+    let cleaned = blank_non_code(src);
+    let code = cleaned.as_bytes();
+    let tests = test_ranges(code);
+    let inline = inline_modules(code);
+    let line_of = |at: usize| 1 + code[..at].iter().filter(|&&c| c == b'\n').count();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < code.len() {
+        let starts_path = i == 0 || !(is_ident(code[i - 1]) || code[i - 1] == b':');
+        let rest = &code[i..];
+        let (targets, len) = if starts_path && rest.starts_with(b"crate::") {
+            (heads(code, i + 7), 7)
+        } else if starts_path && rest.starts_with(b"super::") {
+            let mut supers = 0;
+            let mut j = i;
+            while code[j..].starts_with(b"super::") {
+                supers += 1;
+                j = skip_space(code, j + 7);
+            }
+            // Where the path starts: the file's module plus the inline modules around it.
+            let mut at: Vec<&str> = module.to_vec();
+            let mut around: Vec<&(usize, usize, String)> =
+                inline.iter().filter(|(o, c, _)| *o < i && i < *c).collect();
+            around.sort_by_key(|(o, _, _)| *o);
+            at.extend(around.iter().map(|(_, _, n)| n.as_str()));
+            let climbs_to_root = supers == at.len();
+            (
+                if climbs_to_root {
+                    heads(code, j)
+                } else {
+                    Vec::new()
+                },
+                j - i,
+            )
+        } else {
+            (Vec::new(), 1)
+        };
+        for target in targets {
+            if target.is_empty() || target == "self" || target == "super" || target == module[0] {
+                continue;
+            }
+            found.push(Use {
+                line: line_of(i),
+                target,
+                test: tests.iter().any(|(s, e)| *s <= i && i < *e),
+            });
+        }
+        i += len;
+    }
+    found
+}
+
+fn allowed(from: &str, to: &str, test: bool) -> bool {
+    LEAVES.contains(&to)
+        || LAYERS
+            .iter()
+            .any(|(m, uses)| *m == from && uses.contains(&to))
+        || (test && TEST_ONLY.iter().any(|(f, t, _)| *f == from && *t == to))
+}
+
+/// Every use in `files` (a display path, the module path, the source) that the layering does
+/// not allow, as `file:line: from → to`.
+fn violations(files: &[(String, Vec<String>, String)]) -> Vec<String> {
+    let mut bad = Vec::new();
+    for (path, module, src) in files {
+        let module: Vec<&str> = module.iter().map(String::as_str).collect();
+        for u in uses(&module, src) {
+            if !allowed(module[0], &u.target, u.test) {
+                let test = if u.test { " (in test code)" } else { "" };
+                bad.push(format!(
+                    "{path}:{}: {} → {}{test} is not an edge of the layering",
+                    u.line, module[0], u.target
+                ));
+            }
+        }
+    }
+    bad
+}
+
+/// A cycle among `edges`, if there is one, as the modules along it.
+fn cycle<'a>(edges: &[(&'a str, &[&'a str])]) -> Option<Vec<&'a str>> {
+    fn visit<'a>(
+        m: &'a str,
+        edges: &BTreeMap<&'a str, Vec<&'a str>>,
+        done: &mut Vec<&'a str>,
+        path: &mut Vec<&'a str>,
+    ) -> Option<Vec<&'a str>> {
+        if let Some(at) = path.iter().position(|p| *p == m) {
+            let mut found = path[at..].to_vec();
+            found.push(m);
+            return Some(found);
+        }
+        if done.contains(&m) {
+            return None;
+        }
+        path.push(m);
+        for next in edges.get(m).into_iter().flatten() {
+            if let Some(found) = visit(next, edges, done, path) {
+                return Some(found);
+            }
+        }
+        path.pop();
+        done.push(m);
+        None
+    }
+    let map: BTreeMap<&str, Vec<&str>> = edges.iter().map(|(m, u)| (*m, u.to_vec())).collect();
+    let mut done = Vec::new();
+    map.keys()
+        .find_map(|m| visit(m, &map, &mut done, &mut Vec::new()))
+}
+
+/// Every `.rs` file under `dir`.
+fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, found);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            found.push(path);
+        }
+    }
+}
+
+/// The crate's files with their module paths; the crate root (`lib.rs`, `main.rs`) is left out:
+/// it only declares the modules.
+fn crate_files() -> Vec<(String, Vec<String>, String)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut paths = Vec::new();
+    rust_files(&src, &mut paths);
+    paths.sort();
+    paths
+        .into_iter()
+        .filter_map(|path| {
+            let rel = path.strip_prefix(&src).unwrap();
+            let mut module: Vec<String> = rel
+                .with_extension("")
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            if module.last().is_some_and(|m| m == "mod") {
+                module.pop();
+            }
+            if module.len() == 1 && (module[0] == "lib" || module[0] == "main") {
+                return None;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            Some((format!("src/{}", rel.display()), module, text))
+        })
+        .collect()
+}
+
+#[test]
+fn every_module_follows_the_layering() {
+    let bad = violations(&crate_files());
+    assert!(
+        bad.is_empty(),
+        "imports against the layering:\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn the_layering_has_no_cycle() {
+    assert_eq!(cycle(LAYERS), None);
+}
+
+#[test]
+fn every_edge_points_up_the_list_as_lib_rs_reads_it() {
+    for (at, (from, uses)) in LAYERS.iter().enumerate() {
+        for to in *uses {
+            let above = LAYERS[..at].iter().any(|(m, _)| m == to);
+            assert!(above, "{from} → {to}: {to} must come before {from}");
+        }
+    }
+}
+
+#[test]
+fn every_module_has_a_place_in_the_layering_and_every_place_a_module() {
+    let mut modules: Vec<String> = crate_files()
+        .into_iter()
+        .map(|(_, m, _)| m[0].clone())
+        .collect();
+    modules.sort();
+    modules.dedup();
+    let mut placed: Vec<String> = LAYERS.iter().map(|(m, _)| m.to_string()).collect();
+    placed.sort();
+    assert_eq!(modules, placed);
+    for (from, to, _) in TEST_ONLY {
+        assert!(placed.contains(&from.to_string()) && placed.contains(&to.to_string()));
+    }
+}
+
+fn file(path: &str, module: &[&str], src: &str) -> (String, Vec<String>, String) {
+    (
+        path.into(),
+        module.iter().map(|m| m.to_string()).collect(),
+        src.into(),
+    )
+}
+
+#[test]
+fn a_backwards_import_is_named_with_its_file_and_line() {
+    let bad = violations(&[file(
+        "src/config/mod.rs",
+        &["config"],
+        "//! Settings.\n\nuse crate::types::Secret;\nuse crate::worker::Context;\n",
+    )]);
+    assert_eq!(
+        bad,
+        ["src/config/mod.rs:4: config → worker is not an edge of the layering"]
+    );
+}
+
+#[test]
+fn every_form_of_path_is_read() {
+    let src = r#"
+use crate::{
+    kinds,
+    worker::{Context, run},
+};
+use crate::config::{self, Settings};
+fn f() {
+    let x = crate::http::router();
+    let y = super::super::startup::Application::build();
+    let z = super::sibling::g();
+    let ok = crate::text::bounded("crate::sim::Simulator", 3);
+    // crate::cli::main()
+    /* crate::cli::main() */
+    let c = 'c';
+    let l: &'static str = "";
+}
+"#;
+    let found: Vec<(usize, String)> = uses(&["job", "inner"], src)
+        .into_iter()
+        .map(|u| (u.line, u.target))
+        .collect();
+    let expected = [
+        (2, "kinds"),
+        (2, "worker"),
+        (6, "config"),
+        (8, "http"),
+        (9, "startup"),
+        (11, "text"),
+    ];
+    assert_eq!(
+        found,
+        expected.map(|(l, t)| (l, t.to_owned())).to_vec(),
+        "a super:: that stays inside job is not an edge"
+    );
+}
+
+#[test]
+fn a_test_only_edge_is_allowed_in_test_code_alone() {
+    let src = "use crate::broker;\n\
+               #[cfg(test)]\n\
+               mod tests {\n    use crate::sim::Simulator;\n    mod deeper { use super::super::super::sim; }\n}\n\
+               fn f() { crate::sim::start(); }\n";
+    let bad = violations(&[file("src/worker/pipeline.rs", &["worker", "pipeline"], src)]);
+    assert_eq!(
+        bad,
+        ["src/worker/pipeline.rs:7: worker → sim is not an edge of the layering"]
+    );
+    let bad = violations(&[file("src/http.rs", &["http"], src)]);
+    assert_eq!(bad.len(), 4, "{bad:?}");
+    assert!(bad[1].ends_with("http → sim (in test code) is not an edge of the layering"));
+}
+
+#[test]
+fn a_cycle_is_found_and_named() {
+    let edges: &[(&str, &[&str])] = &[("a", &["b"]), ("b", &["c"]), ("c", &["a"]), ("d", &[])];
+    assert_eq!(cycle(edges), Some(vec!["a", "b", "c", "a"]));
+    let edges: &[(&str, &[&str])] = &[("a", &["b", "c"]), ("b", &["c"]), ("c", &[])];
+    assert_eq!(cycle(edges), None);
+}
