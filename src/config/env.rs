@@ -1,0 +1,115 @@
+//! The environment layer: `WXCOURIER_…` variables as keys (two underscores between levels),
+//! the keys read raw, and figment's errors told as one sentence naming the key and variable.
+
+use figment::providers::Serialized;
+
+use super::ConfigError;
+
+/// Prefix of every environment variable that overrides a key.
+pub const ENV_PREFIX: &str = "WXCOURIER_";
+
+/// Keys that hold secrets or opaque strings: read raw from the environment so that a value
+/// such as `0123` is never reinterpreted as the number 123.
+const RAW_STRING_APP_KEYS: [&str; 4] = ["secret", "callback_token", "encoding_aes_key", "appid"];
+
+/// `WXCOURIER_APPS__SHOP__SECRET` → `("shop", "secret")` for the keys read raw.
+pub(super) fn raw_app_key(env_key: &str) -> Option<(String, &'static str)> {
+    let rest = env_key.strip_prefix(ENV_PREFIX)?.strip_prefix("APPS__")?;
+    let (app, field) = rest.split_once("__")?;
+    let field = field.to_ascii_lowercase();
+    let field = RAW_STRING_APP_KEYS.into_iter().find(|k| *k == field)?;
+    Some((app.to_ascii_lowercase(), field))
+}
+
+/// `WXCOURIER_APPS__SHOP__RATE_PER_SECOND` → `["apps", "shop", "rate_per_second"]`.
+pub(super) fn env_path(key: &str) -> Vec<String> {
+    key[ENV_PREFIX.len()..]
+        .split("__")
+        .map(|p| p.to_ascii_lowercase())
+        .collect()
+}
+
+pub(super) fn env_provider(vars: &[(String, String)]) -> Serialized<figment::value::Dict> {
+    // The nested dictionary is built here (not by figment's `Env`) so that tests can pass an
+    // environment explicitly; values are typed the way figment types environment values.
+    let mut dict = figment::value::Dict::new();
+    for (key, value) in vars {
+        let path = env_path(key);
+        let parsed: figment::value::Value = value.parse().expect("parsing a value is infallible");
+        insert_path(&mut dict, &path, parsed);
+    }
+    Serialized::defaults(dict)
+}
+
+fn insert_path(dict: &mut figment::value::Dict, path: &[String], value: figment::value::Value) {
+    use figment::value::{Dict, Value};
+    let (head, rest) = path.split_first().expect("path is non-empty");
+    if rest.is_empty() {
+        dict.insert(head.clone(), value);
+        return;
+    }
+    let entry = dict
+        .entry(head.clone())
+        .or_insert_with(|| Value::from(Dict::new()));
+    if let Value::Dict(_, inner) = entry {
+        insert_path(inner, rest, value);
+    } else {
+        *entry = Value::from(Dict::new());
+        if let Value::Dict(_, inner) = entry {
+            insert_path(inner, rest, value);
+        }
+    }
+}
+
+/// Turns figment's error into one sentence that names the key, and the variable when the key
+/// came from the environment (`WXCOURIER_AMQP_URL` reads as the top-level key `amqp_url`).
+pub(super) fn describe_figment_error(err: figment::Error, env: &[(String, String)]) -> ConfigError {
+    let from_env = |full: &str| {
+        env.iter()
+            .find(|(k, _)| env_path(k).join(".") == full)
+            .map(|(k, _)| format!(" (set by {k})"))
+            .unwrap_or_default()
+    };
+    let mut sentences = Vec::new();
+    for e in err {
+        let key = e.path.join(".");
+        let what = match &e.kind {
+            figment::error::Kind::UnknownField(field, _) => {
+                // figment's path already ends with the unknown field.
+                let full = if e.path.last() == Some(field) || key.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{key}.{field}")
+                };
+                let full = if full.is_empty() { field.clone() } else { full };
+                format!("{full} is not a known key{}", from_env(&full))
+            }
+            figment::error::Kind::MissingField(field) => {
+                let full = if key.is_empty() {
+                    field.to_string()
+                } else {
+                    format!("{key}.{field}")
+                };
+                format!("{full} is missing")
+            }
+            kind if key.is_empty() => kind.to_string(),
+            kind => format!("{key}: {kind}"),
+        };
+        sentences.push(what);
+    }
+    ConfigError::Parse(one_line(&sentences.join("; ")))
+}
+
+/// TOML errors come with a drawn excerpt of the file; keep the words, on one line.
+fn one_line(text: &str) -> String {
+    let is_excerpt = |l: &str| {
+        l.starts_with('|')
+            || l.split_once('|')
+                .is_some_and(|(n, _)| n.trim().parse::<u32>().is_ok())
+    };
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !is_excerpt(l))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,396 @@
+//! The sections of the config file, one type each, with the contract's defaults.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::types::{Secret, Span, scalar_string};
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpSettings {
+    /// One broker URL, or several cluster nodes: a TOML list, or one string with the URLs
+    /// separated by commas (the form an environment variable takes). Kept as that one string.
+    #[serde(deserialize_with = "node_list")]
+    pub url: Secret,
+    pub prefetch: u16,
+    /// How long a publish may wait for its confirm before the delivery is handed back.
+    pub publish_timeout: Span,
+    /// Custom CA bundle (PEM) for `amqps://` brokers with a private CA.
+    pub ca_file: Option<String>,
+    /// RabbitMQ's management API, used to find job queues of apps no longer configured;
+    /// unset: port 15672 (15671 for `amqps://`) of `amqp.url`'s host, with its credentials.
+    pub management_url: Option<Secret>,
+}
+
+impl AmqpSettings {
+    /// The broker nodes of `amqp.url`, in the order they are tried.
+    pub fn nodes(&self) -> Vec<&str> {
+        split_nodes(self.url.expose())
+    }
+}
+
+/// Splits `amqp://a,amqp://b` at each comma followed by another URL (`scheme://`) or by nothing,
+/// so a comma inside one URL (a password may hold one) stays where it is, while a stray
+/// `,http://…` or a trailing comma becomes a node of its own that validation refuses.
+fn split_nodes(urls: &str) -> Vec<&str> {
+    let starts_url = |s: &str| {
+        let s = s.trim_start();
+        s.is_empty()
+            || s.split_once("://").is_some_and(|(scheme, _)| {
+                !scheme.is_empty()
+                    && scheme
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
+            })
+    };
+    let mut nodes = Vec::new();
+    let mut start = 0;
+    for (at, _) in urls.match_indices(',') {
+        if starts_url(&urls[at + 1..]) {
+            nodes.push(urls[start..at].trim());
+            start = at + 1;
+        }
+    }
+    nodes.push(urls[start..].trim());
+    nodes
+}
+
+/// `amqp.url` as a string or a list of strings; a list is joined with commas.
+fn node_list<'de, D: Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Urls {
+        One(String),
+        Many(Vec<String>),
+    }
+    match Urls::deserialize(d).map_err(|_| {
+        serde::de::Error::custom("must be a broker URL or a list of them (one per cluster node)")
+    })? {
+        Urls::One(url) => Ok(Secret::new(url)),
+        Urls::Many(urls) => Ok(Secret::new(urls.join(","))),
+    }
+}
+
+impl Default for AmqpSettings {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            prefetch: 256,
+            publish_timeout: Span(Duration::from_secs(30)),
+            ca_file: None,
+            management_url: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WechatSettings {
+    pub base_url: String,
+    pub timeout: Span,
+    /// WeChat calls in flight at once across all apps, so a slow WeChat cannot exhaust sockets.
+    pub max_in_flight: usize,
+    pub transient_codes: Vec<i64>,
+    pub quota_codes: Vec<i64>,
+    pub token_codes: Vec<i64>,
+    /// errcodes behind each `reason` of a failed outcome.
+    pub reason_codes: ReasonCodes,
+}
+
+/// `-1` system busy, `45011` per-minute limit.
+pub const DEFAULT_TRANSIENT: [i64; 2] = [-1, 45011];
+/// `45009` call limit / daily quota reached.
+pub const DEFAULT_QUOTA: [i64; 1] = [45009];
+/// `40001`, `41006` from the seed page; `40014` (invalid token) and `42001` (expired) today.
+pub const DEFAULT_TOKEN: [i64; 4] = [40001, 41006, 40014, 42001];
+
+/// errcodes behind each reason that WeChat's own answer decides.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReasonCodes {
+    /// The user refused this template (since 2023).
+    pub recipient_refused: Vec<i64>,
+    /// The user does not follow the account.
+    pub not_following: Vec<i64>,
+    /// The OpenID is not one of this account's users.
+    pub invalid_recipient: Vec<i64>,
+    /// The template is unknown or withdrawn.
+    pub template_invalid: Vec<i64>,
+    /// WeChat refused the content: a field breaks its type or review rules.
+    pub content_rejected: Vec<i64>,
+    /// The account's setup is wrong: AppSecret, IP whitelist, AppID.
+    pub config_error: Vec<i64>,
+}
+
+impl Default for ReasonCodes {
+    fn default() -> Self {
+        Self {
+            recipient_refused: vec![43101],
+            not_following: vec![43004],
+            invalid_recipient: vec![40003],
+            template_invalid: vec![40037],
+            content_rejected: vec![45168, 47003],
+            config_error: vec![40125, 40164, 40013],
+        }
+    }
+}
+
+impl Default for WechatSettings {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.weixin.qq.com".into(),
+            timeout: Span(Duration::from_secs(10)),
+            max_in_flight: 128,
+            transient_codes: DEFAULT_TRANSIENT.to_vec(),
+            quota_codes: DEFAULT_QUOTA.to_vec(),
+            token_codes: DEFAULT_TOKEN.to_vec(),
+            reason_codes: Default::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    pub max_attempts: u32,
+    pub initial_delay: Span,
+    pub max_delay: Span,
+    pub max_age: Span,
+    pub quota_pause: Span,
+    pub max_quota_pause: Span,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: 10,
+            initial_delay: Span(Duration::from_secs(1)),
+            max_delay: Span(Duration::from_secs(600)),
+            max_age: Span(Duration::from_secs(24 * 3600)),
+            quota_pause: Span(Duration::from_secs(60)),
+            max_quota_pause: Span(Duration::from_secs(3600)),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateSettings {
+    /// `memory` or a `redis://` URL.
+    pub url: Secret,
+    /// How long a sent id is remembered (and a msgid mapped back to its job).
+    pub idempotency_ttl: Span,
+    /// Most ids remembered in memory state; the oldest are forgotten first.
+    pub memory_capacity: usize,
+    /// CA bundle (PEM) a `rediss://` server's certificate must chain to, instead of the
+    /// system's roots (a private CA).
+    pub ca_file: Option<String>,
+}
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("memory"),
+            idempotency_ttl: Span(Duration::from_secs(7 * 24 * 3600)),
+            memory_capacity: 200_000,
+            ca_file: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    pub listen: Option<String>,
+    /// Refuse callbacks whose signed timestamp is further than this from our clock, so an
+    /// old signed push cannot be replayed once its MsgID has left the idempotency store.
+    /// WeChat retries within seconds; `0s` turns the window off.
+    pub callback_max_age: Span,
+    /// How long a client may take to send a request's line and headers, counted from the
+    /// connection's start or the end of its previous response (a slowloris trickles them).
+    pub header_read_timeout: Span,
+    /// How long one request may take once its headers are in: reading the body and
+    /// answering. A request over it gets 408 and its connection is closed.
+    pub request_timeout: Span,
+    /// A connection with no request being handled and no byte moving either way for this
+    /// long is closed (a client that stops reading its answer, a kept-alive connection).
+    pub idle_timeout: Span,
+    /// Connections served at once; further ones wait in the listen backlog until one ends.
+    pub max_connections: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            callback_max_age: Span(Duration::from_secs(300)),
+            header_read_timeout: Span(Duration::from_secs(10)),
+            request_timeout: Span(Duration::from_secs(10)),
+            idle_timeout: Span(Duration::from_secs(60)),
+            max_connections: 512,
+        }
+    }
+}
+
+impl HttpSettings {
+    /// The replay window for signed callbacks; `None` when turned off with `0s`.
+    pub fn callback_window(&self) -> Option<Duration> {
+        (!self.callback_max_age.0.is_zero()).then_some(self.callback_max_age.0)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `wxcourier=debug`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// How long SIGTERM waits for in-flight jobs before closing anyway (they stay in the broker).
+    pub drain_timeout: Span,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            drain_timeout: Span(Duration::from_secs(25)),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenMode {
+    #[default]
+    Stable,
+    Classic,
+}
+
+/// How an app's callback messages arrive, as chosen in the WeChat console ("消息加解密方式").
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CallbackMode {
+    /// Plaintext XML, signed by `signature` over the token, timestamp and nonce only.
+    Plain,
+    /// Both forms: WeChat's compatible mode, meant for the switch from plain to safe.
+    Compat,
+    /// Only encrypted XML whose `msg_signature` covers the ciphertext.
+    Safe,
+}
+
+impl CallbackMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallbackMode::Plain => "plain",
+            CallbackMode::Compat => "compat",
+            CallbackMode::Safe => "safe",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSettings {
+    #[serde(default, deserialize_with = "scalar_string")]
+    pub appid: String,
+    #[serde(default)]
+    pub secret: Secret,
+    #[serde(default)]
+    pub token_mode: TokenMode,
+    #[serde(default = "default_rate")]
+    pub rate_per_second: f64,
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+    #[serde(default)]
+    pub callback_token: Option<Secret>,
+    #[serde(default)]
+    pub encoding_aes_key: Option<Secret>,
+    /// Unset: `safe` with an `encoding_aes_key`, else `plain` (see [`AppSettings::resolved_callback_mode`]).
+    #[serde(default)]
+    pub callback_mode: Option<CallbackMode>,
+    /// The message kinds this app sends; a job of another kind is rejected.
+    #[serde(default = "default_kinds")]
+    pub kinds: Vec<String>,
+}
+
+impl AppSettings {
+    /// An app with the contract's defaults for everything but its credentials.
+    pub fn new(appid: impl Into<String>, secret: Secret) -> Self {
+        Self {
+            appid: appid.into(),
+            secret,
+            token_mode: TokenMode::default(),
+            rate_per_second: default_rate(),
+            burst: default_burst(),
+            callback_token: None,
+            encoding_aes_key: None,
+            callback_mode: None,
+            kinds: default_kinds(),
+        }
+    }
+
+    /// The callback mode in force: as configured, or `safe` when an EncodingAESKey is set
+    /// (a key means the console is in safe mode, whose plaintext signature does not cover
+    /// the body), else `plain`.
+    pub fn resolved_callback_mode(&self) -> CallbackMode {
+        self.callback_mode.unwrap_or(match self.encoding_aes_key {
+            Some(_) => CallbackMode::Safe,
+            None => CallbackMode::Plain,
+        })
+    }
+
+    /// Whether this app may send jobs of `kind`.
+    pub fn sends(&self, kind: &str) -> bool {
+        self.kinds.iter().any(|k| k == kind)
+    }
+}
+
+fn default_kinds() -> Vec<String> {
+    vec![crate::kinds::default_kind().name().to_owned()]
+}
+
+fn default_rate() -> f64 {
+    50.0
+}
+
+fn default_burst() -> u32 {
+    50
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_comma_inside_one_url_does_not_split_it() {
+        assert_eq!(
+            split_nodes("amqp://u:pa,ss@mq1/%2f?heartbeat=10,amqps://u:x,y@mq2/%2f"),
+            [
+                "amqp://u:pa,ss@mq1/%2f?heartbeat=10",
+                "amqps://u:x,y@mq2/%2f"
+            ]
+        );
+    }
+}

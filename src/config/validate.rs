@@ -1,0 +1,238 @@
+//! The rules the types alone cannot express, each refusal naming the key to fix.
+
+use std::time::Duration;
+
+use super::env::ENV_PREFIX;
+use super::{
+    AmqpSettings, AppSettings, CallbackMode, ConfigError, Settings, StateSettings, invalid,
+};
+use crate::types::Span;
+
+impl Settings {
+    /// Checks every rule the types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_nodes(&self.amqp)?;
+        if self.amqp.prefetch == 0 {
+            return Err(invalid("amqp.prefetch", "must be > 0"));
+        }
+        positive("amqp.publish_timeout", self.amqp.publish_timeout)?;
+        if let Some(url) = &self.amqp.management_url
+            && reqwest::Url::parse(url.expose())
+                .map(|u| !matches!(u.scheme(), "http" | "https") || !u.has_host())
+                .unwrap_or(true)
+        {
+            return Err(invalid(
+                "amqp.management_url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        if reqwest::Url::parse(&self.wechat.base_url)
+            .map(|u| !matches!(u.scheme(), "http" | "https"))
+            .unwrap_or(true)
+        {
+            return Err(invalid(
+                "wechat.base_url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        positive("wechat.timeout", self.wechat.timeout)?;
+        if self.wechat.max_in_flight == 0 {
+            return Err(invalid("wechat.max_in_flight", "must be > 0"));
+        }
+        if self.retry.max_attempts == 0 {
+            return Err(invalid("retry.max_attempts", "must be > 0"));
+        }
+        positive("retry.initial_delay", self.retry.initial_delay)?;
+        positive("retry.quota_pause", self.retry.quota_pause)?;
+        positive("retry.max_age", self.retry.max_age)?;
+        if self.retry.max_delay < self.retry.initial_delay {
+            return Err(invalid("retry.max_delay", "must be >= retry.initial_delay"));
+        }
+        if self.retry.max_quota_pause < self.retry.quota_pause {
+            return Err(invalid(
+                "retry.max_quota_pause",
+                "must be >= retry.quota_pause",
+            ));
+        }
+        if let Some(window) = self.http.callback_window()
+            && window < Duration::from_secs(1)
+        {
+            return Err(invalid(
+                "http.callback_max_age",
+                "must be at least 1s (timestamps are in seconds), or \"0s\" to turn it off",
+            ));
+        }
+        positive("http.header_read_timeout", self.http.header_read_timeout)?;
+        positive("http.request_timeout", self.http.request_timeout)?;
+        positive("http.idle_timeout", self.http.idle_timeout)?;
+        if self.http.max_connections == 0 {
+            return Err(invalid("http.max_connections", "must be > 0"));
+        }
+        validate_state(&self.state)?;
+        if self.state.memory_capacity == 0 {
+            return Err(invalid("state.memory_capacity", "must be > 0"));
+        }
+        if let Some(listen) = &self.http.listen
+            && listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(invalid(
+                "http.listen",
+                "must be an address such as 0.0.0.0:8080",
+            ));
+        }
+        for (name, app) in &self.apps {
+            validate_app(name, app)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every node of `amqp.url` must parse; errors say which node, never what it holds (the URL
+/// carries the password).
+fn validate_nodes(amqp: &AmqpSettings) -> Result<(), ConfigError> {
+    let nodes = amqp.nodes();
+    for (i, node) in nodes.iter().enumerate() {
+        let which = if nodes.len() == 1 {
+            String::new()
+        } else {
+            format!(" (node {} of {})", i + 1, nodes.len())
+        };
+        if node.is_empty() {
+            return Err(invalid("amqp.url", format!("is empty{which}")));
+        }
+        if !(node.starts_with("amqp://") || node.starts_with("amqps://")) {
+            return Err(invalid(
+                "amqp.url",
+                format!("must start with amqp:// or amqps://{which}"),
+            ));
+        }
+        if node.parse::<lapin::uri::AMQPUri>().is_err() {
+            return Err(invalid(
+                "amqp.url",
+                format!("is not a valid amqp:// or amqps:// URL{which}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `memory`, `redis://` or `rediss://` (TLS, always with the certificate checked).
+fn validate_state(state: &StateSettings) -> Result<(), ConfigError> {
+    let url = state.url.expose();
+    let tls = url.starts_with("rediss://");
+    if url != "memory" && !url.starts_with("redis://") && !tls {
+        return Err(invalid(
+            "state.url",
+            "must be \"memory\", a redis:// URL or a rediss:// URL (TLS)",
+        ));
+    }
+    if tls && url.contains('#') {
+        return Err(invalid(
+            "state.url",
+            "must not end in a #fragment: #insecure would skip the server's certificate check; \
+             for a private CA set state.ca_file",
+        ));
+    }
+    if state.ca_file.is_some() && !tls {
+        return Err(invalid(
+            "state.ca_file",
+            "is only used with a rediss:// state.url; with this URL the connection would not be \
+             encrypted",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_app(name: &str, app: &AppSettings) -> Result<(), ConfigError> {
+    let key = |field: &str| format!("apps.{name}.{field}");
+    if !is_app_name(name) {
+        return Err(invalid(
+            format!("apps.{name}"),
+            "must be named with 1-32 of a-z, 0-9 and _",
+        ));
+    }
+    if app.appid.is_empty() {
+        return Err(invalid(key("appid"), "is missing"));
+    }
+    if app.secret.is_empty() {
+        return Err(invalid(
+            key("secret"),
+            format!(
+                "is missing: set it in the file or in {ENV_PREFIX}APPS__{}__SECRET",
+                name.to_ascii_uppercase()
+            ),
+        ));
+    }
+    if !(app.rate_per_second.is_finite() && app.rate_per_second > 0.0) {
+        return Err(invalid(key("rate_per_second"), "must be > 0"));
+    }
+    if app.burst == 0 {
+        return Err(invalid(key("burst"), "must be > 0"));
+    }
+    if app.kinds.is_empty() {
+        return Err(invalid(key("kinds"), "must name at least one kind"));
+    }
+    if let Some(k) = app
+        .kinds
+        .iter()
+        .find(|k| crate::kinds::by_name(k).is_none())
+    {
+        return Err(invalid(
+            key("kinds"),
+            format!(
+                "names {k:?}, which is not a kind: use {}",
+                crate::kinds::names()
+            ),
+        ));
+    }
+    if let Some(aes) = &app.encoding_aes_key {
+        if crate::types::decode_aes_key(aes.expose()).is_none() {
+            return Err(invalid(
+                key("encoding_aes_key"),
+                "must be the 43-character EncodingAESKey from the WeChat console",
+            ));
+        }
+        if app.callback_token.is_none() {
+            return Err(invalid(
+                key("callback_token"),
+                "is required when encoding_aes_key is set",
+            ));
+        }
+    }
+    if let Some(mode) = app.callback_mode {
+        if app.callback_token.is_none() {
+            return Err(invalid(
+                key("callback_token"),
+                format!(
+                    "is required when callback_mode is set (it is {})",
+                    mode.as_str()
+                ),
+            ));
+        }
+        if mode != CallbackMode::Plain && app.encoding_aes_key.is_none() {
+            return Err(invalid(
+                key("encoding_aes_key"),
+                format!(
+                    "is required when callback_mode is {}: set the EncodingAESKey from the WeChat console",
+                    mode.as_str()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// App names become routing keys and queue names: `[a-z0-9_]{1,32}`.
+pub fn is_app_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn positive(key: &str, span: Span) -> Result<(), ConfigError> {
+    if span.0.is_zero() {
+        return Err(invalid(key, "must be longer than 0s"));
+    }
+    Ok(())
+}
