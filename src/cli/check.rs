@@ -12,6 +12,12 @@ use crate::config::TokenMode;
 use crate::state::State;
 use crate::wechat::client::WechatClient;
 
+/// How long `check` waits for the broker before reporting it unreachable.
+const BROKER_CONNECT_LIMIT: Duration = Duration::from_secs(10);
+
+/// `check` claims no job, but the store is built with a claim lifetime all the same.
+const UNUSED_CLAIM_TTL: Duration = Duration::from_secs(60);
+
 pub async fn run(args: ConfigArg) -> ExitCode {
     let settings = match args.load().and_then(|s| s.require_apps().map(|_| s)) {
         Ok(s) => s,
@@ -20,7 +26,7 @@ pub async fn run(args: ConfigArg) -> ExitCode {
     println!("config: ok ({} app(s))", settings.apps.len());
     let mut ok = true;
     match tokio::time::timeout(
-        Duration::from_secs(10),
+        BROKER_CONNECT_LIMIT,
         broker::connect(&settings.amqp, "wxcourier check"),
     )
     .await
@@ -125,7 +131,7 @@ async fn report_orphans(settings: &Settings, conn: &lapin::Connection) {
 
 /// Reaches the shared state (Redis), over TLS for `rediss://`.
 async fn check_state(settings: &crate::config::StateSettings) -> Result<(), String> {
-    let state = State::from_settings(settings, Duration::from_secs(60))?;
+    let state = State::from_settings(settings, UNUSED_CLAIM_TTL)?;
     let redis = state.redis().ok_or("state.url is not Redis")?;
     redis.ping().await.map_err(|e| e.to_string())
 }

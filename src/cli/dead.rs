@@ -129,7 +129,7 @@ pub async fn run(args: DeadArgs) -> ExitCode {
         eprintln!(
             "wxcourier dead replay: choose messages with --app, --id or --error, or pass --all"
         );
-        return ExitCode::from(2);
+        return ExitCode::from(super::EXIT_USAGE);
     }
     let settings = match source.config.load() {
         Ok(s) => s,
@@ -234,11 +234,7 @@ async fn list(conn: &Connection, source: &Source) -> Result<(), String> {
 
 async fn replay(conn: &Connection, source: &Source, filter: &Filter) -> Result<(), String> {
     let ch = step("opening a channel", conn.create_channel()).await?;
-    let publisher = step(
-        "opening a publisher",
-        Publisher::open(conn, Duration::from_secs(30)),
-    )
-    .await?;
+    let publisher = step("opening a publisher", Publisher::open(conn, STEP_LIMIT)).await?;
     let entries = take(&ch, source.queue(), source.limit).await?;
     let mut replayed = 0;
     for e in entries.iter().filter(|e| filter.matches(e)) {

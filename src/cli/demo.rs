@@ -38,6 +38,11 @@ pub struct DemoArgs {
 const CALLBACK_TOKEN: &str = "demo-token";
 const CALLBACK_AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 
+/// How long a sample job's publish waits for the broker's confirm.
+const CONFIRM_LIMIT: Duration = Duration::from_secs(10);
+/// The demo stops reading results once none has come for this long.
+const RESULTS_QUIET_LIMIT: Duration = Duration::from_secs(20);
+
 fn demo_settings(amqp_url: &str, base_url: String, http_listen: String) -> Settings {
     let mut s = Settings::default();
     s.amqp.url = Secret::new(amqp_url);
@@ -192,7 +197,7 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     sim.set_refusing(CAROL, true);
     let run_id = crate::worker::pipeline::now_ms();
     let jobs = sample_jobs(run_id);
-    let Ok(publisher) = Publisher::open(&conn, Duration::from_secs(10)).await else {
+    let Ok(publisher) = Publisher::open(&conn, CONFIRM_LIMIT).await else {
         eprintln!("wxcourier demo: cannot open a publishing channel");
         return ExitCode::FAILURE;
     };
@@ -291,10 +296,10 @@ struct Results {
 }
 
 impl Results {
-    /// Reads until there are `sends` outcomes and `reports` reports, or nothing came for 20 s.
+    /// Reads until there are `sends` outcomes and `reports` reports, or nothing came for [`RESULTS_QUIET_LIMIT`].
     async fn read(&mut self, tap: &mut ResultsTap, sends: usize, reports: usize) {
         while self.sends.len() < sends || self.reports.len() < reports {
-            let Some(v) = tap.next(Duration::from_secs(20)).await else {
+            let Some(v) = tap.next(RESULTS_QUIET_LIMIT).await else {
                 return;
             };
             if v["kind"] == "delivery" {

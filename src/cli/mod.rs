@@ -14,8 +14,11 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, Settings};
 
-/// Exit code for a configuration that cannot be used.
+/// Exit code for a configuration that cannot be used (CONTRACT §7).
 pub const EXIT_BAD_CONFIG: u8 = 2;
+/// Exit code for arguments that cannot be used: the code clap gives its own argument errors.
+/// Success is `ExitCode::SUCCESS` (0) and any other failure `ExitCode::FAILURE` (1).
+pub const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser)]
 #[command(

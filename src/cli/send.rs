@@ -15,6 +15,9 @@ use crate::config::is_app_name;
 /// Publishes confirmed at once, pipelined on one channel.
 const CONFIRMS_IN_FLIGHT: usize = 512;
 
+/// How often the progress bar redraws while confirms are slow to come.
+const PROGRESS_TICK: Duration = Duration::from_millis(200);
+
 #[derive(clap::Args)]
 pub struct SendArgs {
     #[command(flatten)]
@@ -55,7 +58,7 @@ pub async fn run(args: SendArgs) -> ExitCode {
             "wxcourier send: --app must be 1-32 of a-z, 0-9 and _, got {:?}",
             args.app
         );
-        return ExitCode::from(2);
+        return ExitCode::from(super::EXIT_USAGE);
     }
     let bodies = match &args.file {
         Some(path) => match read_lines(path) {
@@ -141,7 +144,7 @@ fn progress_bar(len: usize, visible: bool) -> indicatif::ProgressBar {
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} jobs {per_sec} eta {eta}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    bar.enable_steady_tick(Duration::from_millis(200));
+    bar.enable_steady_tick(PROGRESS_TICK);
     bar
 }
 

@@ -71,7 +71,7 @@ pub async fn run(args: SimArgs) -> ExitCode {
             }
             _ => {
                 eprintln!("wxcourier sim: --app must be APPID:SECRET, got {a:?}");
-                return ExitCode::from(2);
+                return ExitCode::from(super::EXIT_USAGE);
             }
         }
     }
@@ -104,7 +104,7 @@ pub async fn run(args: SimArgs) -> ExitCode {
             }
             None => {
                 eprintln!("wxcourier sim: --callback must be APPID=URL,TOKEN[,AESKEY], got {c:?}");
-                return ExitCode::from(2);
+                return ExitCode::from(super::EXIT_USAGE);
             }
         }
     }
