@@ -144,6 +144,49 @@ fn error(errcode: i64, errmsg: &str) -> Reply {
     Reply::Json(serde_json::json!({ "errcode": errcode, "errmsg": errmsg }))
 }
 
+/// A send being answered: every answer WeChat gives to a message is counted against its app
+/// and recorded with the send.
+struct Answering<'a> {
+    records: &'a mut VecDeque<SendRecord>,
+    /// Most sends kept; the oldest go first.
+    limit: usize,
+    /// The send as received; each answer fills in its errcode, msgid and whether it repeats
+    /// an earlier send.
+    received: SendRecord,
+}
+
+impl Answering<'_> {
+    /// WeChat refuses the send with `code`.
+    fn refuse(&mut self, app: &mut App, code: i64, errmsg: &str) -> Reply {
+        self.keep(app, code, None, false);
+        error(code, errmsg)
+    }
+
+    /// WeChat takes the send as `msgid` (again, for a `duplicate`).
+    fn accept(&mut self, app: &mut App, msgid: u64, duplicate: bool) -> Reply {
+        self.keep(app, 0, Some(msgid), duplicate);
+        Reply::Json(serde_json::json!({ "errcode": 0, "errmsg": "ok", "msgid": msgid }))
+    }
+
+    fn keep(&mut self, app: &mut App, errcode: i64, msgid: Option<u64>, duplicate: bool) {
+        count(app, errcode);
+        if self.records.len() >= self.limit {
+            self.records.pop_front();
+        }
+        self.records.push_back(SendRecord {
+            errcode,
+            msgid,
+            duplicate,
+            ..self.received.clone()
+        });
+    }
+}
+
+/// Counts an errcode answered to one of the app's sends.
+fn count(app: &mut App, errcode: i64) {
+    *app.stats.errcodes.entry(errcode.to_string()).or_default() += 1;
+}
+
 fn errmsg_for(code: i64) -> &'static str {
     match code {
         -1 => "system error",
@@ -325,12 +368,6 @@ impl Model {
             .get_mut(&appid)
             .expect("tokens belong to known apps");
         app.stats.send_calls += 1;
-        let record = |inner_records: &mut VecDeque<SendRecord>, limit: usize, rec: SendRecord| {
-            if inner_records.len() >= limit {
-                inner_records.pop_front();
-            }
-            inner_records.push_back(rec);
-        };
         // Only a JSON object is a body; its strings are read where they are.
         let raw: Option<serde_json::Value> = serde_json::from_slice(body)
             .ok()
@@ -343,35 +380,30 @@ impl Model {
         };
         let touser = text("touser").unwrap_or_default();
         let cmid = text("client_msg_id");
-        let rec = |errcode: i64, msgid: Option<u64>, duplicate: bool| SendRecord {
-            appid: appid.clone(),
-            kind: kind.name().to_owned(),
-            touser: touser.clone(),
-            client_msg_id: cmid.clone(),
-            errcode,
-            msgid,
-            duplicate,
-            at_ms,
-        };
-        let answer = |code: i64, app: &mut App| {
-            *app.stats.errcodes.entry(code.to_string()).or_default() += 1;
-            code
+        let mut answering = Answering {
+            records: &mut inner.records,
+            limit: inner.options.record_limit,
+            received: SendRecord {
+                appid: appid.clone(),
+                kind: kind.name().to_owned(),
+                touser: touser.clone(),
+                client_msg_id: cmid.clone(),
+                errcode: 0,
+                msgid: None,
+                duplicate: false,
+                at_ms,
+            },
         };
         if expired {
-            let code = answer(42001, app);
-            record(
-                &mut inner.records,
-                inner.options.record_limit,
-                rec(code, None, false),
-            );
-            return error(42001, errmsg_for(42001));
+            return answering.refuse(app, 42001, errmsg_for(42001));
         }
         // A scripted answer for this user comes first.
         if let Some(script) = inner.scripts.get_mut(&touser)
             && let Some(next) = script.pop_front()
         {
-            let code = match next {
-                Answer::Code(c) => c,
+            match next {
+                Answer::Code(0) => {}
+                Answer::Code(code) => return answering.refuse(app, code, errmsg_for(code)),
                 Answer::Named(n) => {
                     return match n.as_str() {
                         "http500" => Reply::Http(500),
@@ -380,19 +412,11 @@ impl Model {
                         _ => Reply::Hang,
                     };
                 }
-            };
-            if code != 0 {
-                answer(code, app);
-                record(
-                    &mut inner.records,
-                    inner.options.record_limit,
-                    rec(code, None, false),
-                );
-                return error(code, errmsg_for(code));
             }
         }
         let Some(raw) = raw else {
-            answer(47001, app);
+            // Counted but not recorded: there is no message to record.
+            count(app, 47001);
             return error(47001, errmsg_for(47001));
         };
         let faults = &inner.options.faults;
@@ -427,13 +451,7 @@ impl Model {
                     .then(|| (43101, errmsg_for(43101).to_owned()))
             });
         if let Some((code, errmsg)) = refusal {
-            answer(code, app);
-            record(
-                &mut inner.records,
-                inner.options.record_limit,
-                rec(code, None, false),
-            );
-            return error(code, &errmsg);
+            return answering.refuse(app, code, &errmsg);
         }
         // De-duplication on touser + client_msg_id within the window: the first msgid again.
         while let Some((t, _)) = app.dedup_order.front() {
@@ -447,24 +465,10 @@ impl Model {
             && let Some(&(msgid, _)) = app.dedup.get(&(touser.clone(), c.clone()))
         {
             app.stats.duplicates += 1;
-            answer(0, app);
-            record(
-                &mut inner.records,
-                inner.options.record_limit,
-                rec(0, Some(msgid), true),
-            );
-            return Reply::Json(
-                serde_json::json!({ "errcode": 0, "errmsg": "ok", "msgid": msgid }),
-            );
+            return answering.accept(app, msgid, true);
         }
         if app.quota_left == 0 {
-            answer(45009, app);
-            record(
-                &mut inner.records,
-                inner.options.record_limit,
-                rec(45009, None, false),
-            );
-            return error(45009, errmsg_for(45009));
+            return answering.refuse(app, 45009, errmsg_for(45009));
         }
         app.quota_left -= 1;
         let msgid = inner.next_msgid;
@@ -475,30 +479,36 @@ impl Model {
                 .push_back((now, (touser.clone(), c.clone())));
         }
         app.stats.accepted += 1;
-        answer(0, app);
         if let Some(target) = inner.callbacks.get(&appid)
             && kind.reports_delivery()
         {
-            let status = delivery_status(&inner.options.faults, &mut rng);
-            let created = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let _ = self.pushes.send(Queued {
-                push: Push {
-                    target: target.clone(),
-                    appid: appid.clone(),
-                    xml: event_xml(&appid, &touser, msgid, status, created),
-                },
-                at: tokio::time::Instant::now() + inner.options.report_delay,
-            });
+            self.queue_report(&inner.options, target, &appid, &touser, msgid);
         }
-        record(
-            &mut inner.records,
-            inner.options.record_limit,
-            rec(0, Some(msgid), false),
-        );
-        Reply::Json(serde_json::json!({ "errcode": 0, "errmsg": "ok", "msgid": msgid }))
+        answering.accept(app, msgid, false)
+    }
+
+    /// Queues the delivery report WeChat would push for an accepted send, `report_delay` on.
+    fn queue_report(
+        &self,
+        options: &SimOptions,
+        target: &CallbackTarget,
+        appid: &str,
+        touser: &str,
+        msgid: u64,
+    ) {
+        let status = delivery_status(&options.faults, &mut rand::rng());
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let _ = self.pushes.send(Queued {
+            push: Push {
+                target: target.clone(),
+                appid: appid.to_owned(),
+                xml: event_xml(appid, touser, msgid, status, created),
+            },
+            at: tokio::time::Instant::now() + options.report_delay,
+        });
     }
 
     pub fn stats(&self) -> SimStats {
