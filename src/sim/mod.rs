@@ -87,10 +87,6 @@ impl Simulator {
         Ok(Self { addr, model, stop })
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// The base URL to put in `wechat.base_url`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
