@@ -2,7 +2,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wxcourier::wechat::crypto::{Envelope, decode_aes_key};
+use wxcourier::types::decode_aes_key;
+use wxcourier::wechat::crypto::Envelope;
 
 fuzz_target!(|data: &[u8]| {
     let key = decode_aes_key("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG").unwrap();
