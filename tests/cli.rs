@@ -221,3 +221,44 @@ fn demo_says_how_to_start_rabbitmq_when_it_is_unreachable() {
         "{err}"
     );
 }
+
+/// Logs go to collectors (journald, `kubectl logs`, files), not terminals: no colour codes
+/// unless stderr is a terminal.
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    use std::io::Read;
+    let b = Binary::new(&unique_app("nocolour"), "http://127.0.0.1:1", "");
+    let mut child = b
+        .command("run")
+        .env("WXCOURIER_AMQP__URL", "amqp://guest:guest@127.0.0.1:1/%2f")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // Read until a warning about the unreachable broker is in, or the time is up.
+        while std::time::Instant::now() < deadline
+            && !String::from_utf8_lossy(&buf).contains("WARN")
+        {
+            match stderr.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf
+    });
+    let buf = reader.join();
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = String::from_utf8_lossy(&buf.unwrap()).into_owned();
+    assert!(text.contains("WARN"), "no warning logged:\n{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in piped logs:\n{text:?}"
+    );
+}
