@@ -9,11 +9,14 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::AppSettings;
+use crate::state::rate_lease::RateLease;
 use crate::state::{State, StateResult};
 
 /// One app's send rate: a bucket in this process, or one in Redis shared by every instance.
 pub struct AppLimiter {
     bucket: DefaultDirectRateLimiter,
+    /// This process's lease on the shared bucket, when the state is shared.
+    lease: RateLease,
     interval: Duration,
     burst: u32,
 }
@@ -27,6 +30,7 @@ impl AppLimiter {
             .allow_burst(burst);
         Self {
             bucket: RateLimiter::direct(quota),
+            lease: RateLease::new(period, burst.get()),
             interval: period,
             burst: burst.get(),
         }
@@ -36,7 +40,11 @@ impl AppLimiter {
     /// send, holding no connection.
     pub async fn until_ready(&self, app: &str, state: &State) -> StateResult<()> {
         match state.redis() {
-            Some(redis) => redis.rate_wait(app, self.interval, self.burst).await,
+            Some(redis) => {
+                self.lease
+                    .take(|want| redis.rate_grant(app, self.interval, self.burst, want))
+                    .await
+            }
             None => {
                 self.bucket.until_ready().await;
                 Ok(())

@@ -4,6 +4,7 @@
 
 pub mod health;
 pub mod memory;
+pub mod rate_lease;
 pub mod redis;
 
 use std::time::Duration;
