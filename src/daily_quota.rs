@@ -107,17 +107,18 @@ struct Told {
 
 impl Told {
     fn failure(&mut self, app: &str, endpoint: &'static str, e: &LookupError) {
-        match e {
-            LookupError::Refused { errcode, .. } => {
-                if self.refused.insert((endpoint, *errcode)) {
-                    tracing::warn!(app, endpoint, error = %e, "WeChat does not give this API's daily quota; its gauges stay unset (logged once)");
-                }
-            }
-            _ if !self.failing => {
-                self.failing = true;
-                tracing::warn!(app, endpoint, error = %e, "cannot read the daily quota; tried again at the next refresh");
-            }
-            _ => {}
+        let refused = matches!(e, LookupError::Refused { .. });
+        let first_time = match e {
+            LookupError::Refused { errcode, .. } => self.refused.insert((endpoint, *errcode)),
+            _ => !std::mem::replace(&mut self.failing, true),
+        };
+        if !first_time {
+            return;
+        }
+        if refused {
+            tracing::warn!(app, endpoint, error = %e, "WeChat does not give this API's daily quota; its gauges stay unset (logged once)");
+        } else {
+            tracing::warn!(app, endpoint, error = %e, "cannot read the daily quota; tried again at the next refresh");
         }
     }
 }
@@ -201,5 +202,12 @@ mod tests {
         told.failure("a", "/x", &refused);
         told.failure("a", "/y", &refused);
         assert_eq!(told.refused.len(), 2);
+        let down = LookupError::Call(crate::wechat::client::CallError::Timeout);
+        told.failure("a", "/x", &down);
+        assert!(
+            told.failing,
+            "a call failure is told until a quota is read again"
+        );
+        assert_eq!(told.refused.len(), 2, "and is no refusal");
     }
 }
