@@ -17,7 +17,10 @@ use tokio_util::task::TaskTracker;
 use crate::broker::topology::{self, TopologyError};
 use crate::broker::{self, Publisher};
 use crate::callback::{self, CallbackApp};
+use crate::catalog::{self, Catalog};
 use crate::config::Settings;
+use crate::daily_quota;
+use crate::job::{Job, Rejection};
 use crate::limiter::{AppLimiter, InFlight};
 use crate::metrics::{AppMetrics, Metrics};
 use crate::quota::QuotaGate;
@@ -26,6 +29,7 @@ use crate::state::State;
 use crate::telemetry::Health;
 use crate::wechat::client::WechatClient;
 use crate::wechat::errcode::Classifier;
+use crate::wechat::lookup::Lookup;
 use crate::wechat::shared_token::SharedTokenSource;
 use crate::wechat::token::{TokenKeeper, TokenSource, WechatTokenSource};
 
@@ -37,6 +41,8 @@ pub struct AppRuntime {
     pub keeper: TokenKeeper,
     pub limiter: AppLimiter,
     pub gate: QuotaGate,
+    /// The account's templates, when `apps.NAME.catalog` is on.
+    pub catalog: Option<Catalog>,
 }
 
 /// Everything the pipeline needs, built once per process.
@@ -105,6 +111,18 @@ impl Context {
                             .get_or_create(&Metrics::app(name))
                             .clone(),
                     ),
+                    catalog: app.catalog.then(|| {
+                        // The first fetch takes a token and a list call, each within the
+                        // timeout; jobs at start wait that long for it, no longer.
+                        Catalog::new(
+                            name,
+                            settings.wechat.timeout.0 * 2 + Duration::from_secs(1),
+                            metrics
+                                .catalog_templates
+                                .get_or_create(&Metrics::app(name))
+                                .clone(),
+                        )
+                    }),
                 };
                 (name.clone(), runtime)
             })
@@ -132,6 +150,52 @@ impl Context {
 
     fn app_names(&self) -> Vec<String> {
         self.apps.keys().cloned().collect()
+    }
+
+    /// Why `app`'s catalog refuses `job`, if it does (CONTRACT: rejected, never sent).
+    pub async fn catalog_refusal(&self, app: &str, job: &Job) -> Option<Rejection> {
+        let catalog = self.apps.get(app)?.catalog.as_ref()?;
+        let e = catalog.check(job).await.err()?;
+        Some(Rejection {
+            id: Some(job.id.clone()),
+            field: e.field,
+            rule: e.rule,
+            meta: job.meta.clone(),
+            kind: Some(job.kind.name()),
+        })
+    }
+
+    /// The WeChat lookups of `app`, with its token.
+    fn lookup(&self, app: &str) -> Lookup<'_> {
+        Lookup {
+            client: &self.client,
+            keeper: &self.app(app).keeper,
+            classifier: &self.classifier,
+        }
+    }
+}
+
+/// Starts the tasks that poll WeChat beside the sends, until `stop`: each catalog's keeper,
+/// and each app's quota gauges (unless `wechat.quota_refresh` is `0s`).
+fn spawn_lookups(ctx: &Arc<Context>, stop: &CancellationToken) {
+    for (name, app) in &ctx.settings.apps {
+        if ctx.app(name).catalog.is_some() {
+            let (ctx, stop, name) = (ctx.clone(), stop.clone(), name.clone());
+            let every = app.catalog_refresh.0;
+            tokio::spawn(async move {
+                let catalog = ctx.app(&name).catalog.as_ref().expect("checked above");
+                catalog::keeper::keep(catalog, ctx.lookup(&name), every, stop).await;
+            });
+        }
+        let every = ctx.settings.wechat.quota_refresh.0;
+        if !every.is_zero() {
+            let (ctx, stop, name) = (ctx.clone(), stop.clone(), name.clone());
+            let endpoints = daily_quota::endpoints(app);
+            tokio::spawn(async move {
+                let lookup = ctx.lookup(&name);
+                daily_quota::watch(&name, &endpoints, lookup, &ctx.metrics, every, stop).await;
+            });
+        }
     }
 }
 
@@ -165,6 +229,7 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) -> anyhow::Result<(
         let (ctx, stop) = (ctx.clone(), stop.clone());
         tokio::spawn(async move { ctx.state.watch(stop).await });
     }
+    spawn_lookups(&ctx, &stop);
     let mut delays = reconnect_backoff();
     let mut first = true;
     // The node of `amqp.url` to try first; after a loss, the next one in turn.

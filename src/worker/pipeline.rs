@@ -138,6 +138,9 @@ pub async fn process(ctx: &Context, incoming: Incoming<'_>) -> Step {
     };
     let step = if job.expired_at(OffsetDateTime::now_utc()) {
         Step::Finish(expired(incoming.app, &job, &state))
+    } else if let Some(rejection) = ctx.catalog_refusal(incoming.app, &job).await {
+        // Before the token is taken: a job its template cannot show costs no quota.
+        reject(incoming.app, &rejection, state)
     } else {
         send(ctx, &incoming, &job, &mut state, &claim).await
     };
