@@ -1,6 +1,6 @@
 //! The simulator's state and rules, free of HTTP: tokens, quotas, de-duplication, faults.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -12,8 +12,12 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
 use super::SimOptions;
-use super::push::{CallbackTarget, Push, PushCounts, Queued, event_xml};
-use crate::kinds::Kind;
+use super::push::{
+    CallbackTarget, Push, PushCounts, Queued, UserEvent, event_xml, sent_event_xml,
+    user_event_xml,
+};
+use crate::kinds::{DeliveryEvent, Kind};
+use crate::outcome::PreferenceStatus;
 
 /// How long WeChat remembers `touser` + `client_msg_id`.
 const DEDUP_WINDOW: Duration = Duration::from_secs(600);
@@ -38,9 +42,10 @@ pub struct Faults {
     pub hang: f64,
     /// Added to every request.
     pub latency_ms: u64,
-    /// Delivery reports that say `failed:user block`.
+    /// Delivery reports that say `failed:user block` (in a `subscribe_msg_sent_event`, with
+    /// `ErrorCode` 43101).
     pub report_blocked: f64,
-    /// Delivery reports that say `failed: system failed`.
+    /// Delivery reports that say `failed: system failed` (`ErrorCode` -1).
     pub report_failed: f64,
 }
 
@@ -96,9 +101,9 @@ pub struct SimStats {
     pub requests: u64,
     pub http_faults: u64,
     pub drops: u64,
-    /// Delivery reports the callback answered `success` to.
+    /// Pushes (delivery reports and user events) the callback answered `success` to.
     pub reports_delivered: u64,
-    /// Delivery reports given up on after three tries.
+    /// Pushes given up on after three tries.
     pub reports_failed: u64,
     pub apps: BTreeMap<String, AppStats>,
 }
@@ -131,6 +136,18 @@ struct Inner {
     http_faults: u64,
     drops: u64,
     callbacks: HashMap<String, CallbackTarget>,
+    /// (OpenID, template id) pairs the user refused in a popup or the settings: sends with
+    /// that template are answered 43101 until the user accepts it again.
+    refused_templates: HashSet<(String, String)>,
+}
+
+/// Why a user event was not pushed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserEventError {
+    #[error("no callback is set for appid {0}: set one with POST /sim/callback or --callback")]
+    NoCallback(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 pub struct Model {
@@ -206,6 +223,7 @@ impl Model {
                 http_faults: 0,
                 drops: 0,
                 callbacks,
+                refused_templates: HashSet::new(),
             }),
             started: Instant::now(),
             pushes,
@@ -342,6 +360,7 @@ impl Model {
                 .map(str::to_owned)
         };
         let touser = text("touser").unwrap_or_default();
+        let template_id = text("template_id").unwrap_or_default();
         let cmid = text("client_msg_id");
         let rec = |errcode: i64, msgid: Option<u64>, duplicate: bool| SendRecord {
             appid: appid.clone(),
@@ -420,11 +439,11 @@ impl Model {
                 }
             })
             .or_else(|| {
-                inner
-                    .options
-                    .refusing
-                    .contains(&touser)
-                    .then(|| (43101, errmsg_for(43101).to_owned()))
+                let refused = inner.options.refusing.contains(&touser)
+                    || inner
+                        .refused_templates
+                        .contains(&(touser.clone(), template_id.clone()));
+                refused.then(|| (43101, errmsg_for(43101).to_owned()))
             });
         if let Some((code, errmsg)) = refusal {
             answer(code, app);
@@ -476,19 +495,28 @@ impl Model {
         }
         app.stats.accepted += 1;
         answer(0, app);
-        if let Some(target) = inner.callbacks.get(&appid)
-            && kind.reports_delivery()
-        {
-            let status = delivery_status(&inner.options.faults, &mut rng);
-            let created = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
+        if let Some(target) = inner.callbacks.get(&appid) {
+            let (errcode, status) = delivery_result(&inner.options.faults, &mut rng);
+            let created = unix_now();
+            let xml = match kind.delivery_event() {
+                DeliveryEvent::TemplateSendJobFinish => {
+                    event_xml(&appid, &touser, msgid, status, created)
+                }
+                DeliveryEvent::SubscribeMsgSent => sent_event_xml(
+                    &appid,
+                    &touser,
+                    &template_id,
+                    msgid,
+                    errcode,
+                    status,
+                    created,
+                ),
+            };
             let _ = self.pushes.send(Queued {
                 push: Push {
                     target: target.clone(),
                     appid: appid.clone(),
-                    xml: event_xml(&appid, &touser, msgid, status, created),
+                    xml,
                 },
                 at: tokio::time::Instant::now() + inner.options.report_delay,
             });
@@ -556,6 +584,51 @@ impl Model {
         };
     }
 
+    /// Pushes `event` from `touser` to `appid`'s callback at once. A template refused in it is
+    /// refused from then on (sends with it answer 43101), and one accepted is sent again.
+    pub fn user_event(
+        &self,
+        appid: &str,
+        touser: &str,
+        event: UserEvent,
+    ) -> Result<(), UserEventError> {
+        if !is_openid(touser) {
+            return Err(UserEventError::Invalid(format!(
+                "touser {touser:?} is not an OpenID (28 characters of A-Z a-z 0-9 _ - starting with o)"
+            )));
+        }
+        if let Some(bad) = event
+            .decisions()
+            .iter()
+            .find(|d| !is_template_id(&d.template_id))
+        {
+            return Err(UserEventError::Invalid(format!(
+                "template_id {:?} is not 1-128 of A-Z a-z 0-9 _ -",
+                bad.template_id
+            )));
+        }
+        let mut inner = self.inner.lock();
+        let Some(target) = inner.callbacks.get(appid).cloned() else {
+            return Err(UserEventError::NoCallback(appid.to_owned()));
+        };
+        for d in event.decisions() {
+            let pair = (touser.to_owned(), d.template_id.clone());
+            match d.status {
+                PreferenceStatus::Reject => inner.refused_templates.insert(pair),
+                PreferenceStatus::Accept => inner.refused_templates.remove(&pair),
+            };
+        }
+        let _ = self.pushes.send(Queued {
+            push: Push {
+                target,
+                appid: appid.to_owned(),
+                xml: user_event_xml(appid, touser, &event, unix_now()),
+            },
+            at: tokio::time::Instant::now(),
+        });
+        Ok(())
+    }
+
     pub fn set_refusing(&self, touser: &str, refusing: bool) {
         let mut inner = self.inner.lock();
         if refusing {
@@ -583,16 +656,32 @@ impl Model {
     }
 }
 
-/// What the delivery report of an accepted send says, by the configured shares.
-fn delivery_status(faults: &Faults, rng: &mut impl RngExt) -> &'static str {
+/// What the delivery report of an accepted send says, by the configured shares: the code a
+/// `subscribe_msg_sent_event` carries and the status text both events carry. WeChat documents
+/// only `ErrorCode` 0 (success); the failure codes are the simulator's own.
+fn delivery_result(faults: &Faults, rng: &mut impl RngExt) -> (i64, &'static str) {
     let roll: f64 = rng.random();
     if roll < faults.report_blocked {
-        "failed:user block"
+        (43101, "failed:user block")
     } else if roll < faults.report_blocked + faults.report_failed {
-        "failed: system failed"
+        (-1, "failed: system failed")
     } else {
-        "success"
+        (0, "success")
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A template id as CONTRACT §1 has it: 1-128 of `[A-Za-z0-9_-]`.
+fn is_template_id(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The simulator's idea of a real OpenID: 28 characters of `[A-Za-z0-9_-]` starting with `o`.
