@@ -329,8 +329,7 @@ impl Results {
     /// Reads until there are `sends` outcomes, `reports` delivery reports and `users`
     /// preference or follow reports, or nothing came for 20 s.
     async fn read(&mut self, tap: &mut ResultsTap, sends: usize, reports: usize, users: usize) {
-        while self.sends.len() < sends || self.reports.len() < reports || self.users.len() < users
-        {
+        while self.sends.len() < sends || self.reports.len() < reports || self.users.len() < users {
             let Some(v) = tap.next(Duration::from_secs(20)).await else {
                 return;
             };

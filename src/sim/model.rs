@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::SimOptions;
 use super::push::{
-    CallbackTarget, Push, PushCounts, Queued, UserEvent, event_xml, sent_event_xml,
-    user_event_xml,
+    CallbackTarget, Push, PushCounts, Queued, UserEvent, event_xml, sent_event_xml, user_event_xml,
 };
 use crate::kinds::{DeliveryEvent, Kind};
 use crate::outcome::PreferenceStatus;
