@@ -323,4 +323,25 @@ mod tests {
         assert_eq!(m.items[0]["A"], "1");
         assert!(!m.items[0].contains_key("B") && !m.items[0].contains_key("C"));
     }
+
+    #[test]
+    fn what_is_read_is_never_larger_than_the_body() {
+        // The fuzz target's check (fuzz/fuzz_targets/callback_xml.rs) on this file's samples.
+        for text in [
+            POPUP,
+            "<xml><A>a &amp; b &#x41;&#66;</A></xml>",
+            "<xml><W><List><A>a &lt;&#x42;&gt;</A></List><List/></W></xml>",
+        ] {
+            let message = message(text).unwrap();
+            assert!(message.items.len() <= MAX_LIST_ITEMS);
+            let fields: usize = message.fields.iter().map(|(k, v)| k.len() + v.len()).sum();
+            let items: usize = message
+                .items
+                .iter()
+                .flatten()
+                .map(|(k, v)| k.len() + v.len())
+                .sum();
+            assert!(fields + items <= text.len(), "{text}");
+        }
+    }
 }

@@ -855,4 +855,112 @@ mod tests {
         assert_eq!(send(&m, &t, "x")["errcode"], 42001);
         assert_eq!(send(&m, "nope", "x")["errcode"], 40001);
     }
+
+    fn target() -> CallbackTarget {
+        CallbackTarget {
+            url: "http://127.0.0.1:9/cb".into(),
+            token: "t".into(),
+            aes_key: None,
+        }
+    }
+
+    fn reject(template_id: &str, status: PreferenceStatus) -> UserEvent {
+        UserEvent::SubscribeMsgChangeEvent {
+            templates: vec![super::super::push::Decision {
+                template_id: template_id.into(),
+                status,
+                scene: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn each_kind_pushes_its_own_result_event_after_an_accepted_send() {
+        let (m, mut queue, _) = Model::new(SimOptions::default());
+        m.set_callback("wx0000000000000000", Some(target()));
+        let t = token(&m, true);
+        let msgid = send(&m, &t, "a")["msgid"].as_u64().unwrap();
+        let template = queue.try_recv().unwrap().push.xml;
+        assert!(template.contains("TEMPLATESENDJOBFINISH"), "{template}");
+        assert!(template.contains(&format!("<MsgID>{msgid}</MsgID>")));
+        let body = serde_json::json!({"touser": USER, "template_id": "tplA", "data": {"thing1": {"value": "ok"}}});
+        let kind = crate::kinds::by_name("subscribe").unwrap();
+        let Reply::Json(v) = m.send(kind, Some(&t), &serde_json::to_vec(&body).unwrap()) else {
+            panic!()
+        };
+        let sent = queue.try_recv().unwrap().push.xml;
+        let item = crate::callback::xml::message(&sent).unwrap();
+        assert_eq!(item.fields["Event"], "subscribe_msg_sent_event");
+        assert_eq!(item.items.len(), 1);
+        assert_eq!(item.items[0]["MsgID"], v["msgid"].to_string());
+        assert_eq!(
+            (
+                item.items[0]["TemplateId"].as_str(),
+                item.items[0]["ErrorCode"].as_str()
+            ),
+            ("tplA", "0")
+        );
+    }
+
+    #[test]
+    fn a_template_refused_in_a_user_event_is_answered_43101_until_accepted() {
+        let (m, mut queue, _) = Model::new(SimOptions::default());
+        let t = token(&m, true);
+        assert_eq!(
+            m.user_event(
+                "wx0000000000000000",
+                USER,
+                reject("t", PreferenceStatus::Reject)
+            ),
+            Err(UserEventError::NoCallback("wx0000000000000000".into()))
+        );
+        m.set_callback("wx0000000000000000", Some(target()));
+        m.user_event(
+            "wx0000000000000000",
+            USER,
+            reject("t", PreferenceStatus::Reject),
+        )
+        .unwrap();
+        let pushed = queue.try_recv().unwrap().push.xml;
+        assert!(pushed.contains("subscribe_msg_change_event") && pushed.contains("reject"));
+        assert_eq!(send(&m, &t, "r1")["errcode"], 43101);
+        // Another template, and the same template to another user, are sent.
+        let other =
+            serde_json::json!({"touser": USER, "template_id": "u", "data": {"k": {"value": "v"}}});
+        let Reply::Json(v) = m.send(
+            crate::kinds::default_kind(),
+            Some(&t),
+            &serde_json::to_vec(&other).unwrap(),
+        ) else {
+            panic!()
+        };
+        assert_eq!(v["errcode"], 0);
+        m.user_event(
+            "wx0000000000000000",
+            USER,
+            reject("t", PreferenceStatus::Accept),
+        )
+        .unwrap();
+        assert_eq!(send(&m, &t, "r2")["errcode"], 0);
+        // Follows push, and change no answer.
+        m.user_event("wx0000000000000000", USER, UserEvent::Unsubscribe)
+            .unwrap();
+        assert_eq!(send(&m, &t, "r3")["errcode"], 0);
+        for bad_user in ["oShort", "", "x"] {
+            assert!(matches!(
+                m.user_event("wx0000000000000000", bad_user, UserEvent::Subscribe),
+                Err(UserEventError::Invalid(_))
+            ));
+        }
+        for bad_template in ["", "a]]>b", &"t".repeat(129)] {
+            assert!(matches!(
+                m.user_event(
+                    "wx0000000000000000",
+                    USER,
+                    reject(bad_template, PreferenceStatus::Reject)
+                ),
+                Err(UserEventError::Invalid(_))
+            ));
+        }
+    }
 }
