@@ -1,6 +1,6 @@
 //! State shared by the pipeline: idempotency (which ids were sent, and as which msgid),
-//! msgid → job for delivery reports, and report de-duplication. In memory for one instance,
-//! or in Redis for many.
+//! msgid → job for delivery reports, and de-duplication of reports (by MsgID) and of pushed
+//! user events (by a key naming the event). In memory for one instance, or in Redis for many.
 
 pub mod health;
 pub mod memory;
@@ -222,6 +222,25 @@ impl State {
             State::Memory(m, _) => m.forget_report(app, msgid),
             State::Redis(r) => {
                 let _ = r.forget_report(app, msgid).await;
+            }
+        }
+    }
+
+    /// Records a pushed event that has no MsgID, named by `key` (its user, time, event and
+    /// subject); false when it was seen before (WeChat retries).
+    pub async fn first_event(&self, app: &str, key: &str) -> StateResult<bool> {
+        match self {
+            State::Memory(m, _) => Ok(m.first_event(app, key)),
+            State::Redis(r) => r.first_event(app, key).await,
+        }
+    }
+
+    /// Undoes [`State::first_event`] when the event's report could not be published.
+    pub async fn forget_event(&self, app: &str, key: &str) {
+        match self {
+            State::Memory(m, _) => m.forget_event(app, key),
+            State::Redis(r) => {
+                let _ = r.forget_event(app, key).await;
             }
         }
     }
