@@ -9,7 +9,7 @@ use crate::broker::orphans::{self, ManagementApi};
 use crate::broker::topology;
 use crate::config::Settings;
 use crate::config::TokenMode;
-use crate::state::State;
+use crate::state::{State, StateError};
 use crate::wechat::client::WechatClient;
 
 pub async fn run(args: ConfigArg) -> ExitCode {
@@ -124,8 +124,7 @@ async fn report_orphans(settings: &Settings, conn: &lapin::Connection) {
 }
 
 /// Reaches the shared state (Redis), over TLS for `rediss://`.
-async fn check_state(settings: &crate::config::StateSettings) -> Result<(), String> {
+async fn check_state(settings: &crate::config::StateSettings) -> Result<(), StateError> {
     let state = State::from_settings(settings, Duration::from_secs(60))?;
-    let redis = state.redis().ok_or("state.url is not Redis")?;
-    redis.ping().await.map_err(|e| e.to_string())
+    state.ping().await
 }

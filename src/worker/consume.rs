@@ -201,7 +201,7 @@ impl AppConsumer {
         // Boxed: many jobs at once wait inside `process` for a WeChat slot, and each spawned
         // task is as large as its largest state. Kept inline, the publishing below would make
         // every waiting task carry room for it too (massif: 6.8 KiB a task instead of 2).
-        let step = Box::pin(process(&self.ctx, incoming)).await;
+        let step = Box::pin(process(&self.ctx.pipeline, incoming)).await;
         drop(deciding);
         let settled = Box::pin(self.settle(&delivery, &step)).await;
         let metrics = &self.ctx.metrics;

@@ -1,7 +1,9 @@
 //! The worker daemon: builds the pipeline's context, then keeps a broker session alive —
 //! connect, declare, consume every app — reconnecting with backoff until told to stop.
 
+pub mod clock;
 mod consume;
+pub mod deps;
 mod peers;
 pub mod pipeline;
 
@@ -18,38 +20,19 @@ use crate::broker::topology::{self, TopologyError};
 use crate::broker::{self, Publisher};
 use crate::callback::{self, CallbackApp};
 use crate::config::Settings;
-use crate::limiter::{AppLimiter, InFlight};
-use crate::metrics::{AppMetrics, Metrics};
-use crate::quota::QuotaGate;
-use crate::retry::Schedule;
+use crate::metrics::Metrics;
 use crate::state::State;
 use crate::telemetry::Health;
-use crate::wechat::client::WechatClient;
-use crate::wechat::errcode::Classifier;
-use crate::wechat::shared_token::SharedTokenSource;
-use crate::wechat::token::{TokenKeeper, TokenSource, WechatTokenSource};
 
+pub use deps::{AppDeps, Deps, Live, Seams};
 pub use pipeline::{Incoming, Outlet, Step, Wait, process};
 
-/// One configured app at run time.
-pub struct AppRuntime {
-    pub metrics: AppMetrics,
-    pub keeper: TokenKeeper,
-    pub limiter: AppLimiter,
-    pub gate: QuotaGate,
-}
-
-/// Everything the pipeline needs, built once per process.
+/// Everything the worker needs, built once per process.
 pub struct Context {
     pub settings: Settings,
-    pub schedule: Schedule,
-    pub classifier: Classifier,
-    pub client: WechatClient,
-    pub apps: HashMap<String, AppRuntime>,
+    /// What the pipeline reads and calls.
+    pub pipeline: Deps,
     pub state: Arc<State>,
-    /// How long a claim on a job id lasts without being renewed.
-    pub claim_ttl: Duration,
-    pub in_flight: InFlight,
     pub health: Health,
     pub metrics: Arc<Metrics>,
     /// Apps that receive WeChat's pushes, by name.
@@ -60,63 +43,12 @@ pub struct Context {
 
 impl Context {
     pub fn new(settings: Settings) -> anyhow::Result<Self> {
-        let client = WechatClient::new(&settings.wechat.base_url, settings.wechat.timeout.0)?;
         let metrics = Arc::new(Metrics::new());
-        // A claim is renewed right before the send once it has aged a third of this, so it
-        // outlives the call and the record that follows; it lapses if its holder dies, so a
-        // redelivered job waits behind it for about this long at most.
-        let in_flight_ttl = settings.wechat.timeout.0 * 3 + Duration::from_secs(30);
-        let state =
-            State::from_settings(&settings.state, in_flight_ttl).map_err(|e| anyhow::anyhow!(e))?;
+        let state = State::from_settings(&settings.state, deps::claim_ttl(&settings))?;
         let state = Arc::new(state);
-        let apps = settings
-            .apps
-            .iter()
-            .map(|(name, app)| {
-                let source = WechatTokenSource {
-                    client: client.clone(),
-                    appid: app.appid.clone(),
-                    secret: app.secret.clone(),
-                    mode: app.token_mode,
-                    fetched: metrics
-                        .token_refreshes
-                        .get_or_create(&Metrics::app(name))
-                        .clone(),
-                };
-                // With Redis, every instance shares one token (and one refresh).
-                let source: Box<dyn TokenSource> = if state.redis().is_some() {
-                    Box::new(SharedTokenSource {
-                        app: name.clone(),
-                        wechat: source,
-                        state: state.clone(),
-                    })
-                } else {
-                    Box::new(source)
-                };
-                let runtime = AppRuntime {
-                    metrics: AppMetrics::new(metrics.clone(), name),
-                    keeper: TokenKeeper::new(source),
-                    limiter: AppLimiter::new(app),
-                    gate: QuotaGate::new(
-                        name,
-                        Schedule::new(&settings.retry),
-                        metrics
-                            .app_paused
-                            .get_or_create(&Metrics::app(name))
-                            .clone(),
-                    ),
-                };
-                (name.clone(), runtime)
-            })
-            .collect();
         Ok(Self {
-            schedule: Schedule::new(&settings.retry),
-            classifier: Classifier::from_settings(&settings.wechat),
-            in_flight: InFlight::new(settings.wechat.max_in_flight),
-            client,
-            apps,
+            pipeline: Deps::live(&settings, state.clone(), metrics.clone())?,
             state,
-            claim_ttl: in_flight_ttl,
             health: Health::default(),
             metrics,
             callbacks: callback::apps_from(&settings),
@@ -125,13 +57,13 @@ impl Context {
         })
     }
 
-    /// The runtime of a configured app. Deliveries only come from configured apps' queues.
-    pub fn app(&self, name: &str) -> &AppRuntime {
-        &self.apps[name]
+    /// A configured app. Deliveries only come from configured apps' queues.
+    pub fn app(&self, name: &str) -> &AppDeps {
+        self.pipeline.app(name)
     }
 
-    fn app_names(&self) -> Vec<String> {
-        self.apps.keys().cloned().collect()
+    pub fn app_names(&self) -> Vec<String> {
+        self.pipeline.apps.keys().cloned().collect()
     }
 }
 
@@ -215,7 +147,8 @@ async fn session(
         .await
         .map_err(SessionError::Broker)?;
     *node = connected;
-    let legacy = topology::declare_all(&conn, &ctx.app_names(), ctx.schedule.tiers()).await?;
+    let legacy =
+        topology::declare_all(&conn, &ctx.app_names(), ctx.pipeline.schedule.tiers()).await?;
     for queue in legacy {
         tracing::warn!("{queue}");
     }
@@ -248,10 +181,10 @@ async fn session(
         )),
         Err(_) => tokio::spawn(async {}),
     };
-    // With memory state, another consumer on our queues means a second rate and a second
-    // idempotency store: say so.
-    let peers = match ctx.state.redis() {
-        None => match conn.create_channel().await {
+    // With state for one instance, another consumer on our queues means a second rate and a
+    // second idempotency store: say so.
+    let peers = match ctx.state.capabilities().shared_ids {
+        false => match conn.create_channel().await {
             Ok(channel) => Some(tokio::spawn(peers::watch(
                 ctx.clone(),
                 channel,
@@ -259,10 +192,10 @@ async fn session(
             ))),
             Err(_) => None,
         },
-        Some(_) => None,
+        true => None,
     };
     ctx.health.set_ready(true);
-    tracing::info!(apps = ctx.apps.len(), "consuming");
+    tracing::info!(apps = ctx.pipeline.apps.len(), "consuming");
     let ended = tokio::select! {
         _ = stop.cancelled() => Ok(()),
         Some(first) = consumers.join_next() => Err(SessionError::Broker(match first {
