@@ -52,7 +52,10 @@ pub trait Idempotency: Send + Sync {
 /// One access token per app for every instance, and the lock that makes its refresh happen once.
 pub trait SharedTokens: Send + Sync {
     /// The shared token and how long the store keeps it.
-    fn token(&self, app: &str) -> impl Future<Output = StateResult<Option<(Secret, Duration)>>> + Send;
+    fn token(
+        &self,
+        app: &str,
+    ) -> impl Future<Output = StateResult<Option<(Secret, Duration)>>> + Send;
     fn store_token(
         &self,
         app: &str,
@@ -67,7 +70,11 @@ pub trait SharedTokens: Send + Sync {
         hold: Duration,
     ) -> impl Future<Output = StateResult<bool>> + Send;
     /// Drops the refresh lock if `holder` still holds it.
-    fn unlock_refresh(&self, app: &str, holder: &str) -> impl Future<Output = StateResult<()>> + Send;
+    fn unlock_refresh(
+        &self,
+        app: &str,
+        holder: &str,
+    ) -> impl Future<Output = StateResult<()>> + Send;
 }
 
 /// One send-rate bucket per app for every instance.

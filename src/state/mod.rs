@@ -5,6 +5,8 @@
 
 pub mod capability;
 pub mod error;
+#[cfg(test)]
+pub mod fakes;
 pub mod health;
 pub mod memory;
 pub mod redis;
@@ -14,9 +16,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-pub use capability::{
-    Capabilities, Idempotency, RateShare, SharedRate, SharedTokens, TokenShare,
-};
+pub use capability::{Capabilities, Idempotency, RateShare, SharedRate, SharedTokens, TokenShare};
 pub use error::{StateError, StateResult};
 pub use health::StateHealth;
 pub use memory::MemoryState;
@@ -76,9 +76,8 @@ pub struct SentJob {
 /// Reads `state.ca_file`: a PEM file with at least one certificate (an empty trust store would
 /// only fail later, at every handshake, with a vaguer error).
 fn read_ca(path: &str) -> StateResult<Vec<u8>> {
-    let pem = std::fs::read(path).map_err(|e| {
-        StateError::Settings(format!("cannot read state.ca_file {path}: {e}"))
-    })?;
+    let pem = std::fs::read(path)
+        .map_err(|e| StateError::Settings(format!("cannot read state.ca_file {path}: {e}")))?;
     if !pem
         .windows(b"-----BEGIN CERTIFICATE-----".len())
         .any(|w| w == b"-----BEGIN CERTIFICATE-----")

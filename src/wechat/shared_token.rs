@@ -83,3 +83,92 @@ impl<T: SharedTokens, W: TokenSource> TokenSource for SharedTokenSource<T, W> {
         Box::pin(self.fetch_shared(stale))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::state::fakes::FakeSharedTokens;
+
+    /// WeChat, as far as the shared source sees it: a new token per fetch.
+    #[derive(Default)]
+    struct Wechat(AtomicUsize);
+
+    impl TokenSource for Arc<Wechat> {
+        fn fetch<'a>(
+            &'a self,
+            _stale: Option<&'a Secret>,
+        ) -> BoxFuture<'a, Result<Grant, TokenError>> {
+            Box::pin(async move {
+                let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+                Ok(Grant {
+                    token: Secret::new(format!("w{n}")),
+                    expires_in: Duration::from_secs(7200),
+                })
+            })
+        }
+    }
+
+    fn instance(
+        shared: &Arc<FakeSharedTokens>,
+        wechat: &Arc<Wechat>,
+    ) -> SharedTokenSource<Arc<FakeSharedTokens>, Arc<Wechat>> {
+        SharedTokenSource {
+            app: "a".into(),
+            shared: shared.clone(),
+            wechat: wechat.clone(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_token_is_replaced_once_for_every_instance() {
+        let (shared, wechat) = (Arc::default(), Arc::default());
+        let (one, two) = (instance(&shared, &wechat), instance(&shared, &wechat));
+        let first = one.fetch(None).await.unwrap().token;
+        assert_eq!(
+            two.fetch(None).await.unwrap().token.expose(),
+            first.expose()
+        );
+        let second = one.fetch(Some(&first)).await.unwrap().token;
+        assert_ne!(second.expose(), first.expose());
+        // The other instance reports the same refused token: it gets the replacement.
+        assert_eq!(
+            two.fetch(Some(&first)).await.unwrap().token.expose(),
+            second.expose()
+        );
+        assert_eq!(wechat.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_outage_is_a_state_error_and_never_reaches_wechat() {
+        let (shared, wechat) = (Arc::<FakeSharedTokens>::default(), Arc::default());
+        shared.down.store(true, Ordering::SeqCst);
+        let err = instance(&shared, &wechat).fetch(None).await.unwrap_err();
+        assert!(matches!(err, TokenError::State(_)), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("shared state"), "{text}");
+        assert!(!text.contains("WeChat"), "{text}");
+        assert_eq!(wechat.0.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_lock_nobody_lets_go_ends_in_a_state_error() {
+        let (shared, wechat) = (Arc::<FakeSharedTokens>::default(), Arc::default());
+        assert!(
+            shared
+                .lock_refresh("a", "another instance", Duration::from_secs(3600))
+                .await
+                .unwrap()
+        );
+        let started = tokio::time::Instant::now();
+        let err = instance(&shared, &wechat).fetch(None).await.unwrap_err();
+        assert!(
+            matches!(err, TokenError::State(StateError::LockHeld(_))),
+            "{err:?}"
+        );
+        assert!(started.elapsed() >= LOCK_HOLD * 2);
+        assert_eq!(wechat.0.load(Ordering::SeqCst), 0);
+    }
+}

@@ -66,9 +66,6 @@ mod tests {
         assert_eq!(clock.now(), start);
         tokio::time::sleep(Duration::from_secs(90)).await;
         assert_eq!(clock.now(), start + Duration::from_secs(90));
-        assert_eq!(
-            clock.now_ms(),
-            (start.unix_timestamp() as u64 + 90) * 1000
-        );
+        assert_eq!(clock.now_ms(), (start.unix_timestamp() as u64 + 90) * 1000);
     }
 }

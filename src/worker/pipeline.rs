@@ -249,7 +249,11 @@ impl<S: Seams> Turn<'_, S> {
         let clock = &self.deps.clock;
         let mut state = *state;
         state.first_try_ms.get_or_insert_with(|| clock.now_ms());
-        match self.deps.schedule.after_pause(&state, clock.now_ms(), after) {
+        match self
+            .deps
+            .schedule
+            .after_pause(&state, clock.now_ms(), after)
+        {
             Next::RetryAfter(after) => Step::Retry { after, state, wait },
             Next::GiveUp(why) => {
                 let why = match wait {
@@ -346,10 +350,7 @@ impl<S: Seams> Turn<'_, S> {
             TokenError::Call(_) => (NO_TOKEN, None),
             TokenError::State(_) => (STATE_DOWN, None),
         };
-        let wait = app
-            .keeper
-            .backing_off()
-            .unwrap_or(deps.schedule.tiers()[0]);
+        let wait = app.keeper.backing_off().unwrap_or(deps.schedule.tiers()[0]);
         let pause = app.gate.pause_for(wait, why);
         tracing::error!(app = self.name, error = %e, retry_in = ?pause, "cannot get an access token; the app is paused");
         self.later(state, None, seen, pause, Wait::NotNow(why))
@@ -367,7 +368,9 @@ impl<S: Seams> Turn<'_, S> {
         let body = Bytes::from(job.wechat_body());
         let mut refreshed_for_this_job = false;
         loop {
-            state.first_try_ms.get_or_insert_with(|| deps.clock.now_ms());
+            state
+                .first_try_ms
+                .get_or_insert_with(|| deps.clock.now_ms());
             let waiting = Instant::now();
             if app.rate.until_ready().await.is_err() {
                 // Without the shared bucket the rate cannot be kept.
