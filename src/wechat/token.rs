@@ -21,7 +21,7 @@ pub trait TokenSource: Send + Sync {
 
 /// Fetches from WeChat in the app's token mode.
 pub struct WechatTokenSource<W> {
-    pub api: W,
+    pub client: W,
     pub appid: String,
     pub secret: Secret,
     pub mode: TokenMode,
@@ -33,7 +33,9 @@ impl<W: WechatApi> TokenSource for WechatTokenSource<W> {
     fn fetch<'a>(&'a self, _stale: Option<&'a Secret>) -> BoxFuture<'a, Result<Grant, TokenError>> {
         Box::pin(async move {
             self.fetched.inc();
-            self.api.token(&self.appid, &self.secret, self.mode).await
+            self.client
+                .token(&self.appid, &self.secret, self.mode)
+                .await
         })
     }
 }

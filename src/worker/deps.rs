@@ -156,7 +156,7 @@ fn token_source(
     metrics: &Metrics,
 ) -> Box<dyn TokenSource> {
     let source = WechatTokenSource {
-        api: wechat.clone(),
+        client: wechat.clone(),
         appid: app.appid.clone(),
         secret: app.secret.clone(),
         mode: app.token_mode,

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::topology::{self, TopologyError};
-use crate::broker::{self, Publisher};
+use crate::broker::{self, BrokerError, Publisher};
 use crate::callback::{self, CallbackApp};
 use crate::config::Settings;
 use crate::metrics::Metrics;
@@ -72,8 +72,10 @@ impl Context {
 enum SessionError {
     #[error(transparent)]
     Topology(#[from] TopologyError),
-    #[error("{0}")]
-    Broker(String),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("a consumer task ended: {0}")]
+    ConsumerEnded(String),
 }
 
 impl SessionError {
@@ -143,9 +145,8 @@ async fn session(
     stop: &CancellationToken,
     node: &mut usize,
 ) -> Result<(), SessionError> {
-    let (conn, connected) = broker::connect_from(&ctx.settings.amqp, "wxcourier worker", *node)
-        .await
-        .map_err(SessionError::Broker)?;
+    let (conn, connected) =
+        broker::connect_from(&ctx.settings.amqp, "wxcourier worker", *node).await?;
     *node = connected;
     let legacy =
         topology::declare_all(&conn, &ctx.app_names(), ctx.pipeline.schedule.tiers()).await?;
@@ -154,7 +155,7 @@ async fn session(
     }
     let publisher = Publisher::open(&conn, ctx.settings.amqp.publish_timeout.0)
         .await
-        .map_err(|e| SessionError::Broker(e.to_string()))?;
+        .map_err(|e| BrokerError::channel("opening the publishing channel", e))?;
     let consumers_stop = stop.child_token();
     let jobs = TaskTracker::new();
     let mut consumers = JoinSet::new();
@@ -169,7 +170,7 @@ async fn session(
         let conn_channel = conn
             .create_channel()
             .await
-            .map_err(|e| SessionError::Broker(e.to_string()))?;
+            .map_err(|e| BrokerError::channel("opening a consumer channel", e))?;
         consumers.spawn(consumer.run(conn_channel));
     }
     *ctx.results.write() = Some(publisher.clone());
@@ -198,16 +199,14 @@ async fn session(
     tracing::info!(apps = ctx.pipeline.apps.len(), "consuming");
     let ended = tokio::select! {
         _ = stop.cancelled() => Ok(()),
-        Some(first) = consumers.join_next() => Err(SessionError::Broker(match first {
-            Ok(Err(e)) => e,
-            Ok(Ok(())) => "a consumer stopped".into(),
-            Err(e) => format!("a consumer task failed: {e}"),
-        })),
+        Some(first) = consumers.join_next() => Err(match first {
+            Ok(Err(e)) => SessionError::Broker(e),
+            Ok(Ok(())) => SessionError::ConsumerEnded("it stopped".into()),
+            Err(e) => SessionError::ConsumerEnded(e.to_string()),
+        }),
         // Without its publisher no outcome can be published, so nothing may be sent: start
         // a new session (readiness is off until then).
-        _ = publisher_lost(&publisher) => Err(SessionError::Broker(
-            "the publishing channel was closed by the broker".into(),
-        )),
+        _ = publisher_lost(&publisher) => Err(BrokerError::PublisherClosed.into()),
     };
     ctx.health.set_ready(false);
     *ctx.results.write() = None;
@@ -302,6 +301,7 @@ mod tests {
         });
         assert!(clash.needs_a_person());
         assert!(!slow.needs_a_person());
-        assert!(!SessionError::Broker("connection lost".into()).needs_a_person());
+        let lost = BrokerError::Unreachable("connection reset".into());
+        assert!(!SessionError::Broker(lost).needs_a_person());
     }
 }

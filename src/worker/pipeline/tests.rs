@@ -835,3 +835,48 @@ async fn a_token_that_cannot_be_had_pauses_the_app_for_the_keepers_backoff() {
     assert!(matches!(step, Step::Retry { .. }), "{step:?}");
     assert_eq!(w.wechat.token_fetches(), 1);
 }
+
+/// Log lines, as the `fmt` layer writes them.
+#[derive(Clone, Default)]
+struct Log(std::sync::Arc<parking_lot::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shared_state_outage_reads_as_state_in_the_log_and_the_outcome() {
+    let log = Log::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer({
+            let log = log.clone();
+            move || log.clone()
+        })
+        .finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
+    let w = World::new(Setup {
+        shared_tokens: Some(false),
+        ..Setup::default()
+    });
+    let Step::Finish(o) = w.process(&body(template("outage")), too_old()).await else {
+        panic!("past max_age: failed")
+    };
+    let error = o.error.unwrap_or_default();
+    assert!(error.starts_with("shared state is unavailable;"), "{error}");
+    let logged = String::from_utf8(log.0.lock().clone()).unwrap();
+    assert!(
+        logged.contains("cannot get an access token")
+            && logged.contains("shared state (Redis) is unavailable"),
+        "{logged}"
+    );
+    assert!(!logged.contains("WeChat"), "{logged}");
+    assert!(w.wechat.received().is_empty() && w.wechat.token_fetches() == 0);
+}

@@ -198,7 +198,7 @@ impl World {
         setup.sends.into_iter().for_each(|s| wechat.answer(s));
         wechat.tokens.lock().extend(setup.tokens);
         let from_wechat = WechatTokenSource {
-            api: wechat.clone(),
+            client: wechat.clone(),
             appid: "wx0000000000000000".into(),
             secret: Secret::new("secret"),
             mode: TokenMode::Stable,
