@@ -20,9 +20,12 @@ pub enum BrokerError {
     /// Every node of a list failed, each named by place and address.
     #[error("no RabbitMQ node answered ({})", .0.join("; "))]
     NoNode(Vec<String>),
-    /// An AMQP operation on an open connection failed (`op` names it, e.g. `basic.qos`).
-    #[error("{op} failed: {reason}")]
-    Channel { op: &'static str, reason: String },
+    /// An operation on an open connection failed; `op` says what was being done.
+    #[error("{op}: {reason}")]
+    Channel { op: String, reason: String },
+    /// An operation got no answer in time.
+    #[error("{op}: no answer from RabbitMQ in {}s", .after.as_secs())]
+    NoAnswer { op: String, after: Duration },
     #[error("consumer of {app} failed: {reason}")]
     ConsumerFailed { app: String, reason: String },
     #[error("consumer of {app} was closed by the broker")]
@@ -32,10 +35,10 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
-    /// An AMQP operation's failure.
-    pub fn channel(op: &'static str, e: impl std::fmt::Display) -> Self {
+    /// The failure of `op` (what was being done), for `e`.
+    pub fn channel(op: impl Into<String>, e: impl std::fmt::Display) -> Self {
         BrokerError::Channel {
-            op,
+            op: op.into(),
             reason: e.to_string(),
         }
     }

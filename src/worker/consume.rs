@@ -99,7 +99,7 @@ impl AppConsumer {
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
             .await
-            .map_err(|e| BrokerError::channel("basic.qos", e))?;
+            .map_err(|e| BrokerError::channel("setting the prefetch (basic.qos)", e))?;
         let permits = Permits::new(prefetch, self.ctx.settings.wechat.max_in_flight);
         let this = Arc::new(self);
         loop {
@@ -148,7 +148,7 @@ impl AppConsumer {
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| BrokerError::channel("basic.consume", e))?;
+            .map_err(|e| BrokerError::channel("starting the consumer (basic.consume)", e))?;
         let gate = &self.ctx.app(&self.app).gate;
         let state = self.ctx.state.health();
         loop {

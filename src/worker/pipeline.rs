@@ -401,11 +401,10 @@ impl<S: Seams> Turn<'_, S> {
                     .await;
                 (reply, started.elapsed())
             };
-            let errcode = match &reply {
-                Ok(r) => Ok(r.errcode),
-                Err(e) => Err(e.kind()),
-            };
-            app.metrics.wechat_call(errcode, took);
+            match &reply {
+                Ok(r) => app.metrics.wechat_call(Ok(r.errcode), took),
+                Err(e) => app.metrics.wechat_call(Err(&e.kind()), took),
+            }
             let reply = match reply {
                 Ok(reply) => reply,
                 Err(e) => {
