@@ -127,9 +127,16 @@ pub enum RateShare {
 }
 
 impl SharedRate for RateShare {
-    async fn wait_turn(&self, app: &str, interval: Duration, burst: u32) -> StateResult<()> {
+    // The backend's own future, not one wrapped around it: it is awaited before every send.
+    // A second backend makes this an `async fn` with a match.
+    fn wait_turn(
+        &self,
+        app: &str,
+        interval: Duration,
+        burst: u32,
+    ) -> impl Future<Output = StateResult<()>> + Send {
         match self {
-            RateShare::Redis(r) => r.wait_turn(app, interval, burst).await,
+            RateShare::Redis(r) => r.wait_turn(app, interval, burst),
         }
     }
 }

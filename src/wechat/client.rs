@@ -209,8 +209,15 @@ impl WechatClient {
 }
 
 impl WechatApi for WechatClient {
-    async fn send(&self, path: &str, token: &Secret, body: Bytes) -> Result<SendReply, CallError> {
-        self.post_json(path, token, body).await
+    // The call's own future, not one wrapped around it: every job waiting for a WeChat slot
+    // carries this state.
+    fn send(
+        &self,
+        path: &str,
+        token: &Secret,
+        body: Bytes,
+    ) -> impl Future<Output = Result<SendReply, CallError>> + Send {
+        self.post_json(path, token, body)
     }
 
     async fn token(

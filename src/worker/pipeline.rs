@@ -363,29 +363,28 @@ impl<S: Seams> Turn<'_, S> {
         claim: &ClaimHeld,
         probe: bool,
     ) -> Step {
-        let (deps, app, job) = (self.deps, self.app, self.job);
         // Cloned per attempt by reference count, not by copy.
-        let body = Bytes::from(job.wechat_body());
+        let body = Bytes::from(self.job.wechat_body());
         let mut refreshed_for_this_job = false;
         loop {
             state
                 .first_try_ms
-                .get_or_insert_with(|| deps.clock.now_ms());
+                .get_or_insert_with(|| self.deps.clock.now_ms());
             let waiting = Instant::now();
-            if app.rate.until_ready().await.is_err() {
+            if self.app.rate.until_ready().await.is_err() {
                 // Without the shared bucket the rate cannot be kept.
                 return self.not_now(state, RATE_DOWN);
             }
-            app.metrics.limiter_waited(waiting.elapsed());
-            if job.expired_at(deps.clock.now()) {
+            self.app.metrics.limiter_waited(waiting.elapsed());
+            if self.job.expired_at(self.deps.clock.now()) {
                 return Step::Finish(self.expired(state));
             }
-            let token = match app.keeper.get().await {
+            let token = match self.app.keeper.get().await {
                 Ok(token) => token,
                 Err(e) => return self.no_token(state, &e),
             };
             let (reply, took) = {
-                let _slot = deps.in_flight.acquire().await;
+                let _slot = self.deps.in_flight.acquire().await;
                 if !outlet.is_open() {
                     return self.not_now(state, OUTLET_DOWN);
                 }
@@ -395,40 +394,42 @@ impl<S: Seams> Turn<'_, S> {
                 state.attempts += 1;
                 tracing::Span::current().record("attempt", state.attempts);
                 let started = Instant::now();
-                let reply = deps
+                let reply = self
+                    .deps
                     .wechat
-                    .send(job.kind.endpoint(), &token.value, body.clone())
+                    .send(self.job.kind.endpoint(), &token.value, body.clone())
                     .await;
                 (reply, started.elapsed())
             };
             match &reply {
-                Ok(r) => app.metrics.wechat_call(Ok(r.errcode), took),
-                Err(e) => app.metrics.wechat_call(Err(&e.kind()), took),
+                Ok(r) => self.app.metrics.wechat_call(Ok(r.errcode), took),
+                Err(e) => self.app.metrics.wechat_call(Err(&e.kind()), took),
             }
             let reply = match reply {
                 Ok(reply) => reply,
                 Err(e) => {
-                    tracing::debug!(app = self.name, id = %job.id, attempt = state.attempts, error = %e, "send failed");
+                    tracing::debug!(app = self.name, id = %self.job.id, attempt = state.attempts, error = %e, "send failed");
                     return self.transient(state, None, e.to_string());
                 }
             };
-            let class = match job.kind.override_of(reply.errcode) {
+            let class = match self.job.kind.override_of(reply.errcode) {
                 Some(Override {
                     class: Some(class), ..
                 }) if reply.errcode != 0 => *class,
-                _ => deps.classifier.classify(reply.errcode),
+                _ => self.deps.classifier.classify(reply.errcode),
             };
-            tracing::debug!(app = self.name, id = %job.id, attempt = state.attempts, errcode = reply.errcode, class = class.as_str(), "wechat answered");
+            tracing::debug!(app = self.name, id = %self.job.id, attempt = state.attempts, errcode = reply.errcode, class = class.as_str(), "wechat answered");
             if class != Class::Quota {
                 state.quota_strikes = 0;
-                app.gate.answered(probe);
+                self.app.gate.answered(probe);
             }
             match class {
                 Class::Ok => {
                     let msgid = reply.msgid.unwrap_or(0);
-                    if let Err(e) = deps
+                    if let Err(e) = self
+                        .deps
                         .store
-                        .record_sent(self.name, &job.id, msgid, job.meta.as_ref())
+                        .record_sent(self.name, &self.job.id, msgid, self.job.meta.as_ref())
                         .await
                     {
                         // It was sent: the outcome says so. A resubmission within WeChat's
@@ -442,11 +443,12 @@ impl<S: Seams> Turn<'_, S> {
                     return Step::Finish(o);
                 }
                 Class::Token => {
-                    deps.metrics
+                    self.deps
+                        .metrics
                         .token_errors
                         .get_or_create(&Metrics::app(self.name))
                         .inc();
-                    app.keeper.invalidate(&token);
+                    self.app.keeper.invalidate(&token);
                     if !refreshed_for_this_job {
                         // Refresh (single-flight across jobs) and send again at once.
                         refreshed_for_this_job = true;
@@ -458,15 +460,15 @@ impl<S: Seams> Turn<'_, S> {
                 Class::Quota => {
                     state.quota_strikes += 1;
                     state.quota_sends += 1;
-                    let pause = app.gate.quota_spent();
+                    let pause = self.app.gate.quota_spent();
                     return self.later(state, Some(reply), None, pause, Wait::Quota);
                 }
                 Class::Transient => {
-                    let why = describe(job, &reply);
+                    let why = describe(self.job, &reply);
                     return self.transient(state, Some(reply), why);
                 }
                 Class::Permanent => {
-                    let why = describe(job, &reply);
+                    let why = describe(self.job, &reply);
                     let ending = Ending::Refused(reply.errcode);
                     return Step::Finish(self.failed(state, Some(reply), why, ending));
                 }
