@@ -76,11 +76,11 @@ pub enum Step {
     },
 }
 
-pub const IN_FLIGHT_ELSEWHERE: &str = "its id is being sent by another delivery";
-pub const STATE_DOWN: &str = "shared state is unavailable";
-pub const RATE_DOWN: &str = "the shared rate limit is unavailable";
-pub const OUTLET_DOWN: &str = "its outcome could not be published (broker channel down)";
-pub const NO_TOKEN: &str = "no access token could be had";
+const IN_FLIGHT_ELSEWHERE: &str = "its id is being sent by another delivery";
+const STATE_DOWN: &str = "shared state is unavailable";
+const RATE_DOWN: &str = "the shared rate limit is unavailable";
+const OUTLET_DOWN: &str = "its outcome could not be published (broker channel down)";
+const NO_TOKEN: &str = "no access token could be had";
 
 /// Runs the pipeline for one delivery.
 pub async fn process<S: Seams>(deps: &Deps<S>, incoming: Incoming<'_>) -> Step {
