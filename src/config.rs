@@ -218,6 +218,8 @@ pub struct WechatSettings {
     pub token_codes: Vec<i64>,
     /// errcodes behind each `reason` of a failed outcome.
     pub reason_codes: crate::wechat::reason::ReasonCodes,
+    /// How often each app's daily quota is read (`openapi/quota/get`) into gauges; `0s` off.
+    pub quota_refresh: Span,
 }
 
 impl Default for WechatSettings {
@@ -230,6 +232,7 @@ impl Default for WechatSettings {
             quota_codes: crate::wechat::errcode::DEFAULT_QUOTA.to_vec(),
             token_codes: crate::wechat::errcode::DEFAULT_TOKEN.to_vec(),
             reason_codes: Default::default(),
+            quota_refresh: Span(Duration::from_secs(300)),
         }
     }
 }
@@ -417,6 +420,12 @@ pub struct AppSettings {
     /// The message kinds this app sends; a job of another kind is rejected.
     #[serde(default = "default_kinds")]
     pub kinds: Vec<String>,
+    /// Check template jobs against the account's template list before sending.
+    #[serde(default)]
+    pub catalog: bool,
+    /// How often that list is fetched again.
+    #[serde(default = "default_catalog_refresh")]
+    pub catalog_refresh: Span,
 }
 
 impl AppSettings {
@@ -432,6 +441,8 @@ impl AppSettings {
             encoding_aes_key: None,
             callback_mode: None,
             kinds: default_kinds(),
+            catalog: false,
+            catalog_refresh: default_catalog_refresh(),
         }
     }
 
@@ -453,6 +464,10 @@ impl AppSettings {
 
 fn default_kinds() -> Vec<String> {
     vec![crate::kinds::default_kind().name().to_owned()]
+}
+
+fn default_catalog_refresh() -> Span {
+    Span(Duration::from_secs(600))
 }
 
 fn default_rate() -> f64 {
@@ -622,6 +637,7 @@ impl Settings {
         for (name, app) in &self.apps {
             validate_app(name, app)?;
         }
+        validate_lookups(self)?;
         Ok(())
     }
 }
@@ -757,6 +773,29 @@ fn validate_app(name: &str, app: &AppSettings) -> Result<(), ConfigError> {
                 ),
             ));
         }
+    }
+    Ok(())
+}
+
+/// The template catalog and the quota gauges poll WeChat: at most once a second.
+fn validate_lookups(s: &Settings) -> Result<(), ConfigError> {
+    let second = Duration::from_secs(1);
+    let quota = s.wechat.quota_refresh.0;
+    if !quota.is_zero() && quota < second {
+        return Err(invalid(
+            "wechat.quota_refresh",
+            "must be at least 1s, or \"0s\" to turn it off",
+        ));
+    }
+    if let Some(name) = s
+        .apps
+        .iter()
+        .find_map(|(name, app)| (app.catalog_refresh.0 < second).then_some(name))
+    {
+        return Err(invalid(
+            format!("apps.{name}.catalog_refresh"),
+            "must be at least 1s",
+        ));
     }
     Ok(())
 }
@@ -911,6 +950,26 @@ pub(crate) mod tests {
         assert_eq!(s.apps["shop"].rate_per_second, 50.0);
         assert_eq!(s.apps["shop"].burst, 50);
         assert!(s.http.listen.is_none());
+        assert!(!s.apps["shop"].catalog);
+        assert_eq!(s.apps["shop"].catalog_refresh.0, Duration::from_secs(600));
+        assert_eq!(s.wechat.quota_refresh.0, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn lookup_intervals_below_a_second_are_refused_and_0s_turns_the_quota_off() {
+        let s = load(
+            &format!("{MINIMAL}catalog = true\ncatalog_refresh = \"30s\"\n"),
+            &[],
+        )
+        .unwrap();
+        assert!(s.apps["shop"].catalog);
+        assert_eq!(s.apps["shop"].catalog_refresh.0, Duration::from_secs(30));
+        let e = load(&format!("{MINIMAL}catalog_refresh = \"0s\"\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("apps.shop.catalog_refresh"), "{e}");
+        let off = load(MINIMAL, &[("WXCOURIER_WECHAT__QUOTA_REFRESH", "0s")]).unwrap();
+        assert!(off.wechat.quota_refresh.0.is_zero());
+        let e = load(MINIMAL, &[("WXCOURIER_WECHAT__QUOTA_REFRESH", "500ms")]).unwrap_err();
+        assert!(e.to_string().contains("wechat.quota_refresh"), "{e}");
     }
 
     #[test]

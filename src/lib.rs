@@ -6,6 +6,8 @@
 //!
 //! - [`config`]: typed settings from the TOML file and `WXCOURIER_…` variables, validated.
 //! - [`job`]: the job envelope and its validation into a `Job` or a `Rejection`.
+//! - [`catalog`]: an app's template list from WeChat, against which template jobs are checked
+//!   before any quota is spent (`apps.NAME.catalog`).
 //! - [`kinds`]: each message kind (template, subscription notification, mini-program subscribe
 //!   message) in its own folder: its fields, its WeChat request, its errcodes, its outcome.
 //! - [`outcome`]: the outcome and delivery-report wire formats and their routing keys.
@@ -15,7 +17,9 @@
 //!   capabilities (traits) a backend declares, checked at start.
 //! - [`limiter`]: per-app send rate and the global cap on WeChat calls in flight.
 //! - [`quota`]: the per-app pause after WeChat says the quota is spent (45009).
-//! - [`wechat`]: HTTP calls, the errcode table, the token keeper, callback crypto.
+//! - [`daily_quota`]: the daily quota WeChat reports per API, polled into gauges.
+//! - [`wechat`]: HTTP calls, the errcode table, the token keeper, callback crypto, and the
+//!   read-only lookups beside the sends.
 //! - [`broker`]: RabbitMQ topology, confirmed publishing, the retry and dead-letter copies,
 //!   and the start-up report of job queues whose app is no longer configured.
 //! - [`worker`]: one job's pipeline (`process`, over the seams in `worker::deps`: WeChat,
@@ -34,8 +38,10 @@
 
 pub mod broker;
 pub mod callback;
+pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod daily_quota;
 pub mod http;
 pub mod job;
 pub mod kinds;

@@ -10,6 +10,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::AppSettings;
+use crate::state::rate_lease::RateLease;
 use crate::state::{RateShare, SharedRate, StateResult};
 
 /// One app's send rate as the pipeline waits for it.
@@ -25,6 +26,8 @@ pub struct AppLimiter {
     app: String,
     bucket: DefaultDirectRateLimiter,
     shared: Option<RateShare>,
+    /// This process's lease on the shared bucket, when the state shares one.
+    lease: RateLease,
     interval: Duration,
     burst: u32,
 }
@@ -41,6 +44,7 @@ impl AppLimiter {
             app: name.to_owned(),
             bucket: RateLimiter::direct(quota),
             shared,
+            lease: RateLease::new(period, burst.get()),
             interval: period,
             burst: burst.get(),
         }
@@ -50,7 +54,11 @@ impl AppLimiter {
 impl RateGate for AppLimiter {
     async fn until_ready(&self) -> StateResult<()> {
         match &self.shared {
-            Some(shared) => shared.wait_turn(&self.app, self.interval, self.burst).await,
+            Some(shared) => {
+                self.lease
+                    .take(|want| shared.grant(&self.app, self.interval, self.burst, want))
+                    .await
+            }
             None => {
                 self.bucket.until_ready().await;
                 Ok(())

@@ -1,12 +1,14 @@
 //! One set of expectations for every state backend: what memory state promises one instance,
 //! Redis state promises every instance. Each capability's contract runs against every backend
-//! that declares it (idempotency and reports: both; the shared token and rate: Redis), on
-//! fresh app names, and every backend's declaration is checked against what it hands out.
+//! that declares it (idempotency and reports: both; the shared token and rate, with the rate
+//! script's grants: Redis), on fresh app names, and every backend's declaration is checked
+//! against what it hands out.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wxcourier::config::{Secret, TokenMode};
+use wxcourier::state::rate_lease::{Grant, RateLease};
 use wxcourier::state::{
     Claim, Holder, Idempotency, Renewal, SharedRate, SharedTokens, State, StateError,
 };
@@ -225,31 +227,72 @@ async fn every_backend_that_shares_tokens_keeps_its_contract() {
     assert_eq!(checked, 1, "Redis shares tokens");
 }
 
-/// The shared-rate contract: a burst at once, then one turn per interval, for every handle on
-/// the same store together.
+/// The shared-rate contract: as many slots as are free up to what was asked, a wait when none
+/// is, and one bucket for every instance on the same store.
 async fn shared_rate_contract(name: &str, one: &impl SharedRate, two: &impl SharedRate) {
-    let app = app();
-    let interval = Duration::from_millis(50);
-    let start = Instant::now();
-    for _ in 0..2 {
-        one.wait_turn(&app, interval, 2).await.unwrap();
-    }
-    assert!(
-        start.elapsed() < Duration::from_millis(40),
-        "{name}: the burst"
-    );
-    // Six more turns, taken by two instances in turn: one bucket, so ~6 intervals in all.
-    for i in 0..6 {
-        if i % 2 == 0 {
-            one.wait_turn(&app, interval, 2).await.unwrap();
-        } else {
-            two.wait_turn(&app, interval, 2).await.unwrap();
+    let app = &app();
+    // 10 slots a second, 10 at once.
+    let interval = Duration::from_millis(100);
+    let grant = |s: u8, want| async move {
+        match s {
+            1 => one.grant(app, interval, 10, want).await.unwrap(),
+            _ => two.grant(app, interval, 10, want).await.unwrap(),
         }
+    };
+    assert_eq!(grant(1, 4).await, Grant::Slots(4), "{name}");
+    assert_eq!(
+        grant(2, 4).await,
+        Grant::Slots(4),
+        "{name}: the other instance draws on the same bucket"
+    );
+    assert_eq!(
+        grant(1, 4).await,
+        Grant::Slots(2),
+        "{name}: only 2 of the burst left"
+    );
+    match grant(2, 1).await {
+        Grant::Wait(wait) => assert!(
+            wait > Duration::ZERO && wait <= interval,
+            "{name}: wait {wait:?}"
+        ),
+        other => panic!("{name}: expected a wait, got {other:?}"),
+    }
+    tokio::time::sleep(interval * 3).await;
+    match grant(1, 10).await {
+        Grant::Slots(n) => assert!((2..=4).contains(&n), "{name}: {n} slots after 300 ms"),
+        other => panic!("{name}: expected slots, got {other:?}"),
+    }
+}
+
+/// Two instances, each with its lease on the shared bucket, send at the rate together.
+async fn leases_keep_the_rate_together(name: &str, one: &impl SharedRate, two: &impl SharedRate) {
+    let app = app();
+    let (interval, burst) = (Duration::from_millis(50), 2);
+    let leases = [
+        RateLease::new(interval, burst),
+        RateLease::new(interval, burst),
+    ];
+    let start = Instant::now();
+    for i in 0..8 {
+        let lease = &leases[i % 2];
+        match i % 2 {
+            0 => {
+                lease
+                    .take(|want| one.grant(&app, interval, burst, want))
+                    .await
+            }
+            _ => {
+                lease
+                    .take(|want| two.grant(&app, interval, burst, want))
+                    .await
+            }
+        }
+        .unwrap();
     }
     let took = start.elapsed();
     assert!(
         took >= Duration::from_millis(250) && took < Duration::from_millis(1000),
-        "{name}: 8 turns at 20/s with a burst of 2 took {took:?}"
+        "{name}: 8 sends at 20/s with a burst of 2 took {took:?}"
     );
 }
 
@@ -269,6 +312,7 @@ async fn every_backend_that_shares_the_rate_keeps_its_contract() {
                 .unwrap();
                 let two = other.rate_share().unwrap();
                 shared_rate_contract(name, &one, &two).await;
+                leases_keep_the_rate_together(name, &one, &two).await;
                 checked += 1;
             }
             None => assert!(!s.capabilities().shared_rate, "{name}"),
@@ -307,7 +351,7 @@ async fn a_redis_outage_is_a_state_error_in_every_capability() {
     assert!(is_state_outage(&e), "{e:?}");
     let rate = s.rate_share().unwrap();
     let e = rate
-        .wait_turn(&app, Duration::from_millis(10), 1)
+        .grant(&app, Duration::from_millis(10), 1, 1)
         .await
         .unwrap_err();
     assert!(is_state_outage(&e), "{e:?}");

@@ -1,5 +1,6 @@
-//! The WeChat API simulator (CONTRACT §8): token endpoints, template send, quotas,
-//! de-duplication and injectable faults, with counts for tests and benchmarks.
+//! The WeChat API simulator (CONTRACT §8): token endpoints, the send endpoints, quotas (and
+//! `openapi/quota/get`), template lists, de-duplication and injectable faults, with counts for
+//! tests and benchmarks.
 
 mod model;
 pub mod push;
@@ -10,7 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use model::Model;
-pub use model::{Answer, AppStats, Faults, SendRecord, SimStats};
+pub use model::{
+    Answer, AppStats, Faults, QUOTA_GET, QuotaCount, SendRecord, SimStats, SimTemplate,
+    TEMPLATE_LIST,
+};
 pub use push::CallbackTarget;
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +43,9 @@ pub struct SimOptions {
     pub callbacks: std::collections::HashMap<String, CallbackTarget>,
     /// OpenIDs that refused every template: their sends are answered 43101.
     pub refusing: std::collections::HashSet<String>,
+    /// Each app's templates (`get_all_private_template`), by appid. An app with a list answers
+    /// 40037 to a template message whose template_id is not in it.
+    pub templates: std::collections::HashMap<String, Vec<SimTemplate>>,
 }
 
 impl Default for SimOptions {
@@ -53,6 +60,7 @@ impl Default for SimOptions {
             report_delay: Duration::from_millis(500),
             callbacks: Default::default(),
             refusing: Default::default(),
+            templates: Default::default(),
         }
     }
 }
@@ -131,6 +139,17 @@ impl Simulator {
     /// Sets how many sends `appid` has left today.
     pub fn set_quota_left(&self, appid: &str, left: u64) {
         self.model.set_quota_left(appid, left);
+    }
+
+    /// Replaces `appid`'s template list.
+    pub fn set_templates(&self, appid: &str, templates: Vec<SimTemplate>) {
+        self.model.set_templates(appid, templates);
+    }
+
+    /// Makes the lookup `path` (the template list, `openapi/quota/get`) answer `errcode` to
+    /// `appid`, or serve it again with 0.
+    pub fn deny(&self, appid: &str, path: &str, errcode: i64) {
+        self.model.deny(appid, path, errcode);
     }
 
     pub fn stop(&self) {

@@ -17,6 +17,9 @@ use crate::kinds::Kind;
 
 /// How long WeChat remembers `touser` + `client_msg_id`.
 const DEDUP_WINDOW: Duration = Duration::from_secs(600);
+/// The lookups the simulator serves.
+pub const TEMPLATE_LIST: &str = "/cgi-bin/template/get_all_private_template";
+pub const QUOTA_GET: &str = "/cgi-bin/openapi/quota/get";
 /// First msgid handed out: above 2^53, as WeChat's can be.
 const FIRST_MSGID: u64 = 9_007_199_254_740_993;
 
@@ -79,16 +82,47 @@ pub struct SendRecord {
     pub at_ms: f64,
 }
 
+/// One template of an account, as `get_all_private_template` lists it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct SimTemplate {
+    pub template_id: String,
+    pub title: String,
+    pub primary_industry: String,
+    pub deputy_industry: String,
+    /// The text with its `{{key.DATA}}` placeholders.
+    pub content: String,
+    pub example: String,
+}
+
+/// One API's daily quota, as `openapi/quota/get` answers it.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct QuotaCount {
+    pub daily_limit: u64,
+    pub used: u64,
+    pub remain: u64,
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct AppStats {
     pub classic_token_calls: u64,
     pub stable_token_calls: u64,
     pub send_calls: u64,
+    /// `get_all_private_template` calls answered with a list.
+    #[serde(default)]
+    pub template_list_calls: u64,
+    /// `openapi/quota/get` calls answered with a quota.
+    #[serde(default)]
+    pub quota_get_calls: u64,
     /// Sends accepted for the first time (errcode 0, not a de-duplicated repeat).
     pub accepted: u64,
     pub duplicates: u64,
     pub errcodes: BTreeMap<String, u64>,
+    /// Sends left today on the endpoint with the fewest.
     pub quota_left: u64,
+    /// Each send endpoint's quota today.
+    #[serde(default)]
+    pub quota: BTreeMap<String, QuotaCount>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -108,11 +142,31 @@ struct TokenInfo {
     expires: Instant,
 }
 
+/// The sends one endpoint may still take today: every accepted send counts.
+#[derive(Clone, Copy)]
+struct Quota {
+    limit: u64,
+    used: u64,
+}
+
+impl Quota {
+    fn count(self) -> QuotaCount {
+        QuotaCount {
+            daily_limit: self.limit,
+            used: self.used,
+            remain: self.limit.saturating_sub(self.used),
+        }
+    }
+}
+
 struct App {
     secret: String,
     classic: Option<String>,
     stable: Option<String>,
-    quota_left: u64,
+    /// By send endpoint (one per kind).
+    quota: BTreeMap<&'static str, Quota>,
+    /// Its template messages' templates; when empty, any template_id is taken.
+    templates: Vec<SimTemplate>,
     dedup: HashMap<(String, String), (u64, Instant)>,
     dedup_order: VecDeque<(Instant, (String, String))>,
     stats: AppStats,
@@ -131,6 +185,21 @@ struct Inner {
     http_faults: u64,
     drops: u64,
     callbacks: HashMap<String, CallbackTarget>,
+    /// Lookup APIs an app may not call, by (appid, path): the errcode they answer instead.
+    denied: HashMap<(String, String), i64>,
+}
+
+impl Inner {
+    /// Forgets the classic tokens whose grace period is over.
+    fn drop_retired(&mut self, now: Instant) {
+        while let Some((t, _)) = self.retiring.front() {
+            if *t > now {
+                break;
+            }
+            let (_, old) = self.retiring.pop_front().expect("front exists");
+            self.tokens.remove(&old);
+        }
+    }
 }
 
 pub struct Model {
@@ -155,8 +224,10 @@ fn errmsg_for(code: i64) -> &'static str {
         42001 => "access_token expired",
         43004 => "require subscribe",
         43101 => "user refuse to accept the msg",
+        76021 => "cgi_path not found, please check",
         45009 => "reach max api daily quota limit",
         45011 => "api minute-quota reach limit",
+        48001 => "api unauthorized",
         47001 => "data format error",
         47003 => "argument invalid!",
         _ => "error",
@@ -178,11 +249,19 @@ impl Model {
             .apps
             .iter()
             .map(|(appid, secret)| {
+                let quota = Quota {
+                    limit: options.daily_quota,
+                    used: 0,
+                };
                 let app = App {
                     secret: secret.clone(),
                     classic: None,
                     stable: None,
-                    quota_left: options.daily_quota,
+                    quota: crate::kinds::KINDS
+                        .iter()
+                        .map(|k| (k.endpoint(), quota))
+                        .collect(),
+                    templates: options.templates.get(appid).cloned().unwrap_or_default(),
                     dedup: HashMap::new(),
                     dedup_order: VecDeque::new(),
                     stats: AppStats::default(),
@@ -206,6 +285,7 @@ impl Model {
                 http_faults: 0,
                 drops: 0,
                 callbacks,
+                denied: HashMap::new(),
             }),
             started: Instant::now(),
             pushes,
@@ -306,13 +386,7 @@ impl Model {
         let at_ms = now.duration_since(self.started).as_secs_f64() * 1000.0;
         let mut inner = self.inner.lock();
         let inner = &mut *inner;
-        while let Some((t, _)) = inner.retiring.front() {
-            if *t > now {
-                break;
-            }
-            let (_, old) = inner.retiring.pop_front().expect("front exists");
-            inner.tokens.remove(&old);
-        }
+        inner.drop_retired(now);
         let Some(token) = access_token.filter(|t| !t.is_empty()) else {
             return error(41001, "access_token missing");
         };
@@ -420,6 +494,14 @@ impl Model {
                 }
             })
             .or_else(|| {
+                // An account with a template list knows no other template.
+                let id = raw["template_id"].as_str().unwrap_or("");
+                (kind.name() == "template"
+                    && !app.templates.is_empty()
+                    && !app.templates.iter().any(|t| t.template_id == id))
+                .then(|| (40037, errmsg_for(40037).to_owned()))
+            })
+            .or_else(|| {
                 inner
                     .options
                     .refusing
@@ -457,7 +539,11 @@ impl Model {
                 serde_json::json!({ "errcode": 0, "errmsg": "ok", "msgid": msgid }),
             );
         }
-        if app.quota_left == 0 {
+        let quota = app
+            .quota
+            .get_mut(kind.endpoint())
+            .expect("every kind's endpoint has a quota");
+        if quota.used >= quota.limit {
             answer(45009, app);
             record(
                 &mut inner.records,
@@ -466,7 +552,7 @@ impl Model {
             );
             return error(45009, errmsg_for(45009));
         }
-        app.quota_left -= 1;
+        quota.used += 1;
         let msgid = inner.next_msgid;
         inner.next_msgid += 1;
         if let Some(c) = &cmid {
@@ -514,7 +600,12 @@ impl Model {
                 .iter()
                 .map(|(id, a)| {
                     let mut s = a.stats.clone();
-                    s.quota_left = a.quota_left;
+                    s.quota = a
+                        .quota
+                        .iter()
+                        .map(|(path, q)| ((*path).to_owned(), q.count()))
+                        .collect();
+                    s.quota_left = s.quota.values().map(|q| q.remain).min().unwrap_or(0);
                     (id.clone(), s)
                 })
                 .collect(),
@@ -565,10 +656,91 @@ impl Model {
         }
     }
 
+    /// Leaves `left` sends on each of `appid`'s endpoints today (the sends made still count
+    /// as used: the daily limit moves).
     pub fn set_quota_left(&self, appid: &str, left: u64) {
         if let Some(app) = self.inner.lock().apps.get_mut(appid) {
-            app.quota_left = left;
+            for q in app.quota.values_mut() {
+                q.limit = q.used.saturating_add(left);
+            }
         }
+    }
+
+    /// Replaces `appid`'s template list.
+    pub fn set_templates(&self, appid: &str, templates: Vec<SimTemplate>) {
+        if let Some(app) = self.inner.lock().apps.get_mut(appid) {
+            app.templates = templates;
+        }
+    }
+
+    /// The app a lookup's token belongs to, or the answer to a missing, unknown or expired one.
+    /// Makes `path` (a lookup: the template list, `openapi/quota/get`) answer `errcode` to
+    /// `appid` (48001: not authorized), or serve it again with 0.
+    pub fn deny(&self, appid: &str, path: &str, errcode: i64) {
+        let mut inner = self.inner.lock();
+        let key = (appid.to_owned(), path.to_owned());
+        if errcode == 0 {
+            inner.denied.remove(&key);
+        } else {
+            inner.denied.insert(key, errcode);
+        }
+    }
+
+    fn lookup_app<'a>(
+        inner: &'a mut Inner,
+        access_token: Option<&str>,
+        path: &str,
+    ) -> Result<&'a mut App, Reply> {
+        let Some(token) = access_token.filter(|t| !t.is_empty()) else {
+            return Err(error(41001, "access_token missing"));
+        };
+        let now = Instant::now();
+        inner.drop_retired(now);
+        let appid = match inner.tokens.get(token) {
+            Some(info) if info.expires <= now => return Err(error(42001, errmsg_for(42001))),
+            Some(info) => info.appid.clone(),
+            None => return Err(error(40001, errmsg_for(40001))),
+        };
+        if let Some(&code) = inner.denied.get(&(appid.clone(), path.to_owned())) {
+            return Err(error(code, errmsg_for(code)));
+        }
+        Ok(inner
+            .apps
+            .get_mut(&appid)
+            .expect("tokens belong to known apps"))
+    }
+
+    /// `GET /cgi-bin/template/get_all_private_template`.
+    pub fn template_list(&self, access_token: Option<&str>) -> Reply {
+        let mut inner = self.inner.lock();
+        match Self::lookup_app(&mut inner, access_token, TEMPLATE_LIST) {
+            Ok(app) => {
+                app.stats.template_list_calls += 1;
+                Reply::Json(serde_json::json!({ "template_list": app.templates }))
+            }
+            Err(reply) => reply,
+        }
+    }
+
+    /// `POST /cgi-bin/openapi/quota/get` with `{"cgi_path": …}`: a send endpoint's quota today.
+    pub fn quota_get(&self, access_token: Option<&str>, body: &[u8]) -> Reply {
+        let mut inner = self.inner.lock();
+        let app = match Self::lookup_app(&mut inner, access_token, QUOTA_GET) {
+            Ok(app) => app,
+            Err(reply) => return reply,
+        };
+        let path = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|b| b.get("cgi_path")?.as_str().map(str::to_owned));
+        let Some(path) = path else {
+            return error(47001, errmsg_for(47001));
+        };
+        let Some(quota) = app.quota.get(path.as_str()) else {
+            return error(76021, errmsg_for(76021));
+        };
+        let count = quota.count();
+        app.stats.quota_get_calls += 1;
+        Reply::Json(serde_json::json!({ "errcode": 0, "errmsg": "ok", "quota": count }))
     }
 
     pub fn reset_stats(&self) {
@@ -744,6 +916,90 @@ mod tests {
             );
         }
         assert!(m.sends().iter().any(|r| r.kind == "miniprogram_subscribe"));
+    }
+
+    fn answer(reply: Reply) -> serde_json::Value {
+        match reply {
+            Reply::Json(v) => v,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_template_list_is_the_apps_and_limits_which_templates_are_taken() {
+        let m = model();
+        let t = token(&m, true);
+        assert_eq!(
+            answer(m.template_list(Some(&t))),
+            serde_json::json!({"template_list": []})
+        );
+        assert_eq!(answer(m.template_list(None))["errcode"], 41001);
+        assert_eq!(answer(m.template_list(Some("nope")))["errcode"], 40001);
+        // Without a list any template_id is taken; with one, only those listed.
+        assert_eq!(send(&m, &t, "before")["errcode"], 0);
+        let listed = SimTemplate {
+            template_id: "other".into(),
+            title: "订单".into(),
+            content: "{{thing1.DATA}}".into(),
+            ..SimTemplate::default()
+        };
+        m.set_templates("wx0000000000000000", vec![listed.clone()]);
+        let list = answer(m.template_list(Some(&t)));
+        assert_eq!(list["template_list"][0]["template_id"], "other");
+        assert_eq!(list["template_list"][0]["content"], "{{thing1.DATA}}");
+        assert_eq!(
+            send(&m, &t, "after")["errcode"],
+            40037,
+            "template t is not listed"
+        );
+        assert_eq!(m.stats().apps["wx0000000000000000"].template_list_calls, 2);
+    }
+
+    #[test]
+    fn quota_get_counts_accepted_sends_per_endpoint() {
+        let m = Model::new(SimOptions {
+            daily_quota: 5,
+            ..SimOptions::default()
+        })
+        .0;
+        let t = token(&m, true);
+        let quota = |path: &str| {
+            answer(m.quota_get(
+                Some(&t),
+                &serde_json::to_vec(&serde_json::json!({ "cgi_path": path })).unwrap(),
+            ))
+        };
+        let template = "/cgi-bin/message/template/send";
+        assert_eq!(
+            quota(template)["quota"],
+            serde_json::json!({"daily_limit": 5, "used": 0, "remain": 5})
+        );
+        send(&m, &t, "1");
+        send(&m, &t, "1"); // a de-duplicated repeat is not a second send
+        send(&m, &t, "2");
+        let q = quota(template);
+        assert_eq!(
+            (q["errcode"].as_i64(), q["errmsg"].as_str()),
+            (Some(0), Some("ok"))
+        );
+        assert_eq!(
+            q["quota"],
+            serde_json::json!({"daily_limit": 5, "used": 2, "remain": 3})
+        );
+        assert_eq!(
+            quota("/cgi-bin/message/subscribe/bizsend")["quota"]["used"],
+            0,
+            "each endpoint counts its own sends"
+        );
+        assert_eq!(quota("/cgi-bin/nope")["errcode"], 76021);
+        assert_eq!(answer(m.quota_get(Some(&t), b"not json"))["errcode"], 47001);
+        assert_eq!(answer(m.quota_get(None, b"{}"))["errcode"], 41001);
+        m.set_quota_left("wx0000000000000000", 0);
+        assert_eq!(
+            quota(template)["quota"],
+            serde_json::json!({"daily_limit": 2, "used": 2, "remain": 0})
+        );
+        assert_eq!(m.stats().apps["wx0000000000000000"].quota_left, 0);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::model::{Answer, Faults, Model, Reply};
+use super::model::{Answer, Faults, Model, QUOTA_GET, Reply, SimTemplate, TEMPLATE_LIST};
 use super::push::CallbackTarget;
 
 type Shared = State<Arc<Model>>;
@@ -39,6 +39,10 @@ pub fn router(model: Arc<Model>) -> Router {
     router
         .route("/cgi-bin/token", get(classic_token))
         .route("/cgi-bin/stable_token", post(stable_token))
+        .route(TEMPLATE_LIST, get(template_list))
+        .route(QUOTA_GET, post(quota_get))
+        .route("/sim/templates", post(set_templates))
+        .route("/sim/deny", post(deny))
         .route("/sim/stats", get(stats))
         .route("/sim/sends", get(sends))
         .route("/sim/faults", post(set_faults))
@@ -128,6 +132,47 @@ async fn stable_token(State(m): Shared, body: Bytes) -> Response {
         }
     })
     .await
+}
+
+async fn template_list(State(m): Shared, Query(q): Query<HashMap<String, String>>) -> Response {
+    with_transport(&m, || {
+        m.template_list(q.get("access_token").map(String::as_str))
+    })
+    .await
+}
+
+async fn quota_get(
+    State(m): Shared,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    with_transport(&m, || {
+        m.quota_get(q.get("access_token").map(String::as_str), &body)
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct TemplatesBody {
+    appid: String,
+    template_list: Vec<SimTemplate>,
+}
+
+async fn set_templates(State(m): Shared, axum::Json(t): axum::Json<TemplatesBody>) -> StatusCode {
+    m.set_templates(&t.appid, t.template_list);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct DenyBody {
+    appid: String,
+    path: String,
+    errcode: i64,
+}
+
+async fn deny(State(m): Shared, axum::Json(d): axum::Json<DenyBody>) -> StatusCode {
+    m.deny(&d.appid, &d.path, d.errcode);
+    StatusCode::NO_CONTENT
 }
 
 async fn stats(State(m): Shared) -> Response {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::rate_lease::Grant;
 use super::redis::RedisState;
 use super::{Claim, Holder, Renewal, StateResult};
 use crate::config::{Secret, Settings, TokenMode};
@@ -77,15 +78,17 @@ pub trait SharedTokens: Send + Sync {
     ) -> impl Future<Output = StateResult<()>> + Send;
 }
 
-/// One send-rate bucket per app for every instance.
+/// One send-rate bucket per app for every instance: one send every `interval`, `burst` at
+/// once. Each instance leases slots from it ([`super::rate_lease`]).
 pub trait SharedRate: Send + Sync {
-    /// Waits for `app`'s turn: one send every `interval`, `burst` at once.
-    fn wait_turn(
+    /// Up to `want` slots of `app`'s bucket, to use now, or how long until one is free.
+    fn grant(
         &self,
         app: &str,
         interval: Duration,
         burst: u32,
-    ) -> impl Future<Output = StateResult<()>> + Send;
+        want: u32,
+    ) -> impl Future<Output = StateResult<Grant>> + Send;
 }
 
 /// The backends that share access tokens. A backend that shares them is added here.
@@ -127,16 +130,17 @@ pub enum RateShare {
 }
 
 impl SharedRate for RateShare {
-    // The backend's own future, not one wrapped around it: it is awaited before every send.
-    // A second backend makes this an `async fn` with a match.
-    fn wait_turn(
+    // The backend's own future, not one wrapped around it: jobs wait on it for a lease. A
+    // second backend makes this an `async fn` with a match.
+    fn grant(
         &self,
         app: &str,
         interval: Duration,
         burst: u32,
-    ) -> impl Future<Output = StateResult<()>> + Send {
+        want: u32,
+    ) -> impl Future<Output = StateResult<Grant>> + Send {
         match self {
-            RateShare::Redis(r) => r.wait_turn(app, interval, burst),
+            RateShare::Redis(r) => r.grant(app, interval, burst, want),
         }
     }
 }

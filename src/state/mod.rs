@@ -9,6 +9,7 @@ pub mod error;
 pub mod fakes;
 pub mod health;
 pub mod memory;
+pub mod rate_lease;
 pub mod redis;
 
 use std::sync::Arc;

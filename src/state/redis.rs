@@ -9,27 +9,31 @@ use serde_json::Value;
 
 use super::capability::{Idempotency, SharedRate, SharedTokens};
 use super::health::StateHealth;
+use super::rate_lease::Grant;
 use super::{Claim, Holder, Renewal, SentJob, StateError, StateResult};
 use crate::config::Secret;
 
 /// Each call gives up after this long: a hung Redis must not hang the worker.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// GCRA on Redis's own clock, so every instance shares one bucket: returns 0 (send now) or the
-/// microseconds to wait.
-const GCRA: &str = r"
+/// GCRA on Redis's own clock, so every instance shares one bucket, granting up to ARGV[3] slots
+/// at once: returns how many were granted (at least 1), or minus the microseconds until one is
+/// free.
+const GCRA_LEASE: &str = r"
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-local new_tat = tat + interval
-local wait = new_tat - now - burst * interval
-if wait > 0 then return wait end
+local free = math.floor((now + burst * interval - tat) / interval)
+if free < 1 then return -(tat + interval - now - burst * interval) end
+local n = math.min(free, want)
+local new_tat = tat + n * interval
 -- %.0f: Lua would print a large number in exponent form and lose the microseconds.
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-return 0
+return n
 ";
 
 /// Extends the claim KEYS[1] if ARGV[1] still holds it, takes it again if it lapsed, and
@@ -97,7 +101,7 @@ impl RedisState {
             ttl,
             in_flight_ttl,
             health: StateHealth::starting_down(),
-            gcra: redis::Script::new(GCRA),
+            gcra: redis::Script::new(GCRA_LEASE),
             delete_if: redis::Script::new(DELETE_IF),
             renew: redis::Script::new(RENEW),
         })
@@ -251,17 +255,25 @@ impl Idempotency for RedisState {
 }
 
 impl SharedRate for RedisState {
-    /// Waits for this app's turn in the bucket shared by every instance.
-    async fn wait_turn(&self, app: &str, interval: Duration, burst: u32) -> StateResult<()> {
-        loop {
-            let mut inv = self.gcra.key(key(app, "rate", "gcra"));
-            inv.arg(interval.as_micros().max(1) as u64).arg(burst);
-            let wait_us: u64 = self.script(inv).await?;
-            if wait_us == 0 {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_micros(wait_us)).await;
-        }
+    /// Asks this app's bucket, shared by every instance, for up to `want` send slots.
+    async fn grant(
+        &self,
+        app: &str,
+        interval: Duration,
+        burst: u32,
+        want: u32,
+    ) -> StateResult<Grant> {
+        let mut inv = self.gcra.key(key(app, "rate", "gcra"));
+        inv.arg(interval.as_micros().max(1) as u64)
+            .arg(burst)
+            .arg(want.max(1));
+        let answer: i64 = self.script(inv).await?;
+        Ok(match u32::try_from(answer) {
+            Ok(n) if n > 0 => Grant::Slots(n),
+            _ => Grant::Wait(
+                Duration::from_micros(answer.unsigned_abs()).max(Duration::from_micros(1)),
+            ),
+        })
     }
 }
 

@@ -1,5 +1,6 @@
-//! The HTTP calls to WeChat: the two token endpoints and one JSON POST for every message kind. No URL, token or secret
-//! ever reaches an error from here.
+//! The HTTP calls to WeChat: the two token endpoints, one JSON POST for every message kind, and
+//! a bounded read-only call for lookups (template list, quota). No URL, token or secret ever
+//! reaches an error from here.
 
 use std::future::Future;
 use std::time::Duration;
@@ -251,6 +252,50 @@ impl<W: WechatApi> WechatApi for std::sync::Arc<W> {
         mode: TokenMode,
     ) -> impl Future<Output = Result<Grant, TokenError>> + Send {
         (**self).token(appid, secret, mode)
+    }
+}
+
+impl WechatClient {
+    /// A lookup beside the sends: `GET path` (no `body`) or `POST path` with a JSON body, with
+    /// the access token. The answer is read up to `max_bytes` and refused past that, so a
+    /// runaway answer is never buffered whole.
+    pub async fn lookup(
+        &self,
+        path: &str,
+        token: &Secret,
+        body: Option<Vec<u8>>,
+        max_bytes: usize,
+    ) -> Result<bytes::Bytes, CallError> {
+        let url = format!("{}{path}", self.base);
+        let request = match body {
+            None => self.http.get(url),
+            Some(body) => self
+                .http
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body),
+        };
+        let mut resp = request
+            .query(&[("access_token", token.expose())])
+            .send()
+            .await
+            .map_err(CallError::from_reqwest)?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(CallError::Status(status.as_u16()));
+        }
+        let too_big = || CallError::Body(format!("the answer is over {max_bytes} bytes"));
+        if resp.content_length().is_some_and(|n| n > max_bytes as u64) {
+            return Err(too_big());
+        }
+        let mut read = bytes::BytesMut::new();
+        while let Some(chunk) = resp.chunk().await.map_err(CallError::from_reqwest)? {
+            if read.len() + chunk.len() > max_bytes {
+                return Err(too_big());
+            }
+            read.extend_from_slice(&chunk);
+        }
+        Ok(read.freeze())
     }
 }
 

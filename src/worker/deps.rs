@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::catalog::Catalog;
 use crate::config::{AppSettings, Settings};
+use crate::job::{Job, Rejection};
 use crate::limiter::{AppLimiter, InFlight, RateGate};
 use crate::metrics::{AppMetrics, Metrics};
 use crate::quota::QuotaGate;
@@ -49,12 +51,27 @@ pub struct AppDeps<S: Seams = Live> {
     pub gate: QuotaGate,
     /// `apps.NAME.kinds`: the kinds this app sends.
     pub kinds: Vec<String>,
+    /// The account's templates, when `apps.NAME.catalog` is on.
+    pub catalog: Option<Catalog>,
 }
 
 impl<S: Seams> AppDeps<S> {
     /// Whether this app may send jobs of `kind`.
     pub fn sends(&self, kind: &str) -> bool {
         self.kinds.iter().any(|k| k == kind)
+    }
+
+    /// Why the app's catalog refuses `job`, if it does (CONTRACT: rejected, never sent).
+    pub async fn catalog_refusal(&self, job: &Job) -> Option<Rejection> {
+        let catalog = self.catalog.as_ref()?;
+        let e = catalog.check(job).await.err()?;
+        Some(Rejection {
+            id: Some(job.id.clone()),
+            field: e.field,
+            rule: e.rule,
+            meta: job.meta.clone(),
+            kind: Some(job.kind.name()),
+        })
     }
 }
 
@@ -127,6 +144,18 @@ impl Deps<Live> {
                             .clone(),
                     ),
                     kinds: app.kinds.clone(),
+                    catalog: app.catalog.then(|| {
+                        // The first fetch takes a token and a list call, each within the
+                        // timeout; jobs at start wait that long for it, no longer.
+                        Catalog::new(
+                            name,
+                            settings.wechat.timeout.0 * 2 + Duration::from_secs(1),
+                            metrics
+                                .catalog_templates
+                                .get_or_create(&Metrics::app(name))
+                                .clone(),
+                        )
+                    }),
                 };
                 (name.clone(), deps)
             })

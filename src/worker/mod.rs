@@ -19,10 +19,13 @@ use tokio_util::task::TaskTracker;
 use crate::broker::topology::{self, TopologyError};
 use crate::broker::{self, BrokerError, Publisher};
 use crate::callback::{self, CallbackApp};
+use crate::catalog;
 use crate::config::Settings;
+use crate::daily_quota;
 use crate::metrics::Metrics;
 use crate::state::State;
 use crate::telemetry::Health;
+use crate::wechat::lookup::Lookup;
 
 pub use deps::{AppDeps, Deps, Live, Seams};
 pub use pipeline::{Incoming, Outlet, Step, Wait, process};
@@ -65,6 +68,39 @@ impl Context {
     pub fn app_names(&self) -> Vec<String> {
         self.pipeline.apps.keys().cloned().collect()
     }
+
+    /// The WeChat lookups of `app`, with its token.
+    fn lookup(&self, app: &str) -> Lookup<'_> {
+        Lookup {
+            client: &self.pipeline.wechat,
+            keeper: &self.app(app).keeper,
+            classifier: &self.pipeline.classifier,
+        }
+    }
+}
+
+/// Starts the tasks that poll WeChat beside the sends, until `stop`: each catalog's keeper,
+/// and each app's quota gauges (unless `wechat.quota_refresh` is `0s`).
+fn spawn_lookups(ctx: &Arc<Context>, stop: &CancellationToken) {
+    for (name, app) in &ctx.settings.apps {
+        if ctx.app(name).catalog.is_some() {
+            let (ctx, stop, name) = (ctx.clone(), stop.clone(), name.clone());
+            let every = app.catalog_refresh.0;
+            tokio::spawn(async move {
+                let catalog = ctx.app(&name).catalog.as_ref().expect("checked above");
+                catalog::keeper::keep(catalog, ctx.lookup(&name), every, stop).await;
+            });
+        }
+        let every = ctx.settings.wechat.quota_refresh.0;
+        if !every.is_zero() {
+            let (ctx, stop, name) = (ctx.clone(), stop.clone(), name.clone());
+            let endpoints = daily_quota::endpoints(app);
+            tokio::spawn(async move {
+                let lookup = ctx.lookup(&name);
+                daily_quota::watch(&name, &endpoints, lookup, &ctx.metrics, every, stop).await;
+            });
+        }
+    }
 }
 
 /// Why a broker session ended.
@@ -99,6 +135,7 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) -> anyhow::Result<(
         let (ctx, stop) = (ctx.clone(), stop.clone());
         tokio::spawn(async move { ctx.state.watch(stop).await });
     }
+    spawn_lookups(&ctx, &stop);
     let mut delays = reconnect_backoff();
     let mut first = true;
     // The node of `amqp.url` to try first; after a loss, the next one in turn.

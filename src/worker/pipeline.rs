@@ -141,6 +141,9 @@ pub async fn process<S: Seams>(deps: &Deps<S>, incoming: Incoming<'_>) -> Step {
     };
     let step = if job.expired_at(deps.clock.now()) {
         Step::Finish(turn.expired(&state))
+    } else if let Some(rejection) = app.catalog_refusal(&job).await {
+        // Before the token is taken: a job its template cannot show costs no quota.
+        reject(incoming.app, &rejection, state)
     } else {
         turn.send(incoming.outlet, &mut state, &claim).await
     };

@@ -107,6 +107,50 @@ def main(binary):
         kinds = sorted({s["kind"] for s in control(base, "/sim/sends")})
         check("each send was recorded under its kind", kinds == ["miniprogram_subscribe", "subscribe", "template"])
 
+        # The account's templates: wechatpy's client.template.get_all_private_template().
+        check(
+            "an account without a template list lists none",
+            client.template.get_all_private_template().get("template_list") == [],
+        )
+        listed = [
+            {
+                "template_id": TEMPLATE,
+                "title": "订单支付成功",
+                "primary_industry": "IT科技",
+                "deputy_industry": "互联网|电子商务",
+                "content": "{{first.DATA}}\n订单号：{{keyword1.DATA}}\n{{remark.DATA}}",
+                "example": "订单号：1842",
+            }
+        ]
+        control(base, "/sim/templates", {"appid": APPID, "template_list": listed})
+        got = client.template.get_all_private_template()
+        check("the template list comes back as set, content and all", got.get("template_list") == listed)
+        try:
+            client.message.send_template(OPENID, "notInTheList", data)
+            check("a template_id not in the list is refused", False)
+        except WeChatClientException as e:
+            check("a template_id not in the list is refused with 40037", e.errcode == 40037)
+
+        # The daily quota: wechatpy has no method for openapi/quota/get, so through client.post.
+        def quota(path):
+            return client.post("openapi/quota/get", data={"cgi_path": path})
+
+        q = quota("/cgi-bin/message/template/send")
+        check(
+            "quota/get counts the two accepted template sends against the daily limit",
+            q.get("errcode") == 0
+            and q["quota"] == {"daily_limit": 1000000, "used": 2, "remain": 999998},
+        )
+        check(
+            "quota/get counts each endpoint on its own",
+            quota("/cgi-bin/message/subscribe/bizsend")["quota"]["used"] == 1,
+        )
+        try:
+            quota("/cgi-bin/no/such/api")
+            check("an unknown cgi_path is refused", False)
+        except WeChatClientException as e:
+            check("an unknown cgi_path is refused with 76021", e.errcode == 76021)
+
         refuser = "o" + "r" * 27
         control(base, "/sim/refuse", {"touser": refuser})
         try:

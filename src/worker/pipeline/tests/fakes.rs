@@ -227,6 +227,7 @@ impl World {
             },
             gate: QuotaGate::new("a", schedule.clone(), Gauge::default()),
             kinds: vec!["template".into(), "subscribe".into()],
+            catalog: None,
         };
         let deps = Deps {
             wechat: wechat.clone(),
