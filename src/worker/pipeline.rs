@@ -84,25 +84,35 @@ const NO_TOKEN: &str = "no access token could be had";
 
 /// Runs the pipeline for one delivery.
 pub async fn process<S: Seams>(deps: &Deps<S>, incoming: Incoming<'_>) -> Step {
-    let job = match job::parse(incoming.body, incoming.message_id) {
+    // Taken apart at once: a whole delivery kept alive across the awaits below would make
+    // every waiting job's state larger.
+    let Incoming {
+        app: name,
+        body,
+        message_id,
+        headers_len,
+        retry,
+        outlet,
+    } = incoming;
+    let job = match job::parse(body, message_id) {
         Ok(job) => job,
-        Err(rejection) => return reject(incoming.app, &rejection, incoming.retry),
+        Err(rejection) => return reject(name, &rejection, retry),
     };
-    if incoming.headers_len > MAX_JOB_HEADERS {
+    if headers_len > MAX_JOB_HEADERS {
         let rejection = Rejection {
             id: Some(job.id.clone()),
             field: "headers".into(),
             rule: format!(
                 "are {} bytes of AMQP headers, over the {} KiB limit",
-                incoming.headers_len,
+                headers_len,
                 MAX_JOB_HEADERS / 1024
             ),
             meta: job.meta.clone(),
             kind: Some(job.kind.name()),
         };
-        return reject(incoming.app, &rejection, incoming.retry);
+        return reject(name, &rejection, retry);
     }
-    let app = deps.app(incoming.app);
+    let app = deps.app(name);
     if !app.sends(job.kind.name()) {
         let rejection = Rejection {
             id: Some(job.id.clone()),
@@ -110,25 +120,25 @@ pub async fn process<S: Seams>(deps: &Deps<S>, incoming: Incoming<'_>) -> Step {
             rule: format!(
                 "{:?} is not a kind this app sends (apps.{}.kinds = {:?})",
                 job.kind.name(),
-                incoming.app,
+                name,
                 app.kinds
             ),
             meta: job.meta.clone(),
             kind: Some(job.kind.name()),
         };
-        return reject(incoming.app, &rejection, incoming.retry);
+        return reject(name, &rejection, retry);
     }
     let turn = Turn {
         deps,
         app,
-        name: incoming.app,
+        name,
         job: &job,
     };
-    let mut state = incoming.retry;
+    let mut state = retry;
     tracing::Span::current().record("id", job.id.as_str());
     // De-duplication first: a job sent just before `not_after` and redelivered after it was
     // still sent.
-    let holder = match deps.store.claim(incoming.app, &job.id).await {
+    let holder = match deps.store.claim(name, &job.id).await {
         Ok(Claim::Fresh(holder)) => holder,
         Ok(Claim::AlreadySent(msgid)) => return Step::Finish(turn.duplicate(&state, msgid)),
         Ok(Claim::InFlight) => return turn.not_now(&state, IN_FLIGHT_ELSEWHERE),
@@ -143,13 +153,13 @@ pub async fn process<S: Seams>(deps: &Deps<S>, incoming: Incoming<'_>) -> Step {
         Step::Finish(turn.expired(&state))
     } else if let Some(rejection) = app.catalog_refusal(&job).await {
         // Before the token is taken: a job its template cannot show costs no quota.
-        reject(incoming.app, &rejection, state)
+        reject(name, &rejection, state)
     } else {
-        turn.send(incoming.outlet, &mut state, &claim).await
+        turn.send(outlet, &mut state, &claim).await
     };
     if !matches!(&step, Step::Finish(o) if o.status == SendStatus::Sent) {
         // Best effort: a claim that is not released lapses by itself.
-        let _ = deps.store.release(incoming.app, &job.id, holder).await;
+        let _ = deps.store.release(name, &job.id, claim.holder).await;
     }
     step
 }
