@@ -13,7 +13,8 @@
 //! - [`outcome`]: the outcome and delivery-report wire formats and their routing keys.
 //! - [`retry`]: the backoff schedule, delay tiers and the retry state carried in headers.
 //! - [`state`]: idempotency (sent ids and their msgids) and msgid → job, in memory or in
-//!   Redis shared by every instance.
+//!   Redis shared by every instance; idempotency, the shared token and the shared rate are
+//!   capabilities (traits) a backend declares, checked at start.
 //! - [`limiter`]: per-app send rate and the global cap on WeChat calls in flight.
 //! - [`quota`]: the per-app pause after WeChat says the quota is spent (45009).
 //! - [`daily_quota`]: the daily quota WeChat reports per API, polled into gauges.
@@ -21,8 +22,9 @@
 //!   read-only lookups beside the sends.
 //! - [`broker`]: RabbitMQ topology, confirmed publishing, the retry and dead-letter copies,
 //!   and the start-up report of job queues whose app is no longer configured.
-//! - [`worker`]: one job's pipeline (`process`) and the consumers that run it; with memory
-//!   state, a watch for other consumers of the same queues.
+//! - [`worker`]: one job's pipeline (`process`, over the seams in `worker::deps`: WeChat,
+//!   idempotency, rate, token, clock) and the consumers that run it; with memory state, a
+//!   watch for other consumers of the same queues.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, and [`callback`], the receiver of WeChat's
 //!   delivery reports (in the form `callback_mode` allows); `http::server` is the accept loop
 //!   with the connection cap and the timeouts that keep slow clients off the port.

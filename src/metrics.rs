@@ -369,8 +369,8 @@ impl AppMetrics {
         .inc();
     }
 
-    /// One send call: `errcode` is WeChat's, or `None` with the transport failure's kind.
-    pub fn wechat_call(&self, errcode: Result<i64, String>, took: Duration) {
+    /// One send call: `errcode` is WeChat's, or the transport failure's kind.
+    pub fn wechat_call(&self, errcode: Result<i64, &str>, took: Duration) {
         match errcode {
             Ok(0) => {
                 self.calls_ok.inc();
@@ -378,7 +378,7 @@ impl AppMetrics {
             Ok(code) => self
                 .family
                 .wechat_call_counter(&self.app, &code.to_string()),
-            Err(kind) => self.family.wechat_call_counter(&self.app, &kind),
+            Err(kind) => self.family.wechat_call_counter(&self.app, kind),
         }
         self.send_latency.observe(took.as_secs_f64());
     }

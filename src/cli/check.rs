@@ -14,7 +14,7 @@ use crate::catalog::{self, Template, review::JobData};
 use crate::config::AppSettings;
 use crate::config::Settings;
 use crate::daily_quota;
-use crate::state::State;
+use crate::state::{State, StateError};
 use crate::wechat::client::WechatClient;
 use crate::wechat::errcode::Classifier;
 use crate::wechat::lookup::Lookup;
@@ -298,8 +298,7 @@ async fn report_orphans(settings: &Settings, conn: &lapin::Connection) {
 }
 
 /// Reaches the shared state (Redis), over TLS for `rediss://`.
-async fn check_state(settings: &crate::config::StateSettings) -> Result<(), String> {
+async fn check_state(settings: &crate::config::StateSettings) -> Result<(), StateError> {
     let state = State::from_settings(settings, Duration::from_secs(60))?;
-    let redis = state.redis().ok_or("state.url is not Redis")?;
-    redis.ping().await.map_err(|e| e.to_string())
+    state.ping().await
 }

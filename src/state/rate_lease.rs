@@ -252,7 +252,7 @@ mod tests {
     async fn a_shared_state_error_reaches_the_caller() {
         let lease = RateLease::new(Duration::from_millis(10), 5);
         let err = lease
-            .take(|_| async { Err(crate::state::StateError("down".into())) })
+            .take(|_| async { Err(crate::state::StateError::Unavailable("down".into())) })
             .await;
         assert!(err.is_err());
     }

@@ -7,9 +7,11 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::Value;
 
+use super::capability::{Idempotency, SharedRate, SharedTokens};
 use super::health::StateHealth;
 use super::rate_lease::Grant;
 use super::{Claim, Holder, Renewal, SentJob, StateError, StateResult};
+use crate::config::Secret;
 
 /// Each call gives up after this long: a hung Redis must not hang the worker.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -75,7 +77,7 @@ impl RedisState {
         ca_pem: Option<Vec<u8>>,
         ttl: Duration,
         in_flight_ttl: Duration,
-    ) -> Result<Self, String> {
+    ) -> StateResult<Self> {
         let client = match ca_pem {
             None => redis::Client::open(url),
             Some(root_cert) => redis::Client::build_with_tls(
@@ -86,14 +88,14 @@ impl RedisState {
                 },
             ),
         }
-        .map_err(|e| format!("state.url is not a Redis URL: {e}"))?;
+        .map_err(|e| StateError::Settings(format!("state.url is not a Redis URL: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CALL_TIMEOUT))
             .set_response_timeout(Some(CALL_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
         let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| format!("cannot set up Redis: {e}"))?;
+            .map_err(|e| StateError::Settings(format!("cannot set up Redis: {e}")))?;
         Ok(Self {
             conn,
             ttl,
@@ -129,90 +131,19 @@ impl RedisState {
         &self,
         result: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
     ) -> StateResult<T> {
-        let why = match result {
+        let error = match result {
             Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer within {CALL_TIMEOUT:?}"),
+            Ok(Err(e)) => StateError::Unavailable(e.to_string()),
+            Err(_) => StateError::Timeout(CALL_TIMEOUT),
         };
-        self.health.mark_down(&why);
-        Err(StateError(why))
+        self.health.mark_down(&error.to_string());
+        Err(error)
     }
 
     /// Checks the connection (for the health probe).
     pub async fn ping(&self) -> StateResult<()> {
         let _: String = self.call(&redis::cmd("PING")).await?;
         Ok(())
-    }
-
-    pub async fn claim(&self, app: &str, id: &str) -> StateResult<Claim> {
-        let k = key(app, "id", id);
-        let holder = Holder::new();
-        let set: Option<String> = self
-            .call(
-                redis::cmd("SET")
-                    .arg(&k)
-                    .arg(holder.tag())
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(millis(self.in_flight_ttl)),
-            )
-            .await?;
-        if set.is_some() {
-            return Ok(Claim::Fresh(holder));
-        }
-        let held: Option<String> = self.call(redis::cmd("GET").arg(&k)).await?;
-        Ok(match held.as_deref().map(str::parse::<u64>) {
-            Some(Ok(msgid)) => Claim::AlreadySent(msgid),
-            _ => Claim::InFlight,
-        })
-    }
-
-    pub async fn renew(&self, app: &str, id: &str, holder: Holder) -> StateResult<Renewal> {
-        let mut inv = self.renew.key(key(app, "id", id));
-        inv.arg(holder.tag()).arg(millis(self.in_flight_ttl));
-        let found: String = self.script(inv).await?;
-        Ok(match found.as_str() {
-            "held" => Renewal::Held,
-            other => match other.parse::<u64>() {
-                Ok(msgid) => Renewal::AlreadySent(msgid),
-                Err(_) => Renewal::Lost,
-            },
-        })
-    }
-
-    pub async fn release(&self, app: &str, id: &str, holder: Holder) -> StateResult<()> {
-        let mut inv = self.delete_if.key(key(app, "id", id));
-        inv.arg(holder.tag());
-        let _: i64 = self.script(inv).await?;
-        Ok(())
-    }
-
-    pub async fn record_sent(
-        &self,
-        app: &str,
-        id: &str,
-        msgid: u64,
-        meta: Option<&Value>,
-    ) -> StateResult<()> {
-        let job = serde_json::json!({ "id": id, "meta": meta });
-        let ttl = millis(self.ttl);
-        let mut conn = self.conn.clone();
-        let pipe = redis::pipe()
-            .cmd("SET")
-            .arg(key(app, "id", id))
-            .arg(msgid)
-            .arg("PX")
-            .arg(ttl)
-            .ignore()
-            .cmd("SET")
-            .arg(key(app, "msgid", msgid))
-            .arg(job.to_string())
-            .arg("PX")
-            .arg(ttl)
-            .ignore()
-            .clone();
-        let result = tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut conn)).await;
-        self.settle(result)
     }
 
     pub async fn job_for_msgid(&self, app: &str, msgid: u64) -> StateResult<Option<SentJob>> {
@@ -269,9 +200,84 @@ impl RedisState {
             .await?;
         Ok(())
     }
+}
 
+impl Idempotency for RedisState {
+    async fn claim(&self, app: &str, id: &str) -> StateResult<Claim> {
+        let k = key(app, "id", id);
+        let holder = Holder::new();
+        let set: Option<String> = self
+            .call(
+                redis::cmd("SET")
+                    .arg(&k)
+                    .arg(holder.tag())
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(self.in_flight_ttl)),
+            )
+            .await?;
+        if set.is_some() {
+            return Ok(Claim::Fresh(holder));
+        }
+        let held: Option<String> = self.call(redis::cmd("GET").arg(&k)).await?;
+        Ok(match held.as_deref().map(str::parse::<u64>) {
+            Some(Ok(msgid)) => Claim::AlreadySent(msgid),
+            _ => Claim::InFlight,
+        })
+    }
+
+    async fn renew(&self, app: &str, id: &str, holder: Holder) -> StateResult<Renewal> {
+        let mut inv = self.renew.key(key(app, "id", id));
+        inv.arg(holder.tag()).arg(millis(self.in_flight_ttl));
+        let found: String = self.script(inv).await?;
+        Ok(match found.as_str() {
+            "held" => Renewal::Held,
+            other => match other.parse::<u64>() {
+                Ok(msgid) => Renewal::AlreadySent(msgid),
+                Err(_) => Renewal::Lost,
+            },
+        })
+    }
+
+    async fn release(&self, app: &str, id: &str, holder: Holder) -> StateResult<()> {
+        let mut inv = self.delete_if.key(key(app, "id", id));
+        inv.arg(holder.tag());
+        let _: i64 = self.script(inv).await?;
+        Ok(())
+    }
+
+    async fn record_sent(
+        &self,
+        app: &str,
+        id: &str,
+        msgid: u64,
+        meta: Option<&Value>,
+    ) -> StateResult<()> {
+        let job = serde_json::json!({ "id": id, "meta": meta });
+        let ttl = millis(self.ttl);
+        let mut conn = self.conn.clone();
+        let pipe = redis::pipe()
+            .cmd("SET")
+            .arg(key(app, "id", id))
+            .arg(msgid)
+            .arg("PX")
+            .arg(ttl)
+            .ignore()
+            .cmd("SET")
+            .arg(key(app, "msgid", msgid))
+            .arg(job.to_string())
+            .arg("PX")
+            .arg(ttl)
+            .ignore()
+            .clone();
+        let result = tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut conn)).await;
+        self.settle(result)
+    }
+}
+
+impl SharedRate for RedisState {
     /// Asks this app's bucket, shared by every instance, for up to `want` send slots.
-    pub async fn rate_grant(
+    async fn grant(
         &self,
         app: &str,
         interval: Duration,
@@ -290,9 +296,11 @@ impl RedisState {
             ),
         })
     }
+}
 
+impl SharedTokens for RedisState {
     /// The shared access token and how long Redis will keep it.
-    pub async fn shared_token(&self, app: &str) -> StateResult<Option<(String, Duration)>> {
+    async fn token(&self, app: &str) -> StateResult<Option<(Secret, Duration)>> {
         let k = key(app, "token", "current");
         let mut conn = self.conn.clone();
         let pipe = redis::pipe().cmd("GET").arg(&k).cmd("PTTL").arg(&k).clone();
@@ -304,15 +312,15 @@ impl RedisState {
         let (token, pttl) = self.settle(result)?;
         Ok(token
             .filter(|_| pttl > 0)
-            .map(|t| (t, Duration::from_millis(pttl as u64))))
+            .map(|t| (Secret::new(t), Duration::from_millis(pttl as u64))))
     }
 
-    pub async fn store_token(&self, app: &str, token: &str, lifetime: Duration) -> StateResult<()> {
+    async fn store_token(&self, app: &str, token: &Secret, lifetime: Duration) -> StateResult<()> {
         let _: () = self
             .call(
                 redis::cmd("SET")
                     .arg(key(app, "token", "current"))
-                    .arg(token)
+                    .arg(token.expose())
                     .arg("PX")
                     .arg(millis(lifetime)),
             )
@@ -320,8 +328,7 @@ impl RedisState {
         Ok(())
     }
 
-    /// Takes the token-refresh lock for `hold`; false when another instance holds it.
-    pub async fn lock_token(&self, app: &str, holder: &str, hold: Duration) -> StateResult<bool> {
+    async fn lock_refresh(&self, app: &str, holder: &str, hold: Duration) -> StateResult<bool> {
         let set: Option<String> = self
             .call(
                 redis::cmd("SET")
@@ -335,7 +342,7 @@ impl RedisState {
         Ok(set.is_some())
     }
 
-    pub async fn unlock_token(&self, app: &str, holder: &str) -> StateResult<()> {
+    async fn unlock_refresh(&self, app: &str, holder: &str) -> StateResult<()> {
         let mut inv = self.delete_if.key(key(app, "token", "lock"));
         inv.arg(holder);
         let _: i64 = self.script(inv).await?;

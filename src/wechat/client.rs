@@ -2,11 +2,34 @@
 //! a bounded read-only call for lookups (template list, quota). No URL, token or secret ever
 //! reaches an error from here.
 
+use std::future::Future;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::config::Secret;
+use crate::config::{Secret, TokenMode};
+use crate::state::StateError;
+
+/// WeChat's API as the worker calls it: one JSON POST per message kind, and a token fetch.
+/// [`WechatClient`] speaks HTTP; the pipeline's tests answer from a script.
+pub trait WechatApi: Send + Sync + 'static {
+    /// POSTs a prepared JSON `body` to `path` (`/cgi-bin/…`, the kind's endpoint) with the
+    /// access token, and reads WeChat's `{errcode, errmsg[, msgid]}` answer.
+    fn send(
+        &self,
+        path: &str,
+        token: &Secret,
+        body: Bytes,
+    ) -> impl Future<Output = Result<SendReply, CallError>> + Send;
+    /// Fetches an access token in `mode`.
+    fn token(
+        &self,
+        appid: &str,
+        secret: &Secret,
+        mode: TokenMode,
+    ) -> impl Future<Output = Result<Grant, TokenError>> + Send;
+}
 
 /// A failure to get a usable answer at all: always worth retrying later.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -64,6 +87,9 @@ pub enum TokenError {
     Call(#[from] CallError),
     #[error("WeChat refused the token request: errcode {errcode} ({errmsg})")]
     Refused { errcode: i64, errmsg: String },
+    /// The token is kept in shared state, and that state failed: not WeChat's doing.
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 /// An access token with how long WeChat says it lives.
@@ -157,7 +183,7 @@ impl WechatClient {
         token: &Secret,
         body: Vec<u8>,
     ) -> Result<SendReply, CallError> {
-        self.post_json("/cgi-bin/message/template/send", token, body)
+        self.post_json("/cgi-bin/message/template/send", token, body.into())
             .await
     }
 
@@ -167,7 +193,7 @@ impl WechatClient {
         &self,
         path: &str,
         token: &Secret,
-        body: Vec<u8>,
+        body: Bytes,
     ) -> Result<SendReply, CallError> {
         let resp = self
             .http
@@ -180,6 +206,52 @@ impl WechatClient {
             .map_err(CallError::from_reqwest)?;
         let bytes = read_ok_body(resp).await?;
         serde_json::from_slice::<SendReply>(&bytes).map_err(|e| CallError::Body(e.to_string()))
+    }
+}
+
+impl WechatApi for WechatClient {
+    // The call's own future, not one wrapped around it: every job waiting for a WeChat slot
+    // carries this state.
+    fn send(
+        &self,
+        path: &str,
+        token: &Secret,
+        body: Bytes,
+    ) -> impl Future<Output = Result<SendReply, CallError>> + Send {
+        self.post_json(path, token, body)
+    }
+
+    async fn token(
+        &self,
+        appid: &str,
+        secret: &Secret,
+        mode: TokenMode,
+    ) -> Result<Grant, TokenError> {
+        match mode {
+            TokenMode::Stable => self.stable_token(appid, secret).await,
+            TokenMode::Classic => self.classic_token(appid, secret).await,
+        }
+    }
+}
+
+/// A shared API (the pipeline and the token source of one app use the same one).
+impl<W: WechatApi> WechatApi for std::sync::Arc<W> {
+    fn send(
+        &self,
+        path: &str,
+        token: &Secret,
+        body: Bytes,
+    ) -> impl Future<Output = Result<SendReply, CallError>> + Send {
+        (**self).send(path, token, body)
+    }
+
+    fn token(
+        &self,
+        appid: &str,
+        secret: &Secret,
+        mode: TokenMode,
+    ) -> impl Future<Output = Result<Grant, TokenError>> + Send {
+        (**self).token(appid, secret, mode)
     }
 }
 

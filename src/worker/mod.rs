@@ -1,7 +1,9 @@
 //! The worker daemon: builds the pipeline's context, then keeps a broker session alive —
 //! connect, declare, consume every app — reconnecting with backoff until told to stop.
 
+pub mod clock;
 mod consume;
+pub mod deps;
 mod peers;
 pub mod pipeline;
 
@@ -15,47 +17,25 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::topology::{self, TopologyError};
-use crate::broker::{self, Publisher};
+use crate::broker::{self, BrokerError, Publisher};
 use crate::callback::{self, CallbackApp};
-use crate::catalog::{self, Catalog};
+use crate::catalog;
 use crate::config::Settings;
 use crate::daily_quota;
-use crate::job::{Job, Rejection};
-use crate::limiter::{AppLimiter, InFlight};
-use crate::metrics::{AppMetrics, Metrics};
-use crate::quota::QuotaGate;
-use crate::retry::Schedule;
+use crate::metrics::Metrics;
 use crate::state::State;
 use crate::telemetry::Health;
-use crate::wechat::client::WechatClient;
-use crate::wechat::errcode::Classifier;
 use crate::wechat::lookup::Lookup;
-use crate::wechat::shared_token::SharedTokenSource;
-use crate::wechat::token::{TokenKeeper, TokenSource, WechatTokenSource};
 
+pub use deps::{AppDeps, Deps, Live, Seams};
 pub use pipeline::{Incoming, Outlet, Step, Wait, process};
 
-/// One configured app at run time.
-pub struct AppRuntime {
-    pub metrics: AppMetrics,
-    pub keeper: TokenKeeper,
-    pub limiter: AppLimiter,
-    pub gate: QuotaGate,
-    /// The account's templates, when `apps.NAME.catalog` is on.
-    pub catalog: Option<Catalog>,
-}
-
-/// Everything the pipeline needs, built once per process.
+/// Everything the worker needs, built once per process.
 pub struct Context {
     pub settings: Settings,
-    pub schedule: Schedule,
-    pub classifier: Classifier,
-    pub client: WechatClient,
-    pub apps: HashMap<String, AppRuntime>,
+    /// What the pipeline reads and calls.
+    pub pipeline: Deps,
     pub state: Arc<State>,
-    /// How long a claim on a job id lasts without being renewed.
-    pub claim_ttl: Duration,
-    pub in_flight: InFlight,
     pub health: Health,
     pub metrics: Arc<Metrics>,
     /// Apps that receive WeChat's pushes, by name.
@@ -66,75 +46,12 @@ pub struct Context {
 
 impl Context {
     pub fn new(settings: Settings) -> anyhow::Result<Self> {
-        let client = WechatClient::new(&settings.wechat.base_url, settings.wechat.timeout.0)?;
         let metrics = Arc::new(Metrics::new());
-        // A claim is renewed right before the send once it has aged a third of this, so it
-        // outlives the call and the record that follows; it lapses if its holder dies, so a
-        // redelivered job waits behind it for about this long at most.
-        let in_flight_ttl = settings.wechat.timeout.0 * 3 + Duration::from_secs(30);
-        let state =
-            State::from_settings(&settings.state, in_flight_ttl).map_err(|e| anyhow::anyhow!(e))?;
+        let state = State::from_settings(&settings.state, deps::claim_ttl(&settings))?;
         let state = Arc::new(state);
-        let apps = settings
-            .apps
-            .iter()
-            .map(|(name, app)| {
-                let source = WechatTokenSource {
-                    client: client.clone(),
-                    appid: app.appid.clone(),
-                    secret: app.secret.clone(),
-                    mode: app.token_mode,
-                    fetched: metrics
-                        .token_refreshes
-                        .get_or_create(&Metrics::app(name))
-                        .clone(),
-                };
-                // With Redis, every instance shares one token (and one refresh).
-                let source: Box<dyn TokenSource> = if state.redis().is_some() {
-                    Box::new(SharedTokenSource {
-                        app: name.clone(),
-                        wechat: source,
-                        state: state.clone(),
-                    })
-                } else {
-                    Box::new(source)
-                };
-                let runtime = AppRuntime {
-                    metrics: AppMetrics::new(metrics.clone(), name),
-                    keeper: TokenKeeper::new(source),
-                    limiter: AppLimiter::new(app),
-                    gate: QuotaGate::new(
-                        name,
-                        Schedule::new(&settings.retry),
-                        metrics
-                            .app_paused
-                            .get_or_create(&Metrics::app(name))
-                            .clone(),
-                    ),
-                    catalog: app.catalog.then(|| {
-                        // The first fetch takes a token and a list call, each within the
-                        // timeout; jobs at start wait that long for it, no longer.
-                        Catalog::new(
-                            name,
-                            settings.wechat.timeout.0 * 2 + Duration::from_secs(1),
-                            metrics
-                                .catalog_templates
-                                .get_or_create(&Metrics::app(name))
-                                .clone(),
-                        )
-                    }),
-                };
-                (name.clone(), runtime)
-            })
-            .collect();
         Ok(Self {
-            schedule: Schedule::new(&settings.retry),
-            classifier: Classifier::from_settings(&settings.wechat),
-            in_flight: InFlight::new(settings.wechat.max_in_flight),
-            client,
-            apps,
+            pipeline: Deps::live(&settings, state.clone(), metrics.clone())?,
             state,
-            claim_ttl: in_flight_ttl,
             health: Health::default(),
             metrics,
             callbacks: callback::apps_from(&settings),
@@ -143,34 +60,21 @@ impl Context {
         })
     }
 
-    /// The runtime of a configured app. Deliveries only come from configured apps' queues.
-    pub fn app(&self, name: &str) -> &AppRuntime {
-        &self.apps[name]
+    /// A configured app. Deliveries only come from configured apps' queues.
+    pub fn app(&self, name: &str) -> &AppDeps {
+        self.pipeline.app(name)
     }
 
-    fn app_names(&self) -> Vec<String> {
-        self.apps.keys().cloned().collect()
-    }
-
-    /// Why `app`'s catalog refuses `job`, if it does (CONTRACT: rejected, never sent).
-    pub async fn catalog_refusal(&self, app: &str, job: &Job) -> Option<Rejection> {
-        let catalog = self.apps.get(app)?.catalog.as_ref()?;
-        let e = catalog.check(job).await.err()?;
-        Some(Rejection {
-            id: Some(job.id.clone()),
-            field: e.field,
-            rule: e.rule,
-            meta: job.meta.clone(),
-            kind: Some(job.kind.name()),
-        })
+    pub fn app_names(&self) -> Vec<String> {
+        self.pipeline.apps.keys().cloned().collect()
     }
 
     /// The WeChat lookups of `app`, with its token.
     fn lookup(&self, app: &str) -> Lookup<'_> {
         Lookup {
-            client: &self.client,
+            client: &self.pipeline.wechat,
             keeper: &self.app(app).keeper,
-            classifier: &self.classifier,
+            classifier: &self.pipeline.classifier,
         }
     }
 }
@@ -204,8 +108,10 @@ fn spawn_lookups(ctx: &Arc<Context>, stop: &CancellationToken) {
 enum SessionError {
     #[error(transparent)]
     Topology(#[from] TopologyError),
-    #[error("{0}")]
-    Broker(String),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("a consumer task ended: {0}")]
+    ConsumerEnded(String),
 }
 
 impl SessionError {
@@ -276,17 +182,17 @@ async fn session(
     stop: &CancellationToken,
     node: &mut usize,
 ) -> Result<(), SessionError> {
-    let (conn, connected) = broker::connect_from(&ctx.settings.amqp, "wxcourier worker", *node)
-        .await
-        .map_err(SessionError::Broker)?;
+    let (conn, connected) =
+        broker::connect_from(&ctx.settings.amqp, "wxcourier worker", *node).await?;
     *node = connected;
-    let legacy = topology::declare_all(&conn, &ctx.app_names(), ctx.schedule.tiers()).await?;
+    let legacy =
+        topology::declare_all(&conn, &ctx.app_names(), ctx.pipeline.schedule.tiers()).await?;
     for queue in legacy {
         tracing::warn!("{queue}");
     }
     let publisher = Publisher::open(&conn, ctx.settings.amqp.publish_timeout.0)
         .await
-        .map_err(|e| SessionError::Broker(e.to_string()))?;
+        .map_err(|e| BrokerError::channel("opening the publishing channel", e))?;
     let consumers_stop = stop.child_token();
     let jobs = TaskTracker::new();
     let mut consumers = JoinSet::new();
@@ -301,7 +207,7 @@ async fn session(
         let conn_channel = conn
             .create_channel()
             .await
-            .map_err(|e| SessionError::Broker(e.to_string()))?;
+            .map_err(|e| BrokerError::channel("opening a consumer channel", e))?;
         consumers.spawn(consumer.run(conn_channel));
     }
     *ctx.results.write() = Some(publisher.clone());
@@ -313,10 +219,10 @@ async fn session(
         )),
         Err(_) => tokio::spawn(async {}),
     };
-    // With memory state, another consumer on our queues means a second rate and a second
-    // idempotency store: say so.
-    let peers = match ctx.state.redis() {
-        None => match conn.create_channel().await {
+    // With state for one instance, another consumer on our queues means a second rate and a
+    // second idempotency store: say so.
+    let peers = match ctx.state.capabilities().shared_ids {
+        false => match conn.create_channel().await {
             Ok(channel) => Some(tokio::spawn(peers::watch(
                 ctx.clone(),
                 channel,
@@ -324,22 +230,20 @@ async fn session(
             ))),
             Err(_) => None,
         },
-        Some(_) => None,
+        true => None,
     };
     ctx.health.set_ready(true);
-    tracing::info!(apps = ctx.apps.len(), "consuming");
+    tracing::info!(apps = ctx.pipeline.apps.len(), "consuming");
     let ended = tokio::select! {
         _ = stop.cancelled() => Ok(()),
-        Some(first) = consumers.join_next() => Err(SessionError::Broker(match first {
-            Ok(Err(e)) => e,
-            Ok(Ok(())) => "a consumer stopped".into(),
-            Err(e) => format!("a consumer task failed: {e}"),
-        })),
+        Some(first) = consumers.join_next() => Err(match first {
+            Ok(Err(e)) => SessionError::Broker(e),
+            Ok(Ok(())) => SessionError::ConsumerEnded("it stopped".into()),
+            Err(e) => SessionError::ConsumerEnded(e.to_string()),
+        }),
         // Without its publisher no outcome can be published, so nothing may be sent: start
         // a new session (readiness is off until then).
-        _ = publisher_lost(&publisher) => Err(SessionError::Broker(
-            "the publishing channel was closed by the broker".into(),
-        )),
+        _ = publisher_lost(&publisher) => Err(BrokerError::PublisherClosed.into()),
     };
     ctx.health.set_ready(false);
     *ctx.results.write() = None;
@@ -434,6 +338,7 @@ mod tests {
         });
         assert!(clash.needs_a_person());
         assert!(!slow.needs_a_person());
-        assert!(!SessionError::Broker("connection lost".into()).needs_a_person());
+        let lost = BrokerError::Unreachable("connection reset".into());
+        assert!(!SessionError::Broker(lost).needs_a_person());
     }
 }
