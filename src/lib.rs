@@ -26,8 +26,9 @@
 //!   idempotency, rate, token, clock) and the consumers that run it; with memory state, a
 //!   watch for other consumers of the same queues.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, and [`callback`], the receiver of WeChat's
-//!   delivery reports (in the form `callback_mode` allows); `http::server` is the accept loop
-//!   with the connection cap and the timeouts that keep slow clients off the port.
+//!   delivery reports and users' subscription and follow events (in the form `callback_mode`
+//!   allows); `http::server` is the accept loop with the connection cap and the timeouts that
+//!   keep slow clients off the port.
 //! - [`metrics`]: the Prometheus families behind `/metrics`.
 //! - [`sim`]: the WeChat API simulator used by tests, the demo and benchmarks.
 //! - [`telemetry`]: logging and the readiness flag.
