@@ -22,25 +22,33 @@
 //!
 //! The parts the pipeline is built from:
 //! - [`retry`]: the backoff schedule, delay tiers and the retry state carried in headers.
-//! - [`state`]: idempotency (sent ids and their msgids), msgid → job, and the shared tokens,
-//!   in memory or in Redis shared by every instance.
-//! - [`limiter`]: per-app send rate and the global cap on WeChat calls in flight.
+//! - [`state`]: idempotency (sent ids and their msgids) and msgid → job, in memory or in
+//!   Redis shared by every instance; idempotency, the shared token and the shared rate are
+//!   capabilities (traits) a backend declares, checked at start.
+//! - [`limiter`]: per-app send rate (shared through [`state`] when it can) and the global cap
+//!   on WeChat calls in flight.
 //! - [`quota`]: the per-app pause after WeChat says the quota is spent (45009).
 //! - [`metrics`]: the Prometheus families behind `/metrics`.
 //! - [`telemetry`]: logging and the readiness flag.
 //! - [`wechat`]: HTTP calls, the errcode table, the reason rule, the token keeper (shared
-//!   through [`state`] when that is Redis), callback crypto.
+//!   through [`state`] when it can), callback crypto, and the read-only lookups beside the
+//!   sends.
+//! - [`catalog`]: an app's template list from WeChat, against which template jobs are checked
+//!   before any quota is spent (`apps.NAME.catalog`).
+//! - [`daily_quota`]: the daily quota WeChat reports per API, polled into gauges.
 //! - [`broker`]: RabbitMQ topology, confirmed publishing, the publisher of the session in
 //!   force, the retry and dead-letter copies, and the start-up report of job queues whose app
 //!   is no longer configured.
 //!
 //! The running parts, each with its own state:
-//! - [`callback`]: the receiver of WeChat's delivery reports (in the form `callback_mode`
-//!   allows), publishing on the broker session in force.
+//! - [`callback`]: the receiver of WeChat's delivery reports and users' subscription and
+//!   follow events (in the form `callback_mode` allows), publishing on the broker session in
+//!   force.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`; `http::server` is the accept loop with the
 //!   connection cap and the timeouts that keep slow clients off the port.
-//! - [`worker`]: one job's pipeline (`process`) and the consumers that run it; with memory
-//!   state, a watch for other consumers of the same queues.
+//! - [`worker`]: one job's pipeline (`process`, over the seams in `worker::deps`: WeChat,
+//!   idempotency, rate, token, clock) and the consumers that run it; with memory state, a
+//!   watch for other consumers of the same queues.
 //! - [`sim`]: the WeChat API simulator used by tests, the demo and benchmarks.
 //!
 //! Putting them together:
@@ -52,8 +60,10 @@
 
 pub mod broker;
 pub mod callback;
+pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod daily_quota;
 pub mod http;
 pub mod job;
 pub mod kinds;

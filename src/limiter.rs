@@ -1,6 +1,7 @@
 //! How fast each app may send (a GCRA bucket per app), and the global cap on WeChat calls in
 //! flight so a slow WeChat cannot exhaust sockets or memory.
 
+use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,34 +10,55 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::AppSettings;
-use crate::state::{State, StateResult};
+use crate::state::rate_lease::RateLease;
+use crate::state::{RateShare, SharedRate, StateResult};
 
-/// One app's send rate: a bucket in this process, or one in Redis shared by every instance.
+/// One app's send rate as the pipeline waits for it.
+pub trait RateGate: Send + Sync {
+    /// Waits for the app's turn. Called right before a send, holding no connection; fails
+    /// only when the rate is shared and its store failed.
+    fn until_ready(&self) -> impl Future<Output = StateResult<()>> + Send;
+}
+
+/// One app's send rate: a bucket in this process, or the one every instance shares when the
+/// state backend provides it.
 pub struct AppLimiter {
+    app: String,
     bucket: DefaultDirectRateLimiter,
+    shared: Option<RateShare>,
+    /// This process's lease on the shared bucket, when the state shares one.
+    lease: RateLease,
     interval: Duration,
     burst: u32,
 }
 
 impl AppLimiter {
-    pub fn new(app: &AppSettings) -> Self {
+    /// The limiter of app `name`; `shared` is the backend's shared rate, if it has one.
+    pub fn new(name: &str, app: &AppSettings, shared: Option<RateShare>) -> Self {
         let period = Duration::from_secs_f64(1.0 / app.rate_per_second);
         let burst = NonZeroU32::new(app.burst).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(burst);
         Self {
+            app: name.to_owned(),
             bucket: RateLimiter::direct(quota),
+            shared,
+            lease: RateLease::new(period, burst.get()),
             interval: period,
             burst: burst.get(),
         }
     }
+}
 
-    /// Waits for this app's turn, in Redis when the state is shared. Called right before a
-    /// send, holding no connection.
-    pub async fn until_ready(&self, app: &str, state: &State) -> StateResult<()> {
-        match state.redis() {
-            Some(redis) => redis.rate_wait(app, self.interval, self.burst).await,
+impl RateGate for AppLimiter {
+    async fn until_ready(&self) -> StateResult<()> {
+        match &self.shared {
+            Some(shared) => {
+                self.lease
+                    .take(|want| shared.grant(&self.app, self.interval, self.burst, want))
+                    .await
+            }
             None => {
                 self.bucket.until_ready().await;
                 Ok(())
@@ -82,21 +104,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_burst_passes_at_once_then_the_rate_holds() {
-        let l = AppLimiter::new(&app(50.0, 10));
-        let state = State::from_url(
-            "memory",
-            Duration::from_secs(60),
-            10,
-            Duration::from_secs(60),
-        )
-        .unwrap();
+        let l = AppLimiter::new("a", &app(50.0, 10), None);
         let start = std::time::Instant::now();
         for _ in 0..10 {
-            l.until_ready("a", &state).await.unwrap();
+            l.until_ready().await.unwrap();
         }
         assert!(start.elapsed() < Duration::from_millis(50));
         for _ in 0..10 {
-            l.until_ready("a", &state).await.unwrap();
+            l.until_ready().await.unwrap();
         }
         let took = start.elapsed();
         assert!(

@@ -34,6 +34,13 @@ pub struct AppTier {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppEndpoint {
+    pub app: String,
+    /// The WeChat API path, `/cgi-bin/…`.
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabel {
     pub queue: String,
 }
@@ -68,6 +75,10 @@ pub struct Metrics {
     pub orphan_queues: Gauge,
     pub orphan_queue_messages: Family<QueueLabel, Gauge>,
     pub foreign_consumers: Family<AppLabel, Gauge>,
+    pub catalog_templates: Family<AppLabel, Gauge>,
+    pub quota_daily_limit: Family<AppEndpoint, Gauge>,
+    pub quota_used: Family<AppEndpoint, Gauge>,
+    pub quota_remaining: Family<AppEndpoint, Gauge>,
 }
 
 impl Default for Metrics {
@@ -97,6 +108,10 @@ impl Metrics {
             orphan_queues: Gauge::default(),
             orphan_queue_messages: Family::default(),
             foreign_consumers: Family::default(),
+            catalog_templates: Family::default(),
+            quota_daily_limit: Family::default(),
+            quota_used: Family::default(),
+            quota_remaining: Family::default(),
         };
         let r = &mut m.registry;
         r.register("jobs", "Jobs finished, by final status", m.jobs.clone());
@@ -157,7 +172,7 @@ impl Metrics {
         );
         r.register(
             "callback_events",
-            "Delivery reports received, by status",
+            "Reports published from WeChat's pushes, by status (delivery, preference and follow statuses)",
             m.callback_events.clone(),
         );
         r.register(
@@ -180,6 +195,28 @@ impl Metrics {
             "Consumers of the app's job queue besides this worker, counted with memory state \
              (rate and idempotency are then per process)",
             m.foreign_consumers.clone(),
+        );
+        r.register(
+            "catalog_templates",
+            "Templates in the app's catalog (apps.NAME.catalog), as last fetched",
+            m.catalog_templates.clone(),
+        );
+        // Three gauges rather than one with a field label: each can be summed or compared on
+        // its own (remaining / daily_limit) without selecting a label first.
+        r.register(
+            "wechat_quota_daily_limit",
+            "Calls of this WeChat API the account may make today (openapi/quota/get)",
+            m.quota_daily_limit.clone(),
+        );
+        r.register(
+            "wechat_quota_used",
+            "Calls of this WeChat API the account made today, as WeChat counts them",
+            m.quota_used.clone(),
+        );
+        r.register(
+            "wechat_quota_remaining",
+            "Calls of this WeChat API left to the account today",
+            m.quota_remaining.clone(),
         );
         m
     }
@@ -231,6 +268,29 @@ impl Metrics {
                 queue: queue.into(),
             })
             .set(count as i64);
+    }
+
+    /// WeChat's daily quota of `endpoint` for `app`, as last read.
+    pub fn set_wechat_quota(
+        &self,
+        app: &str,
+        endpoint: &str,
+        daily_limit: u64,
+        used: u64,
+        remain: u64,
+    ) {
+        let label = AppEndpoint {
+            app: app.into(),
+            endpoint: endpoint.into(),
+        };
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.quota_daily_limit
+            .get_or_create(&label)
+            .set(gauge(daily_limit));
+        self.quota_used.get_or_create(&label).set(gauge(used));
+        self.quota_remaining
+            .get_or_create(&label)
+            .set(gauge(remain));
     }
 
     /// The job queues without a configured app, as found at start: each queue's name and
@@ -312,8 +372,8 @@ impl AppMetrics {
         .inc();
     }
 
-    /// One send call: `errcode` is WeChat's, or `None` with the transport failure's kind.
-    pub fn wechat_call(&self, errcode: Result<i64, String>, took: Duration) {
+    /// One send call: `errcode` is WeChat's, or the transport failure's kind.
+    pub fn wechat_call(&self, errcode: Result<i64, &str>, took: Duration) {
         match errcode {
             Ok(0) => {
                 self.calls_ok.inc();
@@ -321,7 +381,7 @@ impl AppMetrics {
             Ok(code) => self
                 .family
                 .wechat_call_counter(&self.app, &code.to_string()),
-            Err(kind) => self.family.wechat_call_counter(&self.app, &kind),
+            Err(kind) => self.family.wechat_call_counter(&self.app, kind),
         }
         self.send_latency.observe(took.as_secs_f64());
     }
@@ -356,5 +416,18 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("wxcourier_in_flight_jobs 3"), "{text}");
+        assert!(
+            !text.contains("wxcourier_wechat_quota_used{"),
+            "unset until read"
+        );
+        m.set_wechat_quota("shop", "/cgi-bin/message/template/send", 100_000, 7, 99_993);
+        let text = m.render();
+        for line in [
+            "wxcourier_wechat_quota_daily_limit{app=\"shop\",endpoint=\"/cgi-bin/message/template/send\"} 100000",
+            "wxcourier_wechat_quota_used{app=\"shop\",endpoint=\"/cgi-bin/message/template/send\"} 7",
+            "wxcourier_wechat_quota_remaining{app=\"shop\",endpoint=\"/cgi-bin/message/template/send\"} 99993",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::CurrentPublisher;
 use crate::callback::{self, CallbackState};
-use crate::config::{Settings, WechatSettings};
+use crate::catalog::Catalog;
+use crate::config::{AppSettings, Settings, WechatSettings};
 use crate::http::{self, HttpState};
 use crate::limiter::{AppLimiter, InFlight};
 use crate::metrics::{AppMetrics, Metrics};
@@ -21,7 +22,8 @@ use crate::wechat::client::WechatClient;
 use crate::wechat::errcode::Classifier;
 use crate::wechat::shared_token::SharedTokenSource;
 use crate::wechat::token::{TokenKeeper, TokenSource, WechatTokenSource};
-use crate::worker::{self, AppRuntime, Context};
+use crate::worker::clock::SystemClock;
+use crate::worker::{self, AppDeps, Context, Deps};
 
 /// The worker process, built and ready to run.
 pub struct Application {
@@ -43,8 +45,7 @@ impl Application {
     /// Builds every part from `settings`; fails on what no retry fixes (a bad state URL, a
     /// CA file that cannot be read).
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
-        let state = State::from_settings(&settings.state, claim_ttl(&settings.wechat))
-            .map_err(|e| anyhow::anyhow!(e))?;
+        let state = State::from_settings(&settings.state, claim_ttl(&settings.wechat))?;
         let shared = Shared {
             metrics: Arc::new(Metrics::new()),
             state: Arc::new(state),
@@ -102,8 +103,11 @@ pub fn classifier(wechat: &WechatSettings) -> Classifier {
     )
 }
 
-/// The pipeline's context: the WeChat client, each app's token keeper, limiter and quota
-/// gate, and the shared parts.
+/// The pipeline's context: its seams in production (the WeChat client, the state backend,
+/// each app's token keeper, rate gate, quota gate and catalog, the system clock) and the
+/// shared parts. Fails when the backend lacks a capability the settings need across instances
+/// ([`crate::state::Capabilities::check`]); with one it provides, tokens and rates go through
+/// it.
 fn pipeline(settings: Settings, shared: Shared) -> anyhow::Result<Context> {
     let Shared {
         metrics,
@@ -111,58 +115,89 @@ fn pipeline(settings: Settings, shared: Shared) -> anyhow::Result<Context> {
         health,
         results,
     } = shared;
-    let client = WechatClient::new(&settings.wechat.base_url, settings.wechat.timeout.0)?;
+    state.capabilities().check(&settings)?;
+    let wechat = WechatClient::new(&settings.wechat.base_url, settings.wechat.timeout.0)?;
+    let schedule = Schedule::new(&settings.retry);
     let apps = settings
         .apps
         .iter()
         .map(|(name, app)| {
-            let source = WechatTokenSource {
-                client: client.clone(),
-                appid: app.appid.clone(),
-                secret: app.secret.clone(),
-                mode: app.token_mode,
-                fetched: metrics
-                    .token_refreshes
-                    .get_or_create(&Metrics::app(name))
-                    .clone(),
-            };
-            // With Redis, every instance shares one token (and one refresh).
-            let source: Box<dyn TokenSource> = if state.redis().is_some() {
-                Box::new(SharedTokenSource {
-                    app: name.clone(),
-                    wechat: source,
-                    state: state.clone(),
-                })
-            } else {
-                Box::new(source)
-            };
-            let runtime = AppRuntime {
+            let deps = AppDeps {
                 metrics: AppMetrics::new(metrics.clone(), name),
-                keeper: TokenKeeper::new(source),
-                limiter: AppLimiter::new(app),
+                keeper: TokenKeeper::new(token_source(name, app, &wechat, &state, &metrics)),
+                rate: AppLimiter::new(name, app, state.rate_share()),
                 gate: QuotaGate::new(
                     name,
-                    Schedule::new(&settings.retry),
+                    schedule.clone(),
                     metrics
                         .app_paused
                         .get_or_create(&Metrics::app(name))
                         .clone(),
                 ),
+                kinds: app.kinds.clone(),
+                catalog: app.catalog.then(|| {
+                    // The first fetch takes a token and a list call, each within the
+                    // timeout; jobs at start wait that long for it, no longer.
+                    Catalog::new(
+                        name,
+                        settings.wechat.timeout.0 * 2 + Duration::from_secs(1),
+                        metrics
+                            .catalog_templates
+                            .get_or_create(&Metrics::app(name))
+                            .clone(),
+                    )
+                }),
             };
-            (name.clone(), runtime)
+            (name.clone(), deps)
         })
         .collect();
-    Ok(Context {
-        schedule: Schedule::new(&settings.retry),
+    let deps = Deps {
         classifier: classifier(&settings.wechat),
+        reasons: settings.wechat.reason_codes.clone(),
         in_flight: InFlight::new(settings.wechat.max_in_flight),
-        client,
-        apps,
-        state,
         claim_ttl: claim_ttl(&settings.wechat),
+        store: state.clone(),
+        clock: SystemClock,
+        wechat,
+        apps,
+        schedule,
+        metrics: metrics.clone(),
+    };
+    Ok(Context {
+        pipeline: deps,
+        state,
         health,
         metrics,
         results,
         settings,
     })
+}
+
+/// WeChat in the app's mode; through the shared token when the backend shares one, so every
+/// instance uses one token and one refresh.
+fn token_source(
+    name: &str,
+    app: &AppSettings,
+    wechat: &WechatClient,
+    state: &State,
+    metrics: &Metrics,
+) -> Box<dyn TokenSource> {
+    let source = WechatTokenSource {
+        client: wechat.clone(),
+        appid: app.appid.clone(),
+        secret: app.secret.clone(),
+        mode: app.token_mode,
+        fetched: metrics
+            .token_refreshes
+            .get_or_create(&Metrics::app(name))
+            .clone(),
+    };
+    match state.token_share() {
+        Some(shared) => Box::new(SharedTokenSource {
+            app: name.to_owned(),
+            shared,
+            wechat: source,
+        }),
+        None => Box::new(source),
+    }
 }

@@ -94,6 +94,106 @@ async fn check_passes_with_a_reachable_broker_and_good_credentials_and_fails_oth
     sim.stop();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_lists_the_catalog_and_the_quota_and_flags_sample_jobs() {
+    let template = wxcourier::sim::SimTemplate {
+        template_id: TEMPLATE.into(),
+        title: "订单支付成功".into(),
+        content:
+            "{{first.DATA}}\n订单号：{{keyword1.DATA}}\n金额：{{keyword2.DATA}}\n{{remark.DATA}}"
+                .into(),
+        ..Default::default()
+    };
+    let sim = Simulator::start(
+        "127.0.0.1:0",
+        SimOptions {
+            templates: [(wxcourier::sim::DEFAULT_APPID.to_owned(), vec![template])].into(),
+            ..SimOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let app = unique_app("check_catalog");
+    let b = Binary::with(&app, &sim.base_url(), "catalog = true", "");
+    let out = b.command("check").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for line in [
+        format!(
+            "app {app}: quota /cgi-bin/message/template/send: 0 of 1000000 used today, 1000000 left"
+        ),
+        format!("app {app}: catalog: 1 template(s)"),
+        format!("  {TEMPLATE} \"订单支付成功\": first, keyword1, keyword2, remark"),
+    ] {
+        assert!(text.contains(&line), "{line:?} in {text}");
+    }
+
+    let jobs = b.dir.path().join("jobs.jsonl");
+    let line = |id: &str, template: &str, data: serde_json::Value| {
+        serde_json::json!({"id": id, "touser": openid(1), "template_id": template, "data": data})
+            .to_string()
+    };
+    let lines = [
+        line(
+            "j1",
+            TEMPLATE,
+            serde_json::json!({"first": {"value": "hi"}, "keyword1": {"value": "1842", "color": "#173177"},
+                "keyword2": {"value": "人民币二百六十元整，已于今日下午三点零一分支付成功"}}),
+        ),
+        line(
+            "j2",
+            TEMPLATE,
+            serde_json::json!({"keyword1": {"value": "1842"}}),
+        ),
+        line(
+            "j3",
+            "unknown_template",
+            serde_json::json!({"keyword1": {"value": "1842"}}),
+        ),
+        "not a job".to_owned(),
+        line(
+            "j5",
+            TEMPLATE,
+            serde_json::json!({"keyword1": {"value": "1"}, "keyword2": {"value": "2"}}),
+        ),
+    ];
+    std::fs::write(&jobs, lines.join("\n")).unwrap();
+    let out = b
+        .command("check")
+        .arg("--jobs")
+        .arg(&jobs)
+        .args(["--app", &app])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a job would be rejected: {text}"
+    );
+    for line in [
+        "job line 1 (j1): WARNING: first filled, but WeChat no longer shows first and remark (2023)",
+        "job line 1 (j1): WARNING: color/topcolor set, but WeChat ignores colours (2023)",
+        "job line 1 (j1): WARNING: keyword2 over 20 characters",
+        "job line 2 (j2): REJECTED: data: lacks keyword2, which the template's content shows as {{keyword2.DATA}}",
+        "job line 3 (j3): REJECTED: template_id: \"unknown_template\" is not one of the account's 1 template(s)",
+        "job line 4: REJECTED: body: is not JSON",
+        "jobs: 5 checked against its template catalog, 4 flagged",
+    ] {
+        assert!(text.contains(line), "{line:?} in {text}");
+    }
+    assert!(
+        !text.contains("job line 5"),
+        "a clean job is not flagged: {text}"
+    );
+    assert_eq!(
+        sim.stats().apps[wxcourier::sim::DEFAULT_APPID].send_calls,
+        0,
+        "check sends nothing"
+    );
+    sim.stop();
+}
+
 /// `wxcourier send` of one job to `to` with data `k=v`, ready for more flags.
 fn send_one(b: &Binary, to: &str) -> Command {
     let mut c = b.command("send");
@@ -202,6 +302,8 @@ fn demo_shows_every_status_and_exits_0() {
         "recipient_refused",
         "subscribe",
         "miniprogram_subscribe",
+        "subscribe_msg_popup_event",
+        "unsubscribe",
     ] {
         assert!(text.contains(status), "{status} in\n{text}");
     }
@@ -219,5 +321,46 @@ fn demo_says_how_to_start_rabbitmq_when_it_is_unreachable() {
     assert!(
         err.contains("rabbitmq-server -detached") && err.trim().lines().count() == 1,
         "{err}"
+    );
+}
+
+/// Logs go to collectors (journald, `kubectl logs`, files), not terminals: no colour codes
+/// unless stderr is a terminal.
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    use std::io::Read;
+    let b = Binary::new(&unique_app("nocolour"), "http://127.0.0.1:1", "");
+    let mut child = b
+        .command("run")
+        .env("WXCOURIER_AMQP__URL", "amqp://guest:guest@127.0.0.1:1/%2f")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // Read until a warning about the unreachable broker is in, or the time is up.
+        while std::time::Instant::now() < deadline
+            && !String::from_utf8_lossy(&buf).contains("WARN")
+        {
+            match stderr.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf
+    });
+    let buf = reader.join();
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = String::from_utf8_lossy(&buf.unwrap()).into_owned();
+    assert!(text.contains("WARN"), "no warning logged:\n{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in piped logs:\n{text:?}"
     );
 }

@@ -283,3 +283,144 @@ async fn a_spent_daily_quota_answers_45009() {
     assert_eq!(codes.iter().filter(|&&c| c == 45009).count(), 1);
     sim.stop();
 }
+
+/// Serves every connection one HTTP answer: `head` (status line and headers), then `body_len`
+/// bytes of `x` (chunked when `head` says so), however long that takes.
+async fn raw_server(head: &'static str, body_len: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = tcp.read(&mut request).await;
+                let _ = tcp.write_all(head.as_bytes()).await;
+                let chunk = vec![b'x'; 64 * 1024];
+                let chunked = head.contains("chunked");
+                let mut sent = 0;
+                while sent < body_len {
+                    let n = chunk.len().min(body_len - sent);
+                    let framed = if chunked {
+                        [format!("{n:x}\r\n").as_bytes(), &chunk[..n], b"\r\n"].concat()
+                    } else {
+                        chunk[..n].to_vec()
+                    };
+                    if tcp.write_all(&framed).await.is_err() {
+                        return;
+                    }
+                    sent += n;
+                }
+                if chunked {
+                    let _ = tcp.write_all(b"0\r\n\r\n").await;
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_lookup_answer_over_its_bound_is_refused_without_reading_it_whole() {
+    let token = Secret::new("tok-secret-123");
+    let limit = 1024 * 1024;
+    for (head, len) in [
+        // Announced too big: refused before the body is read.
+        (
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 3145728\r\n\r\n",
+            3 * 1024 * 1024,
+        ),
+        // No length announced: refused once the bound is passed.
+        (
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+            3 * 1024 * 1024,
+        ),
+    ] {
+        let client =
+            WechatClient::new(&raw_server(head, len).await, Duration::from_secs(5)).unwrap();
+        let e = client
+            .lookup(
+                "/cgi-bin/template/get_all_private_template",
+                &token,
+                None,
+                limit,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, CallError::Body(why) if why.contains("over 1048576 bytes")),
+            "{head:?}: {e:?}"
+        );
+        assert!(!format!("{e} {e:?}").contains(token.expose()));
+    }
+    // Within the bound, the answer comes back whole.
+    let client = WechatClient::new(
+        &raw_server(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+            200_000,
+        )
+        .await,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let body = client
+        .lookup(
+            "/cgi-bin/template/get_all_private_template",
+            &token,
+            None,
+            limit,
+        )
+        .await
+        .unwrap();
+    assert_eq!(body.len(), 200_000);
+}
+
+#[tokio::test]
+async fn lookups_read_the_catalog_and_the_quota_and_drop_a_refused_token() {
+    use wxcourier::sim::SimTemplate;
+    use wxcourier::wechat::lookup::{Lookup, LookupError};
+    let (sim, client) = sim(SimOptions::default()).await;
+    sim.set_templates(
+        DEFAULT_APPID,
+        vec![SimTemplate {
+            template_id: "order_paid".into(),
+            title: "订单支付成功".into(),
+            content: "{{first.DATA}}\n{{keyword1.DATA}}\n{{ keyword2.DATA }}".into(),
+            ..SimTemplate::default()
+        }],
+    );
+    let keeper = keeper(&client, TokenMode::Stable);
+    let classifier = contract_classes();
+    let lookup = Lookup {
+        client: &client,
+        keeper: &keeper,
+        classifier: &classifier,
+    };
+    let listed = wxcourier::catalog::keeper::fetch(&lookup).await.unwrap();
+    assert_eq!(listed.templates.len(), 1);
+    assert_eq!(listed.templates[0].keys, ["first", "keyword1", "keyword2"]);
+    let q = wxcourier::daily_quota::fetch(&lookup, "/cgi-bin/message/template/send")
+        .await
+        .unwrap();
+    assert_eq!((q.daily_limit, q.used, q.remain), (1_000_000, 0, 1_000_000));
+    let e = wxcourier::daily_quota::fetch(&lookup, "/cgi-bin/nope")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, LookupError::Refused { errcode: 76021, .. }),
+        "{e:?}"
+    );
+
+    // A token WeChat no longer takes is dropped: the next lookup fetches a new one.
+    sim.invalidate_tokens(DEFAULT_APPID);
+    let e = wxcourier::catalog::keeper::fetch(&lookup)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, LookupError::Refused { errcode: 40001, .. }),
+        "{e:?}"
+    );
+    assert!(wxcourier::catalog::keeper::fetch(&lookup).await.is_ok());
+    assert_eq!(sim.stats().apps[DEFAULT_APPID].stable_token_calls, 2);
+    sim.stop();
+}

@@ -24,6 +24,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("metrics", &["outcome"]),
     ("telemetry", &["config"]),
     ("wechat", &["config", "outcome", "state"]),
+    ("catalog", &["job", "kinds", "wechat"]),
+    ("daily_quota", &["config", "kinds", "metrics", "wechat"]),
     ("broker", &["config", "metrics", "outcome", "retry"]),
     (
         "callback",
@@ -34,7 +36,9 @@ const LAYERS: &[(&str, &[&str])] = &[
         "worker",
         &[
             "broker",
+            "catalog",
             "config",
+            "daily_quota",
             "job",
             "kinds",
             "limiter",
@@ -47,12 +51,13 @@ const LAYERS: &[(&str, &[&str])] = &[
             "wechat",
         ],
     ),
-    ("sim", &["kinds", "outcome", "wechat"]),
+    ("sim", &["callback", "kinds", "outcome", "wechat"]),
     (
         "startup",
         &[
             "broker",
             "callback",
+            "catalog",
             "config",
             "http",
             "limiter",
@@ -69,7 +74,9 @@ const LAYERS: &[(&str, &[&str])] = &[
         "cli",
         &[
             "broker",
+            "catalog",
             "config",
+            "daily_quota",
             "job",
             "kinds",
             "metrics",

@@ -1,9 +1,21 @@
 //! One set of expectations for every state backend: what memory state promises one instance,
-//! Redis state promises every instance. Each check runs against both, on fresh app names.
+//! Redis state promises every instance. Each capability's contract runs against every backend
+//! that declares it (idempotency and reports: both; the shared token and rate, with the rate
+//! script's grants: Redis), on fresh app names, and every backend's declaration is checked
+//! against what it hands out.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use wxcourier::state::{Claim, Holder, Renewal, State};
+use wxcourier::config::TokenMode;
+use wxcourier::state::rate_lease::{Grant, RateLease};
+use wxcourier::state::{
+    Claim, Holder, Idempotency, Renewal, SharedRate, SharedTokens, State, StateError,
+};
+use wxcourier::types::Secret;
+use wxcourier::wechat::client::{TokenError, WechatClient};
+use wxcourier::wechat::shared_token::SharedTokenSource;
+use wxcourier::wechat::token::{TokenSource, WechatTokenSource};
 
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
@@ -33,6 +45,23 @@ fn fresh(name: &str, c: Claim) -> Holder {
 }
 
 #[tokio::test]
+async fn each_backend_declares_what_it_hands_out() {
+    for (name, s) in backends() {
+        let caps = s.capabilities();
+        assert_eq!(caps.backend, name);
+        assert_eq!(caps.shared_tokens, s.token_share().is_some(), "{name}");
+        assert_eq!(caps.shared_rate, s.rate_share().is_some(), "{name}");
+    }
+    let (memory, redis) = {
+        let mut b = backends();
+        let redis = b.pop().unwrap().1.capabilities();
+        (b.pop().unwrap().1.capabilities(), redis)
+    };
+    assert!(!memory.shared_ids && !memory.shared_tokens && !memory.shared_rate);
+    assert!(redis.shared_ids && redis.shared_tokens && redis.shared_rate);
+}
+
+#[tokio::test]
 async fn a_claim_is_exclusive_and_only_its_holder_releases_or_renews_it() {
     for (name, s) in backends() {
         let app = app();
@@ -47,13 +76,13 @@ async fn a_claim_is_exclusive_and_only_its_holder_releases_or_renews_it() {
             Renewal::Held,
             "{name}"
         );
-        s.release(&app, "j1", Holder::new()).await;
+        s.release(&app, "j1", Holder::new()).await.unwrap();
         assert_eq!(
             s.claim(&app, "j1").await.unwrap(),
             Claim::InFlight,
             "{name}: a stranger's release removes nothing"
         );
-        s.release(&app, "j1", first).await;
+        s.release(&app, "j1", first).await.unwrap();
         let second = fresh(name, s.claim(&app, "j1").await.unwrap());
         assert_eq!(
             s.renew(&app, "j1", first).await.unwrap(),
@@ -71,7 +100,36 @@ async fn a_claim_is_exclusive_and_only_its_holder_releases_or_renews_it() {
             Claim::AlreadySent(42),
             "{name}"
         );
+        s.release(&app, "j1", second).await.unwrap();
+        assert_eq!(
+            s.claim(&app, "j1").await.unwrap(),
+            Claim::AlreadySent(42),
+            "{name}: releasing a claim that became a send keeps the send"
+        );
         fresh(name, s.claim(&format!("{app}x"), "j1").await.unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_many_deliveries_claiming_one_id_at_once_exactly_one_wins() {
+    for (name, s) in backends() {
+        let s = Arc::new(s);
+        let app = app();
+        let claims: Vec<_> = (0..20)
+            .map(|_| {
+                let (s, app) = (s.clone(), app.clone());
+                tokio::spawn(async move { s.claim(&app, "race").await.unwrap() })
+            })
+            .collect();
+        let mut fresh = 0;
+        for c in claims {
+            match c.await.unwrap() {
+                Claim::Fresh(_) => fresh += 1,
+                Claim::InFlight => {}
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        assert_eq!(fresh, 1, "{name}");
     }
 }
 
@@ -109,4 +167,243 @@ async fn sent_jobs_map_back_from_their_msgid_and_reports_are_first_once() {
         s.forget_report(&app, 9).await;
         assert!(s.first_report(&app, 9).await.unwrap(), "{name}");
     }
+}
+
+#[tokio::test]
+async fn user_events_are_first_once_per_key_and_can_be_forgotten() {
+    for (name, s) in backends() {
+        let app = app();
+        let key = r#"["subscribe_msg_popup_event","1610969440","oia2","VRR0","reject"]"#;
+        assert!(s.first_event(&app, key).await.unwrap(), "{name}");
+        assert!(!s.first_event(&app, key).await.unwrap(), "{name}");
+        // Another key, another app, and a report MsgID are all separate.
+        assert!(
+            s.first_event(&app, &key.replace("reject", "accept"))
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        assert!(
+            s.first_event(&format!("{app}x"), key).await.unwrap(),
+            "{name}"
+        );
+        assert!(s.first_report(&app, 1610969440).await.unwrap(), "{name}");
+        s.forget_event(&app, key).await;
+        assert!(s.first_event(&app, key).await.unwrap(), "{name}");
+    }
+}
+
+/// The shared-token contract, for any backend that provides it.
+async fn shared_tokens_contract(name: &str, t: &impl SharedTokens) {
+    let app = app();
+    assert!(t.token(&app).await.unwrap().is_none(), "{name}: none yet");
+    t.store_token(&app, &Secret::new("tok-1"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let (token, left) = t.token(&app).await.unwrap().expect("stored");
+    assert_eq!(token.expose(), "tok-1", "{name}");
+    assert!(
+        left > Duration::from_secs(9) && left <= Duration::from_secs(10),
+        "{name}: {left:?}"
+    );
+    // A token lives only as long as it was stored for.
+    let other = format!("{app}x");
+    t.store_token(&other, &Secret::new("brief"), Duration::from_millis(100))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(t.token(&other).await.unwrap().is_none(), "{name}: expired");
+
+    let hold = Duration::from_secs(10);
+    assert!(t.lock_refresh(&app, "h1", hold).await.unwrap(), "{name}");
+    assert!(!t.lock_refresh(&app, "h2", hold).await.unwrap(), "{name}");
+    t.unlock_refresh(&app, "h2").await.unwrap();
+    assert!(
+        !t.lock_refresh(&app, "h3", hold).await.unwrap(),
+        "{name}: only the holder unlocks"
+    );
+    t.unlock_refresh(&app, "h1").await.unwrap();
+    assert!(t.lock_refresh(&app, "h2", hold).await.unwrap(), "{name}");
+    // A lock whose holder died lapses.
+    assert!(
+        t.lock_refresh(&other, "dead", Duration::from_millis(100))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        t.lock_refresh(&other, "next", hold).await.unwrap(),
+        "{name}"
+    );
+}
+
+#[tokio::test]
+async fn every_backend_that_shares_tokens_keeps_its_contract() {
+    let mut checked = 0;
+    for (name, s) in backends() {
+        match s.token_share() {
+            Some(t) => {
+                shared_tokens_contract(name, &t).await;
+                checked += 1;
+            }
+            None => assert!(!s.capabilities().shared_tokens, "{name}"),
+        }
+    }
+    assert_eq!(checked, 1, "Redis shares tokens");
+}
+
+/// The shared-rate contract: as many slots as are free up to what was asked, a wait when none
+/// is, and one bucket for every instance on the same store.
+async fn shared_rate_contract(name: &str, one: &impl SharedRate, two: &impl SharedRate) {
+    let app = &app();
+    // 10 slots a second, 10 at once.
+    let interval = Duration::from_millis(100);
+    let grant = |s: u8, want| async move {
+        match s {
+            1 => one.grant(app, interval, 10, want).await.unwrap(),
+            _ => two.grant(app, interval, 10, want).await.unwrap(),
+        }
+    };
+    assert_eq!(grant(1, 4).await, Grant::Slots(4), "{name}");
+    assert_eq!(
+        grant(2, 4).await,
+        Grant::Slots(4),
+        "{name}: the other instance draws on the same bucket"
+    );
+    assert_eq!(
+        grant(1, 4).await,
+        Grant::Slots(2),
+        "{name}: only 2 of the burst left"
+    );
+    match grant(2, 1).await {
+        Grant::Wait(wait) => assert!(
+            wait > Duration::ZERO && wait <= interval,
+            "{name}: wait {wait:?}"
+        ),
+        other => panic!("{name}: expected a wait, got {other:?}"),
+    }
+    tokio::time::sleep(interval * 3).await;
+    match grant(1, 10).await {
+        Grant::Slots(n) => assert!((2..=4).contains(&n), "{name}: {n} slots after 300 ms"),
+        other => panic!("{name}: expected slots, got {other:?}"),
+    }
+}
+
+/// Two instances, each with its lease on the shared bucket, send at the rate together.
+async fn leases_keep_the_rate_together(name: &str, one: &impl SharedRate, two: &impl SharedRate) {
+    let app = app();
+    let (interval, burst) = (Duration::from_millis(50), 2);
+    let leases = [
+        RateLease::new(interval, burst),
+        RateLease::new(interval, burst),
+    ];
+    let start = Instant::now();
+    for i in 0..8 {
+        let lease = &leases[i % 2];
+        match i % 2 {
+            0 => {
+                lease
+                    .take(|want| one.grant(&app, interval, burst, want))
+                    .await
+            }
+            _ => {
+                lease
+                    .take(|want| two.grant(&app, interval, burst, want))
+                    .await
+            }
+        }
+        .unwrap();
+    }
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(1000),
+        "{name}: 8 sends at 20/s with a burst of 2 took {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn every_backend_that_shares_the_rate_keeps_its_contract() {
+    let mut checked = 0;
+    for (name, s) in backends() {
+        match s.rate_share() {
+            Some(one) => {
+                // A second instance: its own connection to the same store.
+                let other = State::from_url(
+                    REDIS_URL,
+                    Duration::from_secs(60),
+                    10,
+                    Duration::from_secs(5),
+                )
+                .unwrap();
+                let two = other.rate_share().unwrap();
+                shared_rate_contract(name, &one, &two).await;
+                leases_keep_the_rate_together(name, &one, &two).await;
+                checked += 1;
+            }
+            None => assert!(!s.capabilities().shared_rate, "{name}"),
+        }
+    }
+    assert_eq!(checked, 1, "Redis shares the rate");
+}
+
+/// A Redis nobody answers at: nothing listens on port 1.
+fn unreachable_redis() -> State {
+    State::from_url(
+        "redis://127.0.0.1:1",
+        Duration::from_secs(60),
+        10,
+        Duration::from_secs(5),
+    )
+    .unwrap()
+}
+
+fn is_state_outage(e: &StateError) -> bool {
+    matches!(e, StateError::Unavailable(_) | StateError::Timeout(_))
+        && e.to_string()
+            .contains("shared state (Redis) is unavailable")
+}
+
+#[tokio::test]
+async fn a_redis_outage_is_a_state_error_in_every_capability() {
+    let s = unreachable_redis();
+    let app = app();
+    let e = s.claim(&app, "j").await.unwrap_err();
+    assert!(is_state_outage(&e), "{e:?}");
+    assert!(!s.health().is_up(), "the outage marks the state down");
+    let e = s.record_sent(&app, "j", 1, None).await.unwrap_err();
+    assert!(is_state_outage(&e), "{e:?}");
+    let e = s.token_share().unwrap().token(&app).await.unwrap_err();
+    assert!(is_state_outage(&e), "{e:?}");
+    let rate = s.rate_share().unwrap();
+    let e = rate
+        .grant(&app, Duration::from_millis(10), 1, 1)
+        .await
+        .unwrap_err();
+    assert!(is_state_outage(&e), "{e:?}");
+    assert!(s.ping().await.is_err());
+}
+
+#[tokio::test]
+async fn a_redis_outage_while_fetching_a_token_reads_as_state_not_as_wechat() {
+    let s = unreachable_redis();
+    // Nothing listens on port 9 either: had WeChat been asked, the error would say so.
+    let wechat = WechatClient::new("http://127.0.0.1:9", Duration::from_secs(2)).unwrap();
+    let source = SharedTokenSource {
+        app: app(),
+        shared: s.token_share().unwrap(),
+        wechat: WechatTokenSource {
+            client: wechat,
+            appid: "wx0000000000000000".into(),
+            secret: Secret::new("secret"),
+            mode: TokenMode::Classic,
+            fetched: Default::default(),
+        },
+    };
+    let e = source.fetch(None).await.unwrap_err();
+    assert!(
+        matches!(e, TokenError::State(ref s) if is_state_outage(s)),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(!text.contains("WeChat"), "{text}");
 }

@@ -1,6 +1,7 @@
 //! RabbitMQ: names, connecting, topology and confirmed publishing.
 
 pub mod current;
+pub mod error;
 pub mod headers;
 pub mod orphans;
 pub mod publish;
@@ -13,6 +14,7 @@ use lapin::{Connection, ConnectionProperties};
 use crate::config::AmqpSettings;
 
 pub use current::CurrentPublisher;
+pub use error::BrokerError;
 pub use headers::{HEADER_APP, HEADER_ERROR};
 pub use publish::{PublishError, Publisher};
 
@@ -34,7 +36,7 @@ pub fn job_queue(app: &str) -> String {
 
 /// Opens a connection named after this process to the first node of `amqp.url` that answers,
 /// with the custom CA for `amqps://` if set. Every verb connects through here.
-pub async fn connect(settings: &AmqpSettings, name: &str) -> Result<Connection, String> {
+pub async fn connect(settings: &AmqpSettings, name: &str) -> Result<Connection, BrokerError> {
     connect_from(settings, name, 0).await.map(|(conn, _)| conn)
 }
 
@@ -44,11 +46,13 @@ pub async fn connect_from(
     settings: &AmqpSettings,
     name: &str,
     first: usize,
-) -> Result<(Connection, usize), String> {
+) -> Result<(Connection, usize), BrokerError> {
     let mut tls = lapin::tcp::OwnedTLSConfig::default();
     if let Some(path) = &settings.ca_file {
-        let pem = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read amqp.ca_file {path}: {e}"))?;
+        let pem = std::fs::read_to_string(path).map_err(|e| BrokerError::CaFile {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         tls.cert_chain = Some(pem);
     }
     let nodes = settings.nodes();
@@ -68,10 +72,7 @@ pub async fn connect_from(
             }
         }
     }
-    Err(format!(
-        "no RabbitMQ node answered ({})",
-        failures.join("; ")
-    ))
+    Err(BrokerError::NoNode(failures))
 }
 
 /// A node as logs and errors show it: its place in `amqp.url` and `host:port`, never the URL
@@ -99,16 +100,14 @@ async fn connect_one(
     uri: AMQPUri,
     name: &str,
     tls: lapin::tcp::OwnedTLSConfig,
-) -> Result<Connection, String> {
+) -> Result<Connection, BrokerError> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
-    let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
+    let runtime =
+        lapin::runtime::default_runtime().map_err(|e| BrokerError::Connect(e.to_string()))?;
     let connecting = Connection::connect_uri_with_config(uri, props, tls, runtime);
     match tokio::time::timeout(CONNECT_LIMIT, connecting).await {
         Ok(result) => result.map_err(|e| describe_connect_error(&e)),
-        Err(_) => Err(format!(
-            "cannot connect to RabbitMQ (no handshake within {}s)",
-            CONNECT_LIMIT.as_secs()
-        )),
+        Err(_) => Err(BrokerError::NoHandshake(CONNECT_LIMIT)),
     }
 }
 
@@ -118,9 +117,8 @@ async fn connect_one(
 /// on a frame larger than it agreed to: one job with large headers would cut off every app.
 ///
 /// Parses one node of `amqp.url`, never echoing it: it holds the password.
-fn broker_uri(url: &str) -> Result<AMQPUri, String> {
-    url.parse()
-        .map_err(|_| "amqp.url is not a valid amqp:// or amqps:// URL".to_owned())
+fn broker_uri(url: &str) -> Result<AMQPUri, BrokerError> {
+    url.parse().map_err(|_| BrokerError::BadUrl)
 }
 
 /// A broker that accepts TCP but never finishes the AMQP (or TLS) handshake must not hang the
@@ -128,11 +126,11 @@ fn broker_uri(url: &str) -> Result<AMQPUri, String> {
 const CONNECT_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Connection errors without the URL (it holds the broker password).
-fn describe_connect_error(e: &lapin::Error) -> String {
+fn describe_connect_error(e: &lapin::Error) -> BrokerError {
     match e.kind() {
-        lapin::ErrorKind::IOError(io) => format!("cannot reach RabbitMQ ({io})"),
-        lapin::ErrorKind::ProtocolError(p) => format!("RabbitMQ refused the connection ({p})"),
-        other => format!("cannot connect to RabbitMQ ({other:?})"),
+        lapin::ErrorKind::IOError(io) => BrokerError::Unreachable(io.to_string()),
+        lapin::ErrorKind::ProtocolError(p) => BrokerError::Refused(p.to_string()),
+        other => BrokerError::Connect(format!("{other:?}")),
     }
 }
 
@@ -173,7 +171,8 @@ mod tests {
         let err = connect_from(&settings, "test", 1)
             .await
             .map(|_| ())
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("no RabbitMQ node answered"), "{err}");
         // Tried from the second node, then round to the first.
         let second = err.find("node 2 of 2").expect("node 2 named");
@@ -184,7 +183,9 @@ mod tests {
 
     #[test]
     fn a_bad_url_is_refused_without_echoing_it() {
-        let err = broker_uri("amqp://user:hunter2@host:notaport/").unwrap_err();
+        let err = broker_uri("amqp://user:hunter2@host:notaport/")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("amqp.url"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
     }

@@ -40,6 +40,31 @@ impl Orphan {
     }
 }
 
+/// Why the management API gave no queue listing, in words without its credentials.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManagementError {
+    #[error("amqp.url is not a valid amqp:// or amqps:// URL")]
+    BadAmqpUrl,
+    #[error("amqp.management_url is not an http:// or https:// URL")]
+    BadUrl,
+    #[error("cannot build the management API client: {0}")]
+    Client(String),
+    #[error("the management URL cannot take the queue listing's path")]
+    NoPath,
+    #[error("no answer ({0})")]
+    NoAnswer(String),
+    #[error("it refused the credentials (HTTP {0}); the user needs the monitoring tag")]
+    Refused(u16),
+    #[error("it answered HTTP {0}")]
+    Status(u16),
+    #[error("its answer broke off ({0})")]
+    BrokeOff(String),
+    #[error("its queue listing is over {} MiB", .0 >> 20)]
+    TooBig(usize),
+    #[error("its answer is not a queue listing")]
+    NotAListing,
+}
+
 /// RabbitMQ's management API for the broker and vhost of `amqp.url`.
 pub struct ManagementApi {
     /// Without credentials, so it can be printed.
@@ -53,8 +78,8 @@ pub struct ManagementApi {
 impl ManagementApi {
     /// `amqp.management_url` when set, else `http://HOST:15672` (`https://HOST:15671` for
     /// `amqps://`) of `amqp.url`'s host; the credentials are the URL's own, else `amqp.url`'s.
-    pub fn from_settings(amqp: &AmqpSettings) -> Result<Self, String> {
-        let bad_amqp = || "amqp.url is not a valid amqp:// or amqps:// URL".to_owned();
+    pub fn from_settings(amqp: &AmqpSettings) -> Result<Self, ManagementError> {
+        let bad_amqp = || ManagementError::BadAmqpUrl;
         let amqp_url = amqp.url.expose();
         let uri: AMQPUri = amqp_url.parse().map_err(|_| bad_amqp())?;
         let (mut base, user, password) = match &amqp.management_url {
@@ -62,7 +87,7 @@ impl ManagementApi {
                 let url = Url::parse(url.expose())
                     .ok()
                     .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
-                    .ok_or("amqp.management_url is not an http:// or https:// URL")?;
+                    .ok_or(ManagementError::BadUrl)?;
                 let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
                 let (user, password) = if url.username().is_empty() {
                     (
@@ -106,7 +131,7 @@ impl ManagementApi {
         let http = reqwest::Client::builder()
             .timeout(API_TIMEOUT)
             .build()
-            .map_err(|e| format!("cannot build the management API client: {e}"))?;
+            .map_err(|e| ManagementError::Client(e.to_string()))?;
         Ok(Self {
             base,
             user,
@@ -122,10 +147,13 @@ impl ManagementApi {
     }
 
     /// Every queue name in the vhost.
-    pub async fn queue_names(&self) -> Result<Vec<String>, String> {
-        let mut url = self.base.join("api/queues").map_err(|e| e.to_string())?;
+    pub async fn queue_names(&self) -> Result<Vec<String>, ManagementError> {
+        let mut url = self
+            .base
+            .join("api/queues")
+            .map_err(|_| ManagementError::NoPath)?;
         url.path_segments_mut()
-            .map_err(|_| "the management URL cannot take a path".to_owned())?
+            .map_err(|_| ManagementError::NoPath)?
             .push(&self.vhost);
         url.query_pairs_mut().append_pair("columns", "name");
         let mut response = self
@@ -134,28 +162,20 @@ impl ManagementApi {
             .basic_auth(&self.user, Some(self.password.expose()))
             .send()
             .await
-            .map_err(|e| format!("no answer ({})", e.without_url()))?;
+            .map_err(|e| ManagementError::NoAnswer(e.without_url().to_string()))?;
         match response.status().as_u16() {
             200 => {}
-            401 | 403 => {
-                return Err(format!(
-                    "it refused the credentials (HTTP {}); the user needs the monitoring tag",
-                    response.status().as_u16()
-                ));
-            }
-            code => return Err(format!("it answered HTTP {code}")),
+            code @ (401 | 403) => return Err(ManagementError::Refused(code)),
+            code => return Err(ManagementError::Status(code)),
         }
         let mut body = Vec::new();
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| format!("its answer broke off ({})", e.without_url()))?
+            .map_err(|e| ManagementError::BrokeOff(e.without_url().to_string()))?
         {
             if body.len() + chunk.len() > MAX_LISTING {
-                return Err(format!(
-                    "its queue listing is over {} MiB",
-                    MAX_LISTING >> 20
-                ));
+                return Err(ManagementError::TooBig(MAX_LISTING));
             }
             body.extend_from_slice(&chunk);
         }
@@ -163,14 +183,14 @@ impl ManagementApi {
     }
 }
 
-fn parse_names(body: &[u8]) -> Result<Vec<String>, String> {
+fn parse_names(body: &[u8]) -> Result<Vec<String>, ManagementError> {
     #[derive(serde::Deserialize)]
     struct Queue {
         name: String,
     }
     serde_json::from_slice::<Vec<Queue>>(body)
         .map(|qs| qs.into_iter().map(|q| q.name).collect())
-        .map_err(|_| "its answer is not a queue listing".to_owned())
+        .map_err(|_| ManagementError::NotAListing)
 }
 
 /// The names among `names` that are job queues of no app in `apps`, sorted.
@@ -197,7 +217,7 @@ pub async fn find(
     settings: &Settings,
     api: &ManagementApi,
     conn: &Connection,
-) -> Result<Vec<Orphan>, String> {
+) -> Result<Vec<Orphan>, ManagementError> {
     let names = api.queue_names().await?;
     let mut orphans = Vec::new();
     let mut channel: Option<Channel> = None;
@@ -330,7 +350,8 @@ mod tests {
         for bad in ["ftp://u:hunter2@h/", "not a url hunter2", "http://"] {
             let err = ManagementApi::from_settings(&amqp("amqp://g:g@h/%2f", Some(bad)))
                 .err()
-                .unwrap();
+                .unwrap()
+                .to_string();
             assert!(
                 err.contains("amqp.management_url") && !err.contains("hunter2"),
                 "{err}"

@@ -1,5 +1,8 @@
-//! `wxcourier check`: is this configuration ready to run?
+//! `wxcourier check`: is this configuration ready to run? Also prints each app's daily quota,
+//! its template catalog (when `catalog` is on), and holds sample jobs (`--jobs`) against it.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -7,10 +10,14 @@ use super::{ConfigArg, bad_config};
 use crate::broker;
 use crate::broker::orphans::{self, ManagementApi};
 use crate::broker::topology;
+use crate::catalog::{self, Template, review::JobData};
+use crate::config::AppSettings;
 use crate::config::Settings;
-use crate::config::TokenMode;
-use crate::state::State;
+use crate::daily_quota;
+use crate::state::{State, StateError};
 use crate::wechat::client::WechatClient;
+use crate::wechat::lookup::Lookup;
+use crate::wechat::token::{TokenKeeper, WechatTokenSource};
 
 /// How long `check` waits for the broker before reporting it unreachable.
 const BROKER_CONNECT_LIMIT: Duration = Duration::from_secs(10);
@@ -18,10 +25,39 @@ const BROKER_CONNECT_LIMIT: Duration = Duration::from_secs(10);
 /// `check` claims no job, but the store is built with a claim lifetime all the same.
 const UNUSED_CLAIM_TTL: Duration = Duration::from_secs(60);
 
-pub async fn run(args: ConfigArg) -> ExitCode {
-    let settings = match args.load().and_then(|s| s.require_apps().map(|_| s)) {
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Sample jobs (JSON Lines, one job per line) to hold against the templates of --app:
+    /// each line that would be rejected, and each 2023 display rule it runs into, is printed.
+    #[arg(long, requires = "app")]
+    jobs: Option<PathBuf>,
+    /// The app whose templates --jobs are held against.
+    #[arg(long, requires = "jobs")]
+    app: Option<String>,
+}
+
+pub async fn run(args: CheckArgs) -> ExitCode {
+    let settings = match args.config.load().and_then(|s| s.require_apps().map(|_| s)) {
         Ok(s) => s,
         Err(e) => return bad_config(&e),
+    };
+    let jobs = match (&args.jobs, &args.app) {
+        (Some(path), Some(app)) => {
+            if !settings.apps.contains_key(app) {
+                eprintln!("wxcourier check: --app {app:?} is not an app of this config");
+                return ExitCode::from(super::EXIT_BAD_CONFIG);
+            }
+            match std::fs::read_to_string(path) {
+                Ok(text) => Some((app.clone(), text)),
+                Err(e) => {
+                    eprintln!("wxcourier check: cannot read {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => None,
     };
     println!("config: ok ({} app(s))", settings.apps.len());
     let mut ok = true;
@@ -62,19 +98,44 @@ pub async fn run(args: ConfigArg) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let classifier = crate::startup::classifier(&settings.wechat);
     for (name, app) in &settings.apps {
-        let grant = match app.token_mode {
-            TokenMode::Stable => client.stable_token(&app.appid, &app.secret).await,
-            TokenMode::Classic => client.classic_token(&app.appid, &app.secret).await,
+        let keeper = token_keeper(&client, app);
+        if let Err(e) = keeper.get().await {
+            ok = false;
+            println!(
+                "app {name}: FAILED: {e}; check apps.{name}.appid, its secret and the IP whitelist"
+            );
+            continue;
+        }
+        println!("app {name}: token ok");
+        let lookup = Lookup {
+            client: &client,
+            keeper: &keeper,
+            classifier: &classifier,
         };
-        match grant {
-            Ok(_) => println!("app {name}: token ok"),
-            Err(e) => {
-                ok = false;
-                println!(
-                    "app {name}: FAILED: {e}; check apps.{name}.appid, its secret and the IP whitelist"
-                );
+        report_quota(name, app, &lookup).await;
+        let for_jobs = jobs.as_ref().filter(|(a, _)| a == name);
+        if !app.catalog && for_jobs.is_none() {
+            continue;
+        }
+        let templates = match catalog::keeper::fetch(&lookup).await {
+            Ok(listed) => {
+                report_catalog(name, &listed.templates, listed.skipped);
+                Some(listed.templates)
             }
+            Err(e) => {
+                // With the catalog on, the worker would send template jobs unchecked.
+                if app.catalog {
+                    ok = false;
+                }
+                println!("app {name}: catalog: FAILED: {e}");
+                None
+            }
+        };
+        if let Some((_, text)) = for_jobs {
+            let by_id = templates.map(|ts| ts.into_iter().map(|t| (t.id.clone(), t)).collect());
+            ok &= report_jobs(name, app, by_id.as_ref(), text);
         }
     }
     if ok {
@@ -82,6 +143,118 @@ pub async fn run(args: ConfigArg) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// A token keeper for one app, as the worker has.
+fn token_keeper(client: &WechatClient, app: &AppSettings) -> TokenKeeper {
+    TokenKeeper::new(Box::new(WechatTokenSource {
+        client: client.clone(),
+        appid: app.appid.clone(),
+        secret: app.secret.clone(),
+        mode: app.token_mode,
+        fetched: Default::default(),
+    }))
+}
+
+/// The daily quota of each endpoint the app sends through: information, never a failure.
+async fn report_quota(name: &str, app: &AppSettings, lookup: &Lookup<'_>) {
+    for endpoint in daily_quota::endpoints(app) {
+        match daily_quota::fetch(lookup, endpoint).await {
+            Ok(q) => println!(
+                "app {name}: quota {endpoint}: {} of {} used today, {} left",
+                q.used, q.daily_limit, q.remain
+            ),
+            Err(e) => println!("app {name}: quota {endpoint}: not available: {e}"),
+        }
+    }
+}
+
+/// The templates, one line each: id, title, placeholder keys.
+fn report_catalog(name: &str, templates: &[Template], skipped: usize) {
+    println!("app {name}: catalog: {} template(s)", templates.len());
+    for t in templates {
+        println!("  {} {:?}: {}", t.id, t.title, t.keys.join(", "));
+    }
+    if skipped > 0 {
+        println!(
+            "app {name}: catalog: WARNING: {skipped} entries without a usable template_id were skipped"
+        );
+    }
+}
+
+/// Holds each line of `text` (one job each) as the worker would: the rules every job must
+/// keep, the app's kinds, and for template jobs the catalog and the 2023 display rules. Prints
+/// one line per finding; false when a job would be rejected.
+fn report_jobs(
+    name: &str,
+    app: &AppSettings,
+    templates: Option<&HashMap<String, Template>>,
+    text: &str,
+) -> bool {
+    let mut ok = true;
+    let (mut jobs, mut flagged) = (0, 0);
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        jobs += 1;
+        let mut found: Vec<String> = Vec::new();
+        let mut rejected = None;
+        let job = match crate::job::parse(line.as_bytes(), None) {
+            Ok(job) => Some(job),
+            Err(r) => {
+                rejected = Some(r.to_string());
+                None
+            }
+        };
+        if let Some(job) = &job {
+            if !app.sends(job.kind.name()) {
+                rejected = Some(format!(
+                    "kind: {:?} is not a kind this app sends (apps.{name}.kinds)",
+                    job.kind.name()
+                ));
+            } else if job.kind.name() == "template"
+                && let Some(templates) = templates
+                && let Some(data) = JobData::from_body(&job.wechat_body())
+            {
+                match catalog::hold(templates, name, &data) {
+                    Ok((_, review)) => {
+                        if !review.extra.is_empty() {
+                            found.push(format!(
+                                "{} not in the template: sent, but not shown",
+                                review.extra.join(", ")
+                            ));
+                        }
+                        found.extend(review.notes.iter().map(|n| n.to_string()));
+                    }
+                    Err(e) => rejected = Some(format!("{}: {}", e.field, e.rule)),
+                }
+            }
+        }
+        let which = match job.as_ref() {
+            Some(j) => format!("job line {} ({})", n + 1, j.id),
+            None => format!("job line {}", n + 1),
+        };
+        if let Some(why) = rejected {
+            ok = false;
+            flagged += 1;
+            println!("{which}: REJECTED: {why}");
+            continue;
+        }
+        if !found.is_empty() {
+            flagged += 1;
+        }
+        for f in found {
+            println!("{which}: WARNING: {f}");
+        }
+    }
+    let against = if templates.is_some() {
+        "its template catalog"
+    } else {
+        "the job rules only (no catalog)"
+    };
+    println!("app {name}: jobs: {jobs} checked against {against}, {flagged} flagged");
+    ok
 }
 
 /// Queues an older version declared without delivery limits: a warning each, not a failure
@@ -130,8 +303,7 @@ async fn report_orphans(settings: &Settings, conn: &lapin::Connection) {
 }
 
 /// Reaches the shared state (Redis), over TLS for `rediss://`.
-async fn check_state(settings: &crate::config::StateSettings) -> Result<(), String> {
+async fn check_state(settings: &crate::config::StateSettings) -> Result<(), StateError> {
     let state = State::from_settings(settings, UNUSED_CLAIM_TTL)?;
-    let redis = state.redis().ok_or("state.url is not Redis")?;
-    redis.ping().await.map_err(|e| e.to_string())
+    state.ping().await
 }

@@ -12,8 +12,8 @@ use lapin::{BasicProperties, Channel, Connection};
 use super::{ConfigArg, bad_config};
 use crate::broker::publish::Message;
 use crate::broker::{
-    self, DEAD_QUEUE, HEADER_APP, HEADER_ERROR, JOBS_EXCHANGE, Publisher, UNROUTED, headers,
-    topology,
+    self, BrokerError, DEAD_QUEUE, HEADER_APP, HEADER_ERROR, JOBS_EXCHANGE, Publisher, UNROUTED,
+    headers, topology,
 };
 
 #[derive(clap::Args)]
@@ -85,13 +85,13 @@ const STEP_LIMIT: Duration = Duration::from_secs(30);
 async fn step<T, E: std::fmt::Display>(
     what: &str,
     fut: impl Future<Output = Result<T, E>>,
-) -> Result<T, String> {
+) -> Result<T, BrokerError> {
     match tokio::time::timeout(STEP_LIMIT, fut).await {
-        Ok(result) => result.map_err(|e| format!("{what}: {e}")),
-        Err(_) => Err(format!(
-            "{what}: no answer from RabbitMQ in {}s",
-            STEP_LIMIT.as_secs()
-        )),
+        Ok(result) => result.map_err(|e| BrokerError::channel(what, e)),
+        Err(_) => Err(BrokerError::NoAnswer {
+            op: what.into(),
+            after: STEP_LIMIT,
+        }),
     }
 }
 
@@ -158,7 +158,7 @@ pub async fn run(args: DeadArgs) -> ExitCode {
 
 /// Takes up to `limit` messages without acking them: closing the channel puts back every one
 /// not acked, in order.
-async fn take(ch: &Channel, queue: &str, limit: usize) -> Result<Vec<Entry>, String> {
+async fn take(ch: &Channel, queue: &str, limit: usize) -> Result<Vec<Entry>, BrokerError> {
     let mut out = Vec::new();
     while out.len() < limit {
         let got = step(
@@ -213,7 +213,7 @@ fn why_dead(props: &BasicProperties, routing_key: &str) -> (String, String) {
     (routing_key.to_owned(), "no configured app".into())
 }
 
-async fn list(conn: &Connection, source: &Source) -> Result<(), String> {
+async fn list(conn: &Connection, source: &Source) -> Result<(), BrokerError> {
     let ch = step("opening a channel", conn.create_channel()).await?;
     let entries = take(&ch, source.queue(), source.limit).await?;
     println!("{} message(s) in {}", entries.len(), source.queue());
@@ -232,7 +232,7 @@ async fn list(conn: &Connection, source: &Source) -> Result<(), String> {
     Ok(())
 }
 
-async fn replay(conn: &Connection, source: &Source, filter: &Filter) -> Result<(), String> {
+async fn replay(conn: &Connection, source: &Source, filter: &Filter) -> Result<(), BrokerError> {
     let ch = step("opening a channel", conn.create_channel()).await?;
     let publisher = step("opening a publisher", Publisher::open(conn, STEP_LIMIT)).await?;
     let entries = take(&ch, source.queue(), source.limit).await?;
@@ -249,10 +249,9 @@ async fn replay(conn: &Connection, source: &Source, filter: &Filter) -> Result<(
             })
             .await
             .map_err(|err| {
-                format!(
-                    "replaying {} stopped: {err}; the rest stays in {}",
-                    e.id,
-                    source.queue()
+                BrokerError::channel(
+                    format!("replaying {} stopped", e.id),
+                    format!("{err}; the rest stays in {}", source.queue()),
                 )
             })?;
         // Removed only once its copy is confirmed in the jobs exchange.

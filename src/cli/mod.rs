@@ -41,8 +41,9 @@ enum Command {
     Send(send::SendArgs),
     /// Shows the whole flow on this machine: simulator, worker, sample jobs, outcomes.
     Demo(demo::DemoArgs),
-    /// Validates the config, reaches the broker and fetches a token per app.
-    Check(ConfigArg),
+    /// Validates the config, reaches the broker and fetches a token per app; prints each app's
+    /// daily quota and template catalog, and holds sample jobs (--jobs) against it.
+    Check(check::CheckArgs),
     /// Lists or replays rejected (`wxcourier.dead`) and unrouted jobs.
     Dead(dead::DeadArgs),
 }

@@ -34,7 +34,7 @@ pub async fn run(args: ConfigArg) -> ExitCode {
         });
     }
     let ctx = app.pipeline.clone();
-    tracing::info!(apps = ?ctx.apps.keys().collect::<Vec<_>>(), "wxcourier starting");
+    tracing::info!(apps = ?ctx.pipeline.apps.keys().collect::<Vec<_>>(), "wxcourier starting");
     {
         // Once, beside the start: a slow or missing management API never delays consuming.
         tokio::spawn(async move {

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::sim::{CallbackTarget, Faults, SimOptions, Simulator};
+use crate::sim::{CallbackTarget, Faults, SimOptions, SimTemplate, Simulator};
 
 #[derive(clap::Args)]
 pub struct SimArgs {
@@ -37,14 +37,14 @@ pub struct SimArgs {
     /// Share of sends answered with a body that is not JSON.
     #[arg(long, default_value_t = 0.0)]
     bad_json: f64,
-    /// Share of delivery reports that say `failed:user block`.
+    /// Share of delivery reports that say `failed:user block` (sent events: ErrorCode 43101).
     #[arg(long, default_value_t = 0.0)]
     report_blocked: f64,
-    /// Share of delivery reports that say `failed: system failed`.
+    /// Share of delivery reports that say `failed: system failed` (sent events: ErrorCode -1).
     #[arg(long, default_value_t = 0.0)]
     report_failed: f64,
-    /// Push delivery reports for APPID's sends: APPID=URL,TOKEN[,ENCODING_AES_KEY] (repeatable;
-    /// with the key, in safe mode).
+    /// Push delivery reports for APPID's sends, and the user events asked for on /sim/event:
+    /// APPID=URL,TOKEN[,ENCODING_AES_KEY] (repeatable; with the key, in safe mode).
     #[arg(long = "callback", value_name = "APPID=URL,TOKEN[,AESKEY]")]
     callbacks: Vec<String>,
     /// How long after an accepted send its delivery report is pushed.
@@ -59,6 +59,11 @@ pub struct SimArgs {
     /// An OpenID that refuses every message: its sends are answered 43101 (repeatable).
     #[arg(long = "refuse", value_name = "OPENID")]
     refuse: Vec<String>,
+    /// APPID's template list, from FILE: WeChat's get_all_private_template answer
+    /// (`{"template_list": [...]}`). Template messages with another template_id get 40037.
+    /// Repeatable.
+    #[arg(long = "templates", value_name = "APPID=FILE")]
+    templates: Vec<String>,
 }
 
 pub async fn run(args: SimArgs) -> ExitCode {
@@ -108,6 +113,17 @@ pub async fn run(args: SimArgs) -> ExitCode {
             }
         }
     }
+    for t in &args.templates {
+        match read_templates(t) {
+            Ok((appid, list)) => {
+                options.templates.insert(appid, list);
+            }
+            Err(e) => {
+                eprintln!("wxcourier sim: --templates {t:?}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let sim = match Simulator::start(&args.listen, options).await {
         Ok(sim) => sim,
         Err(e) => {
@@ -123,6 +139,22 @@ pub async fn run(args: SimArgs) -> ExitCode {
     super::termination().await;
     sim.stop();
     ExitCode::SUCCESS
+}
+
+/// `APPID=FILE`, FILE holding `{"template_list": [...]}`.
+fn read_templates(text: &str) -> Result<(String, Vec<SimTemplate>), String> {
+    #[derive(serde::Deserialize)]
+    struct List {
+        template_list: Vec<SimTemplate>,
+    }
+    let (appid, path) = text
+        .split_once('=')
+        .filter(|(a, p)| !a.is_empty() && !p.is_empty())
+        .ok_or("must be APPID=FILE")?;
+    let json = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let list: List = serde_json::from_str(&json)
+        .map_err(|e| format!("{path} is not {{\"template_list\": [...]}}: {e}"))?;
+    Ok((appid.to_owned(), list.template_list))
 }
 
 fn parse_callback(text: &str) -> Option<(String, CallbackTarget)> {

@@ -96,6 +96,8 @@ pub struct WechatSettings {
     pub token_codes: Vec<i64>,
     /// errcodes behind each `reason` of a failed outcome.
     pub reason_codes: ReasonCodes,
+    /// How often each app's daily quota is read (`openapi/quota/get`) into gauges; `0s` off.
+    pub quota_refresh: Span,
 }
 
 /// `-1` system busy, `45011` per-minute limit.
@@ -146,6 +148,7 @@ impl Default for WechatSettings {
             quota_codes: DEFAULT_QUOTA.to_vec(),
             token_codes: DEFAULT_TOKEN.to_vec(),
             reason_codes: Default::default(),
+            quota_refresh: Span(Duration::from_secs(300)),
         }
     }
 }
@@ -333,6 +336,12 @@ pub struct AppSettings {
     /// The message kinds this app sends; a job of another kind is rejected.
     #[serde(default = "default_kinds")]
     pub kinds: Vec<String>,
+    /// Check template jobs against the account's template list before sending.
+    #[serde(default)]
+    pub catalog: bool,
+    /// How often that list is fetched again.
+    #[serde(default = "default_catalog_refresh")]
+    pub catalog_refresh: Span,
 }
 
 impl AppSettings {
@@ -348,6 +357,8 @@ impl AppSettings {
             encoding_aes_key: None,
             callback_mode: None,
             kinds: default_kinds(),
+            catalog: false,
+            catalog_refresh: default_catalog_refresh(),
         }
     }
 
@@ -369,6 +380,10 @@ impl AppSettings {
 
 fn default_kinds() -> Vec<String> {
     vec![crate::kinds::default_kind().name().to_owned()]
+}
+
+fn default_catalog_refresh() -> Span {
+    Span(Duration::from_secs(600))
 }
 
 fn default_rate() -> f64 {

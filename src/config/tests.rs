@@ -33,6 +33,26 @@ fn defaults_match_the_contract() {
     assert_eq!(s.apps["shop"].rate_per_second, 50.0);
     assert_eq!(s.apps["shop"].burst, 50);
     assert!(s.http.listen.is_none());
+    assert!(!s.apps["shop"].catalog);
+    assert_eq!(s.apps["shop"].catalog_refresh.0, Duration::from_secs(600));
+    assert_eq!(s.wechat.quota_refresh.0, Duration::from_secs(300));
+}
+
+#[test]
+fn lookup_intervals_below_a_second_are_refused_and_0s_turns_the_quota_off() {
+    let s = load(
+        &format!("{MINIMAL}catalog = true\ncatalog_refresh = \"30s\"\n"),
+        &[],
+    )
+    .unwrap();
+    assert!(s.apps["shop"].catalog);
+    assert_eq!(s.apps["shop"].catalog_refresh.0, Duration::from_secs(30));
+    let e = load(&format!("{MINIMAL}catalog_refresh = \"0s\"\n"), &[]).unwrap_err();
+    assert!(e.to_string().contains("apps.shop.catalog_refresh"), "{e}");
+    let off = load(MINIMAL, &[("WXCOURIER_WECHAT__QUOTA_REFRESH", "0s")]).unwrap();
+    assert!(off.wechat.quota_refresh.0.is_zero());
+    let e = load(MINIMAL, &[("WXCOURIER_WECHAT__QUOTA_REFRESH", "500ms")]).unwrap_err();
+    assert!(e.to_string().contains("wechat.quota_refresh"), "{e}");
 }
 
 #[test]

@@ -83,6 +83,7 @@ impl Settings {
         for (name, app) in &self.apps {
             validate_app(name, app)?;
         }
+        validate_lookups(self)?;
         Ok(())
     }
 }
@@ -218,6 +219,29 @@ fn validate_app(name: &str, app: &AppSettings) -> Result<(), ConfigError> {
                 ),
             ));
         }
+    }
+    Ok(())
+}
+
+/// The template catalog and the quota gauges poll WeChat: at most once a second.
+fn validate_lookups(s: &Settings) -> Result<(), ConfigError> {
+    let second = Duration::from_secs(1);
+    let quota = s.wechat.quota_refresh.0;
+    if !quota.is_zero() && quota < second {
+        return Err(invalid(
+            "wechat.quota_refresh",
+            "must be at least 1s, or \"0s\" to turn it off",
+        ));
+    }
+    if let Some(name) = s
+        .apps
+        .iter()
+        .find_map(|(name, app)| (app.catalog_refresh.0 < second).then_some(name))
+    {
+        return Err(invalid(
+            format!("apps.{name}.catalog_refresh"),
+            "must be at least 1s",
+        ));
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! The WeChat API simulator (CONTRACT §8): token endpoints, template send, quotas,
-//! de-duplication and injectable faults, with counts for tests and benchmarks.
+//! The WeChat API simulator (CONTRACT §8): token endpoints, the send endpoints, quotas (and
+//! `openapi/quota/get`), template lists, de-duplication and injectable faults, pushes of
+//! delivery reports and of user events, with counts for tests and benchmarks.
 
 mod model;
 pub mod push;
@@ -10,8 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use model::Model;
-pub use model::{Answer, AppStats, Faults, SendRecord, SimStats};
-pub use push::CallbackTarget;
+pub use model::{
+    Answer, AppStats, Faults, QUOTA_GET, QuotaCount, SendRecord, SimStats, SimTemplate,
+    TEMPLATE_LIST, UserEventError,
+};
+pub use push::{CallbackTarget, Decision, UserEvent};
 use tokio_util::sync::CancellationToken;
 
 /// The appid known when no `--app` is given.
@@ -39,6 +43,9 @@ pub struct SimOptions {
     pub callbacks: std::collections::HashMap<String, CallbackTarget>,
     /// OpenIDs that refused every template: their sends are answered 43101.
     pub refusing: std::collections::HashSet<String>,
+    /// Each app's templates (`get_all_private_template`), by appid. An app with a list answers
+    /// 40037 to a template message whose template_id is not in it.
+    pub templates: std::collections::HashMap<String, Vec<SimTemplate>>,
 }
 
 impl Default for SimOptions {
@@ -53,6 +60,7 @@ impl Default for SimOptions {
             report_delay: Duration::from_millis(500),
             callbacks: Default::default(),
             refusing: Default::default(),
+            templates: Default::default(),
         }
     }
 }
@@ -114,9 +122,22 @@ impl Simulator {
         self.model.invalidate(appid);
     }
 
-    /// Pushes `TEMPLATESENDJOBFINISH` for `appid`'s accepted sends to `target`.
+    /// Pushes the result of `appid`'s accepted sends to `target` (`TEMPLATESENDJOBFINISH`, or
+    /// `subscribe_msg_sent_event` for the subscribe kinds).
     pub fn set_callback(&self, appid: &str, target: Option<CallbackTarget>) {
         self.model.set_callback(appid, target);
+    }
+
+    /// Pushes `event` from `touser` to `appid`'s callback now, as WeChat would when the user
+    /// answers a subscription popup, changes the message settings, or (un)follows. A template
+    /// refused in it is answered 43101 for that user from then on; one accepted is sent again.
+    pub fn push_user_event(
+        &self,
+        appid: &str,
+        touser: &str,
+        event: UserEvent,
+    ) -> Result<(), UserEventError> {
+        self.model.user_event(appid, touser, event)
     }
 
     /// Whether `touser` refuses every message (answered 43101) from now on.
@@ -127,6 +148,17 @@ impl Simulator {
     /// Sets how many sends `appid` has left today.
     pub fn set_quota_left(&self, appid: &str, left: u64) {
         self.model.set_quota_left(appid, left);
+    }
+
+    /// Replaces `appid`'s template list.
+    pub fn set_templates(&self, appid: &str, templates: Vec<SimTemplate>) {
+        self.model.set_templates(appid, templates);
+    }
+
+    /// Makes the lookup `path` (the template list, `openapi/quota/get`) answer `errcode` to
+    /// `appid`, or serve it again with 0.
+    pub fn deny(&self, appid: &str, path: &str, errcode: i64) {
+        self.model.deny(appid, path, errcode);
     }
 
     pub fn stop(&self) {

@@ -1,6 +1,6 @@
 //! The simulator's state and rules, free of HTTP: tokens, quotas, de-duplication, faults.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -12,11 +12,17 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
 use super::SimOptions;
-use super::push::{CallbackTarget, Push, PushCounts, Queued, event_xml};
-use crate::kinds::Kind;
+use super::push::{
+    CallbackTarget, Push, PushCounts, Queued, UserEvent, event_xml, sent_event_xml, user_event_xml,
+};
+use crate::kinds::{DeliveryEvent, Kind};
+use crate::outcome::PreferenceStatus;
 
 /// How long WeChat remembers `touser` + `client_msg_id`.
 const DEDUP_WINDOW: Duration = Duration::from_secs(600);
+/// The lookups the simulator serves.
+pub const TEMPLATE_LIST: &str = "/cgi-bin/template/get_all_private_template";
+pub const QUOTA_GET: &str = "/cgi-bin/openapi/quota/get";
 /// First msgid handed out: above 2^53, as WeChat's can be.
 const FIRST_MSGID: u64 = 9_007_199_254_740_993;
 
@@ -38,9 +44,10 @@ pub struct Faults {
     pub hang: f64,
     /// Added to every request.
     pub latency_ms: u64,
-    /// Delivery reports that say `failed:user block`.
+    /// Delivery reports that say `failed:user block` (in a `subscribe_msg_sent_event`, with
+    /// `ErrorCode` 43101).
     pub report_blocked: f64,
-    /// Delivery reports that say `failed: system failed`.
+    /// Delivery reports that say `failed: system failed` (`ErrorCode` -1).
     pub report_failed: f64,
 }
 
@@ -79,16 +86,47 @@ pub struct SendRecord {
     pub at_ms: f64,
 }
 
+/// One template of an account, as `get_all_private_template` lists it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct SimTemplate {
+    pub template_id: String,
+    pub title: String,
+    pub primary_industry: String,
+    pub deputy_industry: String,
+    /// The text with its `{{key.DATA}}` placeholders.
+    pub content: String,
+    pub example: String,
+}
+
+/// One API's daily quota, as `openapi/quota/get` answers it.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct QuotaCount {
+    pub daily_limit: u64,
+    pub used: u64,
+    pub remain: u64,
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct AppStats {
     pub classic_token_calls: u64,
     pub stable_token_calls: u64,
     pub send_calls: u64,
+    /// `get_all_private_template` calls answered with a list.
+    #[serde(default)]
+    pub template_list_calls: u64,
+    /// `openapi/quota/get` calls answered with a quota.
+    #[serde(default)]
+    pub quota_get_calls: u64,
     /// Sends accepted for the first time (errcode 0, not a de-duplicated repeat).
     pub accepted: u64,
     pub duplicates: u64,
     pub errcodes: BTreeMap<String, u64>,
+    /// Sends left today on the endpoint with the fewest.
     pub quota_left: u64,
+    /// Each send endpoint's quota today.
+    #[serde(default)]
+    pub quota: BTreeMap<String, QuotaCount>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -96,9 +134,9 @@ pub struct SimStats {
     pub requests: u64,
     pub http_faults: u64,
     pub drops: u64,
-    /// Delivery reports the callback answered `success` to.
+    /// Pushes (delivery reports and user events) the callback answered `success` to.
     pub reports_delivered: u64,
-    /// Delivery reports given up on after three tries.
+    /// Pushes given up on after three tries.
     pub reports_failed: u64,
     pub apps: BTreeMap<String, AppStats>,
 }
@@ -108,11 +146,31 @@ struct TokenInfo {
     expires: Instant,
 }
 
+/// The sends one endpoint may still take today: every accepted send counts.
+#[derive(Clone, Copy)]
+struct Quota {
+    limit: u64,
+    used: u64,
+}
+
+impl Quota {
+    fn count(self) -> QuotaCount {
+        QuotaCount {
+            daily_limit: self.limit,
+            used: self.used,
+            remain: self.limit.saturating_sub(self.used),
+        }
+    }
+}
+
 struct App {
     secret: String,
     classic: Option<String>,
     stable: Option<String>,
-    quota_left: u64,
+    /// By send endpoint (one per kind).
+    quota: BTreeMap<&'static str, Quota>,
+    /// Its template messages' templates; when empty, any template_id is taken.
+    templates: Vec<SimTemplate>,
     dedup: HashMap<(String, String), (u64, Instant)>,
     dedup_order: VecDeque<(Instant, (String, String))>,
     stats: AppStats,
@@ -131,6 +189,33 @@ struct Inner {
     http_faults: u64,
     drops: u64,
     callbacks: HashMap<String, CallbackTarget>,
+    /// Lookup APIs an app may not call, by (appid, path): the errcode they answer instead.
+    denied: HashMap<(String, String), i64>,
+    /// (OpenID, template id) pairs the user refused in a popup or the settings: sends with
+    /// that template are answered 43101 until the user accepts it again.
+    refused_templates: HashSet<(String, String)>,
+}
+
+impl Inner {
+    /// Forgets the classic tokens whose grace period is over.
+    fn drop_retired(&mut self, now: Instant) {
+        while let Some((t, _)) = self.retiring.front() {
+            if *t > now {
+                break;
+            }
+            let (_, old) = self.retiring.pop_front().expect("front exists");
+            self.tokens.remove(&old);
+        }
+    }
+}
+
+/// Why a user event was not pushed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserEventError {
+    #[error("no callback is set for appid {0}: set one with POST /sim/callback or --callback")]
+    NoCallback(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 pub struct Model {
@@ -198,8 +283,10 @@ fn errmsg_for(code: i64) -> &'static str {
         42001 => "access_token expired",
         43004 => "require subscribe",
         43101 => "user refuse to accept the msg",
+        76021 => "cgi_path not found, please check",
         45009 => "reach max api daily quota limit",
         45011 => "api minute-quota reach limit",
+        48001 => "api unauthorized",
         47001 => "data format error",
         47003 => "argument invalid!",
         _ => "error",
@@ -221,11 +308,19 @@ impl Model {
             .apps
             .iter()
             .map(|(appid, secret)| {
+                let quota = Quota {
+                    limit: options.daily_quota,
+                    used: 0,
+                };
                 let app = App {
                     secret: secret.clone(),
                     classic: None,
                     stable: None,
-                    quota_left: options.daily_quota,
+                    quota: crate::kinds::KINDS
+                        .iter()
+                        .map(|k| (k.endpoint(), quota))
+                        .collect(),
+                    templates: options.templates.get(appid).cloned().unwrap_or_default(),
                     dedup: HashMap::new(),
                     dedup_order: VecDeque::new(),
                     stats: AppStats::default(),
@@ -249,6 +344,8 @@ impl Model {
                 http_faults: 0,
                 drops: 0,
                 callbacks,
+                denied: HashMap::new(),
+                refused_templates: HashSet::new(),
             }),
             started: Instant::now(),
             pushes,
@@ -349,13 +446,7 @@ impl Model {
         let at_ms = now.duration_since(self.started).as_secs_f64() * 1000.0;
         let mut inner = self.inner.lock();
         let inner = &mut *inner;
-        while let Some((t, _)) = inner.retiring.front() {
-            if *t > now {
-                break;
-            }
-            let (_, old) = inner.retiring.pop_front().expect("front exists");
-            inner.tokens.remove(&old);
-        }
+        inner.drop_retired(now);
         let Some(token) = access_token.filter(|t| !t.is_empty()) else {
             return error(41001, "access_token missing");
         };
@@ -379,6 +470,7 @@ impl Model {
                 .map(str::to_owned)
         };
         let touser = text("touser").unwrap_or_default();
+        let template_id = text("template_id").unwrap_or_default();
         let cmid = text("client_msg_id");
         let mut answering = Answering {
             records: &mut inner.records,
@@ -444,11 +536,19 @@ impl Model {
                 }
             })
             .or_else(|| {
-                inner
-                    .options
-                    .refusing
-                    .contains(&touser)
-                    .then(|| (43101, errmsg_for(43101).to_owned()))
+                // An account with a template list knows no other template.
+                let id = raw["template_id"].as_str().unwrap_or("");
+                (kind.name() == "template"
+                    && !app.templates.is_empty()
+                    && !app.templates.iter().any(|t| t.template_id == id))
+                .then(|| (40037, errmsg_for(40037).to_owned()))
+            })
+            .or_else(|| {
+                let refused = inner.options.refusing.contains(&touser)
+                    || inner
+                        .refused_templates
+                        .contains(&(touser.clone(), template_id.clone()));
+                refused.then(|| (43101, errmsg_for(43101).to_owned()))
             });
         if let Some((code, errmsg)) = refusal {
             return answering.refuse(app, code, &errmsg);
@@ -467,10 +567,14 @@ impl Model {
             app.stats.duplicates += 1;
             return answering.accept(app, msgid, true);
         }
-        if app.quota_left == 0 {
+        let quota = app
+            .quota
+            .get_mut(kind.endpoint())
+            .expect("every kind's endpoint has a quota");
+        if quota.used >= quota.limit {
             return answering.refuse(app, 45009, errmsg_for(45009));
         }
-        app.quota_left -= 1;
+        quota.used += 1;
         let msgid = inner.next_msgid;
         inner.next_msgid += 1;
         if let Some(c) = &cmid {
@@ -479,10 +583,16 @@ impl Model {
                 .push_back((now, (touser.clone(), c.clone())));
         }
         app.stats.accepted += 1;
-        if let Some(target) = inner.callbacks.get(&appid)
-            && kind.reports_delivery()
-        {
-            self.queue_report(&inner.options, target, &appid, &touser, msgid);
+        if let Some(target) = inner.callbacks.get(&appid) {
+            let xml = delivery_xml(
+                &inner.options.faults,
+                kind,
+                &appid,
+                &touser,
+                &template_id,
+                msgid,
+            );
+            self.queue_report(&inner.options, target, &appid, xml);
         }
         answering.accept(app, msgid, false)
     }
@@ -493,19 +603,13 @@ impl Model {
         options: &SimOptions,
         target: &CallbackTarget,
         appid: &str,
-        touser: &str,
-        msgid: u64,
+        xml: String,
     ) {
-        let status = delivery_status(&options.faults, &mut rand::rng());
-        let created = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
         let _ = self.pushes.send(Queued {
             push: Push {
                 target: target.clone(),
                 appid: appid.to_owned(),
-                xml: event_xml(appid, touser, msgid, status, created),
+                xml,
             },
             at: tokio::time::Instant::now() + options.report_delay,
         });
@@ -524,7 +628,12 @@ impl Model {
                 .iter()
                 .map(|(id, a)| {
                     let mut s = a.stats.clone();
-                    s.quota_left = a.quota_left;
+                    s.quota = a
+                        .quota
+                        .iter()
+                        .map(|(path, q)| ((*path).to_owned(), q.count()))
+                        .collect();
+                    s.quota_left = s.quota.values().map(|q| q.remain).min().unwrap_or(0);
                     (id.clone(), s)
                 })
                 .collect(),
@@ -566,6 +675,51 @@ impl Model {
         };
     }
 
+    /// Pushes `event` from `touser` to `appid`'s callback at once. A template refused in it is
+    /// refused from then on (sends with it answer 43101), and one accepted is sent again.
+    pub fn user_event(
+        &self,
+        appid: &str,
+        touser: &str,
+        event: UserEvent,
+    ) -> Result<(), UserEventError> {
+        if !is_openid(touser) {
+            return Err(UserEventError::Invalid(format!(
+                "touser {touser:?} is not an OpenID (28 characters of A-Z a-z 0-9 _ - starting with o)"
+            )));
+        }
+        if let Some(bad) = event
+            .decisions()
+            .iter()
+            .find(|d| !is_template_id(&d.template_id))
+        {
+            return Err(UserEventError::Invalid(format!(
+                "template_id {:?} is not 1-128 of A-Z a-z 0-9 _ -",
+                bad.template_id
+            )));
+        }
+        let mut inner = self.inner.lock();
+        let Some(target) = inner.callbacks.get(appid).cloned() else {
+            return Err(UserEventError::NoCallback(appid.to_owned()));
+        };
+        for d in event.decisions() {
+            let pair = (touser.to_owned(), d.template_id.clone());
+            match d.status {
+                PreferenceStatus::Reject => inner.refused_templates.insert(pair),
+                PreferenceStatus::Accept => inner.refused_templates.remove(&pair),
+            };
+        }
+        let _ = self.pushes.send(Queued {
+            push: Push {
+                target,
+                appid: appid.to_owned(),
+                xml: user_event_xml(appid, touser, &event, unix_now()),
+            },
+            at: tokio::time::Instant::now(),
+        });
+        Ok(())
+    }
+
     pub fn set_refusing(&self, touser: &str, refusing: bool) {
         let mut inner = self.inner.lock();
         if refusing {
@@ -575,10 +729,91 @@ impl Model {
         }
     }
 
+    /// Leaves `left` sends on each of `appid`'s endpoints today (the sends made still count
+    /// as used: the daily limit moves).
     pub fn set_quota_left(&self, appid: &str, left: u64) {
         if let Some(app) = self.inner.lock().apps.get_mut(appid) {
-            app.quota_left = left;
+            for q in app.quota.values_mut() {
+                q.limit = q.used.saturating_add(left);
+            }
         }
+    }
+
+    /// Replaces `appid`'s template list.
+    pub fn set_templates(&self, appid: &str, templates: Vec<SimTemplate>) {
+        if let Some(app) = self.inner.lock().apps.get_mut(appid) {
+            app.templates = templates;
+        }
+    }
+
+    /// The app a lookup's token belongs to, or the answer to a missing, unknown or expired one.
+    /// Makes `path` (a lookup: the template list, `openapi/quota/get`) answer `errcode` to
+    /// `appid` (48001: not authorized), or serve it again with 0.
+    pub fn deny(&self, appid: &str, path: &str, errcode: i64) {
+        let mut inner = self.inner.lock();
+        let key = (appid.to_owned(), path.to_owned());
+        if errcode == 0 {
+            inner.denied.remove(&key);
+        } else {
+            inner.denied.insert(key, errcode);
+        }
+    }
+
+    fn lookup_app<'a>(
+        inner: &'a mut Inner,
+        access_token: Option<&str>,
+        path: &str,
+    ) -> Result<&'a mut App, Reply> {
+        let Some(token) = access_token.filter(|t| !t.is_empty()) else {
+            return Err(error(41001, "access_token missing"));
+        };
+        let now = Instant::now();
+        inner.drop_retired(now);
+        let appid = match inner.tokens.get(token) {
+            Some(info) if info.expires <= now => return Err(error(42001, errmsg_for(42001))),
+            Some(info) => info.appid.clone(),
+            None => return Err(error(40001, errmsg_for(40001))),
+        };
+        if let Some(&code) = inner.denied.get(&(appid.clone(), path.to_owned())) {
+            return Err(error(code, errmsg_for(code)));
+        }
+        Ok(inner
+            .apps
+            .get_mut(&appid)
+            .expect("tokens belong to known apps"))
+    }
+
+    /// `GET /cgi-bin/template/get_all_private_template`.
+    pub fn template_list(&self, access_token: Option<&str>) -> Reply {
+        let mut inner = self.inner.lock();
+        match Self::lookup_app(&mut inner, access_token, TEMPLATE_LIST) {
+            Ok(app) => {
+                app.stats.template_list_calls += 1;
+                Reply::Json(serde_json::json!({ "template_list": app.templates }))
+            }
+            Err(reply) => reply,
+        }
+    }
+
+    /// `POST /cgi-bin/openapi/quota/get` with `{"cgi_path": …}`: a send endpoint's quota today.
+    pub fn quota_get(&self, access_token: Option<&str>, body: &[u8]) -> Reply {
+        let mut inner = self.inner.lock();
+        let app = match Self::lookup_app(&mut inner, access_token, QUOTA_GET) {
+            Ok(app) => app,
+            Err(reply) => return reply,
+        };
+        let path = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|b| b.get("cgi_path")?.as_str().map(str::to_owned));
+        let Some(path) = path else {
+            return error(47001, errmsg_for(47001));
+        };
+        let Some(quota) = app.quota.get(path.as_str()) else {
+            return error(76021, errmsg_for(76021));
+        };
+        let count = quota.count();
+        app.stats.quota_get_calls += 1;
+        Reply::Json(serde_json::json!({ "errcode": 0, "errmsg": "ok", "quota": count }))
     }
 
     pub fn reset_stats(&self) {
@@ -593,16 +828,52 @@ impl Model {
     }
 }
 
-/// What the delivery report of an accepted send says, by the configured shares.
-fn delivery_status(faults: &Faults, rng: &mut impl RngExt) -> &'static str {
+/// What the delivery report of an accepted send says, by the configured shares: the code a
+/// `subscribe_msg_sent_event` carries and the status text both events carry. WeChat documents
+/// only `ErrorCode` 0 (success); the failure codes are the simulator's own.
+fn delivery_result(faults: &Faults, rng: &mut impl RngExt) -> (i64, &'static str) {
     let roll: f64 = rng.random();
     if roll < faults.report_blocked {
-        "failed:user block"
+        (43101, "failed:user block")
     } else if roll < faults.report_blocked + faults.report_failed {
-        "failed: system failed"
+        (-1, "failed: system failed")
     } else {
-        "success"
+        (0, "success")
     }
+}
+
+/// The event WeChat pushes for an accepted send of `kind`, its result drawn by the configured
+/// shares.
+fn delivery_xml(
+    faults: &Faults,
+    kind: &dyn Kind,
+    appid: &str,
+    touser: &str,
+    template_id: &str,
+    msgid: u64,
+) -> String {
+    let (errcode, status) = delivery_result(faults, &mut rand::rng());
+    let created = unix_now();
+    match kind.delivery_event() {
+        DeliveryEvent::TemplateSendJobFinish => event_xml(appid, touser, msgid, status, created),
+        DeliveryEvent::SubscribeMsgSent => {
+            sent_event_xml(appid, touser, template_id, msgid, errcode, status, created)
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A template id as CONTRACT §1 has it: 1-128 of `[A-Za-z0-9_-]`.
+fn is_template_id(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The simulator's idea of a real OpenID: 28 characters of `[A-Za-z0-9_-]` starting with `o`.
@@ -756,6 +1027,90 @@ mod tests {
         assert!(m.sends().iter().any(|r| r.kind == "miniprogram_subscribe"));
     }
 
+    fn answer(reply: Reply) -> serde_json::Value {
+        match reply {
+            Reply::Json(v) => v,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_template_list_is_the_apps_and_limits_which_templates_are_taken() {
+        let m = model();
+        let t = token(&m, true);
+        assert_eq!(
+            answer(m.template_list(Some(&t))),
+            serde_json::json!({"template_list": []})
+        );
+        assert_eq!(answer(m.template_list(None))["errcode"], 41001);
+        assert_eq!(answer(m.template_list(Some("nope")))["errcode"], 40001);
+        // Without a list any template_id is taken; with one, only those listed.
+        assert_eq!(send(&m, &t, "before")["errcode"], 0);
+        let listed = SimTemplate {
+            template_id: "other".into(),
+            title: "订单".into(),
+            content: "{{thing1.DATA}}".into(),
+            ..SimTemplate::default()
+        };
+        m.set_templates("wx0000000000000000", vec![listed.clone()]);
+        let list = answer(m.template_list(Some(&t)));
+        assert_eq!(list["template_list"][0]["template_id"], "other");
+        assert_eq!(list["template_list"][0]["content"], "{{thing1.DATA}}");
+        assert_eq!(
+            send(&m, &t, "after")["errcode"],
+            40037,
+            "template t is not listed"
+        );
+        assert_eq!(m.stats().apps["wx0000000000000000"].template_list_calls, 2);
+    }
+
+    #[test]
+    fn quota_get_counts_accepted_sends_per_endpoint() {
+        let m = Model::new(SimOptions {
+            daily_quota: 5,
+            ..SimOptions::default()
+        })
+        .0;
+        let t = token(&m, true);
+        let quota = |path: &str| {
+            answer(m.quota_get(
+                Some(&t),
+                &serde_json::to_vec(&serde_json::json!({ "cgi_path": path })).unwrap(),
+            ))
+        };
+        let template = "/cgi-bin/message/template/send";
+        assert_eq!(
+            quota(template)["quota"],
+            serde_json::json!({"daily_limit": 5, "used": 0, "remain": 5})
+        );
+        send(&m, &t, "1");
+        send(&m, &t, "1"); // a de-duplicated repeat is not a second send
+        send(&m, &t, "2");
+        let q = quota(template);
+        assert_eq!(
+            (q["errcode"].as_i64(), q["errmsg"].as_str()),
+            (Some(0), Some("ok"))
+        );
+        assert_eq!(
+            q["quota"],
+            serde_json::json!({"daily_limit": 5, "used": 2, "remain": 3})
+        );
+        assert_eq!(
+            quota("/cgi-bin/message/subscribe/bizsend")["quota"]["used"],
+            0,
+            "each endpoint counts its own sends"
+        );
+        assert_eq!(quota("/cgi-bin/nope")["errcode"], 76021);
+        assert_eq!(answer(m.quota_get(Some(&t), b"not json"))["errcode"], 47001);
+        assert_eq!(answer(m.quota_get(None, b"{}"))["errcode"], 41001);
+        m.set_quota_left("wx0000000000000000", 0);
+        assert_eq!(
+            quota(template)["quota"],
+            serde_json::json!({"daily_limit": 2, "used": 2, "remain": 0})
+        );
+        assert_eq!(m.stats().apps["wx0000000000000000"].quota_left, 0);
+    }
+
     #[test]
     fn a_spent_quota_answers_45009() {
         let m = model();
@@ -776,5 +1131,113 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(send(&m, &t, "x")["errcode"], 42001);
         assert_eq!(send(&m, "nope", "x")["errcode"], 40001);
+    }
+
+    fn target() -> CallbackTarget {
+        CallbackTarget {
+            url: "http://127.0.0.1:9/cb".into(),
+            token: "t".into(),
+            aes_key: None,
+        }
+    }
+
+    fn reject(template_id: &str, status: PreferenceStatus) -> UserEvent {
+        UserEvent::SubscribeMsgChangeEvent {
+            templates: vec![super::super::push::Decision {
+                template_id: template_id.into(),
+                status,
+                scene: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn each_kind_pushes_its_own_result_event_after_an_accepted_send() {
+        let (m, mut queue, _) = Model::new(SimOptions::default());
+        m.set_callback("wx0000000000000000", Some(target()));
+        let t = token(&m, true);
+        let msgid = send(&m, &t, "a")["msgid"].as_u64().unwrap();
+        let template = queue.try_recv().unwrap().push.xml;
+        assert!(template.contains("TEMPLATESENDJOBFINISH"), "{template}");
+        assert!(template.contains(&format!("<MsgID>{msgid}</MsgID>")));
+        let body = serde_json::json!({"touser": USER, "template_id": "tplA", "data": {"thing1": {"value": "ok"}}});
+        let kind = crate::kinds::by_name("subscribe").unwrap();
+        let Reply::Json(v) = m.send(kind, Some(&t), &serde_json::to_vec(&body).unwrap()) else {
+            panic!()
+        };
+        let sent = queue.try_recv().unwrap().push.xml;
+        let item = crate::callback::xml::message(&sent).unwrap();
+        assert_eq!(item.fields["Event"], "subscribe_msg_sent_event");
+        assert_eq!(item.items.len(), 1);
+        assert_eq!(item.items[0]["MsgID"], v["msgid"].to_string());
+        assert_eq!(
+            (
+                item.items[0]["TemplateId"].as_str(),
+                item.items[0]["ErrorCode"].as_str()
+            ),
+            ("tplA", "0")
+        );
+    }
+
+    #[test]
+    fn a_template_refused_in_a_user_event_is_answered_43101_until_accepted() {
+        let (m, mut queue, _) = Model::new(SimOptions::default());
+        let t = token(&m, true);
+        assert_eq!(
+            m.user_event(
+                "wx0000000000000000",
+                USER,
+                reject("t", PreferenceStatus::Reject)
+            ),
+            Err(UserEventError::NoCallback("wx0000000000000000".into()))
+        );
+        m.set_callback("wx0000000000000000", Some(target()));
+        m.user_event(
+            "wx0000000000000000",
+            USER,
+            reject("t", PreferenceStatus::Reject),
+        )
+        .unwrap();
+        let pushed = queue.try_recv().unwrap().push.xml;
+        assert!(pushed.contains("subscribe_msg_change_event") && pushed.contains("reject"));
+        assert_eq!(send(&m, &t, "r1")["errcode"], 43101);
+        // Another template, and the same template to another user, are sent.
+        let other =
+            serde_json::json!({"touser": USER, "template_id": "u", "data": {"k": {"value": "v"}}});
+        let Reply::Json(v) = m.send(
+            crate::kinds::default_kind(),
+            Some(&t),
+            &serde_json::to_vec(&other).unwrap(),
+        ) else {
+            panic!()
+        };
+        assert_eq!(v["errcode"], 0);
+        m.user_event(
+            "wx0000000000000000",
+            USER,
+            reject("t", PreferenceStatus::Accept),
+        )
+        .unwrap();
+        assert_eq!(send(&m, &t, "r2")["errcode"], 0);
+        // Follows push, and change no answer.
+        m.user_event("wx0000000000000000", USER, UserEvent::Unsubscribe)
+            .unwrap();
+        assert_eq!(send(&m, &t, "r3")["errcode"], 0);
+        for bad_user in ["oShort", "", "x"] {
+            assert!(matches!(
+                m.user_event("wx0000000000000000", bad_user, UserEvent::Subscribe),
+                Err(UserEventError::Invalid(_))
+            ));
+        }
+        for bad_template in ["", "a]]>b", &"t".repeat(129)] {
+            assert!(matches!(
+                m.user_event(
+                    "wx0000000000000000",
+                    USER,
+                    reject(bad_template, PreferenceStatus::Reject)
+                ),
+                Err(UserEventError::Invalid(_))
+            ));
+        }
     }
 }

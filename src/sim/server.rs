@@ -12,8 +12,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::model::{Answer, Faults, Model, Reply};
-use super::push::CallbackTarget;
+use super::model::{
+    Answer, Faults, Model, QUOTA_GET, Reply, SimTemplate, TEMPLATE_LIST, UserEventError,
+};
+use super::push::{CallbackTarget, UserEvent};
 
 type Shared = State<Arc<Model>>;
 
@@ -39,6 +41,10 @@ pub fn router(model: Arc<Model>) -> Router {
     router
         .route("/cgi-bin/token", get(classic_token))
         .route("/cgi-bin/stable_token", post(stable_token))
+        .route(TEMPLATE_LIST, get(template_list))
+        .route(QUOTA_GET, post(quota_get))
+        .route("/sim/templates", post(set_templates))
+        .route("/sim/deny", post(deny))
         .route("/sim/stats", get(stats))
         .route("/sim/sends", get(sends))
         .route("/sim/faults", post(set_faults))
@@ -48,6 +54,7 @@ pub fn router(model: Arc<Model>) -> Router {
         .route("/sim/refuse", post(refuse))
         .route("/sim/reset", post(reset))
         .route("/sim/callback", post(callback))
+        .route("/sim/event", post(user_event))
         .with_state(model)
 }
 
@@ -130,6 +137,47 @@ async fn stable_token(State(m): Shared, body: Bytes) -> Response {
     .await
 }
 
+async fn template_list(State(m): Shared, Query(q): Query<HashMap<String, String>>) -> Response {
+    with_transport(&m, || {
+        m.template_list(q.get("access_token").map(String::as_str))
+    })
+    .await
+}
+
+async fn quota_get(
+    State(m): Shared,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    with_transport(&m, || {
+        m.quota_get(q.get("access_token").map(String::as_str), &body)
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct TemplatesBody {
+    appid: String,
+    template_list: Vec<SimTemplate>,
+}
+
+async fn set_templates(State(m): Shared, axum::Json(t): axum::Json<TemplatesBody>) -> StatusCode {
+    m.set_templates(&t.appid, t.template_list);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct DenyBody {
+    appid: String,
+    path: String,
+    errcode: i64,
+}
+
+async fn deny(State(m): Shared, axum::Json(d): axum::Json<DenyBody>) -> StatusCode {
+    m.deny(&d.appid, &d.path, d.errcode);
+    StatusCode::NO_CONTENT
+}
+
 async fn stats(State(m): Shared) -> Response {
     axum::Json(m.stats()).into_response()
 }
@@ -200,4 +248,25 @@ struct CallbackBody {
 async fn callback(State(m): Shared, axum::Json(c): axum::Json<CallbackBody>) -> StatusCode {
     m.set_callback(&c.appid, c.target);
     StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct UserEventBody {
+    appid: String,
+    touser: String,
+    #[serde(flatten)]
+    event: UserEvent,
+}
+
+/// `POST /sim/event`: push a user event now (204), or say why not.
+async fn user_event(State(m): Shared, axum::Json(e): axum::Json<UserEventBody>) -> Response {
+    match m.user_event(&e.appid, &e.touser, e.event) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(why @ UserEventError::NoCallback(_)) => {
+            (StatusCode::CONFLICT, why.to_string()).into_response()
+        }
+        Err(why @ UserEventError::Invalid(_)) => {
+            (StatusCode::BAD_REQUEST, why.to_string()).into_response()
+        }
+    }
 }

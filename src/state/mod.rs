@@ -1,15 +1,25 @@
 //! State shared by the pipeline: idempotency (which ids were sent, and as which msgid),
-//! msgid → job for delivery reports, and report de-duplication. In memory for one instance,
-//! or in Redis for many.
+//! msgid → job for delivery reports, and de-duplication of reports (by MsgID) and of pushed
+//! user events (by a key naming the event); with several instances, also the access token and
+//! the send rate. In memory for one instance, or in Redis for many. Each capability is a trait
+//! ([`capability`]); a backend declares which it provides.
 
+pub mod capability;
+pub mod error;
+#[cfg(test)]
+pub mod fakes;
 pub mod health;
 pub mod memory;
+pub mod rate_lease;
 pub mod redis;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
+pub use capability::{Capabilities, Idempotency, RateShare, SharedRate, SharedTokens, TokenShare};
+pub use error::{StateError, StateResult};
 pub use health::StateHealth;
 pub use memory::MemoryState;
 pub use redis::RedisState;
@@ -65,32 +75,27 @@ pub struct SentJob {
     pub meta: Option<Value>,
 }
 
-/// Shared state could not be reached; the state is marked down when this happens.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("shared state (Redis) is unavailable: {0}")]
-pub struct StateError(pub String);
-
-pub type StateResult<T> = Result<T, StateError>;
-
 /// Reads `state.ca_file`: a PEM file with at least one certificate (an empty trust store would
 /// only fail later, at every handshake, with a vaguer error).
-fn read_ca(path: &str) -> Result<Vec<u8>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read state.ca_file {path}: {e}"))?;
+fn read_ca(path: &str) -> StateResult<Vec<u8>> {
+    let pem = std::fs::read(path)
+        .map_err(|e| StateError::Settings(format!("cannot read state.ca_file {path}: {e}")))?;
     if !pem
         .windows(b"-----BEGIN CERTIFICATE-----".len())
         .any(|w| w == b"-----BEGIN CERTIFICATE-----")
     {
-        return Err(format!(
+        return Err(StateError::Settings(format!(
             "state.ca_file {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
-        ));
+        )));
     }
     Ok(pem)
 }
 
-/// The configured state backend.
+/// The configured state backend. What each one provides is in [`State::capabilities`]; the
+/// shared token and rate are reached through [`State::token_share`] and [`State::rate_share`].
 pub enum State {
     Memory(Box<MemoryState>, StateHealth),
-    Redis(RedisState),
+    Redis(Arc<RedisState>),
 }
 
 impl State {
@@ -100,7 +105,7 @@ impl State {
         ttl: Duration,
         capacity: usize,
         in_flight_ttl: Duration,
-    ) -> Result<Self, String> {
+    ) -> StateResult<Self> {
         Self::open(url, None, ttl, capacity, in_flight_ttl)
     }
 
@@ -108,7 +113,7 @@ impl State {
     pub fn from_settings(
         settings: &crate::config::StateSettings,
         in_flight_ttl: Duration,
-    ) -> Result<Self, String> {
+    ) -> StateResult<Self> {
         let ca = settings.ca_file.as_deref().map(read_ca).transpose()?;
         Self::open(
             settings.url.expose(),
@@ -125,19 +130,45 @@ impl State {
         ttl: Duration,
         capacity: usize,
         in_flight_ttl: Duration,
-    ) -> Result<Self, String> {
+    ) -> StateResult<Self> {
         if url == "memory" {
             Ok(State::Memory(
                 Box::new(MemoryState::new(ttl, capacity)),
                 StateHealth::default(),
             ))
         } else {
-            Ok(State::Redis(RedisState::new(
-                url,
-                ca_pem,
-                ttl,
-                in_flight_ttl,
-            )?))
+            let redis = RedisState::new(url, ca_pem, ttl, in_flight_ttl)?;
+            Ok(State::Redis(Arc::new(redis)))
+        }
+    }
+
+    /// What this backend provides, for the start-up check ([`Capabilities::check`]).
+    pub fn capabilities(&self) -> Capabilities {
+        let (backend, shared_ids) = match self {
+            State::Memory(..) => ("memory", false),
+            State::Redis(_) => ("redis", true),
+        };
+        Capabilities {
+            backend,
+            shared_ids,
+            shared_tokens: self.token_share().is_some(),
+            shared_rate: self.rate_share().is_some(),
+        }
+    }
+
+    /// The access token every instance shares, if this backend shares one.
+    pub fn token_share(&self) -> Option<TokenShare> {
+        match self {
+            State::Memory(..) => None,
+            State::Redis(r) => Some(TokenShare::Redis(r.clone())),
+        }
+    }
+
+    /// The send rate every instance shares, if this backend shares one.
+    pub fn rate_share(&self) -> Option<RateShare> {
+        match self {
+            State::Memory(..) => None,
+            State::Redis(r) => Some(RateShare::Redis(r.clone())),
         }
     }
 
@@ -148,54 +179,11 @@ impl State {
         }
     }
 
-    /// The Redis backend, for the parts (tokens, rate) that share through it.
-    pub fn redis(&self) -> Option<&RedisState> {
+    /// Whether the backend answers (always, in memory).
+    pub async fn ping(&self) -> StateResult<()> {
         match self {
-            State::Memory(..) => None,
-            State::Redis(r) => Some(r),
-        }
-    }
-
-    pub async fn claim(&self, app: &str, id: &str) -> StateResult<Claim> {
-        match self {
-            State::Memory(m, _) => Ok(m.claim(app, id)),
-            State::Redis(r) => r.claim(app, id).await,
-        }
-    }
-
-    /// Extends the claim `holder` took, right before the send; a lapsed claim nobody took
-    /// since is taken again.
-    pub async fn renew(&self, app: &str, id: &str, holder: Holder) -> StateResult<Renewal> {
-        match self {
-            State::Memory(m, _) => Ok(m.renew(app, id, holder)),
-            State::Redis(r) => r.renew(app, id, holder).await,
-        }
-    }
-
-    /// Gives up a claim without a send (the job is retried or failed). Only the holder's own
-    /// claim is removed. Best effort: an unreleased claim expires by itself.
-    pub async fn release(&self, app: &str, id: &str, holder: Holder) {
-        match self {
-            State::Memory(m, _) => m.release(app, id, holder),
-            State::Redis(r) => {
-                let _ = r.release(app, id, holder).await;
-            }
-        }
-    }
-
-    pub async fn record_sent(
-        &self,
-        app: &str,
-        id: &str,
-        msgid: u64,
-        meta: Option<&Value>,
-    ) -> StateResult<()> {
-        match self {
-            State::Memory(m, _) => {
-                m.record_sent(app, id, msgid, meta);
-                Ok(())
-            }
-            State::Redis(r) => r.record_sent(app, id, msgid, meta).await,
+            State::Memory(..) => Ok(()),
+            State::Redis(r) => r.ping().await,
         }
     }
 
@@ -225,10 +213,29 @@ impl State {
         }
     }
 
-    /// While the state is Redis: checks it every second when down and every five when up,
-    /// so consumers stop and resume without a restart. Returns when `stop` fires.
+    /// Records a pushed event that has no MsgID, named by `key` (its user, time, event and
+    /// subject); false when it was seen before (WeChat retries).
+    pub async fn first_event(&self, app: &str, key: &str) -> StateResult<bool> {
+        match self {
+            State::Memory(m, _) => Ok(m.first_event(app, key)),
+            State::Redis(r) => r.first_event(app, key).await,
+        }
+    }
+
+    /// Undoes [`State::first_event`] when the event's report could not be published.
+    pub async fn forget_event(&self, app: &str, key: &str) {
+        match self {
+            State::Memory(m, _) => m.forget_event(app, key),
+            State::Redis(r) => {
+                let _ = r.forget_event(app, key).await;
+            }
+        }
+    }
+
+    /// For a backend that can become unreachable: checks it every second when down and every
+    /// five when up, so consumers stop and resume without a restart. Returns when `stop` fires.
     pub async fn watch(&self, stop: tokio_util::sync::CancellationToken) {
-        let Some(redis) = self.redis() else { return };
+        let State::Redis(redis) = self else { return };
         loop {
             let up = redis.ping().await.is_ok();
             if up {
@@ -243,6 +250,48 @@ impl State {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
+        }
+    }
+}
+
+impl Idempotency for State {
+    async fn claim(&self, app: &str, id: &str) -> StateResult<Claim> {
+        match self {
+            State::Memory(m, _) => Ok(m.claim(app, id)),
+            State::Redis(r) => r.claim(app, id).await,
+        }
+    }
+
+    async fn renew(&self, app: &str, id: &str, holder: Holder) -> StateResult<Renewal> {
+        match self {
+            State::Memory(m, _) => Ok(m.renew(app, id, holder)),
+            State::Redis(r) => r.renew(app, id, holder).await,
+        }
+    }
+
+    async fn release(&self, app: &str, id: &str, holder: Holder) -> StateResult<()> {
+        match self {
+            State::Memory(m, _) => {
+                m.release(app, id, holder);
+                Ok(())
+            }
+            State::Redis(r) => r.release(app, id, holder).await,
+        }
+    }
+
+    async fn record_sent(
+        &self,
+        app: &str,
+        id: &str,
+        msgid: u64,
+        meta: Option<&Value>,
+    ) -> StateResult<()> {
+        match self {
+            State::Memory(m, _) => {
+                m.record_sent(app, id, msgid, meta);
+                Ok(())
+            }
+            State::Redis(r) => r.record_sent(app, id, msgid, meta).await,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! State shared by every instance, in Redis: idempotency, msgid → job, delivery-report
-//! de-duplication, the shared access token and its refresh lock, and the shared GCRA bucket.
+//! State shared by every instance, in Redis: idempotency, msgid → job, delivery-report and
+//! user-event de-duplication, the shared access token and its refresh lock, and the shared GCRA bucket.
 //! Every call has a timeout; a failure marks the state down (see [`super::health`]).
 
 use std::time::Duration;
@@ -7,27 +7,33 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::Value;
 
+use super::capability::{Idempotency, SharedRate, SharedTokens};
 use super::health::StateHealth;
+use super::rate_lease::Grant;
 use super::{Claim, Holder, Renewal, SentJob, StateError, StateResult};
+use crate::types::Secret;
 
 /// Each call gives up after this long: a hung Redis must not hang the worker.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// GCRA on Redis's own clock, so every instance shares one bucket: returns 0 (send now) or the
-/// microseconds to wait.
-const GCRA: &str = r"
+/// GCRA on Redis's own clock, so every instance shares one bucket, granting up to ARGV[3] slots
+/// at once: returns how many were granted (at least 1), or minus the microseconds until one is
+/// free.
+const GCRA_LEASE: &str = r"
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-local new_tat = tat + interval
-local wait = new_tat - now - burst * interval
-if wait > 0 then return wait end
+local free = math.floor((now + burst * interval - tat) / interval)
+if free < 1 then return -(tat + interval - now - burst * interval) end
+local n = math.min(free, want)
+local new_tat = tat + n * interval
 -- %.0f: Lua would print a large number in exponent form and lose the microseconds.
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-return 0
+return n
 ";
 
 /// Extends the claim KEYS[1] if ARGV[1] still holds it, takes it again if it lapsed, and
@@ -71,7 +77,7 @@ impl RedisState {
         ca_pem: Option<Vec<u8>>,
         ttl: Duration,
         in_flight_ttl: Duration,
-    ) -> Result<Self, String> {
+    ) -> StateResult<Self> {
         let client = match ca_pem {
             None => redis::Client::open(url),
             Some(root_cert) => redis::Client::build_with_tls(
@@ -82,20 +88,20 @@ impl RedisState {
                 },
             ),
         }
-        .map_err(|e| format!("state.url is not a Redis URL: {e}"))?;
+        .map_err(|e| StateError::Settings(format!("state.url is not a Redis URL: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CALL_TIMEOUT))
             .set_response_timeout(Some(CALL_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
         let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| format!("cannot set up Redis: {e}"))?;
+            .map_err(|e| StateError::Settings(format!("cannot set up Redis: {e}")))?;
         Ok(Self {
             conn,
             ttl,
             in_flight_ttl,
             health: StateHealth::starting_down(),
-            gcra: redis::Script::new(GCRA),
+            gcra: redis::Script::new(GCRA_LEASE),
             delete_if: redis::Script::new(DELETE_IF),
             renew: redis::Script::new(RENEW),
         })
@@ -125,90 +131,19 @@ impl RedisState {
         &self,
         result: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
     ) -> StateResult<T> {
-        let why = match result {
+        let error = match result {
             Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer within {CALL_TIMEOUT:?}"),
+            Ok(Err(e)) => StateError::Unavailable(e.to_string()),
+            Err(_) => StateError::Timeout(CALL_TIMEOUT),
         };
-        self.health.mark_down(&why);
-        Err(StateError(why))
+        self.health.mark_down(&error.to_string());
+        Err(error)
     }
 
     /// Checks the connection (for the health probe).
     pub async fn ping(&self) -> StateResult<()> {
         let _: String = self.call(&redis::cmd("PING")).await?;
         Ok(())
-    }
-
-    pub async fn claim(&self, app: &str, id: &str) -> StateResult<Claim> {
-        let k = key(app, "id", id);
-        let holder = Holder::new();
-        let set: Option<String> = self
-            .call(
-                redis::cmd("SET")
-                    .arg(&k)
-                    .arg(holder.tag())
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(millis(self.in_flight_ttl)),
-            )
-            .await?;
-        if set.is_some() {
-            return Ok(Claim::Fresh(holder));
-        }
-        let held: Option<String> = self.call(redis::cmd("GET").arg(&k)).await?;
-        Ok(match held.as_deref().map(str::parse::<u64>) {
-            Some(Ok(msgid)) => Claim::AlreadySent(msgid),
-            _ => Claim::InFlight,
-        })
-    }
-
-    pub async fn renew(&self, app: &str, id: &str, holder: Holder) -> StateResult<Renewal> {
-        let mut inv = self.renew.key(key(app, "id", id));
-        inv.arg(holder.tag()).arg(millis(self.in_flight_ttl));
-        let found: String = self.script(inv).await?;
-        Ok(match found.as_str() {
-            "held" => Renewal::Held,
-            other => match other.parse::<u64>() {
-                Ok(msgid) => Renewal::AlreadySent(msgid),
-                Err(_) => Renewal::Lost,
-            },
-        })
-    }
-
-    pub async fn release(&self, app: &str, id: &str, holder: Holder) -> StateResult<()> {
-        let mut inv = self.delete_if.key(key(app, "id", id));
-        inv.arg(holder.tag());
-        let _: i64 = self.script(inv).await?;
-        Ok(())
-    }
-
-    pub async fn record_sent(
-        &self,
-        app: &str,
-        id: &str,
-        msgid: u64,
-        meta: Option<&Value>,
-    ) -> StateResult<()> {
-        let job = serde_json::json!({ "id": id, "meta": meta });
-        let ttl = millis(self.ttl);
-        let mut conn = self.conn.clone();
-        let pipe = redis::pipe()
-            .cmd("SET")
-            .arg(key(app, "id", id))
-            .arg(msgid)
-            .arg("PX")
-            .arg(ttl)
-            .ignore()
-            .cmd("SET")
-            .arg(key(app, "msgid", msgid))
-            .arg(job.to_string())
-            .arg("PX")
-            .arg(ttl)
-            .ignore()
-            .clone();
-        let result = tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut conn)).await;
-        self.settle(result)
     }
 
     pub async fn job_for_msgid(&self, app: &str, msgid: u64) -> StateResult<Option<SentJob>> {
@@ -245,21 +180,127 @@ impl RedisState {
         Ok(())
     }
 
-    /// Waits for this app's turn in the bucket shared by every instance.
-    pub async fn rate_wait(&self, app: &str, interval: Duration, burst: u32) -> StateResult<()> {
-        loop {
-            let mut inv = self.gcra.key(key(app, "rate", "gcra"));
-            inv.arg(interval.as_micros().max(1) as u64).arg(burst);
-            let wait_us: u64 = self.script(inv).await?;
-            if wait_us == 0 {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_micros(wait_us)).await;
-        }
+    pub async fn first_event(&self, app: &str, event: &str) -> StateResult<bool> {
+        let set: Option<String> = self
+            .call(
+                redis::cmd("SET")
+                    .arg(key(app, "event", event))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(self.ttl)),
+            )
+            .await?;
+        Ok(set.is_some())
     }
 
+    pub async fn forget_event(&self, app: &str, event: &str) -> StateResult<()> {
+        let _: i64 = self
+            .call(redis::cmd("DEL").arg(key(app, "event", event)))
+            .await?;
+        Ok(())
+    }
+}
+
+impl Idempotency for RedisState {
+    async fn claim(&self, app: &str, id: &str) -> StateResult<Claim> {
+        let k = key(app, "id", id);
+        let holder = Holder::new();
+        let set: Option<String> = self
+            .call(
+                redis::cmd("SET")
+                    .arg(&k)
+                    .arg(holder.tag())
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(self.in_flight_ttl)),
+            )
+            .await?;
+        if set.is_some() {
+            return Ok(Claim::Fresh(holder));
+        }
+        let held: Option<String> = self.call(redis::cmd("GET").arg(&k)).await?;
+        Ok(match held.as_deref().map(str::parse::<u64>) {
+            Some(Ok(msgid)) => Claim::AlreadySent(msgid),
+            _ => Claim::InFlight,
+        })
+    }
+
+    async fn renew(&self, app: &str, id: &str, holder: Holder) -> StateResult<Renewal> {
+        let mut inv = self.renew.key(key(app, "id", id));
+        inv.arg(holder.tag()).arg(millis(self.in_flight_ttl));
+        let found: String = self.script(inv).await?;
+        Ok(match found.as_str() {
+            "held" => Renewal::Held,
+            other => match other.parse::<u64>() {
+                Ok(msgid) => Renewal::AlreadySent(msgid),
+                Err(_) => Renewal::Lost,
+            },
+        })
+    }
+
+    async fn release(&self, app: &str, id: &str, holder: Holder) -> StateResult<()> {
+        let mut inv = self.delete_if.key(key(app, "id", id));
+        inv.arg(holder.tag());
+        let _: i64 = self.script(inv).await?;
+        Ok(())
+    }
+
+    async fn record_sent(
+        &self,
+        app: &str,
+        id: &str,
+        msgid: u64,
+        meta: Option<&Value>,
+    ) -> StateResult<()> {
+        let job = serde_json::json!({ "id": id, "meta": meta });
+        let ttl = millis(self.ttl);
+        let mut conn = self.conn.clone();
+        let pipe = redis::pipe()
+            .cmd("SET")
+            .arg(key(app, "id", id))
+            .arg(msgid)
+            .arg("PX")
+            .arg(ttl)
+            .ignore()
+            .cmd("SET")
+            .arg(key(app, "msgid", msgid))
+            .arg(job.to_string())
+            .arg("PX")
+            .arg(ttl)
+            .ignore()
+            .clone();
+        let result = tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut conn)).await;
+        self.settle(result)
+    }
+}
+
+impl SharedRate for RedisState {
+    /// Asks this app's bucket, shared by every instance, for up to `want` send slots.
+    async fn grant(
+        &self,
+        app: &str,
+        interval: Duration,
+        burst: u32,
+        want: u32,
+    ) -> StateResult<Grant> {
+        let mut inv = self.gcra.key(key(app, "rate", "gcra"));
+        inv.arg(interval.as_micros().max(1) as u64)
+            .arg(burst)
+            .arg(want.max(1));
+        let answer: i64 = self.script(inv).await?;
+        Ok(match u32::try_from(answer) {
+            Ok(n) if n > 0 => Grant::Slots(n),
+            _ => Grant::Wait(
+                Duration::from_micros(answer.unsigned_abs()).max(Duration::from_micros(1)),
+            ),
+        })
+    }
+}
+
+impl SharedTokens for RedisState {
     /// The shared access token and how long Redis will keep it.
-    pub async fn shared_token(&self, app: &str) -> StateResult<Option<(String, Duration)>> {
+    async fn token(&self, app: &str) -> StateResult<Option<(Secret, Duration)>> {
         let k = key(app, "token", "current");
         let mut conn = self.conn.clone();
         let pipe = redis::pipe().cmd("GET").arg(&k).cmd("PTTL").arg(&k).clone();
@@ -271,15 +312,15 @@ impl RedisState {
         let (token, pttl) = self.settle(result)?;
         Ok(token
             .filter(|_| pttl > 0)
-            .map(|t| (t, Duration::from_millis(pttl as u64))))
+            .map(|t| (Secret::new(t), Duration::from_millis(pttl as u64))))
     }
 
-    pub async fn store_token(&self, app: &str, token: &str, lifetime: Duration) -> StateResult<()> {
+    async fn store_token(&self, app: &str, token: &Secret, lifetime: Duration) -> StateResult<()> {
         let _: () = self
             .call(
                 redis::cmd("SET")
                     .arg(key(app, "token", "current"))
-                    .arg(token)
+                    .arg(token.expose())
                     .arg("PX")
                     .arg(millis(lifetime)),
             )
@@ -287,8 +328,7 @@ impl RedisState {
         Ok(())
     }
 
-    /// Takes the token-refresh lock for `hold`; false when another instance holds it.
-    pub async fn lock_token(&self, app: &str, holder: &str, hold: Duration) -> StateResult<bool> {
+    async fn lock_refresh(&self, app: &str, holder: &str, hold: Duration) -> StateResult<bool> {
         let set: Option<String> = self
             .call(
                 redis::cmd("SET")
@@ -302,7 +342,7 @@ impl RedisState {
         Ok(set.is_some())
     }
 
-    pub async fn unlock_token(&self, app: &str, holder: &str) -> StateResult<()> {
+    async fn unlock_refresh(&self, app: &str, holder: &str) -> StateResult<()> {
         let mut inv = self.delete_if.key(key(app, "token", "lock"));
         inv.arg(holder);
         let _: i64 = self.script(inv).await?;

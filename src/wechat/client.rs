@@ -1,11 +1,36 @@
-//! The HTTP calls to WeChat: the two token endpoints and one JSON POST for every message kind. No URL, token or secret
-//! ever reaches an error from here.
+//! The HTTP calls to WeChat: the two token endpoints, one JSON POST for every message kind, and
+//! a bounded read-only call for lookups (template list, quota). No URL, token or secret ever
+//! reaches an error from here.
 
+use std::future::Future;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::Deserialize;
 
+use crate::config::TokenMode;
+use crate::state::StateError;
 use crate::types::Secret;
+
+/// WeChat's API as the worker calls it: one JSON POST per message kind, and a token fetch.
+/// [`WechatClient`] speaks HTTP; the pipeline's tests answer from a script.
+pub trait WechatApi: Send + Sync + 'static {
+    /// POSTs a prepared JSON `body` to `path` (`/cgi-bin/…`, the kind's endpoint) with the
+    /// access token, and reads WeChat's `{errcode, errmsg[, msgid]}` answer.
+    fn send(
+        &self,
+        path: &str,
+        token: &Secret,
+        body: Bytes,
+    ) -> impl Future<Output = Result<SendReply, CallError>> + Send;
+    /// Fetches an access token in `mode`.
+    fn token(
+        &self,
+        appid: &str,
+        secret: &Secret,
+        mode: TokenMode,
+    ) -> impl Future<Output = Result<Grant, TokenError>> + Send;
+}
 
 /// A failure to get a usable answer at all: always worth retrying later.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -63,6 +88,9 @@ pub enum TokenError {
     Call(#[from] CallError),
     #[error("WeChat refused the token request: errcode {errcode} ({errmsg})")]
     Refused { errcode: i64, errmsg: String },
+    /// The token is kept in shared state, and that state failed: not WeChat's doing.
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 /// An access token with how long WeChat says it lives.
@@ -156,7 +184,7 @@ impl WechatClient {
         token: &Secret,
         body: Vec<u8>,
     ) -> Result<SendReply, CallError> {
-        self.post_json("/cgi-bin/message/template/send", token, body)
+        self.post_json("/cgi-bin/message/template/send", token, body.into())
             .await
     }
 
@@ -166,7 +194,7 @@ impl WechatClient {
         &self,
         path: &str,
         token: &Secret,
-        body: Vec<u8>,
+        body: Bytes,
     ) -> Result<SendReply, CallError> {
         let resp = self
             .http
@@ -179,6 +207,96 @@ impl WechatClient {
             .map_err(CallError::from_reqwest)?;
         let bytes = read_ok_body(resp).await?;
         serde_json::from_slice::<SendReply>(&bytes).map_err(|e| CallError::Body(e.to_string()))
+    }
+}
+
+impl WechatApi for WechatClient {
+    // The call's own future, not one wrapped around it: every job waiting for a WeChat slot
+    // carries this state.
+    fn send(
+        &self,
+        path: &str,
+        token: &Secret,
+        body: Bytes,
+    ) -> impl Future<Output = Result<SendReply, CallError>> + Send {
+        self.post_json(path, token, body)
+    }
+
+    async fn token(
+        &self,
+        appid: &str,
+        secret: &Secret,
+        mode: TokenMode,
+    ) -> Result<Grant, TokenError> {
+        match mode {
+            TokenMode::Stable => self.stable_token(appid, secret).await,
+            TokenMode::Classic => self.classic_token(appid, secret).await,
+        }
+    }
+}
+
+/// A shared API (the pipeline and the token source of one app use the same one).
+impl<W: WechatApi> WechatApi for std::sync::Arc<W> {
+    fn send(
+        &self,
+        path: &str,
+        token: &Secret,
+        body: Bytes,
+    ) -> impl Future<Output = Result<SendReply, CallError>> + Send {
+        (**self).send(path, token, body)
+    }
+
+    fn token(
+        &self,
+        appid: &str,
+        secret: &Secret,
+        mode: TokenMode,
+    ) -> impl Future<Output = Result<Grant, TokenError>> + Send {
+        (**self).token(appid, secret, mode)
+    }
+}
+
+impl WechatClient {
+    /// A lookup beside the sends: `GET path` (no `body`) or `POST path` with a JSON body, with
+    /// the access token. The answer is read up to `max_bytes` and refused past that, so a
+    /// runaway answer is never buffered whole.
+    pub async fn lookup(
+        &self,
+        path: &str,
+        token: &Secret,
+        body: Option<Vec<u8>>,
+        max_bytes: usize,
+    ) -> Result<bytes::Bytes, CallError> {
+        let url = format!("{}{path}", self.base);
+        let request = match body {
+            None => self.http.get(url),
+            Some(body) => self
+                .http
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body),
+        };
+        let mut resp = request
+            .query(&[("access_token", token.expose())])
+            .send()
+            .await
+            .map_err(CallError::from_reqwest)?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(CallError::Status(status.as_u16()));
+        }
+        let too_big = || CallError::Body(format!("the answer is over {max_bytes} bytes"));
+        if resp.content_length().is_some_and(|n| n > max_bytes as u64) {
+            return Err(too_big());
+        }
+        let mut read = bytes::BytesMut::new();
+        while let Some(chunk) = resp.chunk().await.map_err(CallError::from_reqwest)? {
+            if read.len() + chunk.len() > max_bytes {
+                return Err(too_big());
+            }
+            read.extend_from_slice(&chunk);
+        }
+        Ok(read.freeze())
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod client;
 pub mod crypto;
 pub mod errcode;
+pub mod lookup;
 pub mod reason;
 pub mod shared_token;
 pub mod token;

@@ -9,19 +9,20 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
-use super::client::{Grant, TokenError, WechatClient};
+use super::client::{Grant, TokenError, WechatApi};
 use crate::config::TokenMode;
 use crate::types::Secret;
 
-/// Where fresh tokens come from (WeChat, Redis shared by all instances, or a fake in tests).
+/// Where fresh tokens come from (WeChat, shared state for all instances, or a fake in tests).
+/// Asked once per token lifetime, so a boxed future costs nothing that shows.
 pub trait TokenSource: Send + Sync {
     /// A token other than `stale`, the one being replaced (refused, or about to expire).
     fn fetch<'a>(&'a self, stale: Option<&'a Secret>) -> BoxFuture<'a, Result<Grant, TokenError>>;
 }
 
 /// Fetches from WeChat in the app's token mode.
-pub struct WechatTokenSource {
-    pub client: WechatClient,
+pub struct WechatTokenSource<W> {
+    pub client: W,
     pub appid: String,
     pub secret: Secret,
     pub mode: TokenMode,
@@ -29,14 +30,13 @@ pub struct WechatTokenSource {
     pub fetched: prometheus_client::metrics::counter::Counter,
 }
 
-impl TokenSource for WechatTokenSource {
+impl<W: WechatApi> TokenSource for WechatTokenSource<W> {
     fn fetch<'a>(&'a self, _stale: Option<&'a Secret>) -> BoxFuture<'a, Result<Grant, TokenError>> {
         Box::pin(async move {
             self.fetched.inc();
-            match self.mode {
-                TokenMode::Stable => self.client.stable_token(&self.appid, &self.secret).await,
-                TokenMode::Classic => self.client.classic_token(&self.appid, &self.secret).await,
-            }
+            self.client
+                .token(&self.appid, &self.secret, self.mode)
+                .await
         })
     }
 }

@@ -21,7 +21,7 @@ use super::pipeline::{Incoming, Outlet, Step, process};
 use crate::broker::headers;
 use crate::broker::publish::Message;
 use crate::broker::topology::tier_label;
-use crate::broker::{DEAD_QUEUE, PublishError, Publisher, RETRY_EXCHANGE, job_queue};
+use crate::broker::{BrokerError, DEAD_QUEUE, PublishError, Publisher, RETRY_EXCHANGE, job_queue};
 use crate::outcome::SendOutcome;
 use crate::retry::RetryState;
 
@@ -33,6 +33,26 @@ const HAND_BACK_PAUSE: Duration = Duration::from_millis(500);
 
 /// After a cancel, how long to wait for more already-prefetched deliveries.
 const DRAIN_IDLE: Duration = Duration::from_millis(200);
+
+/// How a delivery ends once its step has been carried out.
+#[derive(Debug)]
+enum Settlement {
+    /// What the step asked for was published and confirmed: ack.
+    Ack,
+    /// Nothing could be published, so the delivery goes back to its queue as it is: the one
+    /// requeue left. Bounded by the queue's delivery limit (a dead-letter to wxcourier.dead
+    /// past it), and a failing publisher channel ends the session, so it is not a loop.
+    HandBack(PublishError),
+}
+
+impl From<Result<(), PublishError>> for Settlement {
+    fn from(published: Result<(), PublishError>) -> Self {
+        match published {
+            Ok(()) => Settlement::Ack,
+            Err(e) => Settlement::HandBack(e),
+        }
+    }
+}
 
 /// Why a round of consuming ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -74,12 +94,12 @@ impl AppConsumer {
     /// Consumes until `stop` or until the channel fails; while the app is paused for its
     /// quota, or shared state is unreachable, its consumer is cancelled and the jobs wait in
     /// the broker.
-    pub async fn run(self, channel: Channel) -> Result<(), String> {
+    pub async fn run(self, channel: Channel) -> Result<(), BrokerError> {
         let prefetch = self.ctx.settings.amqp.prefetch;
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| BrokerError::channel("setting the prefetch (basic.qos)", e))?;
         let permits = Permits::new(prefetch, self.ctx.settings.wechat.max_in_flight);
         let this = Arc::new(self);
         loop {
@@ -118,7 +138,7 @@ impl AppConsumer {
         self: &Arc<Self>,
         channel: &Channel,
         permits: &Permits,
-    ) -> Result<RoundEnd, String> {
+    ) -> Result<RoundEnd, BrokerError> {
         let tag = format!("wxcourier-{}-{}", self.app, std::process::id());
         let mut consumer = channel
             .basic_consume(
@@ -128,7 +148,7 @@ impl AppConsumer {
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| BrokerError::channel("starting the consumer (basic.consume)", e))?;
         let gate = &self.ctx.app(&self.app).gate;
         let state = self.ctx.state.health();
         loop {
@@ -151,8 +171,17 @@ impl AppConsumer {
             };
             match next {
                 Some(Ok(delivery)) => self.dispatch(delivery, permits).await,
-                Some(Err(e)) => return Err(format!("consumer of {} failed: {e}", self.app)),
-                None => return Err(format!("consumer of {} was closed by the broker", self.app)),
+                Some(Err(e)) => {
+                    return Err(BrokerError::ConsumerFailed {
+                        app: self.app.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+                None => {
+                    return Err(BrokerError::ConsumerClosed {
+                        app: self.app.clone(),
+                    });
+                }
             }
         }
     }
@@ -201,23 +230,23 @@ impl AppConsumer {
         // Boxed: many jobs at once wait inside `process` for a WeChat slot, and each spawned
         // task is as large as its largest state. Kept inline, the publishing below would make
         // every waiting task carry room for it too (massif: 6.8 KiB a task instead of 2).
-        let step = Box::pin(process(&self.ctx, incoming)).await;
+        let step = Box::pin(process(&self.ctx.pipeline, incoming)).await;
         drop(deciding);
         let settled = Box::pin(self.settle(&delivery, &step)).await;
         let metrics = &self.ctx.metrics;
         match (&step, &settled) {
-            (Step::Finish(o) | Step::Reject { outcome: o, .. }, Ok(())) => {
+            (Step::Finish(o) | Step::Reject { outcome: o, .. }, Settlement::Ack) => {
                 self.ctx.app(&self.app).metrics.job_finished(o.status);
             }
-            (Step::Retry { after, .. }, Ok(())) => {
+            (Step::Retry { after, .. }, Settlement::Ack) => {
                 metrics.retry(&self.app, &tier_label(*after));
             }
-            (_, Err(_)) => {
+            (_, Settlement::HandBack(_)) => {
                 metrics.publish_failures.inc();
             }
         }
         match settled {
-            Ok(()) => match delivery.ack(BasicAckOptions::default()).await {
+            Settlement::Ack => match delivery.ack(BasicAckOptions::default()).await {
                 Ok(true) => {}
                 // After a reconnect the delivery belongs to a dead channel: the broker
                 // redelivers it, and the outcome may be published twice (consumers dedupe).
@@ -225,10 +254,7 @@ impl AppConsumer {
                     tracing::warn!(app = %self.app, "ack did not reach the broker; the job will be redelivered")
                 }
             },
-            Err(e) => {
-                // The one requeue: nothing could be published, so the job goes back as it is.
-                // Bounded by the queue's delivery limit (a dead-letter to wxcourier.dead past
-                // it), and a failing publisher channel ends the session, so it is not a loop.
+            Settlement::HandBack(e) => {
                 tracing::warn!(app = %self.app, error = %e, "could not publish; handing the job back to the broker");
                 tokio::time::sleep(HAND_BACK_PAUSE).await;
                 let _ = delivery
@@ -241,9 +267,9 @@ impl AppConsumer {
         }
     }
 
-    /// Publishes what the pipeline decided, with confirms; `Ok` means the delivery may be acked.
-    async fn settle(&self, delivery: &Delivery, step: &Step) -> Result<(), PublishError> {
-        match step {
+    /// Publishes what the pipeline decided, with confirms, and says how the delivery ends.
+    async fn settle(&self, delivery: &Delivery, step: &Step) -> Settlement {
+        let published = match step {
             Step::Finish(outcome) => self.publish_outcome(outcome).await,
             Step::Reject { outcome, reason } => {
                 tracing::warn!(app = %self.app, id = ?outcome.id, %reason, "job rejected");
@@ -256,7 +282,8 @@ impl AppConsumer {
                 tracing::debug!(attempts = state.attempts, ?after, ?wait, "retry scheduled");
                 self.publish_retry(delivery, state, *after).await
             }
-        }
+        };
+        published.into()
     }
 
     async fn publish_outcome(&self, outcome: &SendOutcome) -> Result<(), PublishError> {

@@ -1,11 +1,12 @@
 //! The worker daemon: given the pipeline's context, keeps a broker session alive — connect,
 //! declare, consume every app — reconnecting with backoff until told to stop.
 
+pub mod clock;
 mod consume;
+pub mod deps;
 mod peers;
 pub mod pipeline;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,39 +16,24 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::topology::{self, TopologyError};
-use crate::broker::{self, CurrentPublisher, Publisher};
+use crate::broker::{self, BrokerError, CurrentPublisher, Publisher};
+use crate::catalog;
 use crate::config::Settings;
-use crate::limiter::{AppLimiter, InFlight};
-use crate::metrics::{AppMetrics, Metrics};
-use crate::quota::QuotaGate;
-use crate::retry::Schedule;
+use crate::daily_quota;
+use crate::metrics::Metrics;
 use crate::state::State;
 use crate::telemetry::Health;
-use crate::wechat::client::WechatClient;
-use crate::wechat::errcode::Classifier;
-use crate::wechat::token::TokenKeeper;
+use crate::wechat::lookup::Lookup;
 
+pub use deps::{AppDeps, Deps, Live, Seams};
 pub use pipeline::{Incoming, Outlet, Step, Wait, process};
 
-/// One configured app at run time.
-pub struct AppRuntime {
-    pub metrics: AppMetrics,
-    pub keeper: TokenKeeper,
-    pub limiter: AppLimiter,
-    pub gate: QuotaGate,
-}
-
-/// Everything the pipeline needs, built once per process by [`crate::startup`].
+/// Everything the worker needs, built once per process by [`crate::startup`].
 pub struct Context {
     pub settings: Settings,
-    pub schedule: Schedule,
-    pub classifier: Classifier,
-    pub client: WechatClient,
-    pub apps: HashMap<String, AppRuntime>,
+    /// What the pipeline reads and calls.
+    pub pipeline: Deps,
     pub state: Arc<State>,
-    /// How long a claim on a job id lasts without being renewed.
-    pub claim_ttl: Duration,
-    pub in_flight: InFlight,
     pub health: Health,
     pub metrics: Arc<Metrics>,
     /// The current session's publisher, shared with the callback for delivery reports.
@@ -55,13 +41,46 @@ pub struct Context {
 }
 
 impl Context {
-    /// The runtime of a configured app. Deliveries only come from configured apps' queues.
-    pub fn app(&self, name: &str) -> &AppRuntime {
-        &self.apps[name]
+    /// A configured app. Deliveries only come from configured apps' queues.
+    pub fn app(&self, name: &str) -> &AppDeps {
+        self.pipeline.app(name)
     }
 
-    fn app_names(&self) -> Vec<String> {
-        self.apps.keys().cloned().collect()
+    pub fn app_names(&self) -> Vec<String> {
+        self.pipeline.apps.keys().cloned().collect()
+    }
+
+    /// The WeChat lookups of `app`, with its token.
+    fn lookup(&self, app: &str) -> Lookup<'_> {
+        Lookup {
+            client: &self.pipeline.wechat,
+            keeper: &self.app(app).keeper,
+            classifier: &self.pipeline.classifier,
+        }
+    }
+}
+
+/// Starts the tasks that poll WeChat beside the sends, until `stop`: each catalog's keeper,
+/// and each app's quota gauges (unless `wechat.quota_refresh` is `0s`).
+fn spawn_lookups(ctx: &Arc<Context>, stop: &CancellationToken) {
+    for (name, app) in &ctx.settings.apps {
+        if ctx.app(name).catalog.is_some() {
+            let (ctx, stop, name) = (ctx.clone(), stop.clone(), name.clone());
+            let every = app.catalog_refresh.0;
+            tokio::spawn(async move {
+                let catalog = ctx.app(&name).catalog.as_ref().expect("checked above");
+                catalog::keeper::keep(catalog, ctx.lookup(&name), every, stop).await;
+            });
+        }
+        let every = ctx.settings.wechat.quota_refresh.0;
+        if !every.is_zero() {
+            let (ctx, stop, name) = (ctx.clone(), stop.clone(), name.clone());
+            let endpoints = daily_quota::endpoints(app);
+            tokio::spawn(async move {
+                let lookup = ctx.lookup(&name);
+                daily_quota::watch(&name, &endpoints, lookup, &ctx.metrics, every, stop).await;
+            });
+        }
     }
 }
 
@@ -70,8 +89,10 @@ impl Context {
 enum SessionError {
     #[error(transparent)]
     Topology(#[from] TopologyError),
-    #[error("{0}")]
-    Broker(String),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("a consumer task ended: {0}")]
+    ConsumerEnded(String),
 }
 
 impl SessionError {
@@ -89,6 +110,7 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) -> anyhow::Result<(
         let (ctx, stop) = (ctx.clone(), stop.clone());
         tokio::spawn(async move { ctx.state.watch(stop).await });
     }
+    spawn_lookups(&ctx, &stop);
     let mut delays = reconnect_backoff();
     let mut first = true;
     // The node of `amqp.url` to try first; after a loss, the next one in turn.
@@ -135,17 +157,17 @@ async fn session(
     stop: &CancellationToken,
     node: &mut usize,
 ) -> Result<(), SessionError> {
-    let (conn, connected) = broker::connect_from(&ctx.settings.amqp, "wxcourier worker", *node)
-        .await
-        .map_err(SessionError::Broker)?;
+    let (conn, connected) =
+        broker::connect_from(&ctx.settings.amqp, "wxcourier worker", *node).await?;
     *node = connected;
-    let legacy = topology::declare_all(&conn, &ctx.app_names(), ctx.schedule.tiers()).await?;
+    let legacy =
+        topology::declare_all(&conn, &ctx.app_names(), ctx.pipeline.schedule.tiers()).await?;
     for queue in legacy {
         tracing::warn!("{queue}");
     }
     let publisher = Publisher::open(&conn, ctx.settings.amqp.publish_timeout.0)
         .await
-        .map_err(|e| SessionError::Broker(e.to_string()))?;
+        .map_err(|e| BrokerError::channel("opening the publishing channel", e))?;
     let consumers_stop = stop.child_token();
     let jobs = TaskTracker::new();
     let mut consumers = JoinSet::new();
@@ -160,7 +182,7 @@ async fn session(
         let conn_channel = conn
             .create_channel()
             .await
-            .map_err(|e| SessionError::Broker(e.to_string()))?;
+            .map_err(|e| BrokerError::channel("opening a consumer channel", e))?;
         consumers.spawn(consumer.run(conn_channel));
     }
     ctx.results.set(Some(publisher.clone()));
@@ -172,10 +194,10 @@ async fn session(
         )),
         Err(_) => tokio::spawn(async {}),
     };
-    // With memory state, another consumer on our queues means a second rate and a second
-    // idempotency store: say so.
-    let peers = match ctx.state.redis() {
-        None => match conn.create_channel().await {
+    // With state for one instance, another consumer on our queues means a second rate and a
+    // second idempotency store: say so.
+    let peers = match ctx.state.capabilities().shared_ids {
+        false => match conn.create_channel().await {
             Ok(channel) => Some(tokio::spawn(peers::watch(
                 ctx.clone(),
                 channel,
@@ -183,22 +205,20 @@ async fn session(
             ))),
             Err(_) => None,
         },
-        Some(_) => None,
+        true => None,
     };
     ctx.health.set_ready(true);
-    tracing::info!(apps = ctx.apps.len(), "consuming");
+    tracing::info!(apps = ctx.pipeline.apps.len(), "consuming");
     let ended = tokio::select! {
         _ = stop.cancelled() => Ok(()),
-        Some(first) = consumers.join_next() => Err(SessionError::Broker(match first {
-            Ok(Err(e)) => e,
-            Ok(Ok(())) => "a consumer stopped".into(),
-            Err(e) => format!("a consumer task failed: {e}"),
-        })),
+        Some(first) = consumers.join_next() => Err(match first {
+            Ok(Err(e)) => SessionError::Broker(e),
+            Ok(Ok(())) => SessionError::ConsumerEnded("it stopped".into()),
+            Err(e) => SessionError::ConsumerEnded(e.to_string()),
+        }),
         // Without its publisher no outcome can be published, so nothing may be sent: start
         // a new session (readiness is off until then).
-        _ = publisher_lost(&publisher) => Err(SessionError::Broker(
-            "the publishing channel was closed by the broker".into(),
-        )),
+        _ = publisher_lost(&publisher) => Err(BrokerError::PublisherClosed.into()),
     };
     ctx.health.set_ready(false);
     ctx.results.set(None);
@@ -293,6 +313,7 @@ mod tests {
         });
         assert!(clash.needs_a_person());
         assert!(!slow.needs_a_person());
-        assert!(!SessionError::Broker("connection lost".into()).needs_a_person());
+        let lost = BrokerError::Unreachable("connection reset".into());
+        assert!(!SessionError::Broker(lost).needs_a_person());
     }
 }

@@ -84,9 +84,9 @@ impl Nag {
 /// Counts every app's consumers until `stop`, then closes `ch`. Only started with memory state.
 pub async fn watch(ctx: Arc<Context>, ch: Channel, stop: CancellationToken) {
     let mut apps: Vec<(String, Nag)> = ctx
-        .apps
-        .keys()
-        .map(|app| (app.clone(), Nag::default()))
+        .app_names()
+        .into_iter()
+        .map(|app| (app, Nag::default()))
         .collect();
     let mut wait = FIRST_CHECK;
     loop {

@@ -28,6 +28,7 @@ prefetch = 50
 [wechat]
 base_url = "{base_url}"
 timeout = "2s"
+quota_refresh = "0s"
 [retry]
 initial_delay = "200ms"
 max_delay = "800ms"

@@ -1,0 +1,254 @@
+//! What a state backend can do, one trait per capability: idempotency (every backend), the
+//! shared access token and the shared send rate (only backends every instance shares). A
+//! backend declares what it provides in [`Capabilities`], and start-up refuses settings that
+//! need a capability the backend lacks, instead of falling back to per-process tokens or rates.
+//!
+//! The traits use `impl Future` (static dispatch): the pipeline calls them for every job, and
+//! a boxed future per call would be an allocation per job for nothing. A backend that serves
+//! several capabilities in one round trip (a claim and a rate slot in one script) can add that
+//! as one more method here, implemented by the same backend.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::rate_lease::Grant;
+use super::redis::RedisState;
+use super::{Claim, Holder, Renewal, StateResult};
+use crate::config::{Settings, TokenMode};
+use crate::state::StateError;
+use crate::types::Secret;
+
+/// Which ids were sent (and as which msgid), and who is sending which id right now.
+pub trait Idempotency: Send + Sync {
+    /// Takes the send of `id`, unless it was sent or another delivery is sending it.
+    fn claim(&self, app: &str, id: &str) -> impl Future<Output = StateResult<Claim>> + Send;
+    /// Extends the claim `holder` took, right before the send; a lapsed claim nobody took
+    /// since is taken again.
+    fn renew(
+        &self,
+        app: &str,
+        id: &str,
+        holder: Holder,
+    ) -> impl Future<Output = StateResult<Renewal>> + Send;
+    /// Gives up a claim without a send (the job is retried or failed). Only the holder's own
+    /// claim is removed; an unreleased claim lapses by itself.
+    fn release(
+        &self,
+        app: &str,
+        id: &str,
+        holder: Holder,
+    ) -> impl Future<Output = StateResult<()>> + Send;
+    /// Records that `id` was sent as `msgid` (ending its claim), and msgid → job for reports.
+    fn record_sent(
+        &self,
+        app: &str,
+        id: &str,
+        msgid: u64,
+        meta: Option<&Value>,
+    ) -> impl Future<Output = StateResult<()>> + Send;
+}
+
+/// One access token per app for every instance, and the lock that makes its refresh happen once.
+pub trait SharedTokens: Send + Sync {
+    /// The shared token and how long the store keeps it.
+    fn token(
+        &self,
+        app: &str,
+    ) -> impl Future<Output = StateResult<Option<(Secret, Duration)>>> + Send;
+    fn store_token(
+        &self,
+        app: &str,
+        token: &Secret,
+        lifetime: Duration,
+    ) -> impl Future<Output = StateResult<()>> + Send;
+    /// Takes the refresh lock for `hold`; false when another instance holds it.
+    fn lock_refresh(
+        &self,
+        app: &str,
+        holder: &str,
+        hold: Duration,
+    ) -> impl Future<Output = StateResult<bool>> + Send;
+    /// Drops the refresh lock if `holder` still holds it.
+    fn unlock_refresh(
+        &self,
+        app: &str,
+        holder: &str,
+    ) -> impl Future<Output = StateResult<()>> + Send;
+}
+
+/// One send-rate bucket per app for every instance: one send every `interval`, `burst` at
+/// once. Each instance leases slots from it ([`super::rate_lease`]).
+pub trait SharedRate: Send + Sync {
+    /// Up to `want` slots of `app`'s bucket, to use now, or how long until one is free.
+    fn grant(
+        &self,
+        app: &str,
+        interval: Duration,
+        burst: u32,
+        want: u32,
+    ) -> impl Future<Output = StateResult<Grant>> + Send;
+}
+
+/// The backends that share access tokens. A backend that shares them is added here.
+#[derive(Clone)]
+pub enum TokenShare {
+    Redis(Arc<RedisState>),
+}
+
+impl SharedTokens for TokenShare {
+    async fn token(&self, app: &str) -> StateResult<Option<(Secret, Duration)>> {
+        match self {
+            TokenShare::Redis(r) => r.token(app).await,
+        }
+    }
+
+    async fn store_token(&self, app: &str, token: &Secret, lifetime: Duration) -> StateResult<()> {
+        match self {
+            TokenShare::Redis(r) => r.store_token(app, token, lifetime).await,
+        }
+    }
+
+    async fn lock_refresh(&self, app: &str, holder: &str, hold: Duration) -> StateResult<bool> {
+        match self {
+            TokenShare::Redis(r) => r.lock_refresh(app, holder, hold).await,
+        }
+    }
+
+    async fn unlock_refresh(&self, app: &str, holder: &str) -> StateResult<()> {
+        match self {
+            TokenShare::Redis(r) => r.unlock_refresh(app, holder).await,
+        }
+    }
+}
+
+/// The backends that share the send rate. A backend that shares it is added here.
+#[derive(Clone)]
+pub enum RateShare {
+    Redis(Arc<RedisState>),
+}
+
+impl SharedRate for RateShare {
+    // The backend's own future, not one wrapped around it: jobs wait on it for a lease. A
+    // second backend makes this an `async fn` with a match.
+    fn grant(
+        &self,
+        app: &str,
+        interval: Duration,
+        burst: u32,
+        want: u32,
+    ) -> impl Future<Output = StateResult<Grant>> + Send {
+        match self {
+            RateShare::Redis(r) => r.grant(app, interval, burst, want),
+        }
+    }
+}
+
+/// What a backend provides: its declaration, read once at start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The backend's name as `state.url` gives it (`memory`, `redis`).
+    pub backend: &'static str,
+    /// Sent ids, claims, msgids and reports are seen by every instance.
+    pub shared_ids: bool,
+    pub shared_tokens: bool,
+    pub shared_rate: bool,
+}
+
+impl Capabilities {
+    /// Refuses a backend that every instance shares but that lacks what running several
+    /// instances needs: the send rate (`rate_per_second` holds across instances), and the
+    /// access token for any app in classic mode (each classic fetch retires the token the
+    /// other instances use). A backend for one instance needs neither.
+    pub fn check(&self, settings: &Settings) -> Result<(), StateError> {
+        if !self.shared_ids {
+            return Ok(());
+        }
+        if !self.shared_rate {
+            return Err(StateError::Lacks {
+                backend: self.backend,
+                capability: "the send rate",
+                needed_by: "apps.*.rate_per_second (a rate for all instances together)".into(),
+            });
+        }
+        let classic = settings
+            .apps
+            .iter()
+            .find(|(_, app)| app.token_mode == TokenMode::Classic);
+        if let Some((name, _)) = classic
+            && !self.shared_tokens
+        {
+            return Err(StateError::Lacks {
+                backend: self.backend,
+                capability: "the access token",
+                needed_by: format!("apps.{name}.token_mode = \"classic\""),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AppSettings;
+
+    fn settings(mode: TokenMode) -> Settings {
+        let mut s = Settings::default();
+        let mut app = AppSettings::new("wx1", Secret::new("s"));
+        app.token_mode = mode;
+        s.apps.insert("shop".into(), app);
+        s
+    }
+
+    const SHARED_IDS_ONLY: Capabilities = Capabilities {
+        backend: "hypothetical",
+        shared_ids: true,
+        shared_tokens: false,
+        shared_rate: false,
+    };
+
+    #[test]
+    fn a_backend_for_one_instance_needs_nothing_shared() {
+        let memory = Capabilities {
+            backend: "memory",
+            shared_ids: false,
+            shared_tokens: false,
+            shared_rate: false,
+        };
+        assert_eq!(memory.check(&settings(TokenMode::Classic)), Ok(()));
+    }
+
+    #[test]
+    fn a_shared_backend_without_a_shared_rate_fails_at_start_naming_it() {
+        let err = SHARED_IDS_ONLY
+            .check(&settings(TokenMode::Stable))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("state.url (hypothetical)"), "{err}");
+        assert!(err.contains("not the send rate"), "{err}");
+        assert!(err.contains("rate_per_second"), "{err}");
+    }
+
+    #[test]
+    fn classic_tokens_need_a_shared_token_but_stable_ones_do_not() {
+        let rate_only = Capabilities {
+            shared_rate: true,
+            ..SHARED_IDS_ONLY
+        };
+        assert_eq!(rate_only.check(&settings(TokenMode::Stable)), Ok(()));
+        let err = rate_only
+            .check(&settings(TokenMode::Classic))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not the access token"), "{err}");
+        assert!(err.contains("apps.shop.token_mode = \"classic\""), "{err}");
+        let full = Capabilities {
+            shared_tokens: true,
+            ..rate_only
+        };
+        assert_eq!(full.check(&settings(TokenMode::Classic)), Ok(()));
+    }
+}

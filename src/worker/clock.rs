@@ -1,0 +1,71 @@
+//! Wall-clock time for the pipeline: `not_after` is an RFC 3339 instant and `retry.max_age`
+//! runs on Unix milliseconds carried in headers, so tokio's (pausable) clock cannot answer
+//! them. Every wait and elapsed time in the pipeline uses tokio's clock instead.
+
+use time::OffsetDateTime;
+
+/// The time of day, as the pipeline reads it.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> OffsetDateTime;
+
+    /// Milliseconds since the Unix epoch (the retry state's `first_try_ms`).
+    fn now_ms(&self) -> u64 {
+        (self.now().unix_timestamp_nanos() / 1_000_000) as u64
+    }
+}
+
+/// The system's clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+/// The system's time in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    SystemClock.now_ms()
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+/// A wall clock that moves with tokio's clock from a fixed start: under paused time it moves
+/// only as the test (or an auto-advanced sleep) moves it.
+#[cfg(test)]
+pub struct TokioClock {
+    wall: OffsetDateTime,
+    at: tokio::time::Instant,
+}
+
+#[cfg(test)]
+impl TokioClock {
+    pub fn starting_at(wall: OffsetDateTime) -> Self {
+        Self {
+            wall,
+            at: tokio::time::Instant::now(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Clock for TokioClock {
+    fn now(&self) -> OffsetDateTime {
+        self.wall + self.at.elapsed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_tokio_clock_moves_with_paused_time_only() {
+        let start = time::macros::datetime!(2026-01-01 00:00 UTC);
+        let clock = TokioClock::starting_at(start);
+        assert_eq!(clock.now(), start);
+        tokio::time::sleep(Duration::from_secs(90)).await;
+        assert_eq!(clock.now(), start + Duration::from_secs(90));
+        assert_eq!(clock.now_ms(), (start.unix_timestamp() as u64 + 90) * 1000);
+    }
+}

@@ -1,0 +1,99 @@
+//! What the pipeline needs and nothing more: the seams it calls through (WeChat, the
+//! idempotency store, each app's rate gate and token keeper, the clock) and the few settings it
+//! reads. [`Live`] names the production implementations, which [`crate::startup`] builds; the
+//! pipeline's tests name fakes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::catalog::Catalog;
+use crate::config::ReasonCodes;
+use crate::job::{Job, Rejection};
+use crate::limiter::{AppLimiter, InFlight, RateGate};
+use crate::metrics::{AppMetrics, Metrics};
+use crate::quota::QuotaGate;
+use crate::retry::Schedule;
+use crate::state::{Idempotency, State};
+use crate::wechat::client::{WechatApi, WechatClient};
+use crate::wechat::errcode::Classifier;
+use crate::wechat::token::TokenKeeper;
+
+use super::clock::{Clock, SystemClock};
+
+/// The implementations behind the pipeline's seams, chosen together. Static dispatch: the
+/// pipeline calls each of them for every job.
+pub trait Seams: Send + Sync + 'static {
+    type Wechat: WechatApi;
+    type Store: Idempotency;
+    type Rate: RateGate;
+    type Clock: Clock;
+}
+
+/// Production: HTTP to WeChat, the configured state backend, the apps' limiters, the system
+/// clock.
+pub struct Live;
+
+impl Seams for Live {
+    type Wechat = WechatClient;
+    type Store = State;
+    type Rate = AppLimiter;
+    type Clock = SystemClock;
+}
+
+/// One configured app, as the pipeline sees it.
+pub struct AppDeps<S: Seams = Live> {
+    pub metrics: AppMetrics,
+    /// The token seam: a keeper over the app's token source.
+    pub keeper: TokenKeeper,
+    pub rate: S::Rate,
+    pub gate: QuotaGate,
+    /// `apps.NAME.kinds`: the kinds this app sends.
+    pub kinds: Vec<String>,
+    /// The account's templates, when `apps.NAME.catalog` is on.
+    pub catalog: Option<Catalog>,
+}
+
+impl<S: Seams> AppDeps<S> {
+    /// Whether this app may send jobs of `kind`.
+    pub fn sends(&self, kind: &str) -> bool {
+        self.kinds.iter().any(|k| k == kind)
+    }
+
+    /// Why the app's catalog refuses `job`, if it does (CONTRACT: rejected, never sent).
+    pub async fn catalog_refusal(&self, job: &Job) -> Option<Rejection> {
+        let catalog = self.catalog.as_ref()?;
+        let e = catalog.check(job).await.err()?;
+        Some(Rejection {
+            id: Some(job.id.clone()),
+            field: e.field,
+            rule: e.rule,
+            meta: job.meta.clone(),
+            kind: Some(job.kind.name()),
+        })
+    }
+}
+
+/// Everything [`super::process`] reads or calls.
+pub struct Deps<S: Seams = Live> {
+    pub wechat: S::Wechat,
+    pub store: Arc<S::Store>,
+    pub clock: S::Clock,
+    pub apps: HashMap<String, AppDeps<S>>,
+    pub schedule: Schedule,
+    pub classifier: Classifier,
+    /// `wechat.reason_codes`: the `reason` of a failed outcome.
+    pub reasons: ReasonCodes,
+    /// How long a claim on a job id lasts without being renewed.
+    pub claim_ttl: Duration,
+    /// The cap on WeChat calls in flight across all apps.
+    pub in_flight: InFlight,
+    pub metrics: Arc<Metrics>,
+}
+
+impl<S: Seams> Deps<S> {
+    /// A configured app. Deliveries only come from configured apps' queues.
+    pub fn app(&self, name: &str) -> &AppDeps<S> {
+        &self.apps[name]
+    }
+}
