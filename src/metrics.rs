@@ -172,7 +172,7 @@ impl Metrics {
         );
         r.register(
             "callback_events",
-            "Delivery reports received, by status",
+            "Reports published from WeChat's pushes, by status (delivery, preference and follow statuses)",
             m.callback_events.clone(),
         );
         r.register(

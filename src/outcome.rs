@@ -1,4 +1,5 @@
-//! The outcome and delivery-report wire formats (CONTRACT §2) and their routing keys.
+//! The outcome and report wire formats (CONTRACT §2: send outcomes, delivery reports, and the
+//! preference and follow reports of WeChat's user events) and their routing keys.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -131,7 +132,8 @@ impl DeliveryStatus {
     }
 }
 
-/// A `TEMPLATESENDJOBFINISH` event tied back to its job.
+/// A `TEMPLATESENDJOBFINISH` event, or one item of a `subscribe_msg_sent_event`, tied back to
+/// its job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryReport {
     pub kind: String,
@@ -143,11 +145,106 @@ pub struct DeliveryReport {
     pub id: Option<String>,
     pub meta: Option<Value>,
     pub event_time: i64,
+    /// The item's `TemplateId`, on reports of subscription messages only (a template report
+    /// keeps the original field set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
+    /// The item's `ErrorCode` (0 when delivered), on reports of subscription messages only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errcode: Option<i64>,
 }
 
 impl DeliveryReport {
     pub fn routing_key(&self) -> String {
         routing_key(self.status.as_str(), &self.app)
+    }
+}
+
+/// What a user decided about a template in a subscription popup or in the message settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PreferenceStatus {
+    Accept,
+    Reject,
+}
+
+impl PreferenceStatus {
+    /// WeChat's `SubscribeStatusString`: `accept` or `reject`. Mini programs also name an
+    /// acceptance with a voice or alert reminder (`acceptWithAudio`, …): still an acceptance.
+    /// Anything else is not a decision wxcourier knows.
+    pub fn from_wechat(text: &str) -> Option<Self> {
+        let text = text.trim();
+        if text == "reject" {
+            Some(PreferenceStatus::Reject)
+        } else if text.starts_with("accept") {
+            Some(PreferenceStatus::Accept)
+        } else {
+            None
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PreferenceStatus::Accept => "accept",
+            PreferenceStatus::Reject => "reject",
+        }
+    }
+}
+
+/// One template a user accepted or refused (`subscribe_msg_popup_event`,
+/// `subscribe_msg_change_event`), published as `preference.APP`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PreferenceReport {
+    pub kind: String,
+    pub app: String,
+    pub openid: String,
+    pub template_id: String,
+    pub status: PreferenceStatus,
+    /// The WeChat event it came from.
+    pub event: String,
+    /// A popup's `PopupScene` (1 a web page, 2 a message, 0 a mini-program page); null for a
+    /// change in the settings.
+    pub scene: Option<u32>,
+    pub event_time: i64,
+}
+
+impl PreferenceReport {
+    pub fn routing_key(&self) -> String {
+        routing_key("preference", &self.app)
+    }
+}
+
+/// Whether a user now follows the account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FollowStatus {
+    Subscribe,
+    Unsubscribe,
+}
+
+impl FollowStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FollowStatus::Subscribe => "subscribe",
+            FollowStatus::Unsubscribe => "unsubscribe",
+        }
+    }
+}
+
+/// A user followed (`subscribe`) or unfollowed (`unsubscribe`) the account, published as
+/// `follow.APP`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FollowReport {
+    pub kind: String,
+    pub app: String,
+    pub openid: String,
+    pub status: FollowStatus,
+    pub event_time: i64,
+}
+
+impl FollowReport {
+    pub fn routing_key(&self) -> String {
+        routing_key("follow", &self.app)
     }
 }
 
@@ -283,6 +380,8 @@ mod tests {
             id: None,
             meta: None,
             event_time: 1395658920,
+            template_id: None,
+            errcode: None,
         };
         assert_eq!(
             serde_json::to_value(&r).unwrap(),
@@ -291,6 +390,84 @@ mod tests {
                    "id": null, "meta": null, "event_time": 1395658920})
         );
         assert_eq!(r.routing_key(), "delivery_failed.default");
+    }
+
+    #[test]
+    fn a_subscription_delivery_report_adds_its_template_and_errcode() {
+        let r = DeliveryReport {
+            kind: "delivery".into(),
+            app: "shop".into(),
+            status: DeliveryStatus::DeliveryFailed,
+            msgid: 1700827132819554304,
+            touser: "oia2".into(),
+            wechat_status: "failed: system failed".into(),
+            id: Some("order-1".into()),
+            meta: None,
+            event_time: 1610969440,
+            template_id: Some("VRR0".into()),
+            errcode: Some(-1),
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            (v["template_id"].clone(), v["errcode"].clone()),
+            (json!("VRR0"), json!(-1))
+        );
+        assert_eq!(v["msgid"].as_u64(), Some(1700827132819554304));
+        let back: DeliveryReport = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn a_preference_report_pins_its_wire_format() {
+        let r = PreferenceReport {
+            kind: "preference".into(),
+            app: "default".into(),
+            openid: "oia2".into(),
+            template_id: "VRR0".into(),
+            status: PreferenceStatus::Reject,
+            event: "subscribe_msg_change_event".into(),
+            scene: None,
+            event_time: 1610969440,
+        };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            json!({"kind": "preference", "app": "default", "openid": "oia2",
+                   "template_id": "VRR0", "status": "reject",
+                   "event": "subscribe_msg_change_event", "scene": null,
+                   "event_time": 1610969440})
+        );
+        assert_eq!(r.routing_key(), "preference.default");
+    }
+
+    #[test]
+    fn a_follow_report_pins_its_wire_format() {
+        let r = FollowReport {
+            kind: "follow".into(),
+            app: "shop".into(),
+            openid: "oia2".into(),
+            status: FollowStatus::Unsubscribe,
+            event_time: 1610969440,
+        };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            json!({"kind": "follow", "app": "shop", "openid": "oia2",
+                   "status": "unsubscribe", "event_time": 1610969440})
+        );
+        assert_eq!(r.routing_key(), "follow.shop");
+    }
+
+    #[test]
+    fn subscribe_status_strings_map_to_decisions() {
+        for (text, want) in [
+            ("accept", Some(PreferenceStatus::Accept)),
+            (" reject ", Some(PreferenceStatus::Reject)),
+            ("acceptWithAudio", Some(PreferenceStatus::Accept)),
+            ("ban", None),
+            ("", None),
+            ("REJECT", None),
+        ] {
+            assert_eq!(PreferenceStatus::from_wechat(text), want, "{text:?}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The WeChat callback receiver: URL check, plain and safe-mode events, repeats, bad input,
-//! and the whole loop with the simulator pushing reports for real sends.
+//! and the whole loop with the simulator pushing reports for real sends; the subscription
+//! events (sent results, popup and change preferences, follows) the same way.
 
 mod common;
 
@@ -7,10 +8,15 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
+use wxcourier::broker::tap::ResultsTap;
 use wxcourier::config::{CallbackMode, Secret, Settings, Span};
-use wxcourier::sim::push::{CallbackTarget, Push, event_xml, signed_request, signed_request_at};
-use wxcourier::sim::{DEFAULT_APPID, Faults};
+use wxcourier::outcome::PreferenceStatus;
+use wxcourier::sim::push::{
+    CallbackTarget, Push, event_xml, sent_event_xml, signed_request, signed_request_at,
+    user_event_xml,
+};
+use wxcourier::sim::{DEFAULT_APPID, Decision, Faults, UserEvent, UserEventError};
 use wxcourier::wechat::crypto;
 
 const TOKEN: &str = "cb-token";
@@ -361,10 +367,9 @@ async fn forged_tampered_oversized_and_malformed_posts_get_4xx_and_publish_nothi
         400
     );
     // Other messages are acknowledged and ignored.
-    let subscribe =
-        "<xml><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event></xml>";
+    let click = "<xml><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[CLICK]]></Event></xml>";
     assert_eq!(
-        push_event(&url, false, DEFAULT_APPID, subscribe.into()).await,
+        push_event(&url, false, DEFAULT_APPID, click.into()).await,
         (200, "success".into())
     );
     assert!(
@@ -878,5 +883,472 @@ async fn reports_cut_off_by_the_request_timeout_are_still_published_once() {
     );
     assert_eq!(msgids.len(), ids.len());
     println!("{cut_off} answers were cut off; every report was published once");
+    t.stop().await;
+}
+
+// The subscription events: a sent result per message, a user's preferences, follows.
+
+const TEMPLATE_B: &str = "9nLIlbOQZC5Y89AZteFEux3WCXRRRG5Wfzkpssu4bLI";
+
+fn decision(template_id: &str, status: PreferenceStatus, scene: Option<u32>) -> Decision {
+    Decision {
+        template_id: template_id.into(),
+        status,
+        scene,
+    }
+}
+
+fn popup(decisions: Vec<Decision>) -> UserEvent {
+    UserEvent::SubscribeMsgPopupEvent {
+        templates: decisions,
+    }
+}
+
+/// A receiver whose app also sends subscription notifications.
+async fn spawn_subscribe_receiver(prefix: &str, mode: Option<CallbackMode>) -> (TestApp, String) {
+    spawn_receiver_tweaked(prefix, |s| {
+        for app in s.apps.values_mut() {
+            app.kinds = vec!["template".into(), "subscribe".into()];
+            app.callback_mode = mode;
+        }
+    })
+    .await
+}
+
+fn subscribe_job(id: &str, touser: &str) -> Value {
+    json!({
+        "id": id, "kind": "subscribe", "touser": touser, "template_id": TEMPLATE,
+        "data": {"thing1": {"value": "Order shipped"}}, "meta": {"test": id}
+    })
+}
+
+/// The next result on `tap` within 3 s.
+async fn next_on(tap: &mut ResultsTap) -> Option<Value> {
+    tap.next(Duration::from_secs(3)).await
+}
+
+/// Taps on exactly `preference.APP` and `follow.APP`: what they get was published under that
+/// routing key.
+async fn user_taps(t: &TestApp) -> (ResultsTap, ResultsTap) {
+    let preference = ResultsTap::open(&t.conn, &format!("preference.{}", t.app))
+        .await
+        .unwrap();
+    let follow = ResultsTap::open(&t.conn, &format!("follow.{}", t.app))
+        .await
+        .unwrap();
+    (preference, follow)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn popup_change_and_follow_events_publish_preference_and_follow_reports_once_each() {
+    let (t, url) = spawn_receiver_with("cb_pref", Some(CallbackMode::Compat), None).await;
+    let (mut preferences, mut follows) = user_taps(&t).await;
+    for (n, safe) in [(1, false), (2, true)] {
+        let user = openid(n);
+        let created = 1_610_969_440 + n as u64;
+        let decided = popup(vec![
+            decision(TEMPLATE, PreferenceStatus::Accept, Some(2)),
+            decision(TEMPLATE_B, PreferenceStatus::Reject, Some(2)),
+        ]);
+        let changed = UserEvent::SubscribeMsgChangeEvent {
+            templates: vec![decision(TEMPLATE, PreferenceStatus::Reject, None)],
+        };
+        for event in [
+            &decided,
+            &changed,
+            &UserEvent::Unsubscribe,
+            &UserEvent::Subscribe,
+        ] {
+            let xml = user_event_xml(DEFAULT_APPID, &user, event, created);
+            // WeChat's retry of the same push is answered the same and publishes nothing more.
+            for attempt in 1..=2 {
+                assert_eq!(
+                    push_event(&url, safe, DEFAULT_APPID, xml.clone()).await,
+                    (200, "success".into()),
+                    "safe={safe} attempt {attempt}: {xml}"
+                );
+            }
+        }
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.push(
+                next_on(&mut preferences)
+                    .await
+                    .expect("a preference report"),
+            );
+        }
+        assert_eq!(
+            got[0],
+            json!({"kind": "preference", "app": t.app, "openid": user, "template_id": TEMPLATE,
+                   "status": "accept", "event": "subscribe_msg_popup_event", "scene": 2,
+                   "event_time": created})
+        );
+        assert_eq!(
+            (got[1]["template_id"].as_str(), got[1]["status"].as_str()),
+            (Some(TEMPLATE_B), Some("reject"))
+        );
+        assert_eq!(
+            got[2],
+            json!({"kind": "preference", "app": t.app, "openid": user, "template_id": TEMPLATE,
+                   "status": "reject", "event": "subscribe_msg_change_event", "scene": null,
+                   "event_time": created})
+        );
+        let unfollowed = next_on(&mut follows).await.expect("a follow report");
+        assert_eq!(
+            unfollowed,
+            json!({"kind": "follow", "app": t.app, "openid": user, "status": "unsubscribe",
+                   "event_time": created})
+        );
+        let followed = next_on(&mut follows).await.expect("a follow report");
+        assert_eq!(followed["status"], "subscribe");
+        assert!(
+            next_on(&mut preferences).await.is_none() && next_on(&mut follows).await.is_none(),
+            "safe={safe}: every repeat was recognised"
+        );
+    }
+    let metrics = t.ctx.metrics.render();
+    for (status, n) in [
+        ("accept", 2),
+        ("reject", 4),
+        ("unsubscribe", 2),
+        ("subscribe", 2),
+    ] {
+        let counted = format!(
+            "wxcourier_callback_events_total{{app=\"{}\",status=\"{status}\"}} {n}",
+            t.app
+        );
+        assert!(metrics.contains(&counted), "{counted} in {metrics}");
+    }
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sent_events_publish_a_delivery_report_per_item_tied_to_its_job() {
+    let (mut t, url) = spawn_subscribe_receiver("cb_sent", Some(CallbackMode::Compat)).await;
+    t.publish(&subscribe_job("cb-sent", &openid(1))).await;
+    let outcome = t.outcome_of("cb-sent").await;
+    assert_eq!(outcome["message_kind"], "subscribe");
+    let msgid = outcome["msgid"].as_u64().unwrap();
+    let sent = sent_event_xml(
+        DEFAULT_APPID,
+        &openid(1),
+        TEMPLATE,
+        msgid,
+        0,
+        "success",
+        1_610_969_440,
+    );
+    // Plain, then sealed: the same MsgID is one report whatever form its repeat takes.
+    for safe in [false, true] {
+        assert_eq!(
+            push_event(&url, safe, DEFAULT_APPID, sent.clone()).await,
+            (200, "success".into())
+        );
+    }
+    let r = next_delivery(&mut t).await.expect("a report");
+    assert_eq!(
+        r,
+        json!({"kind": "delivery", "app": t.app, "status": "delivered", "msgid": msgid,
+               "touser": openid(1), "wechat_status": "success", "id": "cb-sent",
+               "meta": {"test": "cb-sent"}, "event_time": 1_610_969_440,
+               "template_id": TEMPLATE, "errcode": 0})
+    );
+    assert!(next_delivery(&mut t).await.is_none(), "published once");
+
+    // One push, two items: a failure for a msgid nobody sent, and a MsgID of 0.
+    let two = sent_event_xml(
+        DEFAULT_APPID,
+        &openid(1),
+        TEMPLATE,
+        42,
+        -1,
+        "failed: system failed",
+        1_610_969_441,
+    )
+    .replace(
+        "</List>",
+        "</List><List><TemplateId>T0</TemplateId><MsgID>0</MsgID><ErrorCode>43101</ErrorCode>\
+             <ErrorStatus>failed:user block</ErrorStatus></List>",
+    );
+    assert_eq!(
+        push_event(&url, true, DEFAULT_APPID, two).await,
+        (200, "success".into())
+    );
+    let failed = next_delivery(&mut t).await.expect("the first item");
+    assert_eq!(
+        (
+            failed["status"].as_str(),
+            failed["id"].clone(),
+            failed["errcode"].as_i64()
+        ),
+        (Some("delivery_failed"), Value::Null, Some(-1))
+    );
+    let blocked = next_delivery(&mut t).await.expect("the second item");
+    assert_eq!(
+        (
+            blocked["status"].as_str(),
+            blocked["msgid"].as_u64(),
+            blocked["template_id"].as_str()
+        ),
+        (Some("blocked"), Some(0), Some("T0"))
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_replayed_oversized_and_malformed_user_events_publish_nothing() {
+    let window = Span(Duration::from_secs(60));
+    let (t, url) =
+        spawn_receiver_with("cb_pref_bad", Some(CallbackMode::Compat), Some(window)).await;
+    let (mut preferences, mut follows) = user_taps(&t).await;
+    let user = openid(3);
+    let real = user_event_xml(
+        DEFAULT_APPID,
+        &user,
+        &popup(vec![decision(TEMPLATE, PreferenceStatus::Reject, Some(1))]),
+        1_610_969_440,
+    );
+    let now = unix_now();
+    let pushed_at = |safe: bool, token: &str, xml: &str, at: u64| {
+        signed_request_at(
+            &Push {
+                target: CallbackTarget {
+                    token: token.into(),
+                    ..target(&url, safe)
+                },
+                appid: DEFAULT_APPID.into(),
+                xml: xml.to_owned(),
+            },
+            at,
+        )
+    };
+    for safe in [false, true] {
+        // Forged: signed with another token, for a user event as for a report.
+        let (u, b) = pushed_at(safe, "not-the-token", &real, now);
+        let (status, why) = post(&u, b).await;
+        assert_eq!(status, 403, "safe={safe}: {why}");
+        // Replayed: a real push signed ten minutes ago.
+        for (token, xml) in [
+            (TOKEN, real.clone()),
+            (
+                TOKEN,
+                user_event_xml(DEFAULT_APPID, &user, &UserEvent::Unsubscribe, 1),
+            ),
+        ] {
+            let (u, b) = pushed_at(safe, token, &xml, now - 600);
+            let (status, why) = post(&u, b).await;
+            assert_eq!(status, 403, "safe={safe}");
+            assert!(why.contains("callback_max_age"), "{why}");
+        }
+        // More list items than any popup has.
+        let many = (0..17)
+            .map(|i| decision(&format!("T{i}"), PreferenceStatus::Reject, Some(2)))
+            .collect();
+        let crowded = user_event_xml(DEFAULT_APPID, &user, &popup(many), 1_610_969_441);
+        let (status, why) = push_event(&url, safe, DEFAULT_APPID, crowded).await;
+        assert_eq!(status, 400, "safe={safe}: {why}");
+        assert!(why.contains("<List> items"), "{why}");
+        // Malformed nested lists and items that name nothing.
+        for bad in [
+            real.replacen("</List>", "", 1),
+            real.replace("<List>", "<List><List>"),
+            real.replace("<![CDATA[reject]]>", "&lol;"),
+            real.replace(
+                &format!("<TemplateId><![CDATA[{TEMPLATE}]]></TemplateId>"),
+                "",
+            ),
+            real.replace(&format!("<![CDATA[{user}]]>"), ""),
+            real.replace(
+                "<SubscribeStatusString><![CDATA[reject]]></SubscribeStatusString>",
+                "",
+            ),
+        ] {
+            let (status, why) = push_event(&url, safe, DEFAULT_APPID, bad.clone()).await;
+            assert_eq!(status, 400, "safe={safe}: {bad}: {why}");
+        }
+    }
+    // Too big to be read at all.
+    let padded = real.replace(
+        "<List>",
+        &format!("<Pad>{}</Pad><List>", "x".repeat(70 * 1024)),
+    );
+    let (u, b) = pushed_at(false, TOKEN, &padded, now);
+    assert_eq!(post(&u, b).await.0, 413);
+    // A decision wxcourier does not know is answered, and left out.
+    let unknown = real.replace("<![CDATA[reject]]>", "<![CDATA[maybe]]>");
+    assert_eq!(
+        push_event(&url, false, DEFAULT_APPID, unknown).await,
+        (200, "success".into())
+    );
+    assert!(
+        next_on(&mut preferences).await.is_none(),
+        "nothing was published"
+    );
+    assert!(
+        next_on(&mut follows).await.is_none(),
+        "nothing was published"
+    );
+    // The real push still counts: none of the above marked it seen.
+    assert_eq!(
+        push_event(&url, true, DEFAULT_APPID, real).await,
+        (200, "success".into())
+    );
+    let r = next_on(&mut preferences)
+        .await
+        .expect("the real preference");
+    assert_eq!(
+        (
+            r["openid"].as_str(),
+            r["status"].as_str(),
+            r["scene"].as_u64()
+        ),
+        (Some(user.as_str()), Some("reject"), Some(1))
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_pushes_sent_results_and_user_events_and_then_refuses_a_refused_template() {
+    let (mut t, url) = spawn_subscribe_receiver("cb_pref_e2e", None).await;
+    let (mut preferences, mut follows) = user_taps(&t).await;
+    t.sim.set_callback(DEFAULT_APPID, Some(target(&url, true)));
+    let (alice, carol) = (openid(1), openid(2));
+
+    t.publish(&subscribe_job("e2e-sub", &alice)).await;
+    let msgid = t.outcome_of("e2e-sub").await["msgid"].as_u64().unwrap();
+    let r = next_delivery(&mut t).await.expect("the sent result");
+    assert_eq!(
+        (
+            r["id"].as_str(),
+            r["msgid"].as_u64(),
+            r["template_id"].as_str(),
+            r["errcode"].as_i64()
+        ),
+        (Some("e2e-sub"), Some(msgid), Some(TEMPLATE), Some(0))
+    );
+
+    // Carol refuses the template: a preference report, then her send is refused.
+    t.sim
+        .push_user_event(
+            DEFAULT_APPID,
+            &carol,
+            popup(vec![decision(TEMPLATE, PreferenceStatus::Reject, Some(2))]),
+        )
+        .unwrap();
+    let p = next_on(&mut preferences).await.expect("Carol's refusal");
+    assert_eq!(
+        (
+            p["openid"].as_str(),
+            p["template_id"].as_str(),
+            p["status"].as_str()
+        ),
+        (Some(carol.as_str()), Some(TEMPLATE), Some("reject"))
+    );
+    t.publish(&subscribe_job("e2e-refused", &carol)).await;
+    let refused = t.outcome_of("e2e-refused").await;
+    assert_eq!(
+        (refused["status"].as_str(), refused["reason"].as_str()),
+        (Some("failed"), Some("recipient_refused"))
+    );
+    // She accepts it again, and it is sent.
+    t.sim
+        .push_user_event(
+            DEFAULT_APPID,
+            &carol,
+            popup(vec![decision(TEMPLATE, PreferenceStatus::Accept, Some(2))]),
+        )
+        .unwrap();
+    assert_eq!(
+        next_on(&mut preferences).await.expect("Carol's acceptance")["status"],
+        "accept"
+    );
+    t.publish(&subscribe_job("e2e-accepted", &carol)).await;
+    assert_eq!(t.outcome_of("e2e-accepted").await["status"], "sent");
+    assert_eq!(
+        next_delivery(&mut t).await.expect("its sent result")["id"],
+        "e2e-accepted"
+    );
+
+    t.sim
+        .push_user_event(DEFAULT_APPID, &alice, UserEvent::Unsubscribe)
+        .unwrap();
+    let f = next_on(&mut follows).await.expect("Alice unfollows");
+    assert_eq!(
+        (f["openid"].as_str(), f["status"].as_str()),
+        (Some(alice.as_str()), Some("unsubscribe"))
+    );
+
+    // What the simulator refuses to push.
+    assert!(matches!(
+        t.sim
+            .push_user_event(DEFAULT_APPID, "not-an-openid", UserEvent::Subscribe),
+        Err(UserEventError::Invalid(_))
+    ));
+    assert!(matches!(
+        t.sim.push_user_event(
+            DEFAULT_APPID,
+            &alice,
+            popup(vec![decision("a]]>b", PreferenceStatus::Reject, None)])
+        ),
+        Err(UserEventError::Invalid(_))
+    ));
+    assert!(matches!(
+        t.sim
+            .push_user_event("wxnobody", &alice, UserEvent::Subscribe),
+        Err(UserEventError::NoCallback(_))
+    ));
+    // Two sent results and three user events, each answered `success` once.
+    let sim = t.sim.clone();
+    eventually(Duration::from_secs(5), "5 pushes answered success", || {
+        let s = sim.stats();
+        s.reports_delivered == 5 && s.reports_failed == 0
+    })
+    .await;
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preference_pushes_cut_off_by_the_request_timeout_publish_each_template_once() {
+    // As for delivery reports: some answers come after the 1 µs timeout, WeChat retries, and
+    // a push of three templates cut off after its first publish must not repeat that one.
+    let (t, url) = spawn_receiver_tweaked("edge_pref_cutoff", |s| {
+        s.http.request_timeout = Span(Duration::from_micros(1));
+        s.state.url = Secret::new("redis://127.0.0.1:6379/");
+    })
+    .await;
+    let (mut preferences, _) = user_taps(&t).await;
+    let templates = [TEMPLATE, TEMPLATE_B, "T3"];
+    let mut cut_off = 0;
+    for n in 0..10 {
+        let event = popup(
+            templates
+                .iter()
+                .map(|id| decision(id, PreferenceStatus::Reject, Some(2)))
+                .collect(),
+        );
+        let xml = user_event_xml(DEFAULT_APPID, &openid(n), &event, 1_610_969_440);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let (status, _) = push_event(&url, true, DEFAULT_APPID, xml.clone()).await;
+            if status == 200 {
+                break;
+            }
+            assert_eq!(status, 408, "user {n}");
+            cut_off += 1;
+            assert!(tries < 50, "user {n} never answered");
+        }
+    }
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    while let Some(r) = next_on(&mut preferences).await {
+        let key = (
+            r["openid"].as_str().unwrap().to_owned(),
+            r["template_id"].as_str().unwrap().to_owned(),
+        );
+        *seen.entry(key).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 30, "every template of every user: {seen:?}");
+    assert!(seen.values().all(|&n| n == 1), "once each: {seen:?}");
+    println!("{cut_off} answers were cut off; every preference was published once");
     t.stop().await;
 }

@@ -302,6 +302,8 @@ fn demo_shows_every_status_and_exits_0() {
         "recipient_refused",
         "subscribe",
         "miniprogram_subscribe",
+        "subscribe_msg_popup_event",
+        "unsubscribe",
     ] {
         assert!(text.contains(status), "{status} in\n{text}");
     }

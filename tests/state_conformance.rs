@@ -168,6 +168,30 @@ async fn sent_jobs_map_back_from_their_msgid_and_reports_are_first_once() {
     }
 }
 
+#[tokio::test]
+async fn user_events_are_first_once_per_key_and_can_be_forgotten() {
+    for (name, s) in backends() {
+        let app = app();
+        let key = r#"["subscribe_msg_popup_event","1610969440","oia2","VRR0","reject"]"#;
+        assert!(s.first_event(&app, key).await.unwrap(), "{name}");
+        assert!(!s.first_event(&app, key).await.unwrap(), "{name}");
+        // Another key, another app, and a report MsgID are all separate.
+        assert!(
+            s.first_event(&app, &key.replace("reject", "accept"))
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        assert!(
+            s.first_event(&format!("{app}x"), key).await.unwrap(),
+            "{name}"
+        );
+        assert!(s.first_report(&app, 1610969440).await.unwrap(), "{name}");
+        s.forget_event(&app, key).await;
+        assert!(s.first_event(&app, key).await.unwrap(), "{name}");
+    }
+}
+
 /// The shared-token contract, for any backend that provides it.
 async fn shared_tokens_contract(name: &str, t: &impl SharedTokens) {
     let app = app();

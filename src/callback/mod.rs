@@ -1,6 +1,9 @@
 //! The receiver for WeChat's pushes on `/wechat/callback/APP`: verifies the signature,
-//! decrypts safe mode, and turns `TEMPLATESENDJOBFINISH` into a delivery report (CONTRACT §5).
+//! decrypts safe mode, and publishes the reports the push makes (CONTRACT §5): delivery
+//! reports, and users' subscription preferences and follows ([`events`]).
 
+pub mod events;
+mod report;
 pub mod xml;
 
 use std::collections::HashMap;
@@ -16,7 +19,6 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use crate::config::{CallbackMode, Secret, Settings};
-use crate::outcome::{DeliveryReport, DeliveryStatus};
 use crate::wechat::crypto::{self, Envelope};
 use crate::worker::Context;
 
@@ -25,10 +27,6 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// What WeChat must get back for it to stop retrying.
 const ACK: &str = "success";
-
-/// WeChat gives up on an answer after 5 s: a report not confirmed by then is refused (and
-/// retried by WeChat) rather than answered late.
-const REPORT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// One app's callback keys and the form its messages must arrive in.
 pub struct CallbackApp {
@@ -183,7 +181,7 @@ async fn receive(
     let Ok(text) = std::str::from_utf8(&body) else {
         return refuse(StatusCode::BAD_REQUEST, "the body is not UTF-8");
     };
-    let fields = if sealed {
+    let message = if sealed {
         let Some(envelope) = &cb.envelope else {
             return refuse(
                 StatusCode::BAD_REQUEST,
@@ -207,8 +205,8 @@ async fn receive(
             }
             Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
         };
-        match xml::fields(&inner) {
-            Ok(f) => f,
+        match xml::message(&inner) {
+            Ok(m) => m,
             Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
         }
     } else {
@@ -216,8 +214,8 @@ async fn receive(
         if !params.signed(&cb.token) {
             return refuse(StatusCode::FORBIDDEN, "bad signature");
         }
-        match xml::fields(text) {
-            Ok(f) => f,
+        match xml::message(text) {
+            Ok(m) => m,
             Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
         }
     };
@@ -225,111 +223,27 @@ async fn receive(
     if !params.fresh(max_age(&ctx)) {
         return refuse(StatusCode::FORBIDDEN, STALE);
     }
-    let is_report = fields.get("MsgType").map(String::as_str) == Some("event")
-        && fields.get("Event").map(String::as_str) == Some("TEMPLATESENDJOBFINISH");
-    if !is_report {
+    let mapped = match events::map(&app, &message) {
+        Ok(m) => m,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    for why in &mapped.ignored {
+        tracing::warn!(app, "part of a callback push was ignored: {why}");
+    }
+    if mapped.reports.is_empty() {
         return ACK.into_response();
     }
-    // Its own task: once a report's MsgID is marked seen, the publish (or the undo of the
-    // mark) must finish even if this request is cut off by http.request_timeout or the
-    // client going away; dropped half-way, the mark would make WeChat's retry a "repeat" and
-    // the report would never be published.
+    // Its own task: once a report is marked seen, the publish (or the undo of the mark) must
+    // finish even if this request is cut off by http.request_timeout or the client going
+    // away; dropped half-way, the mark would make WeChat's retry a "repeat" and the report
+    // would never be published.
     let task = {
         let ctx = ctx.clone();
-        tokio::spawn(async move { report(&ctx, &app, &fields).await })
+        tokio::spawn(async move { report::publish_all(&ctx, &app, mapped.reports).await })
     };
     match task.await {
         Ok(Ok(())) => ACK.into_response(),
         Ok(Err(response)) => response,
         Err(_) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "try again"),
     }
-}
-
-/// A report's MsgID when it can name a report: missing, empty or 0 cannot (WeChat has sent 0
-/// when `client_msg_id` was set), and such a report is neither tied to a job nor de-duplicated.
-fn usable_msgid(fields: &HashMap<String, String>) -> Result<Option<u64>, Response> {
-    match fields.get("MsgID").map(|m| m.trim()) {
-        None | Some("") => Ok(None),
-        Some(text) => match text.parse::<u64>() {
-            Ok(0) => Ok(None),
-            Ok(msgid) => Ok(Some(msgid)),
-            Err(_) => Err(refuse(StatusCode::BAD_REQUEST, "MsgID is not a number")),
-        },
-    }
-}
-
-/// Publishes one delivery report per MsgID; WeChat repeats an event up to three times. A
-/// report without a usable MsgID is published every time it comes.
-async fn report(
-    ctx: &Context,
-    app: &str,
-    fields: &HashMap<String, String>,
-) -> Result<(), Response> {
-    let msgid = usable_msgid(fields)?;
-    let wechat_status = fields
-        .get("Status")
-        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "Status is missing"))?;
-    let job = match msgid {
-        Some(msgid) => {
-            let unavailable = |_| refuse(StatusCode::SERVICE_UNAVAILABLE, "try again");
-            if !ctx
-                .state
-                .first_report(app, msgid)
-                .await
-                .map_err(unavailable)?
-            {
-                return Ok(());
-            }
-            match ctx.state.job_for_msgid(app, msgid).await {
-                Ok(job) => job,
-                Err(_) => {
-                    ctx.state.forget_report(app, msgid).await;
-                    return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "try again"));
-                }
-            }
-        }
-        None => None,
-    };
-    let report = DeliveryReport {
-        kind: "delivery".into(),
-        app: app.to_owned(),
-        status: DeliveryStatus::from_wechat(wechat_status),
-        msgid: msgid.unwrap_or(0),
-        touser: fields.get("FromUserName").cloned().unwrap_or_default(),
-        wechat_status: wechat_status.clone(),
-        id: job.as_ref().map(|j| j.id.clone()),
-        meta: job.and_then(|j| j.meta),
-        event_time: fields
-            .get("CreateTime")
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or(0),
-    };
-    let publisher = ctx.results.read().clone();
-    let published = match publisher {
-        Some(p) => {
-            let key = report.routing_key();
-            let publish = p.publish_result(&key, &report, report.id.as_deref());
-            match tokio::time::timeout(REPORT_DEADLINE, publish).await {
-                Ok(result) => result.map_err(|e| e.to_string()),
-                Err(_) => Err("the broker did not confirm in time".into()),
-            }
-        }
-        None => Err("not connected to the broker".into()),
-    };
-    if let Err(why) = published {
-        // Not published: let WeChat's retry of this event try again.
-        if let Some(msgid) = msgid {
-            ctx.state.forget_report(app, msgid).await;
-        }
-        tracing::warn!(app, msgid = report.msgid, error = %why, "delivery report not published; WeChat will retry");
-        return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "try again"));
-    }
-    ctx.metrics.callback_event(app, report.status.as_str());
-    tracing::debug!(
-        app,
-        msgid = report.msgid,
-        status = report.status.as_str(),
-        "delivery report published"
-    );
-    Ok(())
 }

@@ -1,10 +1,19 @@
-//! WeChat's flat message XML (`<xml><Field>…</Field>…</xml>`) into a field map. No DTDs and no
-//! entities beyond XML's five and character references: nothing is ever expanded.
+//! WeChat's message XML into a field map (`<xml><Field>…</Field>…</xml>`) plus the items of its
+//! nested lists (`<xml><SubscribeMsgPopupEvent><List><TemplateId>…</TemplateId>…</List>…`). No
+//! DTDs and no entities beyond XML's five and character references: nothing is ever expanded.
 
 use std::collections::HashMap;
 
 use quick_xml::Reader;
 use quick_xml::events::Event;
+
+/// Most `<List>` items one message may hold. WeChat's subscription events carry one item per
+/// template the user decided on (a popup offers a handful); every item becomes a report, a
+/// state call and a publish, so a signed push with thousands of them is refused, not served.
+pub const MAX_LIST_ITEMS: usize = 16;
+
+/// The element name of a nested list's items.
+const LIST_ITEM: &str = "List";
 
 /// Why a body is not a WeChat message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,46 +35,108 @@ fn predefined(name: &str) -> Option<char> {
     })
 }
 
-/// The text of each direct child of the root element; nested elements are skipped.
+/// One list item: the text of each of its child elements.
+pub type Item = HashMap<String, String>;
+
+/// A message as read: the root's direct children, and every `<List>` item found one level
+/// below them, in document order (whatever element wraps them: WeChat's own documentation
+/// has shown `subscribe_msg_change_event` wrapped in `SubscribeMsgPopupEvent`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub fields: HashMap<String, String>,
+    pub items: Vec<Item>,
+}
+
+/// The text of each direct child of the root element; nested elements are left out.
 pub fn fields(xml: &str) -> Result<HashMap<String, String>, XmlError> {
+    message(xml).map(|m| m.fields)
+}
+
+/// Reads a whole message: see [`Message`]. Elements nested deeper than a list item's fields,
+/// and nested elements that are not `<List>`, are skipped (their entities still checked).
+pub fn message(xml: &str) -> Result<Message, XmlError> {
     let mut reader = Reader::from_str(xml);
-    let mut out = HashMap::new();
+    let mut out = Message::default();
     let mut depth = 0usize;
-    let mut current: Option<(String, String)> = None;
+    // The root's child being read (depth 2), and a list item's field being read (depth 4).
+    let mut field: Option<(String, String)> = None;
+    let mut item_field: Option<(String, String)> = None;
+    // The item being read, while inside a `<List>` at depth 3.
+    let mut item: Option<Item> = None;
     let mut saw_root = false;
+    let new_item = |items: &Vec<Item>| {
+        if items.len() >= MAX_LIST_ITEMS {
+            Err(err(format!("more than {MAX_LIST_ITEMS} <List> items")))
+        } else {
+            Ok(Item::new())
+        }
+    };
     loop {
         match reader.read_event().map_err(|e| err(e.to_string()))? {
             Event::Start(e) => {
                 depth += 1;
-                if depth == 1 {
-                    saw_root = true;
-                } else if depth == 2 {
-                    current = Some((e.local_name().as_ref().to_owned(), String::new()));
+                let name = e.local_name();
+                match depth {
+                    1 => saw_root = true,
+                    2 => field = Some((name.as_ref().to_owned(), String::new())),
+                    3 if name.as_ref() == LIST_ITEM => item = Some(new_item(&out.items)?),
+                    4 if item.is_some() => {
+                        item_field = Some((name.as_ref().to_owned(), String::new()));
+                    }
+                    _ => {}
                 }
             }
             Event::End(_) => {
-                if depth == 2
-                    && let Some((name, value)) = current.take()
-                {
-                    out.insert(name, value);
+                match depth {
+                    2 => {
+                        if let Some((name, value)) = field.take() {
+                            out.fields.insert(name, value);
+                        }
+                    }
+                    3 => out.items.extend(item.take()),
+                    4 => {
+                        if let (Some((name, value)), Some(current)) =
+                            (item_field.take(), item.as_mut())
+                        {
+                            current.insert(name, value);
+                        }
+                    }
+                    _ => {}
                 }
                 depth = depth.checked_sub(1).ok_or_else(|| err("unbalanced tags"))?;
             }
-            Event::Empty(e) if depth == 1 => {
-                out.insert(e.local_name().as_ref().to_owned(), String::new());
+            Event::Empty(e) => {
+                // An empty element opens no level: `depth` is that of its parent.
+                let name = e.local_name();
+                match depth {
+                    1 => {
+                        out.fields.insert(name.as_ref().to_owned(), String::new());
+                    }
+                    2 if name.as_ref() == LIST_ITEM => {
+                        let empty = new_item(&out.items)?;
+                        out.items.push(empty);
+                    }
+                    3 => {
+                        if let Some(current) = item.as_mut() {
+                            current.insert(name.as_ref().to_owned(), String::new());
+                        }
+                    }
+                    _ => {}
+                }
             }
             // Text as written: the reader works on a `str`, so there is nothing to decode.
-            Event::Text(t) if depth == 2 => {
-                if let Some((_, v)) = current.as_mut() {
+            Event::Text(t) => {
+                if let Some((_, v)) = text_at(depth, &mut field, &mut item_field) {
                     v.push_str(&t);
                 }
             }
-            Event::CData(c) if depth == 2 => {
-                if let Some((_, v)) = current.as_mut() {
+            Event::CData(c) => {
+                if let Some((_, v)) = text_at(depth, &mut field, &mut item_field) {
                     v.push_str(&c);
                 }
             }
-            Event::GeneralRef(r) if depth == 2 => {
+            // Checked wherever it stands, kept only where text is read.
+            Event::GeneralRef(r) => {
                 let ch = match r.resolve_char_ref().map_err(|e| err(e.to_string()))? {
                     Some(c) => c,
                     None => {
@@ -74,7 +145,7 @@ pub fn fields(xml: &str) -> Result<HashMap<String, String>, XmlError> {
                             .ok_or_else(|| err(format!("entity &{name}; is not allowed")))?
                     }
                 };
-                if let Some((_, v)) = current.as_mut() {
+                if let Some((_, v)) = text_at(depth, &mut field, &mut item_field) {
                     v.push(ch);
                 }
             }
@@ -87,6 +158,20 @@ pub fn fields(xml: &str) -> Result<HashMap<String, String>, XmlError> {
         return Err(err("no complete root element"));
     }
     Ok(out)
+}
+
+/// Where text at `depth` belongs: a root child's value (depth 2) or a list item field's
+/// (depth 4); text anywhere else is not kept.
+fn text_at<'a>(
+    depth: usize,
+    field: &'a mut Option<(String, String)>,
+    item_field: &'a mut Option<(String, String)>,
+) -> Option<&'a mut (String, String)> {
+    match depth {
+        2 => field.as_mut(),
+        4 => item_field.as_mut(),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -136,5 +221,127 @@ mod tests {
         let f = fields("<xml><A>1</A><B><C>2</C></B></xml>").unwrap();
         assert_eq!(f["A"], "1");
         assert!(!f.contains_key("C"));
+    }
+
+    /// The popup example of WeChat's subscription-notification page: two templates decided.
+    const POPUP: &str = "<xml><ToUserName><![CDATA[gh_123456789abc]]></ToUserName><FromUserName><![CDATA[otFpruAK8D-E6EfStSYonYSBZ8_4]]></FromUserName><CreateTime>1610969440</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe_msg_popup_event]]></Event><SubscribeMsgPopupEvent>
+        <List><TemplateId><![CDATA[VRR0UEO9VJOLs0MHlU0OilqX6MVFDwH3_3gz3Oc0NIc]]></TemplateId><SubscribeStatusString><![CDATA[accept]]></SubscribeStatusString><PopupScene>2</PopupScene></List>
+        <List><TemplateId><![CDATA[9nLIlbOQZC5Y89AZteFEux3WCXRRRG5Wfzkpssu4bLI]]></TemplateId><SubscribeStatusString><![CDATA[reject]]></SubscribeStatusString><PopupScene>2</PopupScene></List>
+    </SubscribeMsgPopupEvent></xml>";
+
+    #[test]
+    fn list_items_are_read_in_order_beside_the_flat_fields() {
+        let m = message(POPUP).unwrap();
+        assert_eq!(m.fields["Event"], "subscribe_msg_popup_event");
+        assert_eq!(m.fields["FromUserName"], "otFpruAK8D-E6EfStSYonYSBZ8_4");
+        assert_eq!(m.items.len(), 2);
+        assert_eq!(
+            m.items[0]["TemplateId"],
+            "VRR0UEO9VJOLs0MHlU0OilqX6MVFDwH3_3gz3Oc0NIc"
+        );
+        assert_eq!(m.items[0]["SubscribeStatusString"], "accept");
+        assert_eq!(m.items[1]["SubscribeStatusString"], "reject");
+        assert_eq!(m.items[1]["PopupScene"], "2");
+        // An item's fields stay in the item.
+        assert!(!m.fields.contains_key("TemplateId"));
+        assert!(!m.fields.contains_key("List"));
+    }
+
+    #[test]
+    fn a_sent_event_item_keeps_its_msgid_as_text() {
+        let xml = "<xml><Event>subscribe_msg_sent_event</Event><SubscribeMsgSentEvent><List><TemplateId>T</TemplateId><MsgID>1700827132819554304</MsgID><ErrorCode>0</ErrorCode><ErrorStatus><![CDATA[success]]></ErrorStatus></List></SubscribeMsgSentEvent></xml>";
+        let m = message(xml).unwrap();
+        assert_eq!(m.items.len(), 1);
+        assert_eq!(m.items[0]["MsgID"], "1700827132819554304");
+        assert_eq!(m.items[0]["ErrorCode"], "0");
+        assert!(!m.fields.contains_key("MsgID"));
+    }
+
+    #[test]
+    fn empty_items_and_empty_item_fields_are_kept() {
+        let m = message("<xml><W><List/><List><TemplateId/></List></W></xml>").unwrap();
+        assert_eq!(m.items.len(), 2);
+        assert!(m.items[0].is_empty());
+        assert_eq!(m.items[1]["TemplateId"], "");
+    }
+
+    #[test]
+    fn entities_resolve_inside_items_and_custom_ones_are_refused_at_any_depth() {
+        let m = message("<xml><W><List><A>a &lt;&#x42;&gt;</A></List></W></xml>").unwrap();
+        assert_eq!(m.items[0]["A"], "a <B>");
+        for deep in [
+            "<xml><W><List><A>&lol;</A></List></W></xml>",
+            "<xml><W><X><Y><Z>&lol;</Z></Y></X></W></xml>",
+            "<xml><W>&lol;</W></xml>",
+        ] {
+            assert!(message(deep).is_err(), "{deep}");
+        }
+    }
+
+    #[test]
+    fn at_most_max_list_items_are_read_and_one_more_is_refused() {
+        let items = |n: usize, item: &str| format!("<xml><W>{}</W></xml>", item.repeat(n));
+        let full = message(&items(
+            MAX_LIST_ITEMS,
+            "<List><TemplateId>t</TemplateId></List>",
+        ));
+        assert_eq!(full.unwrap().items.len(), MAX_LIST_ITEMS);
+        for item in ["<List><TemplateId>t</TemplateId></List>", "<List/>"] {
+            let over = message(&items(MAX_LIST_ITEMS + 1, item)).unwrap_err();
+            assert!(over.0.contains("<List> items"), "{over}");
+            assert!(message(&items(100_000, item)).is_err());
+        }
+        // The cap counts every list of the message together.
+        let split = format!(
+            "<xml><A>{0}</A><B>{0}</B></xml>",
+            "<List/>".repeat(MAX_LIST_ITEMS / 2 + 1)
+        );
+        assert!(message(&split).is_err());
+    }
+
+    #[test]
+    fn malformed_nested_lists_are_errors_not_panics() {
+        for bad in [
+            "<xml><W><List><TemplateId>t</TemplateId></W></xml>",
+            "<xml><W><List><TemplateId>t</List></W></xml>",
+            "<xml><W><List><TemplateId>t</TemplateId></List>",
+            "<xml><W></List></W></xml>",
+            "<xml><W><List><![CDATA[x</List></W></xml>",
+        ] {
+            assert!(message(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn deeper_elements_and_lists_out_of_place_are_skipped() {
+        let m = message(
+            "<xml><List><TemplateId>root</TemplateId></List><W><List><A>1<B><C>2</C></B></A></List><X><List><A>3</A></List></X></W></xml>",
+        )
+        .unwrap();
+        // `<List>` right under the root is a plain field, and one three levels down is not read.
+        assert_eq!(m.items.len(), 1);
+        assert_eq!(m.items[0]["A"], "1");
+        assert!(!m.items[0].contains_key("B") && !m.items[0].contains_key("C"));
+    }
+
+    #[test]
+    fn what_is_read_is_never_larger_than_the_body() {
+        // The fuzz target's check (fuzz/fuzz_targets/callback_xml.rs) on this file's samples.
+        for text in [
+            POPUP,
+            "<xml><A>a &amp; b &#x41;&#66;</A></xml>",
+            "<xml><W><List><A>a &lt;&#x42;&gt;</A></List><List/></W></xml>",
+        ] {
+            let message = message(text).unwrap();
+            assert!(message.items.len() <= MAX_LIST_ITEMS);
+            let fields: usize = message.fields.iter().map(|(k, v)| k.len() + v.len()).sum();
+            let items: usize = message
+                .items
+                .iter()
+                .flatten()
+                .map(|(k, v)| k.len() + v.len())
+                .sum();
+            assert!(fields + items <= text.len(), "{text}");
+        }
     }
 }

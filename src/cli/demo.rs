@@ -13,15 +13,23 @@ use crate::broker::publish::{Message, job_properties};
 use crate::broker::tap::ResultsTap;
 use crate::broker::{self, JOBS_EXCHANGE, Publisher, job_queue, topology};
 use crate::config::{AppSettings, Secret, Settings, Span};
-use crate::sim::{Answer, CallbackTarget, DEFAULT_APPID, DEFAULT_SECRET, SimOptions, Simulator};
+use crate::outcome::PreferenceStatus;
+use crate::sim::{
+    Answer, CallbackTarget, DEFAULT_APPID, DEFAULT_SECRET, Decision, SimOptions, Simulator,
+    UserEvent,
+};
 use crate::worker::{self, Context};
 
 const APP: &str = "demo";
 const TEMPLATE: &str = "ngqIpbwh8bUfcSsECmogfXcV14J0tQlEpBO27izEYtY";
 const ALICE: &str = "oia2TjuEGTNoeX76QEjQNrcURxG8";
 const BOB: &str = "oBobXXXXXXXXXXXXXXXXXXXXXXX1";
-/// A user who refused the account's messages: WeChat answers 43101.
+/// A user who refuses the demo's template in a subscription popup: WeChat answers 43101.
 const CAROL: &str = "oCarolXXXXXXXXXXXXXXXXXXXXX2";
+/// A user who stops following the account.
+const DAVE: &str = "oDaveXXXXXXXXXXXXXXXXXXXXXX3";
+/// The user events the simulated WeChat pushes: Carol's popup answer and Dave's unfollow.
+const USER_EVENTS: usize = 2;
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -189,7 +197,21 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     );
     // WeChat answers "system busy" once for Bob, so that job is retried through the broker.
     sim.script(BOB, vec![Answer::Code(-1)]);
-    sim.set_refusing(CAROL, true);
+    // Carol refuses the template in a subscription popup: WeChat tells the callback (a
+    // preference report) and answers 43101 to the send that follows. Dave unfollows.
+    let carol_refuses = UserEvent::SubscribeMsgPopupEvent {
+        templates: vec![Decision {
+            template_id: TEMPLATE.into(),
+            status: PreferenceStatus::Reject,
+            scene: Some(2),
+        }],
+    };
+    for (user, event) in [(CAROL, carol_refuses), (DAVE, UserEvent::Unsubscribe)] {
+        if let Err(e) = sim.push_user_event(DEFAULT_APPID, user, event) {
+            eprintln!("wxcourier demo: the simulator cannot push a user event: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let run_id = crate::worker::pipeline::now_ms();
     let jobs = sample_jobs(run_id);
     let Ok(publisher) = Publisher::open(&conn, Duration::from_secs(10)).await else {
@@ -225,22 +247,23 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     }
     let _ = publish("not-json".into(), b"this is not JSON".to_vec()).await;
     let mut results = Results::default();
-    results.read(&mut tap, jobs.len() + 1, 0).await;
+    results.read(&mut tap, jobs.len() + 1, 0, USER_EVENTS).await;
     // The same id again after it was sent: a duplicate, not a second message.
     let _ = publish(
         jobs[0].0.clone(),
         serde_json::to_vec(&jobs[0].1).expect("json"),
     )
     .await;
-    // WeChat reports delivery for the template messages it accepted.
+    // WeChat reports what became of every message it accepted, whatever its kind.
     let accepted = || {
         sim.sends()
             .iter()
             .filter(|s| s.errcode == 0 && !s.duplicate)
-            .filter(|s| crate::kinds::by_name(&s.kind).is_some_and(|k| k.reports_delivery()))
             .count()
     };
-    results.read(&mut tap, jobs.len() + 2, accepted()).await;
+    results
+        .read(&mut tap, jobs.len() + 2, accepted(), USER_EVENTS)
+        .await;
 
     stop.cancel();
     let _ = worker.await;
@@ -265,19 +288,29 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     println!("\ndelivery reports WeChat pushed to /wechat/callback/{APP}:");
     print_table(
         &results.reports,
-        &["id", "status", "msgid", "wechat_status"],
+        &["id", "status", "msgid", "wechat_status", "template_id"],
+    );
+    println!("\nusers' choices WeChat pushed (routing keys preference.{APP}, follow.{APP}):");
+    print_table(
+        &results.users,
+        &["kind", "openid", "status", "template_id", "event", "scene"],
     );
     println!(
-        "\nthe simulator accepted {accepted} template message(s) (and the subscribe ones); rejected jobs are kept in wxcourier.dead"
+        "\nthe simulator accepted {accepted} message(s); rejected jobs are kept in wxcourier.dead"
     );
-    if results.sends.len() == jobs.len() + 2 && results.reports.len() == accepted {
+    if results.sends.len() == jobs.len() + 2
+        && results.reports.len() == accepted
+        && results.users.len() == USER_EVENTS
+    {
         ExitCode::SUCCESS
     } else {
         eprintln!(
-            "wxcourier demo: expected {} outcomes and {accepted} delivery reports, got {} and {}",
+            "wxcourier demo: expected {} outcomes, {accepted} delivery reports and {USER_EVENTS} \
+             preference or follow reports, got {}, {} and {}",
             jobs.len() + 2,
             results.sends.len(),
-            results.reports.len()
+            results.reports.len(),
+            results.users.len()
         );
         ExitCode::FAILURE
     }
@@ -288,19 +321,22 @@ pub async fn run(args: DemoArgs) -> ExitCode {
 struct Results {
     sends: Vec<Value>,
     reports: Vec<Value>,
+    /// Preference and follow reports.
+    users: Vec<Value>,
 }
 
 impl Results {
-    /// Reads until there are `sends` outcomes and `reports` reports, or nothing came for 20 s.
-    async fn read(&mut self, tap: &mut ResultsTap, sends: usize, reports: usize) {
-        while self.sends.len() < sends || self.reports.len() < reports {
+    /// Reads until there are `sends` outcomes, `reports` delivery reports and `users`
+    /// preference or follow reports, or nothing came for 20 s.
+    async fn read(&mut self, tap: &mut ResultsTap, sends: usize, reports: usize, users: usize) {
+        while self.sends.len() < sends || self.reports.len() < reports || self.users.len() < users {
             let Some(v) = tap.next(Duration::from_secs(20)).await else {
                 return;
             };
-            if v["kind"] == "delivery" {
-                self.reports.push(v);
-            } else {
-                self.sends.push(v);
+            match v["kind"].as_str() {
+                Some("delivery") => self.reports.push(v),
+                Some("preference" | "follow") => self.users.push(v),
+                _ => self.sends.push(v),
             }
         }
     }

@@ -37,14 +37,14 @@ pub struct SimArgs {
     /// Share of sends answered with a body that is not JSON.
     #[arg(long, default_value_t = 0.0)]
     bad_json: f64,
-    /// Share of delivery reports that say `failed:user block`.
+    /// Share of delivery reports that say `failed:user block` (sent events: ErrorCode 43101).
     #[arg(long, default_value_t = 0.0)]
     report_blocked: f64,
-    /// Share of delivery reports that say `failed: system failed`.
+    /// Share of delivery reports that say `failed: system failed` (sent events: ErrorCode -1).
     #[arg(long, default_value_t = 0.0)]
     report_failed: f64,
-    /// Push delivery reports for APPID's sends: APPID=URL,TOKEN[,ENCODING_AES_KEY] (repeatable;
-    /// with the key, in safe mode).
+    /// Push delivery reports for APPID's sends, and the user events asked for on /sim/event:
+    /// APPID=URL,TOKEN[,ENCODING_AES_KEY] (repeatable; with the key, in safe mode).
     #[arg(long = "callback", value_name = "APPID=URL,TOKEN[,AESKEY]")]
     callbacks: Vec<String>,
     /// How long after an accepted send its delivery report is pushed.

@@ -70,11 +70,18 @@ pub trait Kind: Sync + std::fmt::Debug {
     fn outcome_fields(&self, outcome: &mut SendOutcome);
     /// The simulator's answer to a body the kind's endpoint would refuse: errcode and errmsg.
     fn sim_check(&self, body: &Value) -> Option<(i64, String)>;
-    /// Whether WeChat pushes `TEMPLATESENDJOBFINISH` for an accepted send of this kind (the
+    /// The event WeChat pushes with the final result of an accepted send of this kind (the
     /// simulator does the same).
-    fn reports_delivery(&self) -> bool {
-        false
-    }
+    fn delivery_event(&self) -> DeliveryEvent;
+}
+
+/// How WeChat reports what became of a message it accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryEvent {
+    /// `TEMPLATESENDJOBFINISH`: the MsgID and a `Status` text.
+    TemplateSendJobFinish,
+    /// `subscribe_msg_sent_event`: a `<List>` item with the MsgID, `ErrorCode` and `ErrorStatus`.
+    SubscribeMsgSent,
 }
 
 impl dyn Kind {

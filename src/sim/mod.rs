@@ -1,6 +1,6 @@
 //! The WeChat API simulator (CONTRACT §8): token endpoints, the send endpoints, quotas (and
-//! `openapi/quota/get`), template lists, de-duplication and injectable faults, with counts for
-//! tests and benchmarks.
+//! `openapi/quota/get`), template lists, de-duplication and injectable faults, pushes of
+//! delivery reports and of user events, with counts for tests and benchmarks.
 
 mod model;
 pub mod push;
@@ -13,9 +13,9 @@ use std::time::Duration;
 use model::Model;
 pub use model::{
     Answer, AppStats, Faults, QUOTA_GET, QuotaCount, SendRecord, SimStats, SimTemplate,
-    TEMPLATE_LIST,
+    TEMPLATE_LIST, UserEventError,
 };
-pub use push::CallbackTarget;
+pub use push::{CallbackTarget, Decision, UserEvent};
 use tokio_util::sync::CancellationToken;
 
 /// The appid known when no `--app` is given.
@@ -126,9 +126,22 @@ impl Simulator {
         self.model.invalidate(appid);
     }
 
-    /// Pushes `TEMPLATESENDJOBFINISH` for `appid`'s accepted sends to `target`.
+    /// Pushes the result of `appid`'s accepted sends to `target` (`TEMPLATESENDJOBFINISH`, or
+    /// `subscribe_msg_sent_event` for the subscribe kinds).
     pub fn set_callback(&self, appid: &str, target: Option<CallbackTarget>) {
         self.model.set_callback(appid, target);
+    }
+
+    /// Pushes `event` from `touser` to `appid`'s callback now, as WeChat would when the user
+    /// answers a subscription popup, changes the message settings, or (un)follows. A template
+    /// refused in it is answered 43101 for that user from then on; one accepted is sent again.
+    pub fn push_user_event(
+        &self,
+        appid: &str,
+        touser: &str,
+        event: UserEvent,
+    ) -> Result<(), UserEventError> {
+        self.model.user_event(appid, touser, event)
     }
 
     /// Whether `touser` refuses every message (answered 43101) from now on.

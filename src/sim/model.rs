@@ -1,6 +1,6 @@
 //! The simulator's state and rules, free of HTTP: tokens, quotas, de-duplication, faults.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -12,8 +12,11 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
 use super::SimOptions;
-use super::push::{CallbackTarget, Push, PushCounts, Queued, event_xml};
-use crate::kinds::Kind;
+use super::push::{
+    CallbackTarget, Push, PushCounts, Queued, UserEvent, event_xml, sent_event_xml, user_event_xml,
+};
+use crate::kinds::{DeliveryEvent, Kind};
+use crate::outcome::PreferenceStatus;
 
 /// How long WeChat remembers `touser` + `client_msg_id`.
 const DEDUP_WINDOW: Duration = Duration::from_secs(600);
@@ -41,9 +44,10 @@ pub struct Faults {
     pub hang: f64,
     /// Added to every request.
     pub latency_ms: u64,
-    /// Delivery reports that say `failed:user block`.
+    /// Delivery reports that say `failed:user block` (in a `subscribe_msg_sent_event`, with
+    /// `ErrorCode` 43101).
     pub report_blocked: f64,
-    /// Delivery reports that say `failed: system failed`.
+    /// Delivery reports that say `failed: system failed` (`ErrorCode` -1).
     pub report_failed: f64,
 }
 
@@ -130,9 +134,9 @@ pub struct SimStats {
     pub requests: u64,
     pub http_faults: u64,
     pub drops: u64,
-    /// Delivery reports the callback answered `success` to.
+    /// Pushes (delivery reports and user events) the callback answered `success` to.
     pub reports_delivered: u64,
-    /// Delivery reports given up on after three tries.
+    /// Pushes given up on after three tries.
     pub reports_failed: u64,
     pub apps: BTreeMap<String, AppStats>,
 }
@@ -187,6 +191,9 @@ struct Inner {
     callbacks: HashMap<String, CallbackTarget>,
     /// Lookup APIs an app may not call, by (appid, path): the errcode they answer instead.
     denied: HashMap<(String, String), i64>,
+    /// (OpenID, template id) pairs the user refused in a popup or the settings: sends with
+    /// that template are answered 43101 until the user accepts it again.
+    refused_templates: HashSet<(String, String)>,
 }
 
 impl Inner {
@@ -200,6 +207,15 @@ impl Inner {
             self.tokens.remove(&old);
         }
     }
+}
+
+/// Why a user event was not pushed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserEventError {
+    #[error("no callback is set for appid {0}: set one with POST /sim/callback or --callback")]
+    NoCallback(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 pub struct Model {
@@ -286,6 +302,7 @@ impl Model {
                 drops: 0,
                 callbacks,
                 denied: HashMap::new(),
+                refused_templates: HashSet::new(),
             }),
             started: Instant::now(),
             pushes,
@@ -416,6 +433,7 @@ impl Model {
                 .map(str::to_owned)
         };
         let touser = text("touser").unwrap_or_default();
+        let template_id = text("template_id").unwrap_or_default();
         let cmid = text("client_msg_id");
         let rec = |errcode: i64, msgid: Option<u64>, duplicate: bool| SendRecord {
             appid: appid.clone(),
@@ -502,11 +520,11 @@ impl Model {
                 .then(|| (40037, errmsg_for(40037).to_owned()))
             })
             .or_else(|| {
-                inner
-                    .options
-                    .refusing
-                    .contains(&touser)
-                    .then(|| (43101, errmsg_for(43101).to_owned()))
+                let refused = inner.options.refusing.contains(&touser)
+                    || inner
+                        .refused_templates
+                        .contains(&(touser.clone(), template_id.clone()));
+                refused.then(|| (43101, errmsg_for(43101).to_owned()))
             });
         if let Some((code, errmsg)) = refusal {
             answer(code, app);
@@ -562,19 +580,28 @@ impl Model {
         }
         app.stats.accepted += 1;
         answer(0, app);
-        if let Some(target) = inner.callbacks.get(&appid)
-            && kind.reports_delivery()
-        {
-            let status = delivery_status(&inner.options.faults, &mut rng);
-            let created = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
+        if let Some(target) = inner.callbacks.get(&appid) {
+            let (errcode, status) = delivery_result(&inner.options.faults, &mut rng);
+            let created = unix_now();
+            let xml = match kind.delivery_event() {
+                DeliveryEvent::TemplateSendJobFinish => {
+                    event_xml(&appid, &touser, msgid, status, created)
+                }
+                DeliveryEvent::SubscribeMsgSent => sent_event_xml(
+                    &appid,
+                    &touser,
+                    &template_id,
+                    msgid,
+                    errcode,
+                    status,
+                    created,
+                ),
+            };
             let _ = self.pushes.send(Queued {
                 push: Push {
                     target: target.clone(),
                     appid: appid.clone(),
-                    xml: event_xml(&appid, &touser, msgid, status, created),
+                    xml,
                 },
                 at: tokio::time::Instant::now() + inner.options.report_delay,
             });
@@ -645,6 +672,51 @@ impl Model {
             Some(t) => inner.callbacks.insert(appid.to_owned(), t),
             None => inner.callbacks.remove(appid),
         };
+    }
+
+    /// Pushes `event` from `touser` to `appid`'s callback at once. A template refused in it is
+    /// refused from then on (sends with it answer 43101), and one accepted is sent again.
+    pub fn user_event(
+        &self,
+        appid: &str,
+        touser: &str,
+        event: UserEvent,
+    ) -> Result<(), UserEventError> {
+        if !is_openid(touser) {
+            return Err(UserEventError::Invalid(format!(
+                "touser {touser:?} is not an OpenID (28 characters of A-Z a-z 0-9 _ - starting with o)"
+            )));
+        }
+        if let Some(bad) = event
+            .decisions()
+            .iter()
+            .find(|d| !is_template_id(&d.template_id))
+        {
+            return Err(UserEventError::Invalid(format!(
+                "template_id {:?} is not 1-128 of A-Z a-z 0-9 _ -",
+                bad.template_id
+            )));
+        }
+        let mut inner = self.inner.lock();
+        let Some(target) = inner.callbacks.get(appid).cloned() else {
+            return Err(UserEventError::NoCallback(appid.to_owned()));
+        };
+        for d in event.decisions() {
+            let pair = (touser.to_owned(), d.template_id.clone());
+            match d.status {
+                PreferenceStatus::Reject => inner.refused_templates.insert(pair),
+                PreferenceStatus::Accept => inner.refused_templates.remove(&pair),
+            };
+        }
+        let _ = self.pushes.send(Queued {
+            push: Push {
+                target,
+                appid: appid.to_owned(),
+                xml: user_event_xml(appid, touser, &event, unix_now()),
+            },
+            at: tokio::time::Instant::now(),
+        });
+        Ok(())
     }
 
     pub fn set_refusing(&self, touser: &str, refusing: bool) {
@@ -755,16 +827,32 @@ impl Model {
     }
 }
 
-/// What the delivery report of an accepted send says, by the configured shares.
-fn delivery_status(faults: &Faults, rng: &mut impl RngExt) -> &'static str {
+/// What the delivery report of an accepted send says, by the configured shares: the code a
+/// `subscribe_msg_sent_event` carries and the status text both events carry. WeChat documents
+/// only `ErrorCode` 0 (success); the failure codes are the simulator's own.
+fn delivery_result(faults: &Faults, rng: &mut impl RngExt) -> (i64, &'static str) {
     let roll: f64 = rng.random();
     if roll < faults.report_blocked {
-        "failed:user block"
+        (43101, "failed:user block")
     } else if roll < faults.report_blocked + faults.report_failed {
-        "failed: system failed"
+        (-1, "failed: system failed")
     } else {
-        "success"
+        (0, "success")
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A template id as CONTRACT §1 has it: 1-128 of `[A-Za-z0-9_-]`.
+fn is_template_id(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The simulator's idea of a real OpenID: 28 characters of `[A-Za-z0-9_-]` starting with `o`.
@@ -1022,5 +1110,113 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(send(&m, &t, "x")["errcode"], 42001);
         assert_eq!(send(&m, "nope", "x")["errcode"], 40001);
+    }
+
+    fn target() -> CallbackTarget {
+        CallbackTarget {
+            url: "http://127.0.0.1:9/cb".into(),
+            token: "t".into(),
+            aes_key: None,
+        }
+    }
+
+    fn reject(template_id: &str, status: PreferenceStatus) -> UserEvent {
+        UserEvent::SubscribeMsgChangeEvent {
+            templates: vec![super::super::push::Decision {
+                template_id: template_id.into(),
+                status,
+                scene: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn each_kind_pushes_its_own_result_event_after_an_accepted_send() {
+        let (m, mut queue, _) = Model::new(SimOptions::default());
+        m.set_callback("wx0000000000000000", Some(target()));
+        let t = token(&m, true);
+        let msgid = send(&m, &t, "a")["msgid"].as_u64().unwrap();
+        let template = queue.try_recv().unwrap().push.xml;
+        assert!(template.contains("TEMPLATESENDJOBFINISH"), "{template}");
+        assert!(template.contains(&format!("<MsgID>{msgid}</MsgID>")));
+        let body = serde_json::json!({"touser": USER, "template_id": "tplA", "data": {"thing1": {"value": "ok"}}});
+        let kind = crate::kinds::by_name("subscribe").unwrap();
+        let Reply::Json(v) = m.send(kind, Some(&t), &serde_json::to_vec(&body).unwrap()) else {
+            panic!()
+        };
+        let sent = queue.try_recv().unwrap().push.xml;
+        let item = crate::callback::xml::message(&sent).unwrap();
+        assert_eq!(item.fields["Event"], "subscribe_msg_sent_event");
+        assert_eq!(item.items.len(), 1);
+        assert_eq!(item.items[0]["MsgID"], v["msgid"].to_string());
+        assert_eq!(
+            (
+                item.items[0]["TemplateId"].as_str(),
+                item.items[0]["ErrorCode"].as_str()
+            ),
+            ("tplA", "0")
+        );
+    }
+
+    #[test]
+    fn a_template_refused_in_a_user_event_is_answered_43101_until_accepted() {
+        let (m, mut queue, _) = Model::new(SimOptions::default());
+        let t = token(&m, true);
+        assert_eq!(
+            m.user_event(
+                "wx0000000000000000",
+                USER,
+                reject("t", PreferenceStatus::Reject)
+            ),
+            Err(UserEventError::NoCallback("wx0000000000000000".into()))
+        );
+        m.set_callback("wx0000000000000000", Some(target()));
+        m.user_event(
+            "wx0000000000000000",
+            USER,
+            reject("t", PreferenceStatus::Reject),
+        )
+        .unwrap();
+        let pushed = queue.try_recv().unwrap().push.xml;
+        assert!(pushed.contains("subscribe_msg_change_event") && pushed.contains("reject"));
+        assert_eq!(send(&m, &t, "r1")["errcode"], 43101);
+        // Another template, and the same template to another user, are sent.
+        let other =
+            serde_json::json!({"touser": USER, "template_id": "u", "data": {"k": {"value": "v"}}});
+        let Reply::Json(v) = m.send(
+            crate::kinds::default_kind(),
+            Some(&t),
+            &serde_json::to_vec(&other).unwrap(),
+        ) else {
+            panic!()
+        };
+        assert_eq!(v["errcode"], 0);
+        m.user_event(
+            "wx0000000000000000",
+            USER,
+            reject("t", PreferenceStatus::Accept),
+        )
+        .unwrap();
+        assert_eq!(send(&m, &t, "r2")["errcode"], 0);
+        // Follows push, and change no answer.
+        m.user_event("wx0000000000000000", USER, UserEvent::Unsubscribe)
+            .unwrap();
+        assert_eq!(send(&m, &t, "r3")["errcode"], 0);
+        for bad_user in ["oShort", "", "x"] {
+            assert!(matches!(
+                m.user_event("wx0000000000000000", bad_user, UserEvent::Subscribe),
+                Err(UserEventError::Invalid(_))
+            ));
+        }
+        for bad_template in ["", "a]]>b", &"t".repeat(129)] {
+            assert!(matches!(
+                m.user_event(
+                    "wx0000000000000000",
+                    USER,
+                    reject(bad_template, PreferenceStatus::Reject)
+                ),
+                Err(UserEventError::Invalid(_))
+            ));
+        }
     }
 }

@@ -12,8 +12,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::model::{Answer, Faults, Model, QUOTA_GET, Reply, SimTemplate, TEMPLATE_LIST};
-use super::push::CallbackTarget;
+use super::model::{
+    Answer, Faults, Model, QUOTA_GET, Reply, SimTemplate, TEMPLATE_LIST, UserEventError,
+};
+use super::push::{CallbackTarget, UserEvent};
 
 type Shared = State<Arc<Model>>;
 
@@ -52,6 +54,7 @@ pub fn router(model: Arc<Model>) -> Router {
         .route("/sim/refuse", post(refuse))
         .route("/sim/reset", post(reset))
         .route("/sim/callback", post(callback))
+        .route("/sim/event", post(user_event))
         .with_state(model)
 }
 
@@ -245,4 +248,25 @@ struct CallbackBody {
 async fn callback(State(m): Shared, axum::Json(c): axum::Json<CallbackBody>) -> StatusCode {
     m.set_callback(&c.appid, c.target);
     StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct UserEventBody {
+    appid: String,
+    touser: String,
+    #[serde(flatten)]
+    event: UserEvent,
+}
+
+/// `POST /sim/event`: push a user event now (204), or say why not.
+async fn user_event(State(m): Shared, axum::Json(e): axum::Json<UserEventBody>) -> Response {
+    match m.user_event(&e.appid, &e.touser, e.event) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(why @ UserEventError::NoCallback(_)) => {
+            (StatusCode::CONFLICT, why.to_string()).into_response()
+        }
+        Err(why @ UserEventError::Invalid(_)) => {
+            (StatusCode::BAD_REQUEST, why.to_string()).into_response()
+        }
+    }
 }

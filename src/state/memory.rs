@@ -143,6 +143,8 @@ struct Inner {
     in_flight: HashMap<IdKey, Holder>,
     by_msgid: Bounded<MsgKey, CompactJob>,
     reported: Bounded<MsgKey, ()>,
+    /// Pushed events without a MsgID, by their key within the app (hashed like job ids).
+    events: Bounded<IdKey, ()>,
 }
 
 /// Idempotency and msgid → job for one instance.
@@ -163,6 +165,7 @@ impl MemoryState {
                 in_flight: HashMap::new(),
                 by_msgid: Bounded::new(ttl, capacity),
                 reported: Bounded::new(ttl, capacity),
+                events: Bounded::new(ttl, capacity),
             }),
         }
     }
@@ -229,6 +232,16 @@ impl MemoryState {
     pub fn forget_report(&self, app: &str, msgid: u64) {
         let m = self.keyer.msgid(app, msgid);
         self.inner.lock().reported.remove(&m);
+    }
+
+    pub fn first_event(&self, app: &str, key: &str) -> bool {
+        let k = self.keyer.id(app, key);
+        self.inner.lock().events.insert(k, (), Instant::now())
+    }
+
+    pub fn forget_event(&self, app: &str, key: &str) {
+        let k = self.keyer.id(app, key);
+        self.inner.lock().events.remove(&k);
     }
 
     /// How many sent ids are remembered (for tests and metrics).

@@ -1,7 +1,8 @@
 //! State shared by the pipeline: idempotency (which ids were sent, and as which msgid),
-//! msgid → job for delivery reports, and report de-duplication; with several instances, also
-//! the access token and the send rate. In memory for one instance, or in Redis for many. Each
-//! capability is a trait ([`capability`]); a backend declares which it provides.
+//! msgid → job for delivery reports, and de-duplication of reports (by MsgID) and of pushed
+//! user events (by a key naming the event); with several instances, also the access token and
+//! the send rate. In memory for one instance, or in Redis for many. Each capability is a trait
+//! ([`capability`]); a backend declares which it provides.
 
 pub mod capability;
 pub mod error;
@@ -208,6 +209,25 @@ impl State {
             State::Memory(m, _) => m.forget_report(app, msgid),
             State::Redis(r) => {
                 let _ = r.forget_report(app, msgid).await;
+            }
+        }
+    }
+
+    /// Records a pushed event that has no MsgID, named by `key` (its user, time, event and
+    /// subject); false when it was seen before (WeChat retries).
+    pub async fn first_event(&self, app: &str, key: &str) -> StateResult<bool> {
+        match self {
+            State::Memory(m, _) => Ok(m.first_event(app, key)),
+            State::Redis(r) => r.first_event(app, key).await,
+        }
+    }
+
+    /// Undoes [`State::first_event`] when the event's report could not be published.
+    pub async fn forget_event(&self, app: &str, key: &str) {
+        match self {
+            State::Memory(m, _) => m.forget_event(app, key),
+            State::Redis(r) => {
+                let _ = r.forget_event(app, key).await;
             }
         }
     }

@@ -1,5 +1,5 @@
-//! State shared by every instance, in Redis: idempotency, msgid → job, delivery-report
-//! de-duplication, the shared access token and its refresh lock, and the shared GCRA bucket.
+//! State shared by every instance, in Redis: idempotency, msgid → job, delivery-report and
+//! user-event de-duplication, the shared access token and its refresh lock, and the shared GCRA bucket.
 //! Every call has a timeout; a failure marks the state down (see [`super::health`]).
 
 use std::time::Duration;
@@ -176,6 +176,27 @@ impl RedisState {
     pub async fn forget_report(&self, app: &str, msgid: u64) -> StateResult<()> {
         let _: i64 = self
             .call(redis::cmd("DEL").arg(key(app, "report", msgid)))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn first_event(&self, app: &str, event: &str) -> StateResult<bool> {
+        let set: Option<String> = self
+            .call(
+                redis::cmd("SET")
+                    .arg(key(app, "event", event))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(self.ttl)),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    pub async fn forget_event(&self, app: &str, event: &str) -> StateResult<()> {
+        let _: i64 = self
+            .call(redis::cmd("DEL").arg(key(app, "event", event)))
             .await?;
         Ok(())
     }

@@ -7,15 +7,22 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from wechatpy import WeChatClient
+from wechatpy import WeChatClient, parse_message
+from wechatpy.crypto import WeChatCrypto
+from wechatpy.events import EVENT_TYPES
 from wechatpy.exceptions import WeChatClientException
 
 APPID, SECRET = "wx0000000000000000", "secret"
 OPENID = "oia2TjuEGTNoeX76QEjQNrcURxG8"
 TEMPLATE = "ngqIpbwh8bUfcSsECmogfXcV14J0tQlEpBO27izEYtY"
+CALLBACK_TOKEN = "compat-token"
+AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 
 
 def free_port():
@@ -44,6 +51,82 @@ def control(base, path, body=None):
     with urllib.request.urlopen(req) as resp:
         raw = resp.read()
         return json.loads(raw) if raw else None
+
+
+class Pushes:
+    """A callback that answers every push `success` and keeps what it got."""
+
+    def __init__(self):
+        self.got = []
+        self.lock = threading.Lock()
+        pushes = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0))).decode()
+                query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+                with pushes.lock:
+                    pushes.got.append((query, body))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"success")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/cb"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait(self, n, seconds=10):
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            with self.lock:
+                if len(self.got) >= n:
+                    return list(self.got)
+            time.sleep(0.05)
+        with self.lock:
+            return list(self.got)
+
+
+def check_pushes(base, client, check):
+    """The simulator's sealed pushes open with wechatpy's WeChatCrypto and parse with its
+    parse_message: a follow event as wechatpy's own event type, and the subscription events
+    wherever the installed wechatpy knows them."""
+    pushes = Pushes()
+    control(base, "/sim/callback", {
+        "appid": APPID,
+        "target": {"url": pushes.url, "token": CALLBACK_TOKEN, "aes_key": AES_KEY},
+    })
+    decider = "o" + "p" * 27
+    control(base, "/sim/event", {
+        "appid": APPID, "touser": decider, "event": "subscribe_msg_popup_event",
+        "templates": [{"template_id": TEMPLATE, "status": "reject", "scene": 2}],
+    })
+    control(base, "/sim/event", {"appid": APPID, "touser": decider, "event": "unsubscribe"})
+    typed = {"thing1": {"value": "ok"}}
+    client.message.send_subscribe_message(OPENID, TEMPLATE, typed)
+    got = pushes.wait(3)
+    control(base, "/sim/callback", {"appid": APPID, "target": None})
+    crypto = WeChatCrypto(CALLBACK_TOKEN, AES_KEY, APPID)
+    events = {}
+    for query, body in got:
+        xml = crypto.decrypt_message(body, query["msg_signature"], query["timestamp"], query["nonce"])
+        message = parse_message(xml)
+        events[message._data.get("Event")] = message
+    check("three sealed pushes open with wechatpy's WeChatCrypto", len(got) == 3 and len(events) == 3)
+    unfollow = events.get("unsubscribe")
+    check(
+        "an unsubscribe push parses as wechatpy's UnsubscribeEvent from the user",
+        type(unfollow).__name__ == "UnsubscribeEvent" and unfollow.source == decider,
+    )
+    for name, field in [("subscribe_msg_popup_event", "SubscribeStatusString"), ("subscribe_msg_sent_event", "ErrorCode")]:
+        event = events.get(name)
+        if name not in EVENT_TYPES:
+            print(f"skip {name}: this wechatpy does not know it (it parses as {type(event).__name__})")
+            continue
+        items = event.subscribes
+        check(f"a {name} push parses in wechatpy with its list item", len(items) == 1 and field in items[0])
 
 
 def main(binary):
@@ -158,6 +241,8 @@ def main(binary):
             check("a user who refused is refused", False)
         except WeChatClientException as e:
             check("a user who refused is refused with 43101", e.errcode == 43101)
+
+        check_pushes(base, client, check)
 
         control(base, "/sim/quota", {"appid": APPID, "left": 0})
         try:

@@ -2,6 +2,12 @@
 
 use serde_json::Value;
 
+use crate::kinds::DeliveryEvent;
+
+/// WeChat pushes `subscribe_msg_sent_event` with the result of every accepted
+/// mini-program subscribe message.
+pub const DELIVERY_EVENT: DeliveryEvent = DeliveryEvent::SubscribeMsgSent;
+
 pub fn check(body: &Value) -> Option<(i64, String)> {
     if let Some(state) = body.get("miniprogram_state")
         && !matches!(state.as_str(), Some("developer" | "trial" | "formal"))

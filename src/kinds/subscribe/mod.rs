@@ -8,7 +8,7 @@ mod validate;
 
 use serde_json::{Map, Value};
 
-use super::{FieldError, Kind, Message, Override};
+use super::{DeliveryEvent, FieldError, Kind, Message, Override};
 use crate::outcome::SendOutcome;
 
 #[derive(Debug)]
@@ -37,5 +37,8 @@ impl Kind for Subscribe {
     }
     fn sim_check(&self, body: &Value) -> Option<(i64, String)> {
         sim::check(body)
+    }
+    fn delivery_event(&self) -> DeliveryEvent {
+        sim::DELIVERY_EVENT
     }
 }

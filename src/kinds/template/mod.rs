@@ -8,7 +8,7 @@ mod validate;
 
 use serde_json::{Map, Value};
 
-use super::{FieldError, Kind, Message, Override};
+use super::{DeliveryEvent, FieldError, Kind, Message, Override};
 use crate::outcome::SendOutcome;
 
 #[derive(Debug)]
@@ -39,7 +39,7 @@ impl Kind for Template {
     fn sim_check(&self, body: &Value) -> Option<(i64, String)> {
         sim::check(body)
     }
-    fn reports_delivery(&self) -> bool {
-        sim::REPORTS_DELIVERY
+    fn delivery_event(&self) -> DeliveryEvent {
+        sim::DELIVERY_EVENT
     }
 }

@@ -2,8 +2,10 @@
 
 use serde_json::Value;
 
+use crate::kinds::DeliveryEvent;
+
 /// WeChat pushes `TEMPLATESENDJOBFINISH` for every accepted template message.
-pub const REPORTS_DELIVERY: bool = true;
+pub const DELIVERY_EVENT: DeliveryEvent = DeliveryEvent::TemplateSendJobFinish;
 
 pub fn check(body: &Value) -> Option<(i64, String)> {
     let template_id = body["template_id"].as_str().unwrap_or("");
