@@ -21,6 +21,9 @@ use crate::wechat::token::{TokenKeeper, WechatTokenSource};
 
 /// How long `check` waits for the broker before reporting it unreachable.
 const BROKER_CONNECT_LIMIT: Duration = Duration::from_secs(10);
+/// How long the queue checks and the close may take once connected: a broker that stops
+/// answering mid-check must not leave `check` hanging (it is run by hand and by deploy hooks).
+const BROKER_CHECKS_LIMIT: Duration = Duration::from_secs(30);
 
 /// `check` claims no job, but the store is built with a claim lifetime all the same.
 const UNUSED_CLAIM_TTL: Duration = Duration::from_secs(60);
@@ -69,9 +72,20 @@ pub async fn run(args: CheckArgs) -> ExitCode {
     {
         Ok(Ok(conn)) => {
             println!("broker: ok");
-            report_legacy(&settings, &conn).await;
-            report_orphans(&settings, &conn).await;
-            let _ = conn.close(200, "check done".into()).await;
+            let checks = async {
+                report_legacy(&settings, &conn).await;
+                report_orphans(&settings, &conn).await;
+                let _ = conn.close(200, "check done".into()).await;
+            };
+            if tokio::time::timeout(BROKER_CHECKS_LIMIT, checks)
+                .await
+                .is_err()
+            {
+                println!(
+                    "queue checks: not finished: the broker stopped answering within {}s",
+                    BROKER_CHECKS_LIMIT.as_secs()
+                );
+            }
         }
         Ok(Err(e)) => {
             ok = false;
@@ -79,7 +93,10 @@ pub async fn run(args: CheckArgs) -> ExitCode {
         }
         Err(_) => {
             ok = false;
-            println!("broker: FAILED: no answer within 10s; check amqp.url");
+            println!(
+                "broker: FAILED: no answer within {}s; check amqp.url",
+                BROKER_CONNECT_LIMIT.as_secs()
+            );
         }
     }
     if settings.state.url.expose() != "memory" {
