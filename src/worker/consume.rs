@@ -88,6 +88,9 @@ pub struct AppConsumer {
     pub publisher: Publisher,
     pub stop: CancellationToken,
     pub jobs: TaskTracker,
+    /// Given one permit each time this consumer is registered with the broker, so the session
+    /// can tell when every app is consuming.
+    pub registered: Arc<Semaphore>,
 }
 
 impl AppConsumer {
@@ -149,6 +152,7 @@ impl AppConsumer {
             )
             .await
             .map_err(|e| BrokerError::channel("starting the consumer (basic.consume)", e))?;
+        self.registered.add_permits(1);
         let gate = &self.ctx.app(&self.app).gate;
         let state = self.ctx.state.health();
         loop {
