@@ -64,7 +64,7 @@ pub async fn fetch(lookup: &Lookup<'_>, endpoint: &str) -> Result<DailyQuota, Lo
 pub fn endpoints(app: &AppSettings) -> Vec<&'static str> {
     crate::kinds::KINDS
         .iter()
-        .filter(|k| app.sends(k.name()))
+        .filter(|k| app.kinds.sends(k.name()))
         .map(|k| k.endpoint())
         .collect()
 }
@@ -181,7 +181,7 @@ mod tests {
     fn an_app_is_asked_about_the_endpoints_of_its_kinds() {
         let mut app = AppSettings::new("wx", crate::types::Secret::new("s"));
         assert_eq!(endpoints(&app), ["/cgi-bin/message/template/send"]);
-        app.kinds = vec!["miniprogram_subscribe".into(), "template".into()];
+        app.kinds = ["miniprogram_subscribe", "template"].into_iter().collect();
         assert_eq!(
             endpoints(&app),
             [

@@ -225,7 +225,7 @@ fn report_jobs(
             }
         };
         if let Some(job) = &job {
-            if !app.sends(job.kind.name()) {
+            if !app.kinds.sends(job.kind.name()) {
                 rejected = Some(format!(
                     "kind: {:?} is not a kind this app sends (apps.{name}.kinds)",
                     job.kind.name()

@@ -16,9 +16,9 @@ mod validate;
 
 pub use env::ENV_PREFIX;
 pub use sections::{
-    AmqpSettings, AppSettings, CallbackMode, DEFAULT_QUOTA, DEFAULT_TOKEN, DEFAULT_TRANSIENT,
-    HttpSettings, LogFormat, LogSettings, ReasonCodes, RetrySettings, StateSettings, TokenMode,
-    WechatSettings, WorkerSettings,
+    AmqpSettings, AppKinds, AppSettings, CallbackMode, DEFAULT_QUOTA, DEFAULT_TOKEN,
+    DEFAULT_TRANSIENT, HttpSettings, LogFormat, LogSettings, ReasonCodes, RetrySettings,
+    StateSettings, TokenMode, WechatSettings, WorkerSettings,
 };
 pub use service_links::is_service_link;
 pub use validate::is_app_name;

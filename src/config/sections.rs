@@ -334,8 +334,8 @@ pub struct AppSettings {
     #[serde(default)]
     pub callback_mode: Option<CallbackMode>,
     /// The message kinds this app sends; a job of another kind is rejected.
-    #[serde(default = "default_kinds")]
-    pub kinds: Vec<String>,
+    #[serde(default)]
+    pub kinds: AppKinds,
     /// Check template jobs against the account's template list before sending.
     #[serde(default)]
     pub catalog: bool,
@@ -356,7 +356,7 @@ impl AppSettings {
             callback_token: None,
             encoding_aes_key: None,
             callback_mode: None,
-            kinds: default_kinds(),
+            kinds: AppKinds::default(),
             catalog: false,
             catalog_refresh: default_catalog_refresh(),
         }
@@ -371,15 +371,47 @@ impl AppSettings {
             None => CallbackMode::Plain,
         })
     }
+}
 
-    /// Whether this app may send jobs of `kind`.
+/// `apps.NAME.kinds`: the message kinds an app sends, by name. The one place that answers
+/// whether a job's kind is one of them; the pipeline holds a copy.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct AppKinds(Vec<String>);
+
+impl AppKinds {
+    /// Whether the app may send jobs of `kind`.
     pub fn sends(&self, kind: &str) -> bool {
-        self.kinds.iter().any(|k| k == kind)
+        self.0.iter().any(|k| k == kind)
     }
 }
 
-fn default_kinds() -> Vec<String> {
-    vec![crate::kinds::default_kind().name().to_owned()]
+impl Default for AppKinds {
+    /// The default kind alone (`template`).
+    fn default() -> Self {
+        Self(vec![crate::kinds::default_kind().name().to_owned()])
+    }
+}
+
+impl std::ops::Deref for AppKinds {
+    type Target = [String];
+
+    fn deref(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl<S: Into<String>> FromIterator<S> for AppKinds {
+    fn from_iter<I: IntoIterator<Item = S>>(names: I) -> Self {
+        Self(names.into_iter().map(Into::into).collect())
+    }
+}
+
+/// Shown as the list it is: rejections quote it as `apps.NAME.kinds = [...]`.
+impl std::fmt::Debug for AppKinds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 fn default_catalog_refresh() -> Span {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::catalog::Catalog;
-use crate::config::ReasonCodes;
+use crate::config::{AppKinds, ReasonCodes};
 use crate::job::{Job, Rejection};
 use crate::limiter::{AppLimiter, InFlight, RateGate};
 use crate::metrics::{AppMetrics, Metrics};
@@ -49,17 +49,12 @@ pub struct AppDeps<S: Seams = Live> {
     pub rate: S::Rate,
     pub gate: QuotaGate,
     /// `apps.NAME.kinds`: the kinds this app sends.
-    pub kinds: Vec<String>,
+    pub kinds: AppKinds,
     /// The account's templates, when `apps.NAME.catalog` is on.
     pub catalog: Option<Catalog>,
 }
 
 impl<S: Seams> AppDeps<S> {
-    /// Whether this app may send jobs of `kind`.
-    pub fn sends(&self, kind: &str) -> bool {
-        self.kinds.iter().any(|k| k == kind)
-    }
-
     /// Why the app's catalog refuses `job`, if it does (CONTRACT: rejected, never sent).
     pub async fn catalog_refusal(&self, job: &Job) -> Option<Rejection> {
         let catalog = self.catalog.as_ref()?;

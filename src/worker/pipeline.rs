@@ -114,7 +114,7 @@ pub async fn process<S: Seams>(deps: &Deps<S>, incoming: Incoming<'_>) -> Step {
         return reject(name, &rejection, retry);
     }
     let app = deps.app(name);
-    if !app.sends(job.kind.name()) {
+    if !app.kinds.sends(job.kind.name()) {
         let rejection = Rejection {
             id: Some(job.id.clone()),
             field: "kind".into(),

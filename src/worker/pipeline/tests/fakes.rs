@@ -228,7 +228,7 @@ impl World {
                 ..FakeRate::default()
             },
             gate: QuotaGate::new("a", schedule.clone(), Gauge::default()),
-            kinds: vec!["template".into(), "subscribe".into()],
+            kinds: ["template", "subscribe"].into_iter().collect(),
             catalog: None,
         };
         let deps = Deps {
