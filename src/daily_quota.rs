@@ -28,14 +28,24 @@ pub struct DailyQuota {
     pub remain: u64,
 }
 
+/// What is wrong with an answer that should hold a quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum QuotaAnswerError {
+    #[error("the answer has no quota object")]
+    NoQuota,
+    /// The field named is missing or not a non-negative integer.
+    #[error("quota.{0} is not a count")]
+    NotACount(&'static str),
+}
+
 /// Reads `{"errcode": 0, "quota": {"daily_limit", "used", "remain"}}`. Each count is a
 /// non-negative integer; a string of digits is taken too (some SDKs declare these strings).
-pub fn parse(answer: &Value) -> Result<DailyQuota, String> {
+pub fn parse(answer: &Value) -> Result<DailyQuota, QuotaAnswerError> {
     let quota = answer
         .get("quota")
         .and_then(Value::as_object)
-        .ok_or("the answer has no quota object")?;
-    let count = |field: &str| -> Result<u64, String> {
+        .ok_or(QuotaAnswerError::NoQuota)?;
+    let count = |field: &'static str| -> Result<u64, QuotaAnswerError> {
         match quota.get(field) {
             Some(Value::Number(n)) => n.as_u64(),
             Some(Value::String(s)) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
@@ -43,7 +53,7 @@ pub fn parse(answer: &Value) -> Result<DailyQuota, String> {
             }
             _ => None,
         }
-        .ok_or_else(|| format!("quota.{field} is not a count"))
+        .ok_or(QuotaAnswerError::NotACount(field))
     };
     Ok(DailyQuota {
         daily_limit: count("daily_limit")?,
@@ -57,7 +67,8 @@ pub async fn fetch(lookup: &Lookup<'_>, endpoint: &str) -> Result<DailyQuota, Lo
     let answer = lookup
         .call(PATH, Some(&serde_json::json!({ "cgi_path": endpoint })))
         .await?;
-    parse(&answer).map_err(|e| LookupError::Call(crate::wechat::client::CallError::Body(e)))
+    parse(&answer)
+        .map_err(|e| LookupError::Call(crate::wechat::client::CallError::Body(e.to_string())))
 }
 
 /// The endpoints `app` sends through, one per kind it sends.
@@ -172,7 +183,7 @@ mod tests {
                 "remain",
             ),
         ] {
-            let e = parse(&answer).unwrap_err();
+            let e = parse(&answer).unwrap_err().to_string();
             assert!(e.contains(field), "{answer}: {e}");
         }
     }

@@ -31,13 +31,22 @@ pub struct Listed {
     pub skipped: usize,
 }
 
+/// Why an answer holds no template list to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ListError {
+    #[error("the answer has no template_list")]
+    Missing,
+    #[error("template_list is not a list")]
+    NotAList,
+}
+
 /// Reads `{"template_list": [{"template_id", "title", "content", …}]}`.
-pub fn parse(answer: &Value) -> Result<Listed, String> {
+pub fn parse(answer: &Value) -> Result<Listed, ListError> {
     let Some(list) = answer.get("template_list") else {
-        return Err("the answer has no template_list".into());
+        return Err(ListError::Missing);
     };
     let Value::Array(list) = list else {
-        return Err("template_list is not a list".into());
+        return Err(ListError::NotAList);
     };
     let mut seen = HashSet::new();
     let mut templates = Vec::new();
@@ -100,9 +109,12 @@ mod tests {
 
     #[test]
     fn an_answer_without_a_list_is_an_error() {
-        assert!(parse(&json!({"errcode": 0})).is_err());
-        assert!(parse(&json!({"template_list": {"a": 1}})).is_err());
-        assert!(parse(&json!([1, 2])).is_err());
+        assert_eq!(parse(&json!({"errcode": 0})), Err(ListError::Missing));
+        assert_eq!(
+            parse(&json!({"template_list": {"a": 1}})),
+            Err(ListError::NotAList)
+        );
+        assert_eq!(parse(&json!([1, 2])), Err(ListError::Missing));
     }
 
     #[test]

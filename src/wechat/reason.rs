@@ -114,11 +114,8 @@ mod tests {
 
     mod config {
         use super::*;
-        use crate::config::Settings;
 
-        fn load(toml: &str, env: &[(&str, &str)]) -> Result<Settings, String> {
-            crate::config::tests::load(toml, env).map_err(|e| e.to_string())
-        }
+        use crate::config::tests::load;
 
         #[test]
         fn the_shipped_config_states_the_default_mapping() {
@@ -150,9 +147,13 @@ mod tests {
 
         #[test]
         fn an_unknown_reason_is_a_config_error_naming_it() {
-            let err = load("[wechat.reason_codes]\nrecipient_refusd = [1]\n", &[]).unwrap_err();
+            let err = load("[wechat.reason_codes]\nrecipient_refusd = [1]\n", &[])
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("recipient_refusd"), "{err}");
-            let err = load("[wechat.reason_codes]\nother = [1]\n", &[]).unwrap_err();
+            let err = load("[wechat.reason_codes]\nother = [1]\n", &[])
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("other"), "{err}");
         }
     }
