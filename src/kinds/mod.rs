@@ -5,7 +5,7 @@
 //! the simulator checks on its route) — tied together in its `mod.rs`. The envelope every
 //! kind shares (`id`, `meta`, `not_after`, `kind`) is read in [`crate::job`].
 //!
-//! A new kind is a new folder plus its name in the [`register!`] line below.
+//! A new kind is a new folder plus its name in the `register!` line below.
 
 pub mod fields;
 pub mod typed;
