@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::wechat::lookup::{Lookup, LookupError};
 
 /// The endpoint.
-pub const PATH: &str = "/cgi-bin/openapi/quota/get";
+pub(crate) const PATH: &str = "/cgi-bin/openapi/quota/get";
 
 /// One API's quota today.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub struct DailyQuota {
 
 /// What is wrong with an answer that should hold a quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum QuotaAnswerError {
+pub(crate) enum QuotaAnswerError {
     #[error("the answer has no quota object")]
     NoQuota,
     /// The field named is missing or not a non-negative integer.
@@ -40,7 +40,7 @@ pub enum QuotaAnswerError {
 
 /// Reads `{"errcode": 0, "quota": {"daily_limit", "used", "remain"}}`. Each count is a
 /// non-negative integer; a string of digits is taken too (some SDKs declare these strings).
-pub fn parse(answer: &Value) -> Result<DailyQuota, QuotaAnswerError> {
+pub(crate) fn parse(answer: &Value) -> Result<DailyQuota, QuotaAnswerError> {
     let quota = answer
         .get("quota")
         .and_then(Value::as_object)
@@ -72,7 +72,7 @@ pub async fn fetch(lookup: &Lookup<'_>, endpoint: &str) -> Result<DailyQuota, Lo
 }
 
 /// The endpoints `app` sends through, one per kind it sends.
-pub fn endpoints(app: &AppSettings) -> Vec<&'static str> {
+pub(crate) fn endpoints(app: &AppSettings) -> Vec<&'static str> {
     crate::kinds::KINDS
         .iter()
         .filter(|k| app.kinds.sends(k.name()))
@@ -81,7 +81,7 @@ pub fn endpoints(app: &AppSettings) -> Vec<&'static str> {
 }
 
 /// Polls the quota of `app`'s `endpoints` now and every `every` until `stop`, into `metrics`.
-pub async fn watch(
+pub(crate) async fn watch(
     app: &str,
     endpoints: &[&'static str],
     lookup: Lookup<'_>,

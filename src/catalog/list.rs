@@ -10,7 +10,7 @@ use super::content::placeholder_keys;
 use crate::kinds::fields::is_token_like;
 
 /// The endpoint.
-pub const PATH: &str = "/cgi-bin/template/get_all_private_template";
+pub(crate) const PATH: &str = "/cgi-bin/template/get_all_private_template";
 
 /// Longest title kept, in bytes.
 const MAX_TITLE_BYTES: usize = 200;
@@ -18,8 +18,8 @@ const MAX_TITLE_BYTES: usize = 200;
 /// One template of the account.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
-    pub id: String,
-    pub title: String,
+    pub(crate) id: String,
+    pub(crate) title: String,
     /// The `{{key.DATA}}` keys of its content, in order.
     pub keys: Vec<String>,
 }
@@ -28,12 +28,12 @@ pub struct Template {
 #[derive(Debug, PartialEq)]
 pub struct Listed {
     pub templates: Vec<Template>,
-    pub skipped: usize,
+    pub(crate) skipped: usize,
 }
 
 /// Why an answer holds no template list to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum ListError {
+pub(crate) enum ListError {
     #[error("the answer has no template_list")]
     Missing,
     #[error("template_list is not a list")]
@@ -41,7 +41,7 @@ pub enum ListError {
 }
 
 /// Reads `{"template_list": [{"template_id", "title", "content", …}]}`.
-pub fn parse(answer: &Value) -> Result<Listed, ListError> {
+pub(crate) fn parse(answer: &Value) -> Result<Listed, ListError> {
     let Some(list) = answer.get("template_list") else {
         return Err(ListError::Missing);
     };

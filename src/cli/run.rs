@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 use super::{ConfigArg, bad_config, termination};
 use crate::startup::Application;
 
-pub async fn run(args: ConfigArg) -> ExitCode {
+pub(crate) async fn run(args: ConfigArg) -> ExitCode {
     let terminated = termination();
     let settings = match args.load().and_then(|s| s.require_apps().map(|_| s)) {
         Ok(s) => s,

@@ -19,7 +19,7 @@ const CONFIRMS_IN_FLIGHT: usize = 512;
 const PROGRESS_TICK: Duration = Duration::from_millis(200);
 
 #[derive(clap::Args)]
-pub struct SendArgs {
+pub(crate) struct SendArgs {
     #[command(flatten)]
     config: ConfigArg,
     /// The app (routing key) to send through.
@@ -48,7 +48,7 @@ pub struct SendArgs {
     file: Option<PathBuf>,
 }
 
-pub async fn run(args: SendArgs) -> ExitCode {
+pub(crate) async fn run(args: SendArgs) -> ExitCode {
     let settings = match args.config.load() {
         Ok(s) => s,
         Err(e) => return bad_config(&e),

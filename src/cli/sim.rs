@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::sim::{CallbackTarget, Faults, SimOptions, SimTemplate, Simulator};
 
 #[derive(clap::Args)]
-pub struct SimArgs {
+pub(crate) struct SimArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9780")]
     listen: String,
@@ -66,7 +66,7 @@ pub struct SimArgs {
     templates: Vec<String>,
 }
 
-pub async fn run(args: SimArgs) -> ExitCode {
+pub(crate) async fn run(args: SimArgs) -> ExitCode {
     crate::telemetry::init_logging(&Default::default());
     let mut apps = Vec::new();
     for a in &args.apps {

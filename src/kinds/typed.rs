@@ -25,7 +25,7 @@ const TYPES: [&str; 14] = [
 
 /// The rule a keyword's value broke, in the words a rejection gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum KeywordError {
+pub(crate) enum KeywordError {
     /// The key names no keyword type.
     #[error("key must be a keyword type and a number, such as thing1 (types: {})", TYPES.join(", "))]
     UnknownType,
@@ -35,7 +35,7 @@ pub enum KeywordError {
 }
 
 /// Checks every entry of `data`; the error names the field and the rule.
-pub fn check_data(data: &Data) -> Result<(), FieldError> {
+pub(crate) fn check_data(data: &Data) -> Result<(), FieldError> {
     for (key, entry) in &data.0 {
         check(key, &entry.value)
             .map_err(|e| FieldError::new(format!("data.{key}.value"), e.to_string()))?;
@@ -44,7 +44,7 @@ pub fn check_data(data: &Data) -> Result<(), FieldError> {
 }
 
 /// Checks one value against the type its key names; the error is the rule it broke.
-pub fn check(key: &str, value: &str) -> Result<(), KeywordError> {
+pub(crate) fn check(key: &str, value: &str) -> Result<(), KeywordError> {
     let Some(kind) = type_of(key) else {
         return Err(KeywordError::UnknownType);
     };
@@ -243,7 +243,7 @@ fn is_date(s: &str) -> bool {
 
 /// The simulator's reading of a subscribe body, as WeChat answers it: `40037` without a
 /// template, `47003` naming the first field whose value breaks its type.
-pub fn sim_check(body: &serde_json::Value) -> Option<(i64, String)> {
+pub(crate) fn sim_check(body: &serde_json::Value) -> Option<(i64, String)> {
     if body["template_id"].as_str().is_none_or(str::is_empty) {
         return Some((40037, "invalid template_id".into()));
     }

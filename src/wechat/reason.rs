@@ -7,7 +7,7 @@ use crate::outcome::FailReason;
 
 /// How a failed job ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ending {
+pub(crate) enum Ending {
     /// WeChat refused the send for good with this errcode.
     Refused(i64),
     /// Attempts or `retry.max_age` ran out. `quota_paused`: the job was last turned back
@@ -23,7 +23,7 @@ pub enum Ending {
 impl ReasonCodes {
     /// The reason for a failed outcome. A code named in more than one set takes the first
     /// in the order of [`FailReason`]'s table; a refusal no set names is `other`.
-    pub fn decide(&self, ending: Ending) -> FailReason {
+    pub(crate) fn decide(&self, ending: Ending) -> FailReason {
         match ending {
             Ending::Refused(code) => self.named(code).unwrap_or(FailReason::Other),
             Ending::GaveUp {
