@@ -35,12 +35,12 @@ pub enum TopologyError {
 }
 
 /// The name of the delay queue for one tier, e.g. `wxcourier.retry.1000ms`.
-pub fn delay_queue(tier: Duration) -> String {
+pub(crate) fn delay_queue(tier: Duration) -> String {
     format!("{RETRY_EXCHANGE}.{}", tier_label(tier))
 }
 
 /// The header value that routes a retry copy to its tier.
-pub fn tier_label(tier: Duration) -> String {
+pub(crate) fn tier_label(tier: Duration) -> String {
     format!("{}ms", tier.as_millis())
 }
 

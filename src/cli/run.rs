@@ -10,7 +10,7 @@ use crate::startup::Application;
 /// Apps named in the start line.
 const STARTING_APPS_NAMED: usize = 10;
 
-pub async fn run(args: ConfigArg) -> ExitCode {
+pub(crate) async fn run(args: ConfigArg) -> ExitCode {
     let terminated = termination();
     let settings = match args.load().and_then(|s| s.require_apps().map(|_| s)) {
         Ok(s) => s,

@@ -1,11 +1,11 @@
 //! The worker daemon: given the pipeline's context, keeps a broker session alive — connect,
 //! declare, consume every app — reconnecting with backoff until told to stop.
 
-pub mod clock;
+pub(crate) mod clock;
 mod consume;
-pub mod deps;
+pub(crate) mod deps;
 mod peers;
-pub mod pipeline;
+pub(crate) mod pipeline;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,15 +26,14 @@ use crate::state::State;
 use crate::telemetry::Health;
 use crate::wechat::lookup::Lookup;
 
-pub use deps::{AppDeps, Deps, Live, Seams};
-pub use pipeline::{Incoming, Outlet, Step, Wait, process};
+pub(crate) use deps::{AppDeps, Deps};
 
 /// Everything the worker needs, built once per process by [`crate::startup`].
 pub struct Context {
     pub settings: Settings,
     /// What the pipeline reads and calls.
-    pub pipeline: Deps,
-    pub state: Arc<State>,
+    pub(crate) pipeline: Deps,
+    pub(crate) state: Arc<State>,
     pub health: Health,
     pub metrics: Arc<Metrics>,
     /// The current session's publisher, shared with the callback for delivery reports.
@@ -43,11 +42,11 @@ pub struct Context {
 
 impl Context {
     /// A configured app. Deliveries only come from configured apps' queues.
-    pub fn app(&self, name: &str) -> &AppDeps {
+    pub(crate) fn app(&self, name: &str) -> &AppDeps {
         self.pipeline.app(name)
     }
 
-    pub fn app_names(&self) -> Vec<String> {
+    pub(crate) fn app_names(&self) -> Vec<String> {
         self.pipeline.apps.keys().cloned().collect()
     }
 
@@ -106,7 +105,7 @@ impl SessionError {
 
 /// Runs the worker until `stop` fires, then drains and returns. Errors only for problems a
 /// retry cannot fix (a topology clash).
-pub async fn run(ctx: Arc<Context>, stop: CancellationToken) -> anyhow::Result<()> {
+pub(crate) async fn run(ctx: Arc<Context>, stop: CancellationToken) -> anyhow::Result<()> {
     {
         let (ctx, stop) = (ctx.clone(), stop.clone());
         tokio::spawn(async move { ctx.state.watch(stop).await });
