@@ -225,6 +225,11 @@ pub async fn find(
         let messages = depth(conn, &mut channel, &queue).await;
         orphans.push(Orphan { queue, messages });
     }
+    // Closed before the connection is: closing a connection under a channel still open makes
+    // lapin log an error about the channel's state.
+    if let Some(ch) = channel {
+        let _ = ch.close(200, "checked".into()).await;
+    }
     Ok(orphans)
 }
 
