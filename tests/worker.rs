@@ -486,3 +486,125 @@ async fn a_queue_from_an_older_version_keeps_working_and_is_reported() {
         .unwrap();
     }
 }
+
+/// Consumers of `queue`, read with a passive declare (no management-API lag).
+async fn consumers_of(conn: &lapin::Connection, queue: &str) -> u32 {
+    let ch = conn.create_channel().await.unwrap();
+    let opts = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let q = ch
+        .queue_declare(queue.into(), opts, lapin::types::FieldTable::default())
+        .await
+        .unwrap();
+    let _ = ch.close(200, "counted".into()).await;
+    q.consumer_count()
+}
+
+/// The management API's name of the connection each consumer of `queue` is on.
+async fn consumer_connections(queue: &str) -> Vec<String> {
+    let url = format!("{}/api/queues/%2f/{queue}", management_url());
+    let Ok(answer) = reqwest::get(&url).await else {
+        return Vec::new();
+    };
+    let v: serde_json::Value = answer.json().await.unwrap_or_default();
+    v["consumer_details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["channel_details"]["connection_name"].as_str())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Names of the broker's open connections.
+async fn open_connections() -> Vec<String> {
+    let url = format!("{}/api/connections?columns=name", management_url());
+    let v: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Apps beyond `amqp.consumers_per_connection` consume on further connections; the worker is
+/// ready only once every app's consumer is registered, and every connection closes at stop.
+#[tokio::test]
+async fn apps_spread_over_connections_are_all_consumed_before_ready_and_closed_at_stop() {
+    let mut extra = Vec::new();
+    let mut t = spawn_app("conns", |s| {
+        s.amqp.consumers_per_connection = 1;
+        let (name, app) = s
+            .apps
+            .iter()
+            .next()
+            .map(|(n, a)| (n.clone(), a.clone()))
+            .unwrap();
+        for suffix in ["b", "c"] {
+            let more = format!("{name}_{suffix}");
+            s.apps.insert(more.clone(), app.clone());
+            extra.push(more);
+        }
+    })
+    .await;
+    let queues: Vec<String> = std::iter::once(t.app.clone())
+        .chain(extra.iter().cloned())
+        .map(|a| wxcourier::broker::job_queue(&a))
+        .collect();
+    eventually(Duration::from_secs(20), "the worker is ready", || {
+        t.ctx.health.is_ready()
+    })
+    .await;
+    for q in &queues {
+        assert_eq!(
+            consumers_of(&t.conn, q).await,
+            1,
+            "{q} is consumed once ready"
+        );
+    }
+    let mut connections = Vec::new();
+    for _ in 0..100 {
+        connections.clear();
+        for q in &queues {
+            connections.extend(consumer_connections(q).await);
+        }
+        if connections.len() == queues.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    connections.sort();
+    connections.dedup();
+    assert_eq!(
+        connections.len(),
+        3,
+        "one app per connection: {connections:?}"
+    );
+
+    let id = unique_app("job");
+    t.publish(&job(&id, &openid(1))).await;
+    assert_eq!(t.outcome_of(&id).await["status"], "sent");
+
+    let harness = t.stop_keeping_queue().await;
+    let mut left = connections.clone();
+    for _ in 0..100 {
+        let open = open_connections().await;
+        left.retain(|c| open.contains(c));
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        left.is_empty(),
+        "connections left open after stop: {left:?}"
+    );
+    let ch = harness.conn.create_channel().await.unwrap();
+    for q in &queues[1..] {
+        let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
+    }
+    harness.cleanup().await;
+}

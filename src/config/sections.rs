@@ -21,6 +21,9 @@ pub struct AmqpSettings {
     /// RabbitMQ's management API, used to find job queues of apps no longer configured;
     /// unset: port 15672 (15671 for `amqps://`) of `amqp.url`'s host, with its credentials.
     pub management_url: Option<Secret>,
+    /// Most app consumers (one channel each) on one connection; more apps open further
+    /// connections. Also kept under the broker's `channel_max`.
+    pub consumers_per_connection: u16,
 }
 
 impl AmqpSettings {
@@ -80,6 +83,7 @@ impl Default for AmqpSettings {
             publish_timeout: Span(Duration::from_secs(30)),
             ca_file: None,
             management_url: None,
+            consumers_per_connection: 1000,
         }
     }
 }

@@ -15,6 +15,9 @@ impl Settings {
         if self.amqp.prefetch == 0 {
             return Err(invalid("amqp.prefetch", "must be > 0"));
         }
+        if self.amqp.consumers_per_connection == 0 {
+            return Err(invalid("amqp.consumers_per_connection", "must be > 0"));
+        }
         positive("amqp.publish_timeout", self.amqp.publish_timeout)?;
         if let Some(url) = &self.amqp.management_url
             && reqwest::Url::parse(url.expose())

@@ -163,7 +163,10 @@ async fn session(
     const NAME: &str = "wxcourier worker";
     let (conn, connected) = broker::connect_from(&ctx.settings.amqp, NAME, *node).await?;
     *node = connected;
-    let per_connection = consumers_per_connection(conn.configuration().channel_max());
+    let per_connection = consumers_per_connection(
+        conn.configuration().channel_max(),
+        ctx.settings.amqp.consumers_per_connection,
+    );
     let needed = ctx.pipeline.apps.len().div_ceil(per_connection).max(1);
     let mut conns = vec![conn];
     let mut result = Ok(());
@@ -190,19 +193,18 @@ const CLOSE_LIMIT: Duration = Duration::from_secs(5);
 /// declaration lanes use the first connection's.
 const RESERVED_CHANNELS: usize = 64;
 
-/// Most app consumers (one channel each) on one connection.
-const MAX_CONSUMERS_PER_CONNECTION: usize = 1000;
-
-/// App consumers per connection under the broker's `channel_max` (2047 by default; 0 means
-/// no limit): more apps than that are spread over further connections.
-fn consumers_per_connection(channel_max: u16) -> usize {
+/// App consumers per connection: `configured`, kept [`RESERVED_CHANNELS`] under the broker's
+/// `channel_max` (2047 by default; 0 means no limit). More apps than that are spread over
+/// further connections.
+fn consumers_per_connection(channel_max: u16, configured: u16) -> usize {
     let channel_max = match channel_max {
         0 => usize::from(u16::MAX),
         n => usize::from(n),
     };
     channel_max
         .saturating_sub(RESERVED_CHANNELS)
-        .clamp(1, MAX_CONSUMERS_PER_CONNECTION)
+        .min(usize::from(configured))
+        .max(1)
 }
 
 /// Declares and consumes on `conns` (the first carries the publisher; app `i`'s consumer
@@ -382,10 +384,12 @@ mod tests {
 
     #[test]
     fn consumers_spread_over_connections_under_the_channel_limit() {
-        assert_eq!(consumers_per_connection(2047), 1000);
-        assert_eq!(consumers_per_connection(0), 1000);
-        assert_eq!(consumers_per_connection(128), 64);
-        assert_eq!(consumers_per_connection(10), 1);
+        assert_eq!(consumers_per_connection(2047, 1000), 1000);
+        assert_eq!(consumers_per_connection(0, 1000), 1000);
+        assert_eq!(consumers_per_connection(2047, 5000), 1983);
+        assert_eq!(consumers_per_connection(128, 1000), 64);
+        assert_eq!(consumers_per_connection(10, 1000), 1);
+        assert_eq!(consumers_per_connection(2047, 1), 1);
     }
 
     #[test]
