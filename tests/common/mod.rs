@@ -376,4 +376,3 @@ pub fn accepted_span(sim: &Simulator) -> (f64, usize) {
     let last = times.iter().cloned().fold(f64::MIN, f64::max);
     ((last - first) / 1000.0, times.len())
 }
-
