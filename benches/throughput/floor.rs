@@ -47,14 +47,15 @@ struct Args {
     apps: Vec<String>,
 }
 
-/// Where a job goes after the broker hands it over.
+/// Whether a job is POSTed before its outcome is published, and where.
 #[derive(Clone)]
-enum Send {
+enum Post {
     /// POST to the template send URL (with its access token).
     Http {
         client: reqwest::Client,
         url: String,
     },
+    /// No HTTP call: the outcome is published at once.
     BrokerOnly,
 }
 
@@ -64,15 +65,15 @@ async fn main() -> anyhow::Result<()> {
     let mut settings = Settings::default();
     settings.amqp.url = Secret::new(args.amqp_url.clone());
     let conn = broker::connect(&settings.amqp, "wxcourier floor").await?;
-    let send = match (&args.base_url, args.broker_only) {
-        (Some(base), false) => Send::Http {
+    let post = match (&args.base_url, args.broker_only) {
+        (Some(base), false) => Post::Http {
             url: format!(
                 "{base}/cgi-bin/message/template/send?access_token={}",
                 token(base).await?
             ),
             client: reqwest::Client::new(),
         },
-        _ => Send::BrokerOnly,
+        _ => Post::BrokerOnly,
     };
     // One confirm channel for every app's outcomes, as the worker has.
     let publisher = Publisher::open(&conn, CONFIRM_LIMIT).await?;
@@ -84,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
             channel,
             app,
             args.prefetch,
-            send.clone(),
+            post.clone(),
             publisher.clone(),
         ));
     }
@@ -115,7 +116,7 @@ async fn consume(
     ch: Channel,
     app: String,
     prefetch: u16,
-    send: Send,
+    post: Post,
     publisher: Publisher,
 ) -> anyhow::Result<()> {
     ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
@@ -129,11 +130,11 @@ async fn consume(
         .await?;
     let key = format!("sent.{app}");
     while let Some(delivery) = deliveries.next().await {
-        let (send, publisher, key, app) =
-            (send.clone(), publisher.clone(), key.clone(), app.clone());
+        let (post, publisher, key, app) =
+            (post.clone(), publisher.clone(), key.clone(), app.clone());
         let delivery = delivery?;
         tokio::spawn(async move {
-            if let Err(e) = handle(delivery, &send, &publisher, &key, &app).await {
+            if let Err(e) = handle(delivery, &post, &publisher, &key, &app).await {
                 eprintln!("wxcourier-floor: {e}");
             }
         });
@@ -144,13 +145,13 @@ async fn consume(
 /// POST (unless broker-only) → confirmed outcome → ack.
 async fn handle(
     d: Delivery,
-    send: &Send,
+    post: &Post,
     publisher: &Publisher,
     key: &str,
     app: &str,
 ) -> anyhow::Result<()> {
-    let reply = match send {
-        Send::Http { client, url } => {
+    let reply = match post {
+        Post::Http { client, url } => {
             let body = client
                 .post(url)
                 .body(d.data.clone())
@@ -160,7 +161,7 @@ async fn handle(
                 .await?;
             serde_json::from_slice::<Value>(&body).ok()
         }
-        Send::BrokerOnly => None,
+        Post::BrokerOnly => None,
     };
     let id = d.properties.message_id().as_ref().map(|m| m.to_string());
     let outcome = json!({"kind": "send", "app": app, "id": id, "reply": reply});

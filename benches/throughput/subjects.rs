@@ -128,10 +128,20 @@ impl Running {
 
     /// SIGTERM, then SIGKILL if it has not exited within [`STOP_LIMIT`].
     pub fn stop(mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
+        if let Ok(None) = self.child.try_wait() {
             kit::signal(&self.child, "TERM");
+            let _ = kit::wait_exit(&mut self.child, STOP_LIMIT);
         }
-        let _ = kit::wait_exit(&mut self.child, STOP_LIMIT);
+    }
+}
+
+impl Drop for Running {
+    /// A run that panics midway must not leave its subject consuming.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
