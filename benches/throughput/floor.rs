@@ -13,7 +13,7 @@ use clap::Parser;
 use futures_util::StreamExt;
 use lapin::Channel;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use serde_json::{Value, json};
 use wxcourier::broker::{self, Publisher, job_queue};
@@ -142,9 +142,35 @@ async fn consume(
     Ok(())
 }
 
-/// POST (unless broker-only) → confirmed outcome → ack.
+/// POST (unless broker-only) → confirmed outcome → ack. A job whose outcome was not confirmed
+/// goes back to its queue, as the worker hands such a job back, so every job still ends with an
+/// outcome when the broker is slow.
 async fn handle(
     d: Delivery,
+    post: &Post,
+    publisher: &Publisher,
+    key: &str,
+    app: &str,
+) -> anyhow::Result<()> {
+    match forward(&d, post, publisher, key, app).await {
+        Ok(()) => {
+            d.ack(BasicAckOptions::default()).await?;
+        }
+        Err(e) => {
+            let requeue = BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            };
+            d.nack(requeue).await?;
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// The POST (unless broker-only) and the outcome's confirmed publish.
+async fn forward(
+    d: &Delivery,
     post: &Post,
     publisher: &Publisher,
     key: &str,
@@ -166,6 +192,5 @@ async fn handle(
     let id = d.properties.message_id().as_ref().map(|m| m.to_string());
     let outcome = json!({"kind": "send", "app": app, "id": id, "reply": reply});
     publisher.publish_result(key, &outcome, None).await?;
-    d.ack(BasicAckOptions::default()).await?;
     Ok(())
 }

@@ -43,7 +43,16 @@ async fn main() {
         o.runs,
         subjects::PREFETCH
     );
-    let rows = sections::run(&conn, &o).await;
-    report::print(&rows);
+    let out = sections::run(&conn, &o).await;
+    report::print(&out.rows);
     let _ = conn.close(200, "benchmark done".into()).await;
+    // Every job must get its outcome; a run that lost some fails the benchmark (and the
+    // smoke run in CI), after the figures the others gave.
+    if !out.shortfalls.is_empty() {
+        eprintln!("\nruns that did not get every outcome (their figures are left out):");
+        for s in &out.shortfalls {
+            eprintln!("  {s}");
+        }
+        std::process::exit(1);
+    }
 }
