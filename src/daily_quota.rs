@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::wechat::lookup::{Lookup, LookupError};
 
 /// The endpoint.
-pub const PATH: &str = "/cgi-bin/openapi/quota/get";
+pub(crate) const PATH: &str = "/cgi-bin/openapi/quota/get";
 
 /// One API's quota today.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,14 +28,24 @@ pub struct DailyQuota {
     pub remain: u64,
 }
 
+/// What is wrong with an answer that should hold a quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum QuotaAnswerError {
+    #[error("the answer has no quota object")]
+    NoQuota,
+    /// The field named is missing or not a non-negative integer.
+    #[error("quota.{0} is not a count")]
+    NotACount(&'static str),
+}
+
 /// Reads `{"errcode": 0, "quota": {"daily_limit", "used", "remain"}}`. Each count is a
 /// non-negative integer; a string of digits is taken too (some SDKs declare these strings).
-pub fn parse(answer: &Value) -> Result<DailyQuota, String> {
+pub(crate) fn parse(answer: &Value) -> Result<DailyQuota, QuotaAnswerError> {
     let quota = answer
         .get("quota")
         .and_then(Value::as_object)
-        .ok_or("the answer has no quota object")?;
-    let count = |field: &str| -> Result<u64, String> {
+        .ok_or(QuotaAnswerError::NoQuota)?;
+    let count = |field: &'static str| -> Result<u64, QuotaAnswerError> {
         match quota.get(field) {
             Some(Value::Number(n)) => n.as_u64(),
             Some(Value::String(s)) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
@@ -43,7 +53,7 @@ pub fn parse(answer: &Value) -> Result<DailyQuota, String> {
             }
             _ => None,
         }
-        .ok_or_else(|| format!("quota.{field} is not a count"))
+        .ok_or(QuotaAnswerError::NotACount(field))
     };
     Ok(DailyQuota {
         daily_limit: count("daily_limit")?,
@@ -57,20 +67,21 @@ pub async fn fetch(lookup: &Lookup<'_>, endpoint: &str) -> Result<DailyQuota, Lo
     let answer = lookup
         .call(PATH, Some(&serde_json::json!({ "cgi_path": endpoint })))
         .await?;
-    parse(&answer).map_err(|e| LookupError::Call(crate::wechat::client::CallError::Body(e)))
+    parse(&answer)
+        .map_err(|e| LookupError::Call(crate::wechat::client::CallError::Body(e.to_string())))
 }
 
 /// The endpoints `app` sends through, one per kind it sends.
-pub fn endpoints(app: &AppSettings) -> Vec<&'static str> {
+pub(crate) fn endpoints(app: &AppSettings) -> Vec<&'static str> {
     crate::kinds::KINDS
         .iter()
-        .filter(|k| app.sends(k.name()))
+        .filter(|k| app.kinds.sends(k.name()))
         .map(|k| k.endpoint())
         .collect()
 }
 
 /// Polls the quota of `app`'s `endpoints` now and every `every` until `stop`, into `metrics`.
-pub async fn watch(
+pub(crate) async fn watch(
     app: &str,
     endpoints: &[&'static str],
     lookup: Lookup<'_>,
@@ -172,7 +183,7 @@ mod tests {
                 "remain",
             ),
         ] {
-            let e = parse(&answer).unwrap_err();
+            let e = parse(&answer).unwrap_err().to_string();
             assert!(e.contains(field), "{answer}: {e}");
         }
     }
@@ -181,7 +192,7 @@ mod tests {
     fn an_app_is_asked_about_the_endpoints_of_its_kinds() {
         let mut app = AppSettings::new("wx", crate::types::Secret::new("s"));
         assert_eq!(endpoints(&app), ["/cgi-bin/message/template/send"]);
-        app.kinds = vec!["miniprogram_subscribe".into(), "template".into()];
+        app.kinds = ["miniprogram_subscribe", "template"].into_iter().collect();
         assert_eq!(
             endpoints(&app),
             [

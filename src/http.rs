@@ -1,7 +1,7 @@
 //! The HTTP server on `http.listen`: `/healthz`, `/readyz`, `/metrics`, and serving them
 //! with the callback's routes within the limits of `[http]`.
 
-pub mod server;
+pub(crate) mod server;
 
 use axum::Router;
 use axum::extract::State;
@@ -18,15 +18,15 @@ use crate::telemetry::Health;
 
 /// What the health and metrics routes read.
 #[derive(Clone)]
-pub struct HttpState {
-    pub health: Health,
+pub(crate) struct HttpState {
+    pub(crate) health: Health,
     /// Shared state's reachability is part of readiness.
-    pub state: Arc<state::State>,
-    pub metrics: Arc<Metrics>,
+    pub(crate) state: Arc<state::State>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// `/healthz`, `/readyz` and `/metrics`; the callback's routes are merged in at start-up.
-pub fn router(state: HttpState) -> Router {
+pub(crate) fn router(state: HttpState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -54,7 +54,7 @@ async fn metrics(State(s): State<HttpState>) -> impl axum::response::IntoRespons
 }
 
 /// Binds `listen` and serves until `stop` fires, within the limits of `[http]`.
-pub async fn serve(
+pub(crate) async fn serve(
     listen: &str,
     settings: &HttpSettings,
     app: Router,

@@ -1,17 +1,16 @@
 //! The job wire format (CONTRACT §1): the envelope (`id`, `meta`, `not_after`, `kind`) is read
-//! here, the rest by the job's [`crate::kinds`]; the result is a [`Job`] or a [`Rejection`].
+//! here, the rest by the job's `crate::kinds`; the result is a [`Job`] or a [`Rejection`].
 
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-pub use crate::kinds::fields::{DataEntry, MiniProgram};
 use crate::kinds::{self, Kind};
 
 /// Largest message body accepted.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Largest `meta` object, serialized.
-pub const MAX_META_BYTES: usize = 4 * 1024;
+pub(crate) const MAX_META_BYTES: usize = 4 * 1024;
 /// How much of a field name a rejection repeats.
 const MAX_FIELD_ECHO_BYTES: usize = 128;
 
@@ -19,13 +18,13 @@ const MAX_FIELD_ECHO_BYTES: usize = 128;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejection {
     /// The job id, when one could be read and was valid.
-    pub id: Option<String>,
-    pub field: String,
-    pub rule: String,
+    pub(crate) id: Option<String>,
+    pub(crate) field: String,
+    pub(crate) rule: String,
     /// The job's `meta`, when it could be read and was valid (echoed in the outcome).
-    pub meta: Option<Value>,
+    pub(crate) meta: Option<Value>,
     /// The job's kind, once it was read.
-    pub kind: Option<&'static str>,
+    pub(crate) kind: Option<&'static str>,
 }
 
 impl std::fmt::Display for Rejection {
@@ -39,12 +38,12 @@ impl std::fmt::Display for Rejection {
 pub struct Job {
     pub id: String,
     pub kind: &'static dyn Kind,
-    pub touser: String,
-    pub template_id: String,
+    pub(crate) touser: String,
+    pub(crate) template_id: String,
     /// The body of the kind's WeChat endpoint.
     body: Vec<u8>,
-    pub not_after: Option<OffsetDateTime>,
-    pub meta: Option<Value>,
+    pub(crate) not_after: Option<OffsetDateTime>,
+    pub(crate) meta: Option<Value>,
 }
 
 impl Job {
@@ -55,7 +54,7 @@ impl Job {
     }
 
     /// Whether `not_after` has passed at `now`.
-    pub fn expired_at(&self, now: OffsetDateTime) -> bool {
+    pub(crate) fn expired_at(&self, now: OffsetDateTime) -> bool {
         self.not_after.is_some_and(|t| now > t)
     }
 }
@@ -79,9 +78,6 @@ impl Reader {
         }
     }
 }
-
-/// The envelope: the fields every kind shares, read here and nowhere else.
-pub const ENVELOPE: [&str; 4] = ["id", "meta", "not_after", "kind"];
 
 /// Parses and validates one message body. `message_id` is the AMQP property, used when the
 /// body has no `id`.
@@ -176,7 +172,7 @@ pub fn parse(body: &[u8], message_id: Option<&str>) -> Result<Job, Rejection> {
 }
 
 /// `[A-Za-z0-9._:-]{1,128}`: the idempotency key and WeChat's `client_msg_id`.
-pub fn is_job_id(s: &str) -> bool {
+pub(crate) fn is_job_id(s: &str) -> bool {
     (1..=128).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
@@ -186,6 +182,9 @@ pub fn is_job_id(s: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The envelope: the fields every kind shares, read in this file and nowhere else.
+    const ENVELOPE: [&str; 4] = ["id", "meta", "not_after", "kind"];
 
     #[test]
     fn no_kind_reads_an_envelope_field() {

@@ -6,14 +6,18 @@
 //! below. `tests/imports.rs` holds the allowed edges, checks every `crate::…` path against them,
 //! and checks that they have no cycle.
 //!
+//! Linked modules are public: the binary, the tests, the benchmark and the fuzz targets use
+//! them. Modules in plain code are private, and every item is `pub(crate)` unless one of those
+//! users needs it, so the compiler reports what nothing uses (`unreachable_pub`, dead code).
+//!
 //! Plain values, used by every layer:
-//! - [`text`]: bounding untrusted text before it is echoed into headers, logs and outcomes.
+//! - `text`: bounding untrusted text before it is echoed into headers, logs and outcomes.
 //! - [`types`]: `Secret`, `Span` (durations), the `Class` of a WeChat answer, the
 //!   EncodingAESKey form.
 //!
 //! What the service says and is told:
 //! - [`outcome`]: the outcome and delivery-report wire formats and their routing keys.
-//! - [`kinds`]: each message kind (template, subscription notification, mini-program subscribe
+//! - `kinds`: each message kind (template, subscription notification, mini-program subscribe
 //!   message) in its own folder: its fields, its WeChat request, its errcodes, its outcome.
 //! - [`config`]: typed settings from the TOML file and `WXCOURIER_…` variables, validated,
 //!   with every default (the errcode and reason code sets too). The base of the running parts:
@@ -25,11 +29,11 @@
 //! - [`state`]: idempotency (sent ids and their msgids) and msgid → job, in memory or in
 //!   Redis shared by every instance; idempotency, the shared token and the shared rate are
 //!   capabilities (traits) a backend declares, checked at start.
-//! - [`limiter`]: per-app send rate (shared through [`state`] when it can) and the global cap
+//! - `limiter`: per-app send rate (shared through [`state`] when it can) and the global cap
 //!   on WeChat calls in flight.
-//! - [`quota`]: the per-app pause after WeChat says the quota is spent (45009).
+//! - `quota`: the per-app pause after WeChat says the quota is spent (45009).
 //! - [`metrics`]: the Prometheus families behind `/metrics`.
-//! - [`telemetry`]: logging and the readiness flag.
+//! - `telemetry`: logging and the readiness flag.
 //! - [`wechat`]: HTTP calls, the errcode table, the reason rule, the token keeper (shared
 //!   through [`state`] when it can), callback crypto, and the read-only lookups beside the
 //!   sends.
@@ -44,7 +48,7 @@
 //! - [`callback`]: the receiver of WeChat's delivery reports and users' subscription and
 //!   follow events (in the form `callback_mode` allows), publishing on the broker session in
 //!   force.
-//! - [`http`]: `/healthz`, `/readyz`, `/metrics`; `http::server` is the accept loop with the
+//! - `http`: `/healthz`, `/readyz`, `/metrics`; `http::server` is the accept loop with the
 //!   connection cap and the timeouts that keep slow clients off the port.
 //! - [`worker`]: one job's pipeline (`process`, over the seams in `worker::deps`: WeChat,
 //!   idempotency, rate, token, clock) and the consumers that run it; with memory state, a
@@ -57,6 +61,7 @@
 //! - [`cli`]: the `run`, `sim`, `send`, `demo`, `check` and `dead` verbs.
 
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod broker;
 pub mod callback;
@@ -64,19 +69,19 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod daily_quota;
-pub mod http;
+mod http;
 pub mod job;
-pub mod kinds;
-pub mod limiter;
+mod kinds;
+mod limiter;
 pub mod metrics;
 pub mod outcome;
-pub mod quota;
+mod quota;
 pub mod retry;
 pub mod sim;
 pub mod startup;
 pub mod state;
-pub mod telemetry;
-pub mod text;
+mod telemetry;
+mod text;
 pub mod types;
 pub mod wechat;
 pub mod worker;

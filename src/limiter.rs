@@ -14,7 +14,7 @@ use crate::state::rate_lease::RateLease;
 use crate::state::{RateShare, SharedRate, StateResult};
 
 /// One app's send rate as the pipeline waits for it.
-pub trait RateGate: Send + Sync {
+pub(crate) trait RateGate: Send + Sync {
     /// Waits for the app's turn. Called right before a send, holding no connection; fails
     /// only when the rate is shared and its store failed.
     fn until_ready(&self) -> impl Future<Output = StateResult<()>> + Send;
@@ -22,7 +22,7 @@ pub trait RateGate: Send + Sync {
 
 /// One app's send rate: a bucket in this process, or the one every instance shares when the
 /// state backend provides it.
-pub struct AppLimiter {
+pub(crate) struct AppLimiter {
     app: String,
     bucket: DefaultDirectRateLimiter,
     shared: Option<RateShare>,
@@ -34,7 +34,7 @@ pub struct AppLimiter {
 
 impl AppLimiter {
     /// The limiter of app `name`; `shared` is the backend's shared rate, if it has one.
-    pub fn new(name: &str, app: &AppSettings, shared: Option<RateShare>) -> Self {
+    pub(crate) fn new(name: &str, app: &AppSettings, shared: Option<RateShare>) -> Self {
         let period = Duration::from_secs_f64(1.0 / app.rate_per_second);
         let burst = NonZeroU32::new(app.burst).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::with_period(period)
@@ -69,18 +69,18 @@ impl RateGate for AppLimiter {
 
 /// The cap on WeChat calls in flight across all apps.
 #[derive(Clone)]
-pub struct InFlight {
+pub(crate) struct InFlight {
     slots: Arc<Semaphore>,
 }
 
 impl InFlight {
-    pub fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(max)),
         }
     }
 
-    pub async fn acquire(&self) -> OwnedSemaphorePermit {
+    pub(crate) async fn acquire(&self) -> OwnedSemaphorePermit {
         self.slots
             .clone()
             .acquire_owned()

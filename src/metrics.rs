@@ -10,44 +10,44 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AppLabel {
-    pub app: String,
+pub(crate) struct AppLabel {
+    pub(crate) app: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AppStatus {
-    pub app: String,
-    pub status: String,
+pub(crate) struct AppStatus {
+    pub(crate) app: String,
+    pub(crate) status: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AppErrcode {
-    pub app: String,
+pub(crate) struct AppErrcode {
+    pub(crate) app: String,
     /// WeChat's errcode, or the transport failure (`timeout`, `http_503`, `connect`, `body`).
-    pub errcode: String,
+    pub(crate) errcode: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AppTier {
-    pub app: String,
-    pub tier: String,
+pub(crate) struct AppTier {
+    pub(crate) app: String,
+    pub(crate) tier: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AppEndpoint {
-    pub app: String,
+pub(crate) struct AppEndpoint {
+    pub(crate) app: String,
     /// The WeChat API path, `/cgi-bin/…`.
-    pub endpoint: String,
+    pub(crate) endpoint: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct QueueLabel {
-    pub queue: String,
+pub(crate) struct QueueLabel {
+    pub(crate) queue: String,
 }
 
 /// Histogram buckets from 1 ms to about 33 s.
 #[derive(Clone)]
-pub struct Seconds;
+pub(crate) struct Seconds;
 
 impl MetricConstructor<Histogram> for Seconds {
     fn new_metric(&self) -> Histogram {
@@ -58,27 +58,27 @@ impl MetricConstructor<Histogram> for Seconds {
 /// Every metric the worker keeps.
 pub struct Metrics {
     registry: Registry,
-    pub jobs: Family<AppStatus, Counter>,
-    pub wechat_calls: Family<AppErrcode, Counter>,
-    pub send_latency: Family<AppLabel, Histogram, Seconds>,
-    pub retries: Family<AppTier, Counter>,
-    pub token_refreshes: Family<AppLabel, Counter>,
-    pub token_errors: Family<AppLabel, Counter>,
-    pub token_fetch_failures: Family<AppLabel, Counter>,
-    pub limiter_wait: Family<AppLabel, Histogram, Seconds>,
-    pub app_paused: Family<AppLabel, Gauge>,
-    pub in_flight: Gauge,
+    pub(crate) jobs: Family<AppStatus, Counter>,
+    pub(crate) wechat_calls: Family<AppErrcode, Counter>,
+    pub(crate) send_latency: Family<AppLabel, Histogram, Seconds>,
+    pub(crate) retries: Family<AppTier, Counter>,
+    pub(crate) token_refreshes: Family<AppLabel, Counter>,
+    pub(crate) token_errors: Family<AppLabel, Counter>,
+    pub(crate) token_fetch_failures: Family<AppLabel, Counter>,
+    pub(crate) limiter_wait: Family<AppLabel, Histogram, Seconds>,
+    pub(crate) app_paused: Family<AppLabel, Gauge>,
+    pub(crate) in_flight: Gauge,
     pub broker_reconnects: Counter,
     pub publish_failures: Counter,
-    pub callback_events: Family<AppStatus, Counter>,
-    pub queue_messages: Family<QueueLabel, Gauge>,
-    pub orphan_queues: Gauge,
-    pub orphan_queue_messages: Family<QueueLabel, Gauge>,
-    pub foreign_consumers: Family<AppLabel, Gauge>,
-    pub catalog_templates: Family<AppLabel, Gauge>,
-    pub quota_daily_limit: Family<AppEndpoint, Gauge>,
-    pub quota_used: Family<AppEndpoint, Gauge>,
-    pub quota_remaining: Family<AppEndpoint, Gauge>,
+    pub(crate) callback_events: Family<AppStatus, Counter>,
+    pub(crate) queue_messages: Family<QueueLabel, Gauge>,
+    pub(crate) orphan_queues: Gauge,
+    pub(crate) orphan_queue_messages: Family<QueueLabel, Gauge>,
+    pub(crate) foreign_consumers: Family<AppLabel, Gauge>,
+    pub(crate) catalog_templates: Family<AppLabel, Gauge>,
+    pub(crate) quota_daily_limit: Family<AppEndpoint, Gauge>,
+    pub(crate) quota_used: Family<AppEndpoint, Gauge>,
+    pub(crate) quota_remaining: Family<AppEndpoint, Gauge>,
 }
 
 impl Default for Metrics {
@@ -229,7 +229,7 @@ impl Metrics {
         out
     }
 
-    pub fn app(app: &str) -> AppLabel {
+    pub(crate) fn app(app: &str) -> AppLabel {
         AppLabel {
             app: app.to_owned(),
         }
@@ -244,7 +244,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn retry(&self, app: &str, tier: &str) {
+    pub(crate) fn retry(&self, app: &str, tier: &str) {
         self.retries
             .get_or_create(&AppTier {
                 app: app.into(),
@@ -253,7 +253,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn callback_event(&self, app: &str, status: &str) {
+    pub(crate) fn callback_event(&self, app: &str, status: &str) {
         self.callback_events
             .get_or_create(&AppStatus {
                 app: app.into(),
@@ -262,7 +262,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn set_queue_messages(&self, queue: &str, count: u32) {
+    pub(crate) fn set_queue_messages(&self, queue: &str, count: u32) {
         self.queue_messages
             .get_or_create(&QueueLabel {
                 queue: queue.into(),
@@ -271,7 +271,7 @@ impl Metrics {
     }
 
     /// WeChat's daily quota of `endpoint` for `app`, as last read.
-    pub fn set_wechat_quota(
+    pub(crate) fn set_wechat_quota(
         &self,
         app: &str,
         endpoint: &str,
@@ -313,7 +313,7 @@ impl Metrics {
 
 /// One app's most used metrics, resolved once so the hot path neither allocates labels nor
 /// looks them up.
-pub struct AppMetrics {
+pub(crate) struct AppMetrics {
     app: String,
     family: std::sync::Arc<Metrics>,
     sent: Counter,
@@ -326,7 +326,7 @@ pub struct AppMetrics {
 }
 
 impl AppMetrics {
-    pub fn new(family: std::sync::Arc<Metrics>, app: &str) -> Self {
+    pub(crate) fn new(family: std::sync::Arc<Metrics>, app: &str) -> Self {
         let status = |s: &str| {
             family
                 .jobs
@@ -361,7 +361,7 @@ impl AppMetrics {
         }
     }
 
-    pub fn job_finished(&self, status: crate::outcome::SendStatus) {
+    pub(crate) fn job_finished(&self, status: crate::outcome::SendStatus) {
         use crate::outcome::SendStatus::*;
         match status {
             Sent => &self.sent,
@@ -373,7 +373,7 @@ impl AppMetrics {
     }
 
     /// One send call: `errcode` is WeChat's, or the transport failure's kind.
-    pub fn wechat_call(&self, errcode: Result<i64, &str>, took: Duration) {
+    pub(crate) fn wechat_call(&self, errcode: Result<i64, &str>, took: Duration) {
         match errcode {
             Ok(0) => {
                 self.calls_ok.inc();
@@ -386,7 +386,7 @@ impl AppMetrics {
         self.send_latency.observe(took.as_secs_f64());
     }
 
-    pub fn limiter_waited(&self, took: Duration) {
+    pub(crate) fn limiter_waited(&self, took: Duration) {
         self.limiter_wait.observe(took.as_secs_f64());
     }
 }

@@ -9,7 +9,7 @@ use time::format_description::well_known::Rfc3339;
 /// The final status of a send job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum SendStatus {
+pub(crate) enum SendStatus {
     Sent,
     Failed,
     Rejected,
@@ -17,7 +17,7 @@ pub enum SendStatus {
 }
 
 impl SendStatus {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             SendStatus::Sent => "sent",
             SendStatus::Failed => "failed",
@@ -31,7 +31,7 @@ impl SendStatus {
 /// (decided by [`crate::wechat::reason`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum FailReason {
+pub(crate) enum FailReason {
     RecipientRefused,
     NotFollowing,
     InvalidRecipient,
@@ -46,32 +46,32 @@ pub enum FailReason {
 /// One job's final outcome, published to `wxcourier.results` as `STATUS.APP`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SendOutcome {
-    pub kind: String,
-    pub id: Option<String>,
-    pub app: String,
-    pub status: SendStatus,
-    pub touser: Option<String>,
-    pub template_id: Option<String>,
-    pub msgid: Option<u64>,
-    pub errcode: Option<i64>,
-    pub errmsg: Option<String>,
-    pub attempts: u32,
-    pub duplicate: bool,
-    pub error: Option<String>,
+    pub(crate) kind: String,
+    pub(crate) id: Option<String>,
+    pub(crate) app: String,
+    pub(crate) status: SendStatus,
+    pub(crate) touser: Option<String>,
+    pub(crate) template_id: Option<String>,
+    pub(crate) msgid: Option<u64>,
+    pub(crate) errcode: Option<i64>,
+    pub(crate) errmsg: Option<String>,
+    pub(crate) attempts: u32,
+    pub(crate) duplicate: bool,
+    pub(crate) error: Option<String>,
     /// Set on every `failed` outcome, null otherwise.
     #[serde(default)]
-    pub reason: Option<FailReason>,
+    pub(crate) reason: Option<FailReason>,
     /// The job's kind, on outcomes of every kind but `template` (whose outcomes keep the
     /// original field set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message_kind: Option<String>,
-    pub meta: Option<Value>,
-    pub finished_at: String,
+    pub(crate) message_kind: Option<String>,
+    pub(crate) meta: Option<Value>,
+    pub(crate) finished_at: String,
 }
 
 impl SendOutcome {
     /// An outcome with every optional field empty; the callers fill in what they know.
-    pub fn new(app: &str, status: SendStatus) -> Self {
+    pub(crate) fn new(app: &str, status: SendStatus) -> Self {
         Self {
             kind: "send".into(),
             id: None,
@@ -92,7 +92,7 @@ impl SendOutcome {
         }
     }
 
-    pub fn routing_key(&self) -> String {
+    pub(crate) fn routing_key(&self) -> String {
         routing_key(self.status.as_str(), &self.app)
     }
 }
@@ -100,7 +100,7 @@ impl SendOutcome {
 /// What WeChat reported about a message it had accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum DeliveryStatus {
+pub(crate) enum DeliveryStatus {
     Delivered,
     Blocked,
     DeliveryFailed,
@@ -108,7 +108,7 @@ pub enum DeliveryStatus {
 
 impl DeliveryStatus {
     /// Maps WeChat's `Status` text: `success`, `failed:user block`, any other `failed…`.
-    pub fn from_wechat(status: &str) -> Self {
+    pub(crate) fn from_wechat(status: &str) -> Self {
         let s = status.trim();
         if s == "success" {
             DeliveryStatus::Delivered
@@ -123,7 +123,7 @@ impl DeliveryStatus {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DeliveryStatus::Delivered => "delivered",
             DeliveryStatus::Blocked => "blocked",
@@ -135,27 +135,27 @@ impl DeliveryStatus {
 /// A `TEMPLATESENDJOBFINISH` event, or one item of a `subscribe_msg_sent_event`, tied back to
 /// its job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DeliveryReport {
-    pub kind: String,
-    pub app: String,
-    pub status: DeliveryStatus,
-    pub msgid: u64,
-    pub touser: String,
-    pub wechat_status: String,
-    pub id: Option<String>,
-    pub meta: Option<Value>,
-    pub event_time: i64,
+pub(crate) struct DeliveryReport {
+    pub(crate) kind: String,
+    pub(crate) app: String,
+    pub(crate) status: DeliveryStatus,
+    pub(crate) msgid: u64,
+    pub(crate) touser: String,
+    pub(crate) wechat_status: String,
+    pub(crate) id: Option<String>,
+    pub(crate) meta: Option<Value>,
+    pub(crate) event_time: i64,
     /// The item's `TemplateId`, on reports of subscription messages only (a template report
     /// keeps the original field set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template_id: Option<String>,
+    pub(crate) template_id: Option<String>,
     /// The item's `ErrorCode` (0 when delivered), on reports of subscription messages only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub errcode: Option<i64>,
+    pub(crate) errcode: Option<i64>,
 }
 
 impl DeliveryReport {
-    pub fn routing_key(&self) -> String {
+    pub(crate) fn routing_key(&self) -> String {
         routing_key(self.status.as_str(), &self.app)
     }
 }
@@ -172,7 +172,7 @@ impl PreferenceStatus {
     /// WeChat's `SubscribeStatusString`: `accept` or `reject`. Mini programs also name an
     /// acceptance with a voice or alert reminder (`acceptWithAudio`, …): still an acceptance.
     /// Anything else is not a decision wxcourier knows.
-    pub fn from_wechat(text: &str) -> Option<Self> {
+    pub(crate) fn from_wechat(text: &str) -> Option<Self> {
         let text = text.trim();
         if text == "reject" {
             Some(PreferenceStatus::Reject)
@@ -183,7 +183,7 @@ impl PreferenceStatus {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             PreferenceStatus::Accept => "accept",
             PreferenceStatus::Reject => "reject",
@@ -194,22 +194,22 @@ impl PreferenceStatus {
 /// One template a user accepted or refused (`subscribe_msg_popup_event`,
 /// `subscribe_msg_change_event`), published as `preference.APP`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PreferenceReport {
-    pub kind: String,
-    pub app: String,
-    pub openid: String,
-    pub template_id: String,
-    pub status: PreferenceStatus,
+pub(crate) struct PreferenceReport {
+    pub(crate) kind: String,
+    pub(crate) app: String,
+    pub(crate) openid: String,
+    pub(crate) template_id: String,
+    pub(crate) status: PreferenceStatus,
     /// The WeChat event it came from.
-    pub event: String,
+    pub(crate) event: String,
     /// A popup's `PopupScene` (1 a web page, 2 a message, 0 a mini-program page); null for a
     /// change in the settings.
-    pub scene: Option<u32>,
-    pub event_time: i64,
+    pub(crate) scene: Option<u32>,
+    pub(crate) event_time: i64,
 }
 
 impl PreferenceReport {
-    pub fn routing_key(&self) -> String {
+    pub(crate) fn routing_key(&self) -> String {
         routing_key("preference", &self.app)
     }
 }
@@ -217,13 +217,13 @@ impl PreferenceReport {
 /// Whether a user now follows the account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum FollowStatus {
+pub(crate) enum FollowStatus {
     Subscribe,
     Unsubscribe,
 }
 
 impl FollowStatus {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FollowStatus::Subscribe => "subscribe",
             FollowStatus::Unsubscribe => "unsubscribe",
@@ -234,31 +234,31 @@ impl FollowStatus {
 /// A user followed (`subscribe`) or unfollowed (`unsubscribe`) the account, published as
 /// `follow.APP`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct FollowReport {
-    pub kind: String,
-    pub app: String,
-    pub openid: String,
-    pub status: FollowStatus,
-    pub event_time: i64,
+pub(crate) struct FollowReport {
+    pub(crate) kind: String,
+    pub(crate) app: String,
+    pub(crate) openid: String,
+    pub(crate) status: FollowStatus,
+    pub(crate) event_time: i64,
 }
 
 impl FollowReport {
-    pub fn routing_key(&self) -> String {
+    pub(crate) fn routing_key(&self) -> String {
         routing_key("follow", &self.app)
     }
 }
 
 /// `STATUS.APP`, the routing key of every message on `wxcourier.results`.
-pub fn routing_key(status: &str, app: &str) -> String {
+pub(crate) fn routing_key(status: &str, app: &str) -> String {
     format!("{status}.{app}")
 }
 
 /// Now, as RFC 3339 in UTC with milliseconds: `2026-11-28T09:12:03.120Z`.
-pub fn timestamp_now() -> String {
+pub(crate) fn timestamp_now() -> String {
     format_timestamp(OffsetDateTime::now_utc())
 }
 
-pub fn format_timestamp(t: OffsetDateTime) -> String {
+pub(crate) fn format_timestamp(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     let t = t
         .replace_nanosecond(t.millisecond() as u32 * 1_000_000)

@@ -12,7 +12,7 @@ use crate::retry::Schedule;
 
 /// Where an app stands with its quota.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Sending normally.
     Open,
     /// Not sending until then.
@@ -30,7 +30,7 @@ struct GateState {
 
 /// What a job about to be sent may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Admission {
+pub(crate) enum Admission {
     /// Send; `probe` is set for the one send that tests a spent quota.
     Send { probe: bool },
     /// The app is paused: hand the job back for this long.
@@ -38,7 +38,7 @@ pub enum Admission {
 }
 
 /// One app's gate, shared by its consumer and every job in flight.
-pub struct QuotaGate {
+pub(crate) struct QuotaGate {
     app: String,
     schedule: Schedule,
     /// 1 while paused (the `wxcourier_app_paused` metric).
@@ -47,7 +47,7 @@ pub struct QuotaGate {
 }
 
 impl QuotaGate {
-    pub fn new(app: &str, schedule: Schedule, paused_gauge: Gauge) -> Self {
+    pub(crate) fn new(app: &str, schedule: Schedule, paused_gauge: Gauge) -> Self {
         let (state, _) = watch::channel(GateState {
             phase: Phase::Open,
             strikes: 0,
@@ -60,12 +60,12 @@ impl QuotaGate {
         }
     }
 
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         self.state.borrow().phase
     }
 
     /// Asks to send. While another job probes, waits for its answer instead of adding calls.
-    pub async fn admit(&self) -> Admission {
+    pub(crate) async fn admit(&self) -> Admission {
         let mut changes = self.state.subscribe();
         loop {
             // Marked seen before deciding, so a change right after the decision still wakes us.
@@ -97,7 +97,7 @@ impl QuotaGate {
     }
 
     /// WeChat answered 45009: pause the app (unless it already is) and say for how long.
-    pub fn quota_spent(&self) -> Duration {
+    pub(crate) fn quota_spent(&self) -> Duration {
         let mut pause = Duration::ZERO;
         self.state.send_if_modified(|s| {
             if let Phase::Paused { until } = s.phase
@@ -121,7 +121,7 @@ impl QuotaGate {
 
     /// The app cannot send for another reason (no access token can be had): pause it for
     /// `pause` without touching the 45009 doubling, and say how long the pause now runs.
-    pub fn pause_for(&self, pause: Duration, why: &str) -> Duration {
+    pub(crate) fn pause_for(&self, pause: Duration, why: &str) -> Duration {
         let mut left = pause;
         self.state.send_if_modified(|s| {
             let until = Instant::now() + pause;
@@ -140,7 +140,7 @@ impl QuotaGate {
     }
 
     /// WeChat gave any other answer. A probe's answer ends the pause.
-    pub fn answered(&self, probe: bool) {
+    pub(crate) fn answered(&self, probe: bool) {
         self.state.send_if_modified(|s| match (s.phase, probe) {
             (Phase::Probing, true) => {
                 tracing::info!(app = %self.app, "app resumed: WeChat accepts sends again");
@@ -160,7 +160,7 @@ impl QuotaGate {
     }
 
     /// A probe got no answer at all (timeout, connection error): the next send probes again.
-    pub fn probe_unanswered(&self) {
+    pub(crate) fn probe_unanswered(&self) {
         self.state.send_if_modified(|s| {
             if s.phase != Phase::Probing {
                 return false;
@@ -173,7 +173,7 @@ impl QuotaGate {
     }
 
     /// Resolves when the app is paused into the future (for its consumer to stop).
-    pub async fn paused(&self) {
+    pub(crate) async fn paused(&self) {
         let mut changes = self.state.subscribe();
         let _ = changes
             .wait_for(|s| matches!(s.phase, Phase::Paused { until } if until > Instant::now()))
@@ -181,7 +181,7 @@ impl QuotaGate {
     }
 
     /// Resolves when the pause has run out (for the consumer to start again).
-    pub async fn pause_over(&self) {
+    pub(crate) async fn pause_over(&self) {
         loop {
             match self.phase() {
                 Phase::Paused { until } if until > Instant::now() => {

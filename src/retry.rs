@@ -10,26 +10,26 @@ use crate::config::RetrySettings;
 
 /// What a job carries from one try to the next.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RetryState {
+pub(crate) struct RetryState {
     /// Every send call made for the job (the outcome's `attempts`).
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// How many of those WeChat answered with a quota code: the quota is not the job's
     /// fault, so they do not count toward `retry.max_attempts`.
-    pub quota_sends: u32,
-    pub first_try_ms: Option<u64>,
-    pub quota_strikes: u32,
+    pub(crate) quota_sends: u32,
+    pub(crate) first_try_ms: Option<u64>,
+    pub(crate) quota_strikes: u32,
 }
 
 impl RetryState {
     /// Sends that count toward `retry.max_attempts`.
-    pub fn counted_attempts(&self) -> u32 {
+    pub(crate) fn counted_attempts(&self) -> u32 {
         self.attempts.saturating_sub(self.quota_sends)
     }
 }
 
 /// What to do after a failed try.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Next {
+pub(crate) enum Next {
     /// Wait this long (one of the tiers) in the broker, then try again.
     RetryAfter(Duration),
     /// Stop: the job is `failed` (or `expired`, decided by the caller) for this reason.
@@ -58,7 +58,7 @@ impl Schedule {
 
     /// The un-jittered wait after `failures` transient failures (1 → `initial_delay`,
     /// doubling to `max_delay`).
-    pub fn backoff(&self, failures: u32) -> Duration {
+    pub(crate) fn backoff(&self, failures: u32) -> Duration {
         let mut steps = backon::ExponentialBuilder::new()
             .with_min_delay(self.settings.initial_delay.0)
             .with_max_delay(self.settings.max_delay.0)
@@ -71,7 +71,7 @@ impl Schedule {
     }
 
     /// The app pause (and the quota retry's wait) after `strikes` 45009 answers in a row.
-    pub fn quota_pause(&self, strikes: u32) -> Duration {
+    pub(crate) fn quota_pause(&self, strikes: u32) -> Duration {
         let first = self.settings.quota_pause.0;
         let doubled = first.saturating_mul(1u32 << strikes.saturating_sub(1).min(20));
         doubled.min(self.settings.max_quota_pause.0)
@@ -80,7 +80,13 @@ impl Schedule {
     /// After a transient failure. `jitter` and `pick` are uniform in [0, 1): the first spreads
     /// the wait over [½·backoff, backoff], the second rounds it to a neighbouring tier with the
     /// probability that keeps the expected wait, so a herd of failures splits up.
-    pub fn after_transient(&self, state: &RetryState, now_ms: u64, jitter: f64, pick: f64) -> Next {
+    pub(crate) fn after_transient(
+        &self,
+        state: &RetryState,
+        now_ms: u64,
+        jitter: f64,
+        pick: f64,
+    ) -> Next {
         if state.counted_attempts() >= self.settings.max_attempts {
             return Next::GiveUp(format!("retries ran out after {} sends", state.attempts));
         }
@@ -94,7 +100,7 @@ impl Schedule {
 
     /// After a 45009, while the app is paused, or when the job could not be tried now: retry
     /// once `pause` is over, whatever `max_attempts` says, until `max_age`.
-    pub fn after_pause(&self, state: &RetryState, now_ms: u64, pause: Duration) -> Next {
+    pub(crate) fn after_pause(&self, state: &RetryState, now_ms: u64, pause: Duration) -> Next {
         if let Some(reason) = self.too_old(state, now_ms) {
             return Next::GiveUp(reason);
         }
@@ -102,7 +108,7 @@ impl Schedule {
     }
 
     /// Whether the job has been trying for longer than `retry.max_age`.
-    pub fn too_old(&self, state: &RetryState, now_ms: u64) -> Option<String> {
+    pub(crate) fn too_old(&self, state: &RetryState, now_ms: u64) -> Option<String> {
         let first = state.first_try_ms?;
         let age = Duration::from_millis(now_ms.saturating_sub(first));
         (age >= self.settings.max_age.0).then(|| {
@@ -115,7 +121,7 @@ impl Schedule {
 
     /// The tier at or below `wanted`, or the next one up with probability proportional to
     /// how close `wanted` is to it.
-    pub fn round_to_tier(&self, wanted: Duration, pick: f64) -> Duration {
+    pub(crate) fn round_to_tier(&self, wanted: Duration, pick: f64) -> Duration {
         let upper = self.tiers.iter().position(|&t| t >= wanted);
         match upper {
             None => *self.tiers.last().expect("at least one tier"),

@@ -29,8 +29,8 @@ use crate::worker::{self, AppDeps, Context, Deps};
 pub struct Application {
     /// What the pipeline uses; its settings are the process's settings.
     pub pipeline: Arc<Context>,
-    pub callback: Arc<CallbackState>,
-    pub http: HttpState,
+    pub(crate) callback: Arc<CallbackState>,
+    pub(crate) http: HttpState,
 }
 
 /// What more than one part holds: one registry, one store, one readiness flag, one publisher.

@@ -10,7 +10,7 @@ use crate::config::{LogFormat, LogSettings};
 
 /// Starts logging to stderr. `RUST_LOG` wins over `log.level`. Colour only on a terminal: a
 /// log collector (journald, `kubectl logs`, a file) would otherwise store escape codes.
-pub fn init_logging(settings: &LogSettings) {
+pub(crate) fn init_logging(settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -31,7 +31,7 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn set_ready(&self, ready: bool) {
+    pub(crate) fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
     }
 

@@ -2,7 +2,7 @@
 //! producer's 64 KiB key must not become a 64 KiB header.
 
 /// `text` cut to at most `max` bytes at a character boundary, ending in `…` when cut.
-pub fn bounded(text: &str, max: usize) -> String {
+pub(crate) fn bounded(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();
     }

@@ -909,7 +909,7 @@ fn popup(decisions: Vec<Decision>) -> UserEvent {
 async fn spawn_subscribe_receiver(prefix: &str, mode: Option<CallbackMode>) -> (TestApp, String) {
     spawn_receiver_tweaked(prefix, |s| {
         for app in s.apps.values_mut() {
-            app.kinds = vec!["template".into(), "subscribe".into()];
+            app.kinds = ["template", "subscribe"].into_iter().collect();
             app.callback_mode = mode;
         }
     })

@@ -13,7 +13,7 @@ pub struct CurrentPublisher(Arc<RwLock<Option<Publisher>>>);
 
 impl CurrentPublisher {
     /// Puts a new session's publisher in force, or `None` once the session ends.
-    pub fn set(&self, publisher: Option<Publisher>) {
+    pub(crate) fn set(&self, publisher: Option<Publisher>) {
         *self.0.write() = publisher;
     }
 

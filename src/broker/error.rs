@@ -36,7 +36,7 @@ pub enum BrokerError {
 
 impl BrokerError {
     /// The failure of `op` (what was being done), for `e`.
-    pub fn channel(op: impl Into<String>, e: impl std::fmt::Display) -> Self {
+    pub(crate) fn channel(op: impl Into<String>, e: impl std::fmt::Display) -> Self {
         BrokerError::Channel {
             op: op.into(),
             reason: e.to_string(),

@@ -12,27 +12,27 @@ use crate::text::bounded;
 /// On a dead-lettered job: why it was rejected.
 pub const HEADER_ERROR: &str = "x-wxcourier-error";
 /// On a dead-lettered job: the app (routing key) it came in for.
-pub const HEADER_APP: &str = "x-wxcourier-app";
+pub(crate) const HEADER_APP: &str = "x-wxcourier-app";
 /// On a retry copy: send calls made for the job so far.
-pub const HEADER_ATTEMPTS: &str = "x-wxcourier-attempts";
+pub(crate) const HEADER_ATTEMPTS: &str = "x-wxcourier-attempts";
 /// On a retry copy: how many of those sends WeChat answered with a quota code (45009); they
 /// do not count toward `retry.max_attempts`.
-pub const HEADER_QUOTA_SENDS: &str = "x-wxcourier-quota-sends";
+pub(crate) const HEADER_QUOTA_SENDS: &str = "x-wxcourier-quota-sends";
 /// On a retry copy: when the job was first tried, in milliseconds since the Unix epoch.
-pub const HEADER_FIRST_TRY: &str = "x-wxcourier-first-try";
+pub(crate) const HEADER_FIRST_TRY: &str = "x-wxcourier-first-try";
 /// On a retry copy: consecutive 45009 answers the job has seen.
-pub const HEADER_QUOTA_STRIKES: &str = "x-wxcourier-quota-strikes";
+pub(crate) const HEADER_QUOTA_STRIKES: &str = "x-wxcourier-quota-strikes";
 /// On a retry copy: which delay tier queue it waits in (the retry exchange's binding). Not
 /// `x-` prefixed: a headers exchange ignores `x-` headers when matching.
-pub const HEADER_DELAY_TIER: &str = "wxcourier-delay";
+pub(crate) const HEADER_DELAY_TIER: &str = "wxcourier-delay";
 
 /// A job whose own headers take more than this (encoded) is rejected: its retry and
 /// dead-letter copies must still fit a frame with the headers wxcourier adds, whatever frame
 /// size the broker and the producer agreed on.
-pub const MAX_JOB_HEADERS: usize = 16 * 1024;
+pub(crate) const MAX_JOB_HEADERS: usize = 16 * 1024;
 
 /// The longest reason wxcourier writes into `x-wxcourier-error` (and an outcome's `error`).
-pub const MAX_REASON_BYTES: usize = 1024;
+pub(crate) const MAX_REASON_BYTES: usize = 1024;
 
 /// Headers the broker maintains itself. They must not travel with a copy: the dead-letter
 /// history would grow with every round, and a delivery count copied onto a fresh message
@@ -46,7 +46,7 @@ fn is_broker_bookkeeping(key: &str) -> bool {
 }
 
 /// The size of `table` as encoded on the wire (AMQP 0-9-1 field table, RabbitMQ's types).
-pub fn encoded_len(table: &FieldTable) -> usize {
+pub(crate) fn encoded_len(table: &FieldTable) -> usize {
     4 + table
         .inner()
         .iter()
@@ -73,7 +73,7 @@ fn value_len(v: &AMQPValue) -> usize {
 }
 
 /// The size of a delivery's headers, 0 when it has none.
-pub fn headers_len(props: &BasicProperties) -> usize {
+pub(crate) fn headers_len(props: &BasicProperties) -> usize {
     props.headers().as_ref().map_or(0, encoded_len)
 }
 
@@ -97,7 +97,11 @@ fn carried_except(original: Option<&FieldTable>, dropped: &[&str]) -> FieldTable
 }
 
 /// The headers of a retry copy: the producer's own, plus the retry state and the tier.
-pub fn retry_copy(original: Option<&FieldTable>, state: &RetryState, tier: &str) -> FieldTable {
+pub(crate) fn retry_copy(
+    original: Option<&FieldTable>,
+    state: &RetryState,
+    tier: &str,
+) -> FieldTable {
     let mut headers = carried(original);
     let mut number = |key: &str, n: u64| {
         headers.insert(
@@ -118,7 +122,7 @@ pub fn retry_copy(original: Option<&FieldTable>, state: &RetryState, tier: &str)
 /// The headers of a rejected job's copy in `wxcourier.dead`: the producer's own when they are
 /// within [`MAX_JOB_HEADERS`] (otherwise they cannot be kept, and the reason says so), plus
 /// the bounded reason and the app.
-pub fn dead_copy(original: Option<&FieldTable>, reason: &str, app: &str) -> FieldTable {
+pub(crate) fn dead_copy(original: Option<&FieldTable>, reason: &str, app: &str) -> FieldTable {
     let size = original.map_or(0, encoded_len);
     let (mut headers, reason) = if size <= MAX_JOB_HEADERS {
         (carried(original), reason.to_owned())
@@ -138,12 +142,12 @@ pub fn dead_copy(original: Option<&FieldTable>, reason: &str, app: &str) -> Fiel
 
 /// The headers a replayed job goes back with: its original ones, without wxcourier's
 /// dead-letter notes or the broker's bookkeeping.
-pub fn replayed(original: Option<&FieldTable>) -> FieldTable {
+pub(crate) fn replayed(original: Option<&FieldTable>) -> FieldTable {
     carried_except(original, &[HEADER_ERROR, HEADER_APP])
 }
 
 /// Reads the retry state a previous try left in the headers (none on a first delivery).
-pub fn retry_state(props: &BasicProperties) -> RetryState {
+pub(crate) fn retry_state(props: &BasicProperties) -> RetryState {
     let Some(headers) = props.headers() else {
         return RetryState::default();
     };
@@ -158,17 +162,12 @@ pub fn retry_state(props: &BasicProperties) -> RetryState {
 }
 
 /// A header as text, whichever string type the sender chose.
-pub fn text(props: &BasicProperties, key: &str) -> Option<String> {
+pub(crate) fn text(props: &BasicProperties, key: &str) -> Option<String> {
     match props.headers().as_ref()?.inner().get(key)? {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         AMQPValue::ShortString(s) => Some(s.to_string()),
         _ => None,
     }
-}
-
-/// A header as a number, whichever integer type the sender chose.
-pub fn number(props: &BasicProperties, key: &str) -> Option<u64> {
-    props.headers().as_ref()?.inner().get(key).and_then(as_u64)
 }
 
 fn as_u64(v: &AMQPValue) -> Option<u64> {

@@ -1,8 +1,8 @@
 //! RabbitMQ: names, connecting, topology and confirmed publishing.
 
-pub mod current;
-pub mod error;
-pub mod headers;
+pub(crate) mod current;
+pub(crate) mod error;
+pub(crate) mod headers;
 pub mod orphans;
 pub mod publish;
 pub mod tap;
@@ -13,21 +13,22 @@ use lapin::{Connection, ConnectionProperties};
 
 use crate::config::AmqpSettings;
 
-pub use current::CurrentPublisher;
+pub(crate) use current::CurrentPublisher;
 pub use error::BrokerError;
-pub use headers::{HEADER_APP, HEADER_ERROR};
+pub(crate) use headers::HEADER_APP;
+pub use headers::HEADER_ERROR;
 pub use publish::{PublishError, Publisher};
 
 /// Jobs come in here, routed by app name.
 pub const JOBS_EXCHANGE: &str = "wxcourier.jobs";
 /// Every outcome and delivery report goes out here, as `STATUS.APP`.
-pub const RESULTS_EXCHANGE: &str = "wxcourier.results";
+pub(crate) const RESULTS_EXCHANGE: &str = "wxcourier.results";
 /// Rejected jobs, unchanged, with `x-wxcourier-error`.
 pub const DEAD_QUEUE: &str = "wxcourier.dead";
 /// Jobs whose routing key names no configured app (the jobs exchange's alternate exchange).
 pub const UNROUTED: &str = "wxcourier.unrouted";
 /// Retry copies go here and wait in the delay tier their header names.
-pub const RETRY_EXCHANGE: &str = "wxcourier.retry";
+pub(crate) const RETRY_EXCHANGE: &str = "wxcourier.retry";
 
 /// `wxcourier.jobs.NAME`: one queue per app so one account never blocks another.
 pub fn job_queue(app: &str) -> String {
@@ -42,7 +43,7 @@ pub async fn connect(settings: &AmqpSettings, name: &str) -> Result<Connection, 
 
 /// As [`connect`], trying the nodes in turn from the `first`-th (wrapping round), so a worker
 /// that lost its node starts with the next one. Returns the connection and its node's index.
-pub async fn connect_from(
+pub(crate) async fn connect_from(
     settings: &AmqpSettings,
     name: &str,
     first: usize,

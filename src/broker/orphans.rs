@@ -142,12 +142,12 @@ impl ManagementApi {
     }
 
     /// Where the API is, without credentials (safe to log).
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         self.base.to_string()
     }
 
     /// Every queue name in the vhost.
-    pub async fn queue_names(&self) -> Result<Vec<String>, ManagementError> {
+    pub(crate) async fn queue_names(&self) -> Result<Vec<String>, ManagementError> {
         let mut url = self
             .base
             .join("api/queues")
@@ -194,7 +194,7 @@ fn parse_names(body: &[u8]) -> Result<Vec<String>, ManagementError> {
 }
 
 /// The names among `names` that are job queues of no app in `apps`, sorted.
-pub fn orphan_names<'a>(
+pub(crate) fn orphan_names<'a>(
     names: impl IntoIterator<Item = &'a str>,
     apps: &std::collections::BTreeMap<String, crate::config::AppSettings>,
 ) -> Vec<String> {
@@ -253,7 +253,7 @@ async fn depth(conn: &Connection, channel: &mut Option<Channel>, queue: &str) ->
 /// Once at start: warns about every job queue without an app, naming it and its depth, and
 /// sets the `orphan_*` gauges. A broker without a reachable management API is said once at
 /// info level; the worker goes on either way.
-pub async fn report_at_start(settings: &Settings, metrics: &Metrics) {
+pub(crate) async fn report_at_start(settings: &Settings, metrics: &Metrics) {
     let api = match ManagementApi::from_settings(&settings.amqp) {
         Ok(api) => api,
         Err(e) => {

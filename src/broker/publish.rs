@@ -53,7 +53,7 @@ impl Publisher {
 
     /// Whether the channel still takes publishes. A channel the broker closed (a refused
     /// frame, a failed publish) stays closed: the session must start over.
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.channel.status().connected()
     }
 
@@ -142,7 +142,7 @@ impl Publisher {
 }
 
 /// The properties of every message wxcourier publishes itself (CONTRACT §2).
-pub fn outcome_properties(correlation_id: Option<&str>) -> BasicProperties {
+pub(crate) fn outcome_properties(correlation_id: Option<&str>) -> BasicProperties {
     let props = BasicProperties::default()
         .with_content_type("application/json".into())
         .with_delivery_mode(2)

@@ -35,12 +35,12 @@ pub enum TopologyError {
 }
 
 /// The name of the delay queue for one tier, e.g. `wxcourier.retry.1000ms`.
-pub fn delay_queue(tier: Duration) -> String {
+pub(crate) fn delay_queue(tier: Duration) -> String {
     format!("{RETRY_EXCHANGE}.{}", tier_label(tier))
 }
 
 /// The header value that routes a retry copy to its tier.
-pub fn tier_label(tier: Duration) -> String {
+pub(crate) fn tier_label(tier: Duration) -> String {
     format!("{}ms", tier.as_millis())
 }
 
@@ -153,15 +153,7 @@ pub async fn declare_all(
     let mut legacy = declare_exchanges(conn).await?;
     // A channel that hits a clash is closed by the broker, so each step gets a fresh one.
     legacy.extend(limited_queue(conn, DEAD_QUEUE, side_queue_args()).await?);
-    // Apps are declared a few at a time: start-up grows with the number of apps, and each
-    // declaration is a round trip the broker can answer while others wait.
-    let slots = tokio::sync::Semaphore::new(DECLARE_CONCURRENCY);
-    let declared = futures_util::future::try_join_all(apps.iter().map(|app| async {
-        let _slot = slots.acquire().await.expect("never closed");
-        app_queue(conn, app).await
-    }))
-    .await?;
-    legacy.extend(declared.into_iter().flatten());
+    legacy.extend(app_queues(conn, apps).await?);
     let ch = fresh_channel(conn).await?;
     // A headers exchange routes a copy to its tier by header and leaves its routing key
     // alone, so dead-lettering sends it back to the jobs exchange under its app's key.
@@ -222,10 +214,63 @@ pub async fn legacy_queues(
     Ok(legacy)
 }
 
-/// Declarations in flight at once while declaring apps' queues.
-const DECLARE_CONCURRENCY: usize = 32;
+/// Channels that declare apps' queues side by side.
+const DECLARE_LANES: usize = 16;
 
-/// One app's job queue and its binding to the jobs exchange.
+/// Apps whose declarations one lane keeps in flight at once.
+const DECLARE_DEPTH: usize = 8;
+
+/// Every app's job queue and its binding, on [`DECLARE_LANES`] channels kept open for the
+/// whole run, each with up to [`DECLARE_DEPTH`] apps' declarations pipelined: start-up grows
+/// with the number of apps, and a channel per app (or one at a time) spends most of it
+/// waiting for round trips.
+async fn app_queues(conn: &Connection, apps: &[String]) -> Result<Vec<LegacyQueue>, TopologyError> {
+    // Loops rather than closures: a closure over borrowed futures here makes the worker's
+    // session future not `Send`.
+    let mut lanes = Vec::with_capacity(DECLARE_LANES);
+    for lane in apps.chunks(apps.len().div_ceil(DECLARE_LANES).max(1)) {
+        lanes.push(lane_queues(conn, lane));
+    }
+    let declared = futures_util::future::try_join_all(lanes).await?;
+    Ok(declared.into_iter().flatten().collect())
+}
+
+/// One lane: declares `apps` on one channel. A declaration the broker refuses closes the
+/// channel, and with it the others in flight there: those apps are declared again one by
+/// one, where a queue an older version made is told apart from a real clash.
+async fn lane_queues(
+    conn: &Connection,
+    apps: &[String],
+) -> Result<Vec<LegacyQueue>, TopologyError> {
+    let mut legacy = Vec::new();
+    let mut ch = fresh_channel(conn).await?;
+    for batch in apps.chunks(DECLARE_DEPTH) {
+        let mut pipelined = Vec::with_capacity(batch.len());
+        for app in batch {
+            pipelined.push(app_queue_on(&ch, app));
+        }
+        let fast = futures_util::future::join_all(pipelined).await;
+        if fast.iter().all(Result::is_ok) {
+            continue;
+        }
+        for app in batch {
+            legacy.extend(app_queue(conn, app).await?);
+        }
+        ch = fresh_channel(conn).await?;
+    }
+    let _ = ch.close(200, "declared".into()).await;
+    Ok(legacy)
+}
+
+/// One app's job queue, declared with its arguments, and its binding, on `ch`.
+async fn app_queue_on(ch: &Channel, app: &str) -> Result<(), TopologyError> {
+    let name = job_queue(app);
+    queue(ch, &name, job_queue_args()).await?;
+    bind(ch, &name, JOBS_EXCHANGE, app, FieldTable::default()).await
+}
+
+/// One app's job queue and its binding, each on a channel of its own, telling a queue an
+/// older version made apart from a real clash.
 async fn app_queue(conn: &Connection, app: &str) -> Result<Option<LegacyQueue>, TopologyError> {
     let name = job_queue(app);
     let legacy = limited_queue(conn, &name, job_queue_args()).await?;

@@ -13,17 +13,17 @@ use crate::outcome::{
 use crate::text::bounded;
 
 /// A template message's final result.
-pub const TEMPLATE_SEND_JOB_FINISH: &str = "TEMPLATESENDJOBFINISH";
+pub(crate) const TEMPLATE_SEND_JOB_FINISH: &str = "TEMPLATESENDJOBFINISH";
 /// The final result of each subscription message (service account or mini program).
-pub const SUBSCRIBE_MSG_SENT: &str = "subscribe_msg_sent_event";
+pub(crate) const SUBSCRIBE_MSG_SENT: &str = "subscribe_msg_sent_event";
 /// A user's answer to a subscription popup, per template.
-pub const SUBSCRIBE_MSG_POPUP: &str = "subscribe_msg_popup_event";
+pub(crate) const SUBSCRIBE_MSG_POPUP: &str = "subscribe_msg_popup_event";
 /// A user's change in the message settings (WeChat pushes refusals only).
-pub const SUBSCRIBE_MSG_CHANGE: &str = "subscribe_msg_change_event";
+pub(crate) const SUBSCRIBE_MSG_CHANGE: &str = "subscribe_msg_change_event";
 /// A user follows the account.
-pub const SUBSCRIBE: &str = "subscribe";
+pub(crate) const SUBSCRIBE: &str = "subscribe";
 /// A user stops following the account.
-pub const UNSUBSCRIBE: &str = "unsubscribe";
+pub(crate) const UNSUBSCRIBE: &str = "unsubscribe";
 
 /// Longest OpenID echoed into a report (WeChat's are 28 characters; a longer one is cut).
 const MAX_OPENID: usize = 128;
@@ -37,14 +37,14 @@ const MAX_LOGGED: usize = 64;
 /// One report to publish.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
-pub enum Report {
+pub(crate) enum Report {
     Delivery(DeliveryReport),
     Preference(PreferenceReport),
     Follow(FollowReport),
 }
 
 impl Report {
-    pub fn routing_key(&self) -> String {
+    pub(crate) fn routing_key(&self) -> String {
         match self {
             Report::Delivery(r) => r.routing_key(),
             Report::Preference(r) => r.routing_key(),
@@ -53,7 +53,7 @@ impl Report {
     }
 
     /// The status it is counted under in `wxcourier_callback_events_total`.
-    pub fn status(&self) -> &'static str {
+    pub(crate) fn status(&self) -> &'static str {
         match self {
             Report::Delivery(r) => r.status.as_str(),
             Report::Preference(r) => r.status.as_str(),
@@ -62,7 +62,7 @@ impl Report {
     }
 
     /// The job id, the AMQP `correlation_id` of a delivery report tied to its job.
-    pub fn job_id(&self) -> Option<&str> {
+    pub(crate) fn job_id(&self) -> Option<&str> {
         match self {
             Report::Delivery(r) => r.id.as_deref(),
             Report::Preference(_) | Report::Follow(_) => None,
@@ -72,7 +72,7 @@ impl Report {
 
 /// What names a report for de-duplication (WeChat repeats a push up to three times).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Seen {
+pub(crate) enum Seen {
     /// WeChat's MsgID: also what ties a delivery report to its job.
     MsgId(u64),
     /// An event without a MsgID: its event, time, user, and what it decided.
@@ -83,22 +83,22 @@ pub enum Seen {
 
 /// A report and its de-duplication key.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Pending {
-    pub report: Report,
-    pub seen: Seen,
+pub(crate) struct Pending {
+    pub(crate) report: Report,
+    pub(crate) seen: Seen,
 }
 
 /// The reports of one push, and the parts of it that were left out, in words for the log.
 #[derive(Debug, Default, PartialEq)]
-pub struct Mapped {
-    pub reports: Vec<Pending>,
-    pub ignored: Vec<String>,
+pub(crate) struct Mapped {
+    pub(crate) reports: Vec<Pending>,
+    pub(crate) ignored: Vec<String>,
 }
 
 /// Why a push that names a known event cannot be read as one (answered 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct EventError(pub String);
+pub(crate) struct EventError(pub(crate) String);
 
 fn missing(what: &str) -> EventError {
     EventError(format!("{what} is missing"))
@@ -106,7 +106,7 @@ fn missing(what: &str) -> EventError {
 
 /// The reports one message makes for `app`: none for messages and events wxcourier does not
 /// report, one per `<List>` item for the subscription events.
-pub fn map(app: &str, message: &Message) -> Result<Mapped, EventError> {
+pub(crate) fn map(app: &str, message: &Message) -> Result<Mapped, EventError> {
     let f = &message.fields;
     if f.get("MsgType").map(String::as_str) != Some("event") {
         return Ok(Mapped::default());

@@ -1,8 +1,8 @@
 //! The receiver for WeChat's pushes on `/wechat/callback/APP`: verifies the signature,
 //! decrypts safe mode, and publishes the reports the push makes (CONTRACT §5): delivery
-//! reports, and users' subscription preferences and follows ([`events`]).
+//! reports, and users' subscription preferences and follows (`events`).
 
-pub mod events;
+pub(crate) mod events;
 mod report;
 pub mod xml;
 
@@ -26,33 +26,33 @@ use crate::types::{Secret, decode_aes_key};
 use crate::wechat::crypto::{self, Envelope};
 
 /// Largest body accepted (WeChat's events are a few hundred bytes).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// What WeChat must get back for it to stop retrying.
 const ACK: &str = "success";
 
 /// One app's callback keys and the form its messages must arrive in.
-pub struct CallbackApp {
+pub(crate) struct CallbackApp {
     token: Secret,
     envelope: Option<Envelope>,
     mode: CallbackMode,
 }
 
 /// What the receiver needs, and nothing more.
-pub struct CallbackState {
+pub(crate) struct CallbackState {
     /// Apps that receive WeChat's pushes, by name.
-    pub apps: HashMap<String, CallbackApp>,
+    pub(crate) apps: HashMap<String, CallbackApp>,
     /// Where a report's MsgID is marked seen and looked up for its job.
-    pub state: Arc<state::State>,
+    pub(crate) state: Arc<state::State>,
     /// Where reports are published: the worker's broker session in force.
-    pub results: CurrentPublisher,
+    pub(crate) results: CurrentPublisher,
     /// The replay window for signed callbacks (`http.callback_max_age`); `None` when off.
-    pub max_age: Option<Duration>,
-    pub metrics: Arc<Metrics>,
+    pub(crate) max_age: Option<Duration>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// The apps that have a `callback_token`, by name.
-pub fn apps_from(settings: &Settings) -> HashMap<String, CallbackApp> {
+pub(crate) fn apps_from(settings: &Settings) -> HashMap<String, CallbackApp> {
     settings
         .apps
         .iter()
@@ -127,7 +127,7 @@ impl Params {
     }
 }
 
-pub fn routes(ctx: Arc<CallbackState>) -> Router {
+pub(crate) fn routes(ctx: Arc<CallbackState>) -> Router {
     Router::new()
         .route("/wechat/callback/{app}", get(verify_url).post(receive))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -19,7 +19,7 @@ fn try_again() -> Response {
 
 /// Publishes every report not published before. On the first failure the rest are left for
 /// WeChat's retry of the push: those already published are marked seen and skipped then.
-pub async fn publish_all(
+pub(crate) async fn publish_all(
     ctx: &CallbackState,
     app: &str,
     reports: Vec<Pending>,

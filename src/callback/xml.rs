@@ -18,7 +18,7 @@ const LIST_ITEM: &str = "List";
 /// Why a body is not a WeChat message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the body is not WeChat message XML: {0}")]
-pub struct XmlError(pub String);
+pub struct XmlError(pub(crate) String);
 
 fn err(why: impl Into<String>) -> XmlError {
     XmlError(why.into())
@@ -36,7 +36,7 @@ fn predefined(name: &str) -> Option<char> {
 }
 
 /// One list item: the text of each of its child elements.
-pub type Item = HashMap<String, String>;
+pub(crate) type Item = HashMap<String, String>;
 
 /// A message as read: the root's direct children, and every `<List>` item found one level
 /// below them, in document order (whatever element wraps them: WeChat's own documentation
@@ -48,7 +48,7 @@ pub struct Message {
 }
 
 /// The text of each direct child of the root element; nested elements are left out.
-pub fn fields(xml: &str) -> Result<HashMap<String, String>, XmlError> {
+pub(crate) fn fields(xml: &str) -> Result<HashMap<String, String>, XmlError> {
     message(xml).map(|m| m.fields)
 }
 

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 const MAX_KEY_BYTES: usize = 64;
 
 /// The `{{key.DATA}}` keys of `content`, each once, in the order they first appear.
-pub fn placeholder_keys(content: &str) -> Vec<String> {
+pub(crate) fn placeholder_keys(content: &str) -> Vec<String> {
     let mut keys: Vec<String> = Vec::new();
     let mut seen: HashSet<&str> = HashSet::new();
     let mut rest = content;

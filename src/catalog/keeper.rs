@@ -20,7 +20,7 @@ pub async fn fetch(lookup: &Lookup<'_>) -> Result<Listed, LookupError> {
 }
 
 /// Fetches once into `catalog`, logging the outcome; returns whether it worked.
-pub async fn refresh(catalog: &Catalog, lookup: &Lookup<'_>) -> bool {
+pub(crate) async fn refresh(catalog: &Catalog, lookup: &Lookup<'_>) -> bool {
     match fetch(lookup).await {
         Ok(listed) => {
             let before = catalog.templates();
@@ -65,7 +65,12 @@ pub async fn refresh(catalog: &Catalog, lookup: &Lookup<'_>) -> bool {
 }
 
 /// Refreshes `catalog` now and every `every` until `stop`.
-pub async fn keep(catalog: &Catalog, lookup: Lookup<'_>, every: Duration, stop: CancellationToken) {
+pub(crate) async fn keep(
+    catalog: &Catalog,
+    lookup: Lookup<'_>,
+    every: Duration,
+    stop: CancellationToken,
+) {
     loop {
         refresh(catalog, &lookup).await;
         tokio::select! {

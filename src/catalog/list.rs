@@ -10,7 +10,7 @@ use super::content::placeholder_keys;
 use crate::kinds::fields::is_token_like;
 
 /// The endpoint.
-pub const PATH: &str = "/cgi-bin/template/get_all_private_template";
+pub(crate) const PATH: &str = "/cgi-bin/template/get_all_private_template";
 
 /// Longest title kept, in bytes.
 const MAX_TITLE_BYTES: usize = 200;
@@ -18,8 +18,8 @@ const MAX_TITLE_BYTES: usize = 200;
 /// One template of the account.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
-    pub id: String,
-    pub title: String,
+    pub(crate) id: String,
+    pub(crate) title: String,
     /// The `{{key.DATA}}` keys of its content, in order.
     pub keys: Vec<String>,
 }
@@ -28,16 +28,25 @@ pub struct Template {
 #[derive(Debug, PartialEq)]
 pub struct Listed {
     pub templates: Vec<Template>,
-    pub skipped: usize,
+    pub(crate) skipped: usize,
+}
+
+/// Why an answer holds no template list to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ListError {
+    #[error("the answer has no template_list")]
+    Missing,
+    #[error("template_list is not a list")]
+    NotAList,
 }
 
 /// Reads `{"template_list": [{"template_id", "title", "content", …}]}`.
-pub fn parse(answer: &Value) -> Result<Listed, String> {
+pub(crate) fn parse(answer: &Value) -> Result<Listed, ListError> {
     let Some(list) = answer.get("template_list") else {
-        return Err("the answer has no template_list".into());
+        return Err(ListError::Missing);
     };
     let Value::Array(list) = list else {
-        return Err("template_list is not a list".into());
+        return Err(ListError::NotAList);
     };
     let mut seen = HashSet::new();
     let mut templates = Vec::new();
@@ -100,9 +109,12 @@ mod tests {
 
     #[test]
     fn an_answer_without_a_list_is_an_error() {
-        assert!(parse(&json!({"errcode": 0})).is_err());
-        assert!(parse(&json!({"template_list": {"a": 1}})).is_err());
-        assert!(parse(&json!([1, 2])).is_err());
+        assert_eq!(parse(&json!({"errcode": 0})), Err(ListError::Missing));
+        assert_eq!(
+            parse(&json!({"template_list": {"a": 1}})),
+            Err(ListError::NotAList)
+        );
+        assert_eq!(parse(&json!([1, 2])), Err(ListError::Missing));
     }
 
     #[test]

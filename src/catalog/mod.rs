@@ -6,10 +6,10 @@
 //! are logged once per template. Without a catalog (the fetch failed) jobs are sent unchecked,
 //! with a warning; a failed refresh keeps the last good catalog.
 
-pub mod content;
+pub(crate) mod content;
 pub mod keeper;
-pub mod list;
-pub mod review;
+pub(crate) mod list;
+pub(crate) mod review;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use crate::job::Job;
 use crate::kinds::FieldError;
-pub use list::Template;
+pub(crate) use list::Template;
 use review::{JobData, Review};
 
 /// Most (template, warning) pairs remembered as logged; past it the memory starts afresh
@@ -28,7 +28,7 @@ use review::{JobData, Review};
 const MAX_LOGGED: usize = 10_000;
 
 /// One app's catalog.
-pub struct Catalog {
+pub(crate) struct Catalog {
     app: String,
     templates: parking_lot::RwLock<Option<Arc<HashMap<String, Template>>>>,
     /// Turns true once the first fetch has ended, well or not.
@@ -43,7 +43,7 @@ pub struct Catalog {
 impl Catalog {
     /// `first_wait`: how long a job at start waits for the first fetch to end (it is bounded by
     /// the token and list calls' timeouts). `size` is the `wxcourier_catalog_templates` gauge.
-    pub fn new(app: &str, first_wait: Duration, size: Gauge) -> Self {
+    pub(crate) fn new(app: &str, first_wait: Duration, size: Gauge) -> Self {
         Self {
             app: app.to_owned(),
             templates: parking_lot::RwLock::new(None),
@@ -56,12 +56,12 @@ impl Catalog {
     }
 
     /// The templates now in force, by id; `None` before any fetch succeeded.
-    pub fn templates(&self) -> Option<Arc<HashMap<String, Template>>> {
+    pub(crate) fn templates(&self) -> Option<Arc<HashMap<String, Template>>> {
         self.templates.read().clone()
     }
 
     /// A fetch succeeded: these are the account's templates from now on.
-    pub fn replace(&self, templates: Vec<Template>) {
+    pub(crate) fn replace(&self, templates: Vec<Template>) {
         let by_id: HashMap<String, Template> =
             templates.into_iter().map(|t| (t.id.clone(), t)).collect();
         self.size.set(by_id.len() as i64);
@@ -71,13 +71,13 @@ impl Catalog {
     }
 
     /// A fetch failed: the last good catalog (if any) stays in force.
-    pub fn fetch_failed(&self) {
+    pub(crate) fn fetch_failed(&self) {
         self.attempted.send_replace(true);
     }
 
     /// Checks a job before any token or quota is spent: `Err` names the field and the rule
     /// the job breaks against its template. Only template jobs are checked.
-    pub async fn check(&self, job: &Job) -> Result<(), FieldError> {
+    pub(crate) async fn check(&self, job: &Job) -> Result<(), FieldError> {
         if job.kind.name() != "template" {
             return Ok(());
         }
@@ -130,7 +130,7 @@ impl Catalog {
 
 /// Holds a template job's `data` against `app`'s templates: its template and what the review
 /// found, or the rejection (an unknown template, placeholders left empty).
-pub fn hold<'a>(
+pub(crate) fn hold<'a>(
     templates: &'a HashMap<String, Template>,
     app: &str,
     data: &JobData,

@@ -7,29 +7,29 @@ use serde_json::Value;
 use super::list::Template;
 
 /// Keys WeChat stopped showing in 2023: a job need not fill them.
-pub const HIDDEN_KEYS: [&str; 2] = ["first", "remark"];
+pub(crate) const HIDDEN_KEYS: [&str; 2] = ["first", "remark"];
 
 /// About this many characters of a field are shown since 2023.
-pub const SHOWN_CHARS: usize = 20;
+pub(crate) const SHOWN_CHARS: usize = 20;
 
 /// What of a template job the catalog looks at.
 #[derive(Debug, Default, PartialEq)]
-pub struct JobData {
-    pub template_id: String,
-    pub entries: Vec<Entry>,
-    pub topcolor: bool,
+pub(crate) struct JobData {
+    pub(crate) template_id: String,
+    pub(crate) entries: Vec<Entry>,
+    pub(crate) topcolor: bool,
 }
 
 #[derive(Debug, PartialEq)]
-pub struct Entry {
-    pub key: String,
-    pub chars: usize,
-    pub colored: bool,
+pub(crate) struct Entry {
+    pub(crate) key: String,
+    pub(crate) chars: usize,
+    pub(crate) colored: bool,
 }
 
 impl JobData {
     /// Reads the WeChat body a template job sends (keys already without `.DATA`).
-    pub fn from_body(body: &[u8]) -> Option<Self> {
+    pub(crate) fn from_body(body: &[u8]) -> Option<Self> {
         let body: Value = serde_json::from_slice(body).ok()?;
         let entries = body
             .get("data")?
@@ -54,7 +54,7 @@ impl JobData {
 
 /// A display rule a job runs into: logged, never a rejection.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Note {
+pub(crate) enum Note {
     /// It fills `first` or `remark`, which are not shown.
     HiddenKeys(Vec<String>),
     /// It sets `color` or `topcolor`, which are ignored.
@@ -65,7 +65,7 @@ pub enum Note {
 
 impl Note {
     /// A short name, for logging each kind of note once per template.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             Note::HiddenKeys(_) => "hidden_keys",
             Note::Colours => "colours",
@@ -94,15 +94,15 @@ impl std::fmt::Display for Note {
 
 /// What holding a job against its template found.
 #[derive(Debug, Default, PartialEq)]
-pub struct Review {
+pub(crate) struct Review {
     /// Placeholder keys the job does not fill (`first` and `remark` excepted): a rejection.
-    pub missing: Vec<String>,
+    pub(crate) missing: Vec<String>,
     /// Keys the job fills that the template does not have: sent anyway, logged.
-    pub extra: Vec<String>,
-    pub notes: Vec<Note>,
+    pub(crate) extra: Vec<String>,
+    pub(crate) notes: Vec<Note>,
 }
 
-pub fn review(template: &Template, job: &JobData) -> Review {
+pub(crate) fn review(template: &Template, job: &JobData) -> Review {
     let fills = |key: &str| job.entries.iter().any(|e| e.key == key);
     let missing = template
         .keys

@@ -29,7 +29,7 @@ const BROKER_CHECKS_LIMIT: Duration = Duration::from_secs(30);
 const UNUSED_CLAIM_TTL: Duration = Duration::from_secs(60);
 
 #[derive(clap::Args)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     #[command(flatten)]
     config: ConfigArg,
     /// Sample jobs (JSON Lines, one job per line) to hold against the templates of --app:
@@ -41,7 +41,7 @@ pub struct CheckArgs {
     app: Option<String>,
 }
 
-pub async fn run(args: CheckArgs) -> ExitCode {
+pub(crate) async fn run(args: CheckArgs) -> ExitCode {
     let settings = match args.config.load().and_then(|s| s.require_apps().map(|_| s)) {
         Ok(s) => s,
         Err(e) => return bad_config(&e),
@@ -225,7 +225,7 @@ fn report_jobs(
             }
         };
         if let Some(job) = &job {
-            if !app.sends(job.kind.name()) {
+            if !app.kinds.sends(job.kind.name()) {
                 rejected = Some(format!(
                     "kind: {:?} is not a kind this app sends (apps.{name}.kinds)",
                     job.kind.name()

@@ -17,7 +17,7 @@ use crate::broker::{
 };
 
 #[derive(clap::Args)]
-pub struct DeadArgs {
+pub(crate) struct DeadArgs {
     #[command(subcommand)]
     command: DeadCommand,
 }
@@ -118,7 +118,7 @@ impl Filter {
     }
 }
 
-pub async fn run(args: DeadArgs) -> ExitCode {
+pub(crate) async fn run(args: DeadArgs) -> ExitCode {
     let source = match &args.command {
         DeadCommand::List { source } | DeadCommand::Replay { source, .. } => source,
     };

@@ -31,7 +31,7 @@ const DAVE: &str = "oDaveXXXXXXXXXXXXXXXXXXXXXX3";
 const USER_EVENTS: usize = 2;
 
 #[derive(clap::Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// The broker to use.
     #[arg(
         long,
@@ -134,7 +134,7 @@ fn subscribe(id: String, kind: &str, extra: Value) -> (String, Value) {
     (id, j)
 }
 
-pub async fn run(args: DemoArgs) -> ExitCode {
+pub(crate) async fn run(args: DemoArgs) -> ExitCode {
     let sim = match Simulator::start("127.0.0.1:0", SimOptions::default()).await {
         Ok(sim) => sim,
         Err(e) => {

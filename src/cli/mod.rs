@@ -15,10 +15,10 @@ use clap::{Parser, Subcommand};
 use crate::config::{ConfigError, Settings};
 
 /// Exit code for a configuration that cannot be used (CONTRACT §7).
-pub const EXIT_BAD_CONFIG: u8 = 2;
+pub(crate) const EXIT_BAD_CONFIG: u8 = 2;
 /// Exit code for arguments that cannot be used: the code clap gives its own argument errors.
 /// Success is `ExitCode::SUCCESS` (0) and any other failure `ExitCode::FAILURE` (1).
-pub const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser)]
 #[command(
@@ -26,7 +26,7 @@ pub const EXIT_USAGE: u8 = 2;
     version,
     about = "Delivers WeChat template messages from RabbitMQ, and reports every outcome."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -49,7 +49,7 @@ enum Command {
 }
 
 #[derive(clap::Args, Clone)]
-pub struct ConfigArg {
+pub(crate) struct ConfigArg {
     /// The TOML config (default config/default.toml; if that is missing, built-in defaults).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -95,7 +95,7 @@ fn bad_config(e: &ConfigError) -> ExitCode {
 /// Takes over SIGTERM and SIGINT now, and returns a future that resolves on the first of them.
 /// Registering before any work starts matters: a signal that arrives before the handlers
 /// exist kills the process outright instead of draining it.
-pub fn termination() -> impl std::future::Future<Output = ()> {
+pub(crate) fn termination() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -7,7 +7,10 @@ use tokio_util::sync::CancellationToken;
 use super::{ConfigArg, bad_config, termination};
 use crate::startup::Application;
 
-pub async fn run(args: ConfigArg) -> ExitCode {
+/// Apps named in the start line.
+const STARTING_APPS_NAMED: usize = 10;
+
+pub(crate) async fn run(args: ConfigArg) -> ExitCode {
     let terminated = termination();
     let settings = match args.load().and_then(|s| s.require_apps().map(|_| s)) {
         Ok(s) => s,
@@ -34,7 +37,9 @@ pub async fn run(args: ConfigArg) -> ExitCode {
         });
     }
     let ctx = app.pipeline.clone();
-    tracing::info!(apps = ?ctx.pipeline.apps.keys().collect::<Vec<_>>(), "wxcourier starting");
+    // A platform may serve thousands of apps: the start line names the first few only.
+    let names: Vec<_> = ctx.pipeline.apps.keys().take(STARTING_APPS_NAMED).collect();
+    tracing::info!(apps = ctx.pipeline.apps.len(), first = ?names, "wxcourier starting");
     {
         // Once, beside the start: a slow or missing management API never delays consuming.
         tokio::spawn(async move {

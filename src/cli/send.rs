@@ -18,7 +18,7 @@ const CONFIRMS_IN_FLIGHT: usize = 512;
 const PROGRESS_TICK: Duration = Duration::from_millis(200);
 
 #[derive(clap::Args)]
-pub struct SendArgs {
+pub(crate) struct SendArgs {
     #[command(flatten)]
     config: ConfigArg,
     /// The app (routing key) to send through.
@@ -47,7 +47,7 @@ pub struct SendArgs {
     file: Option<PathBuf>,
 }
 
-pub async fn run(args: SendArgs) -> ExitCode {
+pub(crate) async fn run(args: SendArgs) -> ExitCode {
     let settings = match args.config.load() {
         Ok(s) => s,
         Err(e) => return bad_config(&e),
@@ -160,12 +160,21 @@ fn job_id_of(body: &[u8]) -> Option<String> {
     serde_json::from_slice::<IdOnly>(body).ok()?.id
 }
 
-fn job_from_flags(args: &SendArgs) -> Result<Vec<u8>, String> {
+/// Why the flags make no job.
+#[derive(Debug, thiserror::Error)]
+enum FlagsError {
+    #[error("--data must be KEY=VALUE, got {0:?}")]
+    Data(String),
+    #[error("the job is invalid: {0}")]
+    Invalid(crate::job::Rejection),
+}
+
+fn job_from_flags(args: &SendArgs) -> Result<Vec<u8>, FlagsError> {
     let mut data = serde_json::Map::new();
     for kv in &args.data {
         let (k, v) = kv
             .split_once('=')
-            .ok_or_else(|| format!("--data must be KEY=VALUE, got {kv:?}"))?;
+            .ok_or_else(|| FlagsError::Data(kv.clone()))?;
         data.insert(k.to_owned(), serde_json::json!({ "value": v }));
     }
     let id = args.id.clone().unwrap_or_else(|| {
@@ -186,6 +195,6 @@ fn job_from_flags(args: &SendArgs) -> Result<Vec<u8>, String> {
     }
     // Validate here too, so a typo is reported now rather than as a rejected outcome later.
     let body = serde_json::to_vec(&job).expect("a JSON value serializes");
-    crate::job::parse(&body, None).map_err(|r| format!("the job is invalid: {r}"))?;
+    crate::job::parse(&body, None).map_err(FlagsError::Invalid)?;
     Ok(body)
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::sim::{CallbackTarget, Faults, SimOptions, SimTemplate, Simulator};
 
 #[derive(clap::Args)]
-pub struct SimArgs {
+pub(crate) struct SimArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9780")]
     listen: String,
@@ -66,7 +66,7 @@ pub struct SimArgs {
     templates: Vec<String>,
 }
 
-pub async fn run(args: SimArgs) -> ExitCode {
+pub(crate) async fn run(args: SimArgs) -> ExitCode {
     crate::telemetry::init_logging(&Default::default());
     let mut apps = Vec::new();
     for a in &args.apps {
@@ -141,8 +141,25 @@ pub async fn run(args: SimArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Why a `--templates` value gives no template list.
+#[derive(Debug, thiserror::Error)]
+enum TemplatesError {
+    #[error("must be APPID=FILE")]
+    Form,
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not {{\"template_list\": [...]}}: {source}")]
+    Json {
+        path: String,
+        source: serde_json::Error,
+    },
+}
+
 /// `APPID=FILE`, FILE holding `{"template_list": [...]}`.
-fn read_templates(text: &str) -> Result<(String, Vec<SimTemplate>), String> {
+fn read_templates(text: &str) -> Result<(String, Vec<SimTemplate>), TemplatesError> {
     #[derive(serde::Deserialize)]
     struct List {
         template_list: Vec<SimTemplate>,
@@ -150,10 +167,15 @@ fn read_templates(text: &str) -> Result<(String, Vec<SimTemplate>), String> {
     let (appid, path) = text
         .split_once('=')
         .filter(|(a, p)| !a.is_empty() && !p.is_empty())
-        .ok_or("must be APPID=FILE")?;
-    let json = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let list: List = serde_json::from_str(&json)
-        .map_err(|e| format!("{path} is not {{\"template_list\": [...]}}: {e}"))?;
+        .ok_or(TemplatesError::Form)?;
+    let json = std::fs::read_to_string(path).map_err(|source| TemplatesError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let list: List = serde_json::from_str(&json).map_err(|source| TemplatesError::Json {
+        path: path.to_owned(),
+        source,
+    })?;
     Ok((appid.to_owned(), list.template_list))
 }
 

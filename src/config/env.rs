@@ -6,7 +6,7 @@ use figment::providers::Serialized;
 use super::ConfigError;
 
 /// Prefix of every environment variable that overrides a key.
-pub const ENV_PREFIX: &str = "WXCOURIER_";
+pub(crate) const ENV_PREFIX: &str = "WXCOURIER_";
 
 /// Keys that hold secrets or opaque strings: read raw from the environment so that a value
 /// such as `0123` is never reinterpreted as the number 123.

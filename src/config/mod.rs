@@ -14,23 +14,26 @@ mod sections;
 mod service_links;
 mod validate;
 
-pub use env::ENV_PREFIX;
+pub(crate) use env::ENV_PREFIX;
 pub use sections::{
-    AmqpSettings, AppSettings, CallbackMode, DEFAULT_QUOTA, DEFAULT_TOKEN, DEFAULT_TRANSIENT,
-    HttpSettings, LogFormat, LogSettings, ReasonCodes, RetrySettings, StateSettings, TokenMode,
-    WechatSettings, WorkerSettings,
+    AmqpSettings, AppKinds, AppSettings, CallbackMode, HttpSettings, RetrySettings, StateSettings,
+    TokenMode, WechatSettings, WorkerSettings,
 };
-pub use service_links::is_service_link;
-pub use validate::is_app_name;
+/// The contract's code sets, which tests build a classifier from.
+#[cfg(test)]
+pub(crate) use sections::{DEFAULT_QUOTA, DEFAULT_TOKEN, DEFAULT_TRANSIENT};
+pub(crate) use sections::{LogFormat, LogSettings, ReasonCodes};
+pub(crate) use service_links::is_service_link;
+pub(crate) use validate::is_app_name;
 
 use env::{describe_figment_error, env_path, env_provider, raw_app_key};
 
 /// The file `run`, `check` and the other verbs read when `--config` is not given.
-pub const DEFAULT_CONFIG_PATH: &str = "config/default.toml";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "config/default.toml";
 
 /// A configuration problem, always naming the key to fix.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     #[error("cannot read the config file {path}: {reason}")]
     File { path: String, reason: String },
     #[error("{0}")]
@@ -54,25 +57,28 @@ pub struct Settings {
     pub retry: RetrySettings,
     pub state: StateSettings,
     pub http: HttpSettings,
-    pub log: LogSettings,
+    pub(crate) log: LogSettings,
     pub worker: WorkerSettings,
     pub apps: BTreeMap<String, AppSettings>,
     /// `WXCOURIER_…` variables left out because they are Kubernetes service links (names
     /// only), for `run` to log once logging is set up.
     #[serde(skip)]
-    pub ignored_env: Vec<String>,
+    pub(crate) ignored_env: Vec<String>,
 }
 
 impl Settings {
     /// Loads `path` (a missing file is an error unless it is the default path), layers the
     /// environment on top and validates the result.
-    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+    pub(crate) fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let env: Vec<(String, String)> = std::env::vars().collect();
         Self::load_from(path, &env)
     }
 
     /// As [`Settings::load`], with the environment given explicitly (for tests).
-    pub fn load_from(path: Option<&Path>, env: &[(String, String)]) -> Result<Self, ConfigError> {
+    pub(crate) fn load_from(
+        path: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         let explicit = path.is_some();
         let path = path.unwrap_or(Path::new(DEFAULT_CONFIG_PATH));
@@ -121,7 +127,7 @@ impl Settings {
     }
 
     /// The verbs that send need at least one app; producers (`send`) do not.
-    pub fn require_apps(&self) -> Result<(), ConfigError> {
+    pub(crate) fn require_apps(&self) -> Result<(), ConfigError> {
         if self.apps.is_empty() {
             return Err(invalid(
                 "apps",

@@ -25,7 +25,7 @@ pub struct AmqpSettings {
 
 impl AmqpSettings {
     /// The broker nodes of `amqp.url`, in the order they are tried.
-    pub fn nodes(&self) -> Vec<&str> {
+    pub(crate) fn nodes(&self) -> Vec<&str> {
         split_nodes(self.url.expose())
     }
 }
@@ -90,39 +90,39 @@ pub struct WechatSettings {
     pub base_url: String,
     pub timeout: Span,
     /// WeChat calls in flight at once across all apps, so a slow WeChat cannot exhaust sockets.
-    pub max_in_flight: usize,
-    pub transient_codes: Vec<i64>,
-    pub quota_codes: Vec<i64>,
-    pub token_codes: Vec<i64>,
+    pub(crate) max_in_flight: usize,
+    pub(crate) transient_codes: Vec<i64>,
+    pub(crate) quota_codes: Vec<i64>,
+    pub(crate) token_codes: Vec<i64>,
     /// errcodes behind each `reason` of a failed outcome.
-    pub reason_codes: ReasonCodes,
+    pub(crate) reason_codes: ReasonCodes,
     /// How often each app's daily quota is read (`openapi/quota/get`) into gauges; `0s` off.
     pub quota_refresh: Span,
 }
 
 /// `-1` system busy, `45011` per-minute limit.
-pub const DEFAULT_TRANSIENT: [i64; 2] = [-1, 45011];
+pub(crate) const DEFAULT_TRANSIENT: [i64; 2] = [-1, 45011];
 /// `45009` call limit / daily quota reached.
-pub const DEFAULT_QUOTA: [i64; 1] = [45009];
+pub(crate) const DEFAULT_QUOTA: [i64; 1] = [45009];
 /// `40001`, `41006` from the seed page; `40014` (invalid token) and `42001` (expired) today.
-pub const DEFAULT_TOKEN: [i64; 4] = [40001, 41006, 40014, 42001];
+pub(crate) const DEFAULT_TOKEN: [i64; 4] = [40001, 41006, 40014, 42001];
 
 /// errcodes behind each reason that WeChat's own answer decides.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
-pub struct ReasonCodes {
+pub(crate) struct ReasonCodes {
     /// The user refused this template (since 2023).
-    pub recipient_refused: Vec<i64>,
+    pub(crate) recipient_refused: Vec<i64>,
     /// The user does not follow the account.
-    pub not_following: Vec<i64>,
+    pub(crate) not_following: Vec<i64>,
     /// The OpenID is not one of this account's users.
-    pub invalid_recipient: Vec<i64>,
+    pub(crate) invalid_recipient: Vec<i64>,
     /// The template is unknown or withdrawn.
-    pub template_invalid: Vec<i64>,
+    pub(crate) template_invalid: Vec<i64>,
     /// WeChat refused the content: a field breaks its type or review rules.
-    pub content_rejected: Vec<i64>,
+    pub(crate) content_rejected: Vec<i64>,
     /// The account's setup is wrong: AppSecret, IP whitelist, AppID.
-    pub config_error: Vec<i64>,
+    pub(crate) config_error: Vec<i64>,
 }
 
 impl Default for ReasonCodes {
@@ -238,14 +238,14 @@ impl Default for HttpSettings {
 
 impl HttpSettings {
     /// The replay window for signed callbacks; `None` when turned off with `0s`.
-    pub fn callback_window(&self) -> Option<Duration> {
+    pub(crate) fn callback_window(&self) -> Option<Duration> {
         (!self.callback_max_age.0.is_zero()).then_some(self.callback_max_age.0)
     }
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     #[default]
     Human,
     Json,
@@ -253,10 +253,10 @@ pub enum LogFormat {
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct LogSettings {
-    pub format: LogFormat,
+pub(crate) struct LogSettings {
+    pub(crate) format: LogFormat,
     /// A `tracing` filter such as `info` or `wxcourier=debug`; `RUST_LOG` wins when set.
-    pub level: String,
+    pub(crate) level: String,
 }
 
 impl Default for LogSettings {
@@ -304,7 +304,7 @@ pub enum CallbackMode {
 }
 
 impl CallbackMode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CallbackMode::Plain => "plain",
             CallbackMode::Compat => "compat",
@@ -330,12 +330,12 @@ pub struct AppSettings {
     pub callback_token: Option<Secret>,
     #[serde(default)]
     pub encoding_aes_key: Option<Secret>,
-    /// Unset: `safe` with an `encoding_aes_key`, else `plain` (see [`AppSettings::resolved_callback_mode`]).
+    /// Unset: `safe` with an `encoding_aes_key`, else `plain` (see `AppSettings::resolved_callback_mode`).
     #[serde(default)]
     pub callback_mode: Option<CallbackMode>,
     /// The message kinds this app sends; a job of another kind is rejected.
-    #[serde(default = "default_kinds")]
-    pub kinds: Vec<String>,
+    #[serde(default)]
+    pub kinds: AppKinds,
     /// Check template jobs against the account's template list before sending.
     #[serde(default)]
     pub catalog: bool,
@@ -356,7 +356,7 @@ impl AppSettings {
             callback_token: None,
             encoding_aes_key: None,
             callback_mode: None,
-            kinds: default_kinds(),
+            kinds: AppKinds::default(),
             catalog: false,
             catalog_refresh: default_catalog_refresh(),
         }
@@ -365,21 +365,53 @@ impl AppSettings {
     /// The callback mode in force: as configured, or `safe` when an EncodingAESKey is set
     /// (a key means the console is in safe mode, whose plaintext signature does not cover
     /// the body), else `plain`.
-    pub fn resolved_callback_mode(&self) -> CallbackMode {
+    pub(crate) fn resolved_callback_mode(&self) -> CallbackMode {
         self.callback_mode.unwrap_or(match self.encoding_aes_key {
             Some(_) => CallbackMode::Safe,
             None => CallbackMode::Plain,
         })
     }
+}
 
-    /// Whether this app may send jobs of `kind`.
-    pub fn sends(&self, kind: &str) -> bool {
-        self.kinds.iter().any(|k| k == kind)
+/// `apps.NAME.kinds`: the message kinds an app sends, by name. The one place that answers
+/// whether a job's kind is one of them; the pipeline holds a copy.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct AppKinds(Vec<String>);
+
+impl AppKinds {
+    /// Whether the app may send jobs of `kind`.
+    pub(crate) fn sends(&self, kind: &str) -> bool {
+        self.0.iter().any(|k| k == kind)
     }
 }
 
-fn default_kinds() -> Vec<String> {
-    vec![crate::kinds::default_kind().name().to_owned()]
+impl Default for AppKinds {
+    /// The default kind alone (`template`).
+    fn default() -> Self {
+        Self(vec![crate::kinds::default_kind().name().to_owned()])
+    }
+}
+
+impl std::ops::Deref for AppKinds {
+    type Target = [String];
+
+    fn deref(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl<S: Into<String>> FromIterator<S> for AppKinds {
+    fn from_iter<I: IntoIterator<Item = S>>(names: I) -> Self {
+        Self(names.into_iter().map(Into::into).collect())
+    }
+}
+
+/// Shown as the list it is: rejections quote it as `apps.NAME.kinds = [...]`.
+impl std::fmt::Debug for AppKinds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 fn default_catalog_refresh() -> Span {

@@ -30,7 +30,7 @@ const PROTOCOLS: [&str; 3] = ["TCP", "UDP", "SCTP"];
 
 /// True when `name=value` is a Kubernetes service-link variable for a Service whose name
 /// starts with `wxcourier`.
-pub fn is_service_link(name: &str, value: &str) -> bool {
+pub(crate) fn is_service_link(name: &str, value: &str) -> bool {
     let Some(rest) = name.strip_prefix("WXCOURIER") else {
         return false;
     };

@@ -10,7 +10,7 @@ use crate::types::Span;
 
 impl Settings {
     /// Checks every rule the types alone cannot express.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         validate_nodes(&self.amqp)?;
         if self.amqp.prefetch == 0 {
             return Err(invalid("amqp.prefetch", "must be > 0"));
@@ -247,7 +247,7 @@ fn validate_lookups(s: &Settings) -> Result<(), ConfigError> {
 }
 
 /// App names become routing keys and queue names: `[a-z0-9_]{1,32}`.
-pub fn is_app_name(name: &str) -> bool {
+pub(crate) fn is_app_name(name: &str) -> bool {
     (1..=32).contains(&name.len())
         && name
             .bytes()

@@ -28,11 +28,11 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// The server's limits, from `[http]`.
 #[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    pub header_read_timeout: Duration,
-    pub request_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_connections: usize,
+pub(crate) struct Limits {
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_connections: usize,
 }
 
 impl From<&HttpSettings> for Limits {
@@ -49,7 +49,12 @@ impl From<&HttpSettings> for Limits {
 /// Serves `app` on `listener` until `stop` fires. A connection is accepted only with a free
 /// slot, so beyond `max_connections` clients wait in the kernel's backlog instead of costing
 /// a task, buffers and a file descriptor each.
-pub async fn run(listener: TcpListener, app: Router, limits: Limits, stop: CancellationToken) {
+pub(crate) async fn run(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    stop: CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let slot = tokio::select! {

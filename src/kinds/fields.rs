@@ -7,9 +7,12 @@ use serde_json::{Map, Value};
 use super::FieldError;
 
 /// Longest data value accepted, in characters.
-pub const MAX_VALUE_CHARS: usize = 1024;
+pub(crate) const MAX_VALUE_CHARS: usize = 1024;
 
-pub fn required_string(obj: &mut Map<String, Value>, field: &str) -> Result<String, FieldError> {
+pub(crate) fn required_string(
+    obj: &mut Map<String, Value>,
+    field: &str,
+) -> Result<String, FieldError> {
     match obj.remove(field) {
         Some(Value::String(s)) => Ok(s),
         None | Some(Value::Null) => Err(FieldError::new(field, "is required")),
@@ -17,7 +20,7 @@ pub fn required_string(obj: &mut Map<String, Value>, field: &str) -> Result<Stri
     }
 }
 
-pub fn optional_string(
+pub(crate) fn optional_string(
     obj: &mut Map<String, Value>,
     field: &str,
 ) -> Result<Option<String>, FieldError> {
@@ -29,7 +32,7 @@ pub fn optional_string(
 }
 
 /// `touser`: an OpenID.
-pub fn touser(obj: &mut Map<String, Value>) -> Result<String, FieldError> {
+pub(crate) fn touser(obj: &mut Map<String, Value>) -> Result<String, FieldError> {
     let touser = required_string(obj, "touser")?;
     if !is_token_like(&touser, 64) {
         return Err(FieldError::new(
@@ -41,7 +44,7 @@ pub fn touser(obj: &mut Map<String, Value>) -> Result<String, FieldError> {
 }
 
 /// `template_id`.
-pub fn template_id(obj: &mut Map<String, Value>) -> Result<String, FieldError> {
+pub(crate) fn template_id(obj: &mut Map<String, Value>) -> Result<String, FieldError> {
     let id = required_string(obj, "template_id")?;
     if !is_token_like(&id, 128) {
         return Err(FieldError::new(
@@ -53,7 +56,7 @@ pub fn template_id(obj: &mut Map<String, Value>) -> Result<String, FieldError> {
 }
 
 /// An optional page path inside a mini program (`page`, `pagepath`).
-pub fn optional_page(
+pub(crate) fn optional_page(
     obj: &mut Map<String, Value>,
     field: &str,
 ) -> Result<Option<String>, FieldError> {
@@ -67,14 +70,14 @@ pub fn optional_page(
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct MiniProgram {
-    pub appid: String,
+pub(crate) struct MiniProgram {
+    pub(crate) appid: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pagepath: Option<String>,
+    pub(crate) pagepath: Option<String>,
 }
 
 /// `miniprogram {appid, pagepath}`: the mini program a message opens.
-pub fn miniprogram(obj: &mut Map<String, Value>) -> Result<Option<MiniProgram>, FieldError> {
+pub(crate) fn miniprogram(obj: &mut Map<String, Value>) -> Result<Option<MiniProgram>, FieldError> {
     match obj.remove("miniprogram") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(mut mp)) => {
@@ -106,15 +109,15 @@ pub fn miniprogram(obj: &mut Map<String, Value>) -> Result<Option<MiniProgram>, 
 
 /// One `data` entry: `{value}` and, where a kind allows it, `color`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DataEntry {
-    pub value: String,
+pub(crate) struct DataEntry {
+    pub(crate) value: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub color: Option<String>,
+    pub(crate) color: Option<String>,
 }
 
 /// `data` entries in the order given, keys stripped of a `.DATA` suffix.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Data(pub Vec<(String, DataEntry)>);
+pub(crate) struct Data(pub(crate) Vec<(String, DataEntry)>);
 
 impl Serialize for Data {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -128,7 +131,7 @@ impl Serialize for Data {
 }
 
 /// Reads `data {key: {value[, color]}}`; `colors` says whether `color` is allowed.
-pub fn data(obj: &mut Map<String, Value>, colors: bool) -> Result<Data, FieldError> {
+pub(crate) fn data(obj: &mut Map<String, Value>, colors: bool) -> Result<Data, FieldError> {
     let Some(Value::Object(map)) = obj.remove("data") else {
         return Err(FieldError::new("data", "is required and must be an object"));
     };
@@ -200,7 +203,7 @@ pub fn data(obj: &mut Map<String, Value>, colors: bool) -> Result<Data, FieldErr
     Ok(Data(entries))
 }
 
-pub fn is_token_like(s: &str, max: usize) -> bool {
+pub(crate) fn is_token_like(s: &str, max: usize) -> bool {
     (1..=max).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
@@ -210,6 +213,6 @@ fn is_data_key(s: &str) -> bool {
     (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-pub fn is_color(s: &str) -> bool {
+pub(crate) fn is_color(s: &str) -> bool {
     s.len() == 7 && s.starts_with('#') && s[1..].bytes().all(|b| b.is_ascii_hexdigit())
 }

@@ -5,10 +5,10 @@
 //! the simulator checks on its route) — tied together in its `mod.rs`. The envelope every
 //! kind shares (`id`, `meta`, `not_after`, `kind`) is read in [`crate::job`].
 //!
-//! A new kind is a new folder plus its name in the [`register!`] line below.
+//! A new kind is a new folder plus its name in the `register!` line below.
 
-pub mod fields;
-pub mod typed;
+pub(crate) mod fields;
+pub(crate) mod typed;
 
 use serde_json::{Map, Value};
 
@@ -18,12 +18,12 @@ use crate::types::Class;
 /// A field of a job and the rule it broke.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldError {
-    pub field: String,
-    pub rule: String,
+    pub(crate) field: String,
+    pub(crate) rule: String,
 }
 
 impl FieldError {
-    pub fn new(field: impl Into<String>, rule: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, rule: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             rule: rule.into(),
@@ -34,23 +34,23 @@ impl FieldError {
 /// A kind's message, validated and ready to send.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
-    pub touser: String,
-    pub template_id: String,
+    pub(crate) touser: String,
+    pub(crate) template_id: String,
     /// The JSON body of the kind's WeChat endpoint.
-    pub body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 /// How one kind reads an errcode differently from `wechat.*_codes` and
 /// `wechat.reason_codes`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Override {
-    pub code: i64,
+    pub(crate) code: i64,
     /// The class to use instead of the configured one, if any.
-    pub class: Option<Class>,
+    pub(crate) class: Option<Class>,
     /// The `reason` of a failed outcome, if any.
-    pub reason: Option<FailReason>,
+    pub(crate) reason: Option<FailReason>,
     /// Words for the `error` field of a failed outcome.
-    pub describe: &'static str,
+    pub(crate) describe: &'static str,
 }
 
 /// One message kind.
@@ -86,33 +86,33 @@ pub enum DeliveryEvent {
 
 impl dyn Kind {
     /// This kind's override of `code`, if any.
-    pub fn override_of(&self, code: i64) -> Option<&'static Override> {
+    pub(crate) fn override_of(&self, code: i64) -> Option<&'static Override> {
         self.overrides().iter().find(|o| o.code == code)
     }
 }
 
 macro_rules! register {
     ($($kind:ident),+ $(,)?) => {
-        $(pub mod $kind;)+
+        $(pub(crate) mod $kind;)+
         /// Every kind, the default (`template`) first.
-        pub static KINDS: &[&dyn Kind] = &[$(&$kind::KIND),+];
+        pub(crate) static KINDS: &[&dyn Kind] = &[$(&$kind::KIND),+];
     };
 }
 
 register!(template, subscribe, miniprogram_subscribe);
 
 /// The kind of a job that names none.
-pub fn default_kind() -> &'static dyn Kind {
+pub(crate) fn default_kind() -> &'static dyn Kind {
     KINDS[0]
 }
 
 /// The kind called `name`.
-pub fn by_name(name: &str) -> Option<&'static dyn Kind> {
+pub(crate) fn by_name(name: &str) -> Option<&'static dyn Kind> {
     KINDS.iter().copied().find(|k| k.name() == name)
 }
 
 /// Every kind's name, for messages: `template, subscribe, …`.
-pub fn names() -> String {
+pub(crate) fn names() -> String {
     KINDS
         .iter()
         .map(|k| k.name())

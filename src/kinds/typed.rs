@@ -23,22 +23,30 @@ const TYPES: [&str; 14] = [
     "enum",
 ];
 
+/// The rule a keyword's value broke, in the words a rejection gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum KeywordError {
+    /// The key names no keyword type.
+    #[error("key must be a keyword type and a number, such as thing1 (types: {})", TYPES.join(", "))]
+    UnknownType,
+    /// The value breaks the rule of its key's type.
+    #[error("{}", rule(.0))]
+    Broken(&'static str),
+}
+
 /// Checks every entry of `data`; the error names the field and the rule.
-pub fn check_data(data: &Data) -> Result<(), FieldError> {
+pub(crate) fn check_data(data: &Data) -> Result<(), FieldError> {
     for (key, entry) in &data.0 {
         check(key, &entry.value)
-            .map_err(|rule| FieldError::new(format!("data.{key}.value"), rule))?;
+            .map_err(|e| FieldError::new(format!("data.{key}.value"), e.to_string()))?;
     }
     Ok(())
 }
 
 /// Checks one value against the type its key names; the error is the rule it broke.
-pub fn check(key: &str, value: &str) -> Result<(), String> {
+pub(crate) fn check(key: &str, value: &str) -> Result<(), KeywordError> {
     let Some(kind) = type_of(key) else {
-        return Err(format!(
-            "key must be a keyword type and a number, such as thing1 (types: {})",
-            TYPES.join(", ")
-        ));
+        return Err(KeywordError::UnknownType);
     };
     let n = value.chars().count();
     let ok = match kind {
@@ -67,7 +75,7 @@ pub fn check(key: &str, value: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(rule(kind).to_owned())
+        Err(KeywordError::Broken(kind))
     }
 }
 
@@ -235,7 +243,7 @@ fn is_date(s: &str) -> bool {
 
 /// The simulator's reading of a subscribe body, as WeChat answers it: `40037` without a
 /// template, `47003` naming the first field whose value breaks its type.
-pub fn sim_check(body: &serde_json::Value) -> Option<(i64, String)> {
+pub(crate) fn sim_check(body: &serde_json::Value) -> Option<(i64, String)> {
     if body["template_id"].as_str().is_none_or(str::is_empty) {
         return Some((40037, "invalid template_id".into()));
     }
@@ -320,7 +328,8 @@ mod tests {
     fn a_key_must_be_a_known_type_and_a_number() {
         for key in ["thing", "keyword1", "first", "thing1a", "char1"] {
             let rule = check(key, "x").unwrap_err();
-            assert!(rule.contains("keyword type"), "{key}: {rule}");
+            assert_eq!(rule, KeywordError::UnknownType, "{key}");
+            assert!(rule.to_string().contains("keyword type"), "{key}: {rule}");
         }
         assert!(check("character_string1", "abc").is_ok());
     }

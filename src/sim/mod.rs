@@ -15,7 +15,8 @@ pub use model::{
     Answer, AppStats, Faults, QUOTA_GET, QuotaCount, SendRecord, SimStats, SimTemplate,
     TEMPLATE_LIST, UserEventError,
 };
-pub use push::{CallbackTarget, Decision, UserEvent};
+pub(crate) use push::CallbackTarget;
+pub use push::{Decision, UserEvent};
 use tokio_util::sync::CancellationToken;
 
 /// The appid known when no `--app` is given.

@@ -62,7 +62,7 @@ pub enum Answer {
 
 /// What the HTTP layer should do with a request.
 #[derive(Debug, PartialEq)]
-pub enum Reply {
+pub(crate) enum Reply {
     Json(serde_json::Value),
     Http(u16),
     Drop,
@@ -73,14 +73,14 @@ pub enum Reply {
 /// One send as received.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SendRecord {
-    pub appid: String,
+    pub(crate) appid: String,
     /// The kind whose endpoint was called.
     #[serde(default)]
     pub kind: String,
     pub touser: String,
     pub client_msg_id: Option<String>,
     pub errcode: i64,
-    pub msgid: Option<u64>,
+    pub(crate) msgid: Option<u64>,
     pub duplicate: bool,
     /// Milliseconds since the simulator started.
     pub at_ms: f64,
@@ -102,9 +102,9 @@ pub struct SimTemplate {
 /// One API's daily quota, as `openapi/quota/get` answers it.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct QuotaCount {
-    pub daily_limit: u64,
-    pub used: u64,
-    pub remain: u64,
+    pub(crate) daily_limit: u64,
+    pub(crate) used: u64,
+    pub(crate) remain: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -117,23 +117,23 @@ pub struct AppStats {
     pub template_list_calls: u64,
     /// `openapi/quota/get` calls answered with a quota.
     #[serde(default)]
-    pub quota_get_calls: u64,
+    pub(crate) quota_get_calls: u64,
     /// Sends accepted for the first time (errcode 0, not a de-duplicated repeat).
     pub accepted: u64,
     pub duplicates: u64,
-    pub errcodes: BTreeMap<String, u64>,
+    pub(crate) errcodes: BTreeMap<String, u64>,
     /// Sends left today on the endpoint with the fewest.
-    pub quota_left: u64,
+    pub(crate) quota_left: u64,
     /// Each send endpoint's quota today.
     #[serde(default)]
-    pub quota: BTreeMap<String, QuotaCount>,
+    pub(crate) quota: BTreeMap<String, QuotaCount>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SimStats {
-    pub requests: u64,
-    pub http_faults: u64,
-    pub drops: u64,
+    pub(crate) requests: u64,
+    pub(crate) http_faults: u64,
+    pub(crate) drops: u64,
     /// Pushes (delivery reports and user events) the callback answered `success` to.
     pub reports_delivered: u64,
     /// Pushes given up on after three tries.
@@ -218,7 +218,7 @@ pub enum UserEventError {
     Invalid(String),
 }
 
-pub struct Model {
+pub(crate) struct Model {
     inner: Mutex<Inner>,
     started: Instant,
     pushes: mpsc::UnboundedSender<Queued>,
@@ -303,7 +303,9 @@ fn random_token() -> String {
 
 impl Model {
     /// The model, plus the queue of delivery reports for [`super::push::run`] to send.
-    pub fn new(options: SimOptions) -> (Self, mpsc::UnboundedReceiver<Queued>, Arc<PushCounts>) {
+    pub(crate) fn new(
+        options: SimOptions,
+    ) -> (Self, mpsc::UnboundedReceiver<Queued>, Arc<PushCounts>) {
         let apps = options
             .apps
             .iter()
@@ -355,7 +357,7 @@ impl Model {
     }
 
     /// Latency to add before answering, and whether a random transport fault hits.
-    pub fn transport(&self) -> (Duration, Option<Reply>) {
+    pub(crate) fn transport(&self) -> (Duration, Option<Reply>) {
         let mut inner = self.inner.lock();
         inner.requests += 1;
         let f = inner.options.faults.clone();
@@ -373,7 +375,7 @@ impl Model {
     }
 
     /// `GET /cgi-bin/token` and `POST /cgi-bin/stable_token`.
-    pub fn token(
+    pub(crate) fn token(
         &self,
         grant_type: Option<&str>,
         appid: Option<&str>,
@@ -441,7 +443,7 @@ impl Model {
     }
 
     /// A message send on `kind`'s endpoint: the checks every endpoint makes, then the kind's.
-    pub fn send(&self, kind: &dyn Kind, access_token: Option<&str>, body: &[u8]) -> Reply {
+    pub(crate) fn send(&self, kind: &dyn Kind, access_token: Option<&str>, body: &[u8]) -> Reply {
         let now = Instant::now();
         let at_ms = now.duration_since(self.started).as_secs_f64() * 1000.0;
         let mut inner = self.inner.lock();
@@ -615,7 +617,7 @@ impl Model {
         });
     }
 
-    pub fn stats(&self) -> SimStats {
+    pub(crate) fn stats(&self) -> SimStats {
         let inner = self.inner.lock();
         SimStats {
             requests: inner.requests,
@@ -640,15 +642,15 @@ impl Model {
         }
     }
 
-    pub fn sends(&self) -> Vec<SendRecord> {
+    pub(crate) fn sends(&self) -> Vec<SendRecord> {
         self.inner.lock().records.iter().cloned().collect()
     }
 
-    pub fn set_faults(&self, faults: Faults) {
+    pub(crate) fn set_faults(&self, faults: Faults) {
         self.inner.lock().options.faults = faults;
     }
 
-    pub fn script(&self, touser: &str, answers: Vec<Answer>) {
+    pub(crate) fn script(&self, touser: &str, answers: Vec<Answer>) {
         self.inner
             .lock()
             .scripts
@@ -657,7 +659,7 @@ impl Model {
             .extend(answers);
     }
 
-    pub fn invalidate(&self, appid: &str) {
+    pub(crate) fn invalidate(&self, appid: &str) {
         let mut inner = self.inner.lock();
         inner.tokens.retain(|_, info| info.appid != appid);
         if let Some(app) = inner.apps.get_mut(appid) {
@@ -667,7 +669,7 @@ impl Model {
     }
 
     /// Pushes delivery reports for `appid`'s accepted sends to `target` (or stops, with `None`).
-    pub fn set_callback(&self, appid: &str, target: Option<CallbackTarget>) {
+    pub(crate) fn set_callback(&self, appid: &str, target: Option<CallbackTarget>) {
         let mut inner = self.inner.lock();
         match target {
             Some(t) => inner.callbacks.insert(appid.to_owned(), t),
@@ -677,7 +679,7 @@ impl Model {
 
     /// Pushes `event` from `touser` to `appid`'s callback at once. A template refused in it is
     /// refused from then on (sends with it answer 43101), and one accepted is sent again.
-    pub fn user_event(
+    pub(crate) fn user_event(
         &self,
         appid: &str,
         touser: &str,
@@ -720,7 +722,7 @@ impl Model {
         Ok(())
     }
 
-    pub fn set_refusing(&self, touser: &str, refusing: bool) {
+    pub(crate) fn set_refusing(&self, touser: &str, refusing: bool) {
         let mut inner = self.inner.lock();
         if refusing {
             inner.options.refusing.insert(touser.to_owned());
@@ -731,7 +733,7 @@ impl Model {
 
     /// Leaves `left` sends on each of `appid`'s endpoints today (the sends made still count
     /// as used: the daily limit moves).
-    pub fn set_quota_left(&self, appid: &str, left: u64) {
+    pub(crate) fn set_quota_left(&self, appid: &str, left: u64) {
         if let Some(app) = self.inner.lock().apps.get_mut(appid) {
             for q in app.quota.values_mut() {
                 q.limit = q.used.saturating_add(left);
@@ -740,7 +742,7 @@ impl Model {
     }
 
     /// Replaces `appid`'s template list.
-    pub fn set_templates(&self, appid: &str, templates: Vec<SimTemplate>) {
+    pub(crate) fn set_templates(&self, appid: &str, templates: Vec<SimTemplate>) {
         if let Some(app) = self.inner.lock().apps.get_mut(appid) {
             app.templates = templates;
         }
@@ -749,7 +751,7 @@ impl Model {
     /// The app a lookup's token belongs to, or the answer to a missing, unknown or expired one.
     /// Makes `path` (a lookup: the template list, `openapi/quota/get`) answer `errcode` to
     /// `appid` (48001: not authorized), or serve it again with 0.
-    pub fn deny(&self, appid: &str, path: &str, errcode: i64) {
+    pub(crate) fn deny(&self, appid: &str, path: &str, errcode: i64) {
         let mut inner = self.inner.lock();
         let key = (appid.to_owned(), path.to_owned());
         if errcode == 0 {
@@ -784,7 +786,7 @@ impl Model {
     }
 
     /// `GET /cgi-bin/template/get_all_private_template`.
-    pub fn template_list(&self, access_token: Option<&str>) -> Reply {
+    pub(crate) fn template_list(&self, access_token: Option<&str>) -> Reply {
         let mut inner = self.inner.lock();
         match Self::lookup_app(&mut inner, access_token, TEMPLATE_LIST) {
             Ok(app) => {
@@ -796,7 +798,7 @@ impl Model {
     }
 
     /// `POST /cgi-bin/openapi/quota/get` with `{"cgi_path": …}`: a send endpoint's quota today.
-    pub fn quota_get(&self, access_token: Option<&str>, body: &[u8]) -> Reply {
+    pub(crate) fn quota_get(&self, access_token: Option<&str>, body: &[u8]) -> Reply {
         let mut inner = self.inner.lock();
         let app = match Self::lookup_app(&mut inner, access_token, QUOTA_GET) {
             Ok(app) => app,
@@ -816,7 +818,7 @@ impl Model {
         Reply::Json(serde_json::json!({ "errcode": 0, "errmsg": "ok", "quota": count }))
     }
 
-    pub fn reset_stats(&self) {
+    pub(crate) fn reset_stats(&self) {
         let mut inner = self.inner.lock();
         inner.records.clear();
         inner.requests = 0;

@@ -37,16 +37,16 @@ pub struct Push {
 
 /// An event waiting for its time: WeChat reports a delivery after the send's answer, never
 /// before it; a user event goes at once.
-pub struct Queued {
-    pub push: Push,
-    pub at: tokio::time::Instant,
+pub(crate) struct Queued {
+    pub(crate) push: Push,
+    pub(crate) at: tokio::time::Instant,
 }
 
 /// Counts of pushes (results and user events alike), for the stats.
 #[derive(Default)]
-pub struct PushCounts {
-    pub delivered: AtomicU64,
-    pub failed: AtomicU64,
+pub(crate) struct PushCounts {
+    pub(crate) delivered: AtomicU64,
+    pub(crate) failed: AtomicU64,
 }
 
 /// How many pushes may be in flight at once.
@@ -127,7 +127,7 @@ pub enum UserEvent {
 
 impl UserEvent {
     /// The templates it decides, accepted or refused.
-    pub fn decisions(&self) -> &[Decision] {
+    pub(crate) fn decisions(&self) -> &[Decision] {
         match self {
             UserEvent::SubscribeMsgPopupEvent { templates }
             | UserEvent::SubscribeMsgChangeEvent { templates } => templates,
@@ -214,7 +214,7 @@ pub fn signed_request_at(push: &Push, timestamp: u64) -> (String, String) {
 }
 
 /// Pushes events from `queue` until it closes.
-pub async fn run(mut queue: mpsc::UnboundedReceiver<Queued>, counts: Arc<PushCounts>) {
+pub(crate) async fn run(mut queue: mpsc::UnboundedReceiver<Queued>, counts: Arc<PushCounts>) {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()

@@ -19,7 +19,7 @@ use super::push::{CallbackTarget, UserEvent};
 
 type Shared = State<Arc<Model>>;
 
-pub fn router(model: Arc<Model>) -> Router {
+pub(crate) fn router(model: Arc<Model>) -> Router {
     // One route per message kind, at the kind's own endpoint.
     let mut router = Router::new();
     for &kind in crate::kinds::KINDS {

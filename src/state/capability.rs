@@ -162,7 +162,7 @@ impl Capabilities {
     /// instances needs: the send rate (`rate_per_second` holds across instances), and the
     /// access token for any app in classic mode (each classic fetch retires the token the
     /// other instances use). A backend for one instance needs neither.
-    pub fn check(&self, settings: &Settings) -> Result<(), StateError> {
+    pub(crate) fn check(&self, settings: &Settings) -> Result<(), StateError> {
         if !self.shared_ids {
             return Ok(());
         }

@@ -30,4 +30,4 @@ pub enum StateError {
     },
 }
 
-pub type StateResult<T> = Result<T, StateError>;
+pub(crate) type StateResult<T> = Result<T, StateError>;

@@ -20,7 +20,7 @@ fn outage() -> StateError {
 
 /// What was done through a [`FakeStore`], in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoreCall {
+pub(crate) enum StoreCall {
     Claimed(String),
     Renewed(String),
     Released(String),
@@ -28,15 +28,15 @@ pub enum StoreCall {
 }
 
 /// Idempotency in memory (the memory backend's own rules), with outages on demand.
-pub struct FakeStore {
+pub(crate) struct FakeStore {
     inner: MemoryState,
     /// Every call fails.
-    pub down: AtomicBool,
+    pub(crate) down: AtomicBool,
     /// Only `record_sent` fails.
-    pub record_fails: AtomicBool,
+    pub(crate) record_fails: AtomicBool,
     /// Answers every renewal with this instead of asking the store.
-    pub renewal: Mutex<Option<Renewal>>,
-    pub calls: Mutex<Vec<StoreCall>>,
+    pub(crate) renewal: Mutex<Option<Renewal>>,
+    pub(crate) calls: Mutex<Vec<StoreCall>>,
 }
 
 impl Default for FakeStore {
@@ -60,11 +60,11 @@ impl FakeStore {
     }
 
     /// The store as a test sets it up, without recording a call.
-    pub fn memory(&self) -> &MemoryState {
+    pub(crate) fn memory(&self) -> &MemoryState {
         &self.inner
     }
 
-    pub fn calls(&self) -> Vec<StoreCall> {
+    pub(crate) fn calls(&self) -> Vec<StoreCall> {
         self.calls.lock().clone()
     }
 }
@@ -111,8 +111,8 @@ impl Idempotency for FakeStore {
 
 /// Shared tokens in memory, on tokio's clock, with outages on demand.
 #[derive(Default)]
-pub struct FakeSharedTokens {
-    pub down: AtomicBool,
+pub(crate) struct FakeSharedTokens {
+    pub(crate) down: AtomicBool,
     tokens: Mutex<HashMap<String, (Secret, Instant)>>,
     locks: Mutex<HashMap<String, (String, Instant)>>,
 }

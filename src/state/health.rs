@@ -18,7 +18,7 @@ impl Default for StateHealth {
 
 impl StateHealth {
     /// Starts down for a backend that must prove itself reachable first.
-    pub fn starting_down() -> Self {
+    pub(crate) fn starting_down() -> Self {
         Self {
             up: watch::channel(false).0,
         }
@@ -29,7 +29,7 @@ impl StateHealth {
     }
 
     /// Records a failed call; logged once per outage.
-    pub fn mark_down(&self, why: &str) {
+    pub(crate) fn mark_down(&self, why: &str) {
         if self.up.send_replace(false) {
             tracing::error!(
                 error = why,
@@ -38,20 +38,20 @@ impl StateHealth {
         }
     }
 
-    pub fn mark_up(&self) {
+    pub(crate) fn mark_up(&self) {
         if !self.up.send_replace(true) {
             tracing::info!("shared state (Redis) reachable again: consuming resumes");
         }
     }
 
     /// Resolves when the state goes down.
-    pub async fn down(&self) {
+    pub(crate) async fn down(&self) {
         let mut rx = self.up.subscribe();
         let _ = rx.wait_for(|up| !*up).await;
     }
 
     /// Resolves when the state is up.
-    pub async fn up(&self) {
+    pub(crate) async fn up(&self) {
         let mut rx = self.up.subscribe();
         let _ = rx.wait_for(|up| *up).await;
     }

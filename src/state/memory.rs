@@ -69,6 +69,7 @@ impl<K: Hash + Eq + Copy, V> Bounded<K, V> {
         }
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.map.len()
     }
@@ -154,7 +155,7 @@ pub struct MemoryState {
 }
 
 impl MemoryState {
-    pub fn new(ttl: Duration, capacity: usize) -> Self {
+    pub(crate) fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
             keyer: Keyer {
                 first: RandomState::new(),
@@ -170,7 +171,7 @@ impl MemoryState {
         }
     }
 
-    pub fn claim(&self, app: &str, id: &str) -> Claim {
+    pub(crate) fn claim(&self, app: &str, id: &str) -> Claim {
         let k = self.keyer.id(app, id);
         let mut inner = self.inner.lock();
         if let Some(&msgid) = inner.sent.get(&k, Instant::now()) {
@@ -184,7 +185,7 @@ impl MemoryState {
         Claim::Fresh(holder)
     }
 
-    pub fn renew(&self, app: &str, id: &str, holder: Holder) -> Renewal {
+    pub(crate) fn renew(&self, app: &str, id: &str, holder: Holder) -> Renewal {
         let k = self.keyer.id(app, id);
         let mut inner = self.inner.lock();
         if let Some(&msgid) = inner.sent.get(&k, Instant::now()) {
@@ -196,7 +197,7 @@ impl MemoryState {
         }
     }
 
-    pub fn release(&self, app: &str, id: &str, holder: Holder) {
+    pub(crate) fn release(&self, app: &str, id: &str, holder: Holder) {
         let k = self.keyer.id(app, id);
         let mut inner = self.inner.lock();
         if inner.in_flight.get(&k) == Some(&holder) {
@@ -204,7 +205,7 @@ impl MemoryState {
         }
     }
 
-    pub fn record_sent(&self, app: &str, id: &str, msgid: u64, meta: Option<&Value>) {
+    pub(crate) fn record_sent(&self, app: &str, id: &str, msgid: u64, meta: Option<&Value>) {
         let now = Instant::now();
         let k = self.keyer.id(app, id);
         let job = CompactJob::new(id, meta);
@@ -215,7 +216,7 @@ impl MemoryState {
         inner.by_msgid.insert(m, job, now);
     }
 
-    pub fn job_for_msgid(&self, app: &str, msgid: u64) -> Option<SentJob> {
+    pub(crate) fn job_for_msgid(&self, app: &str, msgid: u64) -> Option<SentJob> {
         let m = self.keyer.msgid(app, msgid);
         self.inner
             .lock()
@@ -224,28 +225,29 @@ impl MemoryState {
             .map(CompactJob::to_sent_job)
     }
 
-    pub fn first_report(&self, app: &str, msgid: u64) -> bool {
+    pub(crate) fn first_report(&self, app: &str, msgid: u64) -> bool {
         let m = self.keyer.msgid(app, msgid);
         self.inner.lock().reported.insert(m, (), Instant::now())
     }
 
-    pub fn forget_report(&self, app: &str, msgid: u64) {
+    pub(crate) fn forget_report(&self, app: &str, msgid: u64) {
         let m = self.keyer.msgid(app, msgid);
         self.inner.lock().reported.remove(&m);
     }
 
-    pub fn first_event(&self, app: &str, key: &str) -> bool {
+    pub(crate) fn first_event(&self, app: &str, key: &str) -> bool {
         let k = self.keyer.id(app, key);
         self.inner.lock().events.insert(k, (), Instant::now())
     }
 
-    pub fn forget_event(&self, app: &str, key: &str) {
+    pub(crate) fn forget_event(&self, app: &str, key: &str) {
         let k = self.keyer.id(app, key);
         self.inner.lock().events.remove(&k);
     }
 
-    /// How many sent ids are remembered (for tests and metrics).
-    pub fn remembered(&self) -> usize {
+    /// How many sent ids are remembered.
+    #[cfg(test)]
+    fn remembered(&self) -> usize {
         self.inner.lock().sent.len()
     }
 }

@@ -2,27 +2,29 @@
 //! msgid → job for delivery reports, and de-duplication of reports (by MsgID) and of pushed
 //! user events (by a key naming the event); with several instances, also the access token and
 //! the send rate. In memory for one instance, or in Redis for many. Each capability is a trait
-//! ([`capability`]); a backend declares which it provides.
+//! (`capability`); a backend declares which it provides.
 
-pub mod capability;
-pub mod error;
+pub(crate) mod capability;
+pub(crate) mod error;
 #[cfg(test)]
-pub mod fakes;
-pub mod health;
-pub mod memory;
+pub(crate) mod fakes;
+pub(crate) mod health;
+pub(crate) mod memory;
 pub mod rate_lease;
-pub mod redis;
+pub(crate) mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
-pub use capability::{Capabilities, Idempotency, RateShare, SharedRate, SharedTokens, TokenShare};
-pub use error::{StateError, StateResult};
-pub use health::StateHealth;
-pub use memory::MemoryState;
-pub use redis::RedisState;
+pub(crate) use capability::{Capabilities, RateShare, TokenShare};
+pub use capability::{Idempotency, SharedRate, SharedTokens};
+pub use error::StateError;
+pub(crate) use error::StateResult;
+pub(crate) use health::StateHealth;
+pub(crate) use memory::MemoryState;
+pub(crate) use redis::RedisState;
 
 /// Proof of a claim on a job id: only its holder renews or releases it, so a holder whose
 /// claim lapsed can never remove the claim another delivery took since.
@@ -142,7 +144,7 @@ impl State {
         }
     }
 
-    /// What this backend provides, for the start-up check ([`Capabilities::check`]).
+    /// What this backend provides, for the start-up check (`Capabilities::check`).
     pub fn capabilities(&self) -> Capabilities {
         let (backend, shared_ids) = match self {
             State::Memory(..) => ("memory", false),
@@ -234,7 +236,7 @@ impl State {
 
     /// For a backend that can become unreachable: checks it every second when down and every
     /// five when up, so consumers stop and resume without a restart. Returns when `stop` fires.
-    pub async fn watch(&self, stop: tokio_util::sync::CancellationToken) {
+    pub(crate) async fn watch(&self, stop: tokio_util::sync::CancellationToken) {
         let State::Redis(redis) = self else { return };
         loop {
             let up = redis.ping().await.is_ok();

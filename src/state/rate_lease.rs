@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::StateResult;
 
 /// Most slots one lease takes: a bound on what an instance may hold unused.
-pub const MAX_LEASE: u32 = 256;
+pub(crate) const MAX_LEASE: u32 = 256;
 
 /// The shortest hold; a lease also holds for two slot intervals at low rates.
 const MIN_HOLD: Duration = Duration::from_millis(20);

@@ -72,7 +72,7 @@ fn millis(d: Duration) -> u64 {
 impl RedisState {
     /// Connects lazily: a Redis that is down at start-up only keeps the worker from consuming.
     /// `ca_pem`: the CAs a `rediss://` server must chain to, instead of the system's roots.
-    pub fn new(
+    pub(crate) fn new(
         url: &str,
         ca_pem: Option<Vec<u8>>,
         ttl: Duration,
@@ -107,7 +107,7 @@ impl RedisState {
         })
     }
 
-    pub fn health(&self) -> &StateHealth {
+    pub(crate) fn health(&self) -> &StateHealth {
         &self.health
     }
 
@@ -141,12 +141,16 @@ impl RedisState {
     }
 
     /// Checks the connection (for the health probe).
-    pub async fn ping(&self) -> StateResult<()> {
+    pub(crate) async fn ping(&self) -> StateResult<()> {
         let _: String = self.call(&redis::cmd("PING")).await?;
         Ok(())
     }
 
-    pub async fn job_for_msgid(&self, app: &str, msgid: u64) -> StateResult<Option<SentJob>> {
+    pub(crate) async fn job_for_msgid(
+        &self,
+        app: &str,
+        msgid: u64,
+    ) -> StateResult<Option<SentJob>> {
         let raw: Option<String> = self
             .call(redis::cmd("GET").arg(key(app, "msgid", msgid)))
             .await?;
@@ -159,7 +163,7 @@ impl RedisState {
         }))
     }
 
-    pub async fn first_report(&self, app: &str, msgid: u64) -> StateResult<bool> {
+    pub(crate) async fn first_report(&self, app: &str, msgid: u64) -> StateResult<bool> {
         let set: Option<String> = self
             .call(
                 redis::cmd("SET")
@@ -173,14 +177,14 @@ impl RedisState {
         Ok(set.is_some())
     }
 
-    pub async fn forget_report(&self, app: &str, msgid: u64) -> StateResult<()> {
+    pub(crate) async fn forget_report(&self, app: &str, msgid: u64) -> StateResult<()> {
         let _: i64 = self
             .call(redis::cmd("DEL").arg(key(app, "report", msgid)))
             .await?;
         Ok(())
     }
 
-    pub async fn first_event(&self, app: &str, event: &str) -> StateResult<bool> {
+    pub(crate) async fn first_event(&self, app: &str, event: &str) -> StateResult<bool> {
         let set: Option<String> = self
             .call(
                 redis::cmd("SET")
@@ -194,7 +198,7 @@ impl RedisState {
         Ok(set.is_some())
     }
 
-    pub async fn forget_event(&self, app: &str, event: &str) -> StateResult<()> {
+    pub(crate) async fn forget_event(&self, app: &str, event: &str) -> StateResult<()> {
         let _: i64 = self
             .call(redis::cmd("DEL").arg(key(app, "event", event)))
             .await?;

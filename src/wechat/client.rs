@@ -14,7 +14,7 @@ use crate::types::Secret;
 
 /// WeChat's API as the worker calls it: one JSON POST per message kind, and a token fetch.
 /// [`WechatClient`] speaks HTTP; the pipeline's tests answer from a script.
-pub trait WechatApi: Send + Sync + 'static {
+pub(crate) trait WechatApi: Send + Sync + 'static {
     /// POSTs a prepared JSON `body` to `path` (`/cgi-bin/…`, the kind's endpoint) with the
     /// access token, and reads WeChat's `{errcode, errmsg[, msgid]}` answer.
     fn send(
@@ -47,7 +47,7 @@ pub enum CallError {
 
 impl CallError {
     /// A short label for metrics: `timeout`, `connect`, `http_503`, `body`.
-    pub fn kind(&self) -> String {
+    pub(crate) fn kind(&self) -> String {
         match self {
             CallError::Timeout => "timeout".into(),
             CallError::Connect(_) => "connect".into(),
@@ -97,7 +97,7 @@ pub enum TokenError {
 #[derive(Clone, Debug)]
 pub struct Grant {
     pub token: Secret,
-    pub expires_in: Duration,
+    pub(crate) expires_in: Duration,
 }
 
 /// WeChat's answer to a template send.
@@ -105,7 +105,7 @@ pub struct Grant {
 pub struct SendReply {
     pub errcode: i64,
     #[serde(default)]
-    pub errmsg: String,
+    pub(crate) errmsg: String,
     #[serde(default)]
     pub msgid: Option<u64>,
 }
@@ -190,7 +190,7 @@ impl WechatClient {
 
     /// The one JSON POST every message kind uses: `path` (`/cgi-bin/…`) with the access token,
     /// a prepared JSON body, and WeChat's `{errcode, errmsg[, msgid]}` answer.
-    pub async fn post_json(
+    pub(crate) async fn post_json(
         &self,
         path: &str,
         token: &Secret,

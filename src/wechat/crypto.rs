@@ -40,7 +40,7 @@ pub fn signature(parts: &[&str]) -> String {
 }
 
 /// Compares a received signature with the expected one in constant time.
-pub fn signature_matches(parts: &[&str], received: &str) -> bool {
+pub(crate) fn signature_matches(parts: &[&str], received: &str) -> bool {
     let expected = signature(parts);
     expected.len() == received.len() && bool::from(expected.as_bytes().ct_eq(received.as_bytes()))
 }

@@ -13,7 +13,7 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    pub fn new(transient: &[i64], quota: &[i64], token: &[i64]) -> Self {
+    pub(crate) fn new(transient: &[i64], quota: &[i64], token: &[i64]) -> Self {
         Self {
             transient: transient.iter().copied().collect(),
             quota: quota.iter().copied().collect(),
@@ -39,7 +39,7 @@ impl Classifier {
 }
 
 /// A short description of well-known codes, for the `error` field of a failed outcome.
-pub fn describe(errcode: i64) -> &'static str {
+pub(crate) fn describe(errcode: i64) -> &'static str {
     match errcode {
         -1 => "WeChat system busy",
         40001 => "access token invalid",

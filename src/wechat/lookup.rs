@@ -11,7 +11,7 @@ use crate::types::Class;
 
 /// Largest answer a lookup reads. WeChat's template lists and quota answers are a few KiB; an
 /// account holds at most a few dozen templates.
-pub const MAX_LOOKUP_BYTES: usize = 2 * 1024 * 1024;
+pub(crate) const MAX_LOOKUP_BYTES: usize = 2 * 1024 * 1024;
 
 /// Why a lookup gave no answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -34,7 +34,11 @@ pub struct Lookup<'a> {
 impl Lookup<'_> {
     /// `GET path` (no body) or `POST path` with `body`; the answer as JSON, once WeChat said
     /// no `errcode` or `errcode` 0.
-    pub async fn call(&self, path: &str, body: Option<&Value>) -> Result<Value, LookupError> {
+    pub(crate) async fn call(
+        &self,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, LookupError> {
         let token = self.keeper.get().await?;
         let body = body.map(|b| serde_json::to_vec(b).expect("a JSON value serializes"));
         let bytes = self

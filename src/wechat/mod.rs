@@ -4,6 +4,6 @@ pub mod client;
 pub mod crypto;
 pub mod errcode;
 pub mod lookup;
-pub mod reason;
+pub(crate) mod reason;
 pub mod shared_token;
 pub mod token;

@@ -7,7 +7,7 @@ use crate::outcome::FailReason;
 
 /// How a failed job ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ending {
+pub(crate) enum Ending {
     /// WeChat refused the send for good with this errcode.
     Refused(i64),
     /// Attempts or `retry.max_age` ran out. `quota_paused`: the job was last turned back
@@ -23,7 +23,7 @@ pub enum Ending {
 impl ReasonCodes {
     /// The reason for a failed outcome. A code named in more than one set takes the first
     /// in the order of [`FailReason`]'s table; a refusal no set names is `other`.
-    pub fn decide(&self, ending: Ending) -> FailReason {
+    pub(crate) fn decide(&self, ending: Ending) -> FailReason {
         match ending {
             Ending::Refused(code) => self.named(code).unwrap_or(FailReason::Other),
             Ending::GaveUp {
@@ -114,11 +114,8 @@ mod tests {
 
     mod config {
         use super::*;
-        use crate::config::Settings;
 
-        fn load(toml: &str, env: &[(&str, &str)]) -> Result<Settings, String> {
-            crate::config::tests::load(toml, env).map_err(|e| e.to_string())
-        }
+        use crate::config::tests::load;
 
         #[test]
         fn the_shipped_config_states_the_default_mapping() {
@@ -150,9 +147,13 @@ mod tests {
 
         #[test]
         fn an_unknown_reason_is_a_config_error_naming_it() {
-            let err = load("[wechat.reason_codes]\nrecipient_refusd = [1]\n", &[]).unwrap_err();
+            let err = load("[wechat.reason_codes]\nrecipient_refusd = [1]\n", &[])
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("recipient_refusd"), "{err}");
-            let err = load("[wechat.reason_codes]\nother = [1]\n", &[]).unwrap_err();
+            let err = load("[wechat.reason_codes]\nother = [1]\n", &[])
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("other"), "{err}");
         }
     }

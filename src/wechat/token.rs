@@ -116,7 +116,7 @@ impl TokenKeeper {
     }
 
     /// While fetching is backing off after a failure: how long until the next fetch.
-    pub fn backing_off(&self) -> Option<Duration> {
+    pub(crate) fn backing_off(&self) -> Option<Duration> {
         let slot = self.slot.lock();
         let until = slot.failure.as_ref()?.until;
         until.checked_duration_since(Instant::now())

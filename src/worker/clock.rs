@@ -5,7 +5,7 @@
 use time::OffsetDateTime;
 
 /// The time of day, as the pipeline reads it.
-pub trait Clock: Send + Sync + 'static {
+pub(crate) trait Clock: Send + Sync + 'static {
     fn now(&self) -> OffsetDateTime;
 
     /// Milliseconds since the Unix epoch (the retry state's `first_try_ms`).
@@ -16,10 +16,10 @@ pub trait Clock: Send + Sync + 'static {
 
 /// The system's clock.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 /// The system's time in Unix milliseconds.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemClock.now_ms()
 }
 
@@ -32,14 +32,14 @@ impl Clock for SystemClock {
 /// A wall clock that moves with tokio's clock from a fixed start: under paused time it moves
 /// only as the test (or an auto-advanced sleep) moves it.
 #[cfg(test)]
-pub struct TokioClock {
+pub(crate) struct TokioClock {
     wall: OffsetDateTime,
     at: tokio::time::Instant,
 }
 
 #[cfg(test)]
 impl TokioClock {
-    pub fn starting_at(wall: OffsetDateTime) -> Self {
+    pub(crate) fn starting_at(wall: OffsetDateTime) -> Self {
         Self {
             wall,
             at: tokio::time::Instant::now(),

@@ -82,19 +82,22 @@ impl Permits {
     }
 }
 
-pub struct AppConsumer {
-    pub ctx: Arc<Context>,
-    pub app: String,
-    pub publisher: Publisher,
-    pub stop: CancellationToken,
-    pub jobs: TaskTracker,
+pub(crate) struct AppConsumer {
+    pub(crate) ctx: Arc<Context>,
+    pub(crate) app: String,
+    pub(crate) publisher: Publisher,
+    pub(crate) stop: CancellationToken,
+    pub(crate) jobs: TaskTracker,
+    /// Given one permit each time this consumer is registered with the broker, so the session
+    /// can tell when every app is consuming.
+    pub(crate) registered: Arc<Semaphore>,
 }
 
 impl AppConsumer {
     /// Consumes until `stop` or until the channel fails; while the app is paused for its
     /// quota, or shared state is unreachable, its consumer is cancelled and the jobs wait in
     /// the broker.
-    pub async fn run(self, channel: Channel) -> Result<(), BrokerError> {
+    pub(crate) async fn run(self, channel: Channel) -> Result<(), BrokerError> {
         let prefetch = self.ctx.settings.amqp.prefetch;
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
@@ -149,6 +152,7 @@ impl AppConsumer {
             )
             .await
             .map_err(|e| BrokerError::channel("starting the consumer (basic.consume)", e))?;
+        self.registered.add_permits(1);
         let gate = &self.ctx.app(&self.app).gate;
         let state = self.ctx.state.health();
         loop {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::catalog::Catalog;
-use crate::config::ReasonCodes;
+use crate::config::{AppKinds, ReasonCodes};
 use crate::job::{Job, Rejection};
 use crate::limiter::{AppLimiter, InFlight, RateGate};
 use crate::metrics::{AppMetrics, Metrics};
@@ -23,7 +23,7 @@ use super::clock::{Clock, SystemClock};
 
 /// The implementations behind the pipeline's seams, chosen together. Static dispatch: the
 /// pipeline calls each of them for every job.
-pub trait Seams: Send + Sync + 'static {
+pub(crate) trait Seams: Send + Sync + 'static {
     type Wechat: WechatApi;
     type Store: Idempotency;
     type Rate: RateGate;
@@ -32,7 +32,7 @@ pub trait Seams: Send + Sync + 'static {
 
 /// Production: HTTP to WeChat, the configured state backend, the apps' limiters, the system
 /// clock.
-pub struct Live;
+pub(crate) struct Live;
 
 impl Seams for Live {
     type Wechat = WechatClient;
@@ -42,26 +42,21 @@ impl Seams for Live {
 }
 
 /// One configured app, as the pipeline sees it.
-pub struct AppDeps<S: Seams = Live> {
-    pub metrics: AppMetrics,
+pub(crate) struct AppDeps<S: Seams = Live> {
+    pub(crate) metrics: AppMetrics,
     /// The token seam: a keeper over the app's token source.
-    pub keeper: TokenKeeper,
-    pub rate: S::Rate,
-    pub gate: QuotaGate,
+    pub(crate) keeper: TokenKeeper,
+    pub(crate) rate: S::Rate,
+    pub(crate) gate: QuotaGate,
     /// `apps.NAME.kinds`: the kinds this app sends.
-    pub kinds: Vec<String>,
+    pub(crate) kinds: AppKinds,
     /// The account's templates, when `apps.NAME.catalog` is on.
-    pub catalog: Option<Catalog>,
+    pub(crate) catalog: Option<Catalog>,
 }
 
 impl<S: Seams> AppDeps<S> {
-    /// Whether this app may send jobs of `kind`.
-    pub fn sends(&self, kind: &str) -> bool {
-        self.kinds.iter().any(|k| k == kind)
-    }
-
     /// Why the app's catalog refuses `job`, if it does (CONTRACT: rejected, never sent).
-    pub async fn catalog_refusal(&self, job: &Job) -> Option<Rejection> {
+    pub(crate) async fn catalog_refusal(&self, job: &Job) -> Option<Rejection> {
         let catalog = self.catalog.as_ref()?;
         let e = catalog.check(job).await.err()?;
         Some(Rejection {
@@ -74,26 +69,26 @@ impl<S: Seams> AppDeps<S> {
     }
 }
 
-/// Everything [`super::process`] reads or calls.
-pub struct Deps<S: Seams = Live> {
-    pub wechat: S::Wechat,
-    pub store: Arc<S::Store>,
-    pub clock: S::Clock,
-    pub apps: HashMap<String, AppDeps<S>>,
-    pub schedule: Schedule,
-    pub classifier: Classifier,
+/// Everything [`super::pipeline::process`] reads or calls.
+pub(crate) struct Deps<S: Seams = Live> {
+    pub(crate) wechat: S::Wechat,
+    pub(crate) store: Arc<S::Store>,
+    pub(crate) clock: S::Clock,
+    pub(crate) apps: HashMap<String, AppDeps<S>>,
+    pub(crate) schedule: Schedule,
+    pub(crate) classifier: Classifier,
     /// `wechat.reason_codes`: the `reason` of a failed outcome.
-    pub reasons: ReasonCodes,
+    pub(crate) reasons: ReasonCodes,
     /// How long a claim on a job id lasts without being renewed.
-    pub claim_ttl: Duration,
+    pub(crate) claim_ttl: Duration,
     /// The cap on WeChat calls in flight across all apps.
-    pub in_flight: InFlight,
-    pub metrics: Arc<Metrics>,
+    pub(crate) in_flight: InFlight,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl<S: Seams> Deps<S> {
     /// A configured app. Deliveries only come from configured apps' queues.
-    pub fn app(&self, name: &str) -> &AppDeps<S> {
+    pub(crate) fn app(&self, name: &str) -> &AppDeps<S> {
         &self.apps[name]
     }
 }

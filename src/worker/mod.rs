@@ -1,16 +1,17 @@
 //! The worker daemon: given the pipeline's context, keeps a broker session alive — connect,
 //! declare, consume every app — reconnecting with backoff until told to stop.
 
-pub mod clock;
+pub(crate) mod clock;
 mod consume;
-pub mod deps;
+pub(crate) mod deps;
 mod peers;
-pub mod pipeline;
+pub(crate) mod pipeline;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use backon::BackoffBuilder;
+use futures_util::StreamExt;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,15 +26,14 @@ use crate::state::State;
 use crate::telemetry::Health;
 use crate::wechat::lookup::Lookup;
 
-pub use deps::{AppDeps, Deps, Live, Seams};
-pub use pipeline::{Incoming, Outlet, Step, Wait, process};
+pub(crate) use deps::{AppDeps, Deps};
 
 /// Everything the worker needs, built once per process by [`crate::startup`].
 pub struct Context {
     pub settings: Settings,
     /// What the pipeline reads and calls.
-    pub pipeline: Deps,
-    pub state: Arc<State>,
+    pub(crate) pipeline: Deps,
+    pub(crate) state: Arc<State>,
     pub health: Health,
     pub metrics: Arc<Metrics>,
     /// The current session's publisher, shared with the callback for delivery reports.
@@ -42,11 +42,11 @@ pub struct Context {
 
 impl Context {
     /// A configured app. Deliveries only come from configured apps' queues.
-    pub fn app(&self, name: &str) -> &AppDeps {
+    pub(crate) fn app(&self, name: &str) -> &AppDeps {
         self.pipeline.app(name)
     }
 
-    pub fn app_names(&self) -> Vec<String> {
+    pub(crate) fn app_names(&self) -> Vec<String> {
         self.pipeline.apps.keys().cloned().collect()
     }
 
@@ -105,7 +105,7 @@ impl SessionError {
 
 /// Runs the worker until `stop` fires, then drains and returns. Errors only for problems a
 /// retry cannot fix (a topology clash).
-pub async fn run(ctx: Arc<Context>, stop: CancellationToken) -> anyhow::Result<()> {
+pub(crate) async fn run(ctx: Arc<Context>, stop: CancellationToken) -> anyhow::Result<()> {
     {
         let (ctx, stop) = (ctx.clone(), stop.clone());
         tokio::spawn(async move { ctx.state.watch(stop).await });
@@ -150,40 +150,104 @@ fn reconnect_backoff() -> backon::ExponentialBackoff {
         .build()
 }
 
-/// One connection's life: declare, consume every app, and on stop drain in-flight jobs.
+/// One broker session: connect, declare, consume every app, and on stop drain in-flight jobs.
 /// Connects to the first node that answers from `node` on, and leaves its index there.
+///
+/// Every connection it opened is closed however it ends: one left open would keep its
+/// consumers registered, and the jobs prefetched to them, with nobody to work on them.
 async fn session(
     ctx: &Arc<Context>,
     stop: &CancellationToken,
     node: &mut usize,
 ) -> Result<(), SessionError> {
-    let (conn, connected) =
-        broker::connect_from(&ctx.settings.amqp, "wxcourier worker", *node).await?;
+    const NAME: &str = "wxcourier worker";
+    let (conn, connected) = broker::connect_from(&ctx.settings.amqp, NAME, *node).await?;
     *node = connected;
+    let per_connection = consumers_per_connection(conn.configuration().channel_max());
+    let needed = ctx.pipeline.apps.len().div_ceil(per_connection).max(1);
+    let mut conns = vec![conn];
+    let mut result = Ok(());
+    while conns.len() < needed && result.is_ok() {
+        match broker::connect_from(&ctx.settings.amqp, NAME, connected).await {
+            Ok((extra, _)) => conns.push(extra),
+            Err(e) => result = Err(e.into()),
+        }
+    }
+    if result.is_ok() {
+        result = serve(ctx, stop, &conns, per_connection).await;
+    }
+    for conn in &conns {
+        let closing = conn.close(200, "wxcourier stopping".into());
+        let _ = tokio::time::timeout(CLOSE_LIMIT, closing).await;
+    }
+    result
+}
+
+/// How long closing one connection may take at the end of a session.
+const CLOSE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Channels each connection keeps free of consumers: the publisher, the watchers and the
+/// declaration lanes use the first connection's.
+const RESERVED_CHANNELS: usize = 64;
+
+/// Most app consumers (one channel each) on one connection.
+const MAX_CONSUMERS_PER_CONNECTION: usize = 1000;
+
+/// App consumers per connection under the broker's `channel_max` (2047 by default; 0 means
+/// no limit): more apps than that are spread over further connections.
+fn consumers_per_connection(channel_max: u16) -> usize {
+    let channel_max = match channel_max {
+        0 => usize::from(u16::MAX),
+        n => usize::from(n),
+    };
+    channel_max
+        .saturating_sub(RESERVED_CHANNELS)
+        .clamp(1, MAX_CONSUMERS_PER_CONNECTION)
+}
+
+/// Declares and consumes on `conns` (the first carries the publisher; app `i`'s consumer
+/// goes on connection `i / per_connection`) until stop or a failure.
+async fn serve(
+    ctx: &Arc<Context>,
+    stop: &CancellationToken,
+    conns: &[lapin::Connection],
+    per_connection: usize,
+) -> Result<(), SessionError> {
+    let conn = &conns[0];
     let legacy =
-        topology::declare_all(&conn, &ctx.app_names(), ctx.pipeline.schedule.tiers()).await?;
+        topology::declare_all(conn, &ctx.app_names(), ctx.pipeline.schedule.tiers()).await?;
     for queue in legacy {
         tracing::warn!("{queue}");
     }
-    let publisher = Publisher::open(&conn, ctx.settings.amqp.publish_timeout.0)
+    let publisher = Publisher::open(conn, ctx.settings.amqp.publish_timeout.0)
         .await
         .map_err(|e| BrokerError::channel("opening the publishing channel", e))?;
     let consumers_stop = stop.child_token();
     let jobs = TaskTracker::new();
+    let registered = Arc::new(tokio::sync::Semaphore::new(0));
     let mut consumers = JoinSet::new();
-    for app in ctx.app_names() {
+    // Channels are opened a few at a time: one after another, thousands of apps spend start-up
+    // waiting for round trips.
+    let mut names = ctx.app_names().into_iter().enumerate();
+    let mut opening = futures_util::stream::FuturesUnordered::new();
+    loop {
+        while opening.len() < CHANNELS_OPENING {
+            let Some((i, app)) = names.next() else { break };
+            opening.push(consumer_channel(&conns[i / per_connection], app));
+        }
+        let Some((app, channel)) = opening.next().await else {
+            break;
+        };
+        let channel = channel.map_err(|e| BrokerError::channel("opening a consumer channel", e))?;
         let consumer = consume::AppConsumer {
             ctx: ctx.clone(),
             app,
             publisher: publisher.clone(),
             stop: consumers_stop.clone(),
             jobs: jobs.clone(),
+            registered: registered.clone(),
         };
-        let conn_channel = conn
-            .create_channel()
-            .await
-            .map_err(|e| BrokerError::channel("opening a consumer channel", e))?;
-        consumers.spawn(consumer.run(conn_channel));
+        consumers.spawn(consumer.run(channel));
     }
     ctx.results.set(Some(publisher.clone()));
     let watcher = match conn.create_channel().await {
@@ -207,9 +271,16 @@ async fn session(
         },
         true => None,
     };
-    ctx.health.set_ready(true);
-    tracing::info!(apps = ctx.pipeline.apps.len(), "consuming");
+    // Ready means every app's consumer is registered, not merely that it was asked for.
+    let apps = u32::try_from(ctx.pipeline.apps.len()).unwrap_or(u32::MAX);
+    let all_registered = async {
+        let _ = registered.acquire_many(apps).await;
+        ctx.health.set_ready(true);
+        tracing::info!(apps, "consuming");
+        std::future::pending::<()>().await
+    };
     let ended = tokio::select! {
+        _ = all_registered => unreachable!("never resolves"),
         _ = stop.cancelled() => Ok(()),
         Some(first) = consumers.join_next() => Err(match first {
             Ok(Err(e)) => SessionError::Broker(e),
@@ -246,9 +317,19 @@ async fn session(
         let _ = peers.await;
     }
     let _ = publisher.close().await;
-    let _ = conn.close(200, "wxcourier stopping".into()).await;
     ended
 }
+
+/// Opens `app`'s consumer channel (a named function, not a closure, keeps the session `Send`).
+async fn consumer_channel(
+    conn: &lapin::Connection,
+    app: String,
+) -> (String, lapin::Result<lapin::Channel>) {
+    (app, conn.create_channel().await)
+}
+
+/// Consumer channels being opened at once.
+const CHANNELS_OPENING: usize = 32;
 
 /// How often the publishing channel is checked.
 const PUBLISHER_POLL: Duration = Duration::from_millis(250);
@@ -298,6 +379,14 @@ async fn watch_side_queues(ctx: Arc<Context>, ch: lapin::Channel, stop: Cancella
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consumers_spread_over_connections_under_the_channel_limit() {
+        assert_eq!(consumers_per_connection(2047), 1000);
+        assert_eq!(consumers_per_connection(0), 1000);
+        assert_eq!(consumers_per_connection(128), 64);
+        assert_eq!(consumers_per_connection(10), 1);
+    }
 
     #[test]
     fn only_a_topology_clash_ends_the_worker() {

@@ -24,11 +24,11 @@ const POLL: Duration = Duration::from_secs(15);
 /// A sighting is confirmed this soon, so a warning at start-up comes within seconds.
 const CONFIRM: Duration = Duration::from_secs(2);
 /// While other consumers stay, the warning is repeated this often.
-pub const REMIND: Duration = Duration::from_secs(10 * 60);
+pub(crate) const REMIND: Duration = Duration::from_secs(10 * 60);
 
 /// What one count of an app's other consumers calls for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Notice {
+pub(crate) enum Notice {
     /// Nothing to say.
     Quiet,
     /// Seen once: count again soon before saying anything (a consumer of this worker's own
@@ -44,7 +44,7 @@ pub enum Notice {
 
 /// One app's history of counts: a pure state machine, so its timing is tested without a broker.
 #[derive(Debug, Default)]
-pub struct Nag {
+pub(crate) struct Nag {
     /// Whether the last count saw others that were not yet reported.
     pending: bool,
     /// When the last warning was logged; `None` while nothing is reported.
@@ -53,7 +53,7 @@ pub struct Nag {
 
 impl Nag {
     /// Takes one count of other consumers at `now`.
-    pub fn observe(&mut self, others: u32, now: Instant) -> Notice {
+    pub(crate) fn observe(&mut self, others: u32, now: Instant) -> Notice {
         if others == 0 {
             self.pending = false;
             return if self.warned.take().is_some() {
@@ -82,7 +82,7 @@ impl Nag {
 }
 
 /// Counts every app's consumers until `stop`, then closes `ch`. Only started with memory state.
-pub async fn watch(ctx: Arc<Context>, ch: Channel, stop: CancellationToken) {
+pub(crate) async fn watch(ctx: Arc<Context>, ch: Channel, stop: CancellationToken) {
     let mut apps: Vec<(String, Nag)> = ctx
         .app_names()
         .into_iter()

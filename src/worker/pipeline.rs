@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::clock::Clock;
-pub use super::clock::now_ms;
+pub(crate) use super::clock::now_ms;
 use super::deps::{AppDeps, Deps, Seams};
 use crate::broker::headers::{MAX_JOB_HEADERS, MAX_REASON_BYTES};
 use crate::job::{self, Job, Rejection};
@@ -33,24 +33,24 @@ use crate::wechat::reason::Ending;
 
 /// Whether the outcome of a send could be published now. The pipeline asks right before
 /// each WeChat call: a message whose outcome cannot be published is not sent.
-pub trait Outlet: Sync {
+pub(crate) trait Outlet: Sync {
     fn is_open(&self) -> bool;
 }
 
 /// A delivery as the pipeline sees it.
-pub struct Incoming<'a> {
-    pub app: &'a str,
-    pub body: &'a [u8],
-    pub message_id: Option<&'a str>,
+pub(crate) struct Incoming<'a> {
+    pub(crate) app: &'a str,
+    pub(crate) body: &'a [u8],
+    pub(crate) message_id: Option<&'a str>,
     /// The encoded size of the delivery's AMQP headers.
-    pub headers_len: usize,
-    pub retry: RetryState,
-    pub outlet: &'a dyn Outlet,
+    pub(crate) headers_len: usize,
+    pub(crate) retry: RetryState,
+    pub(crate) outlet: &'a dyn Outlet,
 }
 
 /// Why a job waits in the broker before its next try.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Wait {
+pub(crate) enum Wait {
     /// WeChat or the network failed: the backoff counts toward `retry.max_attempts`.
     Transient,
     /// WeChat said the app's quota is spent (45009): the app is paused.
@@ -61,7 +61,7 @@ pub enum Wait {
 
 /// What to do with the delivery.
 #[derive(Debug)]
-pub enum Step {
+pub(crate) enum Step {
     /// Publish this final outcome, then ack.
     Finish(SendOutcome),
     /// Publish the original to `wxcourier.dead` with this reason and the outcome, then ack.
@@ -84,7 +84,7 @@ const OUTLET_DOWN: &str = "its outcome could not be published (broker channel do
 const NO_TOKEN: &str = "no access token could be had";
 
 /// Runs the pipeline for one delivery.
-pub async fn process<S: Seams>(deps: &Deps<S>, incoming: Incoming<'_>) -> Step {
+pub(crate) async fn process<S: Seams>(deps: &Deps<S>, incoming: Incoming<'_>) -> Step {
     // Taken apart at once: a whole delivery kept alive across the awaits below would make
     // every waiting job's state larger.
     let Incoming {
@@ -114,7 +114,7 @@ pub async fn process<S: Seams>(deps: &Deps<S>, incoming: Incoming<'_>) -> Step {
         return reject(name, &rejection, retry);
     }
     let app = deps.app(name);
-    if !app.sends(job.kind.name()) {
+    if !app.kinds.sends(job.kind.name()) {
         let rejection = Rejection {
             id: Some(job.id.clone()),
             field: "kind".into(),

@@ -3,7 +3,7 @@
 use crate::kinds::Override;
 use crate::outcome::FailReason;
 
-pub const OVERRIDES: [Override; 1] = [Override {
+pub(crate) const OVERRIDES: [Override; 1] = [Override {
     code: 41030,
     class: None,
     reason: Some(FailReason::ContentRejected),

@@ -12,9 +12,9 @@ use super::{DeliveryEvent, FieldError, Kind, Message, Override};
 use crate::outcome::SendOutcome;
 
 #[derive(Debug)]
-pub struct MiniprogramSubscribe;
+pub(crate) struct MiniprogramSubscribe;
 
-pub static KIND: MiniprogramSubscribe = MiniprogramSubscribe;
+pub(crate) static KIND: MiniprogramSubscribe = MiniprogramSubscribe;
 
 impl Kind for MiniprogramSubscribe {
     fn name(&self) -> &'static str {

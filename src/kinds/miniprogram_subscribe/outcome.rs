@@ -2,6 +2,6 @@
 
 use crate::outcome::SendOutcome;
 
-pub fn fill(outcome: &mut SendOutcome) {
+pub(crate) fn fill(outcome: &mut SendOutcome) {
     outcome.message_kind = Some("miniprogram_subscribe".into());
 }

@@ -6,7 +6,7 @@ use super::validate::Fields;
 use crate::kinds::Message;
 use crate::kinds::fields::Data;
 
-pub const ENDPOINT: &str = "/cgi-bin/message/subscribe/send";
+pub(crate) const ENDPOINT: &str = "/cgi-bin/message/subscribe/send";
 
 #[derive(Serialize)]
 struct Body<'a> {
@@ -21,7 +21,7 @@ struct Body<'a> {
     data: &'a Data,
 }
 
-pub fn message(f: Fields) -> Message {
+pub(crate) fn message(f: Fields) -> Message {
     let body = Body {
         touser: &f.touser,
         template_id: &f.template_id,

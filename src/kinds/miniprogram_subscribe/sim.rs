@@ -6,9 +6,9 @@ use crate::kinds::DeliveryEvent;
 
 /// WeChat pushes `subscribe_msg_sent_event` with the result of every accepted
 /// mini-program subscribe message.
-pub const DELIVERY_EVENT: DeliveryEvent = DeliveryEvent::SubscribeMsgSent;
+pub(crate) const DELIVERY_EVENT: DeliveryEvent = DeliveryEvent::SubscribeMsgSent;
 
-pub fn check(body: &Value) -> Option<(i64, String)> {
+pub(crate) fn check(body: &Value) -> Option<(i64, String)> {
     if let Some(state) = body.get("miniprogram_state")
         && !matches!(state.as_str(), Some("developer" | "trial" | "formal"))
     {

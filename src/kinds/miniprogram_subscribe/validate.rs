@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use crate::kinds::fields::{self, Data};
 use crate::kinds::{FieldError, typed};
 
-pub const FIELDS: [&str; 6] = [
+pub(crate) const FIELDS: [&str; 6] = [
     "touser",
     "template_id",
     "page",
@@ -18,16 +18,16 @@ pub const FIELDS: [&str; 6] = [
 const STATES: [&str; 3] = ["developer", "trial", "formal"];
 const LANGS: [&str; 4] = ["zh_CN", "en_US", "zh_HK", "zh_TW"];
 
-pub struct Fields {
-    pub touser: String,
-    pub template_id: String,
-    pub page: Option<String>,
-    pub miniprogram_state: Option<String>,
-    pub lang: Option<String>,
-    pub data: Data,
+pub(crate) struct Fields {
+    pub(crate) touser: String,
+    pub(crate) template_id: String,
+    pub(crate) page: Option<String>,
+    pub(crate) miniprogram_state: Option<String>,
+    pub(crate) lang: Option<String>,
+    pub(crate) data: Data,
 }
 
-pub fn read(obj: &mut Map<String, Value>) -> Result<Fields, FieldError> {
+pub(crate) fn read(obj: &mut Map<String, Value>) -> Result<Fields, FieldError> {
     let touser = fields::touser(obj)?;
     let template_id = fields::template_id(obj)?;
     let page = fields::optional_page(obj, "page")?;

@@ -4,7 +4,7 @@ use crate::kinds::Override;
 use crate::outcome::FailReason;
 use crate::types::Class;
 
-pub const OVERRIDES: [Override; 3] = [
+pub(crate) const OVERRIDES: [Override; 3] = [
     // Another message to the same user was being sent at that moment: try again later.
     Override {
         code: 43108,

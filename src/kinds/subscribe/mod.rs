@@ -12,9 +12,9 @@ use super::{DeliveryEvent, FieldError, Kind, Message, Override};
 use crate::outcome::SendOutcome;
 
 #[derive(Debug)]
-pub struct Subscribe;
+pub(crate) struct Subscribe;
 
-pub static KIND: Subscribe = Subscribe;
+pub(crate) static KIND: Subscribe = Subscribe;
 
 impl Kind for Subscribe {
     fn name(&self) -> &'static str {

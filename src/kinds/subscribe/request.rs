@@ -7,7 +7,7 @@ use super::validate::Fields;
 use crate::kinds::Message;
 use crate::kinds::fields::{Data, MiniProgram};
 
-pub const ENDPOINT: &str = "/cgi-bin/message/subscribe/bizsend";
+pub(crate) const ENDPOINT: &str = "/cgi-bin/message/subscribe/bizsend";
 
 #[derive(Serialize)]
 struct Body<'a> {
@@ -20,7 +20,7 @@ struct Body<'a> {
     data: &'a Data,
 }
 
-pub fn message(f: Fields) -> Message {
+pub(crate) fn message(f: Fields) -> Message {
     let body = Body {
         touser: &f.touser,
         template_id: &f.template_id,

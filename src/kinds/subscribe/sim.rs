@@ -6,8 +6,8 @@ use crate::kinds::DeliveryEvent;
 
 /// WeChat pushes `subscribe_msg_sent_event` with the result of every accepted
 /// subscription notification.
-pub const DELIVERY_EVENT: DeliveryEvent = DeliveryEvent::SubscribeMsgSent;
+pub(crate) const DELIVERY_EVENT: DeliveryEvent = DeliveryEvent::SubscribeMsgSent;
 
-pub fn check(body: &Value) -> Option<(i64, String)> {
+pub(crate) fn check(body: &Value) -> Option<(i64, String)> {
     crate::kinds::typed::sim_check(body)
 }

@@ -6,17 +6,17 @@ use serde_json::{Map, Value};
 use crate::kinds::fields::{self, Data, MiniProgram};
 use crate::kinds::{FieldError, typed};
 
-pub const FIELDS: [&str; 5] = ["touser", "template_id", "page", "miniprogram", "data"];
+pub(crate) const FIELDS: [&str; 5] = ["touser", "template_id", "page", "miniprogram", "data"];
 
-pub struct Fields {
-    pub touser: String,
-    pub template_id: String,
-    pub page: Option<String>,
-    pub miniprogram: Option<MiniProgram>,
-    pub data: Data,
+pub(crate) struct Fields {
+    pub(crate) touser: String,
+    pub(crate) template_id: String,
+    pub(crate) page: Option<String>,
+    pub(crate) miniprogram: Option<MiniProgram>,
+    pub(crate) data: Data,
 }
 
-pub fn read(obj: &mut Map<String, Value>) -> Result<Fields, FieldError> {
+pub(crate) fn read(obj: &mut Map<String, Value>) -> Result<Fields, FieldError> {
     let touser = fields::touser(obj)?;
     let template_id = fields::template_id(obj)?;
     let page = fields::optional_page(obj, "page")?;

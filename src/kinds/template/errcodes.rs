@@ -2,4 +2,4 @@
 
 use crate::kinds::Override;
 
-pub const OVERRIDES: [Override; 0] = [];
+pub(crate) const OVERRIDES: [Override; 0] = [];

@@ -12,9 +12,9 @@ use super::{DeliveryEvent, FieldError, Kind, Message, Override};
 use crate::outcome::SendOutcome;
 
 #[derive(Debug)]
-pub struct Template;
+pub(crate) struct Template;
 
-pub static KIND: Template = Template;
+pub(crate) static KIND: Template = Template;
 
 impl Kind for Template {
     fn name(&self) -> &'static str {

@@ -2,4 +2,4 @@
 
 use crate::outcome::SendOutcome;
 
-pub fn fill(_outcome: &mut SendOutcome) {}
+pub(crate) fn fill(_outcome: &mut SendOutcome) {}

@@ -7,7 +7,7 @@ use super::validate::Fields;
 use crate::kinds::Message;
 use crate::kinds::fields::{Data, MiniProgram};
 
-pub const ENDPOINT: &str = "/cgi-bin/message/template/send";
+pub(crate) const ENDPOINT: &str = "/cgi-bin/message/template/send";
 
 #[derive(Serialize)]
 struct Body<'a> {
@@ -23,7 +23,7 @@ struct Body<'a> {
     client_msg_id: &'a str,
 }
 
-pub fn message(f: Fields, id: &str) -> Message {
+pub(crate) fn message(f: Fields, id: &str) -> Message {
     let body = Body {
         touser: &f.touser,
         template_id: &f.template_id,

@@ -5,9 +5,9 @@ use serde_json::Value;
 use crate::kinds::DeliveryEvent;
 
 /// WeChat pushes `TEMPLATESENDJOBFINISH` for every accepted template message.
-pub const DELIVERY_EVENT: DeliveryEvent = DeliveryEvent::TemplateSendJobFinish;
+pub(crate) const DELIVERY_EVENT: DeliveryEvent = DeliveryEvent::TemplateSendJobFinish;
 
-pub fn check(body: &Value) -> Option<(i64, String)> {
+pub(crate) fn check(body: &Value) -> Option<(i64, String)> {
     let template_id = body["template_id"].as_str().unwrap_or("");
     if template_id.is_empty() || template_id.len() > 128 {
         return Some((40037, "invalid template_id".into()));

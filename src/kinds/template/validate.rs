@@ -7,19 +7,19 @@ use crate::kinds::fields::{self, Data, MiniProgram};
 
 const MAX_URL_CHARS: usize = 1024;
 
-pub const FIELDS: [&str; 6] = ["touser", "template_id", "url", "miniprogram", "topcolor", "data"];
+pub(crate) const FIELDS: [&str; 6] = ["touser", "template_id", "url", "miniprogram", "topcolor", "data"];
 
 /// A template job, checked.
-pub struct Fields {
-    pub touser: String,
-    pub template_id: String,
-    pub url: Option<String>,
-    pub miniprogram: Option<MiniProgram>,
-    pub topcolor: Option<String>,
-    pub data: Data,
+pub(crate) struct Fields {
+    pub(crate) touser: String,
+    pub(crate) template_id: String,
+    pub(crate) url: Option<String>,
+    pub(crate) miniprogram: Option<MiniProgram>,
+    pub(crate) topcolor: Option<String>,
+    pub(crate) data: Data,
 }
 
-pub fn read(obj: &mut Map<String, Value>) -> Result<Fields, FieldError> {
+pub(crate) fn read(obj: &mut Map<String, Value>) -> Result<Fields, FieldError> {
     let touser = fields::touser(obj)?;
     let template_id = fields::template_id(obj)?;
     let url = fields::optional_string(obj, "url")?;

@@ -31,48 +31,48 @@ use crate::worker::deps::{AppDeps, Deps, Seams};
 use crate::worker::pipeline::{Incoming, Outlet, Step, process};
 
 /// The wall-clock time every world starts at.
-pub const T0: OffsetDateTime = time::macros::datetime!(2026-03-01 08:00 UTC);
+pub(crate) const T0: OffsetDateTime = time::macros::datetime!(2026-03-01 08:00 UTC);
 
-pub fn t0_ms() -> u64 {
+pub(crate) fn t0_ms() -> u64 {
     (T0.unix_timestamp() as u64) * 1000
 }
 
 /// One send as WeChat received it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Received {
-    pub path: String,
-    pub token: String,
-    pub client_msg_id: Option<String>,
+pub(crate) struct Received {
+    pub(crate) path: String,
+    pub(crate) token: String,
+    pub(crate) client_msg_id: Option<String>,
 }
 
 /// WeChat answering from a script: sends in order (then `ok` with a fresh msgid), tokens in
 /// order (then `t1`, `t2`, … as fetched).
 #[derive(Default)]
-pub struct FakeWechat {
+pub(crate) struct FakeWechat {
     sends: Mutex<VecDeque<Result<SendReply, CallError>>>,
     tokens: Mutex<VecDeque<Result<Grant, TokenError>>>,
     received: Mutex<Vec<Received>>,
     token_fetches: AtomicUsize,
     /// How long each send takes.
-    pub latency: Mutex<Duration>,
+    pub(crate) latency: Mutex<Duration>,
 }
 
 impl FakeWechat {
-    pub fn received(&self) -> Vec<Received> {
+    pub(crate) fn received(&self) -> Vec<Received> {
         self.received.lock().clone()
     }
 
-    pub fn token_fetches(&self) -> usize {
+    pub(crate) fn token_fetches(&self) -> usize {
         self.token_fetches.load(Ordering::SeqCst)
     }
 
-    pub fn answer(&self, reply: Result<SendReply, CallError>) {
+    pub(crate) fn answer(&self, reply: Result<SendReply, CallError>) {
         self.sends.lock().push_back(reply);
     }
 }
 
 /// WeChat's answer with `errcode` (0 comes with msgid 1000 + the send's number).
-pub fn code(errcode: i64) -> Result<SendReply, CallError> {
+pub(crate) fn code(errcode: i64) -> Result<SendReply, CallError> {
     Ok(SendReply {
         errcode,
         errmsg: if errcode == 0 { "ok" } else { "refused" }.into(),
@@ -124,10 +124,10 @@ impl WechatApi for FakeWechat {
 /// A rate gate that makes every send wait `wait` (on tokio's clock), or fails like a shared
 /// bucket whose store is down.
 #[derive(Default)]
-pub struct FakeRate {
-    pub wait: Duration,
-    pub down: AtomicBool,
-    pub turns: AtomicUsize,
+pub(crate) struct FakeRate {
+    pub(crate) wait: Duration,
+    pub(crate) down: AtomicBool,
+    pub(crate) turns: AtomicUsize,
 }
 
 impl RateGate for FakeRate {
@@ -141,7 +141,7 @@ impl RateGate for FakeRate {
     }
 }
 
-pub struct Fakes;
+pub(crate) struct Fakes;
 
 impl Seams for Fakes {
     type Wechat = Arc<FakeWechat>;
@@ -151,7 +151,7 @@ impl Seams for Fakes {
 }
 
 /// An outlet that is open unless told otherwise.
-pub struct FakeOutlet(pub AtomicBool);
+pub(crate) struct FakeOutlet(pub(crate) AtomicBool);
 
 impl Outlet for FakeOutlet {
     fn is_open(&self) -> bool {
@@ -159,19 +159,19 @@ impl Outlet for FakeOutlet {
     }
 }
 
-pub static OPEN: FakeOutlet = FakeOutlet(AtomicBool::new(true));
+pub(crate) static OPEN: FakeOutlet = FakeOutlet(AtomicBool::new(true));
 
 /// How a world is set up.
-pub struct Setup {
+pub(crate) struct Setup {
     /// WeChat's answers to the sends, in order.
-    pub sends: Vec<Result<SendReply, CallError>>,
+    pub(crate) sends: Vec<Result<SendReply, CallError>>,
     /// WeChat's answers to token fetches, in order.
-    pub tokens: Vec<Result<Grant, TokenError>>,
-    pub rate_wait: Duration,
+    pub(crate) tokens: Vec<Result<Grant, TokenError>>,
+    pub(crate) rate_wait: Duration,
     /// Tokens go through a shared token store (as with Redis), which is up or down.
-    pub shared_tokens: Option<bool>,
-    pub claim_ttl: Duration,
-    pub retry: RetrySettings,
+    pub(crate) shared_tokens: Option<bool>,
+    pub(crate) claim_ttl: Duration,
+    pub(crate) retry: RetrySettings,
 }
 
 impl Default for Setup {
@@ -189,13 +189,13 @@ impl Default for Setup {
 
 /// The pipeline over fakes, for one app `a` that sends templates and subscription
 /// notifications.
-pub struct World {
-    pub deps: Deps<Fakes>,
-    pub wechat: Arc<FakeWechat>,
+pub(crate) struct World {
+    pub(crate) deps: Deps<Fakes>,
+    pub(crate) wechat: Arc<FakeWechat>,
 }
 
 impl World {
-    pub fn new(setup: Setup) -> Self {
+    pub(crate) fn new(setup: Setup) -> Self {
         let wechat = Arc::new(FakeWechat::default());
         setup.sends.into_iter().for_each(|s| wechat.answer(s));
         wechat.tokens.lock().extend(setup.tokens);
@@ -228,7 +228,7 @@ impl World {
                 ..FakeRate::default()
             },
             gate: QuotaGate::new("a", schedule.clone(), Gauge::default()),
-            kinds: vec!["template".into(), "subscribe".into()],
+            kinds: ["template", "subscribe"].into_iter().collect(),
             catalog: None,
         };
         let deps = Deps {
@@ -246,19 +246,24 @@ impl World {
         Self { deps, wechat }
     }
 
-    pub fn app(&self) -> &AppDeps<Fakes> {
+    pub(crate) fn app(&self) -> &AppDeps<Fakes> {
         self.deps.app("a")
     }
 
-    pub fn store(&self) -> &FakeStore {
+    pub(crate) fn store(&self) -> &FakeStore {
         &self.deps.store
     }
 
-    pub async fn process(&self, body: &[u8], retry: RetryState) -> Step {
+    pub(crate) async fn process(&self, body: &[u8], retry: RetryState) -> Step {
         self.process_via(body, retry, &OPEN).await
     }
 
-    pub async fn process_via(&self, body: &[u8], retry: RetryState, outlet: &dyn Outlet) -> Step {
+    pub(crate) async fn process_via(
+        &self,
+        body: &[u8],
+        retry: RetryState,
+        outlet: &dyn Outlet,
+    ) -> Step {
         let incoming = Incoming {
             app: "a",
             body,
@@ -272,7 +277,7 @@ impl World {
 }
 
 /// A template job `id`.
-pub fn template(id: &str) -> serde_json::Value {
+pub(crate) fn template(id: &str) -> serde_json::Value {
     serde_json::json!({
         "id": id,
         "touser": "o0000000000000000000000000001",
@@ -282,7 +287,7 @@ pub fn template(id: &str) -> serde_json::Value {
 }
 
 /// A subscription-notification job `id`.
-pub fn subscribe(id: &str) -> serde_json::Value {
+pub(crate) fn subscribe(id: &str) -> serde_json::Value {
     serde_json::json!({
         "id": id,
         "kind": "subscribe",
@@ -293,7 +298,7 @@ pub fn subscribe(id: &str) -> serde_json::Value {
 }
 
 /// `job` with `not_after` this many seconds after [`T0`] (before it when negative).
-pub fn not_after(mut job: serde_json::Value, secs: i64) -> serde_json::Value {
+pub(crate) fn not_after(mut job: serde_json::Value, secs: i64) -> serde_json::Value {
     let at = (T0 + time::Duration::seconds(secs))
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
