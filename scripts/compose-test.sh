@@ -100,7 +100,7 @@ podman image inspect --format 'base: {{.Id}} {{.Created}}' "$BASE"
 phase "images"
 if [ ! -x target/release/wxcourier ]; then
   echo "compose-test: building target/release/wxcourier (minutes)"
-  cargo build --release --locked
+  cargo build --release --locked --bin wxcourier
 fi
 podman build -q -t "$RABBITMQ_IMAGE" -f deploy/offline/rabbitmq.Containerfile deploy/offline >/dev/null
 podman build -q -t "$REDIS_IMAGE" -f deploy/offline/redis.Containerfile deploy/offline >/dev/null

@@ -204,13 +204,7 @@ async fn unrouted_jobs_are_replayed_once_their_app_exists() {
         .unwrap();
     let body = serde_json::to_vec(&job("late-1", &openid(1))).unwrap();
     publisher
-        .publish(wxcourier::broker::publish::Message {
-            exchange: wxcourier::broker::JOBS_EXCHANGE,
-            routing_key: &app,
-            body: &body,
-            properties: wxcourier::broker::publish::job_properties("late-1", Default::default()),
-            must_route: false,
-        })
+        .publish_job(&app, "late-1", &body, Default::default())
         .await
         .unwrap();
     // The app gets configured: its queue now exists.

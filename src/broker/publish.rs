@@ -101,6 +101,27 @@ impl Publisher {
 }
 
 impl Publisher {
+    /// Publishes one job as a producer would: to the jobs exchange with `app` as the routing
+    /// key, `id` as its `message_id` and the given headers ([`job_properties`]), waiting for
+    /// the broker's confirm. A job no queue takes is not an error here: the jobs exchange's
+    /// alternate exchange (`wxcourier.unrouted`) keeps it.
+    pub async fn publish_job(
+        &self,
+        app: &str,
+        id: &str,
+        body: &[u8],
+        headers: FieldTable,
+    ) -> Result<(), PublishError> {
+        self.publish(Message {
+            exchange: super::JOBS_EXCHANGE,
+            routing_key: app,
+            body,
+            properties: job_properties(id, headers),
+            must_route: false,
+        })
+        .await
+    }
+
     /// Publishes an outcome or a delivery report to `wxcourier.results` under `routing_key`.
     pub async fn publish_result<T: serde::Serialize>(
         &self,

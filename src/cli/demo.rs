@@ -8,7 +8,6 @@ use lapin::types::FieldTable;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::publish::{Message, job_properties};
 use crate::broker::tap::ResultsTap;
 use crate::broker::{self, JOBS_EXCHANGE, Publisher, job_queue, topology};
 use crate::config::{AppSettings, Settings};
@@ -227,13 +226,7 @@ pub(crate) async fn run(args: DemoArgs) -> ExitCode {
         let publisher = publisher.clone();
         async move {
             publisher
-                .publish(Message {
-                    exchange: JOBS_EXCHANGE,
-                    routing_key: APP,
-                    body: &body,
-                    properties: job_properties(&id, FieldTable::default()),
-                    must_route: false,
-                })
+                .publish_job(APP, &id, &body, FieldTable::default())
                 .await
         }
     };

@@ -8,7 +8,6 @@ use futures_util::StreamExt;
 use lapin::types::FieldTable;
 
 use super::{ConfigArg, bad_config};
-use crate::broker::publish::{Message, job_properties};
 use crate::broker::{self, JOBS_EXCHANGE, Publisher, topology};
 use crate::config::is_app_name;
 
@@ -103,13 +102,7 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
             async move {
                 let id = job_id_of(body).unwrap_or_default();
                 let result = publisher
-                    .publish(Message {
-                        exchange: JOBS_EXCHANGE,
-                        routing_key: app,
-                        body,
-                        properties: job_properties(&id, FieldTable::default()),
-                        must_route: false,
-                    })
+                    .publish_job(app, &id, body, FieldTable::default())
                     .await;
                 bar.inc(1);
                 result.is_err() as usize

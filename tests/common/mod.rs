@@ -3,19 +3,22 @@
 
 #![allow(dead_code)]
 
+pub mod kit;
 pub mod process;
+
+pub use kit::*;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use wxcourier::broker::publish::{Message, job_properties};
+use wxcourier::broker::publish::Message;
 use wxcourier::broker::tap::ResultsTap;
 use wxcourier::broker::{self, JOBS_EXCHANGE, Publisher, job_queue, topology};
 use wxcourier::config::{AppSettings, Settings};
@@ -24,101 +27,8 @@ use wxcourier::startup::Application;
 use wxcourier::types::{Secret, Span};
 use wxcourier::worker::Context;
 
-/// The broker when `TEST_AMQP_URL` is unset.
-pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-
-/// The broker every test uses: `TEST_AMQP_URL` (e.g. the 4.x broker on 5673), else the 3.x one.
-/// Not a `WXCOURIER_…` name: the worker a test spawns inherits the environment and would
-/// refuse that as an unknown config key.
-pub fn amqp_url() -> String {
-    std::env::var("TEST_AMQP_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| DEFAULT_AMQP_URL.to_owned())
-}
-
-/// The management API of the test broker: `TEST_MANAGEMENT_URL`, else the 3.x one on 15672.
-pub fn management_url() -> String {
-    std::env::var("TEST_MANAGEMENT_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "http://guest:guest@127.0.0.1:15672".to_owned())
-}
-
-/// When `TEST_RABBITMQ_VERSION` is set (e.g. `4.`), the broker at [`amqp_url`] must announce a
-/// version starting with it, so a matrix leg cannot silently run against the wrong broker.
-/// Checked once per test binary.
-async fn expect_broker_version() {
-    static CHECKED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    let Ok(want) = std::env::var("TEST_RABBITMQ_VERSION") else {
-        return;
-    };
-    CHECKED
-        .get_or_init(|| async move {
-            let got = broker_version().await;
-            assert!(
-                got.starts_with(&want),
-                "TEST_RABBITMQ_VERSION={want} but the broker at TEST_AMQP_URL is RabbitMQ {got}"
-            );
-        })
-        .await;
-}
-
-/// The `version` the broker announces in its Connection.Start (read without logging in).
-pub async fn broker_version() -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let read = async {
-        let mut tcp = tokio::net::TcpStream::connect(amqp_addr()).await.ok()?;
-        tcp.write_all(b"AMQP\x00\x00\x09\x01").await.ok()?;
-        // Frame header: type, channel, payload size; the payload is Connection.Start, whose
-        // server-properties table holds `version` as a long string.
-        let mut header = [0u8; 7];
-        tcp.read_exact(&mut header).await.ok()?;
-        let size = u32::from_be_bytes(header[3..7].try_into().ok()?) as usize;
-        let mut payload = vec![0u8; size.min(64 * 1024)];
-        tcp.read_exact(&mut payload).await.ok()?;
-        let key = b"\x07versionS";
-        let at = payload.windows(key.len()).position(|w| w == key)? + key.len();
-        let len = u32::from_be_bytes(payload.get(at..at + 4)?.try_into().ok()?) as usize;
-        let value = payload.get(at + 4..at + 4 + len)?;
-        Some(String::from_utf8_lossy(value).into_owned())
-    };
-    tokio::time::timeout(Duration::from_secs(10), read)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| panic!("no AMQP Connection.Start from {}", amqp_addr()))
-}
-
-/// `host:port` of [`amqp_url`], for tests that put a proxy in front of the broker.
-pub fn amqp_addr() -> String {
-    let uri: lapin::uri::AMQPUri = amqp_url().parse().expect("TEST_AMQP_URL is an AMQP URL");
-    format!("{}:{}", uri.authority.host, uri.authority.port)
-}
-pub const TEMPLATE: &str = "ngqIpbwh8bUfcSsECmogfXcV14J0tQlEpBO27izEYtY";
-
 pub fn ms(n: u64) -> Span {
     Span(Duration::from_millis(n))
-}
-
-/// A fresh app name, so tests never see each other's queues.
-pub fn unique_app(prefix: &str) -> String {
-    format!("t_{prefix}_{:08x}", rand::random::<u32>())
-}
-
-/// An OpenID the simulator accepts (28 characters starting with `o`).
-pub fn openid(n: usize) -> String {
-    format!("o{:0>27}", format!("user{n}"))
-}
-
-pub fn job(id: &str, touser: &str) -> Value {
-    json!({
-        "id": id,
-        "touser": touser,
-        "template_id": TEMPLATE,
-        "data": {"first": {"value": "hello"}, "keyword1.DATA": {"value": id}},
-        "meta": {"test": id}
-    })
 }
 
 /// Settings for a test: fast retries, one app pointing at the simulator.
@@ -188,21 +98,28 @@ impl Harness {
             .await;
     }
 
+    /// Publishes `body` as a job; without `message_id` it carries no properties but
+    /// persistence, as from a careless producer.
     pub async fn publish_raw(&self, body: &[u8], message_id: Option<&str>) {
-        let props = match message_id {
-            Some(id) => job_properties(id, FieldTable::default()),
-            None => BasicProperties::default().with_delivery_mode(2),
+        let confirmed = match message_id {
+            Some(id) => {
+                self.publisher
+                    .publish_job(&self.app, id, body, FieldTable::default())
+                    .await
+            }
+            None => {
+                self.publisher
+                    .publish(Message {
+                        exchange: JOBS_EXCHANGE,
+                        routing_key: &self.app,
+                        body,
+                        properties: BasicProperties::default().with_delivery_mode(2),
+                        must_route: false,
+                    })
+                    .await
+            }
         };
-        self.publisher
-            .publish(Message {
-                exchange: JOBS_EXCHANGE,
-                routing_key: &self.app,
-                body,
-                properties: props,
-                must_route: false,
-            })
-            .await
-            .expect("the broker confirms the job");
+        confirmed.expect("the broker confirms the job");
     }
 
     /// Publishes `n` valid jobs with ids `APP-0` … and returns the ids.
@@ -303,15 +220,6 @@ impl std::ops::DerefMut for TestApp {
     }
 }
 
-pub async fn connect() -> Connection {
-    expect_broker_version().await;
-    let mut s = Settings::default();
-    s.amqp.url = Secret::new(amqp_url());
-    broker::connect(&s.amqp, "wxcourier test")
-        .await
-        .unwrap_or_else(|e| panic!("RabbitMQ at TEST_AMQP_URL or 127.0.0.1:5672: {e}"))
-}
-
 /// Starts a simulator and a worker for a fresh app; `tweak` adjusts the settings first.
 pub async fn spawn_app(prefix: &str, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let sim = Simulator::start("127.0.0.1:0", SimOptions::default())
@@ -376,19 +284,12 @@ pub async fn queue_len(conn: &Connection, queue: &str) -> u32 {
     q.message_count()
 }
 
-fn header_str(props: &BasicProperties, key: &str) -> Option<String> {
-    match props.headers().as_ref()?.inner().get(key)? {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        _ => None,
-    }
-}
-
 /// Gets every message of `queue`, acks those whose `x-wxcourier-app` header is `app` and
 /// returns them with their `x-wxcourier-error`; the rest go back when the channel closes.
 pub async fn take_matching(conn: &Connection, queue: &str, app: &str) -> Vec<(Vec<u8>, String)> {
     take_where(conn, queue, |p| {
-        (header_str(p, "x-wxcourier-app").as_deref() == Some(app))
-            .then(|| header_str(p, broker::HEADER_ERROR).unwrap_or_default())
+        (header_text(p, "x-wxcourier-app").as_deref() == Some(app))
+            .then(|| header_text(p, broker::HEADER_ERROR).unwrap_or_default())
     })
     .await
 }
@@ -401,8 +302,8 @@ pub async fn take_dead_lettered(h: &Harness, app: &str) -> Vec<(Vec<u8>, String)
     for _ in 0..50 {
         found.extend(
             take_where(&h.conn, broker::DEAD_QUEUE, |p| {
-                (header_str(p, "x-first-death-queue").as_deref() == Some(queue.as_str()))
-                    .then(|| header_str(p, "x-first-death-reason").unwrap_or_default())
+                (header_text(p, "x-first-death-queue").as_deref() == Some(queue.as_str()))
+                    .then(|| header_text(p, "x-first-death-reason").unwrap_or_default())
             })
             .await,
         );
@@ -474,13 +375,4 @@ pub fn accepted_span(sim: &Simulator) -> (f64, usize) {
     let first = times.iter().cloned().fold(f64::MAX, f64::min);
     let last = times.iter().cloned().fold(f64::MIN, f64::max);
     ((last - first) / 1000.0, times.len())
-}
-
-/// A free local port for a server the test starts.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

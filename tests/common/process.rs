@@ -3,6 +3,22 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+use super::kit::WorkerConfig;
+// Where the tests that run the binary have always found them; not every test uses both.
+#[allow(unused_imports)]
+pub use super::kit::{signal, wait_exit};
+
+/// Fast retries and a short drain, so a test never waits long for either.
+const TEST_TABLES: &str = r#"[retry]
+initial_delay = "200ms"
+max_delay = "800ms"
+quota_pause = "300ms"
+max_quota_pause = "600ms"
+max_attempts = 4
+[worker]
+drain_timeout = "10s"
+"#;
+
 pub struct Binary {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -18,34 +34,20 @@ impl Binary {
     /// As [`Binary::new`], with `app_keys` (e.g. `rate_per_second = 50`) in the app's table.
     pub fn with(app: &str, base_url: &str, app_keys: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("wxcourier.toml");
-        let text = format!(
-            r#"
-[amqp]
-url = "{amqp}"
-management_url = "{management}"
-prefetch = 50
-[wechat]
-base_url = "{base_url}"
-timeout = "2s"
-quota_refresh = "0s"
-[retry]
-initial_delay = "200ms"
-max_delay = "800ms"
-quota_pause = "300ms"
-max_quota_pause = "600ms"
-max_attempts = 4
-[worker]
-drain_timeout = "10s"
-[apps.{app}]
-appid = "wx0000000000000000"
-{app_keys}
-{extra}
-"#,
-            amqp = super::amqp_url(),
-            management = super::management_url()
+        let amqp = format!(
+            "management_url = \"{}\"\nprefetch = 50",
+            super::management_url()
         );
-        std::fs::write(&config, text).unwrap();
+        let config = WorkerConfig {
+            base_url,
+            amqp: &amqp,
+            wechat: "timeout = \"2s\"\nquota_refresh = \"0s\"",
+            tables: TEST_TABLES,
+            apps: &[app.to_owned()],
+            app_keys,
+            tail: extra,
+        }
+        .write(dir.path(), "wxcourier.toml");
         Self {
             dir,
             config,
@@ -74,32 +76,6 @@ appid = "wx0000000000000000"
             .spawn()
             .unwrap()
     }
-}
-
-pub fn signal(child: &Child, sig: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-/// Waits up to `limit` for `child` to exit; kills it and returns `None` if it does not.
-pub fn wait_exit(
-    child: &mut Child,
-    limit: std::time::Duration,
-) -> Option<std::process::ExitStatus> {
-    let start = std::time::Instant::now();
-    while start.elapsed() < limit {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
 }
 
 /// `Command::output` with a deadline, so a verb that hangs fails its test instead of the run.

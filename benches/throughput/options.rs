@@ -1,0 +1,141 @@
+//! The benchmark's command line: `cargo bench --bench throughput -- [OPTIONS]`.
+
+use clap::{Parser, ValueEnum};
+
+/// One part of the benchmark; without `--only`, all of them run in this order.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+pub enum Section {
+    /// Worker against the floor at 1 app (and the broker-only ceiling).
+    Ratio,
+    /// Worker, floor and broker-only with N apps.
+    Apps,
+    /// Worker with Redis state against worker with memory state.
+    Redis,
+    /// p50/p99 at 50% and 90% of the worker's maximum rate, worker against floor.
+    Latency,
+    /// Time from spawning `wxcourier run` with N apps until `/readyz` answers 200.
+    Startup,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "throughput",
+    about = "wxcourier's throughput, latency and start-up benchmark against the local RabbitMQ",
+    long_about = "wxcourier's throughput, latency and start-up benchmark against the local \
+        RabbitMQ. Under `cargo bench` it runs in full; without --bench (as `cargo test` runs \
+        it) it runs a short smoke run with small defaults."
+)]
+struct Args {
+    /// Jobs per throughput run [default: 20000; smoke: 300]
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Runs of each throughput comparison; medians are compared [default: 3; smoke: 1]
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Run one section only.
+    #[arg(long, value_enum)]
+    only: Option<Section>,
+    /// Run the soak instead: --jobs jobs through one worker with 5% injected faults.
+    #[arg(long)]
+    soak: bool,
+    /// Seconds of load for each latency measurement [default: 5; smoke: 0.5]
+    #[arg(long)]
+    latency_seconds: Option<f64>,
+    /// App counts for the apps section, comma-separated [default: 10,100; smoke: 3]
+    #[arg(long, value_delimiter = ',')]
+    apps: Vec<usize>,
+    /// App counts for the startup section, comma-separated [default: 2000; smoke: 50]
+    #[arg(long, value_delimiter = ',')]
+    startup_apps: Vec<usize>,
+    #[command(flatten)]
+    harness: HarnessArgs,
+}
+
+/// What cargo and test runners pass to every test or bench target; accepted and, but for
+/// `--bench`, `--list` and `--ignored`, ignored, so `cargo test` with its usual arguments still
+/// runs the smoke run.
+#[derive(clap::Args, Debug)]
+struct HarnessArgs {
+    /// `cargo bench` passes it: run in full.
+    #[arg(long, hide = true)]
+    bench: bool,
+    /// Asked for the list of tests: there are none to list.
+    #[arg(long, hide = true)]
+    list: bool,
+    /// Asked for ignored tests only: the smoke run is not one.
+    #[arg(long, hide = true)]
+    ignored: bool,
+    #[arg(long, hide = true)]
+    include_ignored: bool,
+    #[arg(long, hide = true)]
+    nocapture: bool,
+    #[arg(long, hide = true)]
+    show_output: bool,
+    #[arg(long, hide = true)]
+    exact: bool,
+    #[arg(short, long, hide = true)]
+    quiet: bool,
+    #[arg(long, hide = true)]
+    test_threads: Option<String>,
+    #[arg(long, hide = true)]
+    color: Option<String>,
+    #[arg(long, hide = true)]
+    format: Option<String>,
+    #[arg(long, hide = true)]
+    skip: Vec<String>,
+    /// A test-name filter (`cargo test NAME` passes it to every target).
+    #[arg(hide = true)]
+    filter: Vec<String>,
+}
+
+/// What to run, with the defaults of a full or a smoke run filled in.
+#[derive(Debug)]
+pub struct Options {
+    /// A short run that only checks the benchmark still works (no `--bench`).
+    pub smoke: bool,
+    pub jobs: usize,
+    pub runs: usize,
+    pub only: Option<Section>,
+    pub soak: bool,
+    pub latency_seconds: f64,
+    pub apps: Vec<usize>,
+    pub startup_apps: Vec<usize>,
+}
+
+impl Options {
+    /// Parses the command line; `None` when there is nothing to run (`--list`, `--ignored`).
+    pub fn parse() -> Option<Self> {
+        let args = Args::parse();
+        if args.harness.list || args.harness.ignored {
+            return None;
+        }
+        let smoke = !args.harness.bench;
+        let pick = |full: usize, small: usize| if smoke { small } else { full };
+        let counts = |given: Vec<usize>, full: Vec<usize>, small: Vec<usize>| {
+            if !given.is_empty() {
+                given
+            } else if smoke {
+                small
+            } else {
+                full
+            }
+        };
+        Some(Self {
+            smoke,
+            jobs: args.jobs.unwrap_or(pick(20_000, 300)).max(2),
+            runs: args.runs.unwrap_or(pick(3, 1)).max(1),
+            only: args.only,
+            soak: args.soak,
+            latency_seconds: args
+                .latency_seconds
+                .unwrap_or(if smoke { 0.5 } else { 5.0 }),
+            apps: counts(args.apps, vec![10, 100], vec![3]),
+            startup_apps: counts(args.startup_apps, vec![2000], vec![50]),
+        })
+    }
+
+    /// Whether `section` runs in this invocation.
+    pub fn wants(&self, section: Section) -> bool {
+        self.only.is_none_or(|o| o == section)
+    }
+}

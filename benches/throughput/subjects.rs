@@ -1,0 +1,205 @@
+//! The processes a measurement runs: the simulator, and the subject that drains the jobs
+//! (the release worker, the floor, or the broker-only floor), plus the apps and queues they use.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use lapin::Connection;
+use lapin::options::QueueDeleteOptions;
+use wxcourier::broker::{job_queue, topology};
+use wxcourier::config::Settings;
+
+use crate::kit;
+
+/// The worker, as built for this target's profile.
+const WORKER: &str = env!("CARGO_BIN_EXE_wxcourier");
+/// The floor (benches/throughput/floor.rs).
+const FLOOR: &str = env!("CARGO_BIN_EXE_wxcourier-floor");
+/// Unacknowledged deliveries per app consumer, worker and floor alike.
+pub const PREFETCH: u16 = 256;
+/// How long a subject gets to stop on SIGTERM before it is killed.
+const STOP_LIMIT: Duration = Duration::from_secs(15);
+
+/// `wxcourier sim` in its own process, with a quota no run uses up.
+pub struct Sim {
+    child: Child,
+    pub base: String,
+}
+
+impl Sim {
+    pub fn start() -> Self {
+        let port = kit::free_port();
+        let child = Command::new(WORKER)
+            .args(["sim", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--daily-quota", "100000000"])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("wxcourier sim starts");
+        for _ in 0..250 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Which consumer drains the jobs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Subject {
+    /// `wxcourier run`, with Redis or memory state.
+    Worker { redis: bool },
+    /// Consume → POST → confirmed publish → ack.
+    Floor,
+    /// Consume → confirmed publish → ack.
+    BrokerOnly,
+}
+
+impl Subject {
+    pub fn label(self) -> &'static str {
+        match self {
+            Subject::Worker { redis: false } => "worker",
+            Subject::Worker { redis: true } => "worker (Redis)",
+            Subject::Floor => "floor",
+            Subject::BrokerOnly => "broker-only",
+        }
+    }
+}
+
+/// A subject's process and the directory of its config.
+pub struct Running {
+    child: Child,
+    _dir: tempfile::TempDir,
+    /// Where the worker serves `/readyz`.
+    pub http: Option<String>,
+}
+
+impl Running {
+    /// Starts `subject` on `apps`, sending to the simulator at `base`.
+    pub fn spawn(subject: Subject, apps: &[String], base: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut command, http) = match subject {
+            Subject::Worker { redis } => {
+                let http = format!("127.0.0.1:{}", kit::free_port());
+                let config = worker_config(dir.path(), apps, base, redis, &http);
+                let mut c = Command::new(WORKER);
+                c.arg("run").arg("--config").arg(config);
+                (c, Some(http))
+            }
+            Subject::Floor | Subject::BrokerOnly => {
+                let mut c = Command::new(FLOOR);
+                c.args(["--amqp-url", &kit::amqp_url()])
+                    .args(["--prefetch", &PREFETCH.to_string()]);
+                match subject {
+                    Subject::BrokerOnly => c.arg("--broker-only"),
+                    _ => c.args(["--base-url", base]),
+                };
+                c.args(apps);
+                (c, None)
+            }
+        };
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the subject starts");
+        Self {
+            child,
+            _dir: dir,
+            http,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within [`STOP_LIMIT`].
+    pub fn stop(mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            kit::signal(&self.child, "TERM");
+            let _ = kit::wait_exit(&mut self.child, STOP_LIMIT);
+        }
+    }
+}
+
+impl Drop for Running {
+    /// A run that panics midway must not leave its subject consuming.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A worker config for `apps`, with no rate limit worth the name, logging only warnings, and
+/// its HTTP server on `http`.
+fn worker_config(
+    dir: &Path,
+    apps: &[String],
+    base: &str,
+    redis: bool,
+    http: &str,
+) -> std::path::PathBuf {
+    let rate = 1_000_000.0_f64;
+    let mut tables = format!("[http]\nlisten = \"{http}\"\n[log]\nlevel = \"warn\"\n");
+    if redis {
+        tables.push_str("[state]\nurl = \"redis://127.0.0.1:6379/\"\n");
+    }
+    let prefetch = format!("prefetch = {PREFETCH}");
+    let app_keys = format!(
+        "secret = \"{}\"\nrate_per_second = {rate}\nburst = {}",
+        wxcourier::sim::DEFAULT_SECRET,
+        (rate / 10.0) as u64
+    );
+    kit::WorkerConfig {
+        base_url: base,
+        amqp: &prefetch,
+        tables: &tables,
+        apps,
+        app_keys: &app_keys,
+        ..Default::default()
+    }
+    .write(dir, "wxcourier.toml")
+}
+
+/// `n` app names no earlier run used.
+pub fn fresh_apps(n: usize) -> Vec<String> {
+    let base = kit::unique_app("bench");
+    (0..n).map(|i| format!("{base}_{i}")).collect()
+}
+
+/// Declares the exchanges and the apps' job queues, as the worker would.
+pub async fn declare(conn: &Connection, apps: &[String]) {
+    let schedule = wxcourier::retry::Schedule::new(&Settings::default().retry);
+    topology::declare_all(conn, apps, schedule.tiers())
+        .await
+        .expect("the topology declares");
+}
+
+/// Deletes the apps' job queues (quorum queues: each costs the broker until it is gone).
+pub async fn delete_queues(conn: &Connection, apps: &[String]) {
+    let ch = conn.create_channel().await.unwrap();
+    for app in apps {
+        let _ = ch
+            .queue_delete(
+                job_queue(app).as_str().into(),
+                QueueDeleteOptions::default(),
+            )
+            .await;
+    }
+    let _ = ch.close(200, "deleted".into()).await;
+}
