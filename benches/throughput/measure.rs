@@ -234,13 +234,23 @@ pub struct Startup {
     pub rss_mib: f64,
 }
 
-/// Starts the worker with `apps_n` fresh apps (memory state) and polls `/readyz` until it
-/// answers 200 or `limit` passes; then stops it and deletes the queues it declared.
-pub async fn startup(conn: &Connection, apps_n: usize, limit: Duration) -> Startup {
+/// Starts the worker with `apps_n` fresh apps (memory state) twice: first when their queues
+/// do not exist yet (it creates them), then again as a restart finds them (what a deploy
+/// does). Each time polls `/readyz` until it answers 200 or `limit` passes, then stops the
+/// worker; the queues are deleted at the end.
+pub async fn startup(conn: &Connection, apps_n: usize, limit: Duration) -> [Startup; 2] {
     let sim = Sim::start();
     let apps = fresh_apps(apps_n);
+    let first = start_once(&apps, &sim, limit).await;
+    let restart = start_once(&apps, &sim, limit).await;
+    delete_queues(conn, &apps).await;
+    [first, restart]
+}
+
+/// One start of the worker for `apps`, timed to its first 200 from `/readyz`.
+async fn start_once(apps: &[String], sim: &Sim, limit: Duration) -> Startup {
     let started = Instant::now();
-    let running = Running::spawn(Subject::Worker { redis: false }, &apps, &sim.base);
+    let running = Running::spawn(Subject::Worker { redis: false }, apps, &sim.base);
     let url = format!(
         "http://{}/readyz",
         running.http.as_deref().expect("the worker serves HTTP")
@@ -260,7 +270,6 @@ pub async fn startup(conn: &Connection, apps_n: usize, limit: Duration) -> Start
     }
     let rss_mib = status_mib(running.pid(), "VmRSS:");
     running.stop();
-    delete_queues(conn, &apps).await;
     Startup { seconds, rss_mib }
 }
 

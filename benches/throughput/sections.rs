@@ -298,39 +298,43 @@ impl Bench<'_> {
             // Generous: the figure is the time; the limit only keeps a stuck worker from
             // hanging the run.
             let limit = Duration::from_secs(60) + Duration::from_millis(100) * n as u32;
-            let s = measure::startup(self.conn, n, limit).await;
-            match s.seconds {
-                Some(secs) => println!(
-                    "{n} apps: ready in {secs:.2} s ({:.2} ms per app), RSS {:.1} MiB",
-                    secs * 1000.0 / n as f64,
-                    s.rss_mib
-                ),
-                None => println!(
-                    "{n} apps: not ready within {limit:?}, RSS {:.1} MiB",
-                    s.rss_mib
-                ),
+            let [first, restart] = measure::startup(self.conn, n, limit).await;
+            for (when, s) in [("first start", first), ("restart", restart)] {
+                match s.seconds {
+                    Some(secs) => println!(
+                        "{n} apps, {when}: ready in {secs:.2} s ({:.2} ms per app), RSS {:.1} MiB",
+                        secs * 1000.0 / n as f64,
+                        s.rss_mib
+                    ),
+                    None => println!(
+                        "{n} apps, {when}: not ready within {limit:?}, RSS {:.1} MiB",
+                        s.rss_mib
+                    ),
+                }
+                // Issue #18's target is 5 s for 2,000 apps restarting (their queues exist);
+                // a first start also creates the queues, and larger counts are recorded, not
+                // judged.
+                let check = (n <= 2000 && when == "restart").then(|| {
+                    (
+                        Target::AtMost(5.0),
+                        s.seconds.unwrap_or(f64::INFINITY),
+                        " s",
+                    )
+                });
+                let value = s
+                    .seconds
+                    .map_or("not ready".into(), |x| format!("{x:.2} s"));
+                self.out.rows.push(Row::value(
+                    format!("startup {n} apps, {when}: spawn to ready"),
+                    value,
+                    check,
+                ));
+                self.out.rows.push(Row::value(
+                    format!("startup {n} apps, {when}: RSS when ready, MiB"),
+                    format!("{:.1}", s.rss_mib),
+                    None,
+                ));
             }
-            // Issue #18's target is 5 s for 2,000 apps; larger counts are recorded, not judged.
-            let check = (n <= 2000).then(|| {
-                (
-                    Target::AtMost(5.0),
-                    s.seconds.unwrap_or(f64::INFINITY),
-                    " s",
-                )
-            });
-            let value = s
-                .seconds
-                .map_or("not ready".into(), |x| format!("{x:.2} s"));
-            self.out.rows.push(Row::value(
-                format!("startup {n} apps: spawn to ready"),
-                value,
-                check,
-            ));
-            self.out.rows.push(Row::value(
-                format!("startup {n} apps: RSS when ready, MiB"),
-                format!("{:.1}", s.rss_mib),
-                None,
-            ));
         }
     }
 }
