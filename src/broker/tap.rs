@@ -10,7 +10,7 @@ use lapin::{Connection, Consumer};
 
 use super::RESULTS_EXCHANGE;
 
-/// An exclusive, self-deleting queue bound to the results exchange.
+/// An exclusive queue bound to the results exchange, deleted once the tap is dropped.
 pub struct ResultsTap {
     consumer: Consumer,
 }
@@ -22,7 +22,14 @@ impl ResultsTap {
         let q = ch
             .queue_declare(
                 "".into(),
-                QueueDeclareOptions::exclusive(),
+                // Auto-delete as well: an exclusive queue alone lives as long as its connection,
+                // and a long-lived one (the benchmark's) would keep every dropped tap's queue
+                // filling with every later result.
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
                 FieldTable::default(),
             )
             .await?;
