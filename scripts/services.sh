@@ -39,7 +39,9 @@ broker_pid() {
 start_broker() {
   rabbitmq-server -detached
   for _ in $(seq 1 120); do speaks_amqp && break; sleep 1; done
-  rabbitmqctl await_startup >/dev/null 2>&1 || true
+  # Bounded: a boot that hangs (seen after recovering thousands of quorum queues) must fail
+  # here, not hang the run.
+  timeout 180 rabbitmqctl await_startup >/dev/null 2>&1 || true
 }
 
 # Stops the broker on 5672 and only it: a clean `rabbitmqctl stop` (which addresses that node
