@@ -15,20 +15,24 @@ class SourceError(ValueError):
     pass
 
 
+# `pub`, `pub(crate)` or `pub(super)`: the Rust visibility in front of an item or field.
+VIS = r"pub(?:\([\w:]+\))?"
+
+
 def _label_sets(src: str) -> dict[str, set[str]]:
     """Label structs (derive EncodeLabelSet): struct name -> field names."""
     out = {}
-    for m in re.finditer(r"derive\([^)]*EncodeLabelSet[^)]*\)\]\s*pub struct (\w+)\s*\{(.*?)\}", src, re.S):
-        out[m.group(1)] = set(re.findall(r"pub (\w+):", m.group(2)))
+    for m in re.finditer(r"derive\([^)]*EncodeLabelSet[^)]*\)\]\s*" + VIS + r" struct (\w+)\s*\{(.*?)\}", src, re.S):
+        out[m.group(1)] = set(re.findall(VIS + r" (\w+):", m.group(2)))
     return out
 
 
 def _fields(src: str) -> dict[str, str]:
     """Fields of `pub struct Metrics`: field name -> its type."""
-    m = re.search(r"pub struct Metrics\s*\{(.*?)\n\}", src, re.S)
+    m = re.search(VIS + r" struct Metrics\s*\{(.*?)\n\}", src, re.S)
     if not m:
         raise SourceError("src/metrics.rs: no `pub struct Metrics { … }`")
-    return {f.group(1): f.group(2).strip() for f in re.finditer(r"pub (\w+):\s*([^\n]+?),?\n", m.group(1) + "\n")}
+    return {f.group(1): f.group(2).strip() for f in re.finditer(VIS + r" (\w+):\s*([^\n]+?),?\n", m.group(1) + "\n")}
 
 
 def families(src: str) -> dict[str, tuple[str, set[str]]]:
