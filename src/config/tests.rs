@@ -366,6 +366,22 @@ fn http_limits_have_defaults_and_refuse_zero() {
     }
 }
 
+#[test]
+fn consumers_per_connection_defaults_to_1000_and_refuses_zero_and_garbage() {
+    let s = load(MINIMAL, &[]).unwrap();
+    assert_eq!(s.amqp.consumers_per_connection, 1000);
+    let var = "WXCOURIER_AMQP__CONSUMERS_PER_CONNECTION";
+    let s = load(MINIMAL, &[(var, "3")]).unwrap();
+    assert_eq!(s.amqp.consumers_per_connection, 3);
+    for hostile in ["0", "-1", "70000", "many", ""] {
+        let err = load(MINIMAL, &[(var, hostile)]).unwrap_err().to_string();
+        assert!(
+            err.contains("amqp.consumers_per_connection"),
+            "{hostile:?}: {err}"
+        );
+    }
+}
+
 const CALLBACK: &str = "callback_token = \"t\"\n";
 const AES: &str = "encoding_aes_key = \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\"\n";
 
