@@ -1,6 +1,6 @@
 //! The daily call quota WeChat reports for each API (`POST /cgi-bin/openapi/quota/get` with
 //! `{"cgi_path": …}`), read for every endpoint an app sends through (by its `kinds`): polled
-//! every `wechat.quota_refresh` into the `wxcourier_wechat_quota_*` gauges, and printed by
+//! every `wechat.daily_quota_refresh` into the `wxcourier_wechat_quota_*` gauges, and printed by
 //! `check`. An errcode (48001 not authorized, 76021 unknown path, …) is logged once and
 //! leaves the gauges unset.
 

@@ -31,7 +31,7 @@
 //!   capabilities (traits) a backend declares, checked at start.
 //! - `limiter`: per-app send rate (shared through [`state`] when it can) and the global cap
 //!   on WeChat calls in flight.
-//! - `quota`: the per-app pause after WeChat says the quota is spent (45009).
+//! - `pause`: the per-app pause after WeChat says the quota is spent (45009).
 //! - [`metrics`]: the Prometheus families behind `/metrics`.
 //! - `telemetry`: logging and the readiness flag.
 //! - [`wechat`]: HTTP calls, the errcode table, the reason rule, the token keeper (shared
@@ -75,7 +75,7 @@ mod kinds;
 mod limiter;
 pub mod metrics;
 pub mod outcome;
-mod quota;
+mod pause;
 pub mod retry;
 pub mod sim;
 pub mod startup;

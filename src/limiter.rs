@@ -2,7 +2,7 @@
 //! flight so a slow WeChat cannot exhaust sockets or memory.
 
 use std::future::Future;
-use std::num::NonZeroU32;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,18 +35,20 @@ pub(crate) struct AppLimiter {
 impl AppLimiter {
     /// The limiter of app `name`; `shared` is the backend's shared rate, if it has one.
     pub(crate) fn new(name: &str, app: &AppSettings, shared: Option<RateShare>) -> Self {
-        let period = Duration::from_secs_f64(1.0 / app.rate_per_second);
-        let burst = NonZeroU32::new(app.burst).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::with_period(period)
-            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-            .allow_burst(burst);
+        // `Rate` keeps the interval between 1 µs and a day, and `burst` is above 0: the
+        // settings' types hold what a bucket needs.
+        let interval = app.rate_per_second.interval();
+        let burst = app.burst.get();
+        let quota = Quota::with_period(interval)
+            .expect("a Rate's interval is above 0")
+            .allow_burst(app.burst);
         Self {
             app: name.to_owned(),
             bucket: RateLimiter::direct(quota),
             shared,
-            lease: RateLease::new(period, burst.get()),
-            interval: period,
-            burst: burst.get(),
+            lease: RateLease::new(interval, burst),
+            interval,
+            burst,
         }
     }
 }
@@ -74,9 +76,9 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
-    pub(crate) fn new(max: usize) -> Self {
+    pub(crate) fn new(max: NonZeroUsize) -> Self {
         Self {
-            slots: Arc::new(Semaphore::new(max)),
+            slots: Arc::new(Semaphore::new(max.get())),
         }
     }
 
@@ -92,12 +94,14 @@ impl InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Rate;
     use crate::types::Secret;
+    use std::num::NonZeroU32;
 
     fn app(rate: f64, burst: u32) -> AppSettings {
         AppSettings {
-            rate_per_second: rate,
-            burst,
+            rate_per_second: Rate::new(rate).unwrap(),
+            burst: NonZeroU32::new(burst).unwrap(),
             ..AppSettings::new("wx", Secret::new("s"))
         }
     }

@@ -60,7 +60,7 @@ impl Schedule {
     /// doubling to `max_delay`).
     pub(crate) fn backoff(&self, failures: u32) -> Duration {
         let mut steps = backon::ExponentialBuilder::new()
-            .with_min_delay(self.settings.initial_delay.0)
+            .with_min_delay(self.settings.initial_delay.get())
             .with_max_delay(self.settings.max_delay.0)
             .with_factor(2.0)
             .without_max_times()
@@ -71,10 +71,10 @@ impl Schedule {
     }
 
     /// The app pause (and the quota retry's wait) after `strikes` 45009 answers in a row.
-    pub(crate) fn quota_pause(&self, strikes: u32) -> Duration {
-        let first = self.settings.quota_pause.0;
+    pub(crate) fn pause(&self, strikes: u32) -> Duration {
+        let first = self.settings.pause.get();
         let doubled = first.saturating_mul(1u32 << strikes.saturating_sub(1).min(20));
-        doubled.min(self.settings.max_quota_pause.0)
+        doubled.min(self.settings.max_pause.0)
     }
 
     /// After a transient failure. `jitter` and `pick` are uniform in [0, 1): the first spreads
@@ -87,7 +87,7 @@ impl Schedule {
         jitter: f64,
         pick: f64,
     ) -> Next {
-        if state.counted_attempts() >= self.settings.max_attempts {
+        if state.counted_attempts() >= self.settings.max_attempts.get() {
             return Next::GiveUp(format!("retries ran out after {} sends", state.attempts));
         }
         if let Some(reason) = self.too_old(state, now_ms) {
@@ -111,7 +111,7 @@ impl Schedule {
     pub(crate) fn too_old(&self, state: &RetryState, now_ms: u64) -> Option<String> {
         let first = state.first_try_ms?;
         let age = Duration::from_millis(now_ms.saturating_sub(first));
-        (age >= self.settings.max_age.0).then(|| {
+        (age >= self.settings.max_age.get()).then(|| {
             format!(
                 "still unsent {} after the first try (retry.max_age)",
                 humantime::format_duration(Duration::from_secs(age.as_secs()))
@@ -139,13 +139,13 @@ impl Schedule {
 /// Powers of two from the shortest wait to the longest, plus the configured end points, so
 /// every configured delay is exact and the number of queues stays small.
 fn tiers_for(s: &RetrySettings) -> Vec<Duration> {
-    let lo = s.initial_delay.0.min(s.quota_pause.0);
-    let hi = s.max_delay.0.max(s.max_quota_pause.0);
+    let lo = s.initial_delay.get().min(s.pause.get());
+    let hi = s.max_delay.0.max(s.max_pause.0);
     let mut tiers = vec![
-        s.initial_delay.0,
+        s.initial_delay.get(),
         s.max_delay.0,
-        s.quota_pause.0,
-        s.max_quota_pause.0,
+        s.pause.get(),
+        s.max_pause.0,
     ];
     let mut t = lo;
     while t < hi {
@@ -195,7 +195,7 @@ mod tests {
     #[test]
     fn quota_pause_doubles_up_to_its_ceiling() {
         let s = Schedule::new(&settings());
-        let got: Vec<u64> = (1..=8).map(|n| s.quota_pause(n).as_secs()).collect();
+        let got: Vec<u64> = (1..=8).map(|n| s.pause(n).as_secs()).collect();
         assert_eq!(got, [60, 120, 240, 480, 960, 1920, 3600, 3600]);
     }
 
@@ -300,10 +300,10 @@ mod tests {
     #[test]
     fn sub_second_settings_make_sub_second_tiers() {
         let mut r = settings();
-        r.initial_delay = Span(Duration::from_millis(100));
+        r.initial_delay = Duration::from_millis(100).try_into().unwrap();
         r.max_delay = Span(Duration::from_millis(400));
-        r.quota_pause = Span(Duration::from_millis(300));
-        r.max_quota_pause = Span(Duration::from_millis(300));
+        r.pause = Duration::from_millis(300).try_into().unwrap();
+        r.max_pause = Span(Duration::from_millis(300));
         let s = Schedule::new(&r);
         let ms: Vec<u128> = s.tiers().iter().map(|d| d.as_millis()).collect();
         assert_eq!(ms, [100, 200, 300, 400]);
@@ -337,7 +337,7 @@ mod tests {
             #[test]
             fn quota_waits_never_exceed_the_longest_pause(strikes in 0u32..100, pause_ms in 0u64..10_000_000) {
                 let s = Schedule::new(&settings());
-                prop_assert!(s.quota_pause(strikes) <= secs(3600));
+                prop_assert!(s.pause(strikes) <= secs(3600));
                 let st = RetryState { first_try_ms: Some(0), quota_strikes: strikes, ..RetryState::default() };
                 if let Next::RetryAfter(d) = s.after_pause(&st, 0, Duration::from_millis(pause_ms)) {
                     prop_assert!(s.tiers().contains(&d));

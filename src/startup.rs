@@ -14,7 +14,7 @@ use crate::config::{AppSettings, Settings, WechatSettings};
 use crate::http::{self, HttpState};
 use crate::limiter::{AppLimiter, InFlight};
 use crate::metrics::{AppMetrics, Metrics};
-use crate::quota::QuotaGate;
+use crate::pause::PauseGate;
 use crate::retry::Schedule;
 use crate::state::State;
 use crate::telemetry::Health;
@@ -91,7 +91,7 @@ impl Application {
 /// follows; it lapses if its holder dies, so a redelivered job waits behind it for about this
 /// long at most.
 fn claim_ttl(wechat: &WechatSettings) -> Duration {
-    wechat.timeout.0 * 3 + Duration::from_secs(30)
+    wechat.timeout.get() * 3 + Duration::from_secs(30)
 }
 
 /// The errcode table of `wechat.*_codes`.
@@ -116,7 +116,7 @@ fn pipeline(settings: Settings, shared: Shared) -> anyhow::Result<Context> {
         results,
     } = shared;
     state.capabilities().check(&settings)?;
-    let wechat = WechatClient::new(&settings.wechat.base_url, settings.wechat.timeout.0)?;
+    let wechat = WechatClient::new(&settings.wechat.base_url, settings.wechat.timeout.get())?;
     let schedule = Schedule::new(&settings.retry);
     let apps = settings
         .apps
@@ -126,7 +126,7 @@ fn pipeline(settings: Settings, shared: Shared) -> anyhow::Result<Context> {
                 metrics: AppMetrics::new(metrics.clone(), name),
                 keeper: TokenKeeper::new(token_source(name, app, &wechat, &state, &metrics)),
                 rate: AppLimiter::new(name, app, state.rate_share()),
-                gate: QuotaGate::new(
+                gate: PauseGate::new(
                     name,
                     schedule.clone(),
                     metrics
@@ -140,7 +140,7 @@ fn pipeline(settings: Settings, shared: Shared) -> anyhow::Result<Context> {
                     // timeout; jobs at start wait that long for it, no longer.
                     Catalog::new(
                         name,
-                        settings.wechat.timeout.0 * 2 + Duration::from_secs(1),
+                        settings.wechat.timeout.get() * 2 + Duration::from_secs(1),
                         metrics
                             .catalog_templates
                             .get_or_create(&Metrics::app(name))

@@ -650,9 +650,9 @@ async fn trickle(
 async fn two_hundred_slowloris_connections_neither_hold_off_a_real_report_nor_stay_open() {
     let header_read = 2.0;
     let (mut t, url) = spawn_receiver_tweaked("edge_slowloris", |s| {
-        s.http.header_read_timeout = secs(header_read);
-        s.http.request_timeout = secs(2.0);
-        s.http.idle_timeout = secs(2.0);
+        s.http.header_read_timeout = secs(header_read).try_into().unwrap();
+        s.http.request_timeout = secs(2.0).try_into().unwrap();
+        s.http.idle_timeout = secs(2.0).try_into().unwrap();
     })
     .await;
     let msgid = sent_msgid(&mut t, "edge-slowloris").await;
@@ -715,8 +715,8 @@ async fn two_hundred_slowloris_connections_neither_hold_off_a_real_report_nor_st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_body_gets_408_and_an_oversized_head_431() {
     let (mut t, url) = spawn_receiver_tweaked("edge_slow_body", |s| {
-        s.http.header_read_timeout = secs(5.0);
-        s.http.request_timeout = secs(1.0);
+        s.http.header_read_timeout = secs(5.0).try_into().unwrap();
+        s.http.request_timeout = secs(1.0).try_into().unwrap();
     })
     .await;
     let addr = addr_of(&url);
@@ -761,8 +761,8 @@ async fn a_slow_body_gets_408_and_an_oversized_head_431() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() {
     let (t, url) = spawn_receiver_tweaked("edge_idle", |s| {
-        s.http.header_read_timeout = secs(10.0);
-        s.http.idle_timeout = secs(0.5);
+        s.http.header_read_timeout = secs(10.0).try_into().unwrap();
+        s.http.idle_timeout = secs(0.5).try_into().unwrap();
     })
     .await;
     let addr = addr_of(&url);
@@ -789,8 +789,8 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_max_connections_a_client_waits_for_a_slot_and_is_then_served() {
     let (t, url) = spawn_receiver_tweaked("edge_cap", |s| {
-        s.http.max_connections = 4;
-        s.http.header_read_timeout = secs(1.0);
+        s.http.max_connections = common::count(4);
+        s.http.header_read_timeout = secs(1.0).try_into().unwrap();
     })
     .await;
     let addr = addr_of(&url);
@@ -835,7 +835,7 @@ async fn reports_cut_off_by_the_request_timeout_are_still_published_once() {
     // Redis the seen-mark and the job lookup are awaited too, so a cut can fall between
     // marking a MsgID seen and publishing its report.
     let (mut t, url) = spawn_receiver_tweaked("edge_cutoff", |s| {
-        s.http.request_timeout = Span(Duration::from_micros(1));
+        s.http.request_timeout = Duration::from_micros(1).try_into().unwrap();
         s.state.url = Secret::new("redis://127.0.0.1:6379/");
     })
     .await;
@@ -1313,7 +1313,7 @@ async fn preference_pushes_cut_off_by_the_request_timeout_publish_each_template_
     // As for delivery reports: some answers come after the 1 µs timeout, WeChat retries, and
     // a push of three templates cut off after its first publish must not repeat that one.
     let (t, url) = spawn_receiver_tweaked("edge_pref_cutoff", |s| {
-        s.http.request_timeout = Span(Duration::from_micros(1));
+        s.http.request_timeout = Duration::from_micros(1).try_into().unwrap();
         s.state.url = Secret::new("redis://127.0.0.1:6379/");
     })
     .await;

@@ -184,7 +184,7 @@ async fn without_a_catalog_jobs_go_unchecked_and_a_failed_refresh_keeps_the_last
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quota_gauges_show_wechats_count_after_a_send() {
     let mut t = spawn_app("quota_gauge", |s| {
-        s.wechat.quota_refresh = wxcourier::types::Span(Duration::from_secs(1));
+        s.wechat.daily_quota_refresh = wxcourier::types::Span(Duration::from_secs(1));
     })
     .await;
     t.publish(&job("q-1", &openid(1))).await;
@@ -219,7 +219,7 @@ async fn a_quota_wechat_will_not_give_leaves_the_gauges_unset() {
         .unwrap();
     sim.deny(DEFAULT_APPID, QUOTA_GET, 48001);
     let mut t = spawn_app_on("quota_denied", sim, |s| {
-        s.wechat.quota_refresh = wxcourier::types::Span(Duration::from_secs(1));
+        s.wechat.daily_quota_refresh = wxcourier::types::Span(Duration::from_secs(1));
     })
     .await;
     t.publish(&job("qd-1", &openid(1))).await;

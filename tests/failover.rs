@@ -126,7 +126,7 @@ async fn losing_the_connected_node_moves_the_worker_to_the_next_and_every_job_en
     let url = format!("{},{}", a.url(), b.url());
     let mut t = spawn_app("failover", |s| {
         s.amqp.url = Secret::new(url);
-        s.amqp.prefetch = 20;
+        s.amqp.prefetch = common::count(20);
     })
     .await;
     // Slow sends keep jobs in flight when the node goes.

@@ -26,8 +26,8 @@ pub fn assert_one_client_msg_id_per_job(sends: &[SendRecord]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_job_ends_with_one_outcome_through_every_kind_of_wechat_fault() {
     let mut t = spawn_app("faults", |s| {
-        s.wechat.timeout = common::ms(300);
-        s.retry.max_attempts = 10;
+        s.wechat.timeout = common::nz_ms(300);
+        s.retry.max_attempts = common::count(10);
     })
     .await;
     t.sim.set_faults(Faults {

@@ -14,8 +14,8 @@ use wxcourier::types::Secret;
 async fn a_hundred_jobs_at_20_per_second_with_a_burst_of_20_take_4_seconds() {
     let mut t = spawn_app("rate", |s| {
         for a in s.apps.values_mut() {
-            a.rate_per_second = 20.0;
-            a.burst = 20;
+            a.rate_per_second = common::rate(20.0);
+            a.burst = common::count(20);
         }
     })
     .await;

@@ -25,8 +25,8 @@ async fn an_id_in_flight_elsewhere_waits_in_delay_queues_and_ends_as_a_duplicate
         let app = s.apps.values_mut().next().unwrap();
         // One send every 12 s: the old hand-back (a requeue every 500 ms) passed RabbitMQ
         // 4.x's 20 counted redeliveries in 10 s, and the broker dropped the job.
-        app.rate_per_second = 1.0 / 12.0;
-        app.burst = 1;
+        app.rate_per_second = common::rate(1.0 / 12.0);
+        app.burst = common::count(1);
     })
     .await;
     t.publish(&job("p1", &openid(1))).await;
@@ -94,10 +94,10 @@ async fn a_wrong_secret_is_asked_about_a_few_times_and_the_jobs_wait_in_the_brok
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_answers_do_not_use_up_attempts_for_a_later_transient_error() {
     let mut t = spawn_app("quotacount", |s| {
-        s.retry.max_attempts = 3;
-        s.retry.quota_pause = ms(50);
-        s.retry.max_quota_pause = ms(50);
-        s.retry.initial_delay = ms(50);
+        s.retry.max_attempts = common::count(3);
+        s.retry.pause = common::nz_ms(50);
+        s.retry.max_pause = ms(50);
+        s.retry.initial_delay = common::nz_ms(50);
     })
     .await;
     let user = openid(7);

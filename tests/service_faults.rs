@@ -61,7 +61,9 @@ impl Drop for RestartGuard {
 /// Starts a worker on a fresh app, publishes the load and waits until it is under way.
 async fn loaded(prefix: &str) -> (TestApp, HashSet<String>, HashSet<String>) {
     let mut t = spawn_app(prefix, |s| {
-        s.apps.values_mut().for_each(|a| a.rate_per_second = 200.0);
+        s.apps
+            .values_mut()
+            .for_each(|a| a.rate_per_second = common::rate(200.0));
     })
     .await;
     t.sim.set_faults(Faults {
@@ -238,10 +240,10 @@ impl Drop for WatermarkGuard {
 #[ignore = "blocks RabbitMQ publishers: run alone by scripts/test.sh"]
 async fn a_memory_alarm_blocks_publishes_which_time_out_and_recover() {
     let mut t = spawn_app("alarm", |s| {
-        s.amqp.publish_timeout = common::ms(1000);
+        s.amqp.publish_timeout = common::nz_ms(1000);
         s.apps.values_mut().for_each(|a| {
-            a.rate_per_second = 40.0;
-            a.burst = 1;
+            a.rate_per_second = common::rate(40.0);
+            a.burst = common::count(1);
         });
     })
     .await;

@@ -75,7 +75,7 @@ async fn quota_then_success_is_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_retries_do_not_use_up_max_attempts() {
-    let mut t = spawn_app("quota_many", |s| s.retry.max_attempts = 2).await;
+    let mut t = spawn_app("quota_many", |s| s.retry.max_attempts = common::count(2)).await;
     let user = openid(5);
     t.sim.script(&user, vec![Answer::Code(45009); 4]);
     t.publish(&job("quota-2", &user)).await;
@@ -162,7 +162,7 @@ async fn retries_run_out_after_max_attempts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transport_failures_are_retried_and_failed_without_an_errcode() {
-    let mut t = spawn_app("transport", |s| s.retry.max_attempts = 3).await;
+    let mut t = spawn_app("transport", |s| s.retry.max_attempts = common::count(3)).await;
     let ok_user = openid(10);
     t.sim.script(
         &ok_user,
@@ -216,7 +216,7 @@ async fn a_user_who_refused_gets_failed_with_reason_recipient_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_given_up_while_the_quota_is_spent_says_quota_exhausted() {
-    let mut t = spawn_app("quota_out", |s| s.retry.max_age = ms(700)).await;
+    let mut t = spawn_app("quota_out", |s| s.retry.max_age = common::nz_ms(700)).await;
     let user = openid(33);
     t.sim.script(&user, vec![Answer::Code(45009); 20]);
     t.publish(&job("quota-out-1", &user)).await;
@@ -536,7 +536,7 @@ async fn open_connections() -> Vec<String> {
 async fn apps_spread_over_connections_are_all_consumed_before_ready_and_closed_at_stop() {
     let mut extra = Vec::new();
     let mut t = spawn_app("conns", |s| {
-        s.amqp.consumers_per_connection = 1;
+        s.amqp.consumers_per_connection = common::count(1);
         let (name, app) = s
             .apps
             .iter()

@@ -108,7 +108,7 @@ pub(crate) async fn run(args: CheckArgs) -> ExitCode {
             }
         }
     }
-    let client = match WechatClient::new(&settings.wechat.base_url, settings.wechat.timeout.0) {
+    let client = match WechatClient::new(&settings.wechat.base_url, settings.wechat.timeout.get()) {
         Ok(c) => c,
         Err(e) => {
             println!("wechat: FAILED: {e}");

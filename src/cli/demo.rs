@@ -1,5 +1,6 @@
 //! `wxcourier demo`: the whole flow on this machine, with the simulator in-process.
 
+use std::num::NonZeroU32;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::tap::ResultsTap;
 use crate::broker::{self, JOBS_EXCHANGE, Publisher, job_queue, topology};
-use crate::config::{AppSettings, Settings};
+use crate::config::{AppSettings, NonZeroSpan, Settings};
 use crate::outcome::PreferenceStatus;
 use crate::sim::{
     Answer, CallbackTarget, DEFAULT_APPID, DEFAULT_SECRET, Decision, SimOptions, Simulator,
@@ -54,11 +55,11 @@ fn demo_settings(amqp_url: &str, base_url: String, http_listen: String) -> Setti
     let mut s = Settings::default();
     s.amqp.url = Secret::new(amqp_url);
     s.wechat.base_url = base_url;
-    s.retry.initial_delay = Span(Duration::from_millis(500));
+    s.retry.initial_delay = NonZeroSpan::new(Duration::from_millis(500)).expect("above 0");
     s.retry.max_delay = Span(Duration::from_secs(2));
-    s.retry.quota_pause = Span(Duration::from_secs(1));
-    s.retry.max_quota_pause = Span(Duration::from_secs(2));
-    s.retry.max_attempts = 3;
+    s.retry.pause = NonZeroSpan::new(Duration::from_secs(1)).expect("above 0");
+    s.retry.max_pause = Span(Duration::from_secs(2));
+    s.retry.max_attempts = NonZeroU32::new(3).expect("above 0");
     s.worker.drain_timeout = Span(Duration::from_secs(5));
     s.http.listen = Some(http_listen);
     s.apps.insert(

@@ -17,9 +17,7 @@ pub(crate) async fn run(args: ConfigArg) -> ExitCode {
         Err(e) => return bad_config(&e),
     };
     crate::telemetry::init_logging(&settings.log);
-    for name in &settings.ignored_env {
-        tracing::debug!(variable = %name, "ignored: a Kubernetes service link, not a setting");
-    }
+    settings.log_load_notes();
     let app = match Application::build(settings) {
         Ok(app) => app,
         Err(e) => {

@@ -86,7 +86,7 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
         eprintln!("wxcourier send: {e}");
         return ExitCode::FAILURE;
     }
-    let publisher = match Publisher::open(&conn, settings.amqp.publish_timeout.0).await {
+    let publisher = match Publisher::open(&conn, settings.amqp.publish_timeout.get()).await {
         Ok(p) => p,
         Err(e) => {
             eprintln!("wxcourier send: {e}");

@@ -3,7 +3,7 @@
 
 use figment::providers::Serialized;
 
-use super::ConfigError;
+use super::{ConfigError, RenamedKey, renamed};
 
 /// Prefix of every environment variable that overrides a key.
 pub(crate) const ENV_PREFIX: &str = "WXCOURIER_";
@@ -63,11 +63,22 @@ fn insert_path(dict: &mut figment::value::Dict, path: &[String], value: figment:
 
 /// Turns figment's error into one sentence that names the key, and the variable when the key
 /// came from the environment (`WXCOURIER_AMQP_URL` reads as the top-level key `amqp_url`).
-pub(super) fn describe_figment_error(err: figment::Error, env: &[(String, String)]) -> ConfigError {
+pub(super) fn describe_figment_error(
+    err: figment::Error,
+    env: &[(String, String)],
+    renamed_keys: &[RenamedKey],
+) -> ConfigError {
+    // A value under a former name is reported under the name it was written with.
     let from_env = |full: &str| {
         env.iter()
-            .find(|(k, _)| env_path(k).join(".") == full)
+            .find(|(k, _)| renamed::current(&env_path(k).join(".")) == full)
             .map(|(k, _)| format!(" (set by {k})"))
+            .or_else(|| {
+                renamed_keys
+                    .iter()
+                    .find(|r| r.key == full && !r.written.starts_with(ENV_PREFIX))
+                    .map(|r| format!(" (written as {})", r.written))
+            })
             .unwrap_or_default()
     };
     let mut sentences = Vec::new();
@@ -93,7 +104,13 @@ pub(super) fn describe_figment_error(err: figment::Error, env: &[(String, String
                 format!("{full} is missing")
             }
             kind if key.is_empty() => kind.to_string(),
-            kind => format!("{key}: {kind}"),
+            // The value types' own rules ("must be > 0") read as a sentence after the key.
+            figment::error::Kind::Message(rule)
+                if rule.starts_with("must ") || rule.starts_with("is ") =>
+            {
+                format!("{key}{} {rule}", from_env(&key))
+            }
+            kind => format!("{key}{}: {kind}", from_env(&key)),
         };
         sentences.push(what);
     }

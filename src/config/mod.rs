@@ -5,16 +5,19 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
+use figment::{Figment, Profile, Provider};
 use serde::{Deserialize, Serialize};
 
 mod env;
+mod renamed;
 mod sections;
 mod service_links;
 mod validate;
+mod values;
 
 pub(crate) use env::ENV_PREFIX;
+pub(crate) use renamed::RenamedKey;
 pub use sections::{
     AmqpSettings, AppKinds, AppSettings, CallbackMode, HttpSettings, RetrySettings, StateSettings,
     TokenMode, WechatSettings, WorkerSettings,
@@ -25,6 +28,7 @@ pub(crate) use sections::{DEFAULT_QUOTA, DEFAULT_TOKEN, DEFAULT_TRANSIENT};
 pub(crate) use sections::{LogFormat, LogSettings, ReasonCodes};
 pub(crate) use service_links::is_service_link;
 pub(crate) use validate::is_app_name;
+pub use values::{NonZeroSpan, Rate};
 
 use env::{describe_figment_error, env_path, env_provider, raw_app_key};
 
@@ -49,7 +53,10 @@ fn invalid(key: impl Into<String>, rule: impl Into<String>) -> ConfigError {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+/// Every field not in the file or the environment takes its section's `Default`: the one place
+/// defaults are written (`config/default.toml` repeats them for reading, and a test holds the
+/// two equal).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub amqp: AmqpSettings,
@@ -64,6 +71,9 @@ pub struct Settings {
     /// only), for `run` to log once logging is set up.
     #[serde(skip)]
     pub(crate) ignored_env: Vec<String>,
+    /// Keys written under a former name, for `run` to warn about once logging is set up.
+    #[serde(skip)]
+    pub(crate) renamed_keys: Vec<RenamedKey>,
 }
 
 impl Settings {
@@ -79,7 +89,8 @@ impl Settings {
         path: Option<&Path>,
         env: &[(String, String)],
     ) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        let mut figment = Figment::new();
+        let mut renamed_keys = Vec::new();
         let explicit = path.is_some();
         let path = path.unwrap_or(Path::new(DEFAULT_CONFIG_PATH));
         if path.exists() {
@@ -87,7 +98,13 @@ impl Settings {
                 path: path.display().to_string(),
                 reason: e.to_string(),
             })?;
-            figment = figment.merge(Toml::string(&text));
+            let mut file = Toml::string(&text)
+                .data()
+                .map_err(|e| describe_figment_error(e, &[], &[]))?
+                .remove(&Profile::Default)
+                .unwrap_or_default();
+            renamed_keys = renamed::rename_in_file(&mut file)?;
+            figment = figment.merge(Serialized::defaults(file));
         } else if explicit {
             return Err(ConfigError::File {
                 path: path.display().to_string(),
@@ -112,7 +129,9 @@ impl Settings {
             .filter(|(k, _)| raw_app_key(k).is_none())
             .cloned()
             .collect();
-        figment = figment.merge(env_provider(&typed_env));
+        let (current_env, renamed_env) = renamed::rename_in_env(&typed_env)?;
+        renamed_keys.extend(renamed_env);
+        figment = figment.merge(env_provider(&current_env));
         for (key, value) in env {
             if let Some((app, field)) = raw_app_key(key) {
                 figment = figment.merge((format!("apps.{app}.{field}"), value.clone()));
@@ -120,10 +139,22 @@ impl Settings {
         }
         let mut settings: Settings = figment
             .extract()
-            .map_err(|e| describe_figment_error(e, &typed_env))?;
+            .map_err(|e| describe_figment_error(e, &typed_env, &renamed_keys))?;
         settings.validate()?;
         settings.ignored_env = links.into_iter().map(|(k, _)| k.clone()).collect();
+        settings.renamed_keys = renamed_keys;
         Ok(settings)
+    }
+
+    /// Logs what loading noticed but did not refuse: variables skipped as Kubernetes service
+    /// links, and keys written under a former name (one warning each, naming the new key).
+    pub(crate) fn log_load_notes(&self) {
+        for name in &self.ignored_env {
+            tracing::debug!(variable = %name, "ignored: a Kubernetes service link, not a setting");
+        }
+        for renamed in &self.renamed_keys {
+            tracing::warn!(key = renamed.key, written = %renamed.written, "{}", renamed.advice());
+        }
     }
 
     /// The verbs that send need at least one app; producers (`send`) do not.

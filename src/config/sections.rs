@@ -1,21 +1,24 @@
 //! The sections of the config file, one type each, with the contract's defaults.
 
+use std::num::{NonZeroU16, NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::values::{NonZeroSpan, Rate, count};
 use crate::types::{Secret, Span, scalar_string};
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AmqpSettings {
     /// One broker URL, or several cluster nodes: a TOML list, or one string with the URLs
     /// separated by commas (the form an environment variable takes). Kept as that one string.
     #[serde(deserialize_with = "node_list")]
     pub url: Secret,
-    pub prefetch: u16,
+    #[serde(deserialize_with = "count")]
+    pub prefetch: NonZeroU16,
     /// How long a publish may wait for its confirm before the delivery is handed back.
-    pub publish_timeout: Span,
+    pub publish_timeout: NonZeroSpan,
     /// Custom CA bundle (PEM) for `amqps://` brokers with a private CA.
     pub ca_file: Option<String>,
     /// RabbitMQ's management API, used to find job queues of apps no longer configured;
@@ -23,7 +26,8 @@ pub struct AmqpSettings {
     pub management_url: Option<Secret>,
     /// Most app consumers (one channel each) on one connection; more apps open further
     /// connections. Also kept under the broker's `channel_max`.
-    pub consumers_per_connection: u16,
+    #[serde(deserialize_with = "count")]
+    pub consumers_per_connection: NonZeroU16,
 }
 
 impl AmqpSettings {
@@ -79,29 +83,30 @@ impl Default for AmqpSettings {
     fn default() -> Self {
         Self {
             url: Secret::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
-            prefetch: 256,
-            publish_timeout: Span(Duration::from_secs(30)),
+            prefetch: NonZeroU16::new(256).expect("above 0"),
+            publish_timeout: seconds(30),
             ca_file: None,
             management_url: None,
-            consumers_per_connection: 1000,
+            consumers_per_connection: NonZeroU16::new(1000).expect("above 0"),
         }
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WechatSettings {
     pub base_url: String,
-    pub timeout: Span,
+    pub timeout: NonZeroSpan,
     /// WeChat calls in flight at once across all apps, so a slow WeChat cannot exhaust sockets.
-    pub(crate) max_in_flight: usize,
+    #[serde(deserialize_with = "count")]
+    pub(crate) max_in_flight: NonZeroUsize,
     pub(crate) transient_codes: Vec<i64>,
     pub(crate) quota_codes: Vec<i64>,
     pub(crate) token_codes: Vec<i64>,
     /// errcodes behind each `reason` of a failed outcome.
     pub(crate) reason_codes: ReasonCodes,
     /// How often each app's daily quota is read (`openapi/quota/get`) into gauges; `0s` off.
-    pub quota_refresh: Span,
+    pub daily_quota_refresh: Span,
 }
 
 /// `-1` system busy, `45011` per-minute limit.
@@ -146,42 +151,46 @@ impl Default for WechatSettings {
     fn default() -> Self {
         Self {
             base_url: "https://api.weixin.qq.com".into(),
-            timeout: Span(Duration::from_secs(10)),
-            max_in_flight: 128,
+            timeout: seconds(10),
+            max_in_flight: NonZeroUsize::new(128).expect("above 0"),
             transient_codes: DEFAULT_TRANSIENT.to_vec(),
             quota_codes: DEFAULT_QUOTA.to_vec(),
             token_codes: DEFAULT_TOKEN.to_vec(),
             reason_codes: Default::default(),
-            quota_refresh: Span(Duration::from_secs(300)),
+            daily_quota_refresh: Span(Duration::from_secs(300)),
         }
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetrySettings {
-    pub max_attempts: u32,
-    pub initial_delay: Span,
+    #[serde(deserialize_with = "count")]
+    pub max_attempts: NonZeroU32,
+    pub initial_delay: NonZeroSpan,
+    /// At least `initial_delay` (checked in `validate`).
     pub max_delay: Span,
-    pub max_age: Span,
-    pub quota_pause: Span,
-    pub max_quota_pause: Span,
+    pub max_age: NonZeroSpan,
+    /// The first pause of an app after 45009 (formerly `quota_pause`).
+    pub pause: NonZeroSpan,
+    /// The longest such pause, at least `pause` (formerly `max_quota_pause`).
+    pub max_pause: Span,
 }
 
 impl Default for RetrySettings {
     fn default() -> Self {
         Self {
-            max_attempts: 10,
-            initial_delay: Span(Duration::from_secs(1)),
+            max_attempts: NonZeroU32::new(10).expect("above 0"),
+            initial_delay: seconds(1),
             max_delay: Span(Duration::from_secs(600)),
-            max_age: Span(Duration::from_secs(24 * 3600)),
-            quota_pause: Span(Duration::from_secs(60)),
-            max_quota_pause: Span(Duration::from_secs(3600)),
+            max_age: seconds(24 * 3600),
+            pause: seconds(60),
+            max_pause: Span(Duration::from_secs(3600)),
         }
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateSettings {
     /// `memory` or a `redis://` URL.
@@ -189,7 +198,8 @@ pub struct StateSettings {
     /// How long a sent id is remembered (and a msgid mapped back to its job).
     pub idempotency_ttl: Span,
     /// Most ids remembered in memory state; the oldest are forgotten first.
-    pub memory_capacity: usize,
+    #[serde(deserialize_with = "count")]
+    pub memory_capacity: NonZeroUsize,
     /// CA bundle (PEM) a `rediss://` server's certificate must chain to, instead of the
     /// system's roots (a private CA).
     pub ca_file: Option<String>,
@@ -200,13 +210,13 @@ impl Default for StateSettings {
         Self {
             url: Secret::new("memory"),
             idempotency_ttl: Span(Duration::from_secs(7 * 24 * 3600)),
-            memory_capacity: 200_000,
+            memory_capacity: NonZeroUsize::new(200_000).expect("above 0"),
             ca_file: None,
         }
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
     pub listen: Option<String>,
@@ -216,15 +226,16 @@ pub struct HttpSettings {
     pub callback_max_age: Span,
     /// How long a client may take to send a request's line and headers, counted from the
     /// connection's start or the end of its previous response (a slowloris trickles them).
-    pub header_read_timeout: Span,
+    pub header_read_timeout: NonZeroSpan,
     /// How long one request may take once its headers are in: reading the body and
     /// answering. A request over it gets 408 and its connection is closed.
-    pub request_timeout: Span,
+    pub request_timeout: NonZeroSpan,
     /// A connection with no request being handled and no byte moving either way for this
     /// long is closed (a client that stops reading its answer, a kept-alive connection).
-    pub idle_timeout: Span,
+    pub idle_timeout: NonZeroSpan,
     /// Connections served at once; further ones wait in the listen backlog until one ends.
-    pub max_connections: usize,
+    #[serde(deserialize_with = "count")]
+    pub max_connections: NonZeroUsize,
 }
 
 impl Default for HttpSettings {
@@ -232,10 +243,10 @@ impl Default for HttpSettings {
         Self {
             listen: None,
             callback_max_age: Span(Duration::from_secs(300)),
-            header_read_timeout: Span(Duration::from_secs(10)),
-            request_timeout: Span(Duration::from_secs(10)),
-            idle_timeout: Span(Duration::from_secs(60)),
-            max_connections: 512,
+            header_read_timeout: seconds(10),
+            request_timeout: seconds(10),
+            idle_timeout: seconds(60),
+            max_connections: NonZeroUsize::new(512).expect("above 0"),
         }
     }
 }
@@ -255,7 +266,7 @@ pub(crate) enum LogFormat {
     Json,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct LogSettings {
     pub(crate) format: LogFormat,
@@ -272,7 +283,7 @@ impl Default for LogSettings {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerSettings {
     /// How long SIGTERM waits for in-flight jobs before closing anyway (they stay in the broker).
@@ -317,7 +328,7 @@ impl CallbackMode {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppSettings {
     #[serde(default, deserialize_with = "scalar_string")]
@@ -327,9 +338,9 @@ pub struct AppSettings {
     #[serde(default)]
     pub token_mode: TokenMode,
     #[serde(default = "default_rate")]
-    pub rate_per_second: f64,
-    #[serde(default = "default_burst")]
-    pub burst: u32,
+    pub rate_per_second: Rate,
+    #[serde(default = "default_burst", deserialize_with = "count")]
+    pub burst: NonZeroU32,
     #[serde(default)]
     pub callback_token: Option<Secret>,
     #[serde(default)]
@@ -422,12 +433,17 @@ fn default_catalog_refresh() -> Span {
     Span(Duration::from_secs(600))
 }
 
-fn default_rate() -> f64 {
-    50.0
+fn default_rate() -> Rate {
+    Rate::new(50.0).expect("a rate a limiter can keep")
 }
 
-fn default_burst() -> u32 {
-    50
+fn default_burst() -> NonZeroU32 {
+    NonZeroU32::new(50).expect("above 0")
+}
+
+/// A default duration of whole seconds, above 0.
+fn seconds(n: u64) -> NonZeroSpan {
+    NonZeroSpan::new(Duration::from_secs(n)).expect("above 0")
 }
 
 #[cfg(test)]

@@ -16,26 +16,26 @@ pub(crate) fn load(toml: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigE
     Settings::load_from(Some(&path), &env)
 }
 
-const MINIMAL: &str = "[apps.shop]\nappid = \"wx1\"\nsecret = \"s\"\n";
+pub(crate) const MINIMAL: &str = "[apps.shop]\nappid = \"wx1\"\nsecret = \"s\"\n";
 
 #[test]
 fn defaults_match_the_contract() {
     let s = load(MINIMAL, &[]).unwrap();
-    assert_eq!(s.amqp.prefetch, 256);
-    assert_eq!(s.wechat.timeout.0, Duration::from_secs(10));
-    assert_eq!(s.retry.max_attempts, 10);
+    assert_eq!(s.amqp.prefetch.get(), 256);
+    assert_eq!(s.wechat.timeout.get(), Duration::from_secs(10));
+    assert_eq!(s.retry.max_attempts.get(), 10);
     assert_eq!(s.retry.max_delay.0, Duration::from_secs(600));
-    assert_eq!(s.retry.max_age.0, Duration::from_secs(86400));
-    assert_eq!(s.retry.quota_pause.0, Duration::from_secs(60));
-    assert_eq!(s.retry.max_quota_pause.0, Duration::from_secs(3600));
+    assert_eq!(s.retry.max_age.get(), Duration::from_secs(86400));
+    assert_eq!(s.retry.pause.get(), Duration::from_secs(60));
+    assert_eq!(s.retry.max_pause.0, Duration::from_secs(3600));
     assert_eq!(s.state.url.expose(), "memory");
     assert_eq!(s.apps["shop"].token_mode, TokenMode::Stable);
-    assert_eq!(s.apps["shop"].rate_per_second, 50.0);
-    assert_eq!(s.apps["shop"].burst, 50);
+    assert_eq!(s.apps["shop"].rate_per_second.per_second(), 50.0);
+    assert_eq!(s.apps["shop"].burst.get(), 50);
     assert!(s.http.listen.is_none());
     assert!(!s.apps["shop"].catalog);
     assert_eq!(s.apps["shop"].catalog_refresh.0, Duration::from_secs(600));
-    assert_eq!(s.wechat.quota_refresh.0, Duration::from_secs(300));
+    assert_eq!(s.wechat.daily_quota_refresh.0, Duration::from_secs(300));
 }
 
 #[test]
@@ -49,10 +49,14 @@ fn lookup_intervals_below_a_second_are_refused_and_0s_turns_the_quota_off() {
     assert_eq!(s.apps["shop"].catalog_refresh.0, Duration::from_secs(30));
     let e = load(&format!("{MINIMAL}catalog_refresh = \"0s\"\n"), &[]).unwrap_err();
     assert!(e.to_string().contains("apps.shop.catalog_refresh"), "{e}");
-    let off = load(MINIMAL, &[("WXCOURIER_WECHAT__QUOTA_REFRESH", "0s")]).unwrap();
-    assert!(off.wechat.quota_refresh.0.is_zero());
-    let e = load(MINIMAL, &[("WXCOURIER_WECHAT__QUOTA_REFRESH", "500ms")]).unwrap_err();
-    assert!(e.to_string().contains("wechat.quota_refresh"), "{e}");
+    let off = load(MINIMAL, &[("WXCOURIER_WECHAT__DAILY_QUOTA_REFRESH", "0s")]).unwrap();
+    assert!(off.wechat.daily_quota_refresh.0.is_zero());
+    let e = load(
+        MINIMAL,
+        &[("WXCOURIER_WECHAT__DAILY_QUOTA_REFRESH", "500ms")],
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("wechat.daily_quota_refresh"), "{e}");
 }
 
 #[test]
@@ -66,9 +70,9 @@ fn environment_overrides_the_file_with_double_underscore_nesting() {
         ],
     )
     .unwrap();
-    assert_eq!(s.retry.max_attempts, 3);
-    assert_eq!(s.retry.initial_delay.0, Duration::from_millis(250));
-    assert_eq!(s.apps["shop"].rate_per_second, 20.0);
+    assert_eq!(s.retry.max_attempts.get(), 3);
+    assert_eq!(s.retry.initial_delay.get(), Duration::from_millis(250));
+    assert_eq!(s.apps["shop"].rate_per_second.per_second(), 20.0);
 }
 
 #[test]
@@ -128,7 +132,7 @@ fn kubernetes_service_links_are_ignored_and_listed_for_the_debug_log() {
     let mut env = SERVICE_LINKS.to_vec();
     env.push(("WXCOURIER_RETRY__MAX_ATTEMPTS", "3"));
     let s = load(MINIMAL, &env).unwrap();
-    assert_eq!(s.retry.max_attempts, 3);
+    assert_eq!(s.retry.max_attempts.get(), 3);
     let mut expected: Vec<&str> = SERVICE_LINKS.iter().map(|(k, _)| *k).collect();
     expected.sort();
     let mut ignored = s.ignored_env.clone();
@@ -349,10 +353,10 @@ fn the_callback_window_is_on_by_default_and_0s_turns_it_off() {
 #[test]
 fn http_limits_have_defaults_and_refuse_zero() {
     let s = load(MINIMAL, &[]).unwrap();
-    assert_eq!(s.http.header_read_timeout.0, Duration::from_secs(10));
-    assert_eq!(s.http.request_timeout.0, Duration::from_secs(10));
-    assert_eq!(s.http.idle_timeout.0, Duration::from_secs(60));
-    assert_eq!(s.http.max_connections, 512);
+    assert_eq!(s.http.header_read_timeout.get(), Duration::from_secs(10));
+    assert_eq!(s.http.request_timeout.get(), Duration::from_secs(10));
+    assert_eq!(s.http.idle_timeout.get(), Duration::from_secs(60));
+    assert_eq!(s.http.max_connections.get(), 512);
     for (key, value) in [
         ("header_read_timeout", "\"0s\""),
         ("request_timeout", "\"0s\""),
@@ -369,10 +373,10 @@ fn http_limits_have_defaults_and_refuse_zero() {
 #[test]
 fn consumers_per_connection_defaults_to_1000_and_refuses_zero_and_garbage() {
     let s = load(MINIMAL, &[]).unwrap();
-    assert_eq!(s.amqp.consumers_per_connection, 1000);
+    assert_eq!(s.amqp.consumers_per_connection.get(), 1000);
     let var = "WXCOURIER_AMQP__CONSUMERS_PER_CONNECTION";
     let s = load(MINIMAL, &[(var, "3")]).unwrap();
-    assert_eq!(s.amqp.consumers_per_connection, 3);
+    assert_eq!(s.amqp.consumers_per_connection.get(), 3);
     for hostile in ["0", "-1", "70000", "many", ""] {
         let err = load(MINIMAL, &[(var, hostile)]).unwrap_err().to_string();
         assert!(
@@ -502,4 +506,43 @@ fn secrets_never_print() {
     assert!(!shown.contains("secret = \"s\""));
     assert!(shown.contains("[redacted]"));
     assert!(!format!("{:?}", s.amqp.url).contains("guest"));
+}
+
+/// What `config/default.toml` sets unlike the built-in defaults, on purpose: it works on a dev
+/// box against `wxcourier sim`, and it shows one app as an example.
+const SHIPPED_FOR_A_DEV_BOX: [&str; 2] = [
+    "base_url = \"http://127.0.0.1:9780\"\n",
+    "listen = \"127.0.0.1:8080\"\n",
+];
+const SHIPPED_EXAMPLE_FROM: &str = "[apps.default]\n";
+
+#[test]
+fn the_shipped_file_minus_its_dev_box_keys_and_example_app_is_exactly_the_defaults() {
+    let mut text = include_str!("../../config/default.toml").to_owned();
+    for line in SHIPPED_FOR_A_DEV_BOX {
+        assert_eq!(text.matches(line).count(), 1, "{line}");
+        text = text.replace(line, "");
+    }
+    let example = text.find(SHIPPED_EXAMPLE_FROM).expect("the example app");
+    text.truncate(example);
+    let s = load(&text, &[]).unwrap();
+    assert_eq!(s, Settings::default());
+}
+
+#[test]
+fn a_changed_default_in_the_shipped_file_is_caught() {
+    let text =
+        include_str!("../../config/default.toml").replace("prefetch = 256", "prefetch = 255");
+    let example = text.find(SHIPPED_EXAMPLE_FROM).expect("the example app");
+    let s = load(&text[..example], &[]).unwrap();
+    assert_ne!(s.amqp, Settings::default().amqp);
+}
+
+#[test]
+fn an_empty_file_gives_the_built_in_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let s = Settings::load_from(Some(&empty), &[]).unwrap();
+    assert_eq!(s, Settings::default());
 }

@@ -1,4 +1,6 @@
-//! The rules the types alone cannot express, each refusal naming the key to fix.
+//! The rules the value types cannot express, those that span fields (a ceiling and its floor,
+//! a callback mode and its key) or check a form (URLs, addresses, names), each refusal naming
+//! the key to fix. A value meaningless on its own (0, negative, NaN) is refused by its type.
 
 use std::time::Duration;
 
@@ -6,19 +8,11 @@ use super::env::ENV_PREFIX;
 use super::{
     AmqpSettings, AppSettings, CallbackMode, ConfigError, Settings, StateSettings, invalid,
 };
-use crate::types::Span;
 
 impl Settings {
     /// Checks every rule the types alone cannot express.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         validate_nodes(&self.amqp)?;
-        if self.amqp.prefetch == 0 {
-            return Err(invalid("amqp.prefetch", "must be > 0"));
-        }
-        if self.amqp.consumers_per_connection == 0 {
-            return Err(invalid("amqp.consumers_per_connection", "must be > 0"));
-        }
-        positive("amqp.publish_timeout", self.amqp.publish_timeout)?;
         if let Some(url) = &self.amqp.management_url
             && reqwest::Url::parse(url.expose())
                 .map(|u| !matches!(u.scheme(), "http" | "https") || !u.has_host())
@@ -38,24 +32,11 @@ impl Settings {
                 "must be an http:// or https:// URL",
             ));
         }
-        positive("wechat.timeout", self.wechat.timeout)?;
-        if self.wechat.max_in_flight == 0 {
-            return Err(invalid("wechat.max_in_flight", "must be > 0"));
-        }
-        if self.retry.max_attempts == 0 {
-            return Err(invalid("retry.max_attempts", "must be > 0"));
-        }
-        positive("retry.initial_delay", self.retry.initial_delay)?;
-        positive("retry.quota_pause", self.retry.quota_pause)?;
-        positive("retry.max_age", self.retry.max_age)?;
-        if self.retry.max_delay < self.retry.initial_delay {
+        if self.retry.max_delay < self.retry.initial_delay.into() {
             return Err(invalid("retry.max_delay", "must be >= retry.initial_delay"));
         }
-        if self.retry.max_quota_pause < self.retry.quota_pause {
-            return Err(invalid(
-                "retry.max_quota_pause",
-                "must be >= retry.quota_pause",
-            ));
+        if self.retry.max_pause < self.retry.pause.into() {
+            return Err(invalid("retry.max_pause", "must be >= retry.pause"));
         }
         if let Some(window) = self.http.callback_window()
             && window < Duration::from_secs(1)
@@ -65,16 +46,7 @@ impl Settings {
                 "must be at least 1s (timestamps are in seconds), or \"0s\" to turn it off",
             ));
         }
-        positive("http.header_read_timeout", self.http.header_read_timeout)?;
-        positive("http.request_timeout", self.http.request_timeout)?;
-        positive("http.idle_timeout", self.http.idle_timeout)?;
-        if self.http.max_connections == 0 {
-            return Err(invalid("http.max_connections", "must be > 0"));
-        }
         validate_state(&self.state)?;
-        if self.state.memory_capacity == 0 {
-            return Err(invalid("state.memory_capacity", "must be > 0"));
-        }
         if let Some(listen) = &self.http.listen
             && listen.parse::<std::net::SocketAddr>().is_err()
         {
@@ -167,12 +139,6 @@ fn validate_app(name: &str, app: &AppSettings) -> Result<(), ConfigError> {
             ),
         ));
     }
-    if !(app.rate_per_second.is_finite() && app.rate_per_second > 0.0) {
-        return Err(invalid(key("rate_per_second"), "must be > 0"));
-    }
-    if app.burst == 0 {
-        return Err(invalid(key("burst"), "must be > 0"));
-    }
     if app.kinds.is_empty() {
         return Err(invalid(key("kinds"), "must name at least one kind"));
     }
@@ -229,10 +195,10 @@ fn validate_app(name: &str, app: &AppSettings) -> Result<(), ConfigError> {
 /// The template catalog and the quota gauges poll WeChat: at most once a second.
 fn validate_lookups(s: &Settings) -> Result<(), ConfigError> {
     let second = Duration::from_secs(1);
-    let quota = s.wechat.quota_refresh.0;
+    let quota = s.wechat.daily_quota_refresh.0;
     if !quota.is_zero() && quota < second {
         return Err(invalid(
-            "wechat.quota_refresh",
+            "wechat.daily_quota_refresh",
             "must be at least 1s, or \"0s\" to turn it off",
         ));
     }
@@ -255,11 +221,4 @@ pub(crate) fn is_app_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-}
-
-fn positive(key: &str, span: Span) -> Result<(), ConfigError> {
-    if span.0.is_zero() {
-        return Err(invalid(key, "must be longer than 0s"));
-    }
-    Ok(())
 }

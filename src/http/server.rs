@@ -38,10 +38,10 @@ pub(crate) struct Limits {
 impl From<&HttpSettings> for Limits {
     fn from(s: &HttpSettings) -> Self {
         Self {
-            header_read_timeout: s.header_read_timeout.0,
-            request_timeout: s.request_timeout.0,
-            idle_timeout: s.idle_timeout.0,
-            max_connections: s.max_connections,
+            header_read_timeout: s.header_read_timeout.get(),
+            request_timeout: s.request_timeout.get(),
+            idle_timeout: s.idle_timeout.get(),
+            max_connections: s.max_connections.get(),
         }
     }
 }

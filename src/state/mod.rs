@@ -121,7 +121,7 @@ impl State {
             settings.url.expose(),
             ca,
             settings.idempotency_ttl.0,
-            settings.memory_capacity,
+            settings.memory_capacity.get(),
             in_flight_ttl,
         )
     }

@@ -98,12 +98,12 @@ impl AppConsumer {
     /// quota, or shared state is unreachable, its consumer is cancelled and the jobs wait in
     /// the broker.
     pub(crate) async fn run(self, channel: Channel) -> Result<(), BrokerError> {
-        let prefetch = self.ctx.settings.amqp.prefetch;
+        let prefetch = self.ctx.settings.amqp.prefetch.get();
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
             .await
             .map_err(|e| BrokerError::channel("setting the prefetch (basic.qos)", e))?;
-        let permits = Permits::new(prefetch, self.ctx.settings.wechat.max_in_flight);
+        let permits = Permits::new(prefetch, self.ctx.settings.wechat.max_in_flight.get());
         let this = Arc::new(self);
         loop {
             let round = this.consume_round(&channel, &permits).await?;

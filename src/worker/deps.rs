@@ -12,7 +12,7 @@ use crate::config::{AppKinds, ReasonCodes};
 use crate::job::{Job, Rejection};
 use crate::limiter::{AppLimiter, InFlight, RateGate};
 use crate::metrics::{AppMetrics, Metrics};
-use crate::quota::QuotaGate;
+use crate::pause::PauseGate;
 use crate::retry::Schedule;
 use crate::state::{Idempotency, State};
 use crate::wechat::client::{WechatApi, WechatClient};
@@ -47,7 +47,7 @@ pub(crate) struct AppDeps<S: Seams = Live> {
     /// The token seam: a keeper over the app's token source.
     pub(crate) keeper: TokenKeeper,
     pub(crate) rate: S::Rate,
-    pub(crate) gate: QuotaGate,
+    pub(crate) gate: PauseGate,
     /// `apps.NAME.kinds`: the kinds this app sends.
     pub(crate) kinds: AppKinds,
     /// The account's templates, when `apps.NAME.catalog` is on.

@@ -61,7 +61,7 @@ impl Context {
 }
 
 /// Starts the tasks that poll WeChat beside the sends, until `stop`: each catalog's keeper,
-/// and each app's quota gauges (unless `wechat.quota_refresh` is `0s`).
+/// and each app's quota gauges (unless `wechat.daily_quota_refresh` is `0s`).
 fn spawn_lookups(ctx: &Arc<Context>, stop: &CancellationToken) {
     for (name, app) in &ctx.settings.apps {
         if ctx.app(name).catalog.is_some() {
@@ -72,7 +72,7 @@ fn spawn_lookups(ctx: &Arc<Context>, stop: &CancellationToken) {
                 catalog::keeper::keep(catalog, ctx.lookup(&name), every, stop).await;
             });
         }
-        let every = ctx.settings.wechat.quota_refresh.0;
+        let every = ctx.settings.wechat.daily_quota_refresh.0;
         if !every.is_zero() {
             let (ctx, stop, name) = (ctx.clone(), stop.clone(), name.clone());
             let endpoints = daily_quota::endpoints(app);
@@ -165,7 +165,7 @@ async fn session(
     *node = connected;
     let per_connection = consumers_per_connection(
         conn.configuration().channel_max(),
-        ctx.settings.amqp.consumers_per_connection,
+        ctx.settings.amqp.consumers_per_connection.get(),
     );
     let needed = ctx.pipeline.apps.len().div_ceil(per_connection).max(1);
     let mut conns = vec![conn];
@@ -221,7 +221,7 @@ async fn serve(
     for queue in legacy {
         tracing::warn!("{queue}");
     }
-    let publisher = Publisher::open(conn, ctx.settings.amqp.publish_timeout.0)
+    let publisher = Publisher::open(conn, ctx.settings.amqp.publish_timeout.get())
         .await
         .map_err(|e| BrokerError::channel("opening the publishing channel", e))?;
     let consumers_stop = stop.child_token();

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::Context;
 use crate::broker::job_queue;
 use crate::metrics::Metrics;
-use crate::quota::Phase;
+use crate::pause::Phase;
 
 /// The first count, once this worker's own consumers have had time to register.
 const FIRST_CHECK: Duration = Duration::from_secs(2);

@@ -22,7 +22,7 @@ use crate::kinds::Override;
 use crate::limiter::RateGate;
 use crate::metrics::Metrics;
 use crate::outcome::{SendOutcome, SendStatus};
-use crate::quota::Admission;
+use crate::pause::Admission;
 use crate::retry::{Next, RetryState};
 use crate::state::{Claim, Holder, Idempotency, Renewal};
 use crate::text::bounded;

@@ -9,6 +9,7 @@ pub mod process;
 pub use kit::*;
 
 use std::collections::HashSet;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use wxcourier::broker::publish::Message;
 use wxcourier::broker::tap::ResultsTap;
 use wxcourier::broker::{self, JOBS_EXCHANGE, Publisher, job_queue, topology};
-use wxcourier::config::{AppSettings, Settings};
+use wxcourier::config::{AppSettings, NonZeroSpan, Rate, Settings};
 use wxcourier::sim::{DEFAULT_APPID, DEFAULT_SECRET, SimOptions, Simulator};
 use wxcourier::startup::Application;
 use wxcourier::types::{Secret, Span};
@@ -31,28 +32,44 @@ pub fn ms(n: u64) -> Span {
     Span(Duration::from_millis(n))
 }
 
+/// `n` ms for the settings that refuse 0s.
+pub fn nz_ms(n: u64) -> NonZeroSpan {
+    NonZeroSpan::new(Duration::from_millis(n)).expect("above 0")
+}
+
+/// `n` for the counts that refuse 0 (`NonZeroU16`, `NonZeroU32`, `NonZeroUsize`).
+pub fn count<T: TryFrom<NonZeroU64>>(n: u64) -> T {
+    let n = NonZeroU64::new(n).expect("above 0");
+    T::try_from(n).unwrap_or_else(|_| panic!("{n} fits"))
+}
+
+/// `per_second` as an app's `rate_per_second`.
+pub fn rate(per_second: f64) -> Rate {
+    Rate::new(per_second).expect("a rate a limiter can keep")
+}
+
 /// Settings for a test: fast retries, one app pointing at the simulator.
 pub fn settings(app: &str, sim: &Simulator) -> Settings {
     let mut s = Settings::default();
     s.amqp.url = Secret::new(amqp_url());
     s.amqp.management_url = Some(Secret::new(management_url()));
-    s.amqp.publish_timeout = Span(Duration::from_secs(5));
+    s.amqp.publish_timeout = nz_ms(5000);
     s.wechat.base_url = sim.base_url();
-    s.wechat.timeout = Span(Duration::from_secs(2));
+    s.wechat.timeout = nz_ms(2000);
     // No quota polling: a test counts the token and WeChat calls its jobs make (the quota
     // tests turn it on).
-    s.wechat.quota_refresh = Span(Duration::ZERO);
-    s.retry.initial_delay = ms(200);
+    s.wechat.daily_quota_refresh = Span(Duration::ZERO);
+    s.retry.initial_delay = nz_ms(200);
     s.retry.max_delay = ms(800);
-    s.retry.quota_pause = ms(300);
-    s.retry.max_quota_pause = ms(600);
-    s.retry.max_attempts = 4;
+    s.retry.pause = nz_ms(300);
+    s.retry.max_pause = ms(600);
+    s.retry.max_attempts = count(4);
     s.worker.drain_timeout = Span(Duration::from_secs(10));
     s.apps.insert(
         app.into(),
         AppSettings {
-            rate_per_second: 1000.0,
-            burst: 1000,
+            rate_per_second: rate(1000.0),
+            burst: count(1000),
             ..AppSettings::new(DEFAULT_APPID, Secret::new(DEFAULT_SECRET))
         },
     );

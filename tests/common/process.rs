@@ -12,8 +12,8 @@ pub use super::kit::{signal, wait_exit};
 const TEST_TABLES: &str = r#"[retry]
 initial_delay = "200ms"
 max_delay = "800ms"
-quota_pause = "300ms"
-max_quota_pause = "600ms"
+pause = "300ms"
+max_pause = "600ms"
 max_attempts = 4
 [worker]
 drain_timeout = "10s"

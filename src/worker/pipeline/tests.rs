@@ -11,7 +11,7 @@ use fakes::*;
 
 use super::*;
 use crate::outcome::FailReason;
-use crate::quota::Phase;
+use crate::pause::Phase;
 use crate::state::fakes::StoreCall;
 use crate::wechat::client::CallError;
 

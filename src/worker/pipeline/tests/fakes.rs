@@ -17,7 +17,7 @@ use crate::config::{
 };
 use crate::limiter::{InFlight, RateGate};
 use crate::metrics::{AppMetrics, Metrics};
-use crate::quota::QuotaGate;
+use crate::pause::PauseGate;
 use crate::retry::{RetryState, Schedule};
 use crate::state::fakes::{FakeSharedTokens, FakeStore};
 use crate::state::{StateError, StateResult};
@@ -227,7 +227,7 @@ impl World {
                 wait: setup.rate_wait,
                 ..FakeRate::default()
             },
-            gate: QuotaGate::new("a", schedule.clone(), Gauge::default()),
+            gate: PauseGate::new("a", schedule.clone(), Gauge::default()),
             kinds: ["template", "subscribe"].into_iter().collect(),
             catalog: None,
         };
@@ -240,7 +240,7 @@ impl World {
             classifier: Classifier::new(&DEFAULT_TRANSIENT, &DEFAULT_QUOTA, &DEFAULT_TOKEN),
             reasons: ReasonCodes::default(),
             claim_ttl: setup.claim_ttl,
-            in_flight: InFlight::new(8),
+            in_flight: InFlight::new(std::num::NonZeroUsize::new(8).expect("above 0")),
             metrics,
         };
         Self { deps, wechat }

@@ -1,6 +1,6 @@
 //! The per-app 45009 pause: once WeChat says an app's quota is spent, that app stops sending
-//! (its consumer is cancelled, jobs wait in the broker) for `retry.quota_pause`, doubling up to
-//! `retry.max_quota_pause` while WeChat keeps saying so; one probe send ends the pause.
+//! (its consumer is cancelled, jobs wait in the broker) for `retry.pause`, doubling up to
+//! `retry.max_pause` while WeChat keeps saying so; one probe send ends the pause.
 
 use std::time::Duration;
 
@@ -38,7 +38,7 @@ pub(crate) enum Admission {
 }
 
 /// One app's gate, shared by its consumer and every job in flight.
-pub(crate) struct QuotaGate {
+pub(crate) struct PauseGate {
     app: String,
     schedule: Schedule,
     /// 1 while paused (the `wxcourier_app_paused` metric).
@@ -46,7 +46,7 @@ pub(crate) struct QuotaGate {
     state: watch::Sender<GateState>,
 }
 
-impl QuotaGate {
+impl PauseGate {
     pub(crate) fn new(app: &str, schedule: Schedule, paused_gauge: Gauge) -> Self {
         let (state, _) = watch::channel(GateState {
             phase: Phase::Open,
@@ -108,7 +108,7 @@ impl QuotaGate {
                 return false;
             }
             s.strikes += 1;
-            pause = self.schedule.quota_pause(s.strikes);
+            pause = self.schedule.pause(s.strikes);
             s.phase = Phase::Paused {
                 until: Instant::now() + pause,
             };
@@ -200,13 +200,13 @@ mod tests {
     use crate::types::Span;
     use std::sync::Arc;
 
-    fn gate() -> Arc<QuotaGate> {
+    fn gate() -> Arc<PauseGate> {
         let retry = RetrySettings {
-            quota_pause: Span(Duration::from_secs(60)),
-            max_quota_pause: Span(Duration::from_secs(200)),
+            pause: Duration::from_secs(60).try_into().unwrap(),
+            max_pause: Span(Duration::from_secs(200)),
             ..RetrySettings::default()
         };
-        Arc::new(QuotaGate::new("a", Schedule::new(&retry), Gauge::default()))
+        Arc::new(PauseGate::new("a", Schedule::new(&retry), Gauge::default()))
     }
 
     #[tokio::test(start_paused = true)]
