@@ -57,6 +57,45 @@ fn a_bad_config_exits_2_naming_the_key() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+#[test]
+fn check_accepts_a_former_key_name_and_warns_naming_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "[amqp]\nurl = \"amqp://guest:guest@127.0.0.1:1/%2f\"\n\
+         [wechat]\nbase_url = \"http://127.0.0.1:1\"\ntimeout = \"1s\"\n\
+         [retry]\nquota_pause = \"2m\"\n[apps.shop]\nappid = \"wx1\"\nsecret = \"s\"\n",
+    );
+    let out = bin()
+        .args(["check", "--config"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("config: ok"), "{text}");
+    assert!(
+        text.contains(
+            "config: WARNING: retry.quota_pause is the former name of retry.pause: it is still \
+             read, but write retry.pause instead"
+        ),
+        "{text}"
+    );
+    let both = write(&dir, "[retry]\nquota_pause = \"2m\"\npause = \"1m\"\n");
+    let out = bin()
+        .args(["check", "--config"])
+        .arg(&both)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("retry.pause and retry.quota_pause are both set"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_passes_with_a_reachable_broker_and_good_credentials_and_fails_otherwise() {
     let sim = Simulator::start("127.0.0.1:0", SimOptions::default())

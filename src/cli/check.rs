@@ -63,6 +63,9 @@ pub(crate) async fn run(args: CheckArgs) -> ExitCode {
         _ => None,
     };
     println!("config: ok ({} app(s))", settings.apps.len());
+    for renamed in &settings.renamed_keys {
+        println!("config: WARNING: {}", renamed.advice());
+    }
     let mut ok = true;
     match tokio::time::timeout(
         BROKER_CONNECT_LIMIT,
