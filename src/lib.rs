@@ -20,7 +20,9 @@
 //! - `kinds`: each message kind (template, subscription notification, mini-program subscribe
 //!   message) in its own folder: its fields, its WeChat request, its errcodes, its outcome.
 //! - [`config`]: typed settings from the TOML file and `WXCOURIER_…` variables, validated,
-//!   with every default (the errcode and reason code sets too). The base of the running parts:
+//!   with every default (the errcode and reason code sets too). A value meaningless on its own
+//!   (0, NaN) is refused by its type (`NonZero*`, `Rate`, `NonZeroSpan`); former key names are
+//!   still read and warned about. The base of the running parts:
 //!   they read their settings from it, it reads none of them.
 //! - [`job`]: the job envelope and its validation into a `Job` or a `Rejection`.
 //!

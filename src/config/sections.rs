@@ -195,8 +195,9 @@ impl Default for RetrySettings {
 pub struct StateSettings {
     /// `memory` or a `redis://` URL.
     pub url: Secret,
-    /// How long a sent id is remembered (and a msgid mapped back to its job).
-    pub idempotency_ttl: Span,
+    /// How long a sent id is remembered (and a msgid mapped back to its job); 0s would
+    /// remember nothing (and Redis refuses an expiry of 0).
+    pub idempotency_ttl: NonZeroSpan,
     /// Most ids remembered in memory state; the oldest are forgotten first.
     #[serde(deserialize_with = "count")]
     pub memory_capacity: NonZeroUsize,
@@ -209,7 +210,7 @@ impl Default for StateSettings {
     fn default() -> Self {
         Self {
             url: Secret::new("memory"),
-            idempotency_ttl: Span(Duration::from_secs(7 * 24 * 3600)),
+            idempotency_ttl: seconds(7 * 24 * 3600),
             memory_capacity: NonZeroUsize::new(200_000).expect("above 0"),
             ca_file: None,
         }

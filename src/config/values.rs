@@ -226,7 +226,7 @@ mod tests {
     use super::super::tests::{MINIMAL, load};
 
     /// Every key whose type refuses 0: (section or `apps.shop`, field, is it a duration).
-    const TYPED: [(&str, &str, bool); 16] = [
+    const TYPED: [(&str, &str, bool); 17] = [
         ("amqp", "prefetch", false),
         ("amqp", "consumers_per_connection", false),
         ("amqp", "publish_timeout", true),
@@ -237,6 +237,7 @@ mod tests {
         ("retry", "pause", true),
         ("retry", "max_age", true),
         ("state", "memory_capacity", false),
+        ("state", "idempotency_ttl", true),
         ("http", "header_read_timeout", true),
         ("http", "request_timeout", true),
         ("http", "idle_timeout", true),

@@ -120,7 +120,7 @@ impl State {
         Self::open(
             settings.url.expose(),
             ca,
-            settings.idempotency_ttl.0,
+            settings.idempotency_ttl.get(),
             settings.memory_capacity.get(),
             in_flight_ttl,
         )
