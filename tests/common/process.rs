@@ -41,7 +41,7 @@ impl Binary {
         let config = WorkerConfig {
             base_url,
             amqp: &amqp,
-            wechat: "timeout = \"2s\"\nquota_refresh = \"0s\"",
+            wechat: "timeout = \"2s\"\ndaily_quota_refresh = \"0s\"",
             tables: TEST_TABLES,
             apps: &[app.to_owned()],
             app_keys,
