@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use figment::Figment;
-use figment::providers::{Format, Serialized, Toml};
+use figment::providers::{Format, Toml};
 use serde::{Deserialize, Serialize};
 
 mod env;
@@ -79,7 +79,9 @@ impl Settings {
         path: Option<&Path>,
         env: &[(String, String)],
     ) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        // Defaults come from `#[serde(default)]` as the layers are read, not from serializing
+        // `Settings::default()`: a serialized secret reads `[redacted]`.
+        let mut figment = Figment::new();
         let explicit = path.is_some();
         let path = path.unwrap_or(Path::new(DEFAULT_CONFIG_PATH));
         if path.exists() {
