@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wxcourier::config::TokenMode;
-use wxcourier::state::rate_lease::{Grant, RateLease};
+use wxcourier::state::rate_lease::{RateLease, SlotGrant};
 use wxcourier::state::{
     Claim, Holder, Idempotency, Renewal, SharedRate, SharedTokens, State, StateError,
 };
@@ -264,19 +264,19 @@ async fn shared_rate_contract(name: &str, one: &impl SharedRate, two: &impl Shar
             _ => two.grant(app, interval, 10, want).await.unwrap(),
         }
     };
-    assert_eq!(grant(1, 4).await, Grant::Slots(4), "{name}");
+    assert_eq!(grant(1, 4).await, SlotGrant::Slots(4), "{name}");
     assert_eq!(
         grant(2, 4).await,
-        Grant::Slots(4),
+        SlotGrant::Slots(4),
         "{name}: the other instance draws on the same bucket"
     );
     assert_eq!(
         grant(1, 4).await,
-        Grant::Slots(2),
+        SlotGrant::Slots(2),
         "{name}: only 2 of the burst left"
     );
     match grant(2, 1).await {
-        Grant::Wait(wait) => assert!(
+        SlotGrant::Wait(wait) => assert!(
             wait > Duration::ZERO && wait <= interval,
             "{name}: wait {wait:?}"
         ),
@@ -284,7 +284,7 @@ async fn shared_rate_contract(name: &str, one: &impl SharedRate, two: &impl Shar
     }
     tokio::time::sleep(interval * 3).await;
     match grant(1, 10).await {
-        Grant::Slots(n) => assert!((2..=4).contains(&n), "{name}: {n} slots after 300 ms"),
+        SlotGrant::Slots(n) => assert!((2..=4).contains(&n), "{name}: {n} slots after 300 ms"),
         other => panic!("{name}: expected slots, got {other:?}"),
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::rate_lease::Grant;
+use super::rate_lease::SlotGrant;
 use super::redis::RedisState;
 use super::{Claim, Holder, Renewal, StateResult};
 use crate::config::{Settings, TokenMode};
@@ -89,7 +89,7 @@ pub trait SharedRate: Send + Sync {
         interval: Duration,
         burst: u32,
         want: u32,
-    ) -> impl Future<Output = StateResult<Grant>> + Send;
+    ) -> impl Future<Output = StateResult<SlotGrant>> + Send;
 }
 
 /// The backends that share access tokens. A backend that shares them is added here.
@@ -139,7 +139,7 @@ impl SharedRate for RateShare {
         interval: Duration,
         burst: u32,
         want: u32,
-    ) -> impl Future<Output = StateResult<Grant>> + Send {
+    ) -> impl Future<Output = StateResult<SlotGrant>> + Send {
         match self {
             RateShare::Redis(r) => r.grant(app, interval, burst, want),
         }

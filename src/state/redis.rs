@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::capability::{Idempotency, SharedRate, SharedTokens};
 use super::health::StateHealth;
-use super::rate_lease::Grant;
+use super::rate_lease::SlotGrant;
 use super::{Claim, Holder, Renewal, SentJob, StateError, StateResult};
 use crate::types::Secret;
 
@@ -287,15 +287,15 @@ impl SharedRate for RedisState {
         interval: Duration,
         burst: u32,
         want: u32,
-    ) -> StateResult<Grant> {
+    ) -> StateResult<SlotGrant> {
         let mut inv = self.gcra.key(key(app, "rate", "gcra"));
         inv.arg(interval.as_micros().max(1) as u64)
             .arg(burst)
             .arg(want.max(1));
         let answer: i64 = self.script(inv).await?;
         Ok(match u32::try_from(answer) {
-            Ok(n) if n > 0 => Grant::Slots(n),
-            _ => Grant::Wait(
+            Ok(n) if n > 0 => SlotGrant::Slots(n),
+            _ => SlotGrant::Wait(
                 Duration::from_micros(answer.unsigned_abs()).max(Duration::from_micros(1)),
             ),
         })

@@ -90,7 +90,7 @@ impl Row {
         self
     }
 
-    fn tokens(mut self, tokens: Vec<Result<crate::wechat::client::Grant, TokenError>>) -> Self {
+    fn tokens(mut self, tokens: Vec<Result<crate::wechat::client::TokenGrant, TokenError>>) -> Self {
         self.setup.tokens = tokens;
         self
     }
@@ -144,7 +144,7 @@ fn too_old() -> RetryState {
     }
 }
 
-fn refused_token(errcode: i64) -> Result<crate::wechat::client::Grant, TokenError> {
+fn refused_token(errcode: i64) -> Result<crate::wechat::client::TokenGrant, TokenError> {
     Err(TokenError::Refused {
         errcode,
         errmsg: "refused".into(),
