@@ -41,12 +41,13 @@ pub trait Idempotency: Send + Sync {
         id: &str,
         holder: Holder,
     ) -> impl Future<Output = StateResult<()>> + Send;
-    /// Records that `id` was sent as `msgid` (ending its claim), and msgid → job for reports.
+    /// Records that `id` was sent (ending its claim), as `msgid` when WeChat gave one, and then
+    /// msgid → job for reports. Without a msgid nothing is kept by msgid: no report can name it.
     fn record_sent(
         &self,
         app: &str,
         id: &str,
-        msgid: u64,
+        msgid: Option<u64>,
         meta: Option<&Value>,
     ) -> impl Future<Output = StateResult<()>> + Send;
 }

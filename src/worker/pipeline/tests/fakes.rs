@@ -22,7 +22,7 @@ use crate::retry::{RetryState, Schedule};
 use crate::state::fakes::{FakeSharedTokens, FakeStore};
 use crate::state::{StateError, StateResult};
 use crate::types::Secret;
-use crate::wechat::client::{CallError, TokenGrant, SendReply, TokenError, WechatApi};
+use crate::wechat::client::{CallError, SendReply, TokenError, TokenGrant, WechatApi};
 use crate::wechat::errcode::Classifier;
 use crate::wechat::shared_token::SharedTokenSource;
 use crate::wechat::token::{TokenKeeper, TokenSource, WechatTokenSource};
@@ -55,6 +55,9 @@ pub(crate) struct FakeWechat {
     token_fetches: AtomicUsize,
     /// How long each send takes.
     pub(crate) latency: Mutex<Duration>,
+    /// The msgid an errcode 0 carries, when set (none, or 0, as some endpoints answer);
+    /// otherwise a fresh one.
+    pub(crate) ok_msgid: Mutex<Option<Option<u64>>>,
 }
 
 impl FakeWechat {
@@ -97,9 +100,10 @@ impl WechatApi for FakeWechat {
             tokio::time::sleep(latency).await;
         }
         let answer = self.sends.lock().pop_front().unwrap_or_else(|| code(0));
+        let ok_msgid = *self.ok_msgid.lock();
         answer.map(|mut reply| {
             if reply.errcode == 0 && reply.msgid.is_none() {
-                reply.msgid = Some(1000 + number);
+                reply.msgid = ok_msgid.unwrap_or(Some(1000 + number));
             }
             reply
         })
