@@ -2,7 +2,9 @@
 manifests pass the Kubernetes schemas and KEDA's; the recipes keep their rules (Redis state where
 several workers run, restart policies, no service links); the alert rules pass promtool and their
 unit tests; the dashboard's PromQL parses; and every metric the dashboard and the rules use is one
-the worker (src/metrics.rs), RabbitMQ or kube-state-metrics exports.
+the worker (as `wxcourier metrics-list` reads its registry), RabbitMQ or kube-state-metrics exports.
+
+The worker's list comes from the binary in $DEPLOY_CHECK_BINARY, or else from `cargo run` here.
 
 Runs itself in a venv with pinned packages (target/deploy-check-venv) and installs Debian's
 `prometheus` package for promtool when it is missing. Its own unit tests run first.
@@ -139,22 +141,27 @@ def run_checks(report: Report) -> None:
     report.check("grafana-dashboard.json: its PromQL parses (promtool)",
                  monitoring.promql_syntax_errors(promtool, [q for q in dash_queries if "variable" not in q[0]]))
 
-    src_families = exported.families((ROOT / "src/metrics.rs").read_text())
-    worker = exported.series(src_families)
+    try:
+        listed_families = exported.families(exported.listing())
+        listing_errors = []
+    except exported.SourceError as e:
+        listed_families, listing_errors = {}, [str(e)]
+    report.check("the worker lists its metric families (wxcourier metrics-list)", listing_errors)
+    worker = exported.series(listed_families)
     recording_errors = []
     fams, samples = exported.recorded((MONITORING / "worker-metrics.txt").read_text())
     for name, kind in fams.items():
-        if src_families.get(name, (None,))[0] != kind:
-            recording_errors.append(f"worker-metrics.txt: {name} ({kind}) is not registered so in src/metrics.rs; "
+        if listed_families.get(name, (None,))[0] != kind:
+            recording_errors.append(f"worker-metrics.txt: {name} ({kind}) is not a family the worker lists so; "
                                     "rerun scripts/compose-test.sh")
     for name, labels in samples.items():
         if name not in worker or not labels - exported.TARGET_LABELS <= worker[name]:
             recording_errors.append(f"worker-metrics.txt: {name}{{{','.join(sorted(labels))}}} is not what "
-                                    "src/metrics.rs exports; rerun scripts/compose-test.sh")
-    report.check("the worker's recorded /metrics matches src/metrics.rs", recording_errors)
-    unscraped = sorted(set(src_families) - set(fams))
+                                    "the worker exports; rerun scripts/compose-test.sh")
+    report.check("the worker's recorded /metrics matches its metrics-list", recording_errors)
+    unscraped = sorted(set(listed_families) - set(fams))
     if unscraped:
-        print(f"     note: registered in src/metrics.rs but not in the recorded scrape: {', '.join(unscraped)}")
+        print(f"     note: listed by the worker but not in the recorded scrape: {', '.join(unscraped)}")
 
     _, rabbitmq = exported.recorded((MONITORING / "rabbitmq-metrics.txt").read_text())
     known = monitoring.known_metrics(worker, rabbitmq)

@@ -34,7 +34,8 @@
 //! - `limiter`: per-app send rate (shared through [`state`] when it can) and the global cap
 //!   on WeChat calls in flight.
 //! - `pause`: the per-app pause after WeChat says the quota is spent (45009).
-//! - [`metrics`]: the Prometheus families behind `/metrics`.
+//! - [`metrics`]: the Prometheus families behind `/metrics`, which list themselves from the
+//!   registry (`metrics-list`).
 //! - `telemetry`: logging and the readiness flag.
 //! - [`wechat`]: HTTP calls, the errcode table, the reason rule, the token keeper (shared
 //!   through [`state`] when it can), callback crypto, and the read-only lookups beside the
@@ -60,7 +61,8 @@
 //! Putting them together:
 //! - [`startup`]: builds the pipeline's context, the callback's state and the HTTP state from
 //!   the settings, and runs them under one stop signal.
-//! - [`cli`]: the `run`, `sim`, `send`, `demo`, `check` and `dead` verbs.
+//! - [`cli`]: the `run`, `sim`, `send`, `demo`, `check` and `dead` verbs, and `metrics-list`
+//!   (hidden from `--help`) for the deploy checks.
 
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]

@@ -71,7 +71,8 @@ pub struct SendOutcome {
 
 impl SendOutcome {
     /// An outcome with every optional field empty; the callers fill in what they know.
-    pub(crate) fn new(app: &str, status: SendStatus) -> Self {
+    /// `finished` comes from the caller's clock: this wire format reads no clock of its own.
+    pub(crate) fn new(app: &str, status: SendStatus, finished: OffsetDateTime) -> Self {
         Self {
             kind: "send".into(),
             id: None,
@@ -88,7 +89,7 @@ impl SendOutcome {
             reason: None,
             message_kind: None,
             meta: None,
-            finished_at: timestamp_now(),
+            finished_at: format_timestamp(finished),
         }
     }
 
@@ -253,11 +254,7 @@ pub(crate) fn routing_key(status: &str, app: &str) -> String {
     format!("{status}.{app}")
 }
 
-/// Now, as RFC 3339 in UTC with milliseconds: `2026-11-28T09:12:03.120Z`.
-pub(crate) fn timestamp_now() -> String {
-    format_timestamp(OffsetDateTime::now_utc())
-}
-
+/// `t` as RFC 3339 in UTC with milliseconds: `2026-11-28T09:12:03.120Z`.
 pub(crate) fn format_timestamp(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     let t = t
@@ -283,9 +280,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The time the outcomes below finished at.
+    const T: OffsetDateTime = time::macros::datetime!(2026-11-28 09:12:03.120 UTC);
+
     #[test]
     fn a_send_outcome_has_exactly_the_contract_fields() {
-        let mut o = SendOutcome::new("default", SendStatus::Sent);
+        let mut o = SendOutcome::new("default", SendStatus::Sent, T);
         o.id = Some("order-1842-paid".into());
         o.touser = Some("oia2TjuEGTNoeX76QEjQNrcURxG8".into());
         o.template_id = Some("tpl".into());
@@ -294,7 +294,6 @@ mod tests {
         o.errmsg = Some("ok".into());
         o.attempts = 1;
         o.meta = Some(json!({"order": 1842}));
-        o.finished_at = "2026-11-28T09:12:03.120Z".into();
         let v = serde_json::to_value(&o).unwrap();
         assert_eq!(
             v,
@@ -311,7 +310,7 @@ mod tests {
 
     #[test]
     fn a_failed_outcome_names_its_reason_in_snake_case() {
-        let mut o = SendOutcome::new("a", SendStatus::Failed);
+        let mut o = SendOutcome::new("a", SendStatus::Failed, T);
         o.reason = Some(FailReason::RecipientRefused);
         let v = serde_json::to_value(&o).unwrap();
         assert_eq!(v["reason"], "recipient_refused");
@@ -321,7 +320,7 @@ mod tests {
 
     #[test]
     fn msgid_above_2_pow_53_survives_the_round_trip() {
-        let mut o = SendOutcome::new("a", SendStatus::Sent);
+        let mut o = SendOutcome::new("a", SendStatus::Sent, T);
         o.msgid = Some(u64::MAX - 1);
         let text = serde_json::to_string(&o).unwrap();
         assert!(text.contains("\"msgid\":18446744073709551614"));
@@ -336,7 +335,7 @@ mod tests {
             (SendStatus::Rejected, "rejected.shop"),
             (SendStatus::Expired, "expired.shop"),
         ] {
-            assert_eq!(SendOutcome::new("shop", s).routing_key(), key);
+            assert_eq!(SendOutcome::new("shop", s, T).routing_key(), key);
         }
     }
 

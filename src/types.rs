@@ -9,7 +9,9 @@ use base64::alphabet;
 use base64::engine::{GeneralPurpose, GeneralPurposeConfig};
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// A string that must never be printed: `Debug` and `Display` show `[redacted]`.
+/// A string that must never be printed: `Debug`, `Display` and `Serialize` all show
+/// `[redacted]`, so a secret cannot reach a log, an error, an outcome or a dump of the settings.
+/// Code that must send it calls [`Secret::expose`] by name.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -30,13 +32,13 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
+        f.write_str(REDACTED)
     }
 }
 
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
+        f.write_str(REDACTED)
     }
 }
 
@@ -48,9 +50,12 @@ impl<'de> Deserialize<'de> for Secret {
 
 impl Serialize for Secret {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+        s.serialize_str(REDACTED)
     }
 }
+
+/// What a secret shows wherever it is printed or serialized.
+const REDACTED: &str = "[redacted]";
 
 /// Accepts any scalar as a string (environment values arrive typed by guesswork).
 pub(crate) fn scalar_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -155,10 +160,11 @@ mod tests {
     }
 
     #[test]
-    fn a_secret_never_prints_but_serializes_for_the_one_place_that_sends_it() {
+    fn a_secret_never_prints_nor_serializes_its_value() {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s} {s:?}"), "[redacted] [redacted]");
-        assert_eq!(serde_json::to_string(&s).unwrap(), "\"hunter2\"");
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"[redacted]\"");
+        assert_eq!(s.expose(), "hunter2");
     }
 
     #[test]

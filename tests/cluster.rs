@@ -17,7 +17,7 @@ use common::process::{Binary, OutputWithin, signal, wait_exit};
 use common::*;
 use lapin::types::FieldTable;
 use parking_lot::Mutex;
-use wxcourier::broker::publish::{Message, job_properties};
+use wxcourier::broker::publish::{Publication, job_properties};
 use wxcourier::broker::{self, JOBS_EXCHANGE, Publisher, job_queue};
 use wxcourier::config::AmqpSettings;
 use wxcourier::sim::{DEFAULT_APPID, Faults, SimOptions, Simulator};
@@ -249,7 +249,7 @@ fn produce(
             let id = format!("{app}-{i}");
             let body = serde_json::to_vec(&job(&id, &openid(i))).unwrap();
             loop {
-                let msg = Message {
+                let msg = Publication {
                     exchange: JOBS_EXCHANGE,
                     routing_key: &app,
                     body: &body,

@@ -12,7 +12,7 @@ use common::*;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Connection, ConnectionProperties};
 use serde_json::json;
-use wxcourier::broker::publish::{Message, job_properties};
+use wxcourier::broker::publish::{Publication, job_properties};
 use wxcourier::broker::{JOBS_EXCHANGE, Publisher};
 use wxcourier::sim::Answer;
 
@@ -96,7 +96,7 @@ async fn a_job_with_100_kib_of_headers_is_rejected_and_kept_in_dead() {
     }
     let body = serde_json::to_vec(&job("poison-headers", &openid(1))).unwrap();
     producer
-        .publish(Message {
+        .publish(Publication {
             exchange: JOBS_EXCHANGE,
             routing_key: &t.app,
             body: &body,
@@ -139,7 +139,7 @@ async fn a_job_with_headers_just_under_the_limit_is_sent_and_its_retry_copy_fits
     }
     let body = serde_json::to_vec(&job("hdr-ok", &openid(3))).unwrap();
     t.publisher
-        .publish(Message {
+        .publish(Publication {
             exchange: JOBS_EXCHANGE,
             routing_key: &t.app,
             body: &body,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wxcourier::config::TokenMode;
-use wxcourier::state::rate_lease::{Grant, RateLease};
+use wxcourier::state::rate_lease::{RateLease, SlotGrant};
 use wxcourier::state::{
     Claim, Holder, Idempotency, Renewal, SharedRate, SharedTokens, State, StateError,
 };
@@ -89,21 +89,21 @@ async fn a_claim_is_exclusive_and_only_its_holder_releases_or_renews_it() {
             Renewal::Lost,
             "{name}"
         );
-        s.record_sent(&app, "j1", 42, None).await.unwrap();
+        s.record_sent(&app, "j1", Some(42), None).await.unwrap();
         assert_eq!(
             s.renew(&app, "j1", second).await.unwrap(),
-            Renewal::AlreadySent(42),
+            Renewal::AlreadySent(Some(42)),
             "{name}"
         );
         assert_eq!(
             s.claim(&app, "j1").await.unwrap(),
-            Claim::AlreadySent(42),
+            Claim::AlreadySent(Some(42)),
             "{name}"
         );
         s.release(&app, "j1", second).await.unwrap();
         assert_eq!(
             s.claim(&app, "j1").await.unwrap(),
-            Claim::AlreadySent(42),
+            Claim::AlreadySent(Some(42)),
             "{name}: releasing a claim that became a send keeps the send"
         );
         fresh(name, s.claim(&format!("{app}x"), "j1").await.unwrap());
@@ -156,7 +156,7 @@ async fn sent_jobs_map_back_from_their_msgid_and_reports_are_first_once() {
     for (name, s) in backends() {
         let app = app();
         let meta = serde_json::json!({"order": 1842});
-        s.record_sent(&app, "j3", u64::MAX - 1, Some(&meta))
+        s.record_sent(&app, "j3", Some(u64::MAX - 1), Some(&meta))
             .await
             .unwrap();
         let job = s.job_for_msgid(&app, u64::MAX - 1).await.unwrap().unwrap();
@@ -166,6 +166,33 @@ async fn sent_jobs_map_back_from_their_msgid_and_reports_are_first_once() {
         assert!(!s.first_report(&app, 9).await.unwrap(), "{name}");
         s.forget_report(&app, 9).await;
         assert!(s.first_report(&app, 9).await.unwrap(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn an_id_sent_without_a_msgid_is_never_sent_again_and_nothing_is_kept_under_msgid_0() {
+    for (name, s) in backends() {
+        let app = app();
+        let holder = fresh(name, s.claim(&app, "j4").await.unwrap());
+        s.record_sent(&app, "j4", None, None).await.unwrap();
+        assert_eq!(
+            s.claim(&app, "j4").await.unwrap(),
+            Claim::AlreadySent(None),
+            "{name}"
+        );
+        assert_eq!(
+            s.renew(&app, "j4", holder).await.unwrap(),
+            Renewal::AlreadySent(None),
+            "{name}"
+        );
+        // A msgid of 0 is no msgid.
+        s.record_sent(&app, "j5", Some(0), None).await.unwrap();
+        assert_eq!(
+            s.claim(&app, "j5").await.unwrap(),
+            Claim::AlreadySent(None),
+            "{name}"
+        );
+        assert!(s.job_for_msgid(&app, 0).await.unwrap().is_none(), "{name}");
     }
 }
 
@@ -264,19 +291,19 @@ async fn shared_rate_contract(name: &str, one: &impl SharedRate, two: &impl Shar
             _ => two.grant(app, interval, 10, want).await.unwrap(),
         }
     };
-    assert_eq!(grant(1, 4).await, Grant::Slots(4), "{name}");
+    assert_eq!(grant(1, 4).await, SlotGrant::Slots(4), "{name}");
     assert_eq!(
         grant(2, 4).await,
-        Grant::Slots(4),
+        SlotGrant::Slots(4),
         "{name}: the other instance draws on the same bucket"
     );
     assert_eq!(
         grant(1, 4).await,
-        Grant::Slots(2),
+        SlotGrant::Slots(2),
         "{name}: only 2 of the burst left"
     );
     match grant(2, 1).await {
-        Grant::Wait(wait) => assert!(
+        SlotGrant::Wait(wait) => assert!(
             wait > Duration::ZERO && wait <= interval,
             "{name}: wait {wait:?}"
         ),
@@ -284,7 +311,7 @@ async fn shared_rate_contract(name: &str, one: &impl SharedRate, two: &impl Shar
     }
     tokio::time::sleep(interval * 3).await;
     match grant(1, 10).await {
-        Grant::Slots(n) => assert!((2..=4).contains(&n), "{name}: {n} slots after 300 ms"),
+        SlotGrant::Slots(n) => assert!((2..=4).contains(&n), "{name}: {n} slots after 300 ms"),
         other => panic!("{name}: expected slots, got {other:?}"),
     }
 }
@@ -370,7 +397,7 @@ async fn a_redis_outage_is_a_state_error_in_every_capability() {
     let e = s.claim(&app, "j").await.unwrap_err();
     assert!(is_state_outage(&e), "{e:?}");
     assert!(!s.health().is_up(), "the outage marks the state down");
-    let e = s.record_sent(&app, "j", 1, None).await.unwrap_err();
+    let e = s.record_sent(&app, "j", Some(1), None).await.unwrap_err();
     assert!(is_state_outage(&e), "{e:?}");
     let e = s.token_share().unwrap().token(&app).await.unwrap_err();
     assert!(is_state_outage(&e), "{e:?}");

@@ -325,7 +325,7 @@ async fn a_job_for_an_unknown_app_lands_in_the_unrouted_queue() {
     );
     props = props.with_headers(headers);
     t.publisher
-        .publish(wxcourier::broker::publish::Message {
+        .publish(wxcourier::broker::publish::Publication {
             exchange: wxcourier::broker::JOBS_EXCHANGE,
             routing_key: &ghost,
             body: &body,

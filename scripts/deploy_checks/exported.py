@@ -1,12 +1,19 @@
-"""The metric series the worker exports, read from src/metrics.rs, and recorded scrapes to compare.
+"""The metric series the worker exports, as its own registry lists them, and recorded scrapes to compare.
 
-A series is a sample name with its label names, e.g. `wxcourier_jobs_total` with {app, status}:
-prometheus-client adds `_total` to counters and `_bucket`/`_sum`/`_count` to histograms.
+`wxcourier metrics-list` (a verb hidden from --help) prints one family per line: name, type,
+labels (comma separated) and help, separated by tabs. A series is a sample name with its label
+names, e.g. `wxcourier_jobs_total` with {app, status}: prometheus-client adds `_total` to
+counters and `_bucket`/`_sum`/`_count` to histograms.
 """
 
+import os
+import pathlib
 import re
+import subprocess
 
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 PREFIX = "wxcourier_"
+KINDS = {"counter", "gauge", "histogram"}
 # Labels Prometheus or its service discovery put on every scraped series.
 TARGET_LABELS = {"job", "instance", "namespace", "pod", "container", "service", "node", "endpoint"}
 
@@ -15,52 +22,35 @@ class SourceError(ValueError):
     pass
 
 
-# `pub`, `pub(crate)` or `pub(super)`: the Rust visibility in front of an item or field.
-VIS = r"pub(?:\([\w:]+\))?"
+def listing() -> str:
+    """What `wxcourier metrics-list` prints: of the binary in $DEPLOY_CHECK_BINARY when set,
+    else of the crate here, built by cargo if it is not up to date."""
+    binary = os.environ.get("DEPLOY_CHECK_BINARY")
+    command = ([binary] if binary else ["cargo", "run", "--quiet", "--bin", "wxcourier", "--"]) + ["metrics-list"]
+    try:
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    except OSError as e:
+        raise SourceError(f"cannot run {' '.join(command)}: {e}") from e
+    if done.returncode != 0:
+        raise SourceError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
 
 
-def _label_sets(src: str) -> dict[str, set[str]]:
-    """Label structs (derive EncodeLabelSet): struct name -> field names."""
+def families(listed: str) -> dict[str, tuple[str, set[str]]]:
+    """Families of a `metrics-list` output: name (with the prefix) -> (counter|gauge|histogram, label names)."""
     out = {}
-    for m in re.finditer(r"derive\([^)]*EncodeLabelSet[^)]*\)\]\s*" + VIS + r" struct (\w+)\s*\{(.*?)\}", src, re.S):
-        out[m.group(1)] = set(re.findall(VIS + r" (\w+):", m.group(2)))
-    return out
-
-
-def _fields(src: str) -> dict[str, str]:
-    """Fields of `pub struct Metrics`: field name -> its type."""
-    m = re.search(VIS + r" struct Metrics\s*\{(.*?)\n\}", src, re.S)
-    if not m:
-        raise SourceError("src/metrics.rs: no `pub struct Metrics { … }`")
-    return {f.group(1): f.group(2).strip() for f in re.finditer(VIS + r" (\w+):\s*([^\n]+?),?\n", m.group(1) + "\n")}
-
-
-def families(src: str) -> dict[str, tuple[str, set[str]]]:
-    """Registered families: name (with the prefix) -> (counter|gauge|histogram, label names)."""
-    labels_of = _label_sets(src)
-    fields = _fields(src)
-    calls = re.findall(r"\.register\(", src)
-    # re.S: a help text may go on over a line break (a Rust string's `\` continuation).
-    found = re.findall(r'\.register\(\s*"(\w+)",\s*"(?:[^"\\]|\\.)*",\s*m\.(\w+)\.clone\(\),?\s*\)', src, re.S)
-    if len(found) != len(calls):
-        raise SourceError(
-            f"src/metrics.rs: read {len(found)} of its {len(calls)} register(…) calls; "
-            "teach scripts/deploy_checks/exported.py the new form")
-    out = {}
-    for name, field in found:
-        ty = fields.get(field)
-        if ty is None:
-            raise SourceError(f"src/metrics.rs: register({name!r}) uses m.{field}, which Metrics does not declare")
-        kinds = [k for k in ("Histogram", "Counter", "Gauge") if re.search(rf"\b{k}\b", ty)]
-        if not kinds:
-            raise SourceError(f"src/metrics.rs: cannot tell the kind of {field}: {ty}")
-        labels = set()
-        family = re.match(r"Family<\s*(\w+)", ty)
-        if family:
-            if family.group(1) not in labels_of:
-                raise SourceError(f"src/metrics.rs: label set {family.group(1)} of {field} not found")
-            labels = labels_of[family.group(1)]
-        out[PREFIX + name] = (kinds[0].lower(), labels)
+    for n, line in enumerate(listed.splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 4:
+            raise SourceError(f"metrics-list line {n}: not name, type, labels and help: {line!r}")
+        name, kind, labels, _help = fields
+        if not name.startswith(PREFIX) or kind not in KINDS:
+            raise SourceError(f"metrics-list line {n}: {name!r} of type {kind!r} is not a wxcourier family")
+        out[name] = (kind, {label for label in labels.split(",") if label})
+    if not out:
+        raise SourceError("metrics-list printed no family")
     return out
 
 

@@ -108,24 +108,33 @@ class Promql(unittest.TestCase):
 
 
 class MetricNames(unittest.TestCase):
-    SRC = (ROOT / "src/metrics.rs").read_text()
+    @classmethod
+    def setUpClass(cls):
+        cls.LISTED = exported.listing()
 
-    def test_source_families_carry_suffixes_and_labels(self):
-        series = exported.series(exported.families(self.SRC))
+    def test_listed_families_carry_suffixes_and_labels(self):
+        series = exported.series(exported.families(self.LISTED))
         self.assertEqual(series["wxcourier_jobs_total"], {"app", "status"})
         self.assertEqual(series["wxcourier_send_latency_seconds_bucket"], {"app", "le"})
         self.assertEqual(series["wxcourier_in_flight_jobs"], set())
         self.assertNotIn("wxcourier_jobs", series)
-        # Its help text goes on over a line break.
         self.assertEqual(series["wxcourier_foreign_consumers"], {"app"})
+        self.assertEqual(series["wxcourier_wechat_quota_remaining"], {"app", "endpoint"})
 
-    def test_a_register_call_it_cannot_read_is_an_error(self):
-        src = self.SRC.replace('r.register("jobs",', 'r.register(JOBS_NAME,')
-        with self.assertRaises(exported.SourceError):
-            exported.families(src)
+    def test_a_line_it_cannot_read_is_an_error(self):
+        for bad in ["wxcourier_jobs\tcounter\tapp,status", "wxcourier_jobs\tsummary\tapp\thelp",
+                    "other_jobs\tcounter\tapp\thelp", ""]:
+            with self.subTest(bad=bad), self.assertRaises(exported.SourceError):
+                exported.families(bad)
+
+    def test_a_help_text_with_spaces_and_a_family_without_labels_read_whole(self):
+        fams = exported.families("wxcourier_in_flight_jobs\tgauge\t\tJobs being processed now.\n"
+                                 "wxcourier_jobs\tcounter\tapp,status\tJobs finished, by final status.\n")
+        self.assertEqual(fams, {"wxcourier_in_flight_jobs": ("gauge", set()),
+                                "wxcourier_jobs": ("counter", {"app", "status"})})
 
     def test_unknown_metric_and_label_fail(self):
-        known = monitoring.known_metrics(exported.series(exported.families(self.SRC)), {})
+        known = monitoring.known_metrics(exported.series(exported.families(self.LISTED)), {})
         errors = monitoring.metric_errors([
             ("a", "rate(wxcourier_jobs_sent_total[5m])"),
             ("b", 'wxcourier_jobs_total{state="sent"}'),

@@ -161,8 +161,9 @@ pub(crate) fn retry_state(props: &BasicProperties) -> RetryState {
     }
 }
 
-/// A header as text, whichever string type the sender chose.
-pub(crate) fn text(props: &BasicProperties, key: &str) -> Option<String> {
+/// A header as text, whichever string type the sender chose. The one header reader: the
+/// worker, `dead` and the integration tests all read headers through it.
+pub fn text(props: &BasicProperties, key: &str) -> Option<String> {
     match props.headers().as_ref()?.inner().get(key)? {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         AMQPValue::ShortString(s) => Some(s.to_string()),

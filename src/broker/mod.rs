@@ -2,7 +2,7 @@
 
 pub(crate) mod current;
 pub(crate) mod error;
-pub(crate) mod headers;
+pub mod headers;
 pub mod orphans;
 pub mod publish;
 pub mod tap;

@@ -27,8 +27,8 @@ pub struct Publisher {
     timeout: Duration,
 }
 
-/// One message to publish.
-pub struct Message<'a> {
+/// One message to publish, with where it goes and what must become of it.
+pub struct Publication<'a> {
     pub exchange: &'a str,
     pub routing_key: &'a str,
     pub body: &'a [u8],
@@ -67,7 +67,7 @@ impl Publisher {
 
     /// Publishes and waits for the broker's confirm, or fails by the deadline. Many calls may
     /// run at once: their confirms are pipelined on the one channel.
-    pub async fn publish(&self, msg: Message<'_>) -> Result<(), PublishError> {
+    pub async fn publish(&self, msg: Publication<'_>) -> Result<(), PublishError> {
         let work = async {
             let confirm = self
                 .channel
@@ -112,7 +112,7 @@ impl Publisher {
         body: &[u8],
         headers: FieldTable,
     ) -> Result<(), PublishError> {
-        self.publish(Message {
+        self.publish(Publication {
             exchange: super::JOBS_EXCHANGE,
             routing_key: app,
             body,
@@ -130,7 +130,7 @@ impl Publisher {
         correlation_id: Option<&str>,
     ) -> Result<(), PublishError> {
         let body = serde_json::to_vec(result).expect("results always serialize");
-        self.publish(Message {
+        self.publish(Publication {
             exchange: super::RESULTS_EXCHANGE,
             routing_key,
             body: &body,

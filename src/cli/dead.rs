@@ -10,7 +10,7 @@ use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::{BasicProperties, Channel, Connection};
 
 use super::{ConfigArg, bad_config};
-use crate::broker::publish::Message;
+use crate::broker::publish::Publication;
 use crate::broker::{
     self, BrokerError, DEAD_QUEUE, HEADER_APP, HEADER_ERROR, JOBS_EXCHANGE, Publisher, UNROUTED,
     headers, topology,
@@ -240,7 +240,7 @@ async fn replay(conn: &Connection, source: &Source, filter: &Filter) -> Result<(
     for e in entries.iter().filter(|e| filter.matches(e)) {
         let headers = headers::replayed(e.delivery.properties.headers().as_ref());
         publisher
-            .publish(Message {
+            .publish(Publication {
                 exchange: JOBS_EXCHANGE,
                 routing_key: &e.app,
                 body: &e.delivery.data,

@@ -19,6 +19,7 @@ use crate::sim::{
 };
 use crate::startup::Application;
 use crate::types::{Secret, Span};
+use crate::worker::clock::{Clock, SystemClock};
 
 const APP: &str = "demo";
 const TEMPLATE: &str = "ngqIpbwh8bUfcSsECmogfXcV14J0tQlEpBO27izEYtY";
@@ -217,7 +218,7 @@ pub(crate) async fn run(args: DemoArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let run_id = crate::worker::pipeline::now_ms();
+    let run_id = SystemClock.now_ms();
     let jobs = sample_jobs(run_id);
     let Ok(publisher) = Publisher::open(&conn, CONFIRM_LIMIT).await else {
         eprintln!("wxcourier demo: cannot open a publishing channel");

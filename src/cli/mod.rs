@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, Settings};
+use crate::metrics::Metrics;
 
 /// Exit code for a configuration that cannot be used (CONTRACT §7).
 pub(crate) const EXIT_BAD_CONFIG: u8 = 2;
@@ -46,6 +47,10 @@ enum Command {
     Check(check::CheckArgs),
     /// Lists or replays rejected (`wxcourier.dead`) and unrouted jobs.
     Dead(dead::DeadArgs),
+    /// Prints every metric family the worker exports, one per line: name, type, labels (comma
+    /// separated) and help, separated by tabs. For the deploy checks, so hidden from --help.
+    #[command(hide = true)]
+    MetricsList,
 }
 
 #[derive(clap::Args, Clone)]
@@ -82,8 +87,17 @@ pub fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Check(args) => check::run(args).await,
             Command::Dead(args) => dead::run(args).await,
+            Command::MetricsList => metrics_list(),
         }
     })
+}
+
+/// `wxcourier metrics-list`: the registry's own families, one line each.
+fn metrics_list() -> ExitCode {
+    for family in Metrics::families() {
+        println!("{}", family.line());
+    }
+    ExitCode::SUCCESS
 }
 
 /// Prints a config problem as one sentence and returns the bad-config exit code.
@@ -120,5 +134,23 @@ pub(crate) fn termination() -> impl std::future::Future<Output = ()> {
         async {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn metrics_list_is_a_verb_that_help_does_not_show() {
+        let cli = Cli::try_parse_from(["wxcourier", "metrics-list"]).unwrap();
+        assert!(matches!(cli.command, Command::MetricsList));
+        let help = Cli::command().render_help().to_string();
+        assert!(
+            help.contains("check") && !help.contains("metrics-list"),
+            "{help}"
+        );
     }
 }

@@ -10,6 +10,7 @@ use lapin::types::FieldTable;
 use super::{ConfigArg, bad_config};
 use crate::broker::{self, JOBS_EXCHANGE, Publisher, topology};
 use crate::config::is_app_name;
+use crate::worker::clock::{Clock, SystemClock};
 
 /// Publishes confirmed at once, pipelined on one channel.
 const CONFIRMS_IN_FLIGHT: usize = 512;
@@ -67,7 +68,7 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        None => match job_from_flags(&args) {
+        None => match job_from_flags(&args, &SystemClock) {
             Ok(body) => vec![body],
             Err(e) => {
                 eprintln!("wxcourier send: {e}");
@@ -169,7 +170,8 @@ enum FlagsError {
     Invalid(crate::job::Rejection),
 }
 
-fn job_from_flags(args: &SendArgs) -> Result<Vec<u8>, FlagsError> {
+/// The job the flags describe; without `--id`, one made of `clock`'s time and a random part.
+fn job_from_flags(args: &SendArgs, clock: &impl Clock) -> Result<Vec<u8>, FlagsError> {
     let mut data = serde_json::Map::new();
     for kv in &args.data {
         let (k, v) = kv
@@ -178,7 +180,7 @@ fn job_from_flags(args: &SendArgs) -> Result<Vec<u8>, FlagsError> {
         data.insert(k.to_owned(), serde_json::json!({ "value": v }));
     }
     let id = args.id.clone().unwrap_or_else(|| {
-        let ms = crate::worker::pipeline::now_ms();
+        let ms = clock.now_ms();
         format!("send-{ms}-{:08x}", rand::random::<u32>())
     });
     let mut job = serde_json::json!({
@@ -197,4 +199,47 @@ fn job_from_flags(args: &SendArgs) -> Result<Vec<u8>, FlagsError> {
     let body = serde_json::to_vec(&job).expect("a JSON value serializes");
     crate::job::parse(&body, None).map_err(FlagsError::Invalid)?;
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args, FromArgMatches};
+    use time::OffsetDateTime;
+
+    use super::*;
+
+    /// A clock stopped at one instant.
+    struct Stopped(OffsetDateTime);
+
+    impl Clock for Stopped {
+        fn now(&self) -> OffsetDateTime {
+            self.0
+        }
+    }
+
+    fn args(flags: &[&str]) -> SendArgs {
+        let command = SendArgs::augment_args(clap::Command::new("send"));
+        let matches =
+            command.get_matches_from(std::iter::once("send").chain(flags.iter().copied()));
+        SendArgs::from_arg_matches(&matches).unwrap()
+    }
+
+    #[test]
+    fn a_generated_id_reads_the_time_from_the_clock_it_is_given() {
+        let at = time::macros::datetime!(2026-03-01 08:00:00.250 UTC);
+        let flags = [
+            "--app",
+            "shop",
+            "--to",
+            "o1",
+            "--template",
+            "t1",
+            "--data",
+            "k=v",
+        ];
+        let body = job_from_flags(&args(&flags), &Stopped(at)).unwrap();
+        let job: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let id = job["id"].as_str().unwrap();
+        assert!(id.starts_with("send-1772352000250-"), "{id}");
+    }
 }

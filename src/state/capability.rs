@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::rate_lease::Grant;
+use super::rate_lease::SlotGrant;
 use super::redis::RedisState;
 use super::{Claim, Holder, Renewal, StateResult};
 use crate::config::{Settings, TokenMode};
@@ -41,12 +41,13 @@ pub trait Idempotency: Send + Sync {
         id: &str,
         holder: Holder,
     ) -> impl Future<Output = StateResult<()>> + Send;
-    /// Records that `id` was sent as `msgid` (ending its claim), and msgid → job for reports.
+    /// Records that `id` was sent (ending its claim), as `msgid` when WeChat gave one, and then
+    /// msgid → job for reports. Without a msgid nothing is kept by msgid: no report can name it.
     fn record_sent(
         &self,
         app: &str,
         id: &str,
-        msgid: u64,
+        msgid: Option<u64>,
         meta: Option<&Value>,
     ) -> impl Future<Output = StateResult<()>> + Send;
 }
@@ -89,7 +90,7 @@ pub trait SharedRate: Send + Sync {
         interval: Duration,
         burst: u32,
         want: u32,
-    ) -> impl Future<Output = StateResult<Grant>> + Send;
+    ) -> impl Future<Output = StateResult<SlotGrant>> + Send;
 }
 
 /// The backends that share access tokens. A backend that shares them is added here.
@@ -139,7 +140,7 @@ impl SharedRate for RateShare {
         interval: Duration,
         burst: u32,
         want: u32,
-    ) -> impl Future<Output = StateResult<Grant>> + Send {
+    ) -> impl Future<Output = StateResult<SlotGrant>> + Send {
         match self {
             RateShare::Redis(r) => r.grant(app, interval, burst, want),
         }

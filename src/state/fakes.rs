@@ -24,7 +24,7 @@ pub(crate) enum StoreCall {
     Claimed(String),
     Renewed(String),
     Released(String),
-    Recorded(String, u64),
+    Recorded(String, Option<u64>),
 }
 
 /// Idempotency in memory (the memory backend's own rules), with outages on demand.
@@ -94,7 +94,7 @@ impl Idempotency for FakeStore {
         &self,
         app: &str,
         id: &str,
-        msgid: u64,
+        msgid: Option<u64>,
         meta: Option<&Value>,
     ) -> StateResult<()> {
         self.up()?;

@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, RandomState};
+use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -138,7 +139,8 @@ impl CompactJob {
 }
 
 struct Inner {
-    sent: Bounded<IdKey, u64>,
+    /// Sent ids and their msgids; 0 is never a msgid, so `None` costs no space.
+    sent: Bounded<IdKey, Option<NonZeroU64>>,
     /// Claims being sent now, with their holders. A claim here never lapses: its holder is in
     /// this process, and a crash forgets the whole map.
     in_flight: HashMap<IdKey, Holder>,
@@ -175,7 +177,7 @@ impl MemoryState {
         let k = self.keyer.id(app, id);
         let mut inner = self.inner.lock();
         if let Some(&msgid) = inner.sent.get(&k, Instant::now()) {
-            return Claim::AlreadySent(msgid);
+            return Claim::AlreadySent(msgid.map(NonZeroU64::get));
         }
         if inner.in_flight.contains_key(&k) {
             return Claim::InFlight;
@@ -189,7 +191,7 @@ impl MemoryState {
         let k = self.keyer.id(app, id);
         let mut inner = self.inner.lock();
         if let Some(&msgid) = inner.sent.get(&k, Instant::now()) {
-            return Renewal::AlreadySent(msgid);
+            return Renewal::AlreadySent(msgid.map(NonZeroU64::get));
         }
         match *inner.in_flight.entry(k).or_insert(holder) {
             h if h == holder => Renewal::Held,
@@ -205,15 +207,23 @@ impl MemoryState {
         }
     }
 
-    pub(crate) fn record_sent(&self, app: &str, id: &str, msgid: u64, meta: Option<&Value>) {
+    pub(crate) fn record_sent(
+        &self,
+        app: &str,
+        id: &str,
+        msgid: Option<u64>,
+        meta: Option<&Value>,
+    ) {
         let now = Instant::now();
         let k = self.keyer.id(app, id);
-        let job = CompactJob::new(id, meta);
-        let m = self.keyer.msgid(app, msgid);
+        let msgid = msgid.and_then(NonZeroU64::new);
         let mut inner = self.inner.lock();
         inner.in_flight.remove(&k);
         inner.sent.insert(k, msgid, now);
-        inner.by_msgid.insert(m, job, now);
+        if let Some(msgid) = msgid {
+            let m = self.keyer.msgid(app, msgid.get());
+            inner.by_msgid.insert(m, CompactJob::new(id, meta), now);
+        }
     }
 
     pub(crate) fn job_for_msgid(&self, app: &str, msgid: u64) -> Option<SentJob> {
@@ -300,8 +310,8 @@ mod tests {
         let s = MemoryState::new(Duration::from_secs(60), 10);
         fresh(s.claim("a", "j1"));
         assert_eq!(s.claim("a", "j1"), Claim::InFlight);
-        s.record_sent("a", "j1", 42, None);
-        assert_eq!(s.claim("a", "j1"), Claim::AlreadySent(42));
+        s.record_sent("a", "j1", Some(42), None);
+        assert_eq!(s.claim("a", "j1"), Claim::AlreadySent(Some(42)));
         fresh(s.claim("b", "j1"));
     }
 
@@ -319,8 +329,8 @@ mod tests {
         );
         assert_eq!(s.renew("a", "j1", first), Renewal::Lost);
         assert_eq!(s.renew("a", "j1", second), Renewal::Held);
-        s.record_sent("a", "j1", 5, None);
-        assert_eq!(s.renew("a", "j1", second), Renewal::AlreadySent(5));
+        s.record_sent("a", "j1", Some(5), None);
+        assert_eq!(s.renew("a", "j1", second), Renewal::AlreadySent(Some(5)));
     }
 
     #[test]
@@ -329,10 +339,10 @@ mod tests {
         for i in 0..1000 {
             let id = format!("j{i}");
             s.claim("a", &id);
-            s.record_sent("a", &id, i, None);
+            s.record_sent("a", &id, Some(i), None);
         }
         assert_eq!(s.remembered(), 100);
-        assert_eq!(s.claim("a", "j999"), Claim::AlreadySent(999));
+        assert_eq!(s.claim("a", "j999"), Claim::AlreadySent(Some(999)));
         fresh(s.claim("a", "j0"));
     }
 
@@ -340,17 +350,17 @@ mod tests {
     fn the_longest_id_and_a_missing_meta_come_back_as_recorded() {
         let s = MemoryState::new(Duration::from_secs(60), 10);
         let long = "x".repeat(128);
-        s.record_sent("a", &long, 9, None);
+        s.record_sent("a", &long, Some(9), None);
         let job = s.job_for_msgid("a", 9).unwrap();
         assert_eq!((job.id.as_str(), job.meta), (long.as_str(), None));
-        assert_eq!(s.claim("a", &long), Claim::AlreadySent(9));
+        assert_eq!(s.claim("a", &long), Claim::AlreadySent(Some(9)));
         fresh(s.claim("a", &long[..127]));
     }
 
     #[test]
     fn entries_expire_after_the_ttl() {
         let s = MemoryState::new(Duration::from_millis(20), 100);
-        s.record_sent("a", "j1", 1, None);
+        s.record_sent("a", "j1", Some(1), None);
         std::thread::sleep(Duration::from_millis(30));
         fresh(s.claim("a", "j1"));
     }
@@ -358,7 +368,7 @@ mod tests {
     #[test]
     fn msgids_map_back_to_jobs_and_reports_are_seen_once() {
         let s = MemoryState::new(Duration::from_secs(60), 10);
-        s.record_sent("a", "j1", 7, Some(&serde_json::json!({"k": 1})));
+        s.record_sent("a", "j1", Some(7), Some(&serde_json::json!({"k": 1})));
         let job = s.job_for_msgid("a", 7).unwrap();
         assert_eq!(job.id, "j1");
         assert_eq!(job.meta, Some(serde_json::json!({"k": 1})));

@@ -53,8 +53,9 @@ impl Default for Holder {
 pub enum Claim {
     /// Not sent yet; this caller now owns the send.
     Fresh(Holder),
-    /// Already sent: do not send again.
-    AlreadySent(u64),
+    /// Already sent, as this msgid (none when WeChat accepted it without one): do not send
+    /// again.
+    AlreadySent(Option<u64>),
     /// Another delivery of the same id is being sent right now.
     InFlight,
 }
@@ -64,8 +65,8 @@ pub enum Claim {
 pub enum Renewal {
     /// Still ours, good for another claim lifetime.
     Held,
-    /// Sent meanwhile by another delivery.
-    AlreadySent(u64),
+    /// Sent meanwhile by another delivery, as this msgid (if WeChat gave one).
+    AlreadySent(Option<u64>),
     /// It lapsed and another delivery holds it now.
     Lost,
 }
@@ -285,7 +286,7 @@ impl Idempotency for State {
         &self,
         app: &str,
         id: &str,
-        msgid: u64,
+        msgid: Option<u64>,
         meta: Option<&Value>,
     ) -> StateResult<()> {
         match self {

@@ -26,7 +26,7 @@ const MIN_HOLD: Duration = Duration::from_millis(20);
 
 /// What the shared bucket answers to a request for slots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Grant {
+pub enum SlotGrant {
     /// This many slots (at least one), to use now.
     Slots(u32),
     /// No slot yet: ask again after this long.
@@ -72,7 +72,7 @@ impl RateLease {
     pub async fn take<F, Fut>(&self, ask: F) -> StateResult<()>
     where
         F: Fn(u32) -> Fut,
-        Fut: Future<Output = StateResult<Grant>>,
+        Fut: Future<Output = StateResult<SlotGrant>>,
     {
         loop {
             let mut held = self.held.lock().await;
@@ -92,13 +92,13 @@ impl RateLease {
             }
             held.left = 0;
             match ask(held.want).await? {
-                Grant::Slots(n) => {
+                SlotGrant::Slots(n) => {
                     held.granted = n.max(1);
                     held.left = held.granted - 1;
                     held.until = Instant::now() + self.hold;
                     return Ok(());
                 }
-                Grant::Wait(wait) => {
+                SlotGrant::Wait(wait) => {
                     held.granted = 0;
                     drop(held);
                     tokio::time::sleep(wait).await;
@@ -135,7 +135,7 @@ mod tests {
             })
         }
 
-        async fn ask(self: Arc<Self>, want: u32) -> StateResult<Grant> {
+        async fn ask(self: Arc<Self>, want: u32) -> StateResult<SlotGrant> {
             self.asks.fetch_add(1, Ordering::SeqCst);
             let now = Instant::now();
             let mut tat = self.tat.lock().unwrap();
@@ -144,12 +144,12 @@ mod tests {
             let free =
                 room.saturating_duration_since(start).as_nanos() / self.interval.as_nanos().max(1);
             if free == 0 {
-                return Ok(Grant::Wait(start + self.interval - room));
+                return Ok(SlotGrant::Wait(start + self.interval - room));
             }
             let n = (free as u32).min(want);
             *tat = start + self.interval * n;
             self.granted.fetch_add(n, Ordering::SeqCst);
-            Ok(Grant::Slots(n))
+            Ok(SlotGrant::Slots(n))
         }
     }
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::capability::{Idempotency, SharedRate, SharedTokens};
 use super::health::StateHealth;
-use super::rate_lease::Grant;
+use super::rate_lease::SlotGrant;
 use super::{Claim, Holder, Renewal, SentJob, StateError, StateResult};
 use crate::types::Secret;
 
@@ -63,6 +63,18 @@ pub struct RedisState {
 
 fn key(app: &str, kind: &str, rest: impl std::fmt::Display) -> String {
     format!("wxcourier:{app}:{kind}:{rest}")
+}
+
+/// The value of a sent id's key when WeChat gave no msgid (a claim is `inflight:…`, a msgid
+/// is its digits).
+const SENT_WITHOUT_MSGID: &str = "sent";
+
+/// What a sent id's key holds: `Some(msgid)` for a send, `None` for a claim.
+fn sent_as(value: &str) -> Option<Option<u64>> {
+    if value == SENT_WITHOUT_MSGID {
+        return Some(None);
+    }
+    value.parse::<u64>().ok().map(Some)
 }
 
 fn millis(d: Duration) -> u64 {
@@ -224,9 +236,9 @@ impl Idempotency for RedisState {
             return Ok(Claim::Fresh(holder));
         }
         let held: Option<String> = self.call(redis::cmd("GET").arg(&k)).await?;
-        Ok(match held.as_deref().map(str::parse::<u64>) {
-            Some(Ok(msgid)) => Claim::AlreadySent(msgid),
-            _ => Claim::InFlight,
+        Ok(match held.as_deref().and_then(sent_as) {
+            Some(msgid) => Claim::AlreadySent(msgid),
+            None => Claim::InFlight,
         })
     }
 
@@ -236,9 +248,9 @@ impl Idempotency for RedisState {
         let found: String = self.script(inv).await?;
         Ok(match found.as_str() {
             "held" => Renewal::Held,
-            other => match other.parse::<u64>() {
-                Ok(msgid) => Renewal::AlreadySent(msgid),
-                Err(_) => Renewal::Lost,
+            other => match sent_as(other) {
+                Some(msgid) => Renewal::AlreadySent(msgid),
+                None => Renewal::Lost,
             },
         })
     }
@@ -254,26 +266,30 @@ impl Idempotency for RedisState {
         &self,
         app: &str,
         id: &str,
-        msgid: u64,
+        msgid: Option<u64>,
         meta: Option<&Value>,
     ) -> StateResult<()> {
-        let job = serde_json::json!({ "id": id, "meta": meta });
+        // 0 is never a msgid (a report naming it is tied to no job).
+        let msgid = msgid.filter(|&m| m != 0);
         let ttl = millis(self.ttl);
         let mut conn = self.conn.clone();
-        let pipe = redis::pipe()
-            .cmd("SET")
+        let mut pipe = redis::pipe();
+        let sent = msgid.map_or_else(|| SENT_WITHOUT_MSGID.to_owned(), |m| m.to_string());
+        pipe.cmd("SET")
             .arg(key(app, "id", id))
-            .arg(msgid)
+            .arg(sent)
             .arg("PX")
             .arg(ttl)
-            .ignore()
-            .cmd("SET")
-            .arg(key(app, "msgid", msgid))
-            .arg(job.to_string())
-            .arg("PX")
-            .arg(ttl)
-            .ignore()
-            .clone();
+            .ignore();
+        if let Some(msgid) = msgid {
+            let job = serde_json::json!({ "id": id, "meta": meta });
+            pipe.cmd("SET")
+                .arg(key(app, "msgid", msgid))
+                .arg(job.to_string())
+                .arg("PX")
+                .arg(ttl)
+                .ignore();
+        }
         let result = tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut conn)).await;
         self.settle(result)
     }
@@ -287,15 +303,15 @@ impl SharedRate for RedisState {
         interval: Duration,
         burst: u32,
         want: u32,
-    ) -> StateResult<Grant> {
+    ) -> StateResult<SlotGrant> {
         let mut inv = self.gcra.key(key(app, "rate", "gcra"));
         inv.arg(interval.as_micros().max(1) as u64)
             .arg(burst)
             .arg(want.max(1));
         let answer: i64 = self.script(inv).await?;
         Ok(match u32::try_from(answer) {
-            Ok(n) if n > 0 => Grant::Slots(n),
-            _ => Grant::Wait(
+            Ok(n) if n > 0 => SlotGrant::Slots(n),
+            _ => SlotGrant::Wait(
                 Duration::from_micros(answer.unsigned_abs()).max(Duration::from_micros(1)),
             ),
         })

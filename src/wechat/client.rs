@@ -29,7 +29,7 @@ pub(crate) trait WechatApi: Send + Sync + 'static {
         appid: &str,
         secret: &Secret,
         mode: TokenMode,
-    ) -> impl Future<Output = Result<Grant, TokenError>> + Send;
+    ) -> impl Future<Output = Result<TokenGrant, TokenError>> + Send;
 }
 
 /// A failure to get a usable answer at all: always worth retrying later.
@@ -95,7 +95,7 @@ pub enum TokenError {
 
 /// An access token with how long WeChat says it lives.
 #[derive(Clone, Debug)]
-pub struct Grant {
+pub struct TokenGrant {
     pub token: Secret,
     pub(crate) expires_in: Duration,
 }
@@ -144,7 +144,11 @@ impl WechatClient {
     }
 
     /// `GET /cgi-bin/token`: each new token retires the previous one.
-    pub async fn classic_token(&self, appid: &str, secret: &Secret) -> Result<Grant, TokenError> {
+    pub async fn classic_token(
+        &self,
+        appid: &str,
+        secret: &Secret,
+    ) -> Result<TokenGrant, TokenError> {
         let resp = self
             .http
             .get(format!("{}/cgi-bin/token", self.base))
@@ -161,7 +165,11 @@ impl WechatClient {
 
     /// `POST /cgi-bin/stable_token` without `force_refresh`: every caller gets the same token
     /// and none invalidates another's.
-    pub async fn stable_token(&self, appid: &str, secret: &Secret) -> Result<Grant, TokenError> {
+    pub async fn stable_token(
+        &self,
+        appid: &str,
+        secret: &Secret,
+    ) -> Result<TokenGrant, TokenError> {
         let body = serde_json::json!({
             "grant_type": "client_credential",
             "appid": appid,
@@ -227,7 +235,7 @@ impl WechatApi for WechatClient {
         appid: &str,
         secret: &Secret,
         mode: TokenMode,
-    ) -> Result<Grant, TokenError> {
+    ) -> Result<TokenGrant, TokenError> {
         match mode {
             TokenMode::Stable => self.stable_token(appid, secret).await,
             TokenMode::Classic => self.classic_token(appid, secret).await,
@@ -251,7 +259,7 @@ impl<W: WechatApi> WechatApi for std::sync::Arc<W> {
         appid: &str,
         secret: &Secret,
         mode: TokenMode,
-    ) -> impl Future<Output = Result<Grant, TokenError>> + Send {
+    ) -> impl Future<Output = Result<TokenGrant, TokenError>> + Send {
         (**self).token(appid, secret, mode)
     }
 }
@@ -308,12 +316,12 @@ async fn read_ok_body(resp: reqwest::Response) -> Result<bytes::Bytes, CallError
     resp.bytes().await.map_err(CallError::from_reqwest)
 }
 
-async fn token_from(resp: reqwest::Response) -> Result<Grant, TokenError> {
+async fn token_from(resp: reqwest::Response) -> Result<TokenGrant, TokenError> {
     let bytes = read_ok_body(resp).await?;
     let reply: TokenReply =
         serde_json::from_slice(&bytes).map_err(|e| CallError::Body(e.to_string()))?;
     match (reply.access_token, reply.errcode) {
-        (Some(token), 0) if !token.is_empty() => Ok(Grant {
+        (Some(token), 0) if !token.is_empty() => Ok(TokenGrant {
             token: Secret::new(token),
             expires_in: Duration::from_secs(reply.expires_in.unwrap_or(7200)),
         }),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use super::client::{Grant, TokenError};
+use super::client::{TokenError, TokenGrant};
 use super::token::TokenSource;
 use crate::state::{SharedTokens, StateError};
 use crate::types::Secret;
@@ -29,19 +29,19 @@ pub struct SharedTokenSource<T, W> {
 
 impl<T: SharedTokens, W: TokenSource> SharedTokenSource<T, W> {
     /// The shared token if it is neither `stale` nor about to expire.
-    async fn usable(&self, stale: Option<&Secret>) -> Result<Option<Grant>, TokenError> {
+    async fn usable(&self, stale: Option<&Secret>) -> Result<Option<TokenGrant>, TokenError> {
         let shared = self.shared.token(&self.app).await?;
         Ok(shared
             .filter(|(token, left)| {
                 *left > REFRESH_AHEAD && stale.is_none_or(|s| s.expose() != token.expose())
             })
-            .map(|(token, left)| Grant {
+            .map(|(token, left)| TokenGrant {
                 token,
                 expires_in: left,
             }))
     }
 
-    async fn fetch_shared(&self, stale: Option<&Secret>) -> Result<Grant, TokenError> {
+    async fn fetch_shared(&self, stale: Option<&Secret>) -> Result<TokenGrant, TokenError> {
         let holder = format!("{:016x}", rand::random::<u64>());
         let give_up = tokio::time::Instant::now() + LOCK_HOLD * 2;
         loop {
@@ -79,7 +79,10 @@ impl<T: SharedTokens, W: TokenSource> SharedTokenSource<T, W> {
 }
 
 impl<T: SharedTokens, W: TokenSource> TokenSource for SharedTokenSource<T, W> {
-    fn fetch<'a>(&'a self, stale: Option<&'a Secret>) -> BoxFuture<'a, Result<Grant, TokenError>> {
+    fn fetch<'a>(
+        &'a self,
+        stale: Option<&'a Secret>,
+    ) -> BoxFuture<'a, Result<TokenGrant, TokenError>> {
         Box::pin(self.fetch_shared(stale))
     }
 }
@@ -100,10 +103,10 @@ mod tests {
         fn fetch<'a>(
             &'a self,
             _stale: Option<&'a Secret>,
-        ) -> BoxFuture<'a, Result<Grant, TokenError>> {
+        ) -> BoxFuture<'a, Result<TokenGrant, TokenError>> {
             Box::pin(async move {
                 let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
-                Ok(Grant {
+                Ok(TokenGrant {
                     token: Secret::new(format!("w{n}")),
                     expires_in: Duration::from_secs(7200),
                 })

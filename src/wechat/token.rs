@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
-use super::client::{Grant, TokenError, WechatApi};
+use super::client::{TokenError, TokenGrant, WechatApi};
 use crate::config::TokenMode;
 use crate::types::Secret;
 
@@ -17,7 +17,10 @@ use crate::types::Secret;
 /// Asked once per token lifetime, so a boxed future costs nothing that shows.
 pub trait TokenSource: Send + Sync {
     /// A token other than `stale`, the one being replaced (refused, or about to expire).
-    fn fetch<'a>(&'a self, stale: Option<&'a Secret>) -> BoxFuture<'a, Result<Grant, TokenError>>;
+    fn fetch<'a>(
+        &'a self,
+        stale: Option<&'a Secret>,
+    ) -> BoxFuture<'a, Result<TokenGrant, TokenError>>;
 }
 
 /// Fetches from WeChat in the app's token mode.
@@ -31,7 +34,10 @@ pub struct WechatTokenSource<W> {
 }
 
 impl<W: WechatApi> TokenSource for WechatTokenSource<W> {
-    fn fetch<'a>(&'a self, _stale: Option<&'a Secret>) -> BoxFuture<'a, Result<Grant, TokenError>> {
+    fn fetch<'a>(
+        &'a self,
+        _stale: Option<&'a Secret>,
+    ) -> BoxFuture<'a, Result<TokenGrant, TokenError>> {
         Box::pin(async move {
             self.fetched.inc();
             self.client
@@ -237,14 +243,14 @@ mod tests {
         fn fetch<'a>(
             &'a self,
             _stale: Option<&'a Secret>,
-        ) -> BoxFuture<'a, Result<Grant, TokenError>> {
+        ) -> BoxFuture<'a, Result<TokenGrant, TokenError>> {
             Box::pin(async move {
                 let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 if self.fail {
                     return Err(CallError::Timeout.into());
                 }
-                Ok(Grant {
+                Ok(TokenGrant {
                     token: Secret::new(format!("token-{n}")),
                     expires_in: self.expires_in,
                 })

@@ -1,6 +1,8 @@
-//! Wall-clock time for the pipeline: `not_after` is an RFC 3339 instant and `retry.max_age`
-//! runs on Unix milliseconds carried in headers, so tokio's (pausable) clock cannot answer
-//! them. Every wait and elapsed time in the pipeline uses tokio's clock instead.
+//! Wall-clock time for the pipeline: `not_after` is an RFC 3339 instant, `retry.max_age`
+//! runs on Unix milliseconds carried in headers and an outcome says when it finished, so
+//! tokio's (pausable) clock cannot answer them. Every wait and elapsed time in the pipeline
+//! uses tokio's clock instead. The verbs that stamp what they publish (`send`, `demo`) read
+//! the time of day through the same trait.
 
 use time::OffsetDateTime;
 
@@ -17,11 +19,6 @@ pub(crate) trait Clock: Send + Sync + 'static {
 /// The system's clock.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct SystemClock;
-
-/// The system's time in Unix milliseconds.
-pub(crate) fn now_ms() -> u64 {
-    SystemClock.now_ms()
-}
 
 impl Clock for SystemClock {
     fn now(&self) -> OffsetDateTime {

@@ -19,7 +19,7 @@ use tracing::Instrument;
 use super::Context;
 use super::pipeline::{Incoming, Outlet, Step, process};
 use crate::broker::headers;
-use crate::broker::publish::Message;
+use crate::broker::publish::Publication;
 use crate::broker::topology::tier_label;
 use crate::broker::{BrokerError, DEAD_QUEUE, PublishError, Publisher, RETRY_EXCHANGE, job_queue};
 use crate::outcome::SendOutcome;
@@ -328,7 +328,7 @@ impl AppConsumer {
         headers: FieldTable,
     ) -> Result<(), PublishError> {
         self.publisher
-            .publish(Message {
+            .publish(Publication {
                 exchange,
                 routing_key,
                 body: &delivery.data,

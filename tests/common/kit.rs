@@ -1,5 +1,5 @@
 //! What the integration tests and the benchmark share: the test broker, free ports, job
-//! builders, worker config files, a header reader, processes and waiting for a consumer. The
+//! builders, worker config files, processes and waiting for a consumer. The
 //! benchmark includes this file by path, so it uses only the crate and the dependencies every
 //! target can see.
 
@@ -9,10 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
+use lapin::Connection;
 use lapin::options::QueueDeclareOptions;
-use lapin::types::AMQPValue;
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection};
 use serde_json::{Value, json};
 use wxcourier::broker;
 use wxcourier::config::Settings;
@@ -180,14 +179,6 @@ impl WorkerConfig<'_> {
         let path = dir.join(name);
         std::fs::write(&path, self.text()).unwrap();
         path
-    }
-}
-
-/// A message's header as text (a long string, as wxcourier and RabbitMQ write them).
-pub fn header_text(props: &BasicProperties, key: &str) -> Option<String> {
-    match props.headers().as_ref()?.inner().get(key)? {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        _ => None,
     }
 }
 

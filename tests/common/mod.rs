@@ -19,7 +19,7 @@ use lapin::{BasicProperties, Connection};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use wxcourier::broker::publish::Message;
+use wxcourier::broker::publish::Publication;
 use wxcourier::broker::tap::ResultsTap;
 use wxcourier::broker::{self, JOBS_EXCHANGE, Publisher, job_queue, topology};
 use wxcourier::config::{AppSettings, NonZeroSpan, Rate, Settings};
@@ -126,7 +126,7 @@ impl Harness {
             }
             None => {
                 self.publisher
-                    .publish(Message {
+                    .publish(Publication {
                         exchange: JOBS_EXCHANGE,
                         routing_key: &self.app,
                         body,
@@ -305,8 +305,8 @@ pub async fn queue_len(conn: &Connection, queue: &str) -> u32 {
 /// returns them with their `x-wxcourier-error`; the rest go back when the channel closes.
 pub async fn take_matching(conn: &Connection, queue: &str, app: &str) -> Vec<(Vec<u8>, String)> {
     take_where(conn, queue, |p| {
-        (header_text(p, "x-wxcourier-app").as_deref() == Some(app))
-            .then(|| header_text(p, broker::HEADER_ERROR).unwrap_or_default())
+        (broker::headers::text(p, "x-wxcourier-app").as_deref() == Some(app))
+            .then(|| broker::headers::text(p, broker::HEADER_ERROR).unwrap_or_default())
     })
     .await
 }
@@ -319,8 +319,8 @@ pub async fn take_dead_lettered(h: &Harness, app: &str) -> Vec<(Vec<u8>, String)
     for _ in 0..50 {
         found.extend(
             take_where(&h.conn, broker::DEAD_QUEUE, |p| {
-                (header_text(p, "x-first-death-queue").as_deref() == Some(queue.as_str()))
-                    .then(|| header_text(p, "x-first-death-reason").unwrap_or_default())
+                (broker::headers::text(p, "x-first-death-queue").as_deref() == Some(queue.as_str()))
+                    .then(|| broker::headers::text(p, "x-first-death-reason").unwrap_or_default())
             })
             .await,
         );

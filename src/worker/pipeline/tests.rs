@@ -6,24 +6,31 @@
 mod fakes;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use fakes::*;
+use tokio::time::Instant;
 
+use super::step::{IN_FLIGHT_ELSEWHERE, NO_TOKEN, OUTLET_DOWN, RATE_DOWN, STATE_DOWN, Wait};
 use super::*;
-use crate::outcome::FailReason;
-use crate::pause::Phase;
+use crate::metrics::Metrics;
+use crate::outcome::{FailReason, format_timestamp};
+use crate::pause::{Admission, Phase};
+use crate::retry::RetryState;
+use crate::state::Renewal;
 use crate::state::fakes::StoreCall;
-use crate::wechat::client::CallError;
+use crate::wechat::client::{CallError, SendReply, TokenError};
 
 /// The step a row must end in.
 #[derive(Debug)]
 enum Want {
     Sent {
-        msgid: u64,
+        /// None when WeChat accepted it without one.
+        msgid: Option<u64>,
         attempts: u32,
     },
     Duplicate {
-        msgid: u64,
+        msgid: Option<u64>,
     },
     Failed {
         reason: FailReason,
@@ -44,8 +51,8 @@ enum Want {
 enum ClaimEnd {
     /// Given back: the job was not sent.
     Released,
-    /// Recorded as sent with this msgid.
-    Recorded(u64),
+    /// Recorded as sent, with this msgid (none when WeChat gave none).
+    Recorded(Option<u64>),
     /// Neither: it was never ours, or it already holds a msgid.
     Kept,
 }
@@ -90,7 +97,10 @@ impl Row {
         self
     }
 
-    fn tokens(mut self, tokens: Vec<Result<crate::wechat::client::Grant, TokenError>>) -> Self {
+    fn tokens(
+        mut self,
+        tokens: Vec<Result<crate::wechat::client::TokenGrant, TokenError>>,
+    ) -> Self {
         self.setup.tokens = tokens;
         self
     }
@@ -144,7 +154,7 @@ fn too_old() -> RetryState {
     }
 }
 
-fn refused_token(errcode: i64) -> Result<crate::wechat::client::Grant, TokenError> {
+fn refused_token(errcode: i64) -> Result<crate::wechat::client::TokenGrant, TokenError> {
     Err(TokenError::Refused {
         errcode,
         errmsg: "refused".into(),
@@ -160,24 +170,55 @@ fn rows() -> Vec<Row> {
             "0: sent and recorded",
             template("ok"),
             Want::Sent {
-                msgid: 1001,
+                msgid: Some(1001),
                 attempts: 1,
             },
         )
         .sent_with(&["t1"])
         .fetches(1)
-        .claim(Recorded(1001)),
+        .claim(Recorded(Some(1001))),
         row(
             "0 for a subscription notification: sent to its endpoint",
             subscribe("sub-ok"),
             Want::Sent {
-                msgid: 1001,
+                msgid: Some(1001),
                 attempts: 1,
             },
         )
         .sent_with(&["t1"])
         .fetches(1)
-        .claim(Recorded(1001)),
+        .claim(Recorded(Some(1001))),
+        row(
+            "0 without a msgid: sent with a null msgid, recorded without one",
+            subscribe("sub-bare"),
+            Want::Sent {
+                msgid: None,
+                attempts: 1,
+            },
+        )
+        .before(|w| *w.wechat.ok_msgid.lock() = Some(None))
+        .sent_with(&["t1"])
+        .fetches(1)
+        .claim(Recorded(None)),
+        row(
+            "0 with msgid 0: no msgid, never 0",
+            template("zero-msgid"),
+            Want::Sent {
+                msgid: None,
+                attempts: 1,
+            },
+        )
+        .before(|w| *w.wechat.ok_msgid.lock() = Some(Some(0)))
+        .sent_with(&["t1"])
+        .fetches(1)
+        .claim(Recorded(None)),
+        row(
+            "an id sent before without a msgid: the duplicate, with a null msgid",
+            template("dup-bare"),
+            Want::Duplicate { msgid: None },
+        )
+        .before(|w| w.store().memory().record_sent("a", "dup-bare", None, None))
+        .claim(Kept),
         // transient
         row(
             "-1 system busy: backoff",
@@ -355,16 +396,20 @@ fn rows() -> Vec<Row> {
         row(
             "an id sent before: its first msgid, no send",
             template("dup"),
-            Want::Duplicate { msgid: 77 },
+            Want::Duplicate { msgid: Some(77) },
         )
-        .before(|w| w.store().memory().record_sent("a", "dup", 77, None))
+        .before(|w| w.store().memory().record_sent("a", "dup", Some(77), None))
         .claim(Kept),
         row(
             "an id sent before, after its not_after: still the duplicate",
             not_after(template("dup-late"), -60),
-            Want::Duplicate { msgid: 78 },
+            Want::Duplicate { msgid: Some(78) },
         )
-        .before(|w| w.store().memory().record_sent("a", "dup-late", 78, None))
+        .before(|w| {
+            w.store()
+                .memory()
+                .record_sent("a", "dup-late", Some(78), None)
+        })
         .claim(Kept),
         row(
             "an id in flight elsewhere: waits, no attempt, the other's claim untouched",
@@ -382,14 +427,14 @@ fn rows() -> Vec<Row> {
             "a claim that aged in the limiter is renewed, then sent",
             template("aged"),
             Want::Sent {
-                msgid: 1001,
+                msgid: Some(1001),
                 attempts: 1,
             },
         )
         .setup(|s| s.rate_wait = Duration::from_secs(30))
         .sent_with(&["t1"])
         .fetches(1)
-        .claim(Recorded(1001)),
+        .claim(Recorded(Some(1001))),
         row(
             "a claim that aged and was lost: waits, no attempt",
             template("aged-lost"),
@@ -404,10 +449,10 @@ fn rows() -> Vec<Row> {
         row(
             "a claim that aged while another delivery sent the id: the duplicate",
             template("aged-sent"),
-            Want::Duplicate { msgid: 5 },
+            Want::Duplicate { msgid: Some(5) },
         )
         .setup(|s| s.rate_wait = Duration::from_secs(30))
-        .before(|w| *w.store().renewal.lock() = Some(Renewal::AlreadySent(5)))
+        .before(|w| *w.store().renewal.lock() = Some(Renewal::AlreadySent(Some(5))))
         .fetches(1)
         .claim(Kept),
         // expiry
@@ -446,7 +491,7 @@ fn rows() -> Vec<Row> {
             "sent but the record failed: still sent",
             template("unrecorded"),
             Want::Sent {
-                msgid: 1001,
+                msgid: Some(1001),
                 attempts: 1,
             },
         )
@@ -458,14 +503,14 @@ fn rows() -> Vec<Row> {
             "tokens through a shared store: sent",
             template("shared-token"),
             Want::Sent {
-                msgid: 1001,
+                msgid: Some(1001),
                 attempts: 1,
             },
         )
         .setup(|s| s.shared_tokens = Some(true))
         .sent_with(&["t1"])
         .fetches(1)
-        .claim(Recorded(1001)),
+        .claim(Recorded(Some(1001))),
         row(
             "the shared token store is down: waits as a state outage, WeChat not asked",
             template("token-store-down"),
@@ -495,7 +540,7 @@ fn rows() -> Vec<Row> {
                 format!("{token_code}: refresh the token and send again at once"),
                 template(&format!("token-{token_code}")),
                 Want::Sent {
-                    msgid: 1002,
+                    msgid: Some(1002),
                     attempts: 2,
                 },
             )
@@ -503,7 +548,7 @@ fn rows() -> Vec<Row> {
             .sent_with(&["t1", "t2"])
             .fetches(2)
             .invalidated(1)
-            .claim(Recorded(1002)),
+            .claim(Recorded(Some(1002))),
         );
     }
     let permanent = [
@@ -542,15 +587,18 @@ fn check_step(name: &str, want: &Want, step: &Step) {
     match (want, step) {
         (Want::Sent { msgid, attempts }, Step::Finish(o)) => {
             assert_eq!(o.status, SendStatus::Sent, "{name}: {o:?}");
-            assert_eq!((o.msgid, o.attempts), (Some(*msgid), *attempts), "{name}");
+            assert_eq!((o.msgid, o.attempts), (*msgid, *attempts), "{name}");
+            assert_eq!(o.errcode, Some(0), "{name}: WeChat's own answer");
             assert!(!o.duplicate && o.error.is_none(), "{name}: {o:?}");
         }
         (Want::Duplicate { msgid }, Step::Finish(o)) => {
             assert_eq!(
                 (o.status, o.duplicate, o.msgid),
-                (SendStatus::Sent, true, Some(*msgid)),
+                (SendStatus::Sent, true, *msgid),
                 "{name}"
             );
+            // No WeChat call answered this delivery: nothing to report of one.
+            assert_eq!((o.errcode, &o.errmsg), (None, &None), "{name}: {o:?}");
         }
         (
             Want::Failed {
@@ -605,6 +653,13 @@ async fn every_path_decides_its_step_and_its_effects() {
         let body = serde_json::to_vec(&row.job).unwrap();
         let step = world.process(&body, row.retry).await;
         check_step(name, &row.want, &step);
+        if let Step::Finish(o) | Step::Reject { outcome: o, .. } = &step {
+            let now = format_timestamp(world.deps.clock.now());
+            assert_eq!(
+                o.finished_at, now,
+                "{name}: finished by the pipeline's clock"
+            );
+        }
         if let (Step::Finish(o), Some(words)) = (&step, row.error_lacks) {
             let error = o.error.as_deref().unwrap_or_default();
             assert!(!error.contains(words), "{name}: {error}");
@@ -652,7 +707,7 @@ async fn after_a_pause_one_probe_goes_and_its_answer_reopens_the_app() {
     check_step(
         "probe",
         &Want::Sent {
-            msgid: 1001,
+            msgid: Some(1001),
             attempts: 1,
         },
         &step,
@@ -744,7 +799,7 @@ async fn a_duplicate_in_flight_waits_and_after_the_send_gets_the_first_msgid() {
     check_step(
         "first",
         &Want::Sent {
-            msgid: 1001,
+            msgid: Some(1001),
             attempts: 1,
         },
         &first,
@@ -758,7 +813,7 @@ async fn a_duplicate_in_flight_waits_and_after_the_send_gets_the_first_msgid() {
         &second,
     );
     let third = w.process(&job, RetryState::default()).await;
-    check_step("third", &Want::Duplicate { msgid: 1001 }, &third);
+    check_step("third", &Want::Duplicate { msgid: Some(1001) }, &third);
     assert_eq!(w.wechat.received().len(), 1, "one send in all");
 }
 

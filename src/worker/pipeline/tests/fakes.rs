@@ -22,7 +22,7 @@ use crate::retry::{RetryState, Schedule};
 use crate::state::fakes::{FakeSharedTokens, FakeStore};
 use crate::state::{StateError, StateResult};
 use crate::types::Secret;
-use crate::wechat::client::{CallError, Grant, SendReply, TokenError, WechatApi};
+use crate::wechat::client::{CallError, SendReply, TokenError, TokenGrant, WechatApi};
 use crate::wechat::errcode::Classifier;
 use crate::wechat::shared_token::SharedTokenSource;
 use crate::wechat::token::{TokenKeeper, TokenSource, WechatTokenSource};
@@ -50,11 +50,14 @@ pub(crate) struct Received {
 #[derive(Default)]
 pub(crate) struct FakeWechat {
     sends: Mutex<VecDeque<Result<SendReply, CallError>>>,
-    tokens: Mutex<VecDeque<Result<Grant, TokenError>>>,
+    tokens: Mutex<VecDeque<Result<TokenGrant, TokenError>>>,
     received: Mutex<Vec<Received>>,
     token_fetches: AtomicUsize,
     /// How long each send takes.
     pub(crate) latency: Mutex<Duration>,
+    /// The msgid an errcode 0 carries, when set (none, or 0, as some endpoints answer);
+    /// otherwise a fresh one.
+    pub(crate) ok_msgid: Mutex<Option<Option<u64>>>,
 }
 
 impl FakeWechat {
@@ -97,9 +100,10 @@ impl WechatApi for FakeWechat {
             tokio::time::sleep(latency).await;
         }
         let answer = self.sends.lock().pop_front().unwrap_or_else(|| code(0));
+        let ok_msgid = *self.ok_msgid.lock();
         answer.map(|mut reply| {
             if reply.errcode == 0 && reply.msgid.is_none() {
-                reply.msgid = Some(1000 + number);
+                reply.msgid = ok_msgid.unwrap_or(Some(1000 + number));
             }
             reply
         })
@@ -110,10 +114,10 @@ impl WechatApi for FakeWechat {
         _appid: &str,
         _secret: &Secret,
         _mode: TokenMode,
-    ) -> Result<Grant, TokenError> {
+    ) -> Result<TokenGrant, TokenError> {
         let n = self.token_fetches.fetch_add(1, Ordering::SeqCst) + 1;
         self.tokens.lock().pop_front().unwrap_or_else(|| {
-            Ok(Grant {
+            Ok(TokenGrant {
                 token: Secret::new(format!("t{n}")),
                 expires_in: Duration::from_secs(7200),
             })
@@ -166,7 +170,7 @@ pub(crate) struct Setup {
     /// WeChat's answers to the sends, in order.
     pub(crate) sends: Vec<Result<SendReply, CallError>>,
     /// WeChat's answers to token fetches, in order.
-    pub(crate) tokens: Vec<Result<Grant, TokenError>>,
+    pub(crate) tokens: Vec<Result<TokenGrant, TokenError>>,
     pub(crate) rate_wait: Duration,
     /// Tokens go through a shared token store (as with Redis), which is up or down.
     pub(crate) shared_tokens: Option<bool>,

@@ -1,0 +1,61 @@
+//! What the pipeline is given and what it decides: a delivery as it sees it, and the step the
+//! consumer carries out (an outcome, a dead copy, or a retry copy and why it waits).
+
+use std::time::Duration;
+
+use crate::outcome::SendOutcome;
+use crate::retry::RetryState;
+
+/// Whether the outcome of a send could be published now. The pipeline asks right before
+/// each WeChat call: a message whose outcome cannot be published is not sent.
+pub(crate) trait Outlet: Sync {
+    fn is_open(&self) -> bool;
+}
+
+/// A delivery as the pipeline sees it.
+pub(crate) struct Incoming<'a> {
+    pub(crate) app: &'a str,
+    pub(crate) body: &'a [u8],
+    pub(crate) message_id: Option<&'a str>,
+    /// The encoded size of the delivery's AMQP headers.
+    pub(crate) headers_len: usize,
+    pub(crate) retry: RetryState,
+    pub(crate) outlet: &'a dyn Outlet,
+}
+
+/// Why a job waits in the broker before its next try.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// WeChat or the network failed: the backoff counts toward `retry.max_attempts`.
+    Transient,
+    /// WeChat said the app's quota is spent (45009): the app is paused.
+    Quota,
+    /// The job could not be tried now, for this reason; no attempt was used.
+    NotNow(&'static str),
+}
+
+/// What to do with the delivery.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// Publish this final outcome, then ack.
+    Finish(SendOutcome),
+    /// Publish the original to `wxcourier.dead` with this reason and the outcome, then ack.
+    Reject {
+        outcome: SendOutcome,
+        reason: String,
+    },
+    /// Publish a retry copy that waits `after` in the broker, then ack.
+    Retry {
+        after: Duration,
+        state: RetryState,
+        wait: Wait,
+    },
+}
+
+// The reasons of a `Wait::NotNow`, as they read in a failed outcome once `retry.max_age` ends
+// the waiting.
+pub(super) const IN_FLIGHT_ELSEWHERE: &str = "its id is being sent by another delivery";
+pub(super) const STATE_DOWN: &str = "shared state is unavailable";
+pub(super) const RATE_DOWN: &str = "the shared rate limit is unavailable";
+pub(super) const OUTLET_DOWN: &str = "its outcome could not be published (broker channel down)";
+pub(super) const NO_TOKEN: &str = "no access token could be had";

@@ -1,0 +1,104 @@
+//! How long a job waits in the broker before its next try, and when waiting ends in `failed`:
+//! backoff after a failed send, a pause the job does not pay for, and the app's pause when no
+//! token can be had.
+
+use std::time::Duration;
+
+use crate::metrics::Metrics;
+use crate::retry::{Next, RetryState};
+use crate::wechat::client::TokenError;
+use crate::wechat::reason::Ending;
+use crate::worker::clock::Clock;
+use crate::worker::deps::Seams;
+
+use super::step::{NO_TOKEN, STATE_DOWN, Step, Wait};
+use super::turn::{LastAnswer, Turn};
+
+impl<S: Seams> Turn<'_, S> {
+    /// Waits `after` in the broker without using an attempt. `retry.max_age` runs from here
+    /// on, so a job that never gets its turn still ends. `seen` is an errcode met without a
+    /// send answer (a refused token fetch), kept for the failed outcome's reason.
+    pub(super) fn later(
+        &self,
+        state: &RetryState,
+        last: LastAnswer,
+        seen: Option<i64>,
+        after: Duration,
+        wait: Wait,
+    ) -> Step {
+        let clock = &self.deps.clock;
+        let mut state = *state;
+        state.first_try_ms.get_or_insert_with(|| clock.now_ms());
+        match self
+            .deps
+            .schedule
+            .after_pause(&state, clock.now_ms(), after)
+        {
+            Next::RetryAfter(after) => Step::Retry { after, state, wait },
+            Next::GiveUp(why) => {
+                let why = match wait {
+                    Wait::NotNow(reason) => format!("{reason}; {why}"),
+                    Wait::Transient | Wait::Quota => why,
+                };
+                let ending = Ending::GaveUp {
+                    quota_paused: wait == Wait::Quota,
+                    errcode: last.as_ref().map(|r| r.errcode).or(seen),
+                };
+                Step::Finish(self.failed(&state, last, why, ending))
+            }
+        }
+    }
+
+    /// Not now, for `why`: back in the shortest delay tier.
+    pub(super) fn not_now(&self, state: &RetryState, why: &'static str) -> Step {
+        tracing::debug!(app = self.name, id = %self.job.id, reason = why, "not now; the job waits in a delay queue");
+        let soon = self.deps.schedule.tiers()[0];
+        self.later(state, None, None, soon, Wait::NotNow(why))
+    }
+
+    /// Backoff after a failed send, or `failed` once retries run out.
+    pub(super) fn transient(&self, state: &RetryState, last: LastAnswer, why: String) -> Step {
+        let (jitter, pick) = (rand::random::<f64>(), rand::random::<f64>());
+        let now_ms = self.deps.clock.now_ms();
+        match self
+            .deps
+            .schedule
+            .after_transient(state, now_ms, jitter, pick)
+        {
+            Next::RetryAfter(after) => Step::Retry {
+                after,
+                state: *state,
+                wait: Wait::Transient,
+            },
+            Next::GiveUp(limit) => {
+                let ending = Ending::GaveUp {
+                    quota_paused: false,
+                    errcode: last.as_ref().map(|r| r.errcode),
+                };
+                let why = format!("{why}; {limit}");
+                Step::Finish(self.failed(state, last, why, ending))
+            }
+        }
+    }
+
+    /// The app cannot get a token: every job of the app would fail the same way, so the app
+    /// pauses (its jobs wait in the broker) until the keeper may fetch again, and this job
+    /// uses no attempt.
+    pub(super) fn no_token(&self, state: &RetryState, e: &TokenError) -> Step {
+        let (deps, app) = (self.deps, self.app);
+        deps.metrics
+            .token_fetch_failures
+            .get_or_create(&Metrics::app(self.name))
+            .inc();
+        // A failure of the shared token store is a state outage, and says so.
+        let (why, seen) = match e {
+            TokenError::Refused { errcode, .. } => (NO_TOKEN, Some(*errcode)),
+            TokenError::Call(_) => (NO_TOKEN, None),
+            TokenError::State(_) => (STATE_DOWN, None),
+        };
+        let wait = app.keeper.backing_off().unwrap_or(deps.schedule.tiers()[0]);
+        let pause = app.gate.pause_for(wait, why);
+        tracing::error!(app = self.name, error = %e, retry_in = ?pause, "cannot get an access token; the app is paused");
+        self.later(state, None, seen, pause, Wait::NotNow(why))
+    }
+}
