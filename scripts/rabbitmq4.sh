@@ -1,36 +1,64 @@
 #!/usr/bin/env bash
-# A RabbitMQ 4.x test broker beside the host's 3.x one, from Debian 13's packages, chrooted in a
-# root kept between runs: node rabbit4@localhost, AMQP 127.0.0.1:5673, dist 25673, management
-# 127.0.0.1:15673, its own data dir and Erlang cookie. It shares the host's epmd (4369), which
-# is how two Erlang nodes on one machine are meant to run; it never touches the host's broker.
+# A RabbitMQ 4.x test broker beside the host's 3.x one, from Debian's packages, chrooted in a
+# root kept between runs, with its own node name, ports, data dir and Erlang cookie. It shares
+# the host's epmd (4369), which is how two Erlang nodes on one machine are meant to run; it
+# never touches the host's broker. Two series, each in a root of its own:
 #
-#   scripts/rabbitmq4.sh bootstrap make the root if missing (debootstrap), nothing else
-#   scripts/rabbitmq4.sh start     bootstrap the root if missing, start the node, wait for AMQP
-#   scripts/rabbitmq4.sh stop      stop the node by its recorded pid, unmount what start mounted
-#   scripts/rabbitmq4.sh status    exit 0 when it answers AMQP, 3 when it does not
-#   scripts/rabbitmq4.sh url       the AMQP URL tests use (TEST_AMQP_URL)
-#   scripts/rabbitmq4.sh mgmt-url  the management API URL
-#   scripts/rabbitmq4.sh ctl ARGS  rabbitmqctl ARGS against this node
+#   series  Debian           node                AMQP   dist    management  root
+#   4.0     13 (trixie)      rabbit4@localhost   5673   25673   15673       /var/lib/wxcourier-rmq4/root
+#   4.3     unstable (sid)   rabbit43@localhost  5674   25674   15674       /var/lib/wxcourier-rmq43/root
+#
+# The series is the first argument when it is one of these, else RABBITMQ4_SERIES, else 4.0:
+#
+#   scripts/rabbitmq4.sh [SERIES] bootstrap make the root if missing (debootstrap), nothing else
+#   scripts/rabbitmq4.sh [SERIES] start     bootstrap the root if missing, start the node, wait for AMQP
+#   scripts/rabbitmq4.sh [SERIES] stop      stop the node by its recorded pid, unmount what start mounted
+#   scripts/rabbitmq4.sh [SERIES] status    exit 0 when it answers AMQP, 3 when it does not
+#   scripts/rabbitmq4.sh [SERIES] url       the AMQP URL tests use (TEST_AMQP_URL)
+#   scripts/rabbitmq4.sh [SERIES] mgmt-url  the management API URL
+#   scripts/rabbitmq4.sh [SERIES] ctl ARGS  rabbitmqctl ARGS against this node
 #
 # Needs root (chroot, mount). Every step is idempotent: start on a running node and stop on a
 # stopped one both succeed without doing anything.
 set -euo pipefail
 
-ROOT=${RABBITMQ4_ROOT:-/var/lib/wxcourier-rmq4/root}
-SUITE=trixie
+case "${1:-}" in
+  4.0 | 4.3) RABBITMQ4_SERIES=$1; shift ;;
+esac
+SERIES=${RABBITMQ4_SERIES:-4.0}
+# Re-invocations of this script ($0 _run, $0 ctl) must address the same node.
+export RABBITMQ4_SERIES=$SERIES
 MIRROR=${RABBITMQ4_MIRROR:-http://deb.debian.org/debian}
-NODE=rabbit4@localhost
-AMQP_PORT=5673
-DIST_PORT=25673
-MGMT_PORT=15673
+case "$SERIES" in
+  4.0)
+    ROOT=${RABBITMQ4_ROOT:-/var/lib/wxcourier-rmq4/root}
+    SUITE=trixie
+    NODE=rabbit4@localhost
+    AMQP_PORT=5673
+    DIST_PORT=25673
+    MGMT_PORT=15673
+    DATA=/var/lib/rabbit4
+    ;;
+  4.3)
+    ROOT=${RABBITMQ43_ROOT:-/var/lib/wxcourier-rmq43/root}
+    # Debian unstable is where 4.3 is packaged (4.3.6 with Erlang 29 when this was written);
+    # the root keeps what it was made with until it is deleted and bootstrapped again.
+    SUITE=sid
+    NODE=rabbit43@localhost
+    AMQP_PORT=5674
+    DIST_PORT=25674
+    MGMT_PORT=15674
+    DATA=/var/lib/rabbit43
+    ;;
+  *) echo "rabbitmq4: unknown series '$SERIES' (4.0 or 4.3)" >&2; exit 2 ;;
+esac
 # Paths inside the root; the data dir holds config, cookie, database, logs and the pid file.
-DATA=/var/lib/rabbit4
 HOST_DATA=$ROOT$DATA
-PIDFILE=$DATA/rabbit4.pid
+PIDFILE=$DATA/$(basename "$DATA").pid
 HOST_PIDFILE=$ROOT$PIDFILE
 
-say() { echo "rabbitmq4: $*"; }
-die() { echo "rabbitmq4: $*" >&2; exit 1; }
+say() { echo "rabbitmq $SERIES: $*"; }
+die() { echo "rabbitmq $SERIES: $*" >&2; exit 1; }
 
 speaks_amqp() {
   timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$AMQP_PORT; printf 'AMQP\x00\x00\x09\x01' >&3; head -c 1 <&3 >/dev/null" 2>/dev/null
@@ -93,6 +121,12 @@ ensure_root() {
   mv "$partial" "$ROOT"
 }
 
+# A minbase root has no /etc/hosts, and without `localhost` in it the node fails at boot with
+# an epmd `nxdomain`. Copied at every start, so a root made before this step gets one too.
+ensure_hosts() {
+  grep -qsw localhost "$ROOT/etc/hosts" || cp /etc/hosts "$ROOT/etc/hosts"
+}
+
 mount_root() {
   mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
 }
@@ -139,6 +173,7 @@ start() {
     die "something else listens on 127.0.0.1:$AMQP_PORT"
   fi
   mount_root
+  ensure_hosts
   write_config
   rm -f "$HOST_PIDFILE"
   say "starting $NODE (RabbitMQ $(ls "$ROOT/usr/lib/rabbitmq/lib" | sed -n 's/^rabbitmq_server-//p'))"
@@ -207,5 +242,5 @@ case "${1:-}" in
   mgmt-url) echo "http://guest:guest@127.0.0.1:$MGMT_PORT" ;;
   ctl) shift; ctl "$@" ;;
   _run) in_root /usr/lib/rabbitmq/bin/rabbitmq-server ;;
-  *) echo "usage: $0 bootstrap|start|stop|status|url|mgmt-url|ctl ARGS…" >&2; exit 2 ;;
+  *) echo "usage: $0 [4.0|4.3] bootstrap|start|stop|status|url|mgmt-url|ctl ARGS…" >&2; exit 2 ;;
 esac

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure the services the tests use answer: RabbitMQ 3.x on 127.0.0.1:5672 (with its
-# management API on 127.0.0.1:15672), Redis on 127.0.0.1:6379, and the RabbitMQ 4.x test broker
-# on 127.0.0.1:5673 (scripts/rabbitmq4.sh). Starts them when installed but down, installs them
-# with apt on Debian/Ubuntu when missing. SKIP_RABBITMQ4=1 leaves the 4.x broker out.
+# management API on 127.0.0.1:15672), Redis on 127.0.0.1:6379, and the RabbitMQ 4.0 and 4.3 test
+# brokers on 127.0.0.1:5673 and 5674 (scripts/rabbitmq4.sh). Starts them when installed but down,
+# installs them with apt on Debian/Ubuntu when missing. SKIP_RABBITMQ4=1 leaves both 4.x brokers
+# out, SKIP_RABBITMQ43=1 only the 4.3 one (CI sets neither).
 #
 # Other Erlang VMs may run on this host (the 4.x broker, other nodes): this script only ever
 # stops the broker it manages, by that broker's own pid, never by a process-name pattern.
@@ -98,7 +99,11 @@ answers 6379 || { echo "services: Redis did not come up on 127.0.0.1:6379" >&2; 
 
 if [ "${SKIP_RABBITMQ4:-}" = 1 ]; then
   echo "services: RabbitMQ 3.x and Redis are answering (RabbitMQ 4.x skipped)"
+elif [ "${SKIP_RABBITMQ43:-}" = 1 ]; then
+  scripts/rabbitmq4.sh 4.0 start
+  echo "services: RabbitMQ 3.x, RabbitMQ 4.0 and Redis are answering (RabbitMQ 4.3 skipped)"
 else
-  scripts/rabbitmq4.sh start
-  echo "services: RabbitMQ 3.x, RabbitMQ 4.x and Redis are answering"
+  scripts/rabbitmq4.sh 4.0 start
+  scripts/rabbitmq4.sh 4.3 start
+  echo "services: RabbitMQ 3.x, RabbitMQ 4.0, RabbitMQ 4.3 and Redis are answering"
 fi

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The test suite, on both brokers of the matrix (docs/reliability.md, "Broker matrix"):
+# The test suite, on every broker of the matrix (docs/reliability.md, "Broker matrix"):
 #   1. every test (unit, integration, doc, benches built) against RabbitMQ 3.x on 5672;
-#   2. every integration test binary again against RabbitMQ 4.x on 5673 (scripts/rabbitmq4.sh);
+#   2. every integration test binary again against RabbitMQ 4.0 on 5673, then 4.3 on 5674
+#      (scripts/rabbitmq4.sh);
 #   3. the wechatpy compatibility check of the simulator and a parse check of deploy/;
-#   4. last and alone, the tests that stop the broker (3.x, then 4.x) and Redis.
-# SKIP_RABBITMQ4=1 runs the 3.x half only (and says so); CI never sets it.
+#   4. last and alone, the tests that stop the broker (3.x, 4.0, 4.3) and Redis.
+# SKIP_RABBITMQ4=1 runs the 3.x part only, SKIP_RABBITMQ43=1 leaves 4.3 out (each says so);
+# CI sets neither.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh
@@ -22,15 +24,33 @@ for f in tests/*.rs; do
   case "$name" in service_faults | client) ;; *) integration+=(--test "$name") ;; esac
 done
 
+# The 4.x series this run covers.
+series=()
 if [ "${SKIP_RABBITMQ4:-}" = 1 ]; then
-  echo "test: SKIP_RABBITMQ4=1: the RabbitMQ 4.x half of the matrix did NOT run" >&2
+  echo "test: SKIP_RABBITMQ4=1: the RabbitMQ 4.0 and 4.3 parts of the matrix did NOT run" >&2
+elif [ "${SKIP_RABBITMQ43:-}" = 1 ]; then
+  echo "test: SKIP_RABBITMQ43=1: the RabbitMQ 4.3 part of the matrix did NOT run" >&2
+  series=(4.0)
 else
-  leg "RabbitMQ 4.x: the integration tests"
-  TEST_AMQP_URL=$(scripts/rabbitmq4.sh url) \
-    TEST_MANAGEMENT_URL=$(scripts/rabbitmq4.sh mgmt-url) \
-    TEST_RABBITMQ_VERSION=4. \
-    cargo test --no-fail-fast "${integration[@]}"
+  series=(4.0 4.3)
 fi
+
+# `cargo test ARGS` against the 4.x broker of series $1: the tests and the workers they start
+# read the broker from TEST_*, and the version check holds each leg to its own series.
+on_series() {
+  local s=$1
+  shift
+  TEST_AMQP_URL=$(scripts/rabbitmq4.sh "$s" url) \
+    TEST_MANAGEMENT_URL=$(scripts/rabbitmq4.sh "$s" mgmt-url) \
+    TEST_RABBITMQ_VERSION="$s." \
+    TEST_RABBITMQCTL="scripts/rabbitmq4.sh $s ctl" \
+    cargo test "$@"
+}
+
+for s in "${series[@]}"; do
+  leg "RabbitMQ $s: the integration tests"
+  on_series "$s" --no-fail-fast "${integration[@]}"
+done
 
 leg "wechatpy and deploy/ checks"
 if command -v python3 >/dev/null; then
@@ -45,14 +65,10 @@ fi
 # These stop and start RabbitMQ and Redis: never beside other tests.
 leg "RabbitMQ 3.x: service faults"
 TEST_RABBITMQ_VERSION=3. cargo test --test service_faults -- --ignored --test-threads=1
-if [ "${SKIP_RABBITMQ4:-}" != 1 ]; then
-  # The broker faults again on 4.x, through the 4.x broker's own rabbitmqctl; the Redis
-  # outage does not depend on the broker and ran above.
-  leg "RabbitMQ 4.x: service faults"
-  TEST_AMQP_URL=$(scripts/rabbitmq4.sh url) \
-    TEST_MANAGEMENT_URL=$(scripts/rabbitmq4.sh mgmt-url) \
-    TEST_RABBITMQ_VERSION=4. \
-    TEST_RABBITMQCTL="scripts/rabbitmq4.sh ctl" \
-    cargo test --test service_faults -- --ignored --test-threads=1 --skip a_redis_outage
-fi
+# The broker faults again on each 4.x series, through that broker's own rabbitmqctl; the
+# Redis outage does not depend on the broker and ran above.
+for s in "${series[@]}"; do
+  leg "RabbitMQ $s: service faults"
+  on_series "$s" --test service_faults -- --ignored --test-threads=1 --skip a_redis_outage
+done
 leg "done"

@@ -2,6 +2,12 @@
 //! tried now: an id in flight elsewhere, a token that cannot be had, quota answers, an
 //! expiry after the send, a lost publishing channel, a job the broker gives up on. (A job
 //! turned back by a pause is covered by the pipeline's unit tests.)
+//!
+//! What the broker counts toward a job queue's delivery limit depends on its series. Before
+//! 4.3 every return of a delivery counted. From 4.3 on only a failure does: a `basic.reject`
+//! with requeue, or a channel closed with the delivery unacked; a `basic.nack` with requeue
+//! and a consumer timeout do not. Each way a job goes back is tested here on the series under
+//! test, with what that series does.
 
 mod common;
 
@@ -9,7 +15,13 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::*;
-use lapin::options::{BasicGetOptions, BasicNackOptions};
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicRejectOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Connection};
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -149,42 +161,308 @@ async fn a_lost_publishing_channel_starts_a_new_session_and_nothing_is_sent_twic
     t.stop().await;
 }
 
-/// A consumer that keeps handing a job back: past the delivery limit the broker moves it to
-/// `wxcourier.dead` (at least once), where `dead list` says why, instead of dropping it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_past_the_delivery_limit_is_dead_lettered_with_a_readable_reason() {
-    let app = unique_app("dlimit");
+/// The broker's series as (major, minor), from the version it announces.
+async fn series() -> (u32, u32) {
+    let version = broker_version().await;
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap());
+    (parts.next().unwrap(), parts.next().unwrap())
+}
+
+/// Whether the broker under test counts a `basic.nack` with requeue toward the delivery limit
+/// (every series before 4.3; rabbitmq-server #15387 made 4.3 count failures only).
+async fn nack_requeue_counts() -> bool {
+    series().await < (4, 3)
+}
+
+/// A count header of a delivery (`x-delivery-count`, `x-acquired-count`), when present.
+fn count_header(props: &BasicProperties, key: &str) -> Option<i64> {
+    match props.headers().as_ref()?.inner().get(key)? {
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
+        other => panic!("{key} is {other:?}"),
+    }
+}
+
+/// How a test gives a job back to its queue.
+#[derive(Clone, Copy, Debug)]
+enum GiveBack {
+    /// `basic.reject` with requeue: "this delivery failed".
+    Reject,
+    /// `basic.nack` with requeue: "not now".
+    Nack,
+    /// The consumer's connection closes with the delivery unacked, as when its process dies.
+    Die,
+}
+
+/// Gets the job of `queue` and gives it back `how`, at most `rounds` times or until the queue
+/// stays empty for 2 s (the broker dead-lettered it). Returns each delivery's
+/// `x-delivery-count` (`None` when absent).
+async fn give_back(
+    conn: &Connection,
+    queue: &str,
+    how: GiveBack,
+    rounds: usize,
+) -> Vec<Option<i64>> {
+    let mut counts = Vec::new();
+    let mut own = None;
+    for _ in 0..rounds {
+        // A job given back by a closed connection is back once the broker has seen the
+        // close, a moment after it.
+        let mut got = None;
+        for _ in 0..40 {
+            let conn: &Connection = match how {
+                GiveBack::Die => own.insert(connect().await),
+                GiveBack::Reject | GiveBack::Nack => conn,
+            };
+            let ch = conn.create_channel().await.unwrap();
+            if let Some(msg) = ch
+                .basic_get(queue.into(), BasicGetOptions::default())
+                .await
+                .unwrap()
+            {
+                got = Some((ch, msg.delivery));
+                break;
+            }
+            let _ = ch.close(200, "empty".into()).await;
+            if let Some(conn) = own.take() {
+                let _ = conn.close(200, "empty".into()).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let Some((ch, delivery)) = got else { break };
+        counts.push(count_header(&delivery.properties, "x-delivery-count"));
+        match how {
+            GiveBack::Reject => {
+                delivery
+                    .reject(BasicRejectOptions { requeue: true })
+                    .await
+                    .unwrap();
+            }
+            GiveBack::Nack => {
+                delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+            GiveBack::Die => {
+                let conn = own.take().unwrap();
+                conn.close(200, "died".into()).await.unwrap();
+            }
+        }
+        let _ = ch.close(200, "done".into()).await;
+    }
+    counts
+}
+
+/// A harness with one job of `app` queued, and the simulator it points at.
+async fn one_queued_job(prefix: &str) -> (Harness, wxcourier::sim::Simulator) {
+    let app = unique_app(prefix);
     let sim = wxcourier::sim::Simulator::start("127.0.0.1:0", Default::default())
         .await
         .unwrap();
     let h = Harness::new(&app, &settings(&app, &sim)).await;
-    h.publish(&job("dl-1", &openid(13))).await;
-    let queue = wxcourier::broker::job_queue(&app);
-    let ch = h.conn.create_channel().await.unwrap();
+    h.publish(&job(&format!("{prefix}-1"), &openid(13))).await;
+    (h, sim)
+}
+
+/// Asserts the job of `h` was delivered once more than the limit allows and then moved to
+/// `wxcourier.dead` by the broker with a reason `dead list` shows, not dropped.
+async fn assert_dead_lettered_past_the_limit(h: &Harness, deliveries: usize) {
     let limit = wxcourier::broker::topology::JOB_DELIVERY_LIMIT as usize;
-    let mut deliveries = 0;
-    for _ in 0..limit + 5 {
-        let Some(msg) = ch
-            .basic_get(queue.as_str().into(), BasicGetOptions::default())
-            .await
-            .unwrap()
-        else {
-            break;
-        };
-        deliveries += 1;
-        msg.delivery
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
-    assert!(deliveries > limit, "{deliveries} deliveries");
-    let found = take_dead_lettered(&h, &app).await;
+    assert_eq!(deliveries, limit + 1, "{deliveries} deliveries");
+    let found = take_dead_lettered(h, &h.app).await;
     assert_eq!(found.len(), 1, "the job is in wxcourier.dead, not dropped");
     assert_eq!(found[0].1, "delivery_limit");
-    assert_eq!(queue_len(&h.conn, &queue).await, 0);
+    assert_eq!(h.queued().await, 0);
+}
+
+/// A consumer that keeps rejecting a job with requeue ("this failed"): past the delivery
+/// limit the broker moves it to `wxcourier.dead`, where `dead list` says why, on every series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_rejected_past_the_delivery_limit_is_dead_lettered_with_a_readable_reason() {
+    let (h, sim) = one_queued_job("dlimit").await;
+    let limit = wxcourier::broker::topology::JOB_DELIVERY_LIMIT as usize;
+    let queue = wxcourier::broker::job_queue(&h.app);
+    let counts = give_back(&h.conn, &queue, GiveBack::Reject, limit + 5).await;
+    assert_dead_lettered_past_the_limit(&h, counts.len()).await;
+    h.cleanup().await;
+    sim.stop();
+}
+
+/// A consumer that keeps nacking a job with requeue ("not now"): before 4.3 that counts like a
+/// reject and the job is dead-lettered past the limit; on 4.3 it does not count, so the job
+/// stays in its queue however often it comes back. (The worker never gives a job back this
+/// way: its own hand-back rejects, see the next test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_nacked_with_requeue_counts_toward_the_limit_only_before_4_3() {
+    let (h, sim) = one_queued_job("dnack").await;
+    let limit = wxcourier::broker::topology::JOB_DELIVERY_LIMIT as usize;
+    let queue = wxcourier::broker::job_queue(&h.app);
+    let counts = give_back(&h.conn, &queue, GiveBack::Nack, limit + 5).await;
+    if nack_requeue_counts().await {
+        assert_dead_lettered_past_the_limit(&h, counts.len()).await;
+    } else {
+        assert_eq!(counts.len(), limit + 5, "every nack gave it back");
+        assert!(
+            counts.iter().all(|c| c.unwrap_or(0) == 0),
+            "no nack counted: {counts:?}"
+        );
+        assert_eq!(h.queued().await, 1, "still in its queue");
+        assert!(take_dead_lettered(&h, &h.app).await.is_empty());
+    }
+    h.cleanup().await;
+    sim.stop();
+}
+
+/// A worker that dies on one job again and again (its connection closes with the job
+/// unacked): every series counts that, and past the limit the job is dead-lettered instead of
+/// taking every worker down in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_its_worker_dies_on_again_and_again_is_dead_lettered_past_the_limit() {
+    let (h, sim) = one_queued_job("ddie").await;
+    let limit = wxcourier::broker::topology::JOB_DELIVERY_LIMIT as usize;
+    let queue = wxcourier::broker::job_queue(&h.app);
+    let counts = give_back(&h.conn, &queue, GiveBack::Die, limit + 5).await;
+    // 3.x sends `x-delivery-count: 0` on the first delivery, 4.x no header.
+    let counts: Vec<i64> = counts.iter().map(|c| c.unwrap_or(0)).collect();
+    let expected: Vec<i64> = (0..counts.len() as i64).collect();
+    assert_eq!(counts, expected, "each death counted once");
+    assert_dead_lettered_past_the_limit(&h, counts.len()).await;
+    h.cleanup().await;
+    sim.stop();
+}
+
+/// The worker's own hand-back: a job whose outcome the broker refuses again and again goes
+/// back to its queue after each refusal, and each return counts on every series (a reject, not
+/// a nack), so past the limit the broker dead-letters it instead of the worker sending it
+/// round forever. WeChat got it once: every later delivery was a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_outcome_is_refused_again_and_again_is_dead_lettered_past_the_limit() {
+    let t = spawn_app("refused", |_| {}).await;
+    // A queue bound to this app's outcomes that takes none: the broker nacks every outcome.
+    let ch = t.conn.create_channel().await.unwrap();
+    let refusing = format!("{}.refusing", t.app);
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    ch.queue_declare(
+        refusing.as_str().into(),
+        QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        refusing.as_str().into(),
+        "wxcourier.results".into(),
+        format!("*.{}", t.app).as_str().into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    t.publish(&job("rf-1", &openid(14))).await;
+    let limit = wxcourier::broker::topology::JOB_DELIVERY_LIMIT as u64;
+    // Each round: a refused outcome, then the 500 ms pause before the hand-back.
+    let found = {
+        let started = std::time::Instant::now();
+        loop {
+            let found = take_dead_lettered(&t, &t.app).await;
+            if !found.is_empty() || started.elapsed() > Duration::from_secs(60) {
+                break found;
+            }
+        }
+    };
+    assert_eq!(
+        found.len(),
+        1,
+        "the job is in wxcourier.dead past the limit"
+    );
+    assert_eq!(found[0].1, "delivery_limit");
+    let handed_back = t.ctx.metrics.publish_failures.get();
+    assert!(
+        (limit + 1..=limit + 2).contains(&handed_back),
+        "{handed_back} refused outcomes"
+    );
+    assert_each_job_accepted_once(&t.sim, &HashSet::from(["rf-1".to_owned()]));
+    let _ = ch.close(200, "done".into()).await;
+    t.stop().await;
+}
+
+/// A consumer that takes a job and never acks it. On 4.3 the queue takes the job back once the
+/// consumer's timeout passes (`x-consumer-timeout`, 1 s here; 30 min by default), cancels that
+/// consumer alone (lapin ends its stream; the worker then starts a new session) and leaves the
+/// channel open. The return does not count: a stalled consumer is not the job's fault, so it
+/// never gets a job dead-lettered. Before 4.3 a consumer timeout closes the channel, the death
+/// above, and the timeout is the broker's own setting (there is no per-consumer one), so this
+/// runs on 4.3 and later only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_its_consumer_never_acks_is_taken_back_uncounted_on_4_3() {
+    if series().await < (4, 3) {
+        eprintln!("consumer timeouts per consumer start with RabbitMQ 4.3; not this series");
+        return;
+    }
+    let (h, sim) = one_queued_job("dstall").await;
+    let queue = wxcourier::broker::job_queue(&h.app);
+    let ch = h.conn.create_channel().await.unwrap();
+    let mut args = FieldTable::default();
+    args.insert("x-consumer-timeout".into(), AMQPValue::LongLongInt(1000));
+    let mut consumer = ch
+        .basic_consume(
+            queue.as_str().into(),
+            "stalled".into(),
+            BasicConsumeOptions::default(),
+            args,
+        )
+        .await
+        .unwrap();
+    let held = consumer.next().await.unwrap().unwrap();
+    assert_eq!(
+        count_header(&held.properties, "x-delivery-count").unwrap_or(0),
+        0
+    );
+    let started = std::time::Instant::now();
+    // 4.3.6 cancelled it 1.0 s after the delivery; 30 s is room for a loaded machine.
+    let ended = tokio::time::timeout(Duration::from_secs(30), consumer.next()).await;
+    let waited = started.elapsed();
+    assert!(
+        matches!(ended, Ok(None)),
+        "the broker cancelled the consumer: {ended:?}"
+    );
+    eprintln!("consumer cancelled {waited:?} after its delivery");
+    assert!(ch.status().connected(), "the channel stays open");
+    let again = h.conn.create_channel().await.unwrap();
+    let msg = again
+        .basic_get(queue.as_str().into(), BasicGetOptions::default())
+        .await
+        .unwrap()
+        .expect("the job is back in its queue");
+    let props = &msg.delivery.properties;
+    assert_eq!(
+        count_header(props, "x-delivery-count").unwrap_or(0),
+        0,
+        "not counted"
+    );
+    assert_eq!(
+        count_header(props, "x-acquired-count"),
+        Some(1),
+        "{props:?}"
+    );
+    drop(held);
+    let _ = again.close(200, "done".into()).await;
+    let _ = ch.close(200, "done".into()).await;
     h.cleanup().await;
     sim.stop();
 }

@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
 };
 use lapin::types::FieldTable;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -26,9 +26,10 @@ use crate::outcome::SendOutcome;
 use crate::retry::RetryState;
 
 /// How long a delivery whose outcome could not be published waits before it goes back to
-/// its queue, so a broker that refuses publishes is not hammered. Each such return counts
-/// toward the queue's delivery limit, past which the broker dead-letters the job to
-/// `wxcourier.dead`.
+/// its queue, so a broker that refuses publishes is not hammered. Each such return is a
+/// `basic.reject` with requeue, which counts toward the queue's delivery limit on every
+/// RabbitMQ series (from 4.3 on a `basic.nack` does not), so past the limit the broker
+/// dead-letters the job to `wxcourier.dead`.
 const HAND_BACK_PAUSE: Duration = Duration::from_millis(500);
 
 /// After a cancel, how long to wait for more already-prefetched deliveries.
@@ -261,12 +262,7 @@ impl AppConsumer {
             Settlement::HandBack(e) => {
                 tracing::warn!(app = %self.app, error = %e, "could not publish; handing the job back to the broker");
                 tokio::time::sleep(HAND_BACK_PAUSE).await;
-                let _ = delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await;
+                let _ = delivery.reject(BasicRejectOptions { requeue: true }).await;
             }
         }
     }
