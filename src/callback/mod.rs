@@ -91,8 +91,9 @@ fn refused(app: &str, refusal: Refusal) -> Response {
     if refusal.signed() {
         tracing::warn!(app, "callback refused: {refusal}");
     } else {
-        // Anyone can send these: not worth a warning each.
-        tracing::debug!(app, "callback refused: {refusal}");
+        // Anyone can send these: not worth a warning each, but the caller is not told why, so
+        // the log is where a wrong console setting (its mode, its Token) shows.
+        tracing::info!(app, "callback refused: {refusal}");
     }
     refusal.into_response()
 }
