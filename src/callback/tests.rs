@@ -572,3 +572,76 @@ async fn a_push_cut_off_mid_publish_is_still_published_and_a_stop_waits_for_it()
     stopped.await;
     assert_eq!(delivered_msgids(&r.outlet), [21]);
 }
+
+/// A `subscribe_msg_popup_event` with one item per `(template, decision)`.
+fn popup_xml(decisions: &[(&str, &str)]) -> String {
+    let items: String = decisions
+        .iter()
+        .map(|(template, decision)| {
+            format!(
+                "<List><TemplateId><![CDATA[{template}]]></TemplateId>\
+                 <SubscribeStatusString><![CDATA[{decision}]]></SubscribeStatusString>\
+                 <PopupScene>1</PopupScene></List>"
+            )
+        })
+        .collect();
+    format!(
+        "<xml><ToUserName><![CDATA[gh_1]]></ToUserName><FromUserName><![CDATA[oUser3]]></FromUserName>\
+         <CreateTime>1610969440</CreateTime><MsgType><![CDATA[event]]></MsgType>\
+         <Event><![CDATA[subscribe_msg_popup_event]]></Event>\
+         <SubscribeMsgPopupEvent>{items}</SubscribeMsgPopupEvent></xml>"
+    )
+}
+
+#[tokio::test]
+async fn malformed_user_events_are_named_and_publish_nothing_and_the_real_one_publishes_once() {
+    let r = Receiver::new(CallbackMode::Compat);
+    let real = popup_xml(&[("T1", "reject")]);
+    let crowded: Vec<(String, &str)> = (0..17).map(|i| (format!("T{i}"), "reject")).collect();
+    let crowded: Vec<(&str, &str)> = crowded.iter().map(|(t, d)| (t.as_str(), *d)).collect();
+    for is_sealed in [false, true] {
+        let push = |xml: &str| {
+            if is_sealed {
+                sealed(xml, GOOD)
+            } else {
+                plain(xml, GOOD)
+            }
+        };
+        let (status, why) = r.post(push(&popup_xml(&crowded))).await;
+        assert_eq!(status, 400, "{why}");
+        assert!(why.contains("<List> items"), "{why}");
+        for bad in [
+            real.replacen("</List>", "", 1),
+            real.replace("<List>", "<List><List>"),
+            real.replace("<![CDATA[reject]]>", "&lol;"),
+            real.replace("<TemplateId><![CDATA[T1]]></TemplateId>", ""),
+            real.replace("<![CDATA[oUser3]]>", ""),
+            real.replace(
+                "<SubscribeStatusString><![CDATA[reject]]></SubscribeStatusString>",
+                "",
+            ),
+        ] {
+            let (status, why) = r.post(push(&bad)).await;
+            assert_eq!(status, 400, "sealed={is_sealed}: {bad}");
+            assert_ne!(why, "Bad Request", "a signed caller is told why");
+        }
+        // A decision wxcourier does not know is answered, and left out.
+        let unknown = real.replace("<![CDATA[reject]]>", "<![CDATA[maybe]]>");
+        assert_eq!(r.post(push(&unknown)).await, (200, "success".into()));
+    }
+    assert!(r.outlet.published().is_empty());
+    assert_eq!(r.reports.calls(), [], "nothing above was marked");
+    // The real push counts, once however often it comes.
+    for push in [plain(&real, GOOD), sealed(&real, GOOD)] {
+        assert_eq!(r.post(push).await, (200, "success".into()));
+    }
+    let published = r.outlet.published();
+    assert_eq!(published.len(), 1, "{published:?}");
+    let Report::Preference(p) = &published[0] else {
+        panic!("{published:?}")
+    };
+    assert_eq!(
+        (p.openid.as_str(), p.template_id.as_str(), p.status.as_str()),
+        ("oUser3", "T1", "reject")
+    );
+}
