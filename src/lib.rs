@@ -28,9 +28,10 @@
 //!
 //! The parts the pipeline is built from:
 //! - [`retry`]: the backoff schedule, delay tiers and the retry state carried in headers.
-//! - [`state`]: idempotency (sent ids and their msgids) and msgid → job, in memory or in
-//!   Redis shared by every instance; idempotency, the shared token and the shared rate are
-//!   capabilities (traits) a backend declares, checked at start.
+//! - [`state`]: idempotency (sent ids and their msgids), and the callback's reports (which were
+//!   published, and msgid → job), in memory or in Redis shared by every instance; idempotency,
+//!   reports, the shared token and the shared rate are capabilities (traits) a backend
+//!   declares, checked at start.
 //! - `limiter`: per-app send rate (shared through [`state`] when it can) and the global cap
 //!   on WeChat calls in flight.
 //! - `pause`: the per-app pause after WeChat says the quota is spent (45009).
@@ -49,8 +50,9 @@
 //!
 //! The running parts, each with its own state:
 //! - [`callback`]: the receiver of WeChat's delivery reports and users' subscription and
-//!   follow events (in the form `callback_mode` allows), publishing on the broker session in
-//!   force.
+//!   follow events (in the form `callback_mode` allows): a pure `open` holds every check, and
+//!   the reports go out through two seams (the reports' state, an outlet that is the broker
+//!   session in force) on a task start-up waits for.
 //! - `http`: `/healthz`, `/readyz`, `/metrics`; `http::server` is the accept loop with the
 //!   connection cap and the timeouts that keep slow clients off the port.
 //! - [`worker`]: one job's pipeline (`process`, over the seams in `worker::deps`: WeChat,

@@ -74,6 +74,7 @@ pub struct Metrics {
     pub broker_reconnects: Counter,
     pub publish_failures: Counter,
     pub(crate) callback_events: Family<AppStatus, Counter>,
+    pub(crate) callback_unmark_failures: Family<AppLabel, Counter>,
     pub(crate) queue_messages: Family<QueueLabel, Gauge>,
     pub(crate) orphan_queues: Gauge,
     pub(crate) orphan_queue_messages: Family<QueueLabel, Gauge>,
@@ -107,6 +108,7 @@ impl Metrics {
             broker_reconnects: Counter::default(),
             publish_failures: Counter::default(),
             callback_events: Family::default(),
+            callback_unmark_failures: Family::default(),
             queue_messages: Family::default(),
             orphan_queues: Gauge::default(),
             orphan_queue_messages: Family::default(),
@@ -177,6 +179,12 @@ impl Metrics {
             "callback_events",
             "Reports published from WeChat's pushes, by status (delivery, preference and follow statuses)",
             m.callback_events.clone(),
+        );
+        r.register(
+            "callback_unmark_failures",
+            "Callback reports not published whose mark could not be undone: WeChat's retries of \
+             the push are taken for repeats until the mark expires",
+            m.callback_unmark_failures.clone(),
         );
         r.register(
             "queue_messages",
@@ -320,6 +328,12 @@ impl Metrics {
                 app: app.into(),
                 status: status.into(),
             })
+            .inc();
+    }
+
+    pub(crate) fn callback_unmark_failed(&self, app: &str) {
+        self.callback_unmark_failures
+            .get_or_create(&Self::app(app))
             .inc();
     }
 

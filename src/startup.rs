@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::broker::CurrentPublisher;
 use crate::callback::{self, CallbackState};
@@ -31,6 +32,8 @@ pub struct Application {
     pub pipeline: Arc<Context>,
     pub(crate) callback: Arc<CallbackState>,
     pub(crate) http: HttpState,
+    /// Where the callback publishes a push's reports: a stop waits for them.
+    tasks: TaskTracker,
 }
 
 /// What more than one part holds: one registry, one store, one readiness flag, one publisher.
@@ -52,13 +55,14 @@ impl Application {
             health: Health::default(),
             results: CurrentPublisher::default(),
         };
-        let callback = Arc::new(CallbackState {
-            apps: callback::apps_from(&settings),
-            state: shared.state.clone(),
-            results: shared.results.clone(),
-            max_age: settings.http.callback_window(),
-            metrics: shared.metrics.clone(),
-        });
+        let tasks = TaskTracker::new();
+        let callback = Arc::new(CallbackState::new(
+            &settings,
+            shared.state.clone(),
+            Arc::new(shared.results.clone()),
+            shared.metrics.clone(),
+            tasks.clone(),
+        ));
         let http = HttpState {
             health: shared.health.clone(),
             state: shared.state.clone(),
@@ -69,6 +73,7 @@ impl Application {
             pipeline,
             callback,
             http,
+            tasks,
         })
     }
 
@@ -82,7 +87,12 @@ impl Application {
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on http.listen {listen}: {e}"))?;
         }
-        worker::run(self.pipeline, stop).await
+        let ran = worker::run(self.pipeline, stop).await;
+        // A push being published when the stop came is finished (published, or its mark undone
+        // for WeChat's retry) before the process ends; each is bounded by the push deadline.
+        self.tasks.close();
+        self.tasks.wait().await;
+        ran
     }
 }
 

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use wxcourier::config::TokenMode;
 use wxcourier::state::rate_lease::{RateLease, SlotGrant};
 use wxcourier::state::{
-    Claim, Holder, Idempotency, Renewal, SharedRate, SharedTokens, State, StateError,
+    Claim, Holder, Idempotency, Renewal, ReportKey, Reports, SharedRate, SharedTokens, State,
+    StateError,
 };
 use wxcourier::types::Secret;
 use wxcourier::wechat::client::{TokenError, WechatClient};
@@ -151,21 +152,49 @@ async fn a_lapsed_claim_nobody_took_is_taken_again_by_its_holder() {
     assert_eq!(s.claim(&app, "j2").await.unwrap(), Claim::InFlight);
 }
 
+/// The reports contract (msgid → job, and report marks), for any backend: the callback holds
+/// it as `dyn Reports`, so it is checked that way.
+async fn reports_contract(name: &str, ids: &impl Idempotency, r: &dyn Reports) {
+    let app = app();
+    let meta = serde_json::json!({"order": 1842});
+    ids.record_sent(&app, "j3", Some(u64::MAX - 1), Some(&meta))
+        .await
+        .unwrap();
+    let job = r.job_for_msgid(&app, u64::MAX - 1).await.unwrap().unwrap();
+    assert_eq!((job.id.as_str(), job.meta), ("j3", Some(meta)), "{name}");
+    assert!(r.job_for_msgid(&app, 7).await.unwrap().is_none(), "{name}");
+    let report = ReportKey::MsgId(9);
+    assert!(r.mark_report(&app, &report).await.unwrap(), "{name}");
+    assert!(!r.mark_report(&app, &report).await.unwrap(), "{name}");
+    r.unmark_report(&app, &report).await.unwrap();
+    assert!(r.mark_report(&app, &report).await.unwrap(), "{name}");
+    r.unmark_report(&app, &ReportKey::MsgId(10))
+        .await
+        .expect("un-marking what was never marked is no error");
+
+    let event = ReportKey::Event(
+        r#"["subscribe_msg_popup_event","1610969440","oia2","VRR0","reject"]"#.into(),
+    );
+    assert!(r.mark_report(&app, &event).await.unwrap(), "{name}");
+    assert!(!r.mark_report(&app, &event).await.unwrap(), "{name}");
+    // Another key, another app, and a report MsgID are all separate.
+    let ReportKey::Event(text) = &event else {
+        unreachable!()
+    };
+    let accepted = ReportKey::Event(text.replace("reject", "accept"));
+    assert!(r.mark_report(&app, &accepted).await.unwrap(), "{name}");
+    let other_app = format!("{app}x");
+    assert!(r.mark_report(&other_app, &event).await.unwrap(), "{name}");
+    let same_number = ReportKey::MsgId(1610969440);
+    assert!(r.mark_report(&app, &same_number).await.unwrap(), "{name}");
+    r.unmark_report(&app, &event).await.unwrap();
+    assert!(r.mark_report(&app, &event).await.unwrap(), "{name}");
+}
+
 #[tokio::test]
-async fn sent_jobs_map_back_from_their_msgid_and_reports_are_first_once() {
+async fn sent_jobs_map_back_from_their_msgid_and_reports_are_marked_once() {
     for (name, s) in backends() {
-        let app = app();
-        let meta = serde_json::json!({"order": 1842});
-        s.record_sent(&app, "j3", Some(u64::MAX - 1), Some(&meta))
-            .await
-            .unwrap();
-        let job = s.job_for_msgid(&app, u64::MAX - 1).await.unwrap().unwrap();
-        assert_eq!((job.id.as_str(), job.meta), ("j3", Some(meta)), "{name}");
-        assert!(s.job_for_msgid(&app, 7).await.unwrap().is_none(), "{name}");
-        assert!(s.first_report(&app, 9).await.unwrap(), "{name}");
-        assert!(!s.first_report(&app, 9).await.unwrap(), "{name}");
-        s.forget_report(&app, 9).await;
-        assert!(s.first_report(&app, 9).await.unwrap(), "{name}");
+        reports_contract(name, &s, &s).await;
     }
 }
 
@@ -192,32 +221,32 @@ async fn an_id_sent_without_a_msgid_is_never_sent_again_and_nothing_is_kept_unde
             Claim::AlreadySent(None),
             "{name}"
         );
-        assert!(s.job_for_msgid(&app, 0).await.unwrap().is_none(), "{name}");
+        assert!(
+            Reports::job_for_msgid(&s, &app, 0).await.unwrap().is_none(),
+            "{name}"
+        );
     }
 }
 
 #[tokio::test]
-async fn user_events_are_first_once_per_key_and_can_be_forgotten() {
-    for (name, s) in backends() {
-        let app = app();
-        let key = r#"["subscribe_msg_popup_event","1610969440","oia2","VRR0","reject"]"#;
-        assert!(s.first_event(&app, key).await.unwrap(), "{name}");
-        assert!(!s.first_event(&app, key).await.unwrap(), "{name}");
-        // Another key, another app, and a report MsgID are all separate.
-        assert!(
-            s.first_event(&app, &key.replace("reject", "accept"))
-                .await
-                .unwrap(),
-            "{name}"
-        );
-        assert!(
-            s.first_event(&format!("{app}x"), key).await.unwrap(),
-            "{name}"
-        );
-        assert!(s.first_report(&app, 1610969440).await.unwrap(), "{name}");
-        s.forget_event(&app, key).await;
-        assert!(s.first_event(&app, key).await.unwrap(), "{name}");
-    }
+async fn an_unmark_on_an_unreachable_backend_is_an_error_not_silence() {
+    // Nothing listens on port 1: every call fails. A failed un-mark must say so, or WeChat's
+    // retry of the push would be taken for a repeat and the report lost without a word.
+    let s = State::from_url(
+        "redis://127.0.0.1:1",
+        Duration::from_secs(60),
+        10,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let err = s
+        .unmark_report("a", &ReportKey::MsgId(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StateError::Unavailable(_) | StateError::Timeout(_)),
+        "{err:?}"
+    );
 }
 
 /// The shared-token contract, for any backend that provides it.

@@ -6,10 +6,11 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::xml::{Item, Message};
+use super::xml::{CallbackXml, Item};
 use crate::outcome::{
     DeliveryReport, DeliveryStatus, FollowReport, FollowStatus, PreferenceReport, PreferenceStatus,
 };
+use crate::state::ReportKey;
 use crate::text::bounded;
 
 /// A template message's final result.
@@ -70,27 +71,18 @@ impl Report {
     }
 }
 
-/// What names a report for de-duplication (WeChat repeats a push up to three times).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Seen {
-    /// WeChat's MsgID: also what ties a delivery report to its job.
-    MsgId(u64),
-    /// An event without a MsgID: its event, time, user, and what it decided.
-    Event(String),
-    /// Nothing usable names it (MsgID 0 or missing, no CreateTime): published every time.
-    Never,
-}
-
-/// A report and its de-duplication key.
+/// A report and what names it for de-duplication (WeChat repeats a push up to three times).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Pending {
     pub(crate) report: Report,
-    pub(crate) seen: Seen,
+    /// `None` when nothing usable names it (MsgID 0 or missing, no CreateTime): such a report
+    /// is published every time it comes.
+    pub(crate) seen: Option<ReportKey>,
 }
 
 /// The reports of one push, and the parts of it that were left out, in words for the log.
 #[derive(Debug, Default, PartialEq)]
-pub(crate) struct Mapped {
+pub(crate) struct Event {
     pub(crate) reports: Vec<Pending>,
     pub(crate) ignored: Vec<String>,
 }
@@ -106,39 +98,39 @@ fn missing(what: &str) -> EventError {
 
 /// The reports one message makes for `app`: none for messages and events wxcourier does not
 /// report, one per `<List>` item for the subscription events.
-pub(crate) fn map(app: &str, message: &Message) -> Result<Mapped, EventError> {
+pub(crate) fn map(app: &str, message: &CallbackXml) -> Result<Event, EventError> {
     let f = &message.fields;
     if f.get("MsgType").map(String::as_str) != Some("event") {
-        return Ok(Mapped::default());
+        return Ok(Event::default());
     }
     let event = f.get("Event").map(String::as_str).unwrap_or_default();
-    let push = Push { app, fields: f };
+    let push = EventFields { app, fields: f };
     match event {
-        TEMPLATE_SEND_JOB_FINISH => Ok(Mapped {
+        TEMPLATE_SEND_JOB_FINISH => Ok(Event {
             reports: vec![push.template_finished()?],
             ignored: Vec::new(),
         }),
         SUBSCRIBE_MSG_SENT => push.each(&message.items, |item| push.subscribe_sent(item)),
         SUBSCRIBE_MSG_POPUP | SUBSCRIBE_MSG_CHANGE => push.preferences(event, &message.items),
-        SUBSCRIBE => Ok(Mapped {
+        SUBSCRIBE => Ok(Event {
             reports: vec![push.follow(event, FollowStatus::Subscribe)?],
             ignored: Vec::new(),
         }),
-        UNSUBSCRIBE => Ok(Mapped {
+        UNSUBSCRIBE => Ok(Event {
             reports: vec![push.follow(event, FollowStatus::Unsubscribe)?],
             ignored: Vec::new(),
         }),
-        _ => Ok(Mapped::default()),
+        _ => Ok(Event::default()),
     }
 }
 
 /// The flat fields of one push, read for one app.
-struct Push<'a> {
+struct EventFields<'a> {
     app: &'a str,
     fields: &'a HashMap<String, String>,
 }
 
-impl Push<'_> {
+impl EventFields<'_> {
     /// `CreateTime` as a number, 0 when missing or unreadable.
     fn event_time(&self) -> i64 {
         self.created().unwrap_or(0)
@@ -162,15 +154,17 @@ impl Push<'_> {
 
     /// The de-duplication key of a user event: `parts` after the time, or none without a
     /// time. JSON, so no part can run into the next.
-    fn event_key(&self, event: &str, parts: &[&str]) -> Seen {
+    fn event_key(&self, event: &str, parts: &[&str]) -> Option<ReportKey> {
         match self.created() {
             Some(t) => {
                 let t = t.to_string();
                 let mut all = vec![event, t.as_str()];
                 all.extend_from_slice(parts);
-                Seen::Event(serde_json::to_string(&all).expect("strings serialize"))
+                Some(ReportKey::Event(
+                    serde_json::to_string(&all).expect("strings serialize"),
+                ))
             }
-            None => Seen::Never,
+            None => None,
         }
     }
 
@@ -179,8 +173,8 @@ impl Push<'_> {
         &self,
         items: &[Item],
         one: impl Fn(&Item) -> Result<Pending, EventError>,
-    ) -> Result<Mapped, EventError> {
-        Ok(Mapped {
+    ) -> Result<Event, EventError> {
+        Ok(Event {
             reports: items.iter().map(one).collect::<Result<_, _>>()?,
             ignored: Vec::new(),
         })
@@ -221,7 +215,7 @@ impl Push<'_> {
         );
         Ok(Pending {
             report: Report::Delivery(report),
-            seen: msgid.map_or(Seen::Never, Seen::MsgId),
+            seen: msgid.map(ReportKey::MsgId),
         })
     }
 
@@ -248,14 +242,14 @@ impl Push<'_> {
         report.errcode = Some(code);
         Ok(Pending {
             report: Report::Delivery(report),
-            seen: msgid.map_or(Seen::Never, Seen::MsgId),
+            seen: msgid.map(ReportKey::MsgId),
         })
     }
 
     /// `subscribe_msg_popup_event` and `subscribe_msg_change_event`: one report per template.
-    fn preferences(&self, event: &str, items: &[Item]) -> Result<Mapped, EventError> {
+    fn preferences(&self, event: &str, items: &[Item]) -> Result<Event, EventError> {
         let openid = self.openid()?;
-        let mut mapped = Mapped::default();
+        let mut mapped = Event::default();
         for item in items {
             let template_id = match item.get("TemplateId").map(|t| t.trim()) {
                 None | Some("") => return Err(missing("a <List> item's TemplateId")),
@@ -332,7 +326,7 @@ mod tests {
         )
     }
 
-    fn mapped(xml: &str) -> Result<Mapped, EventError> {
+    fn mapped(xml: &str) -> Result<Event, EventError> {
         map("shop", &message(xml).unwrap())
     }
 
@@ -387,7 +381,9 @@ mod tests {
         assert_eq!(r[1].report.status(), "reject");
         // Each template is its own event for de-duplication.
         assert_ne!(r[0].seen, r[1].seen);
-        assert!(matches!(&r[0].seen, Seen::Event(k) if k.contains("T1") && k.contains(USER)));
+        assert!(
+            matches!(&r[0].seen, Some(ReportKey::Event(k)) if k.contains("T1") && k.contains(USER))
+        );
     }
 
     #[test]
@@ -427,7 +423,7 @@ mod tests {
                 "<CreateTime>0</CreateTime>",
                 "<CreateTime>x</CreateTime>",
             ] {
-                assert_eq!(seen(&xml.replace(time, instead)), Seen::Never, "{instead}");
+                assert_eq!(seen(&xml.replace(time, instead)), None, "{instead}");
             }
         }
     }
@@ -489,7 +485,7 @@ mod tests {
             panic!()
         };
         assert!(p.openid.len() <= MAX_OPENID && p.template_id.len() <= MAX_TEMPLATE_ID);
-        let Seen::Event(key) = &r[0].seen else {
+        let Some(ReportKey::Event(key)) = &r[0].seen else {
             panic!()
         };
         assert!(key.len() < 400, "{}", key.len());
@@ -554,12 +550,12 @@ mod tests {
                 USER
             )
         );
-        assert_eq!(r[0].seen, Seen::MsgId(1700827132819554304));
+        assert_eq!(r[0].seen, Some(ReportKey::MsgId(1700827132819554304)));
         assert_eq!(r[0].report.routing_key(), "delivered.shop");
         assert_eq!(delivery(1).status, DeliveryStatus::Blocked);
         // A failure code wins over a text that says success; MsgID 0 names nothing.
         assert_eq!(delivery(2).status, DeliveryStatus::DeliveryFailed);
-        assert_eq!(r[2].seen, Seen::Never);
+        assert_eq!(r[2].seen, None);
         for bad in [
             item(&[("MsgID", "x7"), ("ErrorCode", "0")]),
             item(&[("MsgID", "7")]),
@@ -575,7 +571,7 @@ mod tests {
         let r = reports(&push(UNSUBSCRIBE, ""));
         assert_eq!(r[0].report.routing_key(), "follow.shop");
         assert_eq!(r[0].report.status(), "unsubscribe");
-        assert!(matches!(&r[0].seen, Seen::Event(k) if k.contains(UNSUBSCRIBE)));
+        assert!(matches!(&r[0].seen, Some(ReportKey::Event(k)) if k.contains(UNSUBSCRIBE)));
         let sub = reports(&push(
             SUBSCRIBE,
             "<EventKey><![CDATA[qrscene_123]]></EventKey>",
@@ -594,7 +590,7 @@ mod tests {
             (d.status, d.template_id.clone(), d.errcode),
             (DeliveryStatus::Blocked, None, None)
         );
-        assert_eq!(finished[0].seen, Seen::MsgId(200163836));
+        assert_eq!(finished[0].seen, Some(ReportKey::MsgId(200163836)));
         assert!(mapped(&push(TEMPLATE_SEND_JOB_FINISH, "<MsgID>1</MsgID>")).is_err());
     }
 
@@ -610,7 +606,7 @@ mod tests {
             push(UNSUBSCRIBE, "").replace("<![CDATA[event]]>", "<![CDATA[text]]>"),
             "<xml><MsgType>event</MsgType></xml>".to_owned(),
         ] {
-            assert_eq!(mapped(&xml).unwrap(), Mapped::default(), "{xml}");
+            assert_eq!(mapped(&xml).unwrap(), Event::default(), "{xml}");
         }
     }
 }

@@ -1,14 +1,23 @@
 //! The receiver for WeChat's pushes on `/wechat/callback/APP`: verifies the signature,
 //! decrypts safe mode, and publishes the reports the push makes (CONTRACT §5): delivery
 //! reports, and users' subscription preferences and follows (`events`).
+//!
+//! Every check is the pure [`open::open`]; a refusal is a [`refusal::Refusal`]. Publishing goes
+//! through two seams, the reports' state and the outlet, held as `Arc<dyn …>`, and runs on a
+//! task tracker start-up owns, so a stop waits for a push being published.
 
 pub(crate) mod events;
+mod open;
+mod outlet;
+mod refusal;
 mod report;
+#[cfg(test)]
+mod tests;
 pub mod xml;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -16,115 +25,58 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::Deserialize;
+use tokio_util::task::TaskTracker;
 
-use crate::broker::CurrentPublisher;
-use crate::config::{CallbackMode, Settings};
+use crate::config::Settings;
 use crate::metrics::Metrics;
-use crate::state;
-use crate::types::{Secret, decode_aes_key};
-use crate::wechat::crypto::{self, Envelope};
-
-/// Largest body accepted (WeChat's events are a few hundred bytes).
-pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
+use crate::state::Reports;
+use open::{CallbackApp, MAX_BODY_BYTES, Params};
+pub(crate) use outlet::ReportOutlet;
+use refusal::Refusal;
+use report::Reporter;
 
 /// What WeChat must get back for it to stop retrying.
 const ACK: &str = "success";
 
-/// One app's callback keys and the form its messages must arrive in.
-pub(crate) struct CallbackApp {
-    token: Secret,
-    envelope: Option<Envelope>,
-    mode: CallbackMode,
-}
-
 /// What the receiver needs, and nothing more.
 pub(crate) struct CallbackState {
     /// Apps that receive WeChat's pushes, by name.
-    pub(crate) apps: HashMap<String, CallbackApp>,
-    /// Where a report's MsgID is marked seen and looked up for its job.
-    pub(crate) state: Arc<state::State>,
-    /// Where reports are published: the worker's broker session in force.
-    pub(crate) results: CurrentPublisher,
-    /// The replay window for signed callbacks (`http.callback_max_age`); `None` when off.
-    pub(crate) max_age: Option<Duration>,
-    pub(crate) metrics: Arc<Metrics>,
+    apps: HashMap<String, CallbackApp>,
+    reporter: Arc<Reporter>,
+    /// Where a push's publishing runs: start-up waits for it on a stop.
+    tasks: TaskTracker,
+    /// The time of day in Unix seconds, for the replay window.
+    now: fn() -> u64,
 }
 
-/// The apps that have a `callback_token`, by name.
-pub(crate) fn apps_from(settings: &Settings) -> HashMap<String, CallbackApp> {
-    settings
-        .apps
-        .iter()
-        .filter_map(|(name, app)| {
-            let token = app.callback_token.clone()?;
-            let envelope = app
-                .encoding_aes_key
-                .as_ref()
-                .and_then(|k| decode_aes_key(k.expose()))
-                .map(|key| Envelope::new(key, app.appid.clone()));
-            let mode = app.resolved_callback_mode();
-            Some((
-                name.clone(),
-                CallbackApp {
-                    token,
-                    envelope,
-                    mode,
-                },
-            ))
-        })
-        .collect()
-}
-
-#[derive(Deserialize, Default)]
-struct Params {
-    signature: Option<String>,
-    timestamp: Option<String>,
-    nonce: Option<String>,
-    echostr: Option<String>,
-    encrypt_type: Option<String>,
-    msg_signature: Option<String>,
-}
-
-impl Params {
-    /// The plain signature: `sha1(sorted(token, timestamp, nonce))`.
-    fn signed(&self, token: &Secret) -> bool {
-        match (&self.signature, &self.timestamp, &self.nonce) {
-            (Some(sig), Some(ts), Some(nonce)) => {
-                crypto::signature_matches(&[token.expose(), ts, nonce], sig)
-            }
-            _ => false,
+impl CallbackState {
+    /// The receiver for the apps of `settings` that have a `callback_token`: reports are marked
+    /// and tied to their jobs in `reports`, published on `outlet`, and published on `tasks`.
+    pub(crate) fn new(
+        settings: &Settings,
+        reports: Arc<dyn Reports>,
+        outlet: Arc<dyn ReportOutlet>,
+        metrics: Arc<Metrics>,
+        tasks: TaskTracker,
+    ) -> Self {
+        Self {
+            apps: open::apps_from(settings),
+            reporter: Arc::new(Reporter {
+                reports,
+                outlet,
+                metrics,
+            }),
+            tasks,
+            now: unix_now,
         }
     }
+}
 
-    /// Whether the signed timestamp lies within `max_age` of now, either way; always true
-    /// without a window.
-    fn fresh(&self, max_age: Option<Duration>) -> bool {
-        let Some(max_age) = max_age else {
-            return true;
-        };
-        let Some(sent) = self
-            .timestamp
-            .as_deref()
-            .and_then(|t| t.parse::<u64>().ok())
-        else {
-            return false;
-        };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        now.abs_diff(sent) <= max_age.as_secs()
-    }
-
-    /// Safe mode's `msg_signature` over the token, timestamp, nonce and ciphertext.
-    fn msg_signed(&self, token: &Secret, encrypted: &str) -> bool {
-        match (&self.msg_signature, &self.timestamp, &self.nonce) {
-            (Some(sig), Some(ts), Some(nonce)) => {
-                crypto::signature_matches(&[token.expose(), ts, nonce, encrypted], sig)
-            }
-            _ => false,
-        }
-    }
+/// The system's time in Unix seconds.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 pub(crate) fn routes(ctx: Arc<CallbackState>) -> Router {
@@ -134,10 +86,16 @@ pub(crate) fn routes(ctx: Arc<CallbackState>) -> Router {
         .with_state(ctx)
 }
 
-const STALE: &str = "the timestamp is outside http.callback_max_age";
-
-fn refuse(status: StatusCode, why: &str) -> Response {
-    (status, why.to_owned()).into_response()
+/// Logs a refusal (the caller may not be told why) and answers it.
+fn refused(app: &str, refusal: Refusal) -> Response {
+    if refusal.signed() {
+        tracing::warn!(app, "callback refused: {refusal}");
+    } else {
+        // Anyone can send these: not worth a warning each, but the caller is not told why, so
+        // the log is where a wrong console setting (its mode, its Token) shows.
+        tracing::info!(app, "callback refused: {refusal}");
+    }
+    refusal.into_response()
 }
 
 /// `GET`: the URL check the WeChat console makes when the server address is saved.
@@ -146,16 +104,9 @@ async fn verify_url(
     Path(app): Path<String>,
     Query(params): Query<Params>,
 ) -> Response {
-    let Some(cb) = ctx.apps.get(&app) else {
-        return refuse(
-            StatusCode::NOT_FOUND,
-            "no callback is configured for this app",
-        );
-    };
-    match (&params.echostr, params.signed(&cb.token)) {
-        (Some(_), true) if !params.fresh(ctx.max_age) => refuse(StatusCode::FORBIDDEN, STALE),
-        (Some(echo), true) => echo.clone().into_response(),
-        _ => refuse(StatusCode::FORBIDDEN, "bad signature"),
+    match open::verify(ctx.apps.get(&app), &params, (ctx.now)()) {
+        Ok(echo) => echo.into_response(),
+        Err(refusal) => refused(&app, refusal),
     }
 }
 
@@ -166,96 +117,28 @@ async fn receive(
     Query(params): Query<Params>,
     body: Bytes,
 ) -> Response {
-    let Some(cb) = ctx.apps.get(&app) else {
-        return refuse(
-            StatusCode::NOT_FOUND,
-            "no callback is configured for this app",
-        );
+    let event = match open::open(ctx.apps.get(&app), &params, &body, (ctx.now)()) {
+        Ok(event) => event,
+        Err(refusal) => return refused(&app, refusal),
     };
-    let sealed = params.encrypt_type.as_deref() == Some("aes");
-    match (cb.mode, sealed) {
-        // The plain `signature` covers the token, timestamp and nonce but not the body, and
-        // WeChat sends it in safe mode too: anyone who saw one push could attach any body.
-        (CallbackMode::Safe, false) => {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "callback_mode is safe: only encrypted messages with a msg_signature are accepted",
-            );
-        }
-        (CallbackMode::Plain, true) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                "callback_mode is plain: encrypted messages are not accepted",
-            );
-        }
-        _ => {}
-    }
-    let Ok(text) = std::str::from_utf8(&body) else {
-        return refuse(StatusCode::BAD_REQUEST, "the body is not UTF-8");
-    };
-    let message = if sealed {
-        let Some(envelope) = &cb.envelope else {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                "safe mode is not configured for this app",
-            );
-        };
-        let outer = match xml::fields(text) {
-            Ok(f) => f,
-            Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
-        };
-        let Some(encrypted) = outer.get("Encrypt") else {
-            return refuse(StatusCode::BAD_REQUEST, "no Encrypt element");
-        };
-        if !params.msg_signed(&cb.token, encrypted) {
-            return refuse(StatusCode::FORBIDDEN, "bad msg_signature");
-        }
-        let inner = match envelope.open(encrypted) {
-            Ok(xml) => xml,
-            Err(crypto::CryptoError::AppId) => {
-                return refuse(StatusCode::FORBIDDEN, "the message is for another AppID");
-            }
-            Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
-        };
-        match xml::message(&inner) {
-            Ok(m) => m,
-            Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
-        }
-    } else {
-        // The signature is on the query string: checked before the body is parsed at all.
-        if !params.signed(&cb.token) {
-            return refuse(StatusCode::FORBIDDEN, "bad signature");
-        }
-        match xml::message(text) {
-            Ok(m) => m,
-            Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
-        }
-    };
-    // Checked once the signature holds, so a forgery is always told "bad signature".
-    if !params.fresh(ctx.max_age) {
-        return refuse(StatusCode::FORBIDDEN, STALE);
-    }
-    let mapped = match events::map(&app, &message) {
-        Ok(m) => m,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
-    };
-    for why in &mapped.ignored {
+    for why in &event.ignored {
         tracing::warn!(app, "part of a callback push was ignored: {why}");
     }
-    if mapped.reports.is_empty() {
+    if event.reports.is_empty() {
         return ACK.into_response();
     }
-    // Its own task: once a report is marked seen, the publish (or the undo of the mark) must
-    // finish even if this request is cut off by http.request_timeout or the client going
-    // away; dropped half-way, the mark would make WeChat's retry a "repeat" and the report
-    // would never be published.
-    let task = {
-        let ctx = ctx.clone();
-        tokio::spawn(async move { report::publish_all(&ctx, &app, mapped.reports).await })
-    };
+    // Its own task: once a report is marked, the publish (or the undo of the mark) must finish
+    // even if this request is cut off by http.request_timeout or the client going away;
+    // dropped half-way, the mark would make WeChat's retry a "repeat" and the report would
+    // never be published. On the tracker, so a stop waits for it.
+    let reporter = ctx.reporter.clone();
+    let task = ctx
+        .tasks
+        .spawn(async move { reporter.publish_all(&app, event.reports).await });
     match task.await {
         Ok(Ok(())) => ACK.into_response(),
-        Ok(Err(response)) => response,
-        Err(_) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "try again"),
+        // Said in the log by the reporter; WeChat retries the push.
+        Ok(Err(_)) => (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "try again").into_response(),
     }
 }

@@ -1,96 +1,131 @@
-//! Publishing the reports of one push: each at most once per [`Seen`] key, however often
-//! WeChat repeats the push, and a delivery report tied to the job that got its MsgID.
+//! Publishing the reports of one push: each at most once per [`ReportKey`], however often
+//! WeChat repeats the push, and a delivery report tied to the job that got its MsgID. Over two
+//! seams, the reports' state and the outlet, and nothing of HTTP: the receiver turns a
+//! [`ReportError`] into its answer.
 
-use axum::http::StatusCode;
-use axum::response::Response;
+use std::sync::Arc;
+use std::time::Duration;
+
 use tokio::time::Instant;
 
-use super::events::{Pending, Report, Seen};
-use super::{CallbackState, refuse};
+use super::events::{Pending, Report};
+use super::outlet::{OutletError, ReportOutlet};
+use crate::metrics::Metrics;
+use crate::state::{ReportKey, Reports, StateError};
 
 /// WeChat gives up on an answer after 5 s: reports not confirmed by then are refused (and
 /// the push retried by WeChat) rather than answered late. One deadline for the whole push,
 /// however many items it holds.
-const PUSH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(4);
+pub(crate) const PUSH_DEADLINE: Duration = Duration::from_secs(4);
 
-fn try_again() -> Response {
-    refuse(StatusCode::SERVICE_UNAVAILABLE, "try again")
+/// The pauses before each retry of an un-mark that failed. Short: the push is answered only
+/// after them, and WeChat waits 5 s for an answer.
+const UNMARK_RETRIES: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(400)];
+
+/// Why a push's reports were not all published: WeChat is to retry it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum ReportError {
+    #[error("cannot mark or look up a report: {0}")]
+    State(#[from] StateError),
+    #[error("a report was not published: {0}")]
+    Outlet(#[from] OutletError),
+    #[error("the broker did not confirm a report within {PUSH_DEADLINE:?}")]
+    Deadline,
 }
 
-/// Publishes every report not published before. On the first failure the rest are left for
-/// WeChat's retry of the push: those already published are marked seen and skipped then.
-pub(crate) async fn publish_all(
-    ctx: &CallbackState,
-    app: &str,
-    reports: Vec<Pending>,
-) -> Result<(), Response> {
-    let deadline = Instant::now() + PUSH_DEADLINE;
-    for pending in reports {
-        publish_one(ctx, app, pending, deadline).await?;
-    }
-    Ok(())
+/// What publishing needs: where reports are marked, where they go, and what counts them.
+pub(crate) struct Reporter {
+    pub(crate) reports: Arc<dyn Reports>,
+    pub(crate) outlet: Arc<dyn ReportOutlet>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
-/// Marks `seen`; false when it was marked before.
-async fn mark(ctx: &CallbackState, app: &str, seen: &Seen) -> Result<bool, Response> {
-    let first = match seen {
-        Seen::MsgId(msgid) => ctx.state.first_report(app, *msgid).await,
-        Seen::Event(key) => ctx.state.first_event(app, key).await,
-        Seen::Never => Ok(true),
-    };
-    first.map_err(|_| try_again())
-}
-
-/// Undoes [`mark`], so WeChat's retry of the push is not taken for a repeat.
-async fn unmark(ctx: &CallbackState, app: &str, seen: &Seen) {
-    match seen {
-        Seen::MsgId(msgid) => ctx.state.forget_report(app, *msgid).await,
-        Seen::Event(key) => ctx.state.forget_event(app, key).await,
-        Seen::Never => {}
-    }
-}
-
-async fn publish_one(
-    ctx: &CallbackState,
-    app: &str,
-    Pending { mut report, seen }: Pending,
-    deadline: Instant,
-) -> Result<(), Response> {
-    if !mark(ctx, app, &seen).await? {
-        return Ok(());
-    }
-    if let (Report::Delivery(delivery), Seen::MsgId(msgid)) = (&mut report, &seen) {
-        match ctx.state.job_for_msgid(app, *msgid).await {
-            Ok(job) => {
-                delivery.id = job.as_ref().map(|j| j.id.clone());
-                delivery.meta = job.and_then(|j| j.meta);
-            }
-            Err(_) => {
-                unmark(ctx, app, &seen).await;
-                return Err(try_again());
-            }
+impl Reporter {
+    /// Publishes every report not published before. On the first failure the rest are left
+    /// for WeChat's retry of the push: those already published are marked and skipped then.
+    pub(crate) async fn publish_all(
+        &self,
+        app: &str,
+        reports: Vec<Pending>,
+    ) -> Result<(), ReportError> {
+        let deadline = Instant::now() + PUSH_DEADLINE;
+        for pending in reports {
+            self.publish_one(app, pending, deadline).await?;
         }
+        Ok(())
     }
-    let publisher = ctx.results.get();
-    let published = match publisher {
-        Some(p) => {
+
+    async fn publish_one(
+        &self,
+        app: &str,
+        Pending { mut report, seen }: Pending,
+        deadline: Instant,
+    ) -> Result<(), ReportError> {
+        if let Some(key) = &seen
+            && !self.reports.mark_report(app, key).await?
+        {
+            return Ok(());
+        }
+        let published = self.tie_and_publish(app, &mut report, deadline).await;
+        if let Err(why) = published {
+            // Not published: let WeChat's retry of this push try again.
+            if let Some(key) = &seen {
+                self.unmark(app, key).await;
+            }
             let key = report.routing_key();
-            let publish = p.publish_result(&key, &report, report.job_id());
-            match tokio::time::timeout_at(deadline, publish).await {
-                Ok(result) => result.map_err(|e| e.to_string()),
-                Err(_) => Err("the broker did not confirm in time".into()),
+            tracing::warn!(app, routing_key = %key, error = %why, "callback report not published; WeChat will retry");
+            return Err(why);
+        }
+        self.metrics.callback_event(app, report.status());
+        tracing::debug!(app, routing_key = %report.routing_key(), "callback report published");
+        Ok(())
+    }
+
+    /// Ties a delivery report to its job (by its MsgID), then publishes it by `deadline`.
+    async fn tie_and_publish(
+        &self,
+        app: &str,
+        report: &mut Report,
+        deadline: Instant,
+    ) -> Result<(), ReportError> {
+        if let Report::Delivery(delivery) = report
+            && delivery.msgid != 0
+        {
+            let job = self.reports.job_for_msgid(app, delivery.msgid).await?;
+            delivery.id = job.as_ref().map(|j| j.id.clone());
+            delivery.meta = job.and_then(|j| j.meta);
+        }
+        match tokio::time::timeout_at(deadline, self.outlet.publish(report)).await {
+            Ok(published) => Ok(published?),
+            Err(_) => Err(ReportError::Deadline),
+        }
+    }
+
+    /// Undoes a mark, so WeChat's retry of the push is not taken for a repeat; tried again a
+    /// few times, and logged and counted when it never goes through: until the mark expires
+    /// (`state.idempotency_ttl`), the report is then lost.
+    async fn unmark(&self, app: &str, key: &ReportKey) {
+        let mut pauses = UNMARK_RETRIES.iter();
+        loop {
+            let Err(e) = self.reports.unmark_report(app, key).await else {
+                return;
+            };
+            match pauses.next() {
+                Some(pause) => {
+                    tracing::warn!(app, error = %e, "cannot undo a report's mark; trying again");
+                    tokio::time::sleep(*pause).await;
+                }
+                None => {
+                    tracing::error!(
+                        app,
+                        error = %e,
+                        "cannot undo a report's mark: WeChat's retries of this push will be taken \
+                         for repeats until the mark expires (state.idempotency_ttl)"
+                    );
+                    self.metrics.callback_unmark_failed(app);
+                    return;
+                }
             }
         }
-        None => Err("not connected to the broker".into()),
-    };
-    let key = report.routing_key();
-    if let Err(why) = published {
-        // Not published: let WeChat's retry of this push try again.
-        unmark(ctx, app, &seen).await;
-        tracing::warn!(app, routing_key = %key, error = %why, "callback report not published; WeChat will retry");
-        return Err(try_again());
     }
-    ctx.metrics.callback_event(app, report.status());
-    tracing::debug!(app, routing_key = %key, "callback report published");
-    Ok(())
 }

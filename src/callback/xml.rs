@@ -42,7 +42,7 @@ pub(crate) type Item = HashMap<String, String>;
 /// below them, in document order (whatever element wraps them: WeChat's own documentation
 /// has shown `subscribe_msg_change_event` wrapped in `SubscribeMsgPopupEvent`).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Message {
+pub struct CallbackXml {
     pub fields: HashMap<String, String>,
     pub items: Vec<Item>,
 }
@@ -52,11 +52,11 @@ pub(crate) fn fields(xml: &str) -> Result<HashMap<String, String>, XmlError> {
     message(xml).map(|m| m.fields)
 }
 
-/// Reads a whole message: see [`Message`]. Elements nested deeper than a list item's fields,
+/// Reads a whole message: see [`CallbackXml`]. Elements nested deeper than a list item's fields,
 /// and nested elements that are not `<List>`, are skipped (their entities still checked).
-pub fn message(xml: &str) -> Result<Message, XmlError> {
+pub fn message(xml: &str) -> Result<CallbackXml, XmlError> {
     let mut reader = Reader::from_str(xml);
-    let mut out = Message::default();
+    let mut out = CallbackXml::default();
     let mut depth = 0usize;
     // The root's child being read (depth 2), and a list item's field being read (depth 4).
     let mut field: Option<(String, String)> = None;

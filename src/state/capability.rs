@@ -3,22 +3,25 @@
 //! backend declares what it provides in [`Capabilities`], and start-up refuses settings that
 //! need a capability the backend lacks, instead of falling back to per-process tokens or rates.
 //!
-//! The traits use `impl Future` (static dispatch): the pipeline calls them for every job, and
-//! a boxed future per call would be an allocation per job for nothing. A backend that serves
-//! several capabilities in one round trip (a claim and a rate slot in one script) can add that
-//! as one more method here, implemented by the same backend.
+//! The pipeline's traits use `impl Future` (static dispatch): the pipeline calls them for every
+//! job, and a boxed future per call would be an allocation per job for nothing. A backend that
+//! serves several capabilities in one round trip (a claim and a rate slot in one script) can
+//! add that as one more method here, implemented by the same backend. [`Reports`] is the
+//! exception: the callback holds it as `Arc<dyn Reports>`, so its tests swap in a fake, and a
+//! push makes a few calls, where a boxed future each is nothing beside the HTTP request.
+//!
+//! This file names no backend: the backends implement these traits, and `share` picks one.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use serde_json::Value;
 
+use super::error::{StateError, StateResult};
 use super::rate_lease::SlotGrant;
-use super::redis::RedisState;
-use super::{Claim, Holder, Renewal, StateResult};
+use super::values::{Claim, Holder, Renewal, ReportKey, SentJob};
 use crate::config::{Settings, TokenMode};
-use crate::state::StateError;
 use crate::types::Secret;
 
 /// Which ids were sent (and as which msgid), and who is sending which id right now.
@@ -93,58 +96,28 @@ pub trait SharedRate: Send + Sync {
     ) -> impl Future<Output = StateResult<SlotGrant>> + Send;
 }
 
-/// The backends that share access tokens. A backend that shares them is added here.
-#[derive(Clone)]
-pub enum TokenShare {
-    Redis(Arc<RedisState>),
-}
-
-impl SharedTokens for TokenShare {
-    async fn token(&self, app: &str) -> StateResult<Option<(Secret, Duration)>> {
-        match self {
-            TokenShare::Redis(r) => r.token(app).await,
-        }
-    }
-
-    async fn store_token(&self, app: &str, token: &Secret, lifetime: Duration) -> StateResult<()> {
-        match self {
-            TokenShare::Redis(r) => r.store_token(app, token, lifetime).await,
-        }
-    }
-
-    async fn lock_refresh(&self, app: &str, holder: &str, hold: Duration) -> StateResult<bool> {
-        match self {
-            TokenShare::Redis(r) => r.lock_refresh(app, holder, hold).await,
-        }
-    }
-
-    async fn unlock_refresh(&self, app: &str, holder: &str) -> StateResult<()> {
-        match self {
-            TokenShare::Redis(r) => r.unlock_refresh(app, holder).await,
-        }
-    }
-}
-
-/// The backends that share the send rate. A backend that shares it is added here.
-#[derive(Clone)]
-pub enum RateShare {
-    Redis(Arc<RedisState>),
-}
-
-impl SharedRate for RateShare {
-    // The backend's own future, not one wrapped around it: jobs wait on it for a lease. A
-    // second backend makes this an `async fn` with a match.
-    fn grant(
-        &self,
-        app: &str,
-        interval: Duration,
-        burst: u32,
-        want: u32,
-    ) -> impl Future<Output = StateResult<SlotGrant>> + Send {
-        match self {
-            RateShare::Redis(r) => r.grant(app, interval, burst, want),
-        }
-    }
+/// The callback's memory of what it published: which reports were published already (WeChat
+/// repeats a push up to three times), and the job behind a msgid, which a delivery report names.
+pub trait Reports: Send + Sync {
+    /// The job that was sent as `msgid`, if it is remembered.
+    fn job_for_msgid<'a>(
+        &'a self,
+        app: &'a str,
+        msgid: u64,
+    ) -> BoxFuture<'a, StateResult<Option<SentJob>>>;
+    /// Marks the report `key` names as published; false when it was marked before.
+    fn mark_report<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a ReportKey,
+    ) -> BoxFuture<'a, StateResult<bool>>;
+    /// Undoes [`Reports::mark_report`] when the report could not be published, so that
+    /// WeChat's retry of the push is not taken for a repeat.
+    fn unmark_report<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a ReportKey,
+    ) -> BoxFuture<'a, StateResult<()>>;
 }
 
 /// What a backend provides: its declaration, read once at start.

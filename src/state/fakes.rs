@@ -2,16 +2,19 @@
 //! outage, and records what was done through it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::{
-    Claim, Holder, Idempotency, MemoryState, Renewal, SharedTokens, StateError, StateResult,
-};
+use futures_util::future::BoxFuture;
+
+use super::capability::{Idempotency, Reports, SharedTokens};
+use super::error::{StateError, StateResult};
+use super::memory::MemoryState;
+use super::values::{Claim, Holder, Renewal, ReportKey, SentJob};
 use crate::types::Secret;
 
 fn outage() -> StateError {
@@ -106,6 +109,99 @@ impl Idempotency for FakeStore {
             .push(StoreCall::Recorded(id.into(), msgid));
         self.inner.record_sent(app, id, msgid, meta);
         Ok(())
+    }
+}
+
+/// What was done through a [`FakeReports`], in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ReportCall {
+    Marked(ReportKey),
+    Unmarked(ReportKey),
+    Looked(u64),
+}
+
+/// Report marks and msgid → job in memory (the memory backend's own rules), with outages on
+/// demand: every call, or only the first few un-marks.
+pub(crate) struct FakeReports {
+    inner: MemoryState,
+    /// Every call fails.
+    pub(crate) down: AtomicBool,
+    /// This many un-marks fail before one goes through.
+    pub(crate) unmark_failures: AtomicUsize,
+    /// Successful calls only.
+    pub(crate) calls: Mutex<Vec<ReportCall>>,
+}
+
+impl Default for FakeReports {
+    fn default() -> Self {
+        Self {
+            inner: MemoryState::new(Duration::from_secs(3600), 1000),
+            down: AtomicBool::new(false),
+            unmark_failures: AtomicUsize::new(0),
+            calls: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl FakeReports {
+    fn up(&self) -> StateResult<()> {
+        match self.down.load(Ordering::SeqCst) {
+            true => Err(outage()),
+            false => Ok(()),
+        }
+    }
+
+    /// Records that `id` was sent as `msgid`, as the pipeline would.
+    pub(crate) fn sent(&self, app: &str, id: &str, msgid: u64, meta: Option<&Value>) {
+        self.inner.record_sent(app, id, msgid, meta);
+    }
+
+    pub(crate) fn calls(&self) -> Vec<ReportCall> {
+        self.calls.lock().clone()
+    }
+}
+
+impl Reports for FakeReports {
+    fn job_for_msgid<'a>(
+        &'a self,
+        app: &'a str,
+        msgid: u64,
+    ) -> BoxFuture<'a, StateResult<Option<SentJob>>> {
+        Box::pin(async move {
+            self.up()?;
+            self.calls.lock().push(ReportCall::Looked(msgid));
+            self.inner.job_for_msgid(app, msgid).await
+        })
+    }
+
+    fn mark_report<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a ReportKey,
+    ) -> BoxFuture<'a, StateResult<bool>> {
+        Box::pin(async move {
+            self.up()?;
+            self.calls.lock().push(ReportCall::Marked(key.clone()));
+            self.inner.mark_report(app, key).await
+        })
+    }
+
+    fn unmark_report<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a ReportKey,
+    ) -> BoxFuture<'a, StateResult<()>> {
+        Box::pin(async move {
+            self.up()?;
+            let failing =
+                self.unmark_failures
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            if failing.is_ok() {
+                return Err(outage());
+            }
+            self.calls.lock().push(ReportCall::Unmarked(key.clone()));
+            self.inner.unmark_report(app, key).await
+        })
     }
 }
 

@@ -5,10 +5,13 @@ use std::hash::{BuildHasher, Hash, RandomState};
 use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use serde_json::Value;
 
-use super::{Claim, Holder, Renewal, SentJob};
+use super::capability::Reports;
+use super::error::StateResult;
+use super::values::{Claim, Holder, Renewal, ReportKey, SentJob};
 
 /// A map that forgets entries older than `ttl`, and the oldest first beyond `capacity`.
 struct Bounded<K, V> {
@@ -226,7 +229,7 @@ impl MemoryState {
         }
     }
 
-    pub(crate) fn job_for_msgid(&self, app: &str, msgid: u64) -> Option<SentJob> {
+    fn sent_job(&self, app: &str, msgid: u64) -> Option<SentJob> {
         let m = self.keyer.msgid(app, msgid);
         self.inner
             .lock()
@@ -235,30 +238,59 @@ impl MemoryState {
             .map(CompactJob::to_sent_job)
     }
 
-    pub(crate) fn first_report(&self, app: &str, msgid: u64) -> bool {
-        let m = self.keyer.msgid(app, msgid);
-        self.inner.lock().reported.insert(m, (), Instant::now())
+    fn mark(&self, app: &str, key: &ReportKey) -> bool {
+        let now = Instant::now();
+        let mut inner = self.inner.lock();
+        match key {
+            ReportKey::MsgId(msgid) => {
+                inner
+                    .reported
+                    .insert(self.keyer.msgid(app, *msgid), (), now)
+            }
+            ReportKey::Event(event) => inner.events.insert(self.keyer.id(app, event), (), now),
+        }
     }
 
-    pub(crate) fn forget_report(&self, app: &str, msgid: u64) {
-        let m = self.keyer.msgid(app, msgid);
-        self.inner.lock().reported.remove(&m);
-    }
-
-    pub(crate) fn first_event(&self, app: &str, key: &str) -> bool {
-        let k = self.keyer.id(app, key);
-        self.inner.lock().events.insert(k, (), Instant::now())
-    }
-
-    pub(crate) fn forget_event(&self, app: &str, key: &str) {
-        let k = self.keyer.id(app, key);
-        self.inner.lock().events.remove(&k);
+    fn unmark(&self, app: &str, key: &ReportKey) {
+        let mut inner = self.inner.lock();
+        match key {
+            ReportKey::MsgId(msgid) => inner.reported.remove(&self.keyer.msgid(app, *msgid)),
+            ReportKey::Event(event) => inner.events.remove(&self.keyer.id(app, event)),
+        }
     }
 
     /// How many sent ids are remembered.
     #[cfg(test)]
     fn remembered(&self) -> usize {
         self.inner.lock().sent.len()
+    }
+}
+
+/// In memory every call answers at once: the futures are ready when made.
+impl Reports for MemoryState {
+    fn job_for_msgid<'a>(
+        &'a self,
+        app: &'a str,
+        msgid: u64,
+    ) -> BoxFuture<'a, StateResult<Option<SentJob>>> {
+        Box::pin(std::future::ready(Ok(self.sent_job(app, msgid))))
+    }
+
+    fn mark_report<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a ReportKey,
+    ) -> BoxFuture<'a, StateResult<bool>> {
+        Box::pin(std::future::ready(Ok(self.mark(app, key))))
+    }
+
+    fn unmark_report<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a ReportKey,
+    ) -> BoxFuture<'a, StateResult<()>> {
+        self.unmark(app, key);
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
@@ -351,7 +383,7 @@ mod tests {
         let s = MemoryState::new(Duration::from_secs(60), 10);
         let long = "x".repeat(128);
         s.record_sent("a", &long, Some(9), None);
-        let job = s.job_for_msgid("a", 9).unwrap();
+        let job = s.sent_job("a", 9).unwrap();
         assert_eq!((job.id.as_str(), job.meta), (long.as_str(), None));
         assert_eq!(s.claim("a", &long), Claim::AlreadySent(Some(9)));
         fresh(s.claim("a", &long[..127]));
@@ -369,13 +401,14 @@ mod tests {
     fn msgids_map_back_to_jobs_and_reports_are_seen_once() {
         let s = MemoryState::new(Duration::from_secs(60), 10);
         s.record_sent("a", "j1", Some(7), Some(&serde_json::json!({"k": 1})));
-        let job = s.job_for_msgid("a", 7).unwrap();
+        let job = s.sent_job("a", 7).unwrap();
         assert_eq!(job.id, "j1");
         assert_eq!(job.meta, Some(serde_json::json!({"k": 1})));
-        assert!(s.job_for_msgid("b", 7).is_none());
-        assert!(s.first_report("a", 7));
-        assert!(!s.first_report("a", 7));
-        s.forget_report("a", 7);
-        assert!(s.first_report("a", 7));
+        assert!(s.sent_job("b", 7).is_none());
+        let report = ReportKey::MsgId(7);
+        assert!(s.mark("a", &report));
+        assert!(!s.mark("a", &report));
+        s.unmark("a", &report);
+        assert!(s.mark("a", &report));
     }
 }

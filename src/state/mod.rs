@@ -12,71 +12,24 @@ pub(crate) mod health;
 pub(crate) mod memory;
 pub mod rate_lease;
 pub(crate) mod redis;
+pub(crate) mod share;
+pub(crate) mod values;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use serde_json::Value;
 
-pub(crate) use capability::{Capabilities, RateShare, TokenShare};
-pub use capability::{Idempotency, SharedRate, SharedTokens};
+pub(crate) use capability::Capabilities;
+pub use capability::{Idempotency, Reports, SharedRate, SharedTokens};
 pub use error::StateError;
 pub(crate) use error::StateResult;
 pub(crate) use health::StateHealth;
 pub(crate) use memory::MemoryState;
 pub(crate) use redis::RedisState;
-
-/// Proof of a claim on a job id: only its holder renews or releases it, so a holder whose
-/// claim lapsed can never remove the claim another delivery took since.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Holder(u64);
-
-impl Holder {
-    pub fn new() -> Self {
-        Holder(rand::random())
-    }
-
-    /// How the claim is stored in Redis.
-    fn tag(self) -> String {
-        format!("inflight:{:016x}", self.0)
-    }
-}
-
-impl Default for Holder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// What the idempotency check says about a job id.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Claim {
-    /// Not sent yet; this caller now owns the send.
-    Fresh(Holder),
-    /// Already sent, as this msgid (none when WeChat accepted it without one): do not send
-    /// again.
-    AlreadySent(Option<u64>),
-    /// Another delivery of the same id is being sent right now.
-    InFlight,
-}
-
-/// Whether a claim still stands, checked (and extended) right before the send.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Renewal {
-    /// Still ours, good for another claim lifetime.
-    Held,
-    /// Sent meanwhile by another delivery, as this msgid (if WeChat gave one).
-    AlreadySent(Option<u64>),
-    /// It lapsed and another delivery holds it now.
-    Lost,
-}
-
-/// The job behind a msgid, for delivery reports.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SentJob {
-    pub id: String,
-    pub meta: Option<Value>,
-}
+pub(crate) use share::{RateShare, TokenShare};
+pub use values::{Claim, Holder, Renewal, ReportKey, SentJob};
 
 /// Reads `state.ca_file`: a PEM file with at least one certificate (an empty trust store would
 /// only fail later, at every handshake, with a vaguer error).
@@ -190,51 +143,6 @@ impl State {
         }
     }
 
-    pub async fn job_for_msgid(&self, app: &str, msgid: u64) -> StateResult<Option<SentJob>> {
-        match self {
-            State::Memory(m, _) => Ok(m.job_for_msgid(app, msgid)),
-            State::Redis(r) => r.job_for_msgid(app, msgid).await,
-        }
-    }
-
-    /// Records a delivery event's MsgID; false when it was seen before (WeChat retries).
-    pub async fn first_report(&self, app: &str, msgid: u64) -> StateResult<bool> {
-        match self {
-            State::Memory(m, _) => Ok(m.first_report(app, msgid)),
-            State::Redis(r) => r.first_report(app, msgid).await,
-        }
-    }
-
-    /// Undoes [`State::first_report`] when the report could not be published, so WeChat's
-    /// retry of the event is not ignored.
-    pub async fn forget_report(&self, app: &str, msgid: u64) {
-        match self {
-            State::Memory(m, _) => m.forget_report(app, msgid),
-            State::Redis(r) => {
-                let _ = r.forget_report(app, msgid).await;
-            }
-        }
-    }
-
-    /// Records a pushed event that has no MsgID, named by `key` (its user, time, event and
-    /// subject); false when it was seen before (WeChat retries).
-    pub async fn first_event(&self, app: &str, key: &str) -> StateResult<bool> {
-        match self {
-            State::Memory(m, _) => Ok(m.first_event(app, key)),
-            State::Redis(r) => r.first_event(app, key).await,
-        }
-    }
-
-    /// Undoes [`State::first_event`] when the event's report could not be published.
-    pub async fn forget_event(&self, app: &str, key: &str) {
-        match self {
-            State::Memory(m, _) => m.forget_event(app, key),
-            State::Redis(r) => {
-                let _ = r.forget_event(app, key).await;
-            }
-        }
-    }
-
     /// For a backend that can become unreachable: checks it every second when down and every
     /// five when up, so consumers stop and resume without a restart. Returns when `stop` fires.
     pub(crate) async fn watch(&self, stop: tokio_util::sync::CancellationToken) {
@@ -253,6 +161,41 @@ impl State {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
+        }
+    }
+}
+
+impl Reports for State {
+    fn job_for_msgid<'a>(
+        &'a self,
+        app: &'a str,
+        msgid: u64,
+    ) -> BoxFuture<'a, StateResult<Option<SentJob>>> {
+        match self {
+            State::Memory(m, _) => m.job_for_msgid(app, msgid),
+            State::Redis(r) => r.job_for_msgid(app, msgid),
+        }
+    }
+
+    fn mark_report<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a ReportKey,
+    ) -> BoxFuture<'a, StateResult<bool>> {
+        match self {
+            State::Memory(m, _) => m.mark_report(app, key),
+            State::Redis(r) => r.mark_report(app, key),
+        }
+    }
+
+    fn unmark_report<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a ReportKey,
+    ) -> BoxFuture<'a, StateResult<()>> {
+        match self {
+            State::Memory(m, _) => m.unmark_report(app, key),
+            State::Redis(r) => r.unmark_report(app, key),
         }
     }
 }

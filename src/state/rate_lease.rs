@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::StateResult;
+use super::error::StateResult;
 
 /// Most slots one lease takes: a bound on what an instance may hold unused.
 pub(crate) const MAX_LEASE: u32 = 256;

@@ -4,13 +4,15 @@
 
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::Value;
 
-use super::capability::{Idempotency, SharedRate, SharedTokens};
+use super::capability::{Idempotency, Reports, SharedRate, SharedTokens};
+use super::error::{StateError, StateResult};
 use super::health::StateHealth;
 use super::rate_lease::SlotGrant;
-use super::{Claim, Holder, Renewal, SentJob, StateError, StateResult};
+use super::values::{Claim, Holder, Renewal, ReportKey, SentJob};
 use crate::types::Secret;
 
 /// Each call gives up after this long: a hung Redis must not hang the worker.
@@ -158,11 +160,28 @@ impl RedisState {
         Ok(())
     }
 
-    pub(crate) async fn job_for_msgid(
+    /// `SET key value NX PX ttl`: true when the key was set, false when it was there already.
+    /// The one form of every first-writer-wins key here (a claim, a report, a refresh lock).
+    async fn set_new(
         &self,
-        app: &str,
-        msgid: u64,
-    ) -> StateResult<Option<SentJob>> {
+        key: &str,
+        value: impl redis::ToRedisArgs,
+        ttl: Duration,
+    ) -> StateResult<bool> {
+        let set: Option<String> = self
+            .call(
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(ttl)),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    async fn sent_job(&self, app: &str, msgid: u64) -> StateResult<Option<SentJob>> {
         let raw: Option<String> = self
             .call(redis::cmd("GET").arg(key(app, "msgid", msgid)))
             .await?;
@@ -174,47 +193,44 @@ impl RedisState {
             })
         }))
     }
+}
 
-    pub(crate) async fn first_report(&self, app: &str, msgid: u64) -> StateResult<bool> {
-        let set: Option<String> = self
-            .call(
-                redis::cmd("SET")
-                    .arg(key(app, "report", msgid))
-                    .arg(1)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(millis(self.ttl)),
-            )
-            .await?;
-        Ok(set.is_some())
+/// Where a report's mark is kept: MsgIDs and user events apart, so neither can name the other.
+fn report_key(app: &str, report: &ReportKey) -> String {
+    match report {
+        ReportKey::MsgId(msgid) => key(app, "report", msgid),
+        ReportKey::Event(event) => key(app, "event", event),
+    }
+}
+
+impl Reports for RedisState {
+    fn job_for_msgid<'a>(
+        &'a self,
+        app: &'a str,
+        msgid: u64,
+    ) -> BoxFuture<'a, StateResult<Option<SentJob>>> {
+        Box::pin(self.sent_job(app, msgid))
     }
 
-    pub(crate) async fn forget_report(&self, app: &str, msgid: u64) -> StateResult<()> {
-        let _: i64 = self
-            .call(redis::cmd("DEL").arg(key(app, "report", msgid)))
-            .await?;
-        Ok(())
+    fn mark_report<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a ReportKey,
+    ) -> BoxFuture<'a, StateResult<bool>> {
+        Box::pin(async move { self.set_new(&report_key(app, key), 1, self.ttl).await })
     }
 
-    pub(crate) async fn first_event(&self, app: &str, event: &str) -> StateResult<bool> {
-        let set: Option<String> = self
-            .call(
-                redis::cmd("SET")
-                    .arg(key(app, "event", event))
-                    .arg(1)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(millis(self.ttl)),
-            )
-            .await?;
-        Ok(set.is_some())
-    }
-
-    pub(crate) async fn forget_event(&self, app: &str, event: &str) -> StateResult<()> {
-        let _: i64 = self
-            .call(redis::cmd("DEL").arg(key(app, "event", event)))
-            .await?;
-        Ok(())
+    fn unmark_report<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a ReportKey,
+    ) -> BoxFuture<'a, StateResult<()>> {
+        Box::pin(async move {
+            let _: i64 = self
+                .call(redis::cmd("DEL").arg(report_key(app, key)))
+                .await?;
+            Ok(())
+        })
     }
 }
 
@@ -222,17 +238,7 @@ impl Idempotency for RedisState {
     async fn claim(&self, app: &str, id: &str) -> StateResult<Claim> {
         let k = key(app, "id", id);
         let holder = Holder::new();
-        let set: Option<String> = self
-            .call(
-                redis::cmd("SET")
-                    .arg(&k)
-                    .arg(holder.tag())
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(millis(self.in_flight_ttl)),
-            )
-            .await?;
-        if set.is_some() {
+        if self.set_new(&k, holder.tag(), self.in_flight_ttl).await? {
             return Ok(Claim::Fresh(holder));
         }
         let held: Option<String> = self.call(redis::cmd("GET").arg(&k)).await?;
@@ -349,17 +355,7 @@ impl SharedTokens for RedisState {
     }
 
     async fn lock_refresh(&self, app: &str, holder: &str, hold: Duration) -> StateResult<bool> {
-        let set: Option<String> = self
-            .call(
-                redis::cmd("SET")
-                    .arg(key(app, "token", "lock"))
-                    .arg(holder)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(millis(hold)),
-            )
-            .await?;
-        Ok(set.is_some())
+        self.set_new(&key(app, "token", "lock"), holder, hold).await
     }
 
     async fn unlock_refresh(&self, app: &str, holder: &str) -> StateResult<()> {
