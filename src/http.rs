@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use std::sync::Arc;
 
@@ -53,16 +54,18 @@ async fn metrics(State(s): State<HttpState>) -> impl axum::response::IntoRespons
     )
 }
 
-/// Binds `listen` and serves until `stop` fires, within the limits of `[http]`.
+/// Binds `listen` and serves until `stop` fires, within the limits of `[http]`: the accept
+/// loop and each connection are tasks on `tasks`.
 pub(crate) async fn serve(
     listen: &str,
     settings: &HttpSettings,
     app: Router,
     stop: CancellationToken,
+    tasks: &TaskTracker,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let limits = server::Limits::from(settings);
     tracing::info!(%listen, max_connections = limits.max_connections, "http listening");
-    tokio::spawn(server::run(listener, app, limits, stop));
+    tasks.spawn(server::run(listener, app, limits, stop, tasks.clone()));
     Ok(())
 }

@@ -262,6 +262,7 @@ impl Metrics {
             broker_reconnects: _,
             publish_failures: _,
             callback_events,
+            callback_unmark_failures,
             queue_messages,
             orphan_queues: _,
             orphan_queue_messages,
@@ -281,6 +282,7 @@ impl Metrics {
         sample(limiter_wait);
         sample(app_paused);
         sample(callback_events);
+        sample(callback_unmark_failures);
         sample(queue_messages);
         sample(orphan_queue_messages);
         sample(foreign_consumers);

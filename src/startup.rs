@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::CurrentPublisher;
+use crate::broker::{self, CurrentPublisher};
 use crate::callback::{self, CallbackState};
 use crate::catalog::Catalog;
 use crate::config::{AppSettings, Settings, WechatSettings};
@@ -24,24 +24,30 @@ use crate::wechat::errcode::Classifier;
 use crate::wechat::shared_token::SharedTokenSource;
 use crate::wechat::token::{TokenKeeper, TokenSource, WechatTokenSource};
 use crate::worker::clock::SystemClock;
-use crate::worker::{self, AppDeps, Context, Deps};
+use crate::worker::{self, AppDeps, Context, Deps, ServedApp};
 
 /// The worker process, built and ready to run.
 pub struct Application {
-    /// What the pipeline uses; its settings are the process's settings.
+    /// What the worker and its pipeline use, derived from the settings.
     pub pipeline: Arc<Context>,
     pub(crate) callback: Arc<CallbackState>,
     pub(crate) http: HttpState,
-    /// Where the callback publishes a push's reports: a stop waits for them.
+    /// Read here only: where to listen, the server's limits, the start-up report of job
+    /// queues without an app.
+    settings: Settings,
+    /// The one owner of every task the process starts: [`Application::run`] cancels them on
+    /// stop and waits for them before it returns.
     tasks: TaskTracker,
 }
 
-/// What more than one part holds: one registry, one store, one readiness flag, one publisher.
+/// What more than one part holds: one registry, one store, one readiness flag, one publisher,
+/// one owner for their tasks.
 struct Shared {
     metrics: Arc<Metrics>,
     state: Arc<State>,
     health: Health,
     results: CurrentPublisher,
+    tasks: TaskTracker,
 }
 
 impl Application {
@@ -54,45 +60,82 @@ impl Application {
             state: Arc::new(state),
             health: Health::default(),
             results: CurrentPublisher::default(),
+            tasks: TaskTracker::new(),
         };
-        let tasks = TaskTracker::new();
         let callback = Arc::new(CallbackState::new(
             &settings,
             shared.state.clone(),
             Arc::new(shared.results.clone()),
             shared.metrics.clone(),
-            tasks.clone(),
+            shared.tasks.clone(),
         ));
         let http = HttpState {
             health: shared.health.clone(),
             state: shared.state.clone(),
             metrics: shared.metrics.clone(),
         };
-        let pipeline = Arc::new(pipeline(settings, shared)?);
+        let tasks = shared.tasks.clone();
+        let pipeline = Arc::new(pipeline(&settings, shared)?);
         Ok(Self {
             pipeline,
             callback,
             http,
+            settings,
             tasks,
         })
     }
 
-    /// Serves `http.listen` (when set) and runs the worker until `stop` fires. Errors when the
-    /// port cannot be bound, or for what the worker cannot retry (a topology clash).
+    /// The owner of every task [`Application::run`] starts: closed and empty once it returned.
+    pub fn tasks(&self) -> TaskTracker {
+        self.tasks.clone()
+    }
+
+    /// Serves `http.listen` (when set), reports job queues without an app, and runs the worker
+    /// until `stop` fires; then waits for every task it started, within the drain deadline.
+    /// Errors when the port cannot be bound, or for what the worker cannot retry (a topology
+    /// clash); its tasks are stopped and waited for then too.
     pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
-        let settings = &self.pipeline.settings;
+        // Ends every task on `stop`, and also when a part fails.
+        let stop = stop.child_token();
+        let tasks = self.tasks.clone();
+        let drain = self.pipeline.drain_timeout;
+        let result = self.start(&stop).await;
+        stop.cancel();
+        tasks.close();
+        if tokio::time::timeout(drain, tasks.wait()).await.is_err() {
+            tracing::warn!(
+                tasks = tasks.len(),
+                "tasks still running past the drain deadline"
+            );
+        }
+        result
+    }
+
+    async fn start(self, stop: &CancellationToken) -> anyhow::Result<()> {
+        let Self {
+            pipeline,
+            callback,
+            http,
+            settings,
+            tasks,
+        } = self;
         if let Some(listen) = &settings.http.listen {
-            let routes = http::router(self.http).merge(callback::routes(self.callback));
-            http::serve(listen, &settings.http, routes, stop.clone())
+            let routes = http::router(http).merge(callback::routes(callback));
+            http::serve(listen, &settings.http, routes, stop.clone(), &tasks)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on http.listen {listen}: {e}"))?;
         }
-        let ran = worker::run(self.pipeline, stop).await;
-        // A push being published when the stop came is finished (published, or its mark undone
-        // for WeChat's retry) before the process ends; each is bounded by the push deadline.
-        self.tasks.close();
-        self.tasks.wait().await;
-        ran
+        {
+            // Once, beside the start: a slow or missing management API never delays consuming.
+            let (stop, metrics) = (stop.clone(), pipeline.metrics.clone());
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = broker::orphans::report_at_start(&settings, &metrics) => {}
+                }
+            });
+        }
+        worker::run(pipeline, stop.clone(), &tasks).await
     }
 }
 
@@ -118,17 +161,18 @@ pub fn classifier(wechat: &WechatSettings) -> Classifier {
 /// shared parts. Fails when the backend lacks a capability the settings need across instances
 /// ([`crate::state::Capabilities::check`]); with one it provides, tokens and rates go through
 /// it.
-fn pipeline(settings: Settings, shared: Shared) -> anyhow::Result<Context> {
+fn pipeline(settings: &Settings, shared: Shared) -> anyhow::Result<Context> {
     let Shared {
         metrics,
         state,
         health,
         results,
+        tasks: _,
     } = shared;
-    state.capabilities().check(&settings)?;
+    state.capabilities().check(settings)?;
     let wechat = WechatClient::new(&settings.wechat.base_url, settings.wechat.timeout.get())?;
     let schedule = Schedule::new(&settings.retry);
-    let apps = settings
+    let apps: Vec<ServedApp> = settings
         .apps
         .iter()
         .map(|(name, app)| {
@@ -158,7 +202,7 @@ fn pipeline(settings: Settings, shared: Shared) -> anyhow::Result<Context> {
                     )
                 }),
             };
-            (name.clone(), deps)
+            ServedApp::new(name, deps, app, settings.wechat.daily_quota_refresh.0)
         })
         .collect();
     let deps = Deps {
@@ -169,17 +213,24 @@ fn pipeline(settings: Settings, shared: Shared) -> anyhow::Result<Context> {
         store: state.clone(),
         clock: SystemClock,
         wechat,
-        apps,
+        // The same apps the worker serves, found by name: built together, so none is missing.
+        apps: apps
+            .iter()
+            .map(|a| (a.name.clone(), a.deps.clone()))
+            .collect(),
         schedule,
         metrics: metrics.clone(),
     };
     Ok(Context {
+        amqp: settings.amqp.clone(),
+        drain_timeout: settings.worker.drain_timeout.0,
+        wechat_slots: settings.wechat.max_in_flight.get(),
+        apps,
         pipeline: deps,
         state,
         health,
         metrics,
         results,
-        settings,
     })
 }
 

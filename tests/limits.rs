@@ -65,7 +65,7 @@ async fn one_app_out_of_quota_pauses_alone_probes_gently_and_drains_when_its_quo
         s.apps.insert(b_name, b_settings);
     })
     .await;
-    let mut b = Harness::new(&app_b, &a.ctx.settings).await;
+    let mut b = Harness::new(&app_b, &settings(&app_b, &a.sim)).await;
 
     let a_ids = a.publish_numbered(30).await;
     let started = Instant::now();

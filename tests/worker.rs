@@ -608,3 +608,79 @@ async fn apps_spread_over_connections_are_all_consumed_before_ready_and_closed_a
     }
     harness.cleanup().await;
 }
+
+/// Every task a run starts belongs to it: the consumers, the watchers, the lookups, the HTTP
+/// server and each of its connections have ended when `run` returns, and the runtime soon runs
+/// no more tasks than before the worker was built.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_task_outlives_run() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_util::sync::CancellationToken;
+    use wxcourier::sim::{SimOptions, Simulator};
+    use wxcourier::startup::Application;
+    use wxcourier::types::{Secret, Span};
+
+    let sim = Simulator::start("127.0.0.1:0", SimOptions::default())
+        .await
+        .unwrap();
+    let app = unique_app("owned");
+    let port = free_port();
+    let mut s = settings(&app, &sim);
+    // lapin's heartbeat task notices a closed connection only at its next beat: beat often,
+    // so the runtime's count shows the worker's own tasks.
+    s.amqp.url = Secret::new(format!("{}?heartbeat=1", amqp_url()));
+    s.http.listen = Some(format!("127.0.0.1:{port}"));
+    // An idle connection would stay open this long if nothing closed it at the stop.
+    s.http.idle_timeout = Duration::from_secs(120).try_into().unwrap();
+    // A keeper and a quota watch per app, besides the consumer and the watchers.
+    s.wechat.daily_quota_refresh = Span(Duration::from_secs(3600));
+    s.apps.get_mut(&app).unwrap().catalog = true;
+    let harness = Harness::new(&app, &s).await;
+    let runtime = tokio::runtime::Handle::current().metrics();
+    let before = runtime.num_alive_tasks();
+
+    let application = Application::build(s).unwrap();
+    let tasks = application.tasks();
+    let health = application.pipeline.health.clone();
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(application.run(stop.clone()));
+    eventually(Duration::from_secs(20), "the worker is ready", || {
+        health.is_ready()
+    })
+    .await;
+    let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: wxcourier\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = vec![0; 1024];
+    let n = idle.read(&mut answer).await.unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        &answer[..n]
+    );
+    assert!(!tasks.is_empty(), "the run's tasks are on its tracker");
+
+    stop.cancel();
+    let ended = tokio::time::timeout(Duration::from_secs(30), run).await;
+    ended.expect("run returned").unwrap().unwrap();
+    assert!(
+        tasks.is_closed(),
+        "no task can join the run once it returned"
+    );
+    assert_eq!(tasks.len(), 0, "every task of the run has ended");
+    let read = tokio::time::timeout(Duration::from_secs(1), idle.read(&mut answer)).await;
+    assert_eq!(
+        read.expect("the idle connection was closed").unwrap(),
+        0,
+        "closed, not answered"
+    );
+    eventually(Duration::from_secs(5), "no more tasks than before", || {
+        runtime.num_alive_tasks() <= before
+    })
+    .await;
+    harness.cleanup().await;
+    sim.stop();
+}

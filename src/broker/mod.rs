@@ -5,6 +5,7 @@ pub(crate) mod error;
 pub mod headers;
 pub mod orphans;
 pub mod publish;
+pub(crate) mod settle;
 pub mod tap;
 pub mod topology;
 

@@ -130,14 +130,24 @@ impl Publisher {
         correlation_id: Option<&str>,
     ) -> Result<(), PublishError> {
         let body = serde_json::to_vec(result).expect("results always serialize");
-        self.publish(Publication {
-            exchange: super::RESULTS_EXCHANGE,
-            routing_key,
-            body: &body,
-            properties: outcome_properties(correlation_id),
-            must_route: false,
-        })
-        .await
+        self.publish(result_message(routing_key, &body, correlation_id))
+            .await
+    }
+}
+
+/// An outcome or a delivery report (its JSON `body`) for `wxcourier.results` under
+/// `routing_key`. Unroutable is not an error: results' consumers bind what they want.
+pub(crate) fn result_message<'a>(
+    routing_key: &'a str,
+    body: &'a [u8],
+    correlation_id: Option<&str>,
+) -> Publication<'a> {
+    Publication {
+        exchange: super::RESULTS_EXCHANGE,
+        routing_key,
+        body,
+        properties: outcome_properties(correlation_id),
+        must_route: false,
     }
 }
 

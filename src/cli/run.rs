@@ -25,27 +25,28 @@ pub(crate) async fn run(args: ConfigArg) -> ExitCode {
             return ExitCode::from(super::EXIT_BAD_CONFIG);
         }
     };
+    let ctx = &app.pipeline;
+    // A platform may serve thousands of apps: the start line names the first few only.
+    let names: Vec<_> = ctx
+        .apps
+        .iter()
+        .take(STARTING_APPS_NAMED)
+        .map(|a| &a.name)
+        .collect();
+    tracing::info!(apps = ctx.apps.len(), first = ?names, "wxcourier starting");
     let stop = CancellationToken::new();
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            terminated.await;
+    // The signal is awaited here, beside the run, not in a task of its own: every task the
+    // process starts belongs to the run.
+    let running = app.run(stop.clone());
+    tokio::pin!(running);
+    let result = tokio::select! {
+        result = &mut running => result,
+        _ = terminated => {
             tracing::info!("stop requested; draining");
             stop.cancel();
-        });
-    }
-    let ctx = app.pipeline.clone();
-    // A platform may serve thousands of apps: the start line names the first few only.
-    let names: Vec<_> = ctx.pipeline.apps.keys().take(STARTING_APPS_NAMED).collect();
-    tracing::info!(apps = ctx.pipeline.apps.len(), first = ?names, "wxcourier starting");
-    {
-        // Once, beside the start: a slow or missing management API never delays consuming.
-        tokio::spawn(async move {
-            crate::broker::orphans::report_at_start(&ctx.settings, &ctx.metrics).await;
-        });
-    }
-    let result = app.run(stop.clone()).await;
-    stop.cancel();
+            running.await
+        }
+    };
     match result {
         Ok(()) => {
             tracing::info!("stopped cleanly");

@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::config::HttpSettings;
@@ -46,14 +47,15 @@ impl From<&HttpSettings> for Limits {
     }
 }
 
-/// Serves `app` on `listener` until `stop` fires. A connection is accepted only with a free
-/// slot, so beyond `max_connections` clients wait in the kernel's backlog instead of costing
-/// a task, buffers and a file descriptor each.
+/// Serves `app` on `listener` until `stop` fires, each connection a task on `tasks`. A
+/// connection is accepted only with a free slot, so beyond `max_connections` clients wait in
+/// the kernel's backlog instead of costing a task, buffers and a file descriptor each.
 pub(crate) async fn run(
     listener: TcpListener,
     app: Router,
     limits: Limits,
     stop: CancellationToken,
+    tasks: TaskTracker,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
@@ -75,7 +77,7 @@ pub(crate) async fn run(
             },
         };
         let (app, stop) = (app.clone(), stop.clone());
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             connection(stream, app, limits, stop).await;
             drop(slot);
         });

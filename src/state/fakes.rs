@@ -153,7 +153,7 @@ impl FakeReports {
 
     /// Records that `id` was sent as `msgid`, as the pipeline would.
     pub(crate) fn sent(&self, app: &str, id: &str, msgid: u64, meta: Option<&Value>) {
-        self.inner.record_sent(app, id, msgid, meta);
+        self.inner.record_sent(app, id, Some(msgid), meta);
     }
 
     pub(crate) fn calls(&self) -> Vec<ReportCall> {

@@ -1,5 +1,6 @@
 //! One app's consumer: takes deliveries, runs the pipeline on each with bounded concurrency,
-//! publishes what it decided with confirms, and only then acks.
+//! and settles each ([`super::settle`]): what it decided is published with confirms, and only
+//! then acked.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,53 +8,23 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use lapin::Channel;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
-};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::Context;
 use super::pipeline::{Incoming, Outlet, Step, process};
+use super::settle::{Original, Settled, settle};
+use super::{AppDeps, Context};
 use crate::broker::headers;
-use crate::broker::publish::Publication;
 use crate::broker::topology::tier_label;
-use crate::broker::{BrokerError, DEAD_QUEUE, PublishError, Publisher, RETRY_EXCHANGE, job_queue};
-use crate::outcome::SendOutcome;
-use crate::retry::RetryState;
-
-/// How long a delivery whose outcome could not be published waits before it goes back to
-/// its queue, so a broker that refuses publishes is not hammered. Each such return is a
-/// `basic.reject` with requeue, which counts toward the queue's delivery limit on every
-/// RabbitMQ series (from 4.3 on a `basic.nack` does not), so past the limit the broker
-/// dead-letters the job to `wxcourier.dead`.
-const HAND_BACK_PAUSE: Duration = Duration::from_millis(500);
+use crate::broker::{BrokerError, Publisher, job_queue};
 
 /// After a cancel, how long to wait for more already-prefetched deliveries.
 const DRAIN_IDLE: Duration = Duration::from_millis(200);
-
-/// How a delivery ends once its step has been carried out.
-#[derive(Debug)]
-enum Settlement {
-    /// What the step asked for was published and confirmed: ack.
-    Ack,
-    /// Nothing could be published, so the delivery goes back to its queue as it is: the one
-    /// requeue left. Bounded by the queue's delivery limit (a dead-letter to wxcourier.dead
-    /// past it), and a failing publisher channel ends the session, so it is not a loop.
-    HandBack(PublishError),
-}
-
-impl From<Result<(), PublishError>> for Settlement {
-    fn from(published: Result<(), PublishError>) -> Self {
-        match published {
-            Ok(()) => Settlement::Ack,
-            Err(e) => Settlement::HandBack(e),
-        }
-    }
-}
 
 /// Why a round of consuming ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -83,12 +54,64 @@ impl Permits {
     }
 }
 
+/// The jobs of one session: each a task on the worker's tracker, counted per session for the
+/// drain, and dropped unsettled once the worker ends (`abandon`).
+#[derive(Clone)]
+pub(crate) struct Jobs {
+    tasks: TaskTracker,
+    session: TaskTracker,
+    abandon: CancellationToken,
+}
+
+impl Jobs {
+    pub(crate) fn new(tasks: &TaskTracker, abandon: &CancellationToken) -> Self {
+        Self {
+            tasks: tasks.clone(),
+            session: TaskTracker::new(),
+            abandon: abandon.clone(),
+        }
+    }
+
+    /// Jobs of this session not yet ended.
+    pub(crate) fn len(&self) -> usize {
+        self.session.len()
+    }
+
+    fn spawn(&self, job: impl Future<Output = ()> + Send + 'static) {
+        let abandon = self.abandon.clone();
+        self.tasks.spawn(self.session.track_future(async move {
+            tokio::select! {
+                _ = abandon.cancelled() => {}
+                _ = job => {}
+            }
+        }));
+    }
+}
+
+/// Counts a job in the in-flight gauge while it lives, however it ends.
+struct InFlight(Gauge);
+
+impl InFlight {
+    fn enter(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 pub(crate) struct AppConsumer {
     pub(crate) ctx: Arc<Context>,
     pub(crate) app: String,
+    /// The app's part of the pipeline's context: its gate and metrics.
+    pub(crate) deps: Arc<AppDeps>,
     pub(crate) publisher: Publisher,
     pub(crate) stop: CancellationToken,
-    pub(crate) jobs: TaskTracker,
+    pub(crate) jobs: Jobs,
     /// Given one permit each time this consumer is registered with the broker, so the session
     /// can tell when every app is consuming.
     pub(crate) registered: Arc<Semaphore>,
@@ -99,12 +122,12 @@ impl AppConsumer {
     /// quota, or shared state is unreachable, its consumer is cancelled and the jobs wait in
     /// the broker.
     pub(crate) async fn run(self, channel: Channel) -> Result<(), BrokerError> {
-        let prefetch = self.ctx.settings.amqp.prefetch.get();
+        let prefetch = self.ctx.amqp.prefetch.get();
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
             .await
             .map_err(|e| BrokerError::channel("setting the prefetch (basic.qos)", e))?;
-        let permits = Permits::new(prefetch, self.ctx.settings.wechat.max_in_flight.get());
+        let permits = Permits::new(prefetch, self.ctx.wechat_slots);
         let this = Arc::new(self);
         loop {
             let round = this.consume_round(&channel, &permits).await?;
@@ -126,7 +149,7 @@ impl AppConsumer {
 
     /// Resolves once the app may consume again: its quota pause is over and shared state is up.
     async fn resumable(&self) {
-        let gate = &self.ctx.app(&self.app).gate;
+        let gate = &self.deps.gate;
         let state = self.ctx.state.health();
         loop {
             state.up().await;
@@ -154,7 +177,7 @@ impl AppConsumer {
             .await
             .map_err(|e| BrokerError::channel("starting the consumer (basic.consume)", e))?;
         self.registered.add_permits(1);
-        let gate = &self.ctx.app(&self.app).gate;
+        let gate = &self.deps.gate;
         let state = self.ctx.state.health();
         loop {
             let next = tokio::select! {
@@ -204,13 +227,11 @@ impl AppConsumer {
             id = tracing::field::Empty,
             attempt = tracing::field::Empty,
         );
+        let in_flight = InFlight::enter(&self.ctx.metrics.in_flight);
         self.jobs.spawn(
             async move {
-                let in_flight = &job.ctx.metrics.in_flight;
-                in_flight.inc();
                 job.handle(delivery, deciding).await;
-                in_flight.dec();
-                drop(unsettled);
+                drop((in_flight, unsettled));
             }
             .instrument(span),
         );
@@ -237,105 +258,22 @@ impl AppConsumer {
         // every waiting task carry room for it too (massif: 6.8 KiB a task instead of 2).
         let step = Box::pin(process(&self.ctx.pipeline, incoming)).await;
         drop(deciding);
-        let settled = Box::pin(self.settle(&delivery, &step)).await;
+        let original = Original {
+            app: &self.app,
+            body: &delivery.data,
+            properties: &delivery.properties,
+        };
+        let settled = Box::pin(settle(&self.publisher, &delivery.acker, original, &step)).await;
         let metrics = &self.ctx.metrics;
         match (&step, &settled) {
-            (Step::Finish(o) | Step::Reject { outcome: o, .. }, Settlement::Ack) => {
-                self.ctx.app(&self.app).metrics.job_finished(o.status);
-            }
-            (Step::Retry { after, .. }, Settlement::Ack) => {
-                metrics.retry(&self.app, &tier_label(*after));
-            }
-            (_, Settlement::HandBack(_)) => {
+            (_, Settled::HandedBack) => {
                 metrics.publish_failures.inc();
             }
+            (Step::Finish(o) | Step::Reject { outcome: o, .. }, _) => {
+                self.deps.metrics.job_finished(o.status);
+            }
+            (Step::Retry { after, .. }, _) => metrics.retry(&self.app, &tier_label(*after)),
         }
-        match settled {
-            Settlement::Ack => match delivery.ack(BasicAckOptions::default()).await {
-                Ok(true) => {}
-                // After a reconnect the delivery belongs to a dead channel: the broker
-                // redelivers it, and the outcome may be published twice (consumers dedupe).
-                Ok(false) | Err(_) => {
-                    tracing::warn!(app = %self.app, "ack did not reach the broker; the job will be redelivered")
-                }
-            },
-            Settlement::HandBack(e) => {
-                tracing::warn!(app = %self.app, error = %e, "could not publish; handing the job back to the broker");
-                tokio::time::sleep(HAND_BACK_PAUSE).await;
-                let _ = delivery.reject(BasicRejectOptions { requeue: true }).await;
-            }
-        }
-    }
-
-    /// Publishes what the pipeline decided, with confirms, and says how the delivery ends.
-    async fn settle(&self, delivery: &Delivery, step: &Step) -> Settlement {
-        let published = match step {
-            Step::Finish(outcome) => self.publish_outcome(outcome).await,
-            Step::Reject { outcome, reason } => {
-                tracing::warn!(app = %self.app, id = ?outcome.id, %reason, "job rejected");
-                let dead = self.publish_dead(delivery, reason);
-                let out = self.publish_outcome(outcome);
-                let (dead, out) = tokio::join!(dead, out);
-                dead.and(out)
-            }
-            Step::Retry { after, state, wait } => {
-                tracing::debug!(attempts = state.attempts, ?after, ?wait, "retry scheduled");
-                self.publish_retry(delivery, state, *after).await
-            }
-        };
-        published.into()
-    }
-
-    async fn publish_outcome(&self, outcome: &SendOutcome) -> Result<(), PublishError> {
-        self.publisher
-            .publish_result(&outcome.routing_key(), outcome, outcome.id.as_deref())
-            .await
-    }
-
-    /// The original message, unchanged, plus the reason, in `wxcourier.dead`.
-    async fn publish_dead(&self, delivery: &Delivery, reason: &str) -> Result<(), PublishError> {
-        let headers = headers::dead_copy(delivery.properties.headers().as_ref(), reason, &self.app);
-        self.publish_copy(delivery, "", DEAD_QUEUE, headers).await
-    }
-
-    /// The original body with the retry state in headers, into the delay tier `after`.
-    async fn publish_retry(
-        &self,
-        delivery: &Delivery,
-        state: &RetryState,
-        after: Duration,
-    ) -> Result<(), PublishError> {
-        let headers = headers::retry_copy(
-            delivery.properties.headers().as_ref(),
-            state,
-            &tier_label(after),
-        );
-        self.publish_copy(delivery, RETRY_EXCHANGE, &self.app, headers)
-            .await
-    }
-
-    /// The delivery's body and properties with `headers`, persistent, to a queue that must
-    /// take it.
-    async fn publish_copy(
-        &self,
-        delivery: &Delivery,
-        exchange: &str,
-        routing_key: &str,
-        headers: FieldTable,
-    ) -> Result<(), PublishError> {
-        self.publisher
-            .publish(Publication {
-                exchange,
-                routing_key,
-                body: &delivery.data,
-                properties: delivery
-                    .properties
-                    .clone()
-                    .with_headers(headers)
-                    .with_delivery_mode(2),
-                must_route: true,
-            })
-            .await
     }
 }
 

@@ -74,7 +74,8 @@ pub(crate) struct Deps<S: Seams = Live> {
     pub(crate) wechat: S::Wechat,
     pub(crate) store: Arc<S::Store>,
     pub(crate) clock: S::Clock,
-    pub(crate) apps: HashMap<String, AppDeps<S>>,
+    /// Shared with the consumer and the lookups of each app, which hold their app's own.
+    pub(crate) apps: HashMap<String, Arc<AppDeps<S>>>,
     pub(crate) schedule: Schedule,
     pub(crate) classifier: Classifier,
     /// `wechat.reason_codes`: the `reason` of a failed outcome.
@@ -87,8 +88,8 @@ pub(crate) struct Deps<S: Seams = Live> {
 }
 
 impl<S: Seams> Deps<S> {
-    /// A configured app. Deliveries only come from configured apps' queues.
-    pub(crate) fn app(&self, name: &str) -> &AppDeps<S> {
-        &self.apps[name]
+    /// The configured app `name`; `None` for a name no app has.
+    pub(crate) fn app(&self, name: &str) -> Option<&AppDeps<S>> {
+        self.apps.get(name).map(Arc::as_ref)
     }
 }

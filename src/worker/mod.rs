@@ -6,20 +6,21 @@ mod consume;
 pub(crate) mod deps;
 mod peers;
 pub(crate) mod pipeline;
+mod settle;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use backon::BackoffBuilder;
 use futures_util::StreamExt;
-use tokio::task::JoinSet;
+use futures_util::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::topology::{self, TopologyError};
 use crate::broker::{self, BrokerError, CurrentPublisher, Publisher};
 use crate::catalog;
-use crate::config::Settings;
+use crate::config::{AmqpSettings, AppSettings};
 use crate::daily_quota;
 use crate::metrics::Metrics;
 use crate::state::State;
@@ -28,9 +29,17 @@ use crate::wechat::lookup::Lookup;
 
 pub(crate) use deps::{AppDeps, Deps};
 
-/// Everything the worker needs, built once per process by [`crate::startup`].
+/// Everything the worker needs, built once per process by [`crate::startup`] from the
+/// settings: only what the worker reads, derived once, never the settings themselves.
 pub struct Context {
-    pub settings: Settings,
+    /// The broker: its nodes, the prefetch, consumers per connection, the publish deadline.
+    pub(crate) amqp: AmqpSettings,
+    /// How long a stop waits for the jobs in flight (`worker.drain_timeout`).
+    pub(crate) drain_timeout: Duration,
+    /// WeChat calls in flight at most across all apps (`wechat.max_in_flight`).
+    pub(crate) wechat_slots: usize,
+    /// Every configured app, with what its consumer and its lookups hold.
+    pub(crate) apps: Vec<ServedApp>,
     /// What the pipeline reads and calls.
     pub(crate) pipeline: Deps,
     pub(crate) state: Arc<State>,
@@ -40,44 +49,72 @@ pub struct Context {
     pub results: CurrentPublisher,
 }
 
-impl Context {
-    /// A configured app. Deliveries only come from configured apps' queues.
-    pub(crate) fn app(&self, name: &str) -> &AppDeps {
-        self.pipeline.app(name)
-    }
+/// One configured app as the worker serves it: its name, its part of the pipeline's context
+/// (the same one the pipeline finds by name), and its polls beside the sends.
+pub(crate) struct ServedApp {
+    pub(crate) name: String,
+    pub(crate) deps: Arc<AppDeps>,
+    /// How often the catalog is fetched again (`apps.NAME.catalog_refresh`); used only when
+    /// the app has a catalog.
+    pub(crate) catalog_refresh: Duration,
+    /// The WeChat endpoints whose daily quota is polled, and how often (`wechat.quota_refresh`;
+    /// zero: never).
+    pub(crate) quota_endpoints: Vec<&'static str>,
+    pub(crate) quota_refresh: Duration,
+}
 
+impl ServedApp {
+    /// `name`'s part of the pipeline's context and its polls, from its settings.
+    pub(crate) fn new(
+        name: &str,
+        deps: AppDeps,
+        settings: &AppSettings,
+        quota_refresh: Duration,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            deps: Arc::new(deps),
+            catalog_refresh: settings.catalog_refresh.0,
+            quota_endpoints: daily_quota::endpoints(settings),
+            quota_refresh,
+        }
+    }
+}
+
+impl Context {
     pub(crate) fn app_names(&self) -> Vec<String> {
-        self.pipeline.apps.keys().cloned().collect()
+        self.apps.iter().map(|a| a.name.clone()).collect()
     }
 
     /// The WeChat lookups of `app`, with its token.
-    fn lookup(&self, app: &str) -> Lookup<'_> {
+    fn lookup<'a>(&'a self, app: &'a AppDeps) -> Lookup<'a> {
         Lookup {
             client: &self.pipeline.wechat,
-            keeper: &self.app(app).keeper,
+            keeper: &app.keeper,
             classifier: &self.pipeline.classifier,
         }
     }
 }
 
-/// Starts the tasks that poll WeChat beside the sends, until `stop`: each catalog's keeper,
-/// and each app's quota gauges (unless `wechat.daily_quota_refresh` is `0s`).
-fn spawn_lookups(ctx: &Arc<Context>, stop: &CancellationToken) {
-    for (name, app) in &ctx.settings.apps {
-        if ctx.app(name).catalog.is_some() {
-            let (ctx, stop, name) = (ctx.clone(), stop.clone(), name.clone());
-            let every = app.catalog_refresh.0;
-            tokio::spawn(async move {
-                let catalog = ctx.app(&name).catalog.as_ref().expect("checked above");
-                catalog::keeper::keep(catalog, ctx.lookup(&name), every, stop).await;
+/// Starts on `tasks` the polls of WeChat beside the sends, until `stop`: each catalog's
+/// keeper, and each app's quota gauges (unless its refresh is zero).
+fn spawn_lookups(ctx: &Arc<Context>, stop: &CancellationToken, tasks: &TaskTracker) {
+    for app in &ctx.apps {
+        if app.deps.catalog.is_some() {
+            let (ctx, stop, deps) = (ctx.clone(), stop.clone(), app.deps.clone());
+            let every = app.catalog_refresh;
+            tasks.spawn(async move {
+                if let Some(catalog) = &deps.catalog {
+                    catalog::keeper::keep(catalog, ctx.lookup(&deps), every, stop).await;
+                }
             });
         }
-        let every = ctx.settings.wechat.daily_quota_refresh.0;
+        let every = app.quota_refresh;
         if !every.is_zero() {
-            let (ctx, stop, name) = (ctx.clone(), stop.clone(), name.clone());
-            let endpoints = daily_quota::endpoints(app);
-            tokio::spawn(async move {
-                let lookup = ctx.lookup(&name);
+            let (ctx, stop, deps) = (ctx.clone(), stop.clone(), app.deps.clone());
+            let (name, endpoints) = (app.name.clone(), app.quota_endpoints.clone());
+            tasks.spawn(async move {
+                let lookup = ctx.lookup(&deps);
                 daily_quota::watch(&name, &endpoints, lookup, &ctx.metrics, every, stop).await;
             });
         }
@@ -104,13 +141,24 @@ impl SessionError {
 }
 
 /// Runs the worker until `stop` fires, then drains and returns. Errors only for problems a
-/// retry cannot fix (a topology clash).
-pub(crate) async fn run(ctx: Arc<Context>, stop: CancellationToken) -> anyhow::Result<()> {
+/// retry cannot fix (a topology clash). Every task it starts goes on `tasks` and ends on
+/// `stop`, or, for a job still unsettled past the drain deadline, once it returns.
+pub(crate) async fn run(
+    ctx: Arc<Context>,
+    stop: CancellationToken,
+    tasks: &TaskTracker,
+) -> anyhow::Result<()> {
     {
         let (ctx, stop) = (ctx.clone(), stop.clone());
-        tokio::spawn(async move { ctx.state.watch(stop).await });
+        tasks.spawn(async move { ctx.state.watch(stop).await });
     }
-    spawn_lookups(&ctx, &stop);
+    spawn_lookups(&ctx, &stop, tasks);
+    // A session that ends on a broker loss leaves its jobs running (each may still record
+    // what WeChat answered, so a redelivery is not sent twice); whatever is left when the
+    // worker ends, past the drain deadline, is dropped unacked and goes back to its queue, as
+    // it would if the process ended.
+    let abandon = CancellationToken::new();
+    let _abandon_at_end = abandon.clone().drop_guard();
     let mut delays = reconnect_backoff();
     let mut first = true;
     // The node of `amqp.url` to try first; after a loss, the next one in turn.
@@ -120,7 +168,7 @@ pub(crate) async fn run(ctx: Arc<Context>, stop: CancellationToken) -> anyhow::R
             ctx.metrics.broker_reconnects.inc();
         }
         let started = tokio::time::Instant::now();
-        let result = session(&ctx, &stop, &mut node).await;
+        let result = session(&ctx, &stop, &mut node, tasks, &abandon).await;
         ctx.health.set_ready(false);
         match result {
             Ok(()) => return Ok(()),
@@ -159,25 +207,27 @@ async fn session(
     ctx: &Arc<Context>,
     stop: &CancellationToken,
     node: &mut usize,
+    tasks: &TaskTracker,
+    abandon: &CancellationToken,
 ) -> Result<(), SessionError> {
     const NAME: &str = "wxcourier worker";
-    let (conn, connected) = broker::connect_from(&ctx.settings.amqp, NAME, *node).await?;
+    let (conn, connected) = broker::connect_from(&ctx.amqp, NAME, *node).await?;
     *node = connected;
     let per_connection = consumers_per_connection(
         conn.configuration().channel_max(),
-        ctx.settings.amqp.consumers_per_connection.get(),
+        ctx.amqp.consumers_per_connection.get(),
     );
-    let needed = ctx.pipeline.apps.len().div_ceil(per_connection).max(1);
+    let needed = ctx.apps.len().div_ceil(per_connection).max(1);
     let mut conns = vec![conn];
     let mut result = Ok(());
     while conns.len() < needed && result.is_ok() {
-        match broker::connect_from(&ctx.settings.amqp, NAME, connected).await {
+        match broker::connect_from(&ctx.amqp, NAME, connected).await {
             Ok((extra, _)) => conns.push(extra),
             Err(e) => result = Err(e.into()),
         }
     }
     if result.is_ok() {
-        result = serve(ctx, stop, &conns, per_connection).await;
+        result = serve(ctx, stop, &conns, per_connection, tasks, abandon).await;
     }
     for conn in &conns {
         let closing = conn.close(200, "wxcourier stopping".into());
@@ -208,12 +258,16 @@ fn consumers_per_connection(channel_max: u16, configured: u16) -> usize {
 }
 
 /// Declares and consumes on `conns` (the first carries the publisher; app `i`'s consumer
-/// goes on connection `i / per_connection`) until stop or a failure.
+/// goes on connection `i / per_connection`) until stop or a failure. The consumers, their
+/// jobs and the watchers run on `tasks`; only jobs may still run when it returns, until
+/// `abandon`.
 async fn serve(
     ctx: &Arc<Context>,
     stop: &CancellationToken,
     conns: &[lapin::Connection],
     per_connection: usize,
+    tasks: &TaskTracker,
+    abandon: &CancellationToken,
 ) -> Result<(), SessionError> {
     let conn = &conns[0];
     let legacy =
@@ -221,20 +275,20 @@ async fn serve(
     for queue in legacy {
         tracing::warn!("{queue}");
     }
-    let publisher = Publisher::open(conn, ctx.settings.amqp.publish_timeout.get())
+    let publisher = Publisher::open(conn, ctx.amqp.publish_timeout.get())
         .await
         .map_err(|e| BrokerError::channel("opening the publishing channel", e))?;
     let consumers_stop = stop.child_token();
-    let jobs = TaskTracker::new();
+    let jobs = consume::Jobs::new(tasks, abandon);
     let registered = Arc::new(tokio::sync::Semaphore::new(0));
-    let mut consumers = JoinSet::new();
+    let mut consumers = FuturesUnordered::new();
     // Channels are opened a few at a time: one after another, thousands of apps spend start-up
     // waiting for round trips.
-    let mut names = ctx.app_names().into_iter().enumerate();
-    let mut opening = futures_util::stream::FuturesUnordered::new();
+    let mut apps = ctx.apps.iter().enumerate();
+    let mut opening = FuturesUnordered::new();
     loop {
         while opening.len() < CHANNELS_OPENING {
-            let Some((i, app)) = names.next() else { break };
+            let Some((i, app)) = apps.next() else { break };
             opening.push(consumer_channel(&conns[i / per_connection], app));
         }
         let Some((app, channel)) = opening.next().await else {
@@ -243,38 +297,37 @@ async fn serve(
         let channel = channel.map_err(|e| BrokerError::channel("opening a consumer channel", e))?;
         let consumer = consume::AppConsumer {
             ctx: ctx.clone(),
-            app,
+            app: app.name.clone(),
+            deps: app.deps.clone(),
             publisher: publisher.clone(),
             stop: consumers_stop.clone(),
             jobs: jobs.clone(),
             registered: registered.clone(),
         };
-        consumers.spawn(consumer.run(channel));
+        consumers.push(tasks.spawn(consumer.run(channel)));
     }
     ctx.results.set(Some(publisher.clone()));
     let watcher = match conn.create_channel().await {
-        Ok(channel) => tokio::spawn(watch_side_queues(
+        Ok(channel) => Some(tasks.spawn(watch_side_queues(
             ctx.clone(),
             channel,
             consumers_stop.clone(),
-        )),
-        Err(_) => tokio::spawn(async {}),
+        ))),
+        Err(_) => None,
     };
     // With state for one instance, another consumer on our queues means a second rate and a
     // second idempotency store: say so.
     let peers = match ctx.state.capabilities().shared_ids {
         false => match conn.create_channel().await {
-            Ok(channel) => Some(tokio::spawn(peers::watch(
-                ctx.clone(),
-                channel,
-                consumers_stop.clone(),
-            ))),
+            Ok(channel) => {
+                Some(tasks.spawn(peers::watch(ctx.clone(), channel, consumers_stop.clone())))
+            }
             Err(_) => None,
         },
         true => None,
     };
     // Ready means every app's consumer is registered, not merely that it was asked for.
-    let apps = u32::try_from(ctx.pipeline.apps.len()).unwrap_or(u32::MAX);
+    let apps = u32::try_from(ctx.apps.len()).unwrap_or(u32::MAX);
     let all_registered = async {
         let _ = registered.acquire_many(apps).await;
         ctx.health.set_ready(true);
@@ -284,7 +337,7 @@ async fn serve(
     let ended = tokio::select! {
         _ = all_registered => unreachable!("never resolves"),
         _ = stop.cancelled() => Ok(()),
-        Some(first) = consumers.join_next() => Err(match first {
+        Some(first) = consumers.next() => Err(match first {
             Ok(Err(e)) => SessionError::Broker(e),
             Ok(Ok(())) => SessionError::ConsumerEnded("it stopped".into()),
             Err(e) => SessionError::ConsumerEnded(e.to_string()),
@@ -296,12 +349,11 @@ async fn serve(
     ctx.health.set_ready(false);
     ctx.results.set(None);
     consumers_stop.cancel();
-    jobs.close();
     if ended.is_ok() {
         // Each consumer returns once its jobs in flight are settled.
         tracing::info!(in_flight = jobs.len(), "draining");
-        let drained = async { while consumers.join_next().await.is_some() {} };
-        if tokio::time::timeout(ctx.settings.worker.drain_timeout.0, drained)
+        let drained = async { while consumers.next().await.is_some() {} };
+        if tokio::time::timeout(ctx.drain_timeout, drained)
             .await
             .is_err()
         {
@@ -311,22 +363,24 @@ async fn serve(
             );
         }
     }
-    consumers.abort_all();
+    for consumer in &consumers {
+        consumer.abort();
+    }
+    while consumers.next().await.is_some() {}
     // Wait for the side-queue watcher to close its channel, then close ours: closing the
     // connection under open channels only makes lapin log errors.
-    let _ = watcher.await;
-    if let Some(peers) = peers {
-        let _ = peers.await;
+    for watch in [watcher, peers].into_iter().flatten() {
+        let _ = watch.await;
     }
     let _ = publisher.close().await;
     ended
 }
 
 /// Opens `app`'s consumer channel (a named function, not a closure, keeps the session `Send`).
-async fn consumer_channel(
+async fn consumer_channel<'a>(
     conn: &lapin::Connection,
-    app: String,
-) -> (String, lapin::Result<lapin::Channel>) {
+    app: &'a ServedApp,
+) -> (&'a ServedApp, lapin::Result<lapin::Channel>) {
     (app, conn.create_channel().await)
 }
 

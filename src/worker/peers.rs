@@ -12,7 +12,7 @@ use lapin::types::FieldTable;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::Context;
+use super::{Context, ServedApp};
 use crate::broker::job_queue;
 use crate::metrics::Metrics;
 use crate::pause::Phase;
@@ -83,11 +83,8 @@ impl Nag {
 
 /// Counts every app's consumers until `stop`, then closes `ch`. Only started with memory state.
 pub(crate) async fn watch(ctx: Arc<Context>, ch: Channel, stop: CancellationToken) {
-    let mut apps: Vec<(String, Nag)> = ctx
-        .app_names()
-        .into_iter()
-        .map(|app| (app, Nag::default()))
-        .collect();
+    let mut apps: Vec<(&ServedApp, Nag)> =
+        ctx.apps.iter().map(|app| (app, Nag::default())).collect();
     let mut wait = FIRST_CHECK;
     loop {
         tokio::select! {
@@ -101,9 +98,10 @@ pub(crate) async fn watch(ctx: Arc<Context>, ch: Channel, stop: CancellationToke
         for (app, nag) in &mut apps {
             // A paused app has cancelled its own consumer (or is about to): its count says
             // nothing about others until it consumes again.
-            if matches!(ctx.app(app).gate.phase(), Phase::Paused { .. }) {
+            if matches!(app.deps.gate.phase(), Phase::Paused { .. }) {
                 continue;
             }
+            let app = &app.name;
             let queue = job_queue(app);
             let Ok(consumers) = consumer_count(&ch, &queue).await else {
                 // The channel or connection is gone; the session is ending.

@@ -28,6 +28,8 @@ use crate::state::{Claim, Idempotency};
 
 use step::{IN_FLIGHT_ELSEWHERE, STATE_DOWN};
 pub(crate) use step::{Incoming, Outlet, Step};
+#[cfg(test)]
+pub(crate) use step::Wait;
 use turn::{ClaimHeld, Turn, reject};
 
 /// Runs the pipeline for one delivery.
@@ -60,7 +62,18 @@ pub(crate) async fn process<S: Seams>(deps: &Deps<S>, incoming: Incoming<'_>) ->
         };
         return reject(name, &rejection, retry, deps.clock.now());
     }
-    let app = deps.app(name);
+    let Some(app) = deps.app(name) else {
+        // Consumers exist only for configured apps' queues; a job that still names another
+        // app is kept in wxcourier.dead with the reason, never sent.
+        let rejection = Rejection {
+            id: Some(job.id.clone()),
+            field: "app".into(),
+            rule: format!("{name:?} is not a configured app"),
+            meta: job.meta.clone(),
+            kind: Some(job.kind.name()),
+        };
+        return reject(name, &rejection, retry, deps.clock.now());
+    };
     if !app.kinds.sends(job.kind.name()) {
         let rejection = Rejection {
             id: Some(job.id.clone()),

@@ -872,6 +872,27 @@ async fn a_kind_the_app_does_not_send_is_rejected_before_any_claim() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_job_of_an_app_not_configured_is_rejected_not_a_panic() {
+    let w = World::new(Setup::default());
+    let job = body(template("j5"));
+    let incoming = Incoming {
+        app: "nobody",
+        body: &job,
+        message_id: None,
+        headers_len: 0,
+        retry: RetryState::default(),
+        outlet: &OPEN,
+    };
+    let Step::Reject { outcome, reason } = process(&w.deps, incoming).await else {
+        panic!()
+    };
+    assert_eq!(reason, "app: \"nobody\" is not a configured app");
+    assert_eq!(outcome.app, "nobody");
+    assert_eq!(outcome.id.as_deref(), Some("j5"));
+    assert!(w.store().calls().is_empty() && w.wechat.received().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_token_that_cannot_be_had_pauses_the_app_for_the_keepers_backoff() {
     let w = World::new(Setup {
         tokens: vec![refused_token(40164)],

@@ -239,7 +239,7 @@ impl World {
             wechat: wechat.clone(),
             store: Arc::new(FakeStore::default()),
             clock: TokioClock::starting_at(T0),
-            apps: [("a".to_owned(), app)].into(),
+            apps: [("a".to_owned(), Arc::new(app))].into(),
             schedule,
             classifier: Classifier::new(&DEFAULT_TRANSIENT, &DEFAULT_QUOTA, &DEFAULT_TOKEN),
             reasons: ReasonCodes::default(),
@@ -251,7 +251,7 @@ impl World {
     }
 
     pub(crate) fn app(&self) -> &AppDeps<Fakes> {
-        self.deps.app("a")
+        self.deps.app("a").expect("the world's one app")
     }
 
     pub(crate) fn store(&self) -> &FakeStore {
