@@ -45,7 +45,8 @@
 //!   before any quota is spent (`apps.NAME.catalog`).
 //! - [`daily_quota`]: the daily quota WeChat reports per API, polled into gauges.
 //! - [`broker`]: RabbitMQ topology, confirmed publishing, the publisher of the session in
-//!   force, the retry and dead-letter copies, and the start-up report of job queues whose app
+//!   force, the retry and dead-letter copies, the two traits a delivery is settled through
+//!   (a confirmed publish; ack or hand back), and the start-up report of job queues whose app
 //!   is no longer configured.
 //!
 //! The running parts, each with its own state:
@@ -56,13 +57,15 @@
 //! - `http`: `/healthz`, `/readyz`, `/metrics`; `http::server` is the accept loop with the
 //!   connection cap and the timeouts that keep slow clients off the port.
 //! - [`worker`]: one job's pipeline (`process`, over the seams in `worker::deps`: WeChat,
-//!   idempotency, rate, token, clock) and the consumers that run it; with memory state, a
-//!   watch for other consumers of the same queues.
+//!   idempotency, rate, token, clock), the settlement of its `Step` (`worker::settle`, over
+//!   the broker's traits) and the consumers that run them; with memory state, a watch for
+//!   other consumers of the same queues. Its context holds only settings derived for it.
 //! - [`sim`]: the WeChat API simulator used by tests, the demo and benchmarks.
 //!
 //! Putting them together:
 //! - [`startup`]: builds the pipeline's context, the callback's state and the HTTP state from
-//!   the settings, and runs them under one stop signal.
+//!   the settings, and runs them under one stop signal; one task tracker owns every task they
+//!   start, and the run waits for it before it returns.
 //! - [`cli`]: the `run`, `sim`, `send`, `demo`, `check` and `dead` verbs, and `metrics-list`
 //!   (hidden from `--help`) for the deploy checks.
 

@@ -1,9 +1,12 @@
 //! Start-up: builds each part's own state from the settings — the pipeline's context, the
-//! callback receiver's state, the HTTP server's state — and runs them under one stop signal.
-//! Only here do the parts meet; none of them imports another to reach its state.
+//! callback receiver's state, the HTTP server's state — and runs them under one stop signal,
+//! every task they start owned by one tracker that the run waits for. Only here do the parts
+//! meet; none of them imports another to reach its state.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -99,10 +102,25 @@ impl Application {
         let stop = stop.child_token();
         let tasks = self.tasks.clone();
         let drain = self.pipeline.drain_timeout;
-        let result = self.start(&stop).await;
+        let running = self.start(&stop);
+        tokio::pin!(running);
+        let mut stopped_at = None;
+        let result = loop {
+            tokio::select! {
+                result = &mut running => break result,
+                _ = stop.cancelled(), if stopped_at.is_none() => stopped_at = Some(Instant::now()),
+            }
+        };
         stop.cancel();
         tasks.close();
-        if tokio::time::timeout(drain, tasks.wait()).await.is_err() {
+        // Every task heard the stop when the worker did: all share its drain deadline. What
+        // the worker dropped at its end (jobs past the deadline) gets a moment to unwind.
+        let deadline = stopped_at.unwrap_or_else(Instant::now) + drain;
+        let deadline = deadline.max(Instant::now() + UNWIND);
+        if tokio::time::timeout_at(deadline, tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 tasks = tasks.len(),
                 "tasks still running past the drain deadline"
@@ -138,6 +156,9 @@ impl Application {
         worker::run(pipeline, stop.clone(), &tasks).await
     }
 }
+
+/// How long the tasks a run dropped at its end (jobs past the drain deadline) get to unwind.
+const UNWIND: Duration = Duration::from_secs(1);
 
 /// How long a claim on a job id lasts without being renewed. A claim is renewed right before
 /// the send once it has aged a third of this, so it outlives the call and the record that
