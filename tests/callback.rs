@@ -518,6 +518,11 @@ async fn beyond_max_connections_a_client_waits_for_a_slot_and_is_then_served() {
     t.stop().await;
 }
 
+/// How often a push cut off by a 1 µs request timeout is retried before the test gives up. An
+/// answer comes only when the whole push is handled before the timer's first tick, which on a
+/// loaded host (many builds on two cores) took more than 50 tries in about one run in three.
+const CUT_OFF_TRIES: u32 = 1000;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_cut_off_by_the_request_timeout_are_still_published_once() {
     // So short that many answers come after it: the client gets 408 and WeChat retries. With
@@ -553,7 +558,7 @@ async fn reports_cut_off_by_the_request_timeout_are_still_published_once() {
             }
             assert_eq!(status, 408);
             cut_off += 1;
-            assert!(tries < 50, "msgid {msgid} never answered");
+            assert!(tries < CUT_OFF_TRIES, "msgid {msgid} never answered");
         }
     }
     let mut reported: HashMap<u64, usize> = HashMap::new();
@@ -914,7 +919,7 @@ async fn preference_pushes_cut_off_by_the_request_timeout_publish_each_template_
             }
             assert_eq!(status, 408, "user {n}");
             cut_off += 1;
-            assert!(tries < 50, "user {n} never answered");
+            assert!(tries < CUT_OFF_TRIES, "user {n} never answered");
         }
     }
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
