@@ -26,7 +26,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use wxcourier::sim::{Answer, DEFAULT_APPID};
-use wxcourier::types::Secret;
+use wxcourier::types::{Secret, Span};
 
 /// A slow rate, then the same id twice. The second copy waits behind the
 /// first's claim in delay queues (no requeue the broker counts), and ends as a duplicate once
@@ -559,4 +559,64 @@ async fn a_job_its_consumer_never_acks_is_taken_back_counted_before_4_3() {
     let _ = again.close(200, "done".into()).await;
     h.cleanup().await;
     sim.stop();
+}
+
+/// The worker as the stalled consumer, on 4.3: WeChat answers in 1.5 s and the app's queue has
+/// a 1 s `consumer-timeout` policy, so the queue takes the job back (uncounted) while the
+/// worker still holds it and cancels the worker's consumer. The worker starts a new session,
+/// the job comes back as a duplicate of its one send, and nothing is dead-lettered. Before
+/// 4.3 the same policy closes the channel a minute later, the path above; not repeated here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_holding_a_job_past_its_consumer_timeout_resumes_and_sends_it_once_on_4_3() {
+    if series().await < (4, 3) {
+        eprintln!("a consumer timeout that cancels only the consumer is 4.3's; not this series");
+        return;
+    }
+    let prefix = format!("stallw{:08x}", rand::random::<u32>());
+    let name = format!("{prefix}-timeout");
+    policy(
+        &name,
+        Some(json!({
+            "pattern": format!("^wxcourier\\.jobs\\.t_{prefix}_"),
+            "apply-to": "queues",
+            "priority": 100,
+            "definition": {"consumer-timeout": 1000},
+        })),
+    )
+    .await;
+    let mut t = spawn_app(&prefix, |s| {
+        s.wechat.timeout = Span(Duration::from_secs(5));
+    })
+    .await;
+    t.sim.set_faults(wxcourier::sim::Faults {
+        latency_ms: 1500,
+        ..Default::default()
+    });
+    t.publish(&job("sw-1", &openid(15))).await;
+    let started = std::time::Instant::now();
+    let first = t.outcome_of("sw-1").await;
+    let waited = started.elapsed();
+    // The first delivery's outcome may or may not have gone out before its session ended.
+    let mut outcomes = t.tap.collect(1, Duration::from_secs(3)).await;
+    outcomes.push(first);
+    policy(&name, None).await;
+    eprintln!(
+        "first outcome after {waited:?}, {} in all, {} sessions restarted",
+        outcomes.len(),
+        t.ctx.metrics.broker_reconnects.get()
+    );
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o["id"] == "sw-1" && o["status"] == "sent"),
+        "{outcomes:?}"
+    );
+    assert!(
+        t.ctx.metrics.broker_reconnects.get() >= 1,
+        "a new session after the cancel"
+    );
+    assert_each_job_accepted_once(&t.sim, &HashSet::from(["sw-1".to_owned()]));
+    assert!(take_dead_lettered(&t, &t.app).await.is_empty());
+    assert_eq!(t.queued().await, 0);
+    t.stop().await;
 }
