@@ -26,7 +26,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use wxcourier::sim::{Answer, DEFAULT_APPID};
-use wxcourier::types::Secret;
+use wxcourier::types::{Secret, Span};
 
 /// A slow rate, then the same id twice. The second copy waits behind the
 /// first's claim in delay queues (no requeue the broker counts), and ends as a duplicate once
@@ -465,4 +465,158 @@ async fn a_job_its_consumer_never_acks_is_taken_back_uncounted_on_4_3() {
     let _ = ch.close(200, "done".into()).await;
     h.cleanup().await;
     sim.stop();
+}
+
+/// `PUT` (a definition) or `DELETE` (none) the policy `name` on the test broker's management
+/// API.
+async fn policy(name: &str, definition: Option<serde_json::Value>) {
+    let url = reqwest::Url::parse(&management_url()).unwrap();
+    // Credentials in the URL become an Authorization header of their own: send them once.
+    let (user, password) = (url.username().to_owned(), url.password().map(str::to_owned));
+    let mut api = url.join(&format!("/api/policies/%2F/{name}")).unwrap();
+    api.set_username("").unwrap();
+    api.set_password(None).unwrap();
+    let client = reqwest::Client::new();
+    let request = match definition {
+        Some(body) => client.put(api).json(&body),
+        None => client.delete(api),
+    };
+    request
+        .basic_auth(user, password)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+}
+
+/// The same stalled consumer before 4.3, where the timeout is the channel's: with a
+/// `consumer-timeout` policy of 1 s on the job's queue (3.12 and later) the broker closes the
+/// consumer's channel, and that return counts like a death. 3.10 knows no such policy (its
+/// timeout is broker-wide), so this runs on 4.0 to 4.2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_its_consumer_never_acks_is_taken_back_counted_before_4_3() {
+    let series = series().await;
+    if !((4, 0)..(4, 3)).contains(&series) {
+        eprintln!(
+            "a per-queue consumer timeout closing the channel is 4.0 to 4.2; not this series"
+        );
+        return;
+    }
+    let (h, sim) = one_queued_job("dstallold").await;
+    let queue = wxcourier::broker::job_queue(&h.app);
+    let name = format!("{}-timeout", h.app);
+    policy(
+        &name,
+        Some(json!({
+            "pattern": format!("^{}$", queue.replace('.', "\\.")),
+            "apply-to": "queues",
+            "priority": 100,
+            "definition": {"consumer-timeout": 1000},
+        })),
+    )
+    .await;
+    let ch = h.conn.create_channel().await.unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            queue.as_str().into(),
+            "stalled".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let held = consumer.next().await.unwrap().unwrap();
+    let started = std::time::Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(90), consumer.next()).await;
+    let waited = started.elapsed();
+    policy(&name, None).await;
+    assert!(
+        matches!(ended, Ok(None) | Ok(Some(Err(_)))),
+        "the broker ended the consumer: {ended:?}"
+    );
+    eprintln!("consumer ended {waited:?} after its delivery");
+    assert!(!ch.status().connected(), "the channel was closed");
+    let again = h.conn.create_channel().await.unwrap();
+    let mut msg = None;
+    for _ in 0..50 {
+        msg = again
+            .basic_get(queue.as_str().into(), BasicGetOptions::default())
+            .await
+            .unwrap();
+        if msg.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let msg = msg.expect("the job is back in its queue");
+    assert_eq!(
+        count_header(&msg.delivery.properties, "x-delivery-count"),
+        Some(1),
+        "counted"
+    );
+    drop(held);
+    let _ = again.close(200, "done".into()).await;
+    h.cleanup().await;
+    sim.stop();
+}
+
+/// The worker as the stalled consumer, on 4.3: WeChat answers in 1.5 s and the app's queue has
+/// a 1 s `consumer-timeout` policy, so the queue takes the job back (uncounted) while the
+/// worker still holds it and cancels the worker's consumer. The worker starts a new session,
+/// the job comes back as a duplicate of its one send, and nothing is dead-lettered. Before
+/// 4.3 the same policy closes the channel a minute later, the path above; not repeated here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_holding_a_job_past_its_consumer_timeout_resumes_and_sends_it_once_on_4_3() {
+    if series().await < (4, 3) {
+        eprintln!("a consumer timeout that cancels only the consumer is 4.3's; not this series");
+        return;
+    }
+    let prefix = format!("stallw{:08x}", rand::random::<u32>());
+    let name = format!("{prefix}-timeout");
+    policy(
+        &name,
+        Some(json!({
+            "pattern": format!("^wxcourier\\.jobs\\.t_{prefix}_"),
+            "apply-to": "queues",
+            "priority": 100,
+            "definition": {"consumer-timeout": 1000},
+        })),
+    )
+    .await;
+    let mut t = spawn_app(&prefix, |s| {
+        s.wechat.timeout = Span(Duration::from_secs(5));
+    })
+    .await;
+    t.sim.set_faults(wxcourier::sim::Faults {
+        latency_ms: 1500,
+        ..Default::default()
+    });
+    t.publish(&job("sw-1", &openid(15))).await;
+    let started = std::time::Instant::now();
+    let first = t.outcome_of("sw-1").await;
+    let waited = started.elapsed();
+    // The first delivery's outcome may or may not have gone out before its session ended.
+    let mut outcomes = t.tap.collect(1, Duration::from_secs(3)).await;
+    outcomes.push(first);
+    policy(&name, None).await;
+    eprintln!(
+        "first outcome after {waited:?}, {} in all, {} sessions restarted",
+        outcomes.len(),
+        t.ctx.metrics.broker_reconnects.get()
+    );
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o["id"] == "sw-1" && o["status"] == "sent"),
+        "{outcomes:?}"
+    );
+    assert!(
+        t.ctx.metrics.broker_reconnects.get() >= 1,
+        "a new session after the cancel"
+    );
+    assert_each_job_accepted_once(&t.sim, &HashSet::from(["sw-1".to_owned()]));
+    assert!(take_dead_lettered(&t, &t.app).await.is_empty());
+    assert_eq!(t.queued().await, 0);
+    t.stop().await;
 }
