@@ -26,7 +26,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use wxcourier::sim::{Answer, DEFAULT_APPID};
-use wxcourier::types::{Secret, Span};
+use wxcourier::types::Secret;
 
 /// A slow rate, then the same id twice. The second copy waits behind the
 /// first's claim in delay queues (no requeue the broker counts), and ends as a duplicate once
@@ -585,7 +585,7 @@ async fn a_worker_holding_a_job_past_its_consumer_timeout_resumes_and_sends_it_o
     )
     .await;
     let mut t = spawn_app(&prefix, |s| {
-        s.wechat.timeout = Span(Duration::from_secs(5));
+        s.wechat.timeout = Duration::from_secs(5).try_into().unwrap();
     })
     .await;
     t.sim.set_faults(wxcourier::sim::Faults {

@@ -26,10 +26,10 @@ use crate::job::{self, Rejection};
 use crate::outcome::SendStatus;
 use crate::state::{Claim, Idempotency};
 
-use step::{IN_FLIGHT_ELSEWHERE, STATE_DOWN};
-pub(crate) use step::{Incoming, Outlet, Step};
 #[cfg(test)]
 pub(crate) use step::Wait;
+use step::{IN_FLIGHT_ELSEWHERE, STATE_DOWN};
+pub(crate) use step::{Incoming, Outlet, Step};
 use turn::{ClaimHeld, Turn, reject};
 
 /// Runs the pipeline for one delivery.
