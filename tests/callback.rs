@@ -13,7 +13,7 @@ use wxcourier::broker::tap::ResultsTap;
 use wxcourier::config::{CallbackMode, Settings};
 use wxcourier::outcome::PreferenceStatus;
 use wxcourier::sim::push::{
-    CallbackTarget, Push, event_xml, sent_event_xml, signed_request, signed_request_at,
+    CallbackPush, CallbackTarget, event_xml, sent_event_xml, signed_request, signed_request_at,
     user_event_xml,
 };
 use wxcourier::sim::{DEFAULT_APPID, Decision, Faults, UserEvent, UserEventError};
@@ -95,7 +95,7 @@ async fn post(url: &str, body: String) -> (u16, String) {
 
 /// Pushes an event as WeChat would, plain or sealed.
 async fn push_event(url: &str, safe: bool, appid: &str, xml: String) -> (u16, String) {
-    let (signed_url, body) = signed_request(&Push {
+    let (signed_url, body) = signed_request(&CallbackPush {
         target: target(url, safe),
         appid: appid.into(),
         xml,
@@ -248,7 +248,7 @@ async fn with_a_window_signed_pushes_too_old_or_too_new_are_refused() {
     for safe in [false, true] {
         for at in [now - 600, now + 600] {
             let (u, b) = signed_request_at(
-                &Push {
+                &CallbackPush {
                     target: target(&url, safe),
                     appid: DEFAULT_APPID.into(),
                     xml: event.clone(),
@@ -266,7 +266,7 @@ async fn with_a_window_signed_pushes_too_old_or_too_new_are_refused() {
         ..target(&url, false)
     };
     let (u, b) = signed_request_at(
-        &Push {
+        &CallbackPush {
             target: forged,
             appid: DEFAULT_APPID.into(),
             xml: event.clone(),
@@ -302,7 +302,7 @@ async fn forged_tampered_oversized_and_malformed_posts_get_4xx_and_publish_nothi
         token: "not-the-token".into(),
         ..target(&url, false)
     };
-    let (u, b) = signed_request(&Push {
+    let (u, b) = signed_request(&CallbackPush {
         target: forged,
         appid: DEFAULT_APPID.into(),
         xml: event.clone(),
@@ -318,7 +318,7 @@ async fn forged_tampered_oversized_and_malformed_posts_get_4xx_and_publish_nothi
         403
     );
     // Tampered ciphertext, re-signed so only the decryption can catch it.
-    let (u, b) = signed_request(&Push {
+    let (u, b) = signed_request(&CallbackPush {
         target: target(&url, true),
         appid: DEFAULT_APPID.into(),
         xml: event.clone(),
@@ -336,7 +336,7 @@ async fn forged_tampered_oversized_and_malformed_posts_get_4xx_and_publish_nothi
     let resigned = u.replace(&q["msg_signature"], &msg_sig);
     assert!(matches!(post(&resigned, tampered).await.0, 400 | 403));
     // Oversized and malformed.
-    let (u, _) = signed_request(&Push {
+    let (u, _) = signed_request(&CallbackPush {
         target: target(&url, false),
         appid: DEFAULT_APPID.into(),
         xml: event.clone(),
@@ -452,7 +452,7 @@ async fn the_simulator_reports_real_sends_and_each_report_names_its_job() {
 /// The URL and body of a sealed push, and the same URL with its safe-mode parameters
 /// (`encrypt_type`, `msg_signature`) cut off, as someone who saw the push could post it.
 fn sealed_and_stripped(url: &str, xml: String) -> (String, String, String) {
-    let (u, b) = signed_request(&Push {
+    let (u, b) = signed_request(&CallbackPush {
         target: target(url, true),
         appid: DEFAULT_APPID.into(),
         xml,
@@ -909,7 +909,12 @@ fn popup(decisions: Vec<Decision>) -> UserEvent {
 async fn spawn_subscribe_receiver(prefix: &str, mode: Option<CallbackMode>) -> (TestApp, String) {
     spawn_receiver_tweaked(prefix, |s| {
         for app in s.apps.values_mut() {
-            app.kinds = ["template", "subscribe"].into_iter().collect();
+            app.kinds = [
+                wxcourier::kinds::Kind::Template,
+                wxcourier::kinds::Kind::Subscribe,
+            ]
+            .into_iter()
+            .collect();
             app.callback_mode = mode;
         }
     })
@@ -1112,7 +1117,7 @@ async fn forged_replayed_oversized_and_malformed_user_events_publish_nothing() {
     let now = unix_now();
     let pushed_at = |safe: bool, token: &str, xml: &str, at: u64| {
         signed_request_at(
-            &Push {
+            &CallbackPush {
                 target: CallbackTarget {
                     token: token.into(),
                     ..target(&url, safe)

@@ -109,12 +109,12 @@ pub(crate) async fn process<S: Seams>(deps: &Deps<S>, incoming: Incoming<'_>) ->
                 MAX_JOB_HEADERS / 1024
             ),
             meta: job.meta.clone(),
-            kind: Some(job.kind.name()),
+            kind: Some(job.kind),
         };
         return reject(name, &rejection, retry);
     }
     let app = deps.app(name);
-    if !app.kinds.sends(job.kind.name()) {
+    if !app.kinds.sends(job.kind) {
         let rejection = Rejection {
             id: Some(job.id.clone()),
             field: "kind".into(),
@@ -125,7 +125,7 @@ pub(crate) async fn process<S: Seams>(deps: &Deps<S>, incoming: Incoming<'_>) ->
                 app.kinds
             ),
             meta: job.meta.clone(),
-            kind: Some(job.kind.name()),
+            kind: Some(job.kind),
         };
         return reject(name, &rejection, retry);
     }
@@ -178,7 +178,7 @@ fn reject(app: &str, r: &Rejection, state: RetryState) -> Step {
     o.meta = r.meta.clone();
     o.attempts = state.attempts;
     o.error = Some(reason.clone());
-    if let Some(kind) = r.kind.and_then(crate::kinds::by_name) {
+    if let Some(kind) = r.kind {
         kind.outcome_fields(&mut o);
     }
     Step::Reject { outcome: o, reason }

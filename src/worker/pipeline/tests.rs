@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use fakes::*;
 
 use super::*;
+use crate::kinds::Kind;
 use crate::outcome::FailReason;
 use crate::quota::Phase;
 use crate::state::fakes::StoreCall;
@@ -611,18 +612,14 @@ async fn every_path_decides_its_step_and_its_effects() {
         }
 
         let id = row.job["id"].as_str().unwrap();
-        let kind = row.job["kind"].as_str().unwrap_or("template");
+        let kind: Kind = serde_json::from_value(row.job["kind"].clone()).unwrap_or_default();
         let received = world.wechat.received();
         let tokens: Vec<&str> = received.iter().map(|r| r.token.as_str()).collect();
         assert_eq!(tokens, row.sent_with, "{name}: the token of each send");
         for r in &received {
-            assert_eq!(
-                r.path,
-                crate::kinds::by_name(kind).unwrap().endpoint(),
-                "{name}"
-            );
+            assert_eq!(r.path, kind.endpoint(), "{name}");
             // Every send of a template carries the job id, so WeChat drops a re-send.
-            let want_id = (kind == "template").then(|| id.to_owned());
+            let want_id = (kind == Kind::Template).then(|| id.to_owned());
             assert_eq!(r.client_msg_id, want_id, "{name}");
         }
         assert_eq!(world.wechat.token_fetches(), row.token_fetches, "{name}");
