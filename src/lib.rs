@@ -55,12 +55,15 @@
 //! - [`worker`]: one job's pipeline (`process`, over the seams in `worker::deps`: WeChat,
 //!   idempotency, rate, token, clock) and the consumers that run it; with memory state, a
 //!   watch for other consumers of the same queues.
-//! - [`sim`]: the WeChat API simulator used by tests, the demo and benchmarks.
+//! - `sim`: the WeChat API simulator used by tests, the demo and benchmarks, behind the cargo
+//!   feature `sim` (on by default; the production build leaves it out, and with it the `sim` and
+//!   `demo` verbs). Its rules are written from WeChat's documentation, not from the worker's.
 //!
 //! Putting them together:
 //! - [`startup`]: builds the pipeline's context, the callback's state and the HTTP state from
 //!   the settings, and runs them under one stop signal.
-//! - [`cli`]: the `run`, `sim`, `send`, `demo`, `check` and `dead` verbs.
+//! - [`cli`]: the `run`, `sim`, `send`, `demo`, `check` and `dead` verbs (`sim` and `demo` with
+//!   the `sim` feature).
 
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
@@ -79,6 +82,7 @@ pub mod metrics;
 pub mod outcome;
 mod quota;
 pub mod retry;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod startup;
 pub mod state;
