@@ -73,9 +73,9 @@ pub async fn fetch(lookup: &Lookup<'_>, endpoint: &str) -> Result<DailyQuota, Lo
 
 /// The endpoints `app` sends through, one per kind it sends.
 pub(crate) fn endpoints(app: &AppSettings) -> Vec<&'static str> {
-    crate::kinds::KINDS
-        .iter()
-        .filter(|k| app.kinds.sends(k.name()))
+    crate::kinds::Kind::ALL
+        .into_iter()
+        .filter(|&k| app.kinds.sends(k))
         .map(|k| k.endpoint())
         .collect()
 }
@@ -192,7 +192,12 @@ mod tests {
     fn an_app_is_asked_about_the_endpoints_of_its_kinds() {
         let mut app = AppSettings::new("wx", crate::types::Secret::new("s"));
         assert_eq!(endpoints(&app), ["/cgi-bin/message/template/send"]);
-        app.kinds = ["miniprogram_subscribe", "template"].into_iter().collect();
+        app.kinds = [
+            crate::kinds::Kind::MiniprogramSubscribe,
+            crate::kinds::Kind::Template,
+        ]
+        .into_iter()
+        .collect();
         assert_eq!(
             endpoints(&app),
             [

@@ -5,7 +5,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::kinds::{self, Kind};
+use crate::kinds::Kind;
 
 /// Largest message body accepted.
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -24,7 +24,7 @@ pub struct Rejection {
     /// The job's `meta`, when it could be read and was valid (echoed in the outcome).
     pub(crate) meta: Option<Value>,
     /// The job's kind, once it was read.
-    pub(crate) kind: Option<&'static str>,
+    pub(crate) kind: Option<Kind>,
 }
 
 impl std::fmt::Display for Rejection {
@@ -37,7 +37,7 @@ impl std::fmt::Display for Rejection {
 #[derive(Debug, Clone)]
 pub struct Job {
     pub id: String,
-    pub kind: &'static dyn Kind,
+    pub kind: Kind,
     pub(crate) touser: String,
     pub(crate) template_id: String,
     /// The body of the kind's WeChat endpoint.
@@ -62,7 +62,7 @@ impl Job {
 struct Reader {
     id: Option<String>,
     meta: Option<Value>,
-    kind: Option<&'static str>,
+    kind: Option<Kind>,
 }
 
 impl Reader {
@@ -137,18 +137,17 @@ pub fn parse(body: &[u8], message_id: Option<&str>) -> Result<Job, Rejection> {
     };
 
     let kind = match obj.remove("kind") {
-        None | Some(Value::Null) => kinds::default_kind(),
-        Some(Value::String(name)) => kinds::by_name(&name)
-            .ok_or_else(|| r.reject("kind", format!("must be one of {}", kinds::names())))?,
+        None | Some(Value::Null) => Kind::default(),
+        Some(Value::String(name)) => name.parse().map_err(|e| r.reject("kind", format!("{e}")))?,
         Some(_) => return Err(r.reject("kind", "must be a string")),
     };
-    r.kind = Some(kind.name());
+    r.kind = Some(kind);
     let not_after = obj.remove("not_after");
     if let Some(unknown) = obj.keys().find(|k| !kind.fields().contains(&k.as_str())) {
         return Err(r.reject(unknown.clone(), "is not a known field"));
     }
-    let message = kind
-        .validate(&id, &mut obj)
+    let request = kind
+        .read(&id, &mut obj)
         .map_err(|e| r.reject(e.field, e.rule))?;
     let not_after = match not_after {
         None | Some(Value::Null) => None,
@@ -163,9 +162,9 @@ pub fn parse(body: &[u8], message_id: Option<&str>) -> Result<Job, Rejection> {
     Ok(Job {
         id,
         kind,
-        touser: message.touser,
-        template_id: message.template_id,
-        body: message.body,
+        touser: request.touser,
+        template_id: request.template_id,
+        body: request.body,
         not_after,
         meta: r.meta,
     })
@@ -188,9 +187,9 @@ mod tests {
 
     #[test]
     fn no_kind_reads_an_envelope_field() {
-        for k in kinds::KINDS {
+        for k in Kind::ALL {
             for f in k.fields() {
-                assert!(!ENVELOPE.contains(f), "{} reads {f}", k.name());
+                assert!(!ENVELOPE.contains(f), "{k} reads {f}");
             }
         }
     }
@@ -236,7 +235,7 @@ mod tests {
     fn the_contract_example_is_valid() {
         let job = parse_value(&valid()).unwrap();
         assert_eq!(job.id, "order-1842-paid");
-        assert_eq!(job.kind.name(), "template");
+        assert_eq!(job.kind, Kind::Template);
         let body: Value = serde_json::from_slice(&job.wechat_body()).unwrap();
         assert_eq!(body["data"].as_object().unwrap().len(), 2);
         assert_eq!(job.meta, Some(json!({"order": 1842})));
@@ -455,13 +454,15 @@ mod tests {
 
     #[test]
     fn the_kind_is_template_unless_named() {
-        assert_eq!(parse_value(&valid()).unwrap().kind.name(), "template");
+        assert_eq!(parse_value(&valid()).unwrap().kind, Kind::Template);
         let j = parse_value(&with("kind", json!("template"))).unwrap();
-        assert_eq!(j.kind.name(), "template");
+        assert_eq!(j.kind, Kind::Template);
         assert_eq!(
-            parse_value(&with("kind", Value::Null)).unwrap().kind.name(),
-            "template"
+            parse_value(&with("kind", Value::Null)).unwrap().kind,
+            Kind::Template
         );
+        let j = parse_value(&subscribe("miniprogram_subscribe")).unwrap();
+        assert_eq!(j.kind, Kind::MiniprogramSubscribe);
     }
 
     #[test]
@@ -523,17 +524,17 @@ mod tests {
 
     #[test]
     fn a_typed_field_breach_is_rejected_naming_the_field_and_the_rule() {
-        for kind in ["subscribe", "miniprogram_subscribe"] {
-            let mut s = subscribe(kind);
+        for kind in [Kind::Subscribe, Kind::MiniprogramSubscribe] {
+            let mut s = subscribe(kind.name());
             s["data"]["thing1"]["value"] = json!("字".repeat(21));
             let r = rejected(s);
             assert_eq!(r.field, "data.thing1.value", "{kind}");
             assert_eq!(r.kind, Some(kind));
             assert!(r.rule.contains("at most 20 characters"), "{}", r.rule);
-            let mut s = subscribe(kind);
+            let mut s = subscribe(kind.name());
             s["data"]["time3"]["value"] = json!("tomorrow");
             assert_eq!(rejected(s).field, "data.time3.value");
-            let mut s = subscribe(kind);
+            let mut s = subscribe(kind.name());
             s["data"] = json!({"keyword1": {"value": "x"}});
             let r = rejected(s);
             assert!(r.rule.contains("keyword type"), "{}", r.rule);

@@ -15,7 +15,7 @@ use wxcourier::broker::tap::ResultsTap;
 use wxcourier::config::{CallbackMode, Settings};
 use wxcourier::outcome::PreferenceStatus;
 use wxcourier::sim::push::{
-    CallbackTarget, Push, event_xml, sent_event_xml, signed_request, user_event_xml,
+    CallbackPush, CallbackTarget, event_xml, sent_event_xml, signed_request, user_event_xml,
 };
 use wxcourier::sim::{DEFAULT_APPID, Decision, Faults, UserEvent, UserEventError};
 use wxcourier::types::{Secret, Span};
@@ -95,7 +95,7 @@ async fn post(url: &str, body: String) -> (u16, String) {
 
 /// Pushes an event as WeChat would, plain or sealed.
 async fn push_event(url: &str, safe: bool, appid: &str, xml: String) -> (u16, String) {
-    let (signed_url, body) = signed_request(&Push {
+    let (signed_url, body) = signed_request(&CallbackPush {
         target: target(url, safe),
         appid: appid.into(),
         xml,
@@ -603,7 +603,12 @@ fn popup(decisions: Vec<Decision>) -> UserEvent {
 async fn spawn_subscribe_receiver(prefix: &str, mode: Option<CallbackMode>) -> (TestApp, String) {
     spawn_receiver_tweaked(prefix, |s| {
         for app in s.apps.values_mut() {
-            app.kinds = ["template", "subscribe"].into_iter().collect();
+            app.kinds = [
+                wxcourier::kinds::Kind::Template,
+                wxcourier::kinds::Kind::Subscribe,
+            ]
+            .into_iter()
+            .collect();
             app.callback_mode = mode;
         }
     })

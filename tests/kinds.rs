@@ -5,17 +5,16 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
+use wxcourier::kinds::Kind;
 use wxcourier::sim::{Answer, DEFAULT_APPID};
-
-const ALL_KINDS: [&str; 3] = ["template", "subscribe", "miniprogram_subscribe"];
 
 fn sends_all_kinds(s: &mut wxcourier::config::Settings) {
     for app in s.apps.values_mut() {
-        app.kinds = ALL_KINDS.iter().map(|k| k.to_string()).collect();
+        app.kinds = Kind::ALL.into_iter().collect();
     }
 }
 
-fn subscribe_job(id: &str, kind: &str, touser: &str) -> Value {
+fn subscribe_job(id: &str, kind: Kind, touser: &str) -> Value {
     let mut j = json!({
         "id": id,
         "kind": kind,
@@ -31,7 +30,7 @@ fn subscribe_job(id: &str, kind: &str, touser: &str) -> Value {
         },
         "meta": {"order": 1842}
     });
-    if kind == "miniprogram_subscribe" {
+    if kind == Kind::MiniprogramSubscribe {
         j["miniprogram_state"] = json!("formal");
         j["lang"] = json!("zh_CN");
     }
@@ -42,10 +41,14 @@ fn subscribe_job(id: &str, kind: &str, touser: &str) -> Value {
 async fn each_kind_is_sent_on_its_own_endpoint_and_says_so_in_its_outcome() {
     let mut t = spawn_app("kinds_all", sends_all_kinds).await;
     t.publish(&job("k-template", &openid(1))).await;
-    t.publish(&subscribe_job("k-subscribe", "subscribe", &openid(2)))
+    t.publish(&subscribe_job("k-subscribe", Kind::Subscribe, &openid(2)))
         .await;
-    t.publish(&subscribe_job("k-mp", "miniprogram_subscribe", &openid(3)))
-        .await;
+    t.publish(&subscribe_job(
+        "k-mp",
+        Kind::MiniprogramSubscribe,
+        &openid(3),
+    ))
+    .await;
     // Outcomes arrive in any order.
     let outcomes = t.outcomes(3).await;
     for (id, kind) in [
@@ -74,16 +77,16 @@ async fn each_kind_is_sent_on_its_own_endpoint_and_says_so_in_its_outcome() {
         sends
             .iter()
             .find(|r| r.touser == user)
-            .map(|r| (r.kind.clone(), r.client_msg_id.clone()))
+            .map(|r| (r.kind, r.client_msg_id.clone()))
     };
     assert_eq!(
         kind_of(&openid(1)),
-        Some(("template".into(), Some("k-template".into())))
+        Some((Kind::Template, Some("k-template".into())))
     );
-    assert_eq!(kind_of(&openid(2)), Some(("subscribe".into(), None)));
+    assert_eq!(kind_of(&openid(2)), Some((Kind::Subscribe, None)));
     assert_eq!(
         kind_of(&openid(3)),
-        Some(("miniprogram_subscribe".into(), None))
+        Some((Kind::MiniprogramSubscribe, None))
     );
     t.stop().await;
 }
@@ -91,7 +94,7 @@ async fn each_kind_is_sent_on_its_own_endpoint_and_says_so_in_its_outcome() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kind_the_app_does_not_send_is_rejected_without_a_send() {
     let mut t = spawn_app("kinds_default", |_| {}).await;
-    t.publish(&subscribe_job("not-mine", "subscribe", &openid(4)))
+    t.publish(&subscribe_job("not-mine", Kind::Subscribe, &openid(4)))
         .await;
     let o = t.outcome_of("not-mine").await;
     assert_eq!(o["status"], "rejected");
@@ -112,13 +115,16 @@ async fn a_kind_the_app_does_not_send_is_rejected_without_a_send() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_typed_field_breach_is_rejected_before_any_send() {
     let mut t = spawn_app("kinds_typed", sends_all_kinds).await;
-    for (i, kind) in ["subscribe", "miniprogram_subscribe"].iter().enumerate() {
+    for (i, kind) in [Kind::Subscribe, Kind::MiniprogramSubscribe]
+        .into_iter()
+        .enumerate()
+    {
         let mut j = subscribe_job(&format!("typed-{i}"), kind, &openid(6));
         j["data"]["thing1"]["value"] = json!("这是一条超过二十个字的事物描述这是一条超过二十个字");
         t.publish(&j).await;
         let o = t.outcome_of(&format!("typed-{i}")).await;
         assert_eq!(o["status"], "rejected", "{o}");
-        assert_eq!(o["message_kind"], *kind, "{o}");
+        assert_eq!(o["message_kind"], kind.name(), "{o}");
         let error = o["error"].as_str().unwrap();
         assert!(
             error.starts_with("data.thing1.value: thing: at most 20 characters"),
@@ -140,7 +146,7 @@ async fn subscribe_refusals_and_overrides_reach_the_outcome() {
     // A user who refused: failed, recipient_refused, and the outcome names its kind.
     let refuser = openid(7);
     t.sim.set_refusing(&refuser, true);
-    t.publish(&subscribe_job("sub-refused", "subscribe", &refuser))
+    t.publish(&subscribe_job("sub-refused", Kind::Subscribe, &refuser))
         .await;
     let o = t.outcome_of("sub-refused").await;
     assert_eq!(
@@ -156,7 +162,7 @@ async fn subscribe_refusals_and_overrides_reach_the_outcome() {
     // 43108 (a concurrent send to the same user) is transient for bizsend: sent on retry.
     let busy = openid(8);
     t.sim.script(&busy, vec![Answer::Code(43108)]);
-    t.publish(&subscribe_job("sub-43108", "subscribe", &busy))
+    t.publish(&subscribe_job("sub-43108", Kind::Subscribe, &busy))
         .await;
     let o = t.outcome_of("sub-43108").await;
     assert_eq!(
@@ -168,8 +174,12 @@ async fn subscribe_refusals_and_overrides_reach_the_outcome() {
     // 41030 (a page not in the mini program) is the kind's content_rejected.
     let page = openid(9);
     t.sim.script(&page, vec![Answer::Code(41030)]);
-    t.publish(&subscribe_job("mp-41030", "miniprogram_subscribe", &page))
-        .await;
+    t.publish(&subscribe_job(
+        "mp-41030",
+        Kind::MiniprogramSubscribe,
+        &page,
+    ))
+    .await;
     let o = t.outcome_of("mp-41030").await;
     assert_eq!(
         (o["status"].as_str(), o["reason"].as_str()),

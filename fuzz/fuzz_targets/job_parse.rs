@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
         let wechat: serde_json::Value =
             serde_json::from_slice(&job.wechat_body()).expect("valid JSON");
         // Only the template endpoint takes a client_msg_id.
-        if job.kind.name() == "template" {
+        if job.kind == wxcourier::kinds::Kind::Template {
             assert_eq!(wechat["client_msg_id"], job.id.as_str());
         } else {
             assert!(wechat.get("client_msg_id").is_none());

@@ -19,7 +19,7 @@ use std::time::Duration;
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::job::Job;
-use crate::kinds::FieldError;
+use crate::kinds::{FieldError, Kind};
 pub(crate) use list::Template;
 use review::{JobData, Review};
 
@@ -78,7 +78,7 @@ impl Catalog {
     /// Checks a job before any token or quota is spent: `Err` names the field and the rule
     /// the job breaks against its template. Only template jobs are checked.
     pub(crate) async fn check(&self, job: &Job) -> Result<(), FieldError> {
-        if job.kind.name() != "template" {
+        if job.kind != Kind::Template {
             return Ok(());
         }
         let mut attempted = self.attempted.subscribe();

@@ -14,6 +14,7 @@ use crate::catalog::{self, Template, review::JobData};
 use crate::config::AppSettings;
 use crate::config::Settings;
 use crate::daily_quota;
+use crate::kinds::Kind;
 use crate::state::{State, StateError};
 use crate::wechat::client::WechatClient;
 use crate::wechat::lookup::Lookup;
@@ -228,12 +229,12 @@ fn report_jobs(
             }
         };
         if let Some(job) = &job {
-            if !app.kinds.sends(job.kind.name()) {
+            if !app.kinds.sends(job.kind) {
                 rejected = Some(format!(
                     "kind: {:?} is not a kind this app sends (apps.{name}.kinds)",
                     job.kind.name()
                 ));
-            } else if job.kind.name() == "template"
+            } else if job.kind == Kind::Template
                 && let Some(templates) = templates
                 && let Some(data) = JobData::from_body(&job.wechat_body())
             {

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::tap::ResultsTap;
 use crate::broker::{self, JOBS_EXCHANGE, Publisher, job_queue, topology};
 use crate::config::{AppSettings, NonZeroSpan, Settings};
+use crate::kinds::Kind;
 use crate::outcome::PreferenceStatus;
 use crate::sim::{
     Answer, CallbackTarget, DEFAULT_APPID, DEFAULT_SECRET, Decision, SimOptions, Simulator,
@@ -68,10 +69,7 @@ fn demo_settings(amqp_url: &str, base_url: String, http_listen: String) -> Setti
         AppSettings {
             callback_token: Some(Secret::new(CALLBACK_TOKEN)),
             encoding_aes_key: Some(Secret::new(CALLBACK_AES_KEY)),
-            kinds: crate::kinds::KINDS
-                .iter()
-                .map(|k| k.name().to_owned())
-                .collect(),
+            kinds: Kind::ALL.into_iter().collect(),
             ..AppSettings::new(DEFAULT_APPID, Secret::new(DEFAULT_SECRET))
         },
     );
@@ -108,19 +106,19 @@ fn sample_jobs(run: u64) -> Vec<(String, Value)> {
         job("refused", CAROL, json!({})),
         subscribe(
             id("notice"),
-            "subscribe",
+            Kind::Subscribe,
             json!({"page": "pages/order?id=1"}),
         ),
         subscribe(
             id("mini"),
-            "miniprogram_subscribe",
+            Kind::MiniprogramSubscribe,
             json!({"miniprogram_state": "formal", "lang": "en_US"}),
         ),
     ]
 }
 
 /// A subscription message of `kind`, its data typed as WeChat wants it.
-fn subscribe(id: String, kind: &str, extra: Value) -> (String, Value) {
+fn subscribe(id: String, kind: Kind, extra: Value) -> (String, Value) {
     let mut j = json!({
         "id": id, "kind": kind, "touser": ALICE, "template_id": TEMPLATE,
         "data": {

@@ -2,9 +2,11 @@
 
 mod check;
 mod dead;
+#[cfg(feature = "sim")]
 mod demo;
 mod run;
 mod send;
+#[cfg(feature = "sim")]
 mod sim;
 
 use std::path::PathBuf;
@@ -37,10 +39,12 @@ enum Command {
     /// The worker daemon: consumes every app's queue until SIGTERM/SIGINT.
     Run(ConfigArg),
     /// The WeChat API simulator, for tests, demos and benchmarks.
+    #[cfg(feature = "sim")]
     Sim(sim::SimArgs),
     /// Publishes one job (or many from --file) to the jobs exchange.
     Send(send::SendArgs),
     /// Shows the whole flow on this machine: simulator, worker, sample jobs, outcomes.
+    #[cfg(feature = "sim")]
     Demo(demo::DemoArgs),
     /// Validates the config, reaches the broker and fetches a token per app; prints each app's
     /// daily quota and template catalog, and holds sample jobs (--jobs) against it.
@@ -82,8 +86,10 @@ pub fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => run::run(args).await,
+            #[cfg(feature = "sim")]
             Command::Sim(args) => sim::run(args).await,
             Command::Send(args) => send::run(args).await,
+            #[cfg(feature = "sim")]
             Command::Demo(args) => demo::run(args).await,
             Command::Check(args) => check::run(args).await,
             Command::Dead(args) => dead::run(args).await,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::values::{NonZeroSpan, Rate, count};
+use crate::kinds::Kind;
 use crate::types::{Secret, Span, scalar_string};
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -389,44 +390,57 @@ impl AppSettings {
     }
 }
 
-/// `apps.NAME.kinds`: the message kinds an app sends, by name. The one place that answers
-/// whether a job's kind is one of them; the pipeline holds a copy.
-#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+/// `apps.NAME.kinds`: the message kinds an app sends, at least one. The one place that
+/// answers whether a job's kind is one of them; the pipeline holds a copy.
+#[derive(Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
-pub struct AppKinds(Vec<String>);
+pub struct AppKinds(Vec<Kind>);
 
 impl AppKinds {
     /// Whether the app may send jobs of `kind`.
-    pub(crate) fn sends(&self, kind: &str) -> bool {
-        self.0.iter().any(|k| k == kind)
+    pub(crate) fn sends(&self, kind: Kind) -> bool {
+        self.0.contains(&kind)
+    }
+}
+
+/// A name that is no kind's is refused by [`Kind`]'s own reading; an empty list here.
+impl<'de> Deserialize<'de> for AppKinds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let kinds = Vec::<Kind>::deserialize(d)?;
+        if kinds.is_empty() {
+            return Err(serde::de::Error::custom("must name at least one kind"));
+        }
+        Ok(Self(kinds))
     }
 }
 
 impl Default for AppKinds {
     /// The default kind alone (`template`).
     fn default() -> Self {
-        Self(vec![crate::kinds::default_kind().name().to_owned()])
+        Self(vec![Kind::default()])
     }
 }
 
 impl std::ops::Deref for AppKinds {
-    type Target = [String];
+    type Target = [Kind];
 
-    fn deref(&self) -> &[String] {
+    fn deref(&self) -> &[Kind] {
         &self.0
     }
 }
 
-impl<S: Into<String>> FromIterator<S> for AppKinds {
-    fn from_iter<I: IntoIterator<Item = S>>(names: I) -> Self {
-        Self(names.into_iter().map(Into::into).collect())
+impl FromIterator<Kind> for AppKinds {
+    fn from_iter<I: IntoIterator<Item = Kind>>(kinds: I) -> Self {
+        Self(kinds.into_iter().collect())
     }
 }
 
-/// Shown as the list it is: rejections quote it as `apps.NAME.kinds = [...]`.
+/// Shown as the list of names it is: rejections quote it as `apps.NAME.kinds = [...]`.
 impl std::fmt::Debug for AppKinds {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        f.debug_list()
+            .entries(self.0.iter().map(|k| k.name()))
+            .finish()
     }
 }
 

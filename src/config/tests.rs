@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::kinds::Kind;
 
 /// Settings from `toml` as a file plus `env`, as `--config` would load them.
 pub(crate) fn load(toml: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
@@ -448,11 +449,11 @@ fn an_app_names_only_registered_kinds() {
     let load = |kinds: &str| load(&format!("{MINIMAL}{kinds}"), &[]).map_err(|e| e.to_string());
     let s = load("").unwrap();
     let kinds = &s.apps["shop"].kinds;
-    assert_eq!(kinds[..], ["template"]);
-    assert!(kinds.sends("template") && !kinds.sends("subscribe"));
+    assert_eq!(kinds[..], [Kind::Template]);
+    assert!(kinds.sends(Kind::Template) && !kinds.sends(Kind::Subscribe));
     let s = load("kinds = [\"subscribe\", \"miniprogram_subscribe\"]\n").unwrap();
     let kinds = &s.apps["shop"].kinds;
-    assert!(!kinds.sends("template") && kinds.sends("subscribe"));
+    assert!(!kinds.sends(Kind::Template) && kinds.sends(Kind::Subscribe));
     let err = load("kinds = [\"sms\"]\n").unwrap_err();
     assert!(
         err.contains("apps.shop.kinds") && err.contains("\"sms\""),

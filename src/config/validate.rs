@@ -139,22 +139,6 @@ fn validate_app(name: &str, app: &AppSettings) -> Result<(), ConfigError> {
             ),
         ));
     }
-    if app.kinds.is_empty() {
-        return Err(invalid(key("kinds"), "must name at least one kind"));
-    }
-    if let Some(k) = app
-        .kinds
-        .iter()
-        .find(|k| crate::kinds::by_name(k).is_none())
-    {
-        return Err(invalid(
-            key("kinds"),
-            format!(
-                "names {k:?}, which is not a kind: use {}",
-                crate::kinds::names()
-            ),
-        ));
-    }
     if let Some(aes) = &app.encoding_aes_key {
         if crate::types::decode_aes_key(aes.expose()).is_none() {
             return Err(invalid(

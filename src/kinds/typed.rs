@@ -241,24 +241,6 @@ fn is_date(s: &str) -> bool {
     num(y, 1, 9999, 4..=4) && num(m, 1, 12, 1..=2) && num(d, 1, 31, 1..=2)
 }
 
-/// The simulator's reading of a subscribe body, as WeChat answers it: `40037` without a
-/// template, `47003` naming the first field whose value breaks its type.
-pub(crate) fn sim_check(body: &serde_json::Value) -> Option<(i64, String)> {
-    if body["template_id"].as_str().is_none_or(str::is_empty) {
-        return Some((40037, "invalid template_id".into()));
-    }
-    let Some(data) = body["data"].as_object().filter(|d| !d.is_empty()) else {
-        return Some((47003, "argument invalid! data is empty".into()));
-    };
-    data.iter()
-        .find(|(key, entry)| {
-            entry["value"]
-                .as_str()
-                .is_none_or(|value| check(key, value).is_err())
-        })
-        .map(|(key, _)| (47003, format!("argument invalid! data.{key}.value invalid")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

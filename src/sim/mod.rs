@@ -2,21 +2,25 @@
 //! `openapi/quota/get`), template lists, de-duplication and injectable faults, pushes of
 //! delivery reports and of user events, with counts for tests and benchmarks.
 
+mod lookups;
 mod model;
 pub mod push;
+mod reports;
+mod rules;
+mod sends;
 mod server;
+mod tokens;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use lookups::{QUOTA_GET, TEMPLATE_LIST};
 use model::Model;
-pub use model::{
-    Answer, AppStats, Faults, QUOTA_GET, QuotaCount, SendRecord, SimStats, SimTemplate,
-    TEMPLATE_LIST, UserEventError,
-};
+pub use model::{Answer, AppStats, Faults, QuotaCount, SendRecord, SimStats, SimTemplate};
 pub(crate) use push::CallbackTarget;
 pub use push::{Decision, UserEvent};
+pub use reports::UserEventError;
 use tokio_util::sync::CancellationToken;
 
 /// The appid known when no `--app` is given.

@@ -28,8 +28,8 @@ pub struct CallbackTarget {
     pub aes_key: Option<String>,
 }
 
-/// One event to push.
-pub struct Push {
+/// One event to push to an app's callback.
+pub struct CallbackPush {
     pub target: CallbackTarget,
     pub appid: String,
     pub xml: String,
@@ -38,7 +38,7 @@ pub struct Push {
 /// An event waiting for its time: WeChat reports a delivery after the send's answer, never
 /// before it; a user event goes at once.
 pub(crate) struct Queued {
-    pub(crate) push: Push,
+    pub(crate) push: CallbackPush,
     pub(crate) at: tokio::time::Instant,
 }
 
@@ -167,7 +167,7 @@ pub fn user_event_xml(appid: &str, touser: &str, event: &UserEvent, created: u64
 }
 
 /// The URL and body WeChat would send for `push`, signed now.
-pub fn signed_request(push: &Push) -> (String, String) {
+pub fn signed_request(push: &CallbackPush) -> (String, String) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -177,7 +177,7 @@ pub fn signed_request(push: &Push) -> (String, String) {
 
 /// As [`signed_request`], signed as of `timestamp` (Unix seconds), as a replayed or delayed
 /// push would be.
-pub fn signed_request_at(push: &Push, timestamp: u64) -> (String, String) {
+pub fn signed_request_at(push: &CallbackPush, timestamp: u64) -> (String, String) {
     let timestamp = timestamp.to_string();
     let nonce = rand::random::<u32>().to_string();
     let token = push.target.token.as_str();

@@ -12,17 +12,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::model::{
-    Answer, Faults, Model, QUOTA_GET, Reply, SimTemplate, TEMPLATE_LIST, UserEventError,
-};
+use super::lookups::{QUOTA_GET, TEMPLATE_LIST};
+use super::model::{Answer, Faults, Model, Reply, SimTemplate};
 use super::push::{CallbackTarget, UserEvent};
+use super::reports::UserEventError;
+use crate::kinds::Kind;
 
 type Shared = State<Arc<Model>>;
 
 pub(crate) fn router(model: Arc<Model>) -> Router {
     // One route per message kind, at the kind's own endpoint.
     let mut router = Router::new();
-    for &kind in crate::kinds::KINDS {
+    for kind in Kind::ALL {
         router =
             router.route(
                 kind.endpoint(),

@@ -64,7 +64,7 @@ impl<S: Seams> AppDeps<S> {
             field: e.field,
             rule: e.rule,
             meta: job.meta.clone(),
-            kind: Some(job.kind.name()),
+            kind: Some(job.kind),
         })
     }
 }

@@ -58,7 +58,7 @@ pub(crate) async fn process<S: Seams>(deps: &Deps<S>, incoming: Incoming<'_>) ->
                 MAX_JOB_HEADERS / 1024
             ),
             meta: job.meta.clone(),
-            kind: Some(job.kind.name()),
+            kind: Some(job.kind),
         };
         return reject(name, &rejection, retry, deps.clock.now());
     }
@@ -70,11 +70,11 @@ pub(crate) async fn process<S: Seams>(deps: &Deps<S>, incoming: Incoming<'_>) ->
             field: "app".into(),
             rule: format!("{name:?} is not a configured app"),
             meta: job.meta.clone(),
-            kind: Some(job.kind.name()),
+            kind: Some(job.kind),
         };
         return reject(name, &rejection, retry, deps.clock.now());
     };
-    if !app.kinds.sends(job.kind.name()) {
+    if !app.kinds.sends(job.kind) {
         let rejection = Rejection {
             id: Some(job.id.clone()),
             field: "kind".into(),
@@ -85,7 +85,7 @@ pub(crate) async fn process<S: Seams>(deps: &Deps<S>, incoming: Incoming<'_>) ->
                 app.kinds
             ),
             meta: job.meta.clone(),
-            kind: Some(job.kind.name()),
+            kind: Some(job.kind),
         };
         return reject(name, &rejection, retry, deps.clock.now());
     }

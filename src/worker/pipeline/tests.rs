@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::step::{IN_FLIGHT_ELSEWHERE, NO_TOKEN, OUTLET_DOWN, RATE_DOWN, STATE_DOWN, Wait};
 use super::*;
+use crate::kinds::Kind;
 use crate::metrics::Metrics;
 use crate::outcome::{FailReason, format_timestamp};
 use crate::pause::{Admission, Phase};
@@ -666,18 +667,14 @@ async fn every_path_decides_its_step_and_its_effects() {
         }
 
         let id = row.job["id"].as_str().unwrap();
-        let kind = row.job["kind"].as_str().unwrap_or("template");
+        let kind: Kind = serde_json::from_value(row.job["kind"].clone()).unwrap_or_default();
         let received = world.wechat.received();
         let tokens: Vec<&str> = received.iter().map(|r| r.token.as_str()).collect();
         assert_eq!(tokens, row.sent_with, "{name}: the token of each send");
         for r in &received {
-            assert_eq!(
-                r.path,
-                crate::kinds::by_name(kind).unwrap().endpoint(),
-                "{name}"
-            );
+            assert_eq!(r.path, kind.endpoint(), "{name}");
             // Every send of a template carries the job id, so WeChat drops a re-send.
-            let want_id = (kind == "template").then(|| id.to_owned());
+            let want_id = (kind == Kind::Template).then(|| id.to_owned());
             assert_eq!(r.client_msg_id, want_id, "{name}");
         }
         assert_eq!(world.wechat.token_fetches(), row.token_fetches, "{name}");

@@ -34,7 +34,7 @@ pub(super) fn reject(app: &str, r: &Rejection, state: RetryState, now: OffsetDat
     o.meta = r.meta.clone();
     o.attempts = state.attempts;
     o.error = Some(reason.clone());
-    if let Some(kind) = r.kind.and_then(crate::kinds::by_name) {
+    if let Some(kind) = r.kind {
         kind.outcome_fields(&mut o);
     }
     Step::Reject { outcome: o, reason }

@@ -232,7 +232,9 @@ impl World {
                 ..FakeRate::default()
             },
             gate: PauseGate::new("a", schedule.clone(), Gauge::default()),
-            kinds: ["template", "subscribe"].into_iter().collect(),
+            kinds: [crate::kinds::Kind::Template, crate::kinds::Kind::Subscribe]
+                .into_iter()
+                .collect(),
             catalog: None,
         };
         let deps = Deps {

@@ -1,7 +1,0 @@
-//! A mini-program subscribe message's outcome says which kind it was.
-
-use crate::outcome::SendOutcome;
-
-pub(crate) fn fill(outcome: &mut SendOutcome) {
-    outcome.message_kind = Some("miniprogram_subscribe".into());
-}
