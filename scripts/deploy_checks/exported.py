@@ -26,7 +26,8 @@ def listing() -> str:
     """What `wxcourier metrics-list` prints: of the binary in $DEPLOY_CHECK_BINARY when set,
     else of the crate here, built by cargo if it is not up to date."""
     binary = os.environ.get("DEPLOY_CHECK_BINARY")
-    command = ([binary] if binary else ["cargo", "run", "--quiet", "--bin", "wxcourier", "--"]) + ["metrics-list"]
+    # Resolved from where the checks were started: the command runs in the crate's root.
+    command = ([str(pathlib.Path(binary).resolve())] if binary else ["cargo", "run", "--quiet", "--bin", "wxcourier", "--"]) + ["metrics-list"]
     try:
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     except OSError as e:

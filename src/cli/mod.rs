@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, Settings};
-use crate::metrics::Metrics;
+use crate::metrics::listing;
 
 /// Exit code for a configuration that cannot be used (CONTRACT §7).
 pub(crate) const EXIT_BAD_CONFIG: u8 = 2;
@@ -100,7 +100,7 @@ pub fn main() -> ExitCode {
 
 /// `wxcourier metrics-list`: the registry's own families, one line each.
 fn metrics_list() -> ExitCode {
-    for family in Metrics::families() {
+    for family in listing::families() {
         println!("{}", family.line());
     }
     ExitCode::SUCCESS

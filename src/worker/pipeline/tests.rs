@@ -935,6 +935,9 @@ async fn a_shared_state_outage_reads_as_state_in_the_log_and_the_outcome() {
         })
         .finish();
     let _logging = tracing::subscriber::set_default(subscriber);
+    // A callsite another test thread registered meanwhile may have cached "no interest" from
+    // the global (empty) dispatcher: ask every callsite again now that this one is set.
+    tracing::callsite::rebuild_interest_cache();
     let w = World::new(Setup {
         shared_tokens: Some(false),
         ..Setup::default()
