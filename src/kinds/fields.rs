@@ -4,7 +4,21 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::FieldError;
+/// A field of a job and the rule it broke.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    pub(crate) field: String,
+    pub(crate) rule: String,
+}
+
+impl FieldError {
+    pub(crate) fn new(field: impl Into<String>, rule: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            rule: rule.into(),
+        }
+    }
+}
 
 /// Longest data value accepted, in characters.
 pub(crate) const MAX_VALUE_CHARS: usize = 1024;

@@ -7,8 +7,9 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::fields::{self, Data};
-use super::{FieldError, Override, Request, typed};
+use super::fields::{self, Data, FieldError};
+use super::request::{Override, Request};
+use super::typed;
 use crate::outcome::FailReason;
 
 pub(super) const ENDPOINT: &str = "/cgi-bin/message/subscribe/send";

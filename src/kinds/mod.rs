@@ -7,9 +7,14 @@
 
 pub(crate) mod fields;
 mod miniprogram_subscribe;
+mod request;
 mod subscribe;
 mod template;
 pub(crate) mod typed;
+
+pub use fields::FieldError;
+pub use request::Override;
+pub(crate) use request::Request;
 
 use std::fmt;
 use std::str::FromStr;
@@ -17,8 +22,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::outcome::{FailReason, SendOutcome};
-use crate::types::Class;
+use crate::outcome::SendOutcome;
 
 /// A message kind: which WeChat API a job is sent through.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -148,44 +152,6 @@ impl<'de> Deserialize<'de> for Kind {
             ))
         })
     }
-}
-
-/// A field of a job and the rule it broke.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FieldError {
-    pub(crate) field: String,
-    pub(crate) rule: String,
-}
-
-impl FieldError {
-    pub(crate) fn new(field: impl Into<String>, rule: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            rule: rule.into(),
-        }
-    }
-}
-
-/// The WeChat request a kind builds from a valid job.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Request {
-    pub(crate) touser: String,
-    pub(crate) template_id: String,
-    /// The JSON body of the kind's endpoint.
-    pub(crate) body: Vec<u8>,
-}
-
-/// How one kind reads an errcode differently from `wechat.*_codes` and
-/// `wechat.reason_codes`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Override {
-    pub(crate) code: i64,
-    /// The class to use instead of the configured one, if any.
-    pub(crate) class: Option<Class>,
-    /// The `reason` of a failed outcome, if any.
-    pub(crate) reason: Option<FailReason>,
-    /// Words for the `error` field of a failed outcome.
-    pub(crate) describe: &'static str,
 }
 
 #[cfg(test)]

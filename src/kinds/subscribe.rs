@@ -7,8 +7,9 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::fields::{self, Data, MiniProgram};
-use super::{FieldError, Override, Request, typed};
+use super::fields::{self, Data, FieldError, MiniProgram};
+use super::request::{Override, Request};
+use super::typed;
 use crate::outcome::FailReason;
 use crate::types::Class;
 

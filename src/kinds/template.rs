@@ -7,8 +7,8 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::fields::{self, Data, MiniProgram};
-use super::{FieldError, Override, Request};
+use super::fields::{self, Data, FieldError, MiniProgram};
+use super::request::{Override, Request};
 
 pub(super) const ENDPOINT: &str = "/cgi-bin/message/template/send";
 

@@ -2,8 +2,7 @@
 //! `character_string12`), and WeChat refuses (47003) a value that breaks its type's rule. The
 //! rules are checked here, before any quota is spent.
 
-use super::FieldError;
-use super::fields::Data;
+use super::fields::{Data, FieldError};
 
 /// The keyword types, longest prefix first so `character_string` is not read as `char…`.
 const TYPES: [&str; 14] = [

@@ -13,62 +13,17 @@ mod tokens;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use lookups::{QUOTA_GET, TEMPLATE_LIST};
 use model::Model;
-pub use model::{Answer, AppStats, Faults, QuotaCount, SendRecord, SimStats, SimTemplate};
+pub use model::{
+    Answer, AppStats, DEFAULT_APPID, DEFAULT_SECRET, Faults, QuotaCount, SendRecord, SimOptions,
+    SimStats, SimTemplate,
+};
 pub(crate) use push::CallbackTarget;
 pub use push::{Decision, UserEvent};
 pub use reports::UserEventError;
 use tokio_util::sync::CancellationToken;
-
-/// The appid known when no `--app` is given.
-pub const DEFAULT_APPID: &str = "wx0000000000000000";
-/// Its secret.
-pub const DEFAULT_SECRET: &str = "secret";
-
-/// How the simulator behaves.
-#[derive(Clone, Debug)]
-pub struct SimOptions {
-    /// `(appid, secret)` pairs it knows.
-    pub apps: Vec<(String, String)>,
-    /// Lifetime of a token (WeChat: 7200 s).
-    pub token_ttl: Duration,
-    /// How long a classic token keeps working after a newer one is issued (WeChat: 5 min).
-    pub token_grace: Duration,
-    /// Sends per app per day before 45009.
-    pub daily_quota: u64,
-    pub faults: Faults,
-    /// Most send records kept for `/sim/sends`.
-    pub record_limit: usize,
-    /// How long after an accepted send its delivery report is pushed.
-    pub report_delay: Duration,
-    /// Where to push delivery reports, by appid.
-    pub callbacks: std::collections::HashMap<String, CallbackTarget>,
-    /// OpenIDs that refused every template: their sends are answered 43101.
-    pub refusing: std::collections::HashSet<String>,
-    /// Each app's templates (`get_all_private_template`), by appid. An app with a list answers
-    /// 40037 to a template message whose template_id is not in it.
-    pub templates: std::collections::HashMap<String, Vec<SimTemplate>>,
-}
-
-impl Default for SimOptions {
-    fn default() -> Self {
-        Self {
-            apps: vec![(DEFAULT_APPID.into(), DEFAULT_SECRET.into())],
-            token_ttl: Duration::from_secs(7200),
-            token_grace: Duration::from_secs(300),
-            daily_quota: 1_000_000,
-            faults: Faults::default(),
-            record_limit: 100_000,
-            report_delay: Duration::from_millis(500),
-            callbacks: Default::default(),
-            refusing: Default::default(),
-            templates: Default::default(),
-        }
-    }
-}
 
 /// A running simulator. Dropping it does not stop it; call [`Simulator::stop`].
 #[derive(Clone)]

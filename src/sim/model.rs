@@ -13,9 +13,55 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::SimOptions;
 use super::push::{CallbackTarget, PushCounts, Queued};
 use crate::kinds::Kind;
+
+/// The appid known when no `--app` is given.
+pub const DEFAULT_APPID: &str = "wx0000000000000000";
+/// Its secret.
+pub const DEFAULT_SECRET: &str = "secret";
+
+/// How the simulator behaves.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// `(appid, secret)` pairs it knows.
+    pub apps: Vec<(String, String)>,
+    /// Lifetime of a token (WeChat: 7200 s).
+    pub token_ttl: Duration,
+    /// How long a classic token keeps working after a newer one is issued (WeChat: 5 min).
+    pub token_grace: Duration,
+    /// Sends per app per day before 45009.
+    pub daily_quota: u64,
+    pub faults: Faults,
+    /// Most send records kept for `/sim/sends`.
+    pub record_limit: usize,
+    /// How long after an accepted send its delivery report is pushed.
+    pub report_delay: Duration,
+    /// Where to push delivery reports, by appid.
+    pub callbacks: std::collections::HashMap<String, CallbackTarget>,
+    /// OpenIDs that refused every template: their sends are answered 43101.
+    pub refusing: std::collections::HashSet<String>,
+    /// Each app's templates (`get_all_private_template`), by appid. An app with a list answers
+    /// 40037 to a template message whose template_id is not in it.
+    pub templates: std::collections::HashMap<String, Vec<SimTemplate>>,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            apps: vec![(DEFAULT_APPID.into(), DEFAULT_SECRET.into())],
+            token_ttl: Duration::from_secs(7200),
+            token_grace: Duration::from_secs(300),
+            daily_quota: 1_000_000,
+            faults: Faults::default(),
+            record_limit: 100_000,
+            report_delay: Duration::from_millis(500),
+            callbacks: Default::default(),
+            refusing: Default::default(),
+            templates: Default::default(),
+        }
+    }
+}
 
 /// First msgid handed out: above 2^53, as WeChat's can be.
 const FIRST_MSGID: u64 = 9_007_199_254_740_993;

@@ -3,8 +3,7 @@
 
 use rand::RngExt;
 
-use super::SimOptions;
-use super::model::{Faults, Model};
+use super::model::{Faults, Model, SimOptions};
 use super::push::{
     CallbackPush, CallbackTarget, Queued, UserEvent, event_xml, sent_event_xml, user_event_xml,
 };
