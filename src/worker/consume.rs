@@ -263,12 +263,18 @@ impl AppConsumer {
             body: &delivery.data,
             properties: &delivery.properties,
         };
-        let settled = Box::pin(settle(&self.publisher, &delivery.acker, original, &step)).await;
         let metrics = &self.ctx.metrics;
+        let failures = &metrics.publish_failures;
+        let settled = Box::pin(settle(
+            &self.publisher,
+            &delivery.acker,
+            original,
+            &step,
+            failures,
+        ))
+        .await;
         match (&step, &settled) {
-            (_, Settled::HandedBack) => {
-                metrics.publish_failures.inc();
-            }
+            (_, Settled::HandedBack) => {}
             (Step::Finish(o) | Step::Reject { outcome: o, .. }, _) => {
                 self.deps.metrics.job_finished(o.status);
             }

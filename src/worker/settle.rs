@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use lapin::BasicProperties;
 use lapin::types::FieldTable;
+use prometheus_client::metrics::counter::Counter;
 
 use super::pipeline::Step;
 use crate::broker::headers;
@@ -48,12 +49,15 @@ pub(crate) enum Settled {
 }
 
 /// Publishes what `step` asks for through `publisher`, then acks `delivery`, or hands it back
-/// after [`HAND_BACK_PAUSE`] when a publish did not count.
+/// after [`HAND_BACK_PAUSE`] when a publish did not count. A publish that did not count is
+/// counted in `failures` at once: the hand-back itself may wait as long as the broker blocks
+/// the connection (a memory alarm), and the failure must show while it does.
 pub(crate) async fn settle(
     publisher: &impl Confirmed,
     delivery: &impl Acknowledge,
     original: Original<'_>,
     step: &Step,
+    failures: &Counter,
 ) -> Settled {
     let app = original.app;
     match publish(publisher, original, step).await {
@@ -63,6 +67,7 @@ pub(crate) async fn settle(
             Settled::AckLost
         }
         Err(e) => {
+            failures.inc();
             tracing::warn!(app = %app, error = %e, "could not publish; handing the job back to the broker");
             tokio::time::sleep(HAND_BACK_PAUSE).await;
             delivery.hand_back().await;
@@ -228,6 +233,8 @@ mod tests {
     struct FakeDelivery {
         ends: Mutex<Vec<&'static str>>,
         ack_reaches_broker: bool,
+        /// The hand-back never gets out, as on a connection the broker blocks.
+        hand_back_blocks: bool,
     }
 
     impl FakeDelivery {
@@ -235,6 +242,7 @@ mod tests {
             Self {
                 ends: Mutex::new(Vec::new()),
                 ack_reaches_broker: true,
+                hand_back_blocks: false,
             }
         }
 
@@ -251,6 +259,9 @@ mod tests {
 
         async fn hand_back(&self) {
             self.ends.lock().unwrap().push("hand back");
+            if self.hand_back_blocks {
+                std::future::pending::<()>().await;
+            }
         }
     }
 
@@ -276,13 +287,22 @@ mod tests {
     }
 
     async fn run(broker: &FakeBroker, delivery: &FakeDelivery, step: &Step) -> Settled {
+        run_counting(broker, delivery, step, &Counter::default()).await
+    }
+
+    async fn run_counting(
+        broker: &FakeBroker,
+        delivery: &FakeDelivery,
+        step: &Step,
+        failures: &Counter,
+    ) -> Settled {
         let properties = producer_properties();
         let original = Original {
             app: "shop",
             body: BODY,
             properties: &properties,
         };
-        settle(broker, delivery, original, step).await
+        settle(broker, delivery, original, step, failures).await
     }
 
     fn retry_step() -> Step {
@@ -398,6 +418,22 @@ mod tests {
                 assert!(started.elapsed() >= HAND_BACK_PAUSE, "not hammered");
             }
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_publish_is_counted_before_the_hand_back_even_one_that_never_gets_out() {
+        let broker = FakeBroker::answering(|_| Err(PublishError::Timeout(Duration::from_secs(1))));
+        let delivery = FakeDelivery {
+            hand_back_blocks: true,
+            ..FakeDelivery::new()
+        };
+        let failures = Counter::default();
+        let step = Step::Finish(outcome(SendStatus::Sent));
+        let settling = run_counting(&broker, &delivery, &step, &failures);
+        let waited = tokio::time::timeout(Duration::from_secs(60), settling).await;
+        assert!(waited.is_err(), "the blocked hand-back is still waiting");
+        assert_eq!(failures.get(), 1, "counted while the hand-back waits");
+        assert_eq!(delivery.ends(), ["hand back"]);
     }
 
     #[tokio::test(start_paused = true)]
