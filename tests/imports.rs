@@ -6,11 +6,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Modules every module may use: plain values and text bounds, which import nothing.
-const LEAVES: &[&str] = &["text", "types"];
+/// Modules every module may use: plain values, text bounds and the clock, which import nothing.
+const LEAVES: &[&str] = &["clock", "text", "types"];
 
 /// Each module and the modules it may use besides the leaves, lowest layer first.
 const LAYERS: &[(&str, &[&str])] = &[
+    ("clock", &[]),
     ("text", &[]),
     ("types", &[]),
     ("outcome", &[]),

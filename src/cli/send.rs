@@ -9,8 +9,8 @@ use lapin::types::FieldTable;
 
 use super::{ConfigArg, bad_config};
 use crate::broker::{self, JOBS_EXCHANGE, Publisher, topology};
+use crate::clock::{Clock, SystemClock};
 use crate::config::is_app_name;
-use crate::worker::clock::{Clock, SystemClock};
 
 /// Publishes confirmed at once, pipelined on one channel.
 const CONFIRMS_IN_FLIGHT: usize = 512;

@@ -1,7 +1,6 @@
 //! The worker daemon: given the pipeline's context, keeps a broker session alive — connect,
 //! declare, consume every app — reconnecting with backoff until told to stop.
 
-pub(crate) mod clock;
 mod consume;
 pub(crate) mod deps;
 mod peers;
