@@ -4,7 +4,10 @@
 //!
 //! Dependencies run one way: a module uses only the layers above it in this list, never one
 //! below. `tests/imports.rs` holds the allowed edges, checks every `crate::…` path against them,
-//! and checks that they have no cycle.
+//! and checks that they have no cycle; it also checks that no file of `src/` takes from a file
+//! that takes from it, even inside a folder: what a folder's children share lives in a file of
+//! its own (`broker::names`, `cli::shared`, `config::error`, `worker::context`, …), not in the
+//! `mod.rs` that uses them.
 //!
 //! Linked modules are public: the binary, the tests, the benchmark and the fuzz targets use
 //! them. Modules in plain code are private, and every item is `pub(crate)` unless one of those
