@@ -4,13 +4,18 @@
 //!
 //! Dependencies run one way: a module uses only the layers above it in this list, never one
 //! below. `tests/imports.rs` holds the allowed edges, checks every `crate::…` path against them,
-//! and checks that they have no cycle.
+//! and checks that they have no cycle; it also checks that no file of `src/` takes from a file
+//! that takes from it, even inside a folder: what a folder's children share lives in a file of
+//! its own (`broker::names`, `cli::shared`, `config::error`, `worker::context`, …), not in the
+//! `mod.rs` that uses them.
 //!
 //! Linked modules are public: the binary, the tests, the benchmark and the fuzz targets use
 //! them. Modules in plain code are private, and every item is `pub(crate)` unless one of those
 //! users needs it, so the compiler reports what nothing uses (`unreachable_pub`, dead code).
 //!
 //! Plain values, used by every layer:
+//! - `clock`: the time of day behind one `Clock` seam, read by the pipeline, the callback's
+//!   replay window and the verbs that stamp what they publish, so a test can set it.
 //! - `text`: bounding untrusted text before it is echoed into headers, logs and outcomes.
 //! - [`types`]: `Secret`, `Span` (durations), the `Class` of a WeChat answer, the
 //!   EncodingAESKey form.
@@ -59,7 +64,7 @@
 //! - `http`: `/healthz`, `/readyz`, `/metrics`; `http::server` is the accept loop with the
 //!   connection cap and the timeouts that keep slow clients off the port.
 //! - [`worker`]: one job's pipeline (`process`, over the seams in `worker::deps`: WeChat,
-//!   idempotency, rate, token, clock), the settlement of its `Step` (`worker::settle`, over
+//!   idempotency, rate, token, `clock`), the settlement of its `Step` (`worker::settle`, over
 //!   the broker's traits) and the consumers that run them; with memory state, a watch for
 //!   other consumers of the same queues. Its context holds only settings derived for it.
 //! - `sim`: the WeChat API simulator used by tests, the demo and benchmarks, behind the cargo
@@ -80,6 +85,7 @@ pub mod broker;
 pub mod callback;
 pub mod catalog;
 pub mod cli;
+mod clock;
 pub mod config;
 pub mod daily_quota;
 mod http;

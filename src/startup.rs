@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::broker::{self, CurrentPublisher};
 use crate::callback::{self, CallbackState};
 use crate::catalog::Catalog;
+use crate::clock::SystemClock;
 use crate::config::{AppSettings, Settings, WechatSettings};
 use crate::http::{self, HttpState};
 use crate::limiter::{AppLimiter, InFlight};
@@ -26,7 +27,6 @@ use crate::wechat::client::WechatClient;
 use crate::wechat::errcode::Classifier;
 use crate::wechat::shared_token::SharedTokenSource;
 use crate::wechat::token::{TokenKeeper, TokenSource, WechatTokenSource};
-use crate::worker::clock::SystemClock;
 use crate::worker::{self, AppDeps, Context, Deps, ServedApp};
 
 /// The worker process, built and ready to run.
@@ -71,6 +71,7 @@ impl Application {
             Arc::new(shared.results.clone()),
             shared.metrics.clone(),
             shared.tasks.clone(),
+            Arc::new(SystemClock),
         ));
         let http = HttpState {
             health: shared.health.clone(),

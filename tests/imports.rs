@@ -1,16 +1,19 @@
 //! One-way dependencies: every path into another module of the crate (`use crate::x`,
 //! `use crate::{x, y::z}`, an inline `crate::x::f()`, a `super::` that climbs out to the crate
 //! root) must follow an edge of the layering below, and the layering itself has no cycle.
-//! `src/lib.rs`'s layout describes the same layers in words.
+//! `src/lib.rs`'s layout describes the same layers in words. Below the modules, no two files of
+//! `src/` may take from each other, even inside a folder (the rule is written on
+//! `no_file_of_the_crate_is_in_a_circle`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Modules every module may use: plain values and text bounds, which import nothing.
-const LEAVES: &[&str] = &["text", "types"];
+/// Modules every module may use: plain values, text bounds and the clock, which import nothing.
+const LEAVES: &[&str] = &["clock", "text", "types"];
 
 /// Each module and the modules it may use besides the leaves, lowest layer first.
 const LAYERS: &[(&str, &[&str])] = &[
+    ("clock", &[]),
     ("text", &[]),
     ("types", &[]),
     ("outcome", &[]),
@@ -588,4 +591,374 @@ fn a_cycle_is_found_and_named() {
     assert_eq!(cycle(edges), Some(vec!["a", "b", "c", "a"]));
     let edges: &[(&str, &[&str])] = &[("a", &["b", "c"]), ("b", &["c"]), ("c", &[])];
     assert_eq!(cycle(edges), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Circles between files: the rule is written on `no_file_of_the_crate_is_in_a_circle`.
+
+/// One path from a file to another file's module.
+#[derive(Debug, PartialEq)]
+struct FileUse {
+    line: usize,
+    /// The module path named, from the crate root (`["worker", "deps", "Seams"]`).
+    path: Vec<String>,
+}
+
+/// The full paths of a path tree starting at `i` after `prefix`: one, or one per item of a
+/// `{…}` group (`self` in a group names the prefix itself).
+fn path_tree(code: &[u8], i: usize, prefix: Vec<String>, out: &mut Vec<Vec<String>>) {
+    let i = skip_space(code, i);
+    if code.get(i) == Some(&b'{') {
+        let end = matching_brace(code, i) - 1;
+        let mut depth = 0;
+        let mut item_start = true;
+        for j in i + 1..end {
+            match code[j] {
+                b'{' => depth += 1,
+                b'}' => depth -= 1,
+                b',' if depth == 0 => item_start = true,
+                c if item_start && (is_ident(c) || c == b'{' || c == b'*') => {
+                    item_start = false;
+                    path_tree(code, j, prefix.clone(), out);
+                    if c == b'{' {
+                        depth += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        return;
+    }
+    let name = ident_at(code, i);
+    let after = skip_space(code, i + name.len());
+    let mut next = prefix;
+    if !name.is_empty() && name != "self" {
+        next.push(name.to_owned());
+    }
+    if !name.is_empty() && code[after..].starts_with(b"::") {
+        path_tree(code, after + 2, next, out);
+    } else {
+        out.push(next);
+    }
+}
+
+/// The `mod name;` declarations of a file (not inline blocks), each with whether it is under
+/// `#[cfg(test)]`.
+fn declared_children(src: &str) -> Vec<(String, bool)> {
+    let cleaned = blank_non_code(src);
+    let code = cleaned.as_bytes();
+    let tests = test_ranges(code);
+    let mut found = Vec::new();
+    for (at, _) in cleaned.match_indices("mod ") {
+        if at > 0 && is_ident(code[at - 1]) {
+            continue;
+        }
+        let name_at = skip_space(code, at + 4);
+        let name = ident_at(code, name_at);
+        let after = skip_space(code, name_at + name.len());
+        if !name.is_empty() && code.get(after) == Some(&b';') {
+            let test = tests.iter().any(|(s, e)| *s <= at && at < *e);
+            found.push((name.to_owned(), test));
+        }
+    }
+    found
+}
+
+/// Every path outside `#[cfg(test)]` items of the file of `module` into the crate's modules,
+/// made absolute: `crate::`, `super::`, `self::` and the declared children's names.
+fn file_uses(module: &[&str], src: &str) -> Vec<FileUse> {
+    let cleaned = blank_non_code(src);
+    let code = cleaned.as_bytes();
+    let tests = test_ranges(code);
+    let inline = inline_modules(code);
+    let children: Vec<String> = declared_children(src).into_iter().map(|(n, _)| n).collect();
+    let line_of = |at: usize| 1 + code[..at].iter().filter(|&&c| c == b'\n').count();
+    let own = |s: &[&str]| s.iter().map(|m| m.to_string()).collect::<Vec<_>>();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < code.len() {
+        let starts_path = i == 0 || !(is_ident(code[i - 1]) || code[i - 1] == b':');
+        if !starts_path || tests.iter().any(|(s, e)| *s <= i && i < *e) {
+            i += 1;
+            continue;
+        }
+        // Where a relative path starts: the file's module plus the inline modules around it.
+        let mut at = own(module);
+        let mut around: Vec<&(usize, usize, String)> =
+            inline.iter().filter(|(o, c, _)| *o < i && i < *c).collect();
+        around.sort_by_key(|(o, _, _)| *o);
+        at.extend(around.iter().map(|(_, _, n)| n.clone()));
+        let rest = &code[i..];
+        let name = ident_at(code, i);
+        let (start, prefix, len) = if rest.starts_with(b"crate::") {
+            (i + 7, Vec::new(), 7)
+        } else if rest.starts_with(b"super::") {
+            let mut j = i;
+            while code[j..].starts_with(b"super::") {
+                at.pop();
+                j = skip_space(code, j + 7);
+            }
+            (j, at, j - i)
+        } else if rest.starts_with(b"self::") {
+            (i + 6, at, 6)
+        } else if !name.is_empty()
+            && children.iter().any(|c| c == name)
+            && code[skip_space(code, i + name.len())..].starts_with(b"::")
+        {
+            (i, own(module), name.len())
+        } else {
+            i += name.len().max(1);
+            continue;
+        };
+        let mut paths = Vec::new();
+        path_tree(code, start, prefix, &mut paths);
+        for path in paths {
+            found.push(FileUse {
+                line: line_of(i),
+                path,
+            });
+        }
+        i += len;
+    }
+    found
+}
+
+/// The file edges among `files` (a display path, the module path, the source): for each file,
+/// the files it uses with the first line that does. Files declared under `#[cfg(test)]`, and
+/// those below them, use nothing.
+fn file_edges(files: &[(String, Vec<String>, String)]) -> Vec<Vec<(usize, usize)>> {
+    let index: BTreeMap<&[String], usize> = files
+        .iter()
+        .enumerate()
+        .map(|(n, (_, m, _))| (m.as_slice(), n))
+        .collect();
+    let test_files: Vec<&[String]> = files
+        .iter()
+        .flat_map(|(_, m, src)| {
+            declared_children(src)
+                .into_iter()
+                .filter(|(_, test)| *test)
+                .map(move |(child, _)| {
+                    let mut path = m.clone();
+                    path.push(child);
+                    path
+                })
+        })
+        .filter_map(|path| index.get_key_value(path.as_slice()).map(|(k, _)| *k))
+        .collect();
+    files
+        .iter()
+        .enumerate()
+        .map(|(from, (_, module, src))| {
+            if test_files.iter().any(|t| module.starts_with(t)) {
+                return Vec::new();
+            }
+            let module: Vec<&str> = module.iter().map(String::as_str).collect();
+            let mut to: Vec<(usize, usize)> = Vec::new();
+            for u in file_uses(&module, src) {
+                let target = (1..=u.path.len())
+                    .rev()
+                    .find_map(|n| index.get(&u.path[..n]).copied());
+                if let Some(target) = target
+                    && target != from
+                    && !to.iter().any(|(t, _)| *t == target)
+                {
+                    to.push((target, u.line));
+                }
+            }
+            to
+        })
+        .collect()
+}
+
+/// Every circle among the files, one per strongly connected group, each written as its files
+/// and the lines that close it: `a.rs:3 → b.rs`, `b.rs:7 → a.rs`.
+fn file_circles(files: &[(String, Vec<String>, String)]) -> Vec<String> {
+    let edges = file_edges(files);
+    // Tarjan's strongly connected components.
+    struct Walk<'a> {
+        edges: &'a [Vec<(usize, usize)>],
+        order: Vec<Option<usize>>,
+        low: Vec<usize>,
+        stack: Vec<usize>,
+        on_stack: Vec<bool>,
+        next: usize,
+        groups: Vec<Vec<usize>>,
+    }
+    fn visit(w: &mut Walk<'_>, v: usize) {
+        w.order[v] = Some(w.next);
+        w.low[v] = w.next;
+        w.next += 1;
+        w.stack.push(v);
+        w.on_stack[v] = true;
+        for &(t, _) in &w.edges[v] {
+            match w.order[t] {
+                None => {
+                    visit(w, t);
+                    w.low[v] = w.low[v].min(w.low[t]);
+                }
+                Some(o) if w.on_stack[t] => w.low[v] = w.low[v].min(o),
+                Some(_) => {}
+            }
+        }
+        if Some(w.low[v]) == w.order[v] {
+            let mut group = Vec::new();
+            while let Some(t) = w.stack.pop() {
+                w.on_stack[t] = false;
+                group.push(t);
+                if t == v {
+                    break;
+                }
+            }
+            if group.len() > 1 {
+                group.sort();
+                w.groups.push(group);
+            }
+        }
+    }
+    let n = files.len();
+    let mut walk = Walk {
+        edges: &edges,
+        order: vec![None; n],
+        low: vec![0; n],
+        stack: Vec::new(),
+        on_stack: vec![false; n],
+        next: 0,
+        groups: Vec::new(),
+    };
+    for v in 0..n {
+        if walk.order[v].is_none() {
+            visit(&mut walk, v);
+        }
+    }
+    walk.groups.sort();
+    walk.groups
+        .iter()
+        .map(|group| {
+            let mut lines = Vec::new();
+            for &from in group {
+                for &(to, line) in &edges[from] {
+                    if group.contains(&to) {
+                        lines.push(format!("{}:{line} → {}", files[from].0, files[to].0));
+                    }
+                }
+            }
+            lines.join(", ")
+        })
+        .collect()
+}
+
+/// No file of the crate is in a circle with another.
+///
+/// The rule: draw an edge from file A to file B of `src/` when A's code (outside `#[cfg(test)]`
+/// items) names a path whose module is B's module: `crate::b::Item`, `super::Item`,
+/// `self::b::Item`, a declared child's `child::Item`, each item of a `use` list, a `pub(crate) use
+/// child::Item` re-export, a `use super::*`. The module of a path is the longest prefix of it that
+/// is a file's module, so `super::Item` is the parent's file even when the parent only re-exports
+/// `Item` from elsewhere: re-exports are not followed, and a file names the file that defines what
+/// it takes. Declaring `mod child;` alone is no edge (it makes the child, it takes nothing from
+/// it); a name brought in by a `use` counts once, at the `use`. The graph must have no cycle of
+/// any length: in particular a child may not take an item of its parent's file while the parent
+/// takes one of the child's. Each circle found is printed with the lines that close it. Exempt, because tests may use their parent:
+/// code under `#[cfg(test)]`, and files declared under `#[cfg(test)]` with everything below them.
+/// The crate root (`lib.rs`, `main.rs`) only declares the modules and is left out.
+#[test]
+fn no_file_of_the_crate_is_in_a_circle() {
+    let circles = file_circles(&crate_files());
+    assert!(
+        circles.is_empty(),
+        "circles between files:\n{}",
+        circles.join("\n")
+    );
+}
+
+#[test]
+fn every_form_of_path_names_its_file() {
+    let src = r#"
+mod child;
+#[cfg(test)]
+mod tests;
+pub(crate) use child::{Item, deeper::Other};
+use super::{self, sibling::Thing};
+use crate::config::{Settings, values::Rate};
+fn f() {
+    let a = self::child::g();
+    let b = super::super::top();
+    let s = "crate::sim::Simulator";
+    let x = notachild::h();
+}
+#[cfg(test)]
+mod t { use crate::sim::Simulator; }
+"#;
+    let found: Vec<(usize, String)> = file_uses(&["worker", "pipeline"], src)
+        .into_iter()
+        .map(|u| (u.line, u.path.join("::")))
+        .collect();
+    let expected = [
+        (5, "worker::pipeline::child::Item"),
+        (5, "worker::pipeline::child::deeper::Other"),
+        (6, "worker"),
+        (6, "worker::sibling::Thing"),
+        (7, "config::Settings"),
+        (7, "config::values::Rate"),
+        (9, "worker::pipeline::child::g"),
+        (10, "top"),
+    ];
+    assert_eq!(
+        found,
+        expected.map(|(l, p)| (l, p.to_owned())).to_vec(),
+        "test code is left out"
+    );
+}
+
+#[test]
+fn a_child_taking_from_its_parent_while_the_parent_takes_from_it_is_a_circle() {
+    let parent =
+        "//! P.\nmod child;\nmod other;\npub(crate) use child::Made;\npub(crate) struct Shared;\n";
+    let child = "//! C.\nuse super::Shared;\npub(crate) struct Made;\n";
+    let other = "//! O.\nuse super::child::Made;\n";
+    let files = [
+        file("src/p/mod.rs", &["p"], parent),
+        file("src/p/child.rs", &["p", "child"], child),
+        file("src/p/other.rs", &["p", "other"], other),
+    ];
+    assert_eq!(
+        file_circles(&files),
+        ["src/p/mod.rs:4 → src/p/child.rs, src/p/child.rs:2 → src/p/mod.rs"]
+    );
+    // With the shared item in a file of its own, the circle is gone.
+    let parent = "//! P.\nmod child;\nmod shared;\npub(crate) use child::Made;\n";
+    let child = "//! C.\nuse super::shared::Shared;\npub(crate) struct Made;\n";
+    let files = [
+        file("src/p/mod.rs", &["p"], parent),
+        file("src/p/child.rs", &["p", "child"], child),
+        file(
+            "src/p/shared.rs",
+            &["p", "shared"],
+            "//! S.\npub(crate) struct Shared;\n",
+        ),
+    ];
+    assert_eq!(file_circles(&files), Vec::<String>::new());
+}
+
+#[test]
+fn tests_may_use_their_parent() {
+    let parent = "//! P.\nmod child;\n#[cfg(test)]\nmod tests;\npub(crate) use child::Made;\npub(crate) struct Shared;\n#[cfg(test)]\nmod inline { use super::child::Made; }\n";
+    let child =
+        "//! C.\npub(crate) struct Made;\n#[cfg(test)]\nmod tests { use super::super::Shared; }\n";
+    let files = [
+        file("src/p/mod.rs", &["p"], parent),
+        file("src/p/child.rs", &["p", "child"], child),
+        file(
+            "src/p/tests.rs",
+            &["p", "tests"],
+            "//! T.\nuse super::*;\nmod fakes;\n",
+        ),
+        file(
+            "src/p/tests/fakes.rs",
+            &["p", "tests", "fakes"],
+            "//! F.\nuse crate::p::child::Made;\nuse super::super::Shared;\n",
+        ),
+    ];
+    assert_eq!(file_circles(&files), Vec::<String>::new());
 }

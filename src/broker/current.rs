@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::Publisher;
+use super::publish::Publisher;
 
 /// The current session's publisher; `None` while disconnected. Clones share one slot.
 #[derive(Clone, Default)]

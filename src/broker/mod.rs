@@ -3,6 +3,7 @@
 pub(crate) mod current;
 pub(crate) mod error;
 pub mod headers;
+mod names;
 pub mod orphans;
 pub mod publish;
 pub(crate) mod settle;
@@ -18,23 +19,12 @@ pub(crate) use current::CurrentPublisher;
 pub use error::BrokerError;
 pub(crate) use headers::HEADER_APP;
 pub use headers::HEADER_ERROR;
+/// Where the settlement's tests look for outcomes.
+#[cfg(test)]
+pub(crate) use names::RESULTS_EXCHANGE;
+pub(crate) use names::RETRY_EXCHANGE;
+pub use names::{DEAD_QUEUE, JOBS_EXCHANGE, UNROUTED, job_queue};
 pub use publish::{PublishError, Publisher};
-
-/// Jobs come in here, routed by app name.
-pub const JOBS_EXCHANGE: &str = "wxcourier.jobs";
-/// Every outcome and delivery report goes out here, as `STATUS.APP`.
-pub(crate) const RESULTS_EXCHANGE: &str = "wxcourier.results";
-/// Rejected jobs, unchanged, with `x-wxcourier-error`.
-pub const DEAD_QUEUE: &str = "wxcourier.dead";
-/// Jobs whose routing key names no configured app (the jobs exchange's alternate exchange).
-pub const UNROUTED: &str = "wxcourier.unrouted";
-/// Retry copies go here and wait in the delay tier their header names.
-pub(crate) const RETRY_EXCHANGE: &str = "wxcourier.retry";
-
-/// `wxcourier.jobs.NAME`: one queue per app so one account never blocks another.
-pub fn job_queue(app: &str) -> String {
-    format!("{JOBS_EXCHANGE}.{app}")
-}
 
 /// Opens a connection named after this process to the first node of `amqp.url` that answers,
 /// with the custom CA for `amqps://` if set. Every verb connects through here.

@@ -13,7 +13,7 @@ use lapin::{Channel, Connection};
 use percent_encoding::percent_decode_str;
 use reqwest::Url;
 
-use super::JOBS_EXCHANGE;
+use super::names::JOBS_EXCHANGE;
 use crate::config::{AmqpSettings, Settings};
 use crate::metrics::Metrics;
 use crate::types::Secret;

@@ -113,7 +113,7 @@ impl Publisher {
         headers: FieldTable,
     ) -> Result<(), PublishError> {
         self.publish(Publication {
-            exchange: super::JOBS_EXCHANGE,
+            exchange: super::names::JOBS_EXCHANGE,
             routing_key: app,
             body,
             properties: job_properties(id, headers),
@@ -143,7 +143,7 @@ pub(crate) fn result_message<'a>(
     correlation_id: Option<&str>,
 ) -> Publication<'a> {
     Publication {
-        exchange: super::RESULTS_EXCHANGE,
+        exchange: super::names::RESULTS_EXCHANGE,
         routing_key,
         body,
         properties: outcome_properties(correlation_id),

@@ -8,7 +8,7 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, Que
 use lapin::types::FieldTable;
 use lapin::{Connection, Consumer};
 
-use super::RESULTS_EXCHANGE;
+use super::names::RESULTS_EXCHANGE;
 
 /// An exclusive queue bound to the results exchange, deleted once the tap is dropped.
 pub struct ResultsTap {

@@ -12,7 +12,9 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, Connection, ExchangeKind};
 
 use super::headers::HEADER_DELAY_TIER;
-use super::{DEAD_QUEUE, JOBS_EXCHANGE, RESULTS_EXCHANGE, RETRY_EXCHANGE, UNROUTED, job_queue};
+use super::names::{
+    DEAD_QUEUE, JOBS_EXCHANGE, RESULTS_EXCHANGE, RETRY_EXCHANGE, UNROUTED, job_queue,
+};
 
 /// A declaration the broker refused.
 #[derive(Debug, thiserror::Error)]

@@ -2,9 +2,10 @@
 //! decrypts safe mode, and publishes the reports the push makes (CONTRACT §5): delivery
 //! reports, and users' subscription preferences and follows (`events`).
 //!
-//! Every check is the pure [`open::open`]; a refusal is a [`refusal::Refusal`]. Publishing goes
-//! through two seams, the reports' state and the outlet, held as `Arc<dyn …>`, and runs on a
-//! task tracker start-up owns, so a stop waits for a push being published.
+//! Every check is the pure [`open::open`], given the time of day from the `Clock` seam; a
+//! refusal is a [`refusal::Refusal`]. Publishing goes through two seams, the reports' state and
+//! the outlet, held as `Arc<dyn …>`, and runs on a task tracker start-up owns, so a stop waits
+//! for a push being published.
 
 pub(crate) mod events;
 mod open;
@@ -17,7 +18,6 @@ pub mod xml;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::state::Reports;
@@ -45,19 +46,21 @@ pub(crate) struct CallbackState {
     reporter: Arc<Reporter>,
     /// Where a push's publishing runs: start-up waits for it on a stop.
     tasks: TaskTracker,
-    /// The time of day in Unix seconds, for the replay window.
-    now: fn() -> u64,
+    /// The time of day, for the replay window.
+    clock: Arc<dyn Clock>,
 }
 
 impl CallbackState {
     /// The receiver for the apps of `settings` that have a `callback_token`: reports are marked
-    /// and tied to their jobs in `reports`, published on `outlet`, and published on `tasks`.
+    /// and tied to their jobs in `reports`, published on `outlet`, and published on `tasks`;
+    /// a push's age is measured on `clock`.
     pub(crate) fn new(
         settings: &Settings,
         reports: Arc<dyn Reports>,
         outlet: Arc<dyn ReportOutlet>,
         metrics: Arc<Metrics>,
         tasks: TaskTracker,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             apps: open::apps_from(settings),
@@ -67,16 +70,9 @@ impl CallbackState {
                 metrics,
             }),
             tasks,
-            now: unix_now,
+            clock,
         }
     }
-}
-
-/// The system's time in Unix seconds.
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 pub(crate) fn routes(ctx: Arc<CallbackState>) -> Router {
@@ -104,7 +100,7 @@ async fn verify_url(
     Path(app): Path<String>,
     Query(params): Query<Params>,
 ) -> Response {
-    match open::verify(ctx.apps.get(&app), &params, (ctx.now)()) {
+    match open::verify(ctx.apps.get(&app), &params, ctx.clock.now_secs()) {
         Ok(echo) => echo.into_response(),
         Err(refusal) => refused(&app, refusal),
     }
@@ -117,7 +113,7 @@ async fn receive(
     Query(params): Query<Params>,
     body: Bytes,
 ) -> Response {
-    let event = match open::open(ctx.apps.get(&app), &params, &body, (ctx.now)()) {
+    let event = match open::open(ctx.apps.get(&app), &params, &body, ctx.clock.now_secs()) {
         Ok(event) => event,
         Err(refusal) => return refused(&app, refusal),
     };

@@ -15,6 +15,7 @@ use tower::ServiceExt;
 use super::events::Report;
 use super::outlet::OutletError;
 use super::*;
+use crate::clock::FixedClock;
 use crate::config::{AppSettings, CallbackMode};
 use crate::state::ReportKey;
 use crate::state::fakes::{FakeReports, ReportCall};
@@ -25,7 +26,7 @@ const APP: &str = "shop";
 const APPID: &str = "wx00000000000000aa";
 const TOKEN: &str = "callback-token";
 const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
-/// The receiver's time of day in these tests.
+/// The receiver's time of day in these tests, in Unix seconds, until a test moves its clock.
 const NOW: u64 = 1_700_000_000;
 /// `http.callback_max_age` in these tests.
 const WINDOW: u64 = 300;
@@ -69,9 +70,15 @@ impl ReportOutlet for FakeOutlet {
     }
 }
 
-/// A receiver for one app in `mode`, over fakes, at [`NOW`].
+/// The instant `secs` seconds after the Unix epoch.
+fn at(secs: u64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(secs as i64).unwrap()
+}
+
+/// A receiver for one app in `mode`, over fakes, on a clock stopped at [`NOW`].
 struct Receiver {
     state: Arc<CallbackState>,
+    clock: Arc<FixedClock>,
     reports: Arc<FakeReports>,
     outlet: Arc<FakeOutlet>,
     metrics: Arc<Metrics>,
@@ -95,16 +102,18 @@ impl Receiver {
         let outlet = Arc::new(outlet);
         let metrics = Arc::new(Metrics::new());
         let tasks = TaskTracker::new();
-        let mut state = CallbackState::new(
+        let clock = Arc::new(FixedClock::at(at(NOW)));
+        let state = CallbackState::new(
             &settings,
             reports.clone(),
             outlet.clone(),
             metrics.clone(),
             tasks.clone(),
+            clock.clone(),
         );
-        state.now = || NOW;
         Self {
             state: Arc::new(state),
+            clock,
             reports,
             outlet,
             metrics,
@@ -248,6 +257,21 @@ async fn every_mode_form_signature_and_age_gets_its_answer_and_only_good_pushes_
             }
         }
     }
+}
+
+#[tokio::test]
+async fn a_push_ages_on_the_receivers_clock_not_the_system_time() {
+    let r = Receiver::new(CallbackMode::Compat);
+    let push = plain(&report_xml(42, "success"), GOOD);
+    // The same signed push, replayed once the receiver's clock has moved past the window.
+    r.clock.set(at(NOW + WINDOW + 1));
+    assert_eq!(
+        r.post(push.clone()).await,
+        (403, "the timestamp is outside http.callback_max_age".into())
+    );
+    r.clock.set(at(NOW + WINDOW));
+    assert_eq!(r.post(push).await, (200, "success".into()));
+    assert_eq!(delivered_msgids(&r.outlet), [42]);
 }
 
 #[tokio::test]

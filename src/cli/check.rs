@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::{ConfigArg, bad_config};
+use super::shared::{ConfigArg, bad_config};
 use crate::broker;
 use crate::broker::orphans::{self, ManagementApi};
 use crate::broker::topology;
@@ -51,7 +51,7 @@ pub(crate) async fn run(args: CheckArgs) -> ExitCode {
         (Some(path), Some(app)) => {
             if !settings.apps.contains_key(app) {
                 eprintln!("wxcourier check: --app {app:?} is not an app of this config");
-                return ExitCode::from(super::EXIT_BAD_CONFIG);
+                return ExitCode::from(super::shared::EXIT_BAD_CONFIG);
             }
             match std::fs::read_to_string(path) {
                 Ok(text) => Some((app.clone(), text)),

@@ -9,7 +9,7 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::{BasicProperties, Channel, Connection};
 
-use super::{ConfigArg, bad_config};
+use super::shared::{ConfigArg, bad_config};
 use crate::broker::publish::Publication;
 use crate::broker::{
     self, BrokerError, DEAD_QUEUE, HEADER_APP, HEADER_ERROR, JOBS_EXCHANGE, Publisher, UNROUTED,
@@ -129,7 +129,7 @@ pub(crate) async fn run(args: DeadArgs) -> ExitCode {
         eprintln!(
             "wxcourier dead replay: choose messages with --app, --id or --error, or pass --all"
         );
-        return ExitCode::from(super::EXIT_USAGE);
+        return ExitCode::from(super::shared::EXIT_USAGE);
     }
     let settings = match source.config.load() {
         Ok(s) => s,

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::tap::ResultsTap;
 use crate::broker::{self, JOBS_EXCHANGE, Publisher, job_queue, topology};
+use crate::clock::{Clock, SystemClock};
 use crate::config::{AppSettings, NonZeroSpan, Settings};
 use crate::kinds::Kind;
 use crate::outcome::PreferenceStatus;
@@ -20,7 +21,6 @@ use crate::sim::{
 };
 use crate::startup::Application;
 use crate::types::{Secret, Span};
-use crate::worker::clock::{Clock, SystemClock};
 
 const APP: &str = "demo";
 const TEMPLATE: &str = "ngqIpbwh8bUfcSsECmogfXcV14J0tQlEpBO27izEYtY";

@@ -6,22 +6,16 @@ mod dead;
 mod demo;
 mod run;
 mod send;
+mod shared;
 #[cfg(feature = "sim")]
 mod sim;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{ConfigError, Settings};
 use crate::metrics::listing;
-
-/// Exit code for a configuration that cannot be used (CONTRACT §7).
-pub(crate) const EXIT_BAD_CONFIG: u8 = 2;
-/// Exit code for arguments that cannot be used: the code clap gives its own argument errors.
-/// Success is `ExitCode::SUCCESS` (0) and any other failure `ExitCode::FAILURE` (1).
-pub(crate) const EXIT_USAGE: u8 = 2;
+use shared::ConfigArg;
 
 #[derive(Parser)]
 #[command(
@@ -55,19 +49,6 @@ enum Command {
     /// separated) and help, separated by tabs. For the deploy checks, so hidden from --help.
     #[command(hide = true)]
     MetricsList,
-}
-
-#[derive(clap::Args, Clone)]
-pub(crate) struct ConfigArg {
-    /// The TOML config (default config/default.toml; if that is missing, built-in defaults).
-    #[arg(long)]
-    config: Option<PathBuf>,
-}
-
-impl ConfigArg {
-    fn load(&self) -> Result<Settings, ConfigError> {
-        Settings::load(self.config.as_deref())
-    }
 }
 
 /// Parses the command line and runs the verb.
@@ -104,43 +85,6 @@ fn metrics_list() -> ExitCode {
         println!("{}", family.line());
     }
     ExitCode::SUCCESS
-}
-
-/// Prints a config problem as one sentence and returns the bad-config exit code.
-fn bad_config(e: &ConfigError) -> ExitCode {
-    eprintln!("wxcourier: bad config: {e}");
-    ExitCode::from(EXIT_BAD_CONFIG)
-}
-
-/// Takes over SIGTERM and SIGINT now, and returns a future that resolves on the first of them.
-/// Registering before any work starts matters: a signal that arrives before the handlers
-/// exist kills the process outright instead of draining it.
-pub(crate) fn termination() -> impl std::future::Future<Output = ()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let term = signal(SignalKind::terminate());
-        let int = signal(SignalKind::interrupt());
-        async move {
-            match (term, int) {
-                (Ok(mut term), Ok(mut int)) => {
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = int.recv() => {}
-                    }
-                }
-                _ => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        async {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 #[cfg(test)]

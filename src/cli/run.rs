@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{ConfigArg, bad_config, termination};
+use super::shared::{ConfigArg, bad_config, termination};
 use crate::startup::Application;
 
 /// Apps named in the start line.
@@ -22,7 +22,7 @@ pub(crate) async fn run(args: ConfigArg) -> ExitCode {
         Ok(app) => app,
         Err(e) => {
             eprintln!("wxcourier: cannot start: {e}");
-            return ExitCode::from(super::EXIT_BAD_CONFIG);
+            return ExitCode::from(super::shared::EXIT_BAD_CONFIG);
         }
     };
     let ctx = &app.pipeline;

@@ -7,10 +7,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use lapin::types::FieldTable;
 
-use super::{ConfigArg, bad_config};
+use super::shared::{ConfigArg, bad_config};
 use crate::broker::{self, JOBS_EXCHANGE, Publisher, topology};
+use crate::clock::{Clock, SystemClock};
 use crate::config::is_app_name;
-use crate::worker::clock::{Clock, SystemClock};
 
 /// Publishes confirmed at once, pipelined on one channel.
 const CONFIRMS_IN_FLIGHT: usize = 512;
@@ -58,7 +58,7 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
             "wxcourier send: --app must be 1-32 of a-z, 0-9 and _, got {:?}",
             args.app
         );
-        return ExitCode::from(super::EXIT_USAGE);
+        return ExitCode::from(super::shared::EXIT_USAGE);
     }
     let bodies = match &args.file {
         Some(path) => match read_lines(path) {

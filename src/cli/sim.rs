@@ -76,7 +76,7 @@ pub(crate) async fn run(args: SimArgs) -> ExitCode {
             }
             _ => {
                 eprintln!("wxcourier sim: --app must be APPID:SECRET, got {a:?}");
-                return ExitCode::from(super::EXIT_USAGE);
+                return ExitCode::from(super::shared::EXIT_USAGE);
             }
         }
     }
@@ -109,7 +109,7 @@ pub(crate) async fn run(args: SimArgs) -> ExitCode {
             }
             None => {
                 eprintln!("wxcourier sim: --callback must be APPID=URL,TOKEN[,AESKEY], got {c:?}");
-                return ExitCode::from(super::EXIT_USAGE);
+                return ExitCode::from(super::shared::EXIT_USAGE);
             }
         }
     }
@@ -136,7 +136,7 @@ pub(crate) async fn run(args: SimArgs) -> ExitCode {
         sim.base_url(),
         sim.base_url()
     );
-    super::termination().await;
+    super::shared::termination().await;
     sim.stop();
     ExitCode::SUCCESS
 }

@@ -3,10 +3,9 @@
 
 use figment::providers::Serialized;
 
-use super::{ConfigError, RenamedKey, renamed};
-
-/// Prefix of every environment variable that overrides a key.
-pub(crate) const ENV_PREFIX: &str = "WXCOURIER_";
+use super::error::ConfigError;
+use super::keys::{ENV_PREFIX, env_path};
+use super::renamed::{self, RenamedKey};
 
 /// Keys that hold secrets or opaque strings: read raw from the environment so that a value
 /// such as `0123` is never reinterpreted as the number 123.
@@ -19,14 +18,6 @@ pub(super) fn raw_app_key(env_key: &str) -> Option<(String, &'static str)> {
     let field = field.to_ascii_lowercase();
     let field = RAW_STRING_APP_KEYS.into_iter().find(|k| *k == field)?;
     Some((app.to_ascii_lowercase(), field))
-}
-
-/// `WXCOURIER_APPS__SHOP__RATE_PER_SECOND` → `["apps", "shop", "rate_per_second"]`.
-pub(super) fn env_path(key: &str) -> Vec<String> {
-    key[ENV_PREFIX.len()..]
-        .split("__")
-        .map(|p| p.to_ascii_lowercase())
-        .collect()
 }
 
 pub(super) fn env_provider(vars: &[(String, String)]) -> Serialized<figment::value::Dict> {

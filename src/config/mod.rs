@@ -1,23 +1,24 @@
 //! Typed settings: the TOML file, then `WXCOURIER_…` environment variables, then validation.
-//! The section types live in `sections`, the environment layer in `env`, the rules in
-//! `validate`.
+//! The section types live in `sections`, the whole in `settings`, the environment layer in
+//! `env`, the rules in `validate`.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use figment::providers::{Format, Serialized, Toml};
 use figment::{Figment, Profile, Provider};
-use serde::{Deserialize, Serialize};
 
 mod env;
+mod error;
+mod keys;
 mod renamed;
 mod sections;
 mod service_links;
+mod settings;
 mod validate;
 mod values;
 
-pub(crate) use env::ENV_PREFIX;
-pub(crate) use renamed::RenamedKey;
+pub(crate) use error::ConfigError;
+pub(crate) use keys::ENV_PREFIX;
 pub use sections::{
     AmqpSettings, AppKinds, AppSettings, CallbackMode, HttpSettings, RetrySettings, StateSettings,
     TokenMode, WechatSettings, WorkerSettings,
@@ -27,54 +28,16 @@ pub use sections::{
 pub(crate) use sections::{DEFAULT_QUOTA, DEFAULT_TOKEN, DEFAULT_TRANSIENT};
 pub(crate) use sections::{LogFormat, LogSettings, ReasonCodes};
 pub(crate) use service_links::is_service_link;
+pub use settings::Settings;
 pub(crate) use validate::is_app_name;
 pub use values::{NonZeroSpan, Rate};
 
-use env::{describe_figment_error, env_path, env_provider, raw_app_key};
+use env::{describe_figment_error, env_provider, raw_app_key};
+use error::invalid;
+use keys::env_path;
 
 /// The file `run`, `check` and the other verbs read when `--config` is not given.
 pub(crate) const DEFAULT_CONFIG_PATH: &str = "config/default.toml";
-
-/// A configuration problem, always naming the key to fix.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ConfigError {
-    #[error("cannot read the config file {path}: {reason}")]
-    File { path: String, reason: String },
-    #[error("{0}")]
-    Parse(String),
-    #[error("{key} {rule}")]
-    Invalid { key: String, rule: String },
-}
-
-fn invalid(key: impl Into<String>, rule: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        rule: rule.into(),
-    }
-}
-
-/// Every field not in the file or the environment takes its section's `Default`: the one place
-/// defaults are written (`config/default.toml` repeats them for reading, and a test holds the
-/// two equal).
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Settings {
-    pub amqp: AmqpSettings,
-    pub wechat: WechatSettings,
-    pub retry: RetrySettings,
-    pub state: StateSettings,
-    pub http: HttpSettings,
-    pub(crate) log: LogSettings,
-    pub worker: WorkerSettings,
-    pub apps: BTreeMap<String, AppSettings>,
-    /// `WXCOURIER_…` variables left out because they are Kubernetes service links (names
-    /// only), for `run` to log once logging is set up.
-    #[serde(skip)]
-    pub(crate) ignored_env: Vec<String>,
-    /// Keys written under a former name, for `run` to warn about once logging is set up.
-    #[serde(skip)]
-    pub(crate) renamed_keys: Vec<RenamedKey>,
-}
 
 impl Settings {
     /// Loads `path` (a missing file is an error unless it is the default path), layers the

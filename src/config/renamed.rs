@@ -5,8 +5,8 @@
 
 use figment::value::{Dict, Value};
 
-use super::env::{ENV_PREFIX, env_path};
-use super::{ConfigError, invalid};
+use super::error::{ConfigError, invalid};
+use super::keys::{ENV_PREFIX, env_path};
 
 /// Old key → the key it is now, as dotted paths of one section and one field.
 const RENAMED: [(&str, &str); 3] = [

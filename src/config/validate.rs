@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use super::env::ENV_PREFIX;
-use super::{
-    AmqpSettings, AppSettings, CallbackMode, ConfigError, Settings, StateSettings, invalid,
-};
+use super::error::{ConfigError, invalid};
+use super::keys::ENV_PREFIX;
+use super::sections::{AmqpSettings, AppSettings, CallbackMode, StateSettings};
+use super::settings::Settings;
 
 impl Settings {
     /// Checks every rule the types alone cannot express.

@@ -16,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::context::Context;
+use super::deps::AppDeps;
 use super::pipeline::{Incoming, Outlet, Step, process};
 use super::settle::{Original, Settled, settle};
-use super::{AppDeps, Context};
 use crate::broker::headers;
 use crate::broker::topology::tier_label;
 use crate::broker::{BrokerError, Publisher, job_queue};

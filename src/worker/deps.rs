@@ -19,7 +19,7 @@ use crate::wechat::client::{WechatApi, WechatClient};
 use crate::wechat::errcode::Classifier;
 use crate::wechat::token::TokenKeeper;
 
-use super::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock};
 
 /// The implementations behind the pipeline's seams, chosen together. Static dispatch: the
 /// pipeline calls each of them for every job.

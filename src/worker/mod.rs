@@ -1,8 +1,8 @@
 //! The worker daemon: given the pipeline's context, keeps a broker session alive — connect,
 //! declare, consume every app — reconnecting with backoff until told to stop.
 
-pub(crate) mod clock;
 mod consume;
+mod context;
 pub(crate) mod deps;
 mod peers;
 pub(crate) mod pipeline;
@@ -18,83 +18,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::topology::{self, TopologyError};
-use crate::broker::{self, BrokerError, CurrentPublisher, Publisher};
+use crate::broker::{self, BrokerError, Publisher};
 use crate::catalog;
-use crate::config::{AmqpSettings, AppSettings};
 use crate::daily_quota;
-use crate::metrics::Metrics;
-use crate::state::State;
-use crate::telemetry::Health;
-use crate::wechat::lookup::Lookup;
 
+pub use context::Context;
+pub(crate) use context::ServedApp;
 pub(crate) use deps::{AppDeps, Deps};
-
-/// Everything the worker needs, built once per process by [`crate::startup`] from the
-/// settings: only what the worker reads, derived once, never the settings themselves.
-pub struct Context {
-    /// The broker: its nodes, the prefetch, consumers per connection, the publish deadline.
-    pub(crate) amqp: AmqpSettings,
-    /// How long a stop waits for the jobs in flight (`worker.drain_timeout`).
-    pub(crate) drain_timeout: Duration,
-    /// WeChat calls in flight at most across all apps (`wechat.max_in_flight`).
-    pub(crate) wechat_slots: usize,
-    /// Every configured app, with what its consumer and its lookups hold.
-    pub(crate) apps: Vec<ServedApp>,
-    /// What the pipeline reads and calls.
-    pub(crate) pipeline: Deps,
-    pub(crate) state: Arc<State>,
-    pub health: Health,
-    pub metrics: Arc<Metrics>,
-    /// The current session's publisher, shared with the callback for delivery reports.
-    pub results: CurrentPublisher,
-}
-
-/// One configured app as the worker serves it: its name, its part of the pipeline's context
-/// (the same one the pipeline finds by name), and its polls beside the sends.
-pub(crate) struct ServedApp {
-    pub(crate) name: String,
-    pub(crate) deps: Arc<AppDeps>,
-    /// How often the catalog is fetched again (`apps.NAME.catalog_refresh`); used only when
-    /// the app has a catalog.
-    pub(crate) catalog_refresh: Duration,
-    /// The WeChat endpoints whose daily quota is polled, and how often (`wechat.quota_refresh`;
-    /// zero: never).
-    pub(crate) quota_endpoints: Vec<&'static str>,
-    pub(crate) quota_refresh: Duration,
-}
-
-impl ServedApp {
-    /// `name`'s part of the pipeline's context and its polls, from its settings.
-    pub(crate) fn new(
-        name: &str,
-        deps: AppDeps,
-        settings: &AppSettings,
-        quota_refresh: Duration,
-    ) -> Self {
-        Self {
-            name: name.to_owned(),
-            deps: Arc::new(deps),
-            catalog_refresh: settings.catalog_refresh.0,
-            quota_endpoints: daily_quota::endpoints(settings),
-            quota_refresh,
-        }
-    }
-}
-
-impl Context {
-    pub(crate) fn app_names(&self) -> Vec<String> {
-        self.apps.iter().map(|a| a.name.clone()).collect()
-    }
-
-    /// The WeChat lookups of `app`, with its token.
-    fn lookup<'a>(&'a self, app: &'a AppDeps) -> Lookup<'a> {
-        Lookup {
-            client: &self.pipeline.wechat,
-            keeper: &app.keeper,
-            classifier: &self.pipeline.classifier,
-        }
-    }
-}
 
 /// Starts on `tasks` the polls of WeChat beside the sends, until `stop`: each catalog's
 /// keeper, and each app's quota gauges (unless its refresh is zero).

@@ -12,7 +12,7 @@ use lapin::types::FieldTable;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, ServedApp};
+use super::context::{Context, ServedApp};
 use crate::broker::job_queue;
 use crate::metrics::Metrics;
 use crate::pause::Phase;

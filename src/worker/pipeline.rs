@@ -19,9 +19,9 @@ mod waits;
 
 use tokio::time::Instant;
 
-use super::clock::Clock;
 use super::deps::{Deps, Seams};
 use crate::broker::headers::MAX_JOB_HEADERS;
+use crate::clock::Clock;
 use crate::job::{self, Rejection};
 use crate::outcome::SendStatus;
 use crate::state::{Claim, Idempotency};

@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use crate::clock::Clock;
 use crate::job::Job;
 use crate::kinds::Override;
 use crate::limiter::RateGate;
@@ -16,7 +17,6 @@ use crate::types::Class;
 use crate::wechat::client::{SendReply, WechatApi};
 use crate::wechat::errcode;
 use crate::wechat::reason::Ending;
-use crate::worker::clock::Clock;
 use crate::worker::deps::Seams;
 
 use super::step::{IN_FLIGHT_ELSEWHERE, OUTLET_DOWN, Outlet, RATE_DOWN, STATE_DOWN, Step, Wait};

@@ -5,6 +5,7 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use crate::broker::headers::MAX_REASON_BYTES;
+use crate::clock::Clock;
 use crate::job::{Job, Rejection};
 use crate::outcome::{SendOutcome, SendStatus};
 use crate::retry::RetryState;
@@ -12,7 +13,6 @@ use crate::state::Holder;
 use crate::text::bounded;
 use crate::wechat::client::SendReply;
 use crate::wechat::reason::Ending;
-use crate::worker::clock::Clock;
 use crate::worker::deps::{AppDeps, Deps, Seams};
 
 use super::step::Step;

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
+use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::retry::{Next, RetryState};
 use crate::wechat::client::TokenError;
 use crate::wechat::reason::Ending;
-use crate::worker::clock::Clock;
 use crate::worker::deps::Seams;
 
 use super::step::{NO_TOKEN, STATE_DOWN, Step, Wait};

@@ -12,6 +12,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use time::OffsetDateTime;
 
+use crate::clock::TokioClock;
 use crate::config::{
     DEFAULT_QUOTA, DEFAULT_TOKEN, DEFAULT_TRANSIENT, ReasonCodes, RetrySettings, TokenMode,
 };
@@ -26,7 +27,6 @@ use crate::wechat::client::{CallError, SendReply, TokenError, TokenGrant, Wechat
 use crate::wechat::errcode::Classifier;
 use crate::wechat::shared_token::SharedTokenSource;
 use crate::wechat::token::{TokenKeeper, TokenSource, WechatTokenSource};
-use crate::worker::clock::TokioClock;
 use crate::worker::deps::{AppDeps, Deps, Seams};
 use crate::worker::pipeline::{Incoming, Outlet, Step, process};
 

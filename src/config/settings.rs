@@ -1,0 +1,35 @@
+//! The whole of the settings, one field per section of the file; loading them is `config/mod.rs`,
+//! checking them `validate`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::renamed::RenamedKey;
+use super::sections::{
+    AmqpSettings, AppSettings, HttpSettings, LogSettings, RetrySettings, StateSettings,
+    WechatSettings, WorkerSettings,
+};
+
+/// Every field not in the file or the environment takes its section's `Default`: the one place
+/// defaults are written (`config/default.toml` repeats them for reading, and a test holds the
+/// two equal).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub amqp: AmqpSettings,
+    pub wechat: WechatSettings,
+    pub retry: RetrySettings,
+    pub state: StateSettings,
+    pub http: HttpSettings,
+    pub(crate) log: LogSettings,
+    pub worker: WorkerSettings,
+    pub apps: BTreeMap<String, AppSettings>,
+    /// `WXCOURIER_…` variables left out because they are Kubernetes service links (names
+    /// only), for `run` to log once logging is set up.
+    #[serde(skip)]
+    pub(crate) ignored_env: Vec<String>,
+    /// Keys written under a former name, for `run` to warn about once logging is set up.
+    #[serde(skip)]
+    pub(crate) renamed_keys: Vec<RenamedKey>,
+}
