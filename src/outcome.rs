@@ -37,6 +37,11 @@ pub(crate) enum FailReason {
     InvalidRecipient,
     TemplateInvalid,
     ContentRejected,
+    /// The account may not call this API: not authorised, banned, or not granted to the
+    /// platform that sends for it.
+    NotPermitted,
+    /// The account withdrew the platform's authorisation.
+    AuthorizationRevoked,
     QuotaExhausted,
     RetriesExhausted,
     ConfigError,
