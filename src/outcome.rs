@@ -324,6 +324,20 @@ mod tests {
     }
 
     #[test]
+    fn the_reasons_added_later_keep_their_contract_words() {
+        for (reason, word) in [
+            (FailReason::NotPermitted, "not_permitted"),
+            (FailReason::AuthorizationRevoked, "authorization_revoked"),
+        ] {
+            assert_eq!(serde_json::to_value(reason).unwrap(), word);
+            assert_eq!(
+                serde_json::from_value::<FailReason>(word.into()).unwrap(),
+                reason
+            );
+        }
+    }
+
+    #[test]
     fn msgid_above_2_pow_53_survives_the_round_trip() {
         let mut o = SendOutcome::new("a", SendStatus::Sent, T);
         o.msgid = Some(u64::MAX - 1);
