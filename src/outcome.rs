@@ -37,6 +37,11 @@ pub(crate) enum FailReason {
     InvalidRecipient,
     TemplateInvalid,
     ContentRejected,
+    /// The account may not call this API: not authorised, banned, or not granted to the
+    /// platform that sends for it.
+    NotPermitted,
+    /// The account withdrew the platform's authorisation.
+    AuthorizationRevoked,
     QuotaExhausted,
     RetriesExhausted,
     ConfigError,
@@ -316,6 +321,20 @@ mod tests {
         assert_eq!(v["reason"], "recipient_refused");
         let back: SendOutcome = serde_json::from_value(v).unwrap();
         assert_eq!(back.reason, Some(FailReason::RecipientRefused));
+    }
+
+    #[test]
+    fn the_reasons_added_later_keep_their_contract_words() {
+        for (reason, word) in [
+            (FailReason::NotPermitted, "not_permitted"),
+            (FailReason::AuthorizationRevoked, "authorization_revoked"),
+        ] {
+            assert_eq!(serde_json::to_value(reason).unwrap(), word);
+            assert_eq!(
+                serde_json::from_value::<FailReason>(word.into()).unwrap(),
+                reason
+            );
+        }
     }
 
     #[test]

@@ -131,6 +131,11 @@ pub(crate) struct ReasonCodes {
     pub(crate) template_invalid: Vec<i64>,
     /// WeChat refused the content: a field breaks its type or review rules.
     pub(crate) content_rejected: Vec<i64>,
+    /// The account may not call this API: not authorised, banned, or not granted to the
+    /// platform.
+    pub(crate) not_permitted: Vec<i64>,
+    /// The account withdrew the platform's authorisation.
+    pub(crate) authorization_revoked: Vec<i64>,
     /// The account's setup is wrong: AppSecret, IP whitelist, AppID.
     pub(crate) config_error: Vec<i64>,
 }
@@ -138,11 +143,13 @@ pub(crate) struct ReasonCodes {
 impl Default for ReasonCodes {
     fn default() -> Self {
         Self {
-            recipient_refused: vec![43101],
+            recipient_refused: vec![43101, 43019],
             not_following: vec![43004],
-            invalid_recipient: vec![40003],
-            template_invalid: vec![40037],
+            invalid_recipient: vec![40003, 50002],
+            template_invalid: vec![40037, 40036],
             content_rejected: vec![45168, 47003],
+            not_permitted: vec![48001, 48004, 61007],
+            authorization_revoked: vec![61023],
             config_error: vec![40125, 40164, 40013],
         }
     }

@@ -46,6 +46,11 @@ impl ReasonCodes {
             (&self.invalid_recipient, FailReason::InvalidRecipient),
             (&self.template_invalid, FailReason::TemplateInvalid),
             (&self.content_rejected, FailReason::ContentRejected),
+            (&self.not_permitted, FailReason::NotPermitted),
+            (
+                &self.authorization_revoked,
+                FailReason::AuthorizationRevoked,
+            ),
             (&self.config_error, FailReason::ConfigError),
         ];
         table
@@ -77,6 +82,13 @@ mod tests {
             (Ending::Refused(40037), TemplateInvalid),
             (Ending::Refused(45168), ContentRejected),
             (Ending::Refused(47003), ContentRejected),
+            (Ending::Refused(43019), RecipientRefused),
+            (Ending::Refused(40036), TemplateInvalid),
+            (Ending::Refused(48001), NotPermitted),
+            (Ending::Refused(48004), NotPermitted),
+            (Ending::Refused(61007), NotPermitted),
+            (Ending::Refused(50002), InvalidRecipient),
+            (Ending::Refused(61023), AuthorizationRevoked),
             (Ending::Refused(40125), ConfigError),
             (Ending::Refused(40164), ConfigError),
             (Ending::Refused(40013), ConfigError),
@@ -104,6 +116,8 @@ mod tests {
             invalid_recipient: vec![],
             template_invalid: vec![],
             content_rejected: vec![],
+            not_permitted: vec![],
+            authorization_revoked: vec![],
             config_error: vec![3],
         };
         assert_eq!(codes.decide(Ending::Refused(2)), RecipientRefused);

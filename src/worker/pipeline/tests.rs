@@ -562,6 +562,13 @@ fn rows() -> Vec<Row> {
         (40125, ConfigError, "invalid AppSecret"),
         (40164, ConfigError, "IP whitelist"),
         (40013, ConfigError, "invalid AppID"),
+        (43019, RecipientRefused, "blacklist"),
+        (40036, TemplateInvalid, "template_id length"),
+        (48001, NotPermitted, "not authorised"),
+        (48004, NotPermitted, "banned"),
+        (61007, NotPermitted, "not granted to the platform"),
+        (50002, InvalidRecipient, "limited"),
+        (61023, AuthorizationRevoked, "authorisation"),
         (99999, Other, "refused by WeChat"),
     ];
     for (refusal, reason, words) in permanent {
