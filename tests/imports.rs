@@ -859,8 +859,9 @@ fn file_circles(files: &[(String, Vec<String>, String)]) -> Vec<String> {
 /// it takes. Declaring `mod child;` alone is no edge (it makes the child, it takes nothing from
 /// it); a name brought in by a `use` counts once, at the `use`. The graph must have no cycle of
 /// any length: in particular a child may not take an item of its parent's file while the parent
-/// takes one of the child's. Each circle found is printed with the lines that close it. Exempt, because tests may use their parent:
-/// code under `#[cfg(test)]`, and files declared under `#[cfg(test)]` with everything below them.
+/// takes one of the child's. Each circle found is printed with the lines that close it.
+/// Exempt, because tests may use their parent: code under `#[cfg(test)]`, and files declared
+/// under `#[cfg(test)]` with everything below them.
 /// The crate root (`lib.rs`, `main.rs`) only declares the modules and is left out.
 #[test]
 fn no_file_of_the_crate_is_in_a_circle() {

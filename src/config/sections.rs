@@ -354,7 +354,8 @@ pub struct AppSettings {
     pub callback_token: Option<Secret>,
     #[serde(default)]
     pub encoding_aes_key: Option<Secret>,
-    /// Unset: `safe` with an `encoding_aes_key`, else `plain` (see `AppSettings::resolved_callback_mode`).
+    /// Unset: `safe` with an `encoding_aes_key`, else `plain` (see
+    /// `AppSettings::resolved_callback_mode`).
     #[serde(default)]
     pub callback_mode: Option<CallbackMode>,
     /// The message kinds this app sends; a job of another kind is rejected.

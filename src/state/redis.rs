@@ -1,5 +1,6 @@
 //! State shared by every instance, in Redis: idempotency, msgid → job, delivery-report and
-//! user-event de-duplication, the shared access token and its refresh lock, and the shared GCRA bucket.
+//! user-event de-duplication, the shared access token and its refresh lock, and the shared
+//! GCRA bucket.
 //! Every call has a timeout; a failure marks the state down (see [`super::health`]).
 
 use std::time::Duration;
