@@ -131,7 +131,7 @@ pub(crate) async fn run(args: DeadArgs) -> ExitCode {
         );
         return ExitCode::from(super::EXIT_USAGE);
     }
-    let settings = match source.config.load() {
+    let settings = match source.config.load_for_broker() {
         Ok(s) => s,
         Err(e) => return bad_config(&e),
     };

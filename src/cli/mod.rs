@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, Settings, Uses};
 use crate::metrics::listing;
 
 /// Exit code for a configuration that cannot be used (CONTRACT §7).
@@ -27,7 +27,8 @@ pub(crate) const EXIT_USAGE: u8 = 2;
 #[command(
     name = "wxcourier",
     version,
-    about = "Delivers WeChat template messages from RabbitMQ, and reports every outcome."
+    about = "Delivers WeChat template messages from RabbitMQ, and reports every outcome.",
+    after_help = kinds_help()
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]
@@ -68,6 +69,17 @@ impl ConfigArg {
     fn load(&self) -> Result<Settings, ConfigError> {
         Settings::load(self.config.as_deref())
     }
+
+    /// The settings for a verb that only talks to the broker: the apps' secrets may be absent.
+    fn load_for_broker(&self) -> Result<Settings, ConfigError> {
+        Settings::load_for(self.config.as_deref(), Uses::BrokerOnly)
+    }
+}
+
+/// The kinds of message the worker sends, for the top-level help: listed from `Kind::ALL`, so
+/// a new kind shows up without touching this text.
+fn kinds_help() -> String {
+    format!("Message kinds it sends: {}.", crate::kinds::Kind::list())
 }
 
 /// Parses the command line and runs the verb.

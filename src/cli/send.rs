@@ -49,7 +49,7 @@ pub(crate) struct SendArgs {
 }
 
 pub(crate) async fn run(args: SendArgs) -> ExitCode {
-    let settings = match args.config.load() {
+    let settings = match args.config.load_for_broker() {
         Ok(s) => s,
         Err(e) => return bad_config(&e),
     };

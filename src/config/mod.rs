@@ -76,18 +76,43 @@ pub struct Settings {
     pub(crate) renamed_keys: Vec<RenamedKey>,
 }
 
+/// How much of the settings a verb uses, and so validates: a verb that never calls WeChat
+/// (`send`, `dead`) runs without the apps' secrets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Uses {
+    /// The worker and `check`: every rule.
+    Everything,
+    /// Broker-only verbs: every rule but the apps' WeChat credentials.
+    BrokerOnly,
+}
+
 impl Settings {
     /// Loads `path` (a missing file is an error unless it is the default path), layers the
     /// environment on top and validates the result.
     pub(crate) fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_for(path, Uses::Everything)
+    }
+
+    /// As [`Settings::load`], validating only what a verb that `uses` this much needs.
+    pub(crate) fn load_for(path: Option<&Path>, uses: Uses) -> Result<Self, ConfigError> {
         let env: Vec<(String, String)> = std::env::vars().collect();
-        Self::load_from(path, &env)
+        Self::load_from_for(path, &env, uses)
     }
 
     /// As [`Settings::load`], with the environment given explicitly (for tests).
+    #[cfg(test)]
     pub(crate) fn load_from(
         path: Option<&Path>,
         env: &[(String, String)],
+    ) -> Result<Self, ConfigError> {
+        Self::load_from_for(path, env, Uses::Everything)
+    }
+
+    /// As [`Settings::load_for`], with the environment given explicitly (for tests).
+    pub(crate) fn load_from_for(
+        path: Option<&Path>,
+        env: &[(String, String)],
+        uses: Uses,
     ) -> Result<Self, ConfigError> {
         let mut figment = Figment::new();
         let mut renamed_keys = Vec::new();
@@ -140,7 +165,7 @@ impl Settings {
         let mut settings: Settings = figment
             .extract()
             .map_err(|e| describe_figment_error(e, &typed_env, &renamed_keys))?;
-        settings.validate()?;
+        settings.validate(uses)?;
         settings.ignored_env = links.into_iter().map(|(k, _)| k.clone()).collect();
         settings.renamed_keys = renamed_keys;
         Ok(settings)
