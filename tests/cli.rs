@@ -476,3 +476,42 @@ fn usage_errors_exit_2_as_the_readme_says() {
         "README's verb table says so"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_before_any_worker_queues_the_job_and_an_unknown_app_is_reported_unrouted() {
+    let app = unique_app("sendfirst");
+    let b = Binary::new(&app, "http://127.0.0.1:1", "");
+    let conn = connect().await;
+
+    // Configured, no worker has run: the job waits in the app's own queue.
+    let out = send_one(&b, &openid(1)).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let queue = wxcourier::broker::job_queue(&app);
+    assert_eq!(queue_len(&conn, &queue).await, 1);
+
+    // Not configured and no queue: it lands unrouted, and send says so.
+    let ghost = unique_app("ghost");
+    let out = b
+        .command("send")
+        .args(["--app", &ghost, "--to", &openid(2), "--template", TEMPLATE])
+        .args(["--data", "k=v", "--id", &ghost])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("wxcourier.unrouted") && stderr.contains("no such app"),
+        "{stderr}"
+    );
+    let landed = take_where(&conn, "wxcourier.unrouted", |p| {
+        (p.message_id().as_ref().map(|m| m.as_str()) == Some(ghost.as_str())).then(String::new)
+    })
+    .await;
+    assert_eq!(landed.len(), 1, "the job is in wxcourier.unrouted");
+
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_delete(queue.as_str().into(), Default::default())
+        .await
+        .unwrap();
+}
