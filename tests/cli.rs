@@ -403,3 +403,115 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
         "colour codes in piped logs:\n{text:?}"
     );
 }
+
+#[test]
+fn the_top_level_help_names_every_kind_it_sends() {
+    let out = bin().arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for kind in wxcourier::kinds::Kind::ALL {
+        assert!(
+            help.contains(kind.name()),
+            "{} missing: {help}",
+            kind.name()
+        );
+    }
+}
+
+#[test]
+fn dead_list_runs_without_the_apps_secrets_it_never_uses() {
+    let app = unique_app("deadnosecret");
+    let b = Binary::new(&app, "http://127.0.0.1:1", "");
+    let secret = format!("WXCOURIER_APPS__{}__SECRET", app.to_ascii_uppercase());
+    let out = b
+        .command("dead list --from unrouted --limit 1")
+        .env_remove(&secret)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("secret"), "{stderr}");
+    // The worker still needs it, and says so.
+    let out = b.command("run").env_remove(&secret).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&secret));
+}
+
+#[test]
+fn check_points_a_refused_connection_at_wechat_base_url_not_at_the_credentials() {
+    let app = unique_app("checknet");
+    let b = Binary::new(&app, &format!("http://127.0.0.1:{}", free_port()), "");
+    let out = b.command("check").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("app {app}: FAILED")))
+        .unwrap_or_else(|| panic!("no failure line for {app}: {stdout}"));
+    assert!(line.contains("wechat.base_url"), "{line}");
+    assert!(
+        !line.contains("whitelist") && !line.contains("secret"),
+        "{line}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_as_the_readme_says() {
+    // A required flag missing (clap's own check) and a bad value (the verb's) agree.
+    let out = bin()
+        .args(["send", "--app", "shop", "--template", "t1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--to"));
+    let out = bin()
+        .args(["send", "--app", "Bad App", "--to", "o1", "--template", "t1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(
+        readme.contains("2 usage error"),
+        "README's verb table says so"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_before_any_worker_queues_the_job_and_an_unknown_app_is_reported_unrouted() {
+    let app = unique_app("sendfirst");
+    let b = Binary::new(&app, "http://127.0.0.1:1", "");
+    let conn = connect().await;
+
+    // Configured, no worker has run: the job waits in the app's own queue.
+    let out = send_one(&b, &openid(1)).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let queue = wxcourier::broker::job_queue(&app);
+    assert_eq!(queue_len(&conn, &queue).await, 1);
+
+    // Not configured and no queue: it lands unrouted, and send says so.
+    let ghost = unique_app("ghost");
+    let out = b
+        .command("send")
+        .args(["--app", &ghost, "--to", &openid(2), "--template", TEMPLATE])
+        .args(["--data", "k=v", "--id", &ghost])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("wxcourier.unrouted") && stderr.contains("no such app"),
+        "{stderr}"
+    );
+    let landed = take_where(&conn, "wxcourier.unrouted", |p| {
+        (p.message_id().as_ref().map(|m| m.as_str()) == Some(ghost.as_str())).then(String::new)
+    })
+    .await;
+    assert_eq!(landed.len(), 1, "the job is in wxcourier.unrouted");
+
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_delete(queue.as_str().into(), Default::default())
+        .await
+        .unwrap();
+}

@@ -225,8 +225,12 @@ const DECLARE_DEPTH: usize = 8;
 /// Every app's job queue and its binding, on [`DECLARE_LANES`] channels kept open for the
 /// whole run, each with up to [`DECLARE_DEPTH`] apps' declarations pipelined: start-up grows
 /// with the number of apps, and a channel per app (or one at a time) spends most of it
-/// waiting for round trips.
-async fn app_queues(conn: &Connection, apps: &[String]) -> Result<Vec<LegacyQueue>, TopologyError> {
+/// waiting for round trips. `send` declares its app's queue through this too, so a job sent
+/// before any worker ran waits in the queue the worker will consume.
+pub(crate) async fn app_queues(
+    conn: &Connection,
+    apps: &[String],
+) -> Result<Vec<LegacyQueue>, TopologyError> {
     // Loops rather than closures: a closure over borrowed futures here makes the worker's
     // session future not `Send`.
     let mut lanes = Vec::with_capacity(DECLARE_LANES);

@@ -16,7 +16,7 @@ use crate::config::Settings;
 use crate::daily_quota;
 use crate::kinds::Kind;
 use crate::state::{State, StateError};
-use crate::wechat::client::WechatClient;
+use crate::wechat::client::{CallError, TokenError, WechatClient};
 use crate::wechat::lookup::Lookup;
 use crate::wechat::token::{TokenKeeper, WechatTokenSource};
 
@@ -124,9 +124,7 @@ pub(crate) async fn run(args: CheckArgs) -> ExitCode {
         let keeper = token_keeper(&client, app);
         if let Err(e) = keeper.get().await {
             ok = false;
-            println!(
-                "app {name}: FAILED: {e}; check apps.{name}.appid, its secret and the IP whitelist"
-            );
+            println!("app {name}: FAILED: {e}; {}", token_hint(name, &e));
             continue;
         }
         println!("app {name}: token ok");
@@ -327,4 +325,26 @@ async fn report_orphans(settings: &Settings, conn: &lapin::Connection) {
 async fn check_state(settings: &crate::config::StateSettings) -> Result<(), StateError> {
     let state = State::from_settings(settings, UNUSED_CLAIM_TTL)?;
     state.ping().await
+}
+
+/// What to check after a failed token fetch, fitting its cause: a call that never reached
+/// WeChat points at the network and `wechat.base_url`, never at the credentials.
+fn token_hint(app: &str, e: &TokenError) -> String {
+    match e {
+        TokenError::Call(CallError::Connect(_) | CallError::Timeout) => {
+            "check wechat.base_url, DNS, TLS and that this host can reach it".into()
+        }
+        TokenError::Call(CallError::Status(_) | CallError::Body(_)) => {
+            "check that wechat.base_url points at the WeChat API".into()
+        }
+        TokenError::Refused { errcode: 40013, .. } => format!("check apps.{app}.appid"),
+        TokenError::Refused { errcode: 40125, .. } => format!("check apps.{app}.secret"),
+        TokenError::Refused { errcode: 40164, .. } => {
+            "add this host's IP to the account's IP whitelist".into()
+        }
+        TokenError::Refused { .. } => {
+            format!("check apps.{app}.appid, its secret and the IP whitelist")
+        }
+        TokenError::State(_) => "check state.url".into(),
+    }
 }

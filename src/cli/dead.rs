@@ -131,10 +131,11 @@ pub(crate) async fn run(args: DeadArgs) -> ExitCode {
         );
         return ExitCode::from(super::shared::EXIT_USAGE);
     }
-    let settings = match source.config.load() {
+    let settings = match source.config.load_for_broker() {
         Ok(s) => s,
         Err(e) => return bad_config(&e),
     };
+    let configured: Vec<String> = settings.apps.keys().cloned().collect();
     let conn = match broker::connect(&settings.amqp, "wxcourier dead").await {
         Ok(c) => c,
         Err(e) => {
@@ -143,8 +144,8 @@ pub(crate) async fn run(args: DeadArgs) -> ExitCode {
         }
     };
     let result = match &args.command {
-        DeadCommand::List { source } => list(&conn, source).await,
-        DeadCommand::Replay { source, filter } => replay(&conn, source, filter).await,
+        DeadCommand::List { source } => list(&conn, source, &configured).await,
+        DeadCommand::Replay { source, filter } => replay(&conn, source, filter, &configured).await,
     };
     let _ = step("closing the connection", conn.close(200, "done".into())).await;
     match result {
@@ -158,7 +159,12 @@ pub(crate) async fn run(args: DeadArgs) -> ExitCode {
 
 /// Takes up to `limit` messages without acking them: closing the channel puts back every one
 /// not acked, in order.
-async fn take(ch: &Channel, queue: &str, limit: usize) -> Result<Vec<Entry>, BrokerError> {
+async fn take(
+    ch: &Channel,
+    queue: &str,
+    limit: usize,
+    configured: &[String],
+) -> Result<Vec<Entry>, BrokerError> {
     let mut out = Vec::new();
     while out.len() < limit {
         let got = step(
@@ -168,7 +174,7 @@ async fn take(ch: &Channel, queue: &str, limit: usize) -> Result<Vec<Entry>, Bro
         .await?;
         let Some(msg) = got else { break };
         let d = msg.delivery;
-        let (app, error) = why_dead(&d.properties, &d.routing_key.to_string());
+        let (app, error) = why_dead(&d.properties, &d.routing_key.to_string(), configured);
         let id = d
             .properties
             .message_id()
@@ -187,8 +193,9 @@ async fn take(ch: &Channel, queue: &str, limit: usize) -> Result<Vec<Entry>, Bro
 
 /// The app a dead or unrouted message came in for, and why it is here: wxcourier's own
 /// reason for a rejected job, the broker's for a job it dead-lettered (over its delivery
-/// limit), or no configured app for an unrouted one.
-fn why_dead(props: &BasicProperties, routing_key: &str) -> (String, String) {
+/// limit), or for an unrouted one: no queue yet (the app is `configured`, but no worker had
+/// declared its queue when the job was published) or no such app.
+fn why_dead(props: &BasicProperties, routing_key: &str, configured: &[String]) -> (String, String) {
     if let Some(error) = headers::text(props, HEADER_ERROR) {
         let app = headers::text(props, HEADER_APP).unwrap_or_else(|| routing_key.to_owned());
         return (app, error);
@@ -210,12 +217,22 @@ fn why_dead(props: &BasicProperties, routing_key: &str) -> (String, String) {
         };
         return (app, error);
     }
-    (routing_key.to_owned(), "no configured app".into())
+    let why = if configured.iter().any(|a| a == routing_key) {
+        "no queue yet: no worker had declared the app's queue when it was published; \
+         replay it once `wxcourier run` has started"
+    } else {
+        "no such app: the config names no app by this routing key"
+    };
+    (routing_key.to_owned(), why.into())
 }
 
-async fn list(conn: &Connection, source: &Source) -> Result<(), BrokerError> {
+async fn list(
+    conn: &Connection,
+    source: &Source,
+    configured: &[String],
+) -> Result<(), BrokerError> {
     let ch = step("opening a channel", conn.create_channel()).await?;
-    let entries = take(&ch, source.queue(), source.limit).await?;
+    let entries = take(&ch, source.queue(), source.limit, configured).await?;
     println!("{} message(s) in {}", entries.len(), source.queue());
     for (n, e) in entries.iter().enumerate() {
         let id = if e.id.is_empty() { "-" } else { e.id.as_str() };
@@ -232,10 +249,15 @@ async fn list(conn: &Connection, source: &Source) -> Result<(), BrokerError> {
     Ok(())
 }
 
-async fn replay(conn: &Connection, source: &Source, filter: &Filter) -> Result<(), BrokerError> {
+async fn replay(
+    conn: &Connection,
+    source: &Source,
+    filter: &Filter,
+    configured: &[String],
+) -> Result<(), BrokerError> {
     let ch = step("opening a channel", conn.create_channel()).await?;
     let publisher = step("opening a publisher", Publisher::open(conn, STEP_LIMIT)).await?;
-    let entries = take(&ch, source.queue(), source.limit).await?;
+    let entries = take(&ch, source.queue(), source.limit, configured).await?;
     let mut replayed = 0;
     for e in entries.iter().filter(|e| filter.matches(e)) {
         let headers = headers::replayed(e.delivery.properties.headers().as_ref());
@@ -289,20 +311,22 @@ mod tests {
     fn each_way_into_the_dead_queue_explains_itself() {
         let rejected = props(&[(HEADER_ERROR, "touser: is required"), (HEADER_APP, "shop")]);
         assert_eq!(
-            why_dead(&rejected, "wxcourier.dead"),
+            why_dead(&rejected, "wxcourier.dead", &[]),
             ("shop".into(), "touser: is required".into())
         );
         let over_limit = props(&[
             ("x-first-death-reason", "delivery_limit"),
             ("x-first-death-queue", "wxcourier.jobs.shop"),
         ]);
-        let (app, why) = why_dead(&over_limit, "wxcourier.dead");
+        let (app, why) = why_dead(&over_limit, "wxcourier.dead", &[]);
         assert_eq!(app, "shop");
         assert!(why.contains("after 20 deliveries"), "{why}");
         let unrouted = props(&[]);
-        assert_eq!(
-            why_dead(&unrouted, "ghost"),
-            ("ghost".into(), "no configured app".into())
-        );
+        let (app, why) = why_dead(&unrouted, "ghost", &["shop".into()]);
+        assert_eq!(app, "ghost");
+        assert!(why.starts_with("no such app"), "{why}");
+        let (app, why) = why_dead(&unrouted, "shop", &["shop".into()]);
+        assert_eq!(app, "shop");
+        assert!(why.starts_with("no queue yet"), "{why}");
     }
 }

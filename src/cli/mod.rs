@@ -21,7 +21,8 @@ use shared::ConfigArg;
 #[command(
     name = "wxcourier",
     version,
-    about = "Delivers WeChat template messages from RabbitMQ, and reports every outcome."
+    about = "Delivers WeChat template messages from RabbitMQ, and reports every outcome.",
+    after_help = kinds_help()
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]
@@ -49,6 +50,12 @@ enum Command {
     /// separated) and help, separated by tabs. For the deploy checks, so hidden from --help.
     #[command(hide = true)]
     MetricsList,
+}
+
+/// The kinds of message the worker sends, for the top-level help: listed from `Kind::ALL`, so
+/// a new kind shows up without touching this text.
+fn kinds_help() -> String {
+    format!("Message kinds it sends: {}.", crate::kinds::Kind::list())
 }
 
 /// Parses the command line and runs the verb.

@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use lapin::types::FieldTable;
 
 use super::shared::{ConfigArg, bad_config};
-use crate::broker::{self, JOBS_EXCHANGE, Publisher, topology};
+use crate::broker::{self, JOBS_EXCHANGE, Publisher, UNROUTED, topology};
 use crate::clock::{Clock, SystemClock};
 use crate::config::is_app_name;
 
@@ -49,7 +49,7 @@ pub(crate) struct SendArgs {
 }
 
 pub(crate) async fn run(args: SendArgs) -> ExitCode {
-    let settings = match args.config.load() {
+    let settings = match args.config.load_for_broker() {
         Ok(s) => s,
         Err(e) => return bad_config(&e),
     };
@@ -87,6 +87,13 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
         eprintln!("wxcourier send: {e}");
         return ExitCode::FAILURE;
     }
+    let route = match route_of(&conn, &settings, &args.app).await {
+        Ok(route) => route,
+        Err(e) => {
+            eprintln!("wxcourier send: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let publisher = match Publisher::open(&conn, settings.amqp.publish_timeout.get()).await {
         Ok(p) => p,
         Err(e) => {
@@ -114,7 +121,16 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
         .await;
     bar.finish_and_clear();
     let _ = conn.close(200, "done".into()).await;
-    if failures == 0 {
+    if failures == 0
+        && let Route::Unrouted(why) = route
+    {
+        eprintln!(
+            "wxcourier send: {} job(s) landed in {UNROUTED}, not in {}: {why}",
+            bodies.len(),
+            broker::job_queue(app)
+        );
+        ExitCode::FAILURE
+    } else if failures == 0 {
         println!(
             "published {} job(s) to {JOBS_EXCHANGE} with routing key {app}, all confirmed",
             bodies.len()
@@ -126,6 +142,45 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
             bodies.len()
         );
         ExitCode::FAILURE
+    }
+}
+
+/// Where the jobs of `app` will land.
+enum Route {
+    /// The app's job queue, where a worker takes them.
+    Queue,
+    /// The jobs exchange's alternate exchange (`wxcourier.unrouted`), for this reason.
+    Unrouted(String),
+}
+
+/// Declares the job queue of a configured app (the worker's own declaration, so a job sent
+/// before any worker ran waits there); for an app the config does not name, asks the broker,
+/// without creating anything, whether some worker declared its queue.
+async fn route_of(
+    conn: &lapin::Connection,
+    settings: &crate::config::Settings,
+    app: &str,
+) -> Result<Route, String> {
+    if settings.apps.contains_key(app) {
+        topology::app_queues(conn, &[app.to_owned()])
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(Route::Queue);
+    }
+    let ch = conn
+        .create_channel()
+        .await
+        .map_err(|e| format!("cannot open a channel: {e}"))?;
+    // A passive declare of a missing queue closes the channel: that answer is the "no".
+    match topology::message_count(&ch, &broker::job_queue(app)).await {
+        Ok(_) => {
+            let _ = ch.close(200, "ok".into()).await;
+            Ok(Route::Queue)
+        }
+        Err(_) => Ok(Route::Unrouted(format!(
+            "no such app: {app} is not in this config and no worker has declared its queue; \
+             add [apps.{app}] or check the name, then `wxcourier dead replay --from unrouted --app {app}`"
+        ))),
     }
 }
 

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, Settings, Uses};
 
 /// Exit code for a configuration that cannot be used (CONTRACT §7).
 pub(super) const EXIT_BAD_CONFIG: u8 = 2;
@@ -23,6 +23,11 @@ pub(crate) struct ConfigArg {
 impl ConfigArg {
     pub(super) fn load(&self) -> Result<Settings, ConfigError> {
         Settings::load(self.config.as_deref())
+    }
+
+    /// The settings for a verb that only talks to the broker: the apps' secrets may be absent.
+    pub(super) fn load_for_broker(&self) -> Result<Settings, ConfigError> {
+        Settings::load_for(self.config.as_deref(), Uses::BrokerOnly)
     }
 }
 

@@ -29,6 +29,7 @@ pub(crate) use sections::{DEFAULT_QUOTA, DEFAULT_TOKEN, DEFAULT_TRANSIENT};
 pub(crate) use sections::{LogFormat, LogSettings, ReasonCodes};
 pub(crate) use service_links::is_service_link;
 pub use settings::Settings;
+pub(crate) use settings::Uses;
 pub(crate) use validate::is_app_name;
 pub use values::{NonZeroSpan, Rate};
 
@@ -43,14 +44,29 @@ impl Settings {
     /// Loads `path` (a missing file is an error unless it is the default path), layers the
     /// environment on top and validates the result.
     pub(crate) fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_for(path, Uses::Everything)
+    }
+
+    /// As [`Settings::load`], validating only what a verb that `uses` this much needs.
+    pub(crate) fn load_for(path: Option<&Path>, uses: Uses) -> Result<Self, ConfigError> {
         let env: Vec<(String, String)> = std::env::vars().collect();
-        Self::load_from(path, &env)
+        Self::load_from_for(path, &env, uses)
     }
 
     /// As [`Settings::load`], with the environment given explicitly (for tests).
+    #[cfg(test)]
     pub(crate) fn load_from(
         path: Option<&Path>,
         env: &[(String, String)],
+    ) -> Result<Self, ConfigError> {
+        Self::load_from_for(path, env, Uses::Everything)
+    }
+
+    /// As [`Settings::load_for`], with the environment given explicitly (for tests).
+    pub(crate) fn load_from_for(
+        path: Option<&Path>,
+        env: &[(String, String)],
+        uses: Uses,
     ) -> Result<Self, ConfigError> {
         let mut figment = Figment::new();
         let mut renamed_keys = Vec::new();
@@ -103,7 +119,7 @@ impl Settings {
         let mut settings: Settings = figment
             .extract()
             .map_err(|e| describe_figment_error(e, &typed_env, &renamed_keys))?;
-        settings.validate()?;
+        settings.validate(uses)?;
         settings.ignored_env = links.into_iter().map(|(k, _)| k.clone()).collect();
         settings.renamed_keys = renamed_keys;
         Ok(settings)

@@ -33,3 +33,13 @@ pub struct Settings {
     #[serde(skip)]
     pub(crate) renamed_keys: Vec<RenamedKey>,
 }
+
+/// How much of the settings a verb uses, and so validates: a verb that never calls WeChat
+/// (`send`, `dead`) runs without the apps' secrets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Uses {
+    /// The worker and `check`: every rule.
+    Everything,
+    /// Broker-only verbs: every rule but the apps' WeChat credentials.
+    BrokerOnly,
+}

@@ -7,11 +7,11 @@ use std::time::Duration;
 use super::error::{ConfigError, invalid};
 use super::keys::ENV_PREFIX;
 use super::sections::{AmqpSettings, AppSettings, CallbackMode, StateSettings};
-use super::settings::Settings;
+use super::settings::{Settings, Uses};
 
 impl Settings {
     /// Checks every rule the types alone cannot express.
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self, uses: Uses) -> Result<(), ConfigError> {
         validate_nodes(&self.amqp)?;
         if let Some(url) = &self.amqp.management_url
             && reqwest::Url::parse(url.expose())
@@ -56,7 +56,7 @@ impl Settings {
             ));
         }
         for (name, app) in &self.apps {
-            validate_app(name, app)?;
+            validate_app(name, app, uses)?;
         }
         validate_lookups(self)?;
         Ok(())
@@ -119,7 +119,7 @@ fn validate_state(state: &StateSettings) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn validate_app(name: &str, app: &AppSettings) -> Result<(), ConfigError> {
+fn validate_app(name: &str, app: &AppSettings, uses: Uses) -> Result<(), ConfigError> {
     let key = |field: &str| format!("apps.{name}.{field}");
     if !is_app_name(name) {
         return Err(invalid(
@@ -130,7 +130,7 @@ fn validate_app(name: &str, app: &AppSettings) -> Result<(), ConfigError> {
     if app.appid.is_empty() {
         return Err(invalid(key("appid"), "is missing"));
     }
-    if app.secret.is_empty() {
+    if app.secret.is_empty() && uses == Uses::Everything {
         return Err(invalid(
             key("secret"),
             format!(
