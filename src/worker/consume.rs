@@ -275,6 +275,7 @@ impl AppConsumer {
         ))
         .await;
         match (&step, &settled) {
+            // Counted by `settle` the moment its publish failed; the job is not done.
             (_, Settled::HandedBack) => {}
             (Step::Finish(o) | Step::Reject { outcome: o, .. }, _) => {
                 self.deps.metrics.job_finished(o.status);
