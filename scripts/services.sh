@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Makes sure the services the tests use answer: RabbitMQ 3.x on 127.0.0.1:5672 (with its
 # management API on 127.0.0.1:15672), Redis on 127.0.0.1:6379, and the RabbitMQ 4.0 and 4.3 test
-# brokers on 127.0.0.1:5673 and 5674 (scripts/rabbitmq4.sh). Starts them when installed but down,
+# brokers on 127.0.0.1:5673 and 5674 (scripts/rabbitmq4.sh), and a Redis Sentinel set and a Redis
+# Cluster on their own ports (scripts/redis-ha.sh). Starts them when installed but down,
 # installs them with apt on Debian/Ubuntu when missing. SKIP_RABBITMQ4=1 leaves both 4.x brokers
-# out, SKIP_RABBITMQ43=1 only the 4.3 one (CI sets neither).
+# out, SKIP_RABBITMQ43=1 only the 4.3 one, SKIP_REDIS_HA=1 the Sentinel and Cluster sets (CI sets
+# none).
 #
 # Other Erlang VMs may run on this host (the 4.x broker, other nodes): this script only ever
 # stops the broker it manages, by that broker's own pid, never by a process-name pattern.
@@ -96,6 +98,13 @@ if ! answers 6379; then
   for _ in $(seq 1 30); do answers 6379 && break; sleep 1; done
 fi
 answers 6379 || { echo "services: Redis did not come up on 127.0.0.1:6379" >&2; exit 1; }
+
+if [ "${SKIP_REDIS_HA:-}" = 1 ]; then
+  echo "services: SKIP_REDIS_HA=1: Redis Sentinel and Cluster not started"
+else
+  # Idempotent: whole sets are left as they are; a set missing a node gets it back.
+  scripts/redis-ha.sh start
+fi
 
 if [ "${SKIP_RABBITMQ4:-}" = 1 ]; then
   echo "services: RabbitMQ 3.x and Redis are answering (RabbitMQ 4.x skipped)"

@@ -1,6 +1,7 @@
 //! The HTTP server on `http.listen`: `/healthz`, `/readyz`, `/metrics`, and serving them
 //! with the callback's routes within the limits of `[http]`.
 
+pub(crate) mod admin;
 pub(crate) mod server;
 
 use axum::Router;

@@ -1,11 +1,15 @@
-//! The job wire format (CONTRACT §1): the envelope (`id`, `meta`, `not_after`, `kind`) is read
-//! here, the rest by the job's `crate::kinds`; the result is a [`Job`] or a [`Rejection`].
+//! The job wire format (CONTRACT §1): the envelope (`id`, `meta`, `not_after`, `not_before`,
+//! `urgent`, `kind`) is read here, the rest by the job's `crate::kinds`; the result is a [`Job`] or a [`Rejection`].
+
+pub(crate) mod cancel;
+#[cfg(test)]
+mod schema;
 
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::kinds::Kind;
+use crate::kinds::{Kind, ReadOptions, Warnings};
 
 /// Largest message body accepted.
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -43,7 +47,14 @@ pub struct Job {
     /// The body of the kind's WeChat endpoint.
     body: Vec<u8>,
     pub(crate) not_after: Option<OffsetDateTime>,
+    /// Not to be sent before this time: the job waits in the broker until then.
+    pub(crate) not_before: Option<OffsetDateTime>,
+    /// Passes the app's quiet hours.
+    pub(crate) urgent: bool,
     pub(crate) meta: Option<Value>,
+    /// What WeChat will not show as asked, or what was changed to send it; carried by every
+    /// outcome of the job.
+    pub(crate) warnings: Warnings,
 }
 
 impl Job {
@@ -79,9 +90,18 @@ impl Reader {
     }
 }
 
-/// Parses and validates one message body. `message_id` is the AMQP property, used when the
-/// body has no `id`.
+/// Parses and validates one message body with the contract's default reading. `message_id` is
+/// the AMQP property, used when the body has no `id`.
 pub fn parse(body: &[u8], message_id: Option<&str>) -> Result<Job, Rejection> {
+    parse_with(body, message_id, ReadOptions::default())
+}
+
+/// Parses and validates one message body as an app's `options` ask (`apps.NAME.truncate`).
+pub fn parse_with(
+    body: &[u8],
+    message_id: Option<&str>,
+    options: ReadOptions,
+) -> Result<Job, Rejection> {
     let mut r = Reader {
         id: message_id.filter(|m| is_job_id(m)).map(str::to_owned),
         meta: None,
@@ -143,22 +163,28 @@ pub fn parse(body: &[u8], message_id: Option<&str>) -> Result<Job, Rejection> {
     };
     r.kind = Some(kind);
     let not_after = obj.remove("not_after");
+    let not_before = obj.remove("not_before");
+    let urgent = match obj.remove("urgent") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => b,
+        Some(_) => return Err(r.reject("urgent", "must be true or false")),
+    };
     if let Some(unknown) = obj.keys().find(|k| !kind.fields().contains(&k.as_str())) {
         return Err(r.reject(unknown.clone(), "is not a known field"));
     }
     let request = kind
-        .read(&id, &mut obj)
+        .read(&id, &mut obj, options)
         .map_err(|e| r.reject(e.field, e.rule))?;
-    let not_after = match not_after {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(OffsetDateTime::parse(&s, &Rfc3339).map_err(|_| {
-            r.reject(
-                "not_after",
-                "must be an RFC 3339 time such as 2026-11-28T10:00:00Z",
-            )
-        })?),
-        Some(_) => return Err(r.reject("not_after", "must be a string")),
-    };
+    let not_after = read_time(&r, "not_after", not_after)?;
+    let not_before = read_time(&r, "not_before", not_before)?;
+    if let (Some(before), Some(after)) = (not_before, not_after)
+        && before > after
+    {
+        return Err(r.reject(
+            "not_before",
+            "is after not_after: the job could never be sent",
+        ));
+    }
     Ok(Job {
         id,
         kind,
@@ -166,8 +192,29 @@ pub fn parse(body: &[u8], message_id: Option<&str>) -> Result<Job, Rejection> {
         template_id: request.template_id,
         body: request.body,
         not_after,
+        not_before,
+        urgent,
         meta: r.meta,
+        warnings: request.warnings,
     })
+}
+
+/// An envelope time field: absent, null, or an RFC 3339 string.
+fn read_time(
+    r: &Reader,
+    field: &str,
+    value: Option<Value>,
+) -> Result<Option<OffsetDateTime>, Rejection> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => OffsetDateTime::parse(&s, &Rfc3339).map(Some).map_err(|_| {
+            r.reject(
+                field,
+                "must be an RFC 3339 time such as 2026-11-28T10:00:00Z",
+            )
+        }),
+        Some(_) => Err(r.reject(field, "must be a string")),
+    }
 }
 
 /// `[A-Za-z0-9._:-]{1,128}`: the idempotency key and WeChat's `client_msg_id`.
@@ -183,7 +230,7 @@ mod tests {
     use serde_json::json;
 
     /// The envelope: the fields every kind shares, read in this file and nowhere else.
-    const ENVELOPE: [&str; 4] = ["id", "meta", "not_after", "kind"];
+    const ENVELOPE: [&str; 6] = ["id", "meta", "not_after", "not_before", "urgent", "kind"];
 
     #[test]
     fn no_kind_reads_an_envelope_field() {
@@ -211,8 +258,12 @@ mod tests {
         })
     }
 
+    /// Parses `v`, and holds the contract's job schema to the verdict (a job accepted here
+    /// must validate against docs/schemas/job.json).
     fn parse_value(v: &Value) -> Result<Job, Rejection> {
-        parse(&serde_json::to_vec(v).unwrap(), None)
+        let parsed = parse(&serde_json::to_vec(v).unwrap(), None);
+        super::schema::job_agrees(v, parsed.is_ok());
+        parsed
     }
 
     fn rejected(v: Value) -> Rejection {
@@ -230,6 +281,8 @@ mod tests {
         v.as_object_mut().unwrap().remove(field);
         v
     }
+
+    use super::schema;
 
     #[test]
     fn the_contract_example_is_valid() {
@@ -397,6 +450,40 @@ mod tests {
     }
 
     #[test]
+    fn not_before_and_urgent_are_read_from_the_envelope() {
+        let mut v = with("not_before", json!("2026-11-28T18:00:00+08:00"));
+        v["urgent"] = json!(true);
+        let job = parse_value(&v).unwrap();
+        assert_eq!(job.not_before.unwrap().unix_timestamp(), 1_795_860_000);
+        assert!(job.urgent);
+        let job = parse_value(&valid()).unwrap();
+        assert_eq!((job.not_before, job.urgent), (None, false));
+        assert!(
+            !String::from_utf8(job.wechat_body())
+                .unwrap()
+                .contains("urgent")
+        );
+    }
+
+    #[test]
+    fn bad_scheduling_fields_are_rejected_by_name() {
+        for (field, value, rule) in [
+            ("not_before", json!("tomorrow"), "RFC 3339"),
+            ("not_before", json!(1_795_860_000), "string"),
+            ("urgent", json!("yes"), "true or false"),
+        ] {
+            let r = rejected(with(field, value));
+            assert_eq!(r.field, field);
+            assert!(r.rule.contains(rule), "{}", r.rule);
+        }
+        let mut v = with("not_before", json!("2026-11-28T11:00:00Z"));
+        v["not_after"] = json!("2026-11-28T10:00:00Z");
+        let r = rejected(v);
+        assert_eq!(r.field, "not_before");
+        assert!(r.rule.contains("after not_after"), "{}", r.rule);
+    }
+
+    #[test]
     fn not_after_accepts_offsets() {
         let job = parse_value(&with("not_after", json!("2026-11-28T18:00:00+08:00"))).unwrap();
         assert_eq!(job.not_after.unwrap().unix_timestamp(), 1_795_860_000);
@@ -522,6 +609,172 @@ mod tests {
         assert_eq!(rejected(s).field, "data.thing1.color");
     }
 
+    /// A category template's job (2023 on): typed keys, no `first` or `remark`, no colours.
+    fn category_template() -> Value {
+        json!({
+            "id": "order-1842-paid",
+            "touser": "oia2TjuEGTNoeX76QEjQNrcURxG8",
+            "template_id": "ngqIpbwh8bUfcSsECmogfXcV14J0tQlEpBO27izEYtY",
+            "data": {
+                "thing13": {"value": "黄焖鸡米饭"},
+                "character_string21": {"value": "SF1234567890"},
+                "time4": {"value": "2026年11月28日 15:01"},
+                "amount2": {"value": "¥260.00"},
+                "phone_number3": {"value": "+86-0766-66888866"},
+                "car_number5": {"value": "粤A8Z888挂"},
+                "const6": {"value": "已支付"}
+            }
+        })
+    }
+
+    fn with_value(key: &str, value: &str) -> Value {
+        let mut v = category_template();
+        v["data"][key] = json!({ "value": value });
+        v
+    }
+
+    #[test]
+    fn a_category_template_job_is_valid_and_warns_of_nothing() {
+        let job = parse_value(&category_template()).unwrap();
+        assert_eq!(job.kind, Kind::Template);
+        assert_eq!(job.warnings, Warnings::default());
+    }
+
+    #[test]
+    fn each_typed_template_key_is_held_to_its_type_at_the_boundary_and_in_chinese() {
+        let table: &[(&str, String, bool)] = &[
+            ("thing13", "字".repeat(20), true),
+            ("thing13", "字".repeat(21), false),
+            ("thing13", "x".repeat(20), true),
+            ("thing13", "x".repeat(21), false),
+            ("character_string21", "A".repeat(32), true),
+            ("character_string21", "A".repeat(33), false),
+            ("character_string21", "单号123".into(), false),
+            ("character_string21", String::new(), false),
+            ("time4", "23:59".into(), true),
+            ("time4", "24:00".into(), false),
+            (
+                "time4",
+                "2026年11月28日 15:01~2026年11月28日 17:30".into(),
+                true,
+            ),
+            ("time4", "下午三点".into(), false),
+            ("amount2", "1234567890.99元".into(), true),
+            ("amount2", "12345678901".into(), false),
+            ("amount2", "人民币260.00元".into(), false),
+            ("phone_number3", "1".repeat(17), true),
+            ("phone_number3", "1".repeat(18), false),
+            ("phone_number3", "电话13800138000".into(), false),
+            ("car_number5", "粤A8Z8888".into(), true),
+            ("car_number5", "粤A8Z88888".into(), false),
+            ("car_number5", "粤A8Z8粤8".into(), false),
+            ("const6", "字".repeat(20), true),
+            ("const6", "字".repeat(21), false),
+            ("number7", "260.50".into(), true),
+            ("number7", "二百六".into(), false),
+            ("date8", "2026-11-28".into(), true),
+            ("date8", "2026-02-30x".into(), false),
+            ("name9", "黄".repeat(10), true),
+            ("name9", "黄".repeat(11), false),
+            ("phrase10", "配送中".into(), true),
+            ("phrase10", "正在配送途中".into(), false),
+        ];
+        for (key, value, ok) in table {
+            let got = parse_value(&with_value(key, value));
+            match (got, ok) {
+                (Ok(_), true) => {}
+                (Err(r), false) => {
+                    assert_eq!(r.field, format!("data.{key}.value"), "{key} = {value:?}");
+                    let kind = key.trim_end_matches(|c: char| c.is_ascii_digit());
+                    assert!(r.rule.starts_with(&format!("{kind}: ")), "{}", r.rule);
+                    assert_eq!(r.id.as_deref(), Some("order-1842-paid"));
+                }
+                (got, _) => panic!("{key} = {value:?}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn old_style_template_keys_are_checked_only_as_before() {
+        let long = "字".repeat(200);
+        let job = parse_value(&with(
+            "data",
+            json!({
+                "first": {"value": long},
+                "keyword1": {"value": "人民币260.00元 (any text)"},
+                "keyword2": {"value": long},
+                "remark": {"value": "谢谢"},
+            }),
+        ))
+        .unwrap();
+        let body: Value = serde_json::from_slice(&job.wechat_body()).unwrap();
+        assert_eq!(
+            body["data"]["keyword2"]["value"],
+            long.as_str(),
+            "sent unchanged"
+        );
+        let r = rejected(with(
+            "data",
+            json!({"keyword1": {"value": "x".repeat(1025)}}),
+        ));
+        assert_eq!(
+            r.field, "data.keyword1.value",
+            "the 1024-character rule still holds"
+        );
+    }
+
+    #[test]
+    fn first_remark_and_colours_are_warned_of_and_sent() {
+        let mut v = with(
+            "data",
+            json!({
+                "first.DATA": {"value": "您好", "color": "#173177"},
+                "thing1": {"value": "黄焖鸡米饭"},
+                "remark": {"value": "谢谢"}
+            }),
+        );
+        v["topcolor"] = json!("#FF0000");
+        let job = parse_value(&v).unwrap();
+        assert_eq!(
+            job.warnings.for_outcome(),
+            [
+                "data.first: not shown, WeChat no longer shows first and remark (2023)",
+                "data.remark: not shown, WeChat no longer shows first and remark (2023)",
+                "topcolor: ignored, WeChat no longer shows colours (2023)",
+                "data.first.color: ignored, WeChat no longer shows colours (2023)",
+            ]
+        );
+        let body: Value = serde_json::from_slice(&job.wechat_body()).unwrap();
+        assert_eq!(
+            body["data"]["first"]["color"], "#173177",
+            "still sent as asked"
+        );
+        // The contract's own example has a coloured entry: a warning, never a rejection.
+        let job = parse_value(&valid()).unwrap();
+        assert_eq!(job.warnings.display.len(), 2, "{:?}", job.warnings);
+    }
+
+    #[test]
+    fn truncate_is_the_apps_choice_and_says_what_it_cut() {
+        let long = "您的餐品已经备好请尽快到一号窗口取餐谢谢光临";
+        let v = with_value("thing13", long);
+        let body = serde_json::to_vec(&v).unwrap();
+        let r = parse(&body, None).unwrap_err();
+        assert_eq!(r.field, "data.thing13.value");
+        let job = parse_with(&body, None, ReadOptions { truncate: true }).unwrap();
+        let sent: Value = serde_json::from_slice(&job.wechat_body()).unwrap();
+        let want: String = long.chars().take(17).collect::<String>() + "…";
+        assert_eq!(sent["data"]["thing13"]["value"], want.as_str());
+        assert!(job.warnings.display.is_empty(), "{:?}", job.warnings);
+        assert_eq!(job.warnings.shortened.len(), 1, "{:?}", job.warnings);
+        assert!(
+            job.warnings.shortened[0]
+                .starts_with("data.thing13.value: shortened from 22 to 18 characters"),
+            "{:?}",
+            job.warnings
+        );
+    }
+
     #[test]
     fn a_typed_field_breach_is_rejected_naming_the_field_and_the_rule() {
         for kind in [Kind::Subscribe, Kind::MiniprogramSubscribe] {
@@ -547,5 +800,59 @@ mod tests {
         let mut s = subscribe("miniprogram_subscribe");
         s["lang"] = json!("fr_FR");
         assert_eq!(rejected(s).field, "lang");
+    }
+
+    /// Jobs the parser refuses for a rule a schema can state: the schema refuses them too.
+    #[test]
+    fn jobs_the_parser_rejects_for_a_rule_a_schema_states_break_the_schema() {
+        let valid = json!({
+            "id": "order-1842-paid", "touser": "oia2TjuEGTNoeX76QEjQNrcURxG8",
+            "template_id": "ngqIpbwh8bUfcSsECmogfXcV14J0tQlEpBO27izEYtY",
+            "data": {"first": {"value": "Paid", "color": "#173177"}}
+        });
+        let subscribe = json!({
+            "id": "s-1", "kind": "subscribe", "touser": "oia2", "template_id": "t1",
+            "data": {"thing1": {"value": "x"}}
+        });
+        let cases: Vec<(&str, Value, Value)> = vec![
+            ("id", valid.clone(), json!("has space")),
+            ("touser", valid.clone(), json!("not an openid!")),
+            ("template_id", valid.clone(), Value::Null),
+            ("url", valid.clone(), json!("ftp://example.com")),
+            ("topcolor", valid.clone(), json!("red")),
+            ("kind", valid.clone(), json!("sms")),
+            ("urgent", valid.clone(), json!("yes")),
+            ("not_after", valid.clone(), json!("tomorrow")),
+            ("meta", valid.clone(), json!([1])),
+            ("unknown", valid.clone(), json!(1)),
+            ("data", valid.clone(), json!({})),
+            ("data", valid.clone(), json!({"bad key": {"value": "x"}})),
+            ("data", valid.clone(), json!({"k": {"value": "{{x}}"}})),
+            (
+                "data",
+                valid.clone(),
+                json!({"k": {"value": "x".repeat(1025)}}),
+            ),
+            (
+                "data",
+                subscribe.clone(),
+                json!({"keyword1": {"value": "x"}}),
+            ),
+            (
+                "data",
+                subscribe.clone(),
+                json!({"thing1": {"value": "x", "color": "#000000"}}),
+            ),
+            ("url", subscribe.clone(), json!("https://example.com")),
+            ("lang", subscribe.clone(), json!("zh_CN")),
+        ];
+        assert!(parse(&serde_json::to_vec(&valid).unwrap(), None).is_ok());
+        schema::assert_valid(&schema::JOB, "the valid job", &valid);
+        for (field, mut job, value) in cases {
+            job[field] = value;
+            let bytes = serde_json::to_vec(&job).unwrap();
+            assert!(parse(&bytes, None).is_err(), "the parser takes {job}");
+            schema::assert_invalid(&schema::JOB, &format!("a job with a bad {field}"), &job);
+        }
     }
 }

@@ -44,8 +44,33 @@ pub(crate) struct AppEndpoint {
 }
 
 #[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct AppTemplate {
+    pub(crate) app: String,
+    /// A template_id, or `*` for the whole app.
+    pub(crate) template: String,
+}
+
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct AppAction {
+    pub(crate) app: String,
+    /// What a pause did to a job: `held` or `dropped`.
+    pub(crate) action: String,
+}
+
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct QueueLabel {
     pub(crate) queue: String,
+}
+
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PlatformLabel {
+    pub(crate) platform: String,
+}
+
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PlatformStanding {
+    pub(crate) platform: String,
+    pub(crate) standing: String,
 }
 
 /// Histogram buckets from 1 ms to about 33 s.
@@ -70,11 +95,14 @@ pub struct Metrics {
     pub(crate) token_fetch_failures: Family<AppLabel, Counter>,
     pub(crate) limiter_wait: Family<AppLabel, Histogram, Seconds>,
     pub(crate) app_paused: Family<AppLabel, Gauge>,
+    pub(crate) paused: Family<AppTemplate, Gauge>,
+    pub(crate) paused_jobs: Family<AppAction, Counter>,
     pub(crate) in_flight: Gauge,
     pub broker_reconnects: Counter,
     pub publish_failures: Counter,
     pub(crate) callback_events: Family<AppStatus, Counter>,
     pub(crate) callback_unmark_failures: Family<AppLabel, Counter>,
+    pub(crate) outcomes_unrouted: Family<AppStatus, Counter>,
     pub(crate) queue_messages: Family<QueueLabel, Gauge>,
     pub(crate) orphan_queues: Gauge,
     pub(crate) orphan_queue_messages: Family<QueueLabel, Gauge>,
@@ -83,6 +111,12 @@ pub struct Metrics {
     pub(crate) quota_daily_limit: Family<AppEndpoint, Gauge>,
     pub(crate) quota_used: Family<AppEndpoint, Gauge>,
     pub(crate) quota_remaining: Family<AppEndpoint, Gauge>,
+    pub(crate) quiet_hours_urgent: Family<AppLabel, Counter>,
+    pub(crate) quiet_hours_deferred: Family<AppLabel, Counter>,
+    pub(crate) quiet_hours_dropped: Family<AppLabel, Counter>,
+    pub trail_failures: Counter,
+    pub(crate) platform_ticket_age: Family<PlatformLabel, Gauge>,
+    pub(crate) platform_authorizers: Family<PlatformStanding, Gauge>,
 }
 
 impl Default for Metrics {
@@ -104,11 +138,14 @@ impl Metrics {
             token_fetch_failures: Family::default(),
             limiter_wait: Family::new_with_constructor(Seconds),
             app_paused: Family::default(),
+            paused: Family::default(),
+            paused_jobs: Family::default(),
             in_flight: Gauge::default(),
             broker_reconnects: Counter::default(),
             publish_failures: Counter::default(),
             callback_events: Family::default(),
             callback_unmark_failures: Family::default(),
+            outcomes_unrouted: Family::default(),
             queue_messages: Family::default(),
             orphan_queues: Gauge::default(),
             orphan_queue_messages: Family::default(),
@@ -117,6 +154,12 @@ impl Metrics {
             quota_daily_limit: Family::default(),
             quota_used: Family::default(),
             quota_remaining: Family::default(),
+            quiet_hours_urgent: Family::default(),
+            quiet_hours_deferred: Family::default(),
+            quiet_hours_dropped: Family::default(),
+            trail_failures: Counter::default(),
+            platform_ticket_age: Family::default(),
+            platform_authorizers: Family::default(),
         };
         let r = &mut m.registry;
         r.register("jobs", "Jobs finished, by final status", m.jobs.clone());
@@ -161,6 +204,17 @@ impl Metrics {
             m.app_paused.clone(),
         );
         r.register(
+            "paused",
+            "1 while a template (or the whole app, template *) is paused by the kill switch \
+             (apps.NAME.paused_templates, wxcourier pause)",
+            m.paused.clone(),
+        );
+        r.register(
+            "paused_jobs",
+            "Jobs the kill switch held back (held: they wait) or ended suppressed (dropped)",
+            m.paused_jobs.clone(),
+        );
+        r.register(
             "in_flight_jobs",
             "Jobs being processed now",
             m.in_flight.clone(),
@@ -187,8 +241,15 @@ impl Metrics {
             m.callback_unmark_failures.clone(),
         );
         r.register(
+            "outcomes_unrouted",
+            "Outcomes and reports that no queue took (returned by wxcourier.results), by app and \
+             the status of their routing key STATUS.APP",
+            m.outcomes_unrouted.clone(),
+        );
+        r.register(
             "queue_messages",
-            "Messages waiting in wxcourier.dead and wxcourier.unrouted",
+            "Messages waiting in wxcourier.dead, wxcourier.unrouted and (with results.keep_unrouted) \
+             wxcourier.results.unrouted",
             m.queue_messages.clone(),
         );
         r.register(
@@ -228,6 +289,37 @@ impl Metrics {
             "wechat_quota_remaining",
             "Calls of this WeChat API left to the account today",
             m.quota_remaining.clone(),
+        );
+        r.register(
+            "quiet_hours_urgent",
+            "Jobs marked urgent let through the app's quiet hours, counted at each try",
+            m.quiet_hours_urgent.clone(),
+        );
+        r.register(
+            "quiet_hours_deferred",
+            "Jobs held until the end of the app's quiet hours (once per job and night)",
+            m.quiet_hours_deferred.clone(),
+        );
+        r.register(
+            "quiet_hours_dropped",
+            "Jobs suppressed for coming during the app's quiet hours (quiet_mode = \"drop\")",
+            m.quiet_hours_dropped.clone(),
+        );
+        r.register(
+            "trail_failures",
+            "Steps of a job's story (wxcourier status) that could not be kept; the job went on",
+            m.trail_failures.clone(),
+        );
+        r.register(
+            "platform_ticket_age_seconds",
+            "Age of the newest component_verify_ticket a platform keeps (WeChat pushes one every \
+             10 minutes and takes it for 12 hours)",
+            m.platform_ticket_age.clone(),
+        );
+        r.register(
+            "platform_authorizers",
+            "A platform's authorizers by standing (active, revoked, needs_reauthorization)",
+            m.platform_authorizers.clone(),
         );
         m
     }
@@ -277,6 +369,17 @@ impl Metrics {
         self.callback_unmark_failures
             .get_or_create(&Self::app(app))
             .inc();
+    }
+
+    /// Counts one result under `STATUS.APP` that no queue took; returns how many of that app
+    /// and status were counted before it (0: the first).
+    pub(crate) fn result_unrouted(&self, app: &str, status: &str) -> u64 {
+        self.outcomes_unrouted
+            .get_or_create(&AppStatus {
+                app: app.into(),
+                status: status.into(),
+            })
+            .inc()
     }
 
     pub(crate) fn set_queue_messages(&self, queue: &str, count: u32) {
@@ -337,6 +440,8 @@ pub(crate) struct AppMetrics {
     failed: Counter,
     rejected: Counter,
     expired: Counter,
+    cancelled: Counter,
+    suppressed: Counter,
     calls_ok: Counter,
     send_latency: Histogram,
     limiter_wait: Histogram,
@@ -358,6 +463,8 @@ impl AppMetrics {
             failed: status("failed"),
             rejected: status("rejected"),
             expired: status("expired"),
+            cancelled: status("cancelled"),
+            suppressed: status("suppressed"),
             calls_ok: family
                 .wechat_calls
                 .get_or_create(&AppErrcode {
@@ -385,6 +492,8 @@ impl AppMetrics {
             Failed => &self.failed,
             Rejected => &self.rejected,
             Expired => &self.expired,
+            Cancelled => &self.cancelled,
+            Suppressed => &self.suppressed,
         }
         .inc();
     }
@@ -405,6 +514,27 @@ impl AppMetrics {
 
     pub(crate) fn limiter_waited(&self, took: Duration) {
         self.limiter_wait.observe(took.as_secs_f64());
+    }
+}
+
+impl Metrics {
+    /// The age of `platform`'s newest ticket, in seconds.
+    pub(crate) fn set_ticket_age(&self, platform: &str, seconds: i64) {
+        self.platform_ticket_age
+            .get_or_create(&PlatformLabel {
+                platform: platform.to_owned(),
+            })
+            .set(seconds);
+    }
+
+    /// How many of `platform`'s authorizers stand as `standing`.
+    pub(crate) fn set_authorizers(&self, platform: &str, standing: &str, count: usize) {
+        self.platform_authorizers
+            .get_or_create(&PlatformStanding {
+                platform: platform.to_owned(),
+                standing: standing.to_owned(),
+            })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 }
 

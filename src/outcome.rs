@@ -1,6 +1,12 @@
 //! The outcome and report wire formats (CONTRACT §2: send outcomes, delivery reports, and the
 //! preference and follow reports of WeChat's user events) and their routing keys.
 
+pub(crate) mod cancel;
+mod routing;
+#[cfg(test)]
+mod schema;
+
+pub(crate) use routing::routing_key;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -14,6 +20,11 @@ pub(crate) enum SendStatus {
     Failed,
     Rejected,
     Expired,
+    /// A cancel for its id came before it was sent; no WeChat call was made.
+    Cancelled,
+    /// A delivery policy held it back (its `reason` says which); no quota was spent and no
+    /// WeChat call was made.
+    Suppressed,
 }
 
 impl SendStatus {
@@ -23,15 +34,19 @@ impl SendStatus {
             SendStatus::Failed => "failed",
             SendStatus::Rejected => "rejected",
             SendStatus::Expired => "expired",
+            SendStatus::Cancelled => "cancelled",
+            SendStatus::Suppressed => "suppressed",
         }
     }
 }
 
-/// Why a `failed` job failed, for a producer to act on without an errcode table
-/// (decided by [`crate::wechat::reason`]).
+/// Why a `failed` job failed (decided by [`crate::wechat::reason`]) or why a `suppressed` one
+/// was held back, for a producer to act on without an errcode table. The first eleven are the
+/// reasons of `failed`; `recipient_refused`, `not_following` and the last four are those of
+/// `suppressed`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum FailReason {
+pub(crate) enum OutcomeReason {
     RecipientRefused,
     NotFollowing,
     InvalidRecipient,
@@ -46,6 +61,15 @@ pub(crate) enum FailReason {
     RetriesExhausted,
     ConfigError,
     Other,
+    /// Suppressed: it came during the app's quiet hours, with `quiet_mode = "drop"`.
+    QuietHours,
+    /// Suppressed: the recipient had its `apps.NAME.recipient_limit` of sends in the window.
+    FrequencyCap,
+    /// Suppressed: the same template, recipient and data were sent within
+    /// `apps.NAME.content_dedup`.
+    ContentDuplicate,
+    /// Suppressed: its template is paused, with the pause set to drop.
+    Paused,
 }
 
 /// One job's final outcome, published to `wxcourier.results` as `STATUS.APP`.
@@ -63,13 +87,17 @@ pub struct SendOutcome {
     pub(crate) attempts: u32,
     pub(crate) duplicate: bool,
     pub(crate) error: Option<String>,
-    /// Set on every `failed` outcome, null otherwise.
+    /// Set on every `failed` and `suppressed` outcome, null otherwise.
     #[serde(default)]
-    pub(crate) reason: Option<FailReason>,
+    pub(crate) reason: Option<OutcomeReason>,
     /// The job's kind, on outcomes of every kind but `template` (whose outcomes keep the
     /// original field set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) message_kind: Option<String>,
+    /// What WeChat will not show as the job asked, or what was changed to send it; absent when
+    /// there is none, so an outcome without warnings keeps the original field set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) warnings: Vec<String>,
     pub(crate) meta: Option<Value>,
     pub(crate) finished_at: String,
 }
@@ -93,6 +121,7 @@ impl SendOutcome {
             error: None,
             reason: None,
             message_kind: None,
+            warnings: Vec::new(),
             meta: None,
             finished_at: format_timestamp(finished),
         }
@@ -216,7 +245,7 @@ pub(crate) struct PreferenceReport {
 
 impl PreferenceReport {
     pub(crate) fn routing_key(&self) -> String {
-        routing_key("preference", &self.app)
+        routing_key(PREFERENCE, &self.app)
     }
 }
 
@@ -250,14 +279,46 @@ pub(crate) struct FollowReport {
 
 impl FollowReport {
     pub(crate) fn routing_key(&self) -> String {
-        routing_key("follow", &self.app)
+        routing_key(FOLLOW, &self.app)
     }
 }
 
-/// `STATUS.APP`, the routing key of every message on `wxcourier.results`.
-pub(crate) fn routing_key(status: &str, app: &str) -> String {
-    format!("{status}.{app}")
+/// The STATUS of every routing key `STATUS.APP` an app's results are published under: its
+/// send outcomes (`cancelled` and the answers to cancels, which any producer may send; with
+/// `suppresses`, a policy of the app's can suppress, `suppressed`), and with `reports` (it
+/// takes WeChat's pushes) its delivery, preference and follow reports.
+pub(crate) fn result_statuses(reports: bool, suppresses: bool) -> Vec<&'static str> {
+    let mut statuses: Vec<&'static str> = [
+        SendStatus::Sent,
+        SendStatus::Failed,
+        SendStatus::Rejected,
+        SendStatus::Expired,
+        SendStatus::Cancelled,
+    ]
+    .map(SendStatus::as_str)
+    .to_vec();
+    statuses.push(cancel::ANSWER_STATUS);
+    if suppresses {
+        statuses.push(SendStatus::Suppressed.as_str());
+    }
+    if reports {
+        statuses.extend(
+            [
+                DeliveryStatus::Delivered,
+                DeliveryStatus::Blocked,
+                DeliveryStatus::DeliveryFailed,
+            ]
+            .map(DeliveryStatus::as_str),
+        );
+        statuses.extend([PREFERENCE, FOLLOW]);
+    }
+    statuses
 }
+
+/// The STATUS of every preference report's routing key.
+const PREFERENCE: &str = "preference";
+/// The STATUS of every follow report's routing key.
+const FOLLOW: &str = "follow";
 
 /// `t` as RFC 3339 in UTC with milliseconds: `2026-11-28T09:12:03.120Z`.
 pub(crate) fn format_timestamp(t: OffsetDateTime) -> String {
@@ -316,25 +377,65 @@ mod tests {
     #[test]
     fn a_failed_outcome_names_its_reason_in_snake_case() {
         let mut o = SendOutcome::new("a", SendStatus::Failed, T);
-        o.reason = Some(FailReason::RecipientRefused);
+        o.reason = Some(OutcomeReason::RecipientRefused);
         let v = serde_json::to_value(&o).unwrap();
         assert_eq!(v["reason"], "recipient_refused");
         let back: SendOutcome = serde_json::from_value(v).unwrap();
-        assert_eq!(back.reason, Some(FailReason::RecipientRefused));
+        assert_eq!(back.reason, Some(OutcomeReason::RecipientRefused));
     }
 
     #[test]
     fn the_reasons_added_later_keep_their_contract_words() {
         for (reason, word) in [
-            (FailReason::NotPermitted, "not_permitted"),
-            (FailReason::AuthorizationRevoked, "authorization_revoked"),
+            (OutcomeReason::NotPermitted, "not_permitted"),
+            (OutcomeReason::AuthorizationRevoked, "authorization_revoked"),
+            (OutcomeReason::QuietHours, "quiet_hours"),
+            (OutcomeReason::FrequencyCap, "frequency_cap"),
+            (OutcomeReason::ContentDuplicate, "content_duplicate"),
+            (OutcomeReason::Paused, "paused"),
         ] {
             assert_eq!(serde_json::to_value(reason).unwrap(), word);
             assert_eq!(
-                serde_json::from_value::<FailReason>(word.into()).unwrap(),
+                serde_json::from_value::<OutcomeReason>(word.into()).unwrap(),
                 reason
             );
         }
+    }
+
+    #[test]
+    fn suppressed_is_a_result_status_only_where_a_policy_can_suppress() {
+        let plain = result_statuses(false, false);
+        assert_eq!(
+            plain,
+            [
+                "sent",
+                "failed",
+                "rejected",
+                "expired",
+                "cancelled",
+                "cancel"
+            ]
+        );
+        assert!(result_statuses(false, true).contains(&"suppressed"));
+        let all = result_statuses(true, true);
+        for s in ["delivered", "preference", "follow", "suppressed"] {
+            assert!(all.contains(&s), "{s}");
+        }
+    }
+
+    #[test]
+    fn the_policy_statuses_route_as_their_contract_words() {
+        let mut o = SendOutcome::new("shop", SendStatus::Suppressed, T);
+        o.reason = Some(OutcomeReason::QuietHours);
+        assert_eq!(o.routing_key(), "suppressed.shop");
+        let v = serde_json::to_value(&o).unwrap();
+        assert_eq!(
+            (&v["status"], &v["reason"]),
+            (&json!("suppressed"), &json!("quiet_hours"))
+        );
+        let o = SendOutcome::new("shop", SendStatus::Cancelled, T);
+        assert_eq!(o.routing_key(), "cancelled.shop");
+        assert_eq!(serde_json::to_value(&o).unwrap()["reason"], Value::Null);
     }
 
     #[test]

@@ -18,6 +18,12 @@ pub(crate) struct RetryState {
     pub(crate) quota_sends: u32,
     pub(crate) first_try_ms: Option<u64>,
     pub(crate) quota_strikes: u32,
+    /// The claim holder of the turn that scheduled this retry (16 hex digits), so the next
+    /// turn can take over a claim that turn left behind (see `Idempotency::claim_as`).
+    pub(crate) claim: Option<u64>,
+    /// When the quiet hours that hold the job end, plus its spread (Unix milliseconds): set
+    /// by the first hold, so each night's deferral is counted once however many hops it takes.
+    pub(crate) quiet_until_ms: Option<u64>,
 }
 
 impl RetryState {
@@ -107,6 +113,11 @@ impl Schedule {
         Next::RetryAfter(self.round_to_tier(pause, 0.0))
     }
 
+    /// `retry.max_age`: how long a job may go on trying once it has started.
+    pub(crate) fn max_age(&self) -> Duration {
+        self.settings.max_age.get()
+    }
+
     /// Whether the job has been trying for longer than `retry.max_age`.
     pub(crate) fn too_old(&self, state: &RetryState, now_ms: u64) -> Option<String> {
         let first = state.first_try_ms?;
@@ -117,6 +128,18 @@ impl Schedule {
                 humantime::format_duration(Duration::from_secs(age.as_secs()))
             )
         })
+    }
+
+    /// The wait toward a time `remaining` away that never overshoots it by more than the
+    /// shortest tier: the longest tier that fits, or the shortest when none does. A wait
+    /// longer than the longest tier is a chain of them, each delivery deciding again.
+    pub(crate) fn tier_within(&self, remaining: Duration) -> Duration {
+        self.tiers
+            .iter()
+            .rev()
+            .find(|&&t| t <= remaining)
+            .copied()
+            .unwrap_or(self.tiers[0])
     }
 
     /// The tier at or below `wanted`, or the next one up with probability proportional to
@@ -190,6 +213,26 @@ mod tests {
             assert!(t.contains(&d), "{d:?} in {t:?}");
         }
         assert!(t.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn a_wait_toward_a_time_never_overshoots_by_more_than_the_shortest_tier() {
+        let s = Schedule::new(&settings());
+        let longest = *s.tiers().last().unwrap();
+        assert_eq!(s.tier_within(secs(30 * 86_400)), longest);
+        assert_eq!(s.tier_within(Duration::from_millis(10)), s.tiers()[0]);
+        // Each hop takes the longest tier that fits: the sum lands on the time, or one
+        // shortest tier past it.
+        for total in [1, 5, 61, 3_599, 3_601, 86_399] {
+            let (mut left, mut hops) = (secs(total), 0);
+            while left >= s.tiers()[0] {
+                let hop = s.tier_within(left);
+                assert!(hop <= left, "{hop:?} > {left:?}");
+                left -= hop;
+                hops += 1;
+            }
+            assert!(hops <= 40, "{total}s took {hops} hops");
+        }
     }
 
     #[test]

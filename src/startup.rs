@@ -11,30 +11,39 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod accounts;
+
 use crate::broker::{self, CurrentPublisher};
 use crate::callback::{self, CallbackState};
-use crate::catalog::Catalog;
 use crate::clock::SystemClock;
-use crate::config::{AppSettings, Settings, WechatSettings};
+use crate::config::{Settings, WechatSettings};
+use crate::http::admin::AdminState;
 use crate::http::{self, HttpState};
-use crate::limiter::{AppLimiter, InFlight};
-use crate::metrics::{AppMetrics, Metrics};
-use crate::pause::PauseGate;
+use crate::limiter::InFlight;
+use crate::metrics::Metrics;
+use crate::platform::Platform;
+use crate::platform::receiver::{self, PlatformReceiver};
+use crate::preferences::AppGates;
 use crate::retry::Schedule;
 use crate::state::State;
 use crate::telemetry::Health;
+use crate::trail::Trails;
 use crate::wechat::client::WechatClient;
 use crate::wechat::errcode::Classifier;
-use crate::wechat::shared_token::SharedTokenSource;
-use crate::wechat::token::{TokenKeeper, TokenSource, WechatTokenSource};
-use crate::worker::{self, AppDeps, Context, Deps, ServedApp};
+use crate::worker::deps::{Accounts, Live};
+use crate::worker::{self, Context, Deps, ServedApp, ServedPlatform};
+use accounts::{AppBuilder, PlatformAccounts};
 
 /// The worker process, built and ready to run.
 pub struct Application {
     /// What the worker and its pipeline use, derived from the settings.
     pub pipeline: Arc<Context>,
     pub(crate) callback: Arc<CallbackState>,
+    /// The third-party platforms' authorization event URLs.
+    platforms: Arc<PlatformReceiver>,
     pub(crate) http: HttpState,
+    /// The admin endpoint's state, when `admin.listen` is set.
+    admin: Option<AdminState>,
     /// Read here only: where to listen, the server's limits, the start-up report of job
     /// queues without an app.
     settings: Settings,
@@ -50,6 +59,7 @@ struct Shared {
     state: Arc<State>,
     health: Health,
     results: CurrentPublisher,
+    trails: Arc<Trails>,
     tasks: TaskTracker,
 }
 
@@ -58,18 +68,46 @@ impl Application {
     /// CA file that cannot be read).
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
         let state = State::from_settings(&settings.state, claim_ttl(&settings.wechat))?;
+        let metrics = Arc::new(Metrics::new());
+        let trails = Arc::new(Trails::for_state(
+            &state,
+            settings.state.trail_ttl.get(),
+            metrics.trail_failures.clone(),
+        ));
         let shared = Shared {
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             state: Arc::new(state),
             health: Health::default(),
             results: CurrentPublisher::default(),
+            trails,
             tasks: TaskTracker::new(),
         };
-        let callback = Arc::new(CallbackState::new(
+        // One store of preference gates for the callback, which sets them, and the pipeline,
+        // which reads them: in memory they must be the same map.
+        let gates = AppGates::new(
             &settings,
-            shared.state.clone(),
-            Arc::new(shared.results.clone()),
-            shared.metrics.clone(),
+            &shared
+                .state
+                .gate_store(settings.state.memory_capacity.get()),
+        );
+        let callback = Arc::new(
+            CallbackState::new(
+                &settings,
+                shared.state.clone(),
+                Arc::new(shared.results.clone()),
+                shared.metrics.clone(),
+                shared.trails.clone(),
+                shared.tasks.clone(),
+                Arc::new(SystemClock),
+            )
+            .with_gates(gates.clone()),
+        );
+        // One pooled client for the pipeline and the platforms alike.
+        let wechat = WechatClient::new(&settings.wechat.base_url, settings.wechat.timeout.get())?;
+        let served_platforms = platforms(&settings, &shared.state, &wechat);
+        let platforms = Arc::new(PlatformReceiver::new(
+            &settings,
+            &served_platforms,
             shared.tasks.clone(),
             Arc::new(SystemClock),
         ));
@@ -79,11 +117,23 @@ impl Application {
             metrics: shared.metrics.clone(),
         };
         let tasks = shared.tasks.clone();
-        let pipeline = Arc::new(pipeline(&settings, shared)?);
+        // Validation holds a token whenever `admin.listen` is set.
+        let admin = (settings.admin.listen.as_ref())
+            .and(settings.admin.token.as_ref())
+            .map(|token| AdminState::new(shared.trails.clone(), token));
+        let pipeline = Arc::new(pipeline(
+            &settings,
+            shared,
+            &gates,
+            wechat,
+            &served_platforms,
+        )?);
         Ok(Self {
             pipeline,
             callback,
+            platforms,
             http,
+            admin,
             settings,
             tasks,
         })
@@ -134,12 +184,22 @@ impl Application {
         let Self {
             pipeline,
             callback,
+            platforms,
             http,
+            admin,
             settings,
             tasks,
         } = self;
+        if let (Some(listen), Some(admin)) = (&settings.admin.listen, admin) {
+            let routes = http::admin::routes(admin);
+            http::serve(listen, &settings.http, routes, stop.clone(), &tasks)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on admin.listen {listen}: {e}"))?;
+        }
         if let Some(listen) = &settings.http.listen {
-            let routes = http::router(http).merge(callback::routes(callback));
+            let routes = http::router(http)
+                .merge(callback::routes(callback))
+                .merge(receiver::routes(platforms));
             http::serve(listen, &settings.http, routes, stop.clone(), &tasks)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on http.listen {listen}: {e}"))?;
@@ -150,7 +210,10 @@ impl Application {
             tasks.spawn(async move {
                 tokio::select! {
                     _ = stop.cancelled() => {}
-                    _ = broker::orphans::report_at_start(&settings, &metrics) => {}
+                    _ = async {
+                        broker::results_policy::apply_at_start(&settings).await;
+                        broker::orphans::report_at_start(&settings, &metrics).await;
+                    } => {}
                 }
             });
         }
@@ -183,50 +246,36 @@ pub fn classifier(wechat: &WechatSettings) -> Classifier {
 /// shared parts. Fails when the backend lacks a capability the settings need across instances
 /// ([`crate::state::Capabilities::check`]); with one it provides, tokens and rates go through
 /// it.
-fn pipeline(settings: &Settings, shared: Shared) -> anyhow::Result<Context> {
+fn pipeline(
+    settings: &Settings,
+    shared: Shared,
+    gates: &AppGates,
+    wechat: WechatClient,
+    platforms: &[Arc<Platform>],
+) -> anyhow::Result<Context> {
     let Shared {
         metrics,
         state,
         health,
         results,
+        trails,
         tasks: _,
     } = shared;
     state.capabilities().check(settings)?;
-    let wechat = WechatClient::new(&settings.wechat.base_url, settings.wechat.timeout.get())?;
     let schedule = Schedule::new(&settings.retry);
+    let builder = AppBuilder::new(settings, metrics.clone(), state.clone(), gates.clone());
     let apps: Vec<ServedApp> = settings
         .apps
         .iter()
         .map(|(name, app)| {
-            let deps = AppDeps {
-                metrics: AppMetrics::new(metrics.clone(), name),
-                keeper: TokenKeeper::new(token_source(name, app, &wechat, &state, &metrics)),
-                rate: AppLimiter::new(name, app, state.rate_share()),
-                gate: PauseGate::new(
-                    name,
-                    schedule.clone(),
-                    metrics
-                        .app_paused
-                        .get_or_create(&Metrics::app(name))
-                        .clone(),
-                ),
-                kinds: app.kinds.clone(),
-                catalog: app.catalog.then(|| {
-                    // The first fetch takes a token and a list call, each within the
-                    // timeout; jobs at start wait that long for it, no longer.
-                    Catalog::new(
-                        name,
-                        settings.wechat.timeout.get() * 2 + Duration::from_secs(1),
-                        metrics
-                            .catalog_templates
-                            .get_or_create(&Metrics::app(name))
-                            .clone(),
-                    )
-                }),
-            };
+            let deps = builder.app(name, app, &wechat);
             ServedApp::new(name, deps, app, settings.wechat.daily_quota_refresh.0)
         })
         .collect();
+    let accounts: Option<Arc<dyn Accounts<Live>>> = match platforms.is_empty() {
+        true => None,
+        false => Some(Arc::new(PlatformAccounts::new(platforms, builder))),
+    };
     let deps = Deps {
         classifier: classifier(&settings.wechat),
         reasons: settings.wechat.reason_codes.clone(),
@@ -240,6 +289,7 @@ fn pipeline(settings: &Settings, shared: Shared) -> anyhow::Result<Context> {
             .iter()
             .map(|a| (a.name.clone(), a.deps.clone()))
             .collect(),
+        accounts,
         schedule,
         metrics: metrics.clone(),
     };
@@ -253,34 +303,30 @@ fn pipeline(settings: &Settings, shared: Shared) -> anyhow::Result<Context> {
         health,
         metrics,
         results,
+        keep_unrouted: settings.results.keep_unrouted,
+        trails,
+        platforms: platforms
+            .iter()
+            .map(|p| ServedPlatform {
+                name: p.name.clone(),
+                component_appid: p.component_appid().to_owned(),
+                store: p.store.clone(),
+                changed: p.changed.clone(),
+            })
+            .collect(),
     })
 }
 
-/// WeChat in the app's mode; through the shared token when the backend shares one, so every
-/// instance uses one token and one refresh.
-fn token_source(
-    name: &str,
-    app: &AppSettings,
-    wechat: &WechatClient,
-    state: &State,
-    metrics: &Metrics,
-) -> Box<dyn TokenSource> {
-    let source = WechatTokenSource {
-        client: wechat.clone(),
-        appid: app.appid.clone(),
-        secret: app.secret.clone(),
-        mode: app.token_mode,
-        fetched: metrics
-            .token_refreshes
-            .get_or_create(&Metrics::app(name))
-            .clone(),
-    };
-    match state.token_share() {
-        Some(shared) => Box::new(SharedTokenSource {
-            app: name.to_owned(),
-            shared,
-            wechat: source,
-        }),
-        None => Box::new(source),
+/// Each configured third-party platform, sharing one client and one platform store.
+fn platforms(settings: &Settings, state: &State, wechat: &WechatClient) -> Vec<Arc<Platform>> {
+    if settings.platforms.is_empty() {
+        return Vec::new();
     }
+    let store = state.platform_store();
+    settings
+        .platforms
+        .keys()
+        .filter_map(|name| Platform::new(name, settings, wechat.clone(), state, store.clone()))
+        .map(Arc::new)
+        .collect()
 }

@@ -9,9 +9,9 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use common::schemas::CheckedTap;
 use common::*;
 use serde_json::{Value, json};
-use wxcourier::broker::tap::ResultsTap;
 use wxcourier::config::{CallbackMode, Settings};
 use wxcourier::outcome::PreferenceStatus;
 use wxcourier::sim::push::{
@@ -623,17 +623,17 @@ fn subscribe_job(id: &str, touser: &str) -> Value {
 }
 
 /// The next result on `tap` within 3 s.
-async fn next_on(tap: &mut ResultsTap) -> Option<Value> {
+async fn next_on(tap: &mut CheckedTap) -> Option<Value> {
     tap.next(Duration::from_secs(3)).await
 }
 
 /// Taps on exactly `preference.APP` and `follow.APP`: what they get was published under that
 /// routing key.
-async fn user_taps(t: &TestApp) -> (ResultsTap, ResultsTap) {
-    let preference = ResultsTap::open(&t.conn, &format!("preference.{}", t.app))
+async fn user_taps(t: &TestApp) -> (CheckedTap, CheckedTap) {
+    let preference = CheckedTap::open(&t.conn, &format!("preference.{}", t.app))
         .await
         .unwrap();
-    let follow = ResultsTap::open(&t.conn, &format!("follow.{}", t.app))
+    let follow = CheckedTap::open(&t.conn, &format!("follow.{}", t.app))
         .await
         .unwrap();
     (preference, follow)

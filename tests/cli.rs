@@ -153,7 +153,7 @@ async fn check_lists_the_catalog_and_the_quota_and_flags_sample_jobs() {
     .await
     .unwrap();
     let app = unique_app("check_catalog");
-    let b = Binary::with(&app, &sim.base_url(), "catalog = true", "");
+    let b = Binary::with(&app, &sim.base_url(), "catalog = true\ntruncate = true", "");
     let out = b.command("check").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
@@ -195,6 +195,13 @@ async fn check_lists_the_catalog_and_the_quota_and_flags_sample_jobs() {
             TEMPLATE,
             serde_json::json!({"keyword1": {"value": "1"}, "keyword2": {"value": "2"}}),
         ),
+        // Held as the app's worker reads it: with `truncate`, shortened and said so.
+        line(
+            "j6",
+            TEMPLATE,
+            serde_json::json!({"keyword1": {"value": "1"}, "keyword2": {"value": "2"},
+                "thing3": {"value": "您的餐品已经备好请尽快到一号窗口取餐谢谢您光临本店"}}),
+        ),
     ];
     std::fs::write(&jobs, lines.join("\n")).unwrap();
     let out = b
@@ -217,7 +224,8 @@ async fn check_lists_the_catalog_and_the_quota_and_flags_sample_jobs() {
         "job line 2 (j2): REJECTED: data: lacks keyword2, which the template's content shows as {{keyword2.DATA}}",
         "job line 3 (j3): REJECTED: template_id: \"unknown_template\" is not one of the account's 1 template(s)",
         "job line 4: REJECTED: body: is not JSON",
-        "jobs: 5 checked against its template catalog, 4 flagged",
+        "job line 6 (j6): WARNING: data.thing3.value: shortened from 25 to 18 characters",
+        "jobs: 6 checked against its template catalog, 5 flagged",
     ] {
         assert!(text.contains(line), "{line:?} in {text}");
     }
@@ -343,6 +351,11 @@ fn demo_shows_every_status_and_exits_0() {
         "miniprogram_subscribe",
         "subscribe_msg_popup_event",
         "unsubscribe",
+        "cancelled",
+        "accepted",
+        "suppressed",
+        "not_following",
+        "-scheduled",
     ] {
         assert!(text.contains(status), "{status} in\n{text}");
     }

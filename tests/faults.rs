@@ -8,20 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use common::*;
-use wxcourier::sim::{Faults, SendRecord};
-
-/// Every send the simulator saw for a user carried that user's one job id.
-pub fn assert_one_client_msg_id_per_job(sends: &[SendRecord]) {
-    let mut ids: HashMap<&str, HashSet<&str>> = HashMap::new();
-    for s in sends {
-        ids.entry(&s.touser)
-            .or_default()
-            .insert(s.client_msg_id.as_deref().unwrap_or(""));
-    }
-    for (user, cmids) in ids {
-        assert_eq!(cmids.len(), 1, "{user} was sent under {cmids:?}");
-    }
-}
+use wxcourier::sim::Faults;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_job_ends_with_one_outcome_through_every_kind_of_wechat_fault() {

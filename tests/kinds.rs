@@ -192,3 +192,106 @@ async fn subscribe_refusals_and_overrides_reach_the_outcome() {
     );
     t.stop().await;
 }
+
+/// A job for a category template (2023 on), whose keys are typed; `thing13` holds `thing`.
+fn category_template_job(id: &str, touser: &str, thing: &str) -> Value {
+    json!({
+        "id": id,
+        "touser": touser,
+        "template_id": "ngqIpbwh8bUfcSsECmogfXcV14J0tQlEpBO27izEYtY",
+        "data": {
+            "thing13": {"value": thing},
+            "character_string21": {"value": "SF1234567890"},
+            "time4": {"value": "2026年11月28日 15:01"},
+            "amount2": {"value": "¥260.00"}
+        },
+        "meta": {"order": 1842}
+    })
+}
+
+/// 25 characters: over the 20 a `thing` may hold.
+const LONG_THING: &str = "您的餐品已经备好请尽快到一号窗口取餐谢谢您光临本店";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_template_value_outside_its_rule_is_rejected_with_no_call_and_no_quota() {
+    let mut t = spawn_app("kinds_tpl_typed", |_| {}).await;
+    assert_eq!(LONG_THING.chars().count(), 25);
+    t.publish(&category_template_job("tpl-long", &openid(10), LONG_THING))
+        .await;
+    let o = t.outcome_of("tpl-long").await;
+    assert_eq!(o["status"], "rejected", "{o}");
+    let error = o["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("data.thing13.value: thing: at most 20 characters"),
+        "{error}"
+    );
+    assert!(o.get("message_kind").is_none(), "a template outcome: {o}");
+    assert_eq!(t.take_dead(1).await.len(), 1, "kept in wxcourier.dead");
+    let stats = t.sim.stats().apps[DEFAULT_APPID].clone();
+    assert_eq!(
+        (stats.send_calls, stats.stable_token_calls),
+        (0, 0),
+        "no WeChat call, no quota spent"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncating_app_sends_the_shortened_value_and_warns_of_it() {
+    let mut t = spawn_app("kinds_tpl_cut", |s| {
+        for app in s.apps.values_mut() {
+            app.truncate = true;
+        }
+    })
+    .await;
+    let mut j = category_template_job("tpl-cut", &openid(11), LONG_THING);
+    j["data"]["remark"] = json!({"value": "感谢您的光临", "color": "#173177"});
+    t.publish(&j).await;
+    let o = t.outcome_of("tpl-cut").await;
+    assert_eq!(o["status"], "sent", "{o}");
+    let warnings: Vec<&str> = o["warnings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("warnings: {o}"))
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("data.thing13.value: shortened from 25 to 18 characters"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].starts_with("data.remark: not shown"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[2].starts_with("data.remark.color: ignored"),
+        "{warnings:?}"
+    );
+
+    let sends = t.sim.sends();
+    let sent = sends
+        .iter()
+        .find(|r| r.touser == openid(11))
+        .expect("the job reached WeChat");
+    assert_eq!(sent.errcode, 0);
+    let data = sent.data.as_ref().expect("the body's data");
+    let want: String = LONG_THING.chars().take(17).collect::<String>() + "…";
+    assert_eq!(data["thing13"]["value"], want.as_str());
+    assert_eq!(
+        data["character_string21"]["value"], "SF1234567890",
+        "untouched"
+    );
+
+    // A job with nothing to warn of has no `warnings` field.
+    t.publish(&category_template_job(
+        "tpl-short",
+        &openid(12),
+        "黄焖鸡米饭",
+    ))
+    .await;
+    let o = t.outcome_of("tpl-short").await;
+    assert_eq!(o["status"], "sent", "{o}");
+    assert!(o.get("warnings").is_none(), "{o}");
+    t.stop().await;
+}

@@ -12,7 +12,7 @@ use common::*;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Connection, ConnectionProperties};
 use serde_json::json;
-use wxcourier::broker::publish::{Publication, job_properties};
+use wxcourier::broker::publish::{Publication, Unroutable, job_properties};
 use wxcourier::broker::{JOBS_EXCHANGE, Publisher};
 use wxcourier::sim::Answer;
 
@@ -101,7 +101,7 @@ async fn a_job_with_100_kib_of_headers_is_rejected_and_kept_in_dead() {
             routing_key: &t.app,
             body: &body,
             properties: job_properties("poison-headers", headers),
-            must_route: true,
+            unroutable: Unroutable::Refused,
         })
         .await
         .expect("the broker takes it");
@@ -144,7 +144,7 @@ async fn a_job_with_headers_just_under_the_limit_is_sent_and_its_retry_copy_fits
             routing_key: &t.app,
             body: &body,
             properties: job_properties("hdr-ok", headers),
-            must_route: true,
+            unroutable: Unroutable::Refused,
         })
         .await
         .unwrap();

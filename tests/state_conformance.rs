@@ -2,7 +2,9 @@
 //! Redis state promises every instance. Each capability's contract runs against every backend
 //! that declares it (idempotency and reports: both; the shared token and rate, with the rate
 //! script's grants: Redis), on fresh app names, and every backend's declaration is checked
-//! against what it hands out.
+//! against what it hands out. Redis runs as a single node always, and also behind Sentinel and
+//! as a Cluster when `TEST_REDIS_SENTINEL_URL` / `TEST_REDIS_CLUSTER_URL` name one
+//! (`scripts/redis-ha.sh` starts both); an unset one is skipped with a note.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,18 +22,50 @@ use wxcourier::wechat::token::{TokenSource, WechatTokenSource};
 
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
+/// Each Redis deployment to check, by name: the single node, then Sentinel and Cluster when
+/// their URLs are set.
+fn redis_urls() -> Vec<(&'static str, String)> {
+    let mut urls = vec![("redis", REDIS_URL.to_owned())];
+    for (name, var) in [
+        ("redis+sentinel", "TEST_REDIS_SENTINEL_URL"),
+        ("redis+cluster", "TEST_REDIS_CLUSTER_URL"),
+    ] {
+        match std::env::var(var) {
+            Ok(url) if !url.is_empty() => urls.push((name, url)),
+            _ => eprintln!("note: {var} is unset: the state contract is not checked on {name}"),
+        }
+    }
+    urls
+}
+
+fn open(url: &str, in_flight_ttl: Duration) -> State {
+    State::from_url(url, Duration::from_secs(60), 1000, in_flight_ttl).unwrap()
+}
+
 fn backends() -> Vec<(&'static str, State)> {
-    let ttl = Duration::from_secs(60);
-    vec![
-        (
+    let mut all = vec![(
+        "memory",
+        State::from_url(
             "memory",
-            State::from_url("memory", ttl, 1000, Duration::from_secs(5)).unwrap(),
-        ),
-        (
-            "redis",
-            State::from_url(REDIS_URL, ttl, 1000, Duration::from_secs(5)).unwrap(),
-        ),
-    ]
+            Duration::from_secs(60),
+            1000,
+            Duration::from_secs(5),
+        )
+        .unwrap(),
+    )];
+    for (name, url) in redis_urls() {
+        all.push((name, open(&url, Duration::from_secs(5))));
+    }
+    all
+}
+
+/// The URL of the Redis deployment named `name`, for a second instance on the same store.
+fn redis_url(name: &str) -> String {
+    redis_urls()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, url)| url)
+        .unwrap_or_else(|| panic!("{name} is not a Redis backend"))
 }
 
 fn app() -> String {
@@ -49,17 +83,16 @@ fn fresh(name: &str, c: Claim) -> Holder {
 async fn each_backend_declares_what_it_hands_out() {
     for (name, s) in backends() {
         let caps = s.capabilities();
-        assert_eq!(caps.backend, name);
+        assert!(name.starts_with(caps.backend), "{name}: {}", caps.backend);
         assert_eq!(caps.shared_tokens, s.token_share().is_some(), "{name}");
         assert_eq!(caps.shared_rate, s.rate_share().is_some(), "{name}");
+        let shared = caps.shared_ids && caps.shared_tokens && caps.shared_rate;
+        let none = !caps.shared_ids && !caps.shared_tokens && !caps.shared_rate;
+        match name {
+            "memory" => assert!(none, "{name}: {caps:?}"),
+            _ => assert!(shared, "{name}: {caps:?}"),
+        }
     }
-    let (memory, redis) = {
-        let mut b = backends();
-        let redis = b.pop().unwrap().1.capabilities();
-        (b.pop().unwrap().1.capabilities(), redis)
-    };
-    assert!(!memory.shared_ids && !memory.shared_tokens && !memory.shared_rate);
-    assert!(redis.shared_ids && redis.shared_tokens && redis.shared_rate);
 }
 
 #[tokio::test]
@@ -111,6 +144,55 @@ async fn a_claim_is_exclusive_and_only_its_holder_releases_or_renews_it() {
     }
 }
 
+#[tokio::test]
+async fn a_claim_left_by_the_jobs_previous_turn_is_taken_over_and_no_other() {
+    for (name, s) in backends() {
+        let app = app();
+        // A turn whose claim reached the store though its call timed out, or whose release
+        // failed: its claim stands, and the retry copy names it.
+        let before = Holder::new();
+        assert_eq!(
+            s.claim_as(&app, "j1", before, None).await.unwrap(),
+            Claim::Fresh(before),
+            "{name}"
+        );
+        let stranger = Holder::new();
+        assert_eq!(
+            s.claim_as(&app, "j1", Holder::new(), Some(stranger))
+                .await
+                .unwrap(),
+            Claim::InFlight,
+            "{name}: naming another holder takes nothing"
+        );
+        let next = Holder::new();
+        assert_eq!(
+            s.claim_as(&app, "j1", next, Some(before)).await.unwrap(),
+            Claim::Fresh(next),
+            "{name}: the next turn takes its previous turn's claim over"
+        );
+        assert_eq!(
+            s.renew(&app, "j1", before).await.unwrap(),
+            Renewal::Lost,
+            "{name}: the earlier turn holds nothing now"
+        );
+        assert_eq!(
+            s.claim_as(&app, "j1", Holder::new(), Some(before))
+                .await
+                .unwrap(),
+            Claim::InFlight,
+            "{name}: a copy naming the earlier turn (an ack that was lost) does not take it back"
+        );
+        s.record_sent(&app, "j1", Some(43), None).await.unwrap();
+        assert_eq!(
+            s.claim_as(&app, "j1", Holder::new(), Some(next))
+                .await
+                .unwrap(),
+            Claim::AlreadySent(Some(43)),
+            "{name}: a sent id is never taken over"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_many_deliveries_claiming_one_id_at_once_exactly_one_wins() {
     for (name, s) in backends() {
@@ -138,18 +220,22 @@ async fn of_many_deliveries_claiming_one_id_at_once_exactly_one_wins() {
 async fn a_lapsed_claim_nobody_took_is_taken_again_by_its_holder() {
     // Redis claims lapse after their lifetime; memory claims never do (their holder is in
     // this process), so renewal finds them held either way.
-    let s = State::from_url(
-        REDIS_URL,
-        Duration::from_secs(60),
-        10,
-        Duration::from_millis(200),
-    )
-    .unwrap();
-    let app = app();
-    let holder = fresh("redis", s.claim(&app, "j2").await.unwrap());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(s.renew(&app, "j2", holder).await.unwrap(), Renewal::Held);
-    assert_eq!(s.claim(&app, "j2").await.unwrap(), Claim::InFlight);
+    for (name, url) in redis_urls() {
+        let s = open(&url, Duration::from_millis(200));
+        let app = app();
+        let holder = fresh(name, s.claim(&app, "j2").await.unwrap());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            s.renew(&app, "j2", holder).await.unwrap(),
+            Renewal::Held,
+            "{name}"
+        );
+        assert_eq!(
+            s.claim(&app, "j2").await.unwrap(),
+            Claim::InFlight,
+            "{name}"
+        );
+    }
 }
 
 /// The reports contract (msgid → job, and report marks), for any backend: the callback holds
@@ -305,7 +391,11 @@ async fn every_backend_that_shares_tokens_keeps_its_contract() {
             None => assert!(!s.capabilities().shared_tokens, "{name}"),
         }
     }
-    assert_eq!(checked, 1, "Redis shares tokens");
+    assert_eq!(
+        checked,
+        redis_urls().len(),
+        "every Redis deployment shares tokens"
+    );
 }
 
 /// The shared-rate contract: as many slots as are free up to what was asked, a wait when none
@@ -384,13 +474,7 @@ async fn every_backend_that_shares_the_rate_keeps_its_contract() {
         match s.rate_share() {
             Some(one) => {
                 // A second instance: its own connection to the same store.
-                let other = State::from_url(
-                    REDIS_URL,
-                    Duration::from_secs(60),
-                    10,
-                    Duration::from_secs(5),
-                )
-                .unwrap();
+                let other = open(&redis_url(name), Duration::from_secs(5));
                 let two = other.rate_share().unwrap();
                 shared_rate_contract(name, &one, &two).await;
                 leases_keep_the_rate_together(name, &one, &two).await;
@@ -399,7 +483,11 @@ async fn every_backend_that_shares_the_rate_keeps_its_contract() {
             None => assert!(!s.capabilities().shared_rate, "{name}"),
         }
     }
-    assert_eq!(checked, 1, "Redis shares the rate");
+    assert_eq!(
+        checked,
+        redis_urls().len(),
+        "every Redis deployment shares the rate"
+    );
 }
 
 /// A Redis nobody answers at: nothing listens on port 1.
@@ -462,4 +550,102 @@ async fn a_redis_outage_while_fetching_a_token_reads_as_state_not_as_wechat() {
     );
     let text = e.to_string();
     assert!(!text.contains("WeChat"), "{text}");
+}
+
+#[tokio::test]
+async fn what_was_written_before_keys_had_a_hash_tag_still_counts_on_a_single_node() {
+    // A version before the hash tag wrote `wxcourier:APP:…`: after an upgrade, an id it sent
+    // is not sent again, a report names its job, and its shared token is used.
+    let app = app();
+    let old = |kind: &str, rest: &str| format!("wxcourier:{app}:{kind}:{rest}");
+    let mut raw = redis::Client::open(REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut pipe = redis::pipe();
+    for (k, v) in [
+        (old("id", "sent-before"), "77"),
+        (old("msgid", "77"), r#"{"id":"sent-before","meta":{"n":1}}"#),
+        (old("id", "held-before"), "inflight:00000000000000ab"),
+        (old("token", "current"), "tok-before"),
+    ] {
+        pipe.cmd("SET").arg(k).arg(v).arg("PX").arg(60_000).ignore();
+    }
+    let () = pipe.query_async(&mut raw).await.unwrap();
+
+    let s = open(REDIS_URL, Duration::from_secs(5));
+    assert_eq!(
+        s.claim(&app, "sent-before").await.unwrap(),
+        Claim::AlreadySent(Some(77))
+    );
+    assert_eq!(
+        s.renew(&app, "sent-before", Holder::new()).await.unwrap(),
+        Renewal::AlreadySent(Some(77))
+    );
+    assert_eq!(
+        s.claim(&app, "held-before").await.unwrap(),
+        Claim::InFlight,
+        "a claim an older instance holds is respected"
+    );
+    let job = s.job_for_msgid(&app, 77).await.unwrap().unwrap();
+    assert_eq!(job.id, "sent-before");
+    let (token, _) = s.token_share().unwrap().token(&app).await.unwrap().unwrap();
+    assert_eq!(token.expose(), "tok-before");
+
+    // What is written now goes under the tag, and a stored token under both layouts, so
+    // instances of the older version still running beside this one read it.
+    fresh("redis", s.claim(&app, "sent-now").await.unwrap());
+    s.record_sent(&app, "sent-now", Some(78), None)
+        .await
+        .unwrap();
+    let tagged: Option<String> = redis::cmd("GET")
+        .arg(format!("wxcourier:{{{app}}}:id:sent-now"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(tagged.as_deref(), Some("78"));
+    let untagged: Option<String> = redis::cmd("GET")
+        .arg(old("id", "sent-now"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(untagged, None);
+    s.token_share()
+        .unwrap()
+        .store_token(&app, &Secret::new("tok-now"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let before: Option<String> = redis::cmd("GET")
+        .arg(old("token", "current"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(before.as_deref(), Some("tok-now"));
+}
+
+#[tokio::test]
+async fn sentinels_or_cluster_nodes_nobody_answers_at_are_a_state_outage_within_the_call_timeout() {
+    // Nothing listens on ports 1 and 2.
+    for url in [
+        "redis+sentinel://:hunter2@127.0.0.1:1,127.0.0.1:2/wxm",
+        "redis+cluster://:hunter2@127.0.0.1:1,127.0.0.1:2",
+    ] {
+        let s = open(url, Duration::from_secs(5));
+        let start = Instant::now();
+        let e = s.claim(&app(), "j").await.unwrap_err();
+        assert!(
+            start.elapsed() <= Duration::from_millis(2500),
+            "{url}: {:?}",
+            start.elapsed()
+        );
+        assert!(is_state_outage(&e), "{url}: {e:?}");
+        assert!(!e.to_string().contains("hunter2"), "{url}: {e}");
+        assert!(
+            !s.health().is_up(),
+            "{url}: the outage marks the state down"
+        );
+        let e = s.describe().await.unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{url}: {e}");
+    }
 }

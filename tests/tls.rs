@@ -233,7 +233,7 @@ async fn the_worker_shares_state_over_rediss_trusting_a_custom_ca() {
     let mut conn = plain.get_multiplexed_async_connection().await.unwrap();
     let first = ids.iter().next().unwrap();
     let held: Option<String> = redis::cmd("GET")
-        .arg(format!("wxcourier:{}:id:{first}", t.app))
+        .arg(format!("wxcourier:{{{}}}:id:{first}", t.app))
         .query_async(&mut conn)
         .await
         .unwrap();

@@ -330,7 +330,7 @@ async fn a_job_for_an_unknown_app_lands_in_the_unrouted_queue() {
             routing_key: &ghost,
             body: &body,
             properties: props,
-            must_route: true,
+            unroutable: wxcourier::broker::publish::Unroutable::Refused,
         })
         .await
         .expect("routed to the alternate exchange, so not returned");

@@ -7,14 +7,16 @@
 //! broker-only floor (no POST). Throughput runs preload N jobs and time the first outcome to
 //! the last; they read each process's CPU time and peak RSS and the broker's CPU time from
 //! /proc. The sections compare the worker with its ceilings in one invocation: at 1 app, at N
-//! apps, with Redis state, in latency under load; the startup section times `wxcourier run`
-//! with many apps until `/readyz` answers. A summary table ends the run. `--soak` runs the
-//! soak instead. Without `--bench` (as `cargo test` runs it) it makes a short smoke run.
+//! apps, with Redis state, with every delivery policy on, in latency under load; the startup
+//! section times `wxcourier run` with many apps until `/readyz` answers, and the platform-startup
+//! section with one third-party platform of many authorizers until all are routed. A summary
+//! table ends the run. `--soak` runs the soak instead. Without `--bench` (as `cargo test` runs it) it makes a short smoke run.
 
 #[path = "../../tests/common/kit.rs"]
 mod kit;
 mod measure;
 mod options;
+mod platform_startup;
 mod report;
 mod sections;
 mod soak;

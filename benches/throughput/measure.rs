@@ -250,7 +250,14 @@ pub async fn startup(conn: &Connection, apps_n: usize, limit: Duration) -> [Star
 /// One start of the worker for `apps`, timed to its first 200 from `/readyz`.
 async fn start_once(apps: &[String], sim: &Sim, limit: Duration) -> Startup {
     let started = Instant::now();
-    let running = Running::spawn(Subject::Worker { redis: false }, apps, &sim.base);
+    let running = Running::spawn(
+        Subject::Worker {
+            redis: false,
+            policies: false,
+        },
+        apps,
+        &sim.base,
+    );
     let url = format!(
         "http://{}/readyz",
         running.http.as_deref().expect("the worker serves HTTP")

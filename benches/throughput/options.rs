@@ -11,10 +11,16 @@ pub enum Section {
     Apps,
     /// Worker with Redis state against worker with memory state.
     Redis,
+    /// Worker with every delivery policy on (none of them holding a job back) against the
+    /// worker without, both with Redis state.
+    Policies,
     /// p50/p99 at 50% and 90% of the worker's maximum rate, worker against floor.
     Latency,
     /// Time from spawning `wxcourier run` with N apps until `/readyz` answers 200.
     Startup,
+    /// Time from spawning `wxcourier run` serving one platform with N authorizers until
+    /// `/readyz` answers 200 and every authorizer is routed.
+    PlatformStartup,
 }
 
 #[derive(Parser, Debug)]
@@ -48,6 +54,9 @@ struct Args {
     /// App counts for the startup section, comma-separated [default: 2000; smoke: 50]
     #[arg(long, value_delimiter = ',')]
     startup_apps: Vec<usize>,
+    /// Authorizer counts for the platform-startup section [default: 10000; smoke: 100]
+    #[arg(long, value_delimiter = ',')]
+    platform_authorizers: Vec<usize>,
     #[command(flatten)]
     harness: HarnessArgs,
 }
@@ -101,6 +110,7 @@ pub struct Options {
     pub latency_seconds: f64,
     pub apps: Vec<usize>,
     pub startup_apps: Vec<usize>,
+    pub platform_authorizers: Vec<usize>,
 }
 
 impl Options {
@@ -132,6 +142,7 @@ impl Options {
                 .unwrap_or(if smoke { 0.5 } else { 15.0 }),
             apps: counts(args.apps, vec![10, 100], vec![3]),
             startup_apps: counts(args.startup_apps, vec![2000], vec![50]),
+            platform_authorizers: counts(args.platform_authorizers, vec![10_000], vec![100]),
         })
     }
 

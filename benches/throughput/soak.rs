@@ -39,7 +39,14 @@ pub async fn run(conn: &Connection, jobs: usize) {
         "soak: preloaded {jobs} jobs in {:.0} s",
         started.elapsed().as_secs_f64()
     );
-    let running = Running::spawn(Subject::Worker { redis: false }, &apps, &sim.base);
+    let running = Running::spawn(
+        Subject::Worker {
+            redis: false,
+            policies: false,
+        },
+        &apps,
+        &sim.base,
+    );
     let pid = running.pid();
     let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
     let mut count = 0;

@@ -59,8 +59,9 @@ impl Drop for Sim {
 /// Which consumer drains the jobs.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Subject {
-    /// `wxcourier run`, with Redis or memory state.
-    Worker { redis: bool },
+    /// `wxcourier run`, with Redis or memory state, and with every delivery policy of #28 on
+    /// or none.
+    Worker { redis: bool, policies: bool },
     /// Consume → POST → confirmed publish → ack.
     Floor,
     /// Consume → confirmed publish → ack.
@@ -70,8 +71,22 @@ pub enum Subject {
 impl Subject {
     pub fn label(self) -> &'static str {
         match self {
-            Subject::Worker { redis: false } => "worker",
-            Subject::Worker { redis: true } => "worker (Redis)",
+            Subject::Worker {
+                redis: false,
+                policies: false,
+            } => "worker",
+            Subject::Worker {
+                redis: true,
+                policies: false,
+            } => "worker (Redis)",
+            Subject::Worker {
+                redis: false,
+                policies: true,
+            } => "worker (policies)",
+            Subject::Worker {
+                redis: true,
+                policies: true,
+            } => "worker (Redis, policies)",
             Subject::Floor => "floor",
             Subject::BrokerOnly => "broker-only",
         }
@@ -91,9 +106,9 @@ impl Running {
     pub fn spawn(subject: Subject, apps: &[String], base: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (mut command, http) = match subject {
-            Subject::Worker { redis } => {
+            Subject::Worker { redis, policies } => {
                 let http = format!("127.0.0.1:{}", kit::free_port());
-                let config = worker_config(dir.path(), apps, base, redis, &http);
+                let config = worker_config(dir.path(), apps, base, (redis, policies), &http);
                 let mut c = Command::new(WORKER);
                 c.arg("run").arg("--config").arg(config);
                 (c, Some(http))
@@ -119,6 +134,47 @@ impl Running {
             child,
             _dir: dir,
             http,
+        }
+    }
+
+    /// Starts the worker serving one third-party platform, `name` with `component`, on Redis
+    /// state, and no app.
+    pub fn spawn_platform(name: &str, component: &str, base: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let http = format!("127.0.0.1:{}", kit::free_port());
+        let tables = format!(
+            "[http]\nlisten = \"{http}\"\n[log]\nlevel = \"warn\"\n\
+             [state]\nurl = \"redis://127.0.0.1:6379/\"\n\
+             [platforms.{name}]\ncomponent_appid = \"{component}\"\ntoken = \"t\"\n\
+             encoding_aes_key = \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\"\n"
+        );
+        let prefetch = format!("prefetch = {PREFETCH}");
+        let config = kit::WorkerConfig {
+            base_url: base,
+            amqp: &prefetch,
+            tables: &tables,
+            ..Default::default()
+        }
+        .write(dir.path(), "wxcourier.toml");
+        let child = Command::new(WORKER)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .env(
+                format!(
+                    "WXCOURIER_PLATFORMS__{}__COMPONENT_SECRET",
+                    name.to_ascii_uppercase()
+                ),
+                "secret",
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the worker starts");
+        Self {
+            child,
+            _dir: dir,
+            http: Some(http),
         }
     }
 
@@ -151,7 +207,7 @@ fn worker_config(
     dir: &Path,
     apps: &[String],
     base: &str,
-    redis: bool,
+    (redis, policies): (bool, bool),
     http: &str,
 ) -> std::path::PathBuf {
     let rate = 1_000_000.0_f64;
@@ -160,11 +216,14 @@ fn worker_config(
         tables.push_str("[state]\nurl = \"redis://127.0.0.1:6379/\"\n");
     }
     let prefetch = format!("prefetch = {PREFETCH}");
-    let app_keys = format!(
+    let mut app_keys = format!(
         "secret = \"{}\"\nrate_per_second = {rate}\nburst = {}",
         wxcourier::sim::DEFAULT_SECRET,
         (rate / 10.0) as u64
     );
+    if policies {
+        app_keys.push_str(&policy_keys(time::OffsetDateTime::now_utc()));
+    }
     kit::WorkerConfig {
         base_url: base,
         amqp: &prefetch,
@@ -174,6 +233,24 @@ fn worker_config(
         ..Default::default()
     }
     .write(dir, "wxcourier.toml")
+}
+
+/// Every delivery policy on, each doing its work on every job (the cap and the content mark
+/// are reserved, the gates and the pause looked up, the quiet window read) without holding a
+/// benchmark job back: every recipient differs, the window starts two hours from `now`, and
+/// the paused template is one no job uses.
+fn policy_keys(now: time::OffsetDateTime) -> String {
+    let minute = |t: time::OffsetDateTime| format!("{:02}:{:02}", t.hour(), t.minute());
+    let quiet = format!(
+        "{}-{}",
+        minute(now + time::Duration::hours(2)),
+        minute(now + time::Duration::hours(3))
+    );
+    format!(
+        "\nhonor_preferences = true\nrecipient_limit = {{ count = 1000, per = \"1h\" }}\n\
+         content_dedup = \"5m\"\nquiet_hours = \"{quiet}\"\ntimezone = \"UTC\"\n\
+         paused_templates = [\"bench-paused-template\"]"
+    )
 }
 
 /// `n` app names no earlier run used.

@@ -22,6 +22,11 @@ pub(crate) const HEADER_QUOTA_SENDS: &str = "x-wxcourier-quota-sends";
 pub(crate) const HEADER_FIRST_TRY: &str = "x-wxcourier-first-try";
 /// On a retry copy: consecutive 45009 answers the job has seen.
 pub(crate) const HEADER_QUOTA_STRIKES: &str = "x-wxcourier-quota-strikes";
+/// On a retry copy: the claim holder of the turn that scheduled it (16 hex digits), so the
+/// job's next turn can take over a claim that turn left in shared state.
+pub(crate) const HEADER_CLAIM: &str = "x-wxcourier-claim";
+/// On a retry copy held through quiet hours: when they end for it (Unix milliseconds).
+pub(crate) const HEADER_QUIET_UNTIL: &str = "x-wxcourier-quiet-until";
 /// On a retry copy: which delay tier queue it waits in (the retry exchange's binding). Not
 /// `x-` prefixed: a headers exchange ignores `x-` headers when matching.
 pub(crate) const HEADER_DELAY_TIER: &str = "wxcourier-delay";
@@ -102,7 +107,8 @@ pub(crate) fn retry_copy(
     state: &RetryState,
     tier: &str,
 ) -> FieldTable {
-    let mut headers = carried(original);
+    // The claim header is this copy's own: the original's names a turn before.
+    let mut headers = carried_except(original, &[HEADER_CLAIM]);
     let mut number = |key: &str, n: u64| {
         headers.insert(
             key.into(),
@@ -114,6 +120,12 @@ pub(crate) fn retry_copy(
     number(HEADER_QUOTA_STRIKES, state.quota_strikes.into());
     if let Some(first) = state.first_try_ms {
         number(HEADER_FIRST_TRY, first);
+    }
+    if let Some(until) = state.quiet_until_ms {
+        number(HEADER_QUIET_UNTIL, until);
+    }
+    if let Some(claim) = state.claim {
+        headers.insert(HEADER_CLAIM.into(), long_string(&format!("{claim:016x}")));
     }
     headers.insert(HEADER_DELAY_TIER.into(), long_string(tier));
     headers
@@ -158,7 +170,18 @@ pub(crate) fn retry_state(props: &BasicProperties) -> RetryState {
         quota_sends: small(HEADER_QUOTA_SENDS, u32::MAX.into()),
         first_try_ms: get(HEADER_FIRST_TRY),
         quota_strikes: small(HEADER_QUOTA_STRIKES, 64),
+        claim: text(props, HEADER_CLAIM).as_deref().and_then(claim_holder),
+        quiet_until_ms: get(HEADER_QUIET_UNTIL),
     }
+}
+
+/// A claim holder as [`retry_copy`] writes it: exactly 16 hex digits, else none (a header a
+/// producer wrote by hand names no claim).
+fn claim_holder(text: &str) -> Option<u64> {
+    if text.len() != 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(text, 16).ok()
 }
 
 /// A header as text, whichever string type the sender chose. The one header reader: the
@@ -215,11 +238,53 @@ mod tests {
             quota_sends: 3,
             first_try_ms: Some(1_764_000_000_123),
             quota_strikes: 2,
+            claim: Some(0xfedc_ba98_7654_3210),
+            quiet_until_ms: Some(1_764_000_600_000),
         };
         let headers = retry_copy(None, &state, "1000ms");
         let props = BasicProperties::default().with_headers(headers);
         assert_eq!(retry_state(&props), state);
         assert_eq!(text(&props, HEADER_DELAY_TIER).as_deref(), Some("1000ms"));
+        assert_eq!(
+            text(&props, HEADER_CLAIM).as_deref(),
+            Some("fedcba9876543210")
+        );
+    }
+
+    #[test]
+    fn a_claim_header_is_16_hex_digits_or_names_no_claim() {
+        for bad in [
+            "",
+            "fedcba987654321",
+            "fedcba98765432100",
+            "xedcba9876543210",
+            "+edcba987654321",
+        ] {
+            let props =
+                BasicProperties::default().with_headers(table(&[(HEADER_CLAIM, long_string(bad))]));
+            assert_eq!(retry_state(&props).claim, None, "{bad:?}");
+        }
+        let props = BasicProperties::default()
+            .with_headers(table(&[(HEADER_CLAIM, AMQPValue::LongLongInt(7))]));
+        assert_eq!(
+            retry_state(&props).claim,
+            None,
+            "a number is not the header's form"
+        );
+    }
+
+    #[test]
+    fn a_retry_copy_names_its_own_turns_claim_never_the_originals() {
+        let original = table(&[(HEADER_CLAIM, long_string("0000000000000001"))]);
+        let props = |state: &RetryState| {
+            BasicProperties::default().with_headers(retry_copy(Some(&original), state, "1000ms"))
+        };
+        let ours = RetryState {
+            claim: Some(2),
+            ..RetryState::default()
+        };
+        assert_eq!(retry_state(&props(&ours)).claim, Some(2));
+        assert_eq!(retry_state(&props(&RetryState::default())).claim, None);
     }
 
     #[test]
@@ -275,5 +340,41 @@ mod tests {
         let back = replayed(Some(&dead));
         let keys: Vec<&str> = back.inner().keys().map(|k| k.as_str()).collect();
         assert_eq!(keys, ["trace"]);
+    }
+
+    /// What [`dead_copy`] and [`retry_copy`] write, as `docs/schemas/dead-headers.json` (the
+    /// contract's form of a dead message's headers) describes it: a change here that the
+    /// schema does not know fails.
+    #[test]
+    fn a_dead_copy_of_a_retry_copy_validates_against_the_contract_schema() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/schemas/dead-headers.json")).unwrap();
+        let schema = jsonschema::draft202012::new(&schema).unwrap();
+        let state = RetryState {
+            attempts: 3,
+            quota_sends: 1,
+            first_try_ms: Some(1_764_320_000_000),
+            quota_strikes: 1,
+            claim: Some(0xabc),
+            quiet_until_ms: Some(1_764_350_000_000),
+        };
+        let retry = retry_copy(None, &state, "1000ms");
+        let dead = dead_copy(Some(&retry), &"x".repeat(2000), "shop");
+        let mut json = serde_json::Map::new();
+        for (key, value) in dead.inner() {
+            let value = match value {
+                AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into(),
+                AMQPValue::LongLongInt(n) => (*n).into(),
+                other => panic!("{key} is written as {other:?}"),
+            };
+            json.insert(key.to_string(), value);
+        }
+        let json = serde_json::Value::Object(json);
+        let errors: Vec<String> = schema.iter_errors(&json).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}\n{json:#}");
+        assert!(json.get(HEADER_ATTEMPTS).is_some() && json.get(HEADER_ERROR).is_some());
+        let mut nameless = json.clone();
+        nameless.as_object_mut().unwrap().remove(HEADER_APP);
+        assert!(!schema.is_valid(&nameless), "a rejection names its app");
     }
 }

@@ -3,12 +3,18 @@
 pub(crate) mod current;
 pub(crate) mod error;
 pub mod headers;
+pub(crate) mod management;
 mod names;
 pub mod orphans;
+pub mod platform_queues;
 pub mod publish;
+pub(crate) mod results_bindings;
+pub mod results_policy;
+pub(crate) mod returned;
 pub(crate) mod settle;
 pub mod tap;
 pub mod topology;
+pub(crate) mod trace;
 
 use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties};
@@ -19,11 +25,11 @@ pub(crate) use current::CurrentPublisher;
 pub use error::BrokerError;
 pub(crate) use headers::HEADER_APP;
 pub use headers::HEADER_ERROR;
-/// Where the settlement's tests look for outcomes.
-#[cfg(test)]
+/// Where outcomes and reports go (`check` reads its bindings; the settlement's tests look
+/// there).
 pub(crate) use names::RESULTS_EXCHANGE;
 pub(crate) use names::RETRY_EXCHANGE;
-pub use names::{DEAD_QUEUE, JOBS_EXCHANGE, UNROUTED, job_queue};
+pub use names::{DEAD_QUEUE, JOBS_EXCHANGE, RESULTS_UNROUTED, UNROUTED, job_queue};
 pub use publish::{PublishError, Publisher};
 
 /// Opens a connection named after this process to the first node of `amqp.url` that answers,

@@ -10,6 +10,10 @@ pub(crate) const RESULTS_EXCHANGE: &str = "wxcourier.results";
 pub const DEAD_QUEUE: &str = "wxcourier.dead";
 /// Jobs whose routing key names no configured app (the jobs exchange's alternate exchange).
 pub const UNROUTED: &str = "wxcourier.unrouted";
+/// Results no queue takes, when `results.keep_unrouted` is on: the fanout exchange a policy
+/// makes `wxcourier.results`' alternate exchange, and the bounded queue bound to it (one name
+/// for both, as for `wxcourier.unrouted`).
+pub const RESULTS_UNROUTED: &str = "wxcourier.results.unrouted";
 /// Retry copies go here and wait in the delay tier their header names.
 pub(crate) const RETRY_EXCHANGE: &str = "wxcourier.retry";
 

@@ -33,9 +33,33 @@ pub struct Publication<'a> {
     pub routing_key: &'a str,
     pub body: &'a [u8],
     pub properties: BasicProperties,
-    /// Whether an unroutable message is an error (true for retry and dead copies, which must
-    /// land in a queue; false for results, whose consumers bind what they want).
-    pub must_route: bool,
+    /// What a message no queue takes comes to.
+    pub unroutable: Unroutable,
+}
+
+/// What becomes of a message that no queue takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unroutable {
+    /// Not asked (no `mandatory`): the exchange's alternate exchange takes it (the jobs
+    /// exchange has one), or the broker drops it without a word.
+    Unasked,
+    /// Published `mandatory`, and a message the broker returns is an error: retry and dead
+    /// copies must land in a queue.
+    Refused,
+    /// Published `mandatory`, and a message the broker returns still counts as published,
+    /// told apart as [`Landing::Returned`]: results, whose consumers bind what they want, and
+    /// whose caller counts what nobody took.
+    Reported,
+}
+
+/// Where a confirmed message went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Landing {
+    /// Confirmed and not returned: a queue or an alternate exchange took it (or, not
+    /// published `mandatory`, the broker did not say).
+    Taken,
+    /// Confirmed, but returned as unroutable ([`Unroutable::Reported`]): no queue took it.
+    Returned,
 }
 
 impl Publisher {
@@ -67,7 +91,12 @@ impl Publisher {
 
     /// Publishes and waits for the broker's confirm, or fails by the deadline. Many calls may
     /// run at once: their confirms are pipelined on the one channel.
-    pub async fn publish(&self, msg: Publication<'_>) -> Result<(), PublishError> {
+    ///
+    /// The broker sends a `basic.return` before the confirm of a `mandatory` message no queue
+    /// took; lapin hands the returned message back with the confirm (`Ack(Some(_))`), so the
+    /// one await tells both.
+    pub async fn publish(&self, msg: Publication<'_>) -> Result<Landing, PublishError> {
+        let unroutable = msg.unroutable;
         let work = async {
             let confirm = self
                 .channel
@@ -75,7 +104,7 @@ impl Publisher {
                     msg.exchange.into(),
                     msg.routing_key.into(),
                     BasicPublishOptions {
-                        mandatory: msg.must_route,
+                        mandatory: unroutable != Unroutable::Unasked,
                         ..BasicPublishOptions::default()
                     },
                     msg.body,
@@ -86,7 +115,10 @@ impl Publisher {
                 .await
                 .map_err(|e| PublishError::Channel(e.to_string()))?;
             match confirm {
-                Confirmation::Ack(None) => Ok(()),
+                Confirmation::Ack(None) => Ok(Landing::Taken),
+                Confirmation::Ack(Some(_)) if unroutable == Unroutable::Reported => {
+                    Ok(Landing::Returned)
+                }
                 Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable),
                 Confirmation::Nack(_) => Err(PublishError::Nacked),
                 Confirmation::NotRequested => {
@@ -117,18 +149,20 @@ impl Publisher {
             routing_key: app,
             body,
             properties: job_properties(id, headers),
-            must_route: false,
+            unroutable: Unroutable::Unasked,
         })
         .await
+        .map(|_| ())
     }
 
-    /// Publishes an outcome or a delivery report to `wxcourier.results` under `routing_key`.
+    /// Publishes an outcome or a delivery report to `wxcourier.results` under `routing_key`;
+    /// [`Landing::Returned`] when no queue took it.
     pub async fn publish_result<T: serde::Serialize>(
         &self,
         routing_key: &str,
         result: &T,
         correlation_id: Option<&str>,
-    ) -> Result<(), PublishError> {
+    ) -> Result<Landing, PublishError> {
         let body = serde_json::to_vec(result).expect("results always serialize");
         self.publish(result_message(routing_key, &body, correlation_id))
             .await
@@ -136,7 +170,8 @@ impl Publisher {
 }
 
 /// An outcome or a delivery report (its JSON `body`) for `wxcourier.results` under
-/// `routing_key`. Unroutable is not an error: results' consumers bind what they want.
+/// `routing_key`, published `mandatory`. Unroutable is not an error (results' consumers bind
+/// what they want), but it is reported, so the caller can count what nobody took.
 pub(crate) fn result_message<'a>(
     routing_key: &'a str,
     body: &'a [u8],
@@ -147,7 +182,7 @@ pub(crate) fn result_message<'a>(
         routing_key,
         body,
         properties: outcome_properties(correlation_id),
-        must_route: false,
+        unroutable: Unroutable::Reported,
     }
 }
 

@@ -7,21 +7,21 @@ use std::future::Future;
 use lapin::Acker;
 use lapin::options::{BasicAckOptions, BasicRejectOptions};
 
-use super::publish::{Publication, PublishError, Publisher};
+use super::publish::{Landing, Publication, PublishError, Publisher};
 
 /// Publishes a message and resolves once the broker confirmed it (or did not).
 pub(crate) trait Confirmed: Sync {
     fn publish(
         &self,
         msg: Publication<'_>,
-    ) -> impl Future<Output = Result<(), PublishError>> + Send;
+    ) -> impl Future<Output = Result<Landing, PublishError>> + Send;
 }
 
 impl Confirmed for Publisher {
     fn publish(
         &self,
         msg: Publication<'_>,
-    ) -> impl Future<Output = Result<(), PublishError>> + Send {
+    ) -> impl Future<Output = Result<Landing, PublishError>> + Send {
         Publisher::publish(self, msg)
     }
 }

@@ -18,6 +18,11 @@ pub struct ResultsTap {
 impl ResultsTap {
     /// Subscribes to every result whose routing key matches `pattern` (e.g. `*.shop`).
     pub async fn open(conn: &Connection, pattern: &str) -> lapin::Result<Self> {
+        Self::open_keys(conn, &[pattern]).await
+    }
+
+    /// Subscribes to every result whose routing key matches one of `patterns`.
+    pub async fn open_keys(conn: &Connection, patterns: &[&str]) -> lapin::Result<Self> {
         let ch = conn.create_channel().await?;
         let q = ch
             .queue_declare(
@@ -33,14 +38,16 @@ impl ResultsTap {
                 FieldTable::default(),
             )
             .await?;
-        ch.queue_bind(
-            q.name().clone(),
-            RESULTS_EXCHANGE.into(),
-            pattern.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+        for pattern in patterns {
+            ch.queue_bind(
+                q.name().clone(),
+                RESULTS_EXCHANGE.into(),
+                (*pattern).into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        }
         let consumer = ch
             .basic_consume(
                 q.name().clone(),

@@ -13,7 +13,8 @@ use lapin::{Channel, Connection, ExchangeKind};
 
 use super::headers::HEADER_DELAY_TIER;
 use super::names::{
-    DEAD_QUEUE, JOBS_EXCHANGE, RESULTS_EXCHANGE, RETRY_EXCHANGE, UNROUTED, job_queue,
+    DEAD_QUEUE, JOBS_EXCHANGE, RESULTS_EXCHANGE, RESULTS_UNROUTED, RETRY_EXCHANGE, UNROUTED,
+    job_queue,
 };
 
 /// A declaration the broker refused.
@@ -76,7 +77,7 @@ const SIDE_QUEUE_DELIVERY_LIMIT: i64 = i32::MAX as i64;
 /// A job queue's arguments: quorum, the delivery limit, and an at-least-once dead-letter
 /// route through the default exchange to `wxcourier.dead` (at-least-once requires
 /// `reject-publish` overflow; there is no length limit, so it never refuses a job).
-fn job_queue_args() -> FieldTable {
+pub(crate) fn job_queue_args() -> FieldTable {
     table(&[
         quorum(),
         (
@@ -191,6 +192,47 @@ pub async fn declare_all(
     Ok(legacy)
 }
 
+/// Most results `wxcourier.results.unrouted` keeps; past it the oldest are dropped first. A
+/// policy's `max-length` can lower it (the broker applies the lower of the two).
+pub const KEPT_RESULTS_MAX: i64 = 100_000;
+
+/// The fanout exchange and the bounded queue that keep results no queue takes
+/// (`results.keep_unrouted`). The policy that makes the exchange `wxcourier.results`'
+/// alternate exchange is set apart (`broker::results_policy`): an exchange's arguments cannot
+/// change once declared, and declaring it again with new ones fails.
+pub async fn declare_kept_results(conn: &Connection) -> Result<(), TopologyError> {
+    let ch = fresh_channel(conn).await?;
+    exchange(
+        &ch,
+        RESULTS_UNROUTED,
+        ExchangeKind::Fanout,
+        FieldTable::default(),
+    )
+    .await?;
+    // Drop-head: a full queue keeps the newest results, and never refuses a publish (which
+    // would nack the outcome and hand its job back).
+    let args = table(&[
+        quorum(),
+        ("x-max-length", AMQPValue::LongLongInt(KEPT_RESULTS_MAX)),
+        ("x-overflow", string("drop-head")),
+        (
+            "x-delivery-limit",
+            AMQPValue::LongLongInt(SIDE_QUEUE_DELIVERY_LIMIT),
+        ),
+    ]);
+    queue(&ch, RESULTS_UNROUTED, args).await?;
+    bind(
+        &ch,
+        RESULTS_UNROUTED,
+        RESULTS_UNROUTED,
+        "",
+        FieldTable::default(),
+    )
+    .await?;
+    let _ = ch.close(200, "declared".into()).await;
+    Ok(())
+}
+
 /// The queues of `apps` (and the dead and unrouted queues) that an older version declared
 /// without delivery limits, found without creating anything: a queue that does not exist yet
 /// is skipped (`run` will declare it with its limits).
@@ -289,7 +331,7 @@ async fn app_queue(conn: &Connection, app: &str) -> Result<Option<LegacyQueue>, 
 /// Declares a quorum queue with `args`. A queue that an older version declared as a plain
 /// quorum queue (a clash on the new arguments only) is kept as it is and reported; any other
 /// clash is an error.
-async fn limited_queue(
+pub(crate) async fn limited_queue(
     conn: &Connection,
     name: &str,
     args: FieldTable,
@@ -312,7 +354,7 @@ async fn limited_queue(
 const DECLARE_LIMIT: Duration = Duration::from_secs(30);
 
 /// Runs one broker call under [`DECLARE_LIMIT`].
-async fn limited<T>(
+pub(crate) async fn limited<T>(
     kind: &'static str,
     name: &str,
     call: impl Future<Output = Result<T, TopologyError>>,
@@ -328,7 +370,7 @@ async fn limited<T>(
         })
 }
 
-async fn fresh_channel(conn: &Connection) -> Result<Channel, TopologyError> {
+pub(crate) async fn fresh_channel(conn: &Connection) -> Result<Channel, TopologyError> {
     limited("channel", "", async {
         conn.create_channel()
             .await

@@ -8,9 +8,10 @@
 //! for a push being published.
 
 pub(crate) mod events;
-mod open;
+mod gating;
+pub(crate) mod open;
 mod outlet;
-mod refusal;
+pub(crate) mod refusal;
 mod report;
 #[cfg(test)]
 mod tests;
@@ -30,7 +31,9 @@ use tokio_util::task::TaskTracker;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::metrics::Metrics;
+use crate::preferences::AppGates;
 use crate::state::Reports;
+use crate::trail::Trails;
 use open::{CallbackApp, MAX_BODY_BYTES, Params};
 pub(crate) use outlet::ReportOutlet;
 use refusal::Refusal;
@@ -43,6 +46,8 @@ const ACK: &str = "success";
 pub(crate) struct CallbackState {
     /// Apps that receive WeChat's pushes, by name.
     apps: HashMap<String, CallbackApp>,
+    /// Third-party platforms, whose authorizers' pushes come to `/wechat/platform/NAME/APPID`.
+    platforms: HashMap<String, CallbackApp>,
     reporter: Arc<Reporter>,
     /// Where a push's publishing runs: start-up waits for it on a stop.
     tasks: TaskTracker,
@@ -59,15 +64,20 @@ impl CallbackState {
         reports: Arc<dyn Reports>,
         outlet: Arc<dyn ReportOutlet>,
         metrics: Arc<Metrics>,
+        trails: Arc<Trails>,
         tasks: TaskTracker,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             apps: open::apps_from(settings),
+            platforms: open::platforms_from(settings),
             reporter: Arc::new(Reporter {
                 reports,
                 outlet,
                 metrics,
+                trails,
+                gates: AppGates::default(),
+                clock: clock.clone(),
             }),
             tasks,
             clock,
@@ -75,9 +85,30 @@ impl CallbackState {
     }
 }
 
+impl CallbackState {
+    /// The same receiver, setting and lifting the preference gates of the apps in `gates`
+    /// as users' events come.
+    pub(crate) fn with_gates(mut self, gates: AppGates) -> Self {
+        let r = &self.reporter;
+        self.reporter = Arc::new(Reporter {
+            reports: r.reports.clone(),
+            outlet: r.outlet.clone(),
+            metrics: r.metrics.clone(),
+            trails: r.trails.clone(),
+            gates,
+            clock: r.clock.clone(),
+        });
+        self
+    }
+}
+
 pub(crate) fn routes(ctx: Arc<CallbackState>) -> Router {
     Router::new()
         .route("/wechat/callback/{app}", get(verify_url).post(receive))
+        .route(
+            "/wechat/platform/{platform}/{appid}",
+            axum::routing::post(receive_for_authorizer),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(ctx)
 }
@@ -113,7 +144,38 @@ async fn receive(
     Query(params): Query<Params>,
     body: Bytes,
 ) -> Response {
-    let event = match open::open(ctx.apps.get(&app), &params, &body, ctx.clock.now_secs()) {
+    let checks = ctx.apps.get(&app);
+    receive_as(&ctx, checks, app.clone(), &params, body).await
+}
+
+/// `POST /wechat/platform/NAME/APPID`: a platform's *message and event URL*, where WeChat
+/// pushes its authorizer APPID's messages and events, sealed with the platform's keys. Its
+/// reports name the account `NAME:APPID`.
+async fn receive_for_authorizer(
+    State(ctx): State<Arc<CallbackState>>,
+    Path((platform, appid)): Path<(String, String)>,
+    Query(params): Query<Params>,
+    body: Bytes,
+) -> Response {
+    let account = format!("{platform}:{appid}");
+    let checks = match ctx.platforms.get(&platform) {
+        Some(p) if crate::config::is_account_name(&account) => {
+            Some(p.reporting_as(account.clone()))
+        }
+        _ => None,
+    };
+    receive_as(&ctx, checks.as_ref(), account, &params, body).await
+}
+
+/// A push checked with `checks` (`None`: nobody here takes it), reported as `app`.
+async fn receive_as(
+    ctx: &Arc<CallbackState>,
+    checks: Option<&CallbackApp>,
+    app: String,
+    params: &Params,
+    body: Bytes,
+) -> Response {
+    let event = match open::open(checks, params, &body, ctx.clock.now_secs()) {
         Ok(event) => event,
         Err(refusal) => return refused(&app, refusal),
     };

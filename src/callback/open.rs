@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::events::{self, Event};
 use super::refusal::Refusal;
-use super::xml;
+use super::xml::{self, CallbackXml};
 use crate::config::{CallbackMode, Settings};
 use crate::types::{Secret, decode_aes_key};
 use crate::wechat::crypto::{self, CryptoError, Envelope};
@@ -52,6 +52,40 @@ pub(crate) fn apps_from(settings: &Settings) -> HashMap<String, CallbackApp> {
             Some((name.clone(), callback))
         })
         .collect()
+}
+
+/// How each third-party platform's pushes are checked, by platform name: with the platform's
+/// Token and key, sealed for its component AppID, safe mode only. Its own pushes (tickets,
+/// authorizations) and its authorizers' (reported as `NAME:APPID`, from the URL) alike.
+pub(crate) fn platforms_from(settings: &Settings) -> HashMap<String, CallbackApp> {
+    settings
+        .platforms
+        .iter()
+        .filter_map(|(name, platform)| {
+            let key = platform.aes_key()?;
+            let callback = CallbackApp {
+                name: name.clone(),
+                token: platform.token.clone(),
+                envelope: Some(Envelope::new(key, platform.component_appid.clone())),
+                mode: CallbackMode::Safe,
+                max_age: settings.http.callback_window(),
+            };
+            Some((name.clone(), callback))
+        })
+        .collect()
+}
+
+impl CallbackApp {
+    /// The same checks, reporting as `name` (a platform's authorizer).
+    pub(crate) fn reporting_as(&self, name: String) -> Self {
+        Self {
+            name,
+            token: self.token.clone(),
+            envelope: self.envelope.clone(),
+            mode: self.mode,
+            max_age: self.max_age,
+        }
+    }
 }
 
 /// The query string WeChat signs.
@@ -127,6 +161,18 @@ pub(crate) fn open(
     now: u64,
 ) -> Result<Event, Refusal> {
     let app = app.ok_or(Refusal::UnknownApp)?;
+    let message = read(app, params, body, now)?;
+    events::map(&app.name, &message).map_err(|e| Refusal::BadEvent(e.to_string()))
+}
+
+/// The message of a `POST`, once its size, form, signature, age and AppID hold; what it says
+/// is the caller's to read (the delivery callback's events, or a platform's pushes).
+pub(crate) fn read(
+    app: &CallbackApp,
+    params: &Params,
+    body: &[u8],
+    now: u64,
+) -> Result<CallbackXml, Refusal> {
     if body.len() > MAX_BODY_BYTES {
         return Err(Refusal::TooLarge);
     }
@@ -168,5 +214,5 @@ pub(crate) fn open(
             .map_err(|_| Refusal::BadXml("the body is not UTF-8".into()))?;
         xml::message(text).map_err(|e| Refusal::BadXml(e.to_string()))?
     };
-    events::map(&app.name, &message).map_err(|e| Refusal::BadEvent(e.to_string()))
+    Ok(message)
 }

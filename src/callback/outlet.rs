@@ -4,6 +4,7 @@
 use futures_util::future::BoxFuture;
 
 use super::events::Report;
+use crate::broker::publish::Landing;
 use crate::broker::{CurrentPublisher, PublishError};
 
 /// Why a report was not published.
@@ -17,19 +18,19 @@ pub(crate) enum OutletError {
 
 /// Publishes reports on the results exchange.
 pub(crate) trait ReportOutlet: Send + Sync {
-    /// Publishes `report` under its routing key; returns once the broker confirmed it.
-    fn publish<'a>(&'a self, report: &'a Report) -> BoxFuture<'a, Result<(), OutletError>>;
+    /// Publishes `report` under its routing key; returns once the broker confirmed it, with
+    /// whether a queue took it.
+    fn publish<'a>(&'a self, report: &'a Report) -> BoxFuture<'a, Result<Landing, OutletError>>;
 }
 
 impl ReportOutlet for CurrentPublisher {
-    fn publish<'a>(&'a self, report: &'a Report) -> BoxFuture<'a, Result<(), OutletError>> {
+    fn publish<'a>(&'a self, report: &'a Report) -> BoxFuture<'a, Result<Landing, OutletError>> {
         Box::pin(async move {
             let publisher = self.get().ok_or(OutletError::Disconnected)?;
             let key = report.routing_key();
-            publisher
+            Ok(publisher
                 .publish_result(&key, report, report.job_id())
-                .await?;
-            Ok(())
+                .await?)
         })
     }
 }

@@ -9,9 +9,15 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::events::{Pending, Report};
+use super::gating::change_of;
 use super::outlet::{OutletError, ReportOutlet};
+use crate::broker::publish::Landing;
+use crate::broker::returned::count_returned;
+use crate::clock::Clock;
 use crate::metrics::Metrics;
+use crate::preferences::AppGates;
 use crate::state::{ReportKey, Reports, StateError};
+use crate::trail::{Entry, StepName, Trails};
 
 /// WeChat gives up on an answer after 5 s: reports not confirmed by then are refused (and
 /// the push retried by WeChat) rather than answered late. One deadline for the whole push,
@@ -38,6 +44,12 @@ pub(crate) struct Reporter {
     pub(crate) reports: Arc<dyn Reports>,
     pub(crate) outlet: Arc<dyn ReportOutlet>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Where a delivery report joins its job's story.
+    pub(crate) trails: Arc<Trails>,
+    /// The preference gates of the apps that honour preferences.
+    pub(crate) gates: AppGates,
+    /// The time a gate is set at.
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl Reporter {
@@ -66,18 +78,53 @@ impl Reporter {
         {
             return Ok(());
         }
-        let published = self.tie_and_publish(app, &mut report, deadline).await;
-        if let Err(why) = published {
-            // Not published: let WeChat's retry of this push try again.
-            if let Some(key) = &seen {
-                self.unmark(app, key).await;
+        // Before the report goes out: whoever reads it may send to that user at once. A
+        // gate that cannot be changed leaves the push to WeChat's retry, like a publish.
+        let gated = self.change_gate(app, &report).await;
+        let published = match gated {
+            Ok(()) => self.tie_and_publish(app, &mut report, deadline).await,
+            Err(e) => Err(e),
+        };
+        let landing = match published {
+            Ok(landing) => landing,
+            Err(why) => {
+                // Not published: let WeChat's retry of this push try again.
+                if let Some(key) = &seen {
+                    self.unmark(app, key).await;
+                }
+                let key = report.routing_key();
+                tracing::warn!(app, routing_key = %key, error = %why, "callback report not published; WeChat will retry");
+                return Err(why);
             }
-            let key = report.routing_key();
-            tracing::warn!(app, routing_key = %key, error = %why, "callback report not published; WeChat will retry");
-            return Err(why);
+        };
+        // Published, but no queue took it: WeChat's retry would find nobody either.
+        if landing == Landing::Returned {
+            count_returned(&self.metrics, &report.routing_key());
         }
         self.metrics.callback_event(app, report.status());
+        if let Report::Delivery(delivery) = &report
+            && let Some(id) = &delivery.id
+        {
+            let step = Entry::new(time::OffsetDateTime::now_utc(), StepName::Delivery)
+                .with("status", delivery.status.as_str())
+                .with("msgid", delivery.msgid)
+                .with("wechat_status", delivery.wechat_status.as_str());
+            self.trails.keep(app, id, &[step]).await;
+        }
         tracing::debug!(app, routing_key = %report.routing_key(), "callback report published");
+        Ok(())
+    }
+
+    /// Sets or lifts the user's gate a follow or preference report names, for an app that
+    /// honours preferences.
+    async fn change_gate(&self, app: &str, report: &Report) -> Result<(), ReportError> {
+        let (Some(gates), Some((openid, change))) = (self.gates.of(app), change_of(report)) else {
+            return Ok(());
+        };
+        gates
+            .apply(app, openid, &change, self.clock.now().unix_timestamp())
+            .await?;
+        tracing::debug!(app, ?change, "preference gate changed by a user event");
         Ok(())
     }
 
@@ -87,7 +134,7 @@ impl Reporter {
         app: &str,
         report: &mut Report,
         deadline: Instant,
-    ) -> Result<(), ReportError> {
+    ) -> Result<Landing, ReportError> {
         if let Report::Delivery(delivery) = report
             && delivery.msgid != 0
         {

@@ -15,12 +15,15 @@ use tower::ServiceExt;
 use super::events::Report;
 use super::outlet::OutletError;
 use super::*;
+use crate::broker::publish::Landing;
 use crate::clock::FixedClock;
 use crate::config::{AppSettings, CallbackMode};
 use crate::state::ReportKey;
 use crate::state::fakes::{FakeReports, ReportCall};
 use crate::types::{Secret, Span, decode_aes_key};
 use crate::wechat::crypto::{self, Envelope};
+
+mod gating;
 
 const APP: &str = "shop";
 const APPID: &str = "wx00000000000000aa";
@@ -36,6 +39,8 @@ const WINDOW: u64 = 300;
 struct FakeOutlet {
     published: Mutex<Vec<Report>>,
     failing: AtomicBool,
+    /// Confirms each report as returned: no queue takes it.
+    unrouted: AtomicBool,
     /// When set, each publish waits for a permit.
     gate: Option<Semaphore>,
     entered: Notify,
@@ -55,7 +60,7 @@ impl FakeOutlet {
 }
 
 impl ReportOutlet for FakeOutlet {
-    fn publish<'a>(&'a self, report: &'a Report) -> BoxFuture<'a, Result<(), OutletError>> {
+    fn publish<'a>(&'a self, report: &'a Report) -> BoxFuture<'a, Result<Landing, OutletError>> {
         Box::pin(async move {
             self.entered.notify_one();
             if let Some(gate) = &self.gate {
@@ -65,7 +70,10 @@ impl ReportOutlet for FakeOutlet {
                 return Err(OutletError::Disconnected);
             }
             self.published.lock().push(report.clone());
-            Ok(())
+            Ok(match self.unrouted.load(Ordering::SeqCst) {
+                true => Landing::Returned,
+                false => Landing::Taken,
+            })
         })
     }
 }
@@ -82,6 +90,7 @@ struct Receiver {
     reports: Arc<FakeReports>,
     outlet: Arc<FakeOutlet>,
     metrics: Arc<Metrics>,
+    trails: Arc<Trails>,
     tasks: TaskTracker,
 }
 
@@ -103,11 +112,18 @@ impl Receiver {
         let metrics = Arc::new(Metrics::new());
         let tasks = TaskTracker::new();
         let clock = Arc::new(FixedClock::at(at(NOW)));
+        let memory = crate::state::State::from_url("memory", WEEK, 10, WEEK).unwrap();
+        let trails = Arc::new(Trails::for_state(
+            &memory,
+            WEEK,
+            metrics.trail_failures.clone(),
+        ));
         let state = CallbackState::new(
             &settings,
             reports.clone(),
             outlet.clone(),
             metrics.clone(),
+            trails.clone(),
             tasks.clone(),
             clock.clone(),
         );
@@ -117,6 +133,7 @@ impl Receiver {
             reports,
             outlet,
             metrics,
+            trails,
             tasks,
         }
     }
@@ -416,6 +433,28 @@ async fn the_url_check_echoes_only_a_good_fresh_signature() {
     assert_eq!(status, 403, "no echostr, nothing to echo");
 }
 
+const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[tokio::test]
+async fn a_delivery_report_joins_its_jobs_story_once_and_one_of_no_job_joins_none() {
+    let r = Receiver::new(CallbackMode::Compat);
+    r.reports.sent(APP, "order-1843", 79, None);
+    let xml = report_xml(79, "failed:user block");
+    for push in [plain(&xml, GOOD), plain(&xml, GOOD)] {
+        assert_eq!(r.post(push).await, (200, "success".into()));
+    }
+    let story = r.trails.story(APP, "order-1843").await.unwrap().unwrap();
+    let [step] = &story.trail[..] else {
+        panic!("one delivery step, not one per repeat: {story:?}")
+    };
+    assert_eq!(step.step, crate::trail::StepName::Delivery);
+    assert_eq!(step.detail["status"], "blocked");
+    assert_eq!(step.detail["msgid"], 79);
+    assert_eq!(story.status, "blocked");
+    assert_eq!(r.post(plain(&report_xml(80, "success"), GOOD)).await.0, 200);
+    assert_eq!(r.metrics.trail_failures.get(), 0);
+}
+
 #[tokio::test]
 async fn a_repeated_push_is_published_once_and_tied_to_its_job() {
     let r = Receiver::new(CallbackMode::Compat);
@@ -445,6 +484,32 @@ async fn a_repeated_push_is_published_once_and_tied_to_its_job() {
             .render()
             .contains(r#"wxcourier_callback_events_total{app="shop",status="delivered"} 2"#)
     );
+}
+
+#[tokio::test]
+async fn a_report_no_queue_takes_is_answered_success_and_counted_not_retried() {
+    let outlet = FakeOutlet::default();
+    outlet.unrouted.store(true, Ordering::SeqCst);
+    let r = Receiver::with_outlet(CallbackMode::Compat, outlet);
+    for (msgid, status) in [(81, "success"), (82, "success"), (83, "failed:user block")] {
+        let push = plain(&report_xml(msgid, status), GOOD);
+        assert_eq!(r.post(push).await, (200, "success".into()));
+    }
+    // Published (confirmed) all the same: the marks stay, so WeChat's retries are repeats.
+    let unmarked = r.reports.calls();
+    assert!(
+        !unmarked
+            .iter()
+            .any(|c| matches!(c, ReportCall::Unmarked(_))),
+        "{unmarked:?}"
+    );
+    let text = r.metrics.render();
+    for line in [
+        r#"wxcourier_outcomes_unrouted_total{app="shop",status="delivered"} 2"#,
+        r#"wxcourier_outcomes_unrouted_total{app="shop",status="blocked"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
 }
 
 #[tokio::test]

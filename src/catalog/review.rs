@@ -5,9 +5,7 @@
 use serde_json::Value;
 
 use super::list::Template;
-
-/// Keys WeChat stopped showing in 2023: a job need not fill them.
-pub(crate) const HIDDEN_KEYS: [&str; 2] = ["first", "remark"];
+use crate::kinds::display::HIDDEN_KEYS;
 
 /// About this many characters of a field are shown since 2023.
 pub(crate) const SHOWN_CHARS: usize = 20;

@@ -9,7 +9,9 @@ use std::time::Duration;
 use super::shared::{ConfigArg, bad_config};
 use crate::broker;
 use crate::broker::orphans::{self, ManagementApi};
-use crate::broker::topology;
+use crate::broker::results_bindings::unbound;
+use crate::broker::results_policy::{self, AlternateExchange};
+use crate::broker::{RESULTS_EXCHANGE, RESULTS_UNROUTED, topology};
 use crate::catalog::{self, Template, review::JobData};
 use crate::config::AppSettings;
 use crate::config::Settings;
@@ -63,7 +65,11 @@ pub(crate) async fn run(args: CheckArgs) -> ExitCode {
         }
         _ => None,
     };
-    println!("config: ok ({} app(s))", settings.apps.len());
+    println!(
+        "config: ok ({} app(s), {} platform(s))",
+        settings.apps.len(),
+        settings.platforms.len()
+    );
     for renamed in &settings.renamed_keys {
         println!("config: WARNING: {}", renamed.advice());
     }
@@ -79,6 +85,7 @@ pub(crate) async fn run(args: CheckArgs) -> ExitCode {
             let checks = async {
                 report_legacy(&settings, &conn).await;
                 report_orphans(&settings, &conn).await;
+                report_results(&settings).await;
                 let _ = conn.close(200, "check done".into()).await;
             };
             if tokio::time::timeout(BROKER_CHECKS_LIMIT, checks)
@@ -105,12 +112,16 @@ pub(crate) async fn run(args: CheckArgs) -> ExitCode {
     }
     if settings.state.url.expose() != "memory" {
         match check_state(&settings.state).await {
-            Ok(()) => println!("state: ok"),
+            Ok(mode) => println!("state: ok ({mode})"),
             Err(e) => {
                 ok = false;
-                println!("state: FAILED: {e}; check state.url (and state.ca_file for rediss://)");
+                println!("state: FAILED: {e}; check state.url (and state.ca_file for rediss…)");
             }
         }
+    }
+    // Information, never a failure: a pause is an operator's choice.
+    for line in super::pause::paused_lines(&settings).await {
+        println!("app {line}");
     }
     let client = match WechatClient::new(&settings.wechat.base_url, settings.wechat.timeout.get()) {
         Ok(c) => c,
@@ -157,6 +168,7 @@ pub(crate) async fn run(args: CheckArgs) -> ExitCode {
             ok &= report_jobs(name, app, by_id.as_ref(), text);
         }
     }
+    ok &= super::check_platforms::report(&settings, &client).await;
     if ok {
         ExitCode::SUCCESS
     } else {
@@ -219,7 +231,9 @@ fn report_jobs(
         jobs += 1;
         let mut found: Vec<String> = Vec::new();
         let mut rejected = None;
-        let job = match crate::job::parse(line.as_bytes(), None) {
+        // Whether the catalog's notes already told what WeChat will not show.
+        let mut displayed = false;
+        let job = match crate::job::parse_with(line.as_bytes(), None, app.reading()) {
             Ok(job) => Some(job),
             Err(r) => {
                 rejected = Some(r.to_string());
@@ -227,6 +241,8 @@ fn report_jobs(
             }
         };
         if let Some(job) = &job {
+            // What `apps.NAME.truncate` would cut, as the outcome would say it.
+            found.extend(job.warnings.shortened.iter().cloned());
             if !app.kinds.sends(job.kind) {
                 rejected = Some(format!(
                     "kind: {:?} is not a kind this app sends (apps.{name}.kinds)",
@@ -245,9 +261,13 @@ fn report_jobs(
                             ));
                         }
                         found.extend(review.notes.iter().map(|n| n.to_string()));
+                        displayed = true;
                     }
                     Err(e) => rejected = Some(format!("{}: {}", e.field, e.rule)),
                 }
+            }
+            if !displayed {
+                found.extend(job.warnings.display.iter().cloned());
             }
         }
         let which = match job.as_ref() {
@@ -321,10 +341,107 @@ async fn report_orphans(settings: &Settings, conn: &lapin::Connection) {
     }
 }
 
-/// Reaches the shared state (Redis), over TLS for `rediss://`.
-async fn check_state(settings: &crate::config::StateSettings) -> Result<(), StateError> {
+/// Routing keys of `wxcourier.results` that no queue takes, per app (a warning each: those
+/// results are dropped, or kept with `results.keep_unrouted`), and where the alternate exchange
+/// stands. Bindings are listed by the management API only: without it, `check` cannot tell.
+async fn report_results(settings: &Settings) {
+    let api = match ManagementApi::from_settings(&settings.amqp) {
+        Ok(api) => api,
+        Err(e) => {
+            println!("results: not checked: {e}");
+            return;
+        }
+    };
+    let bindings = match api.bindings_from(RESULTS_EXCHANGE).await {
+        Ok(Some(bindings)) => bindings,
+        Ok(None) => {
+            println!(
+                "results: WARNING: {RESULTS_EXCHANGE} does not exist yet: no queue takes any outcome (run the worker, then bind your queues)"
+            );
+            return;
+        }
+        Err(e) => {
+            println!(
+                "results: not checked: cannot tell which outcomes reach a queue without the RabbitMQ management API at {}: {e}",
+                api.describe()
+            );
+            return;
+        }
+    };
+    let kept = report_alternate_exchange(settings, &api).await;
+    let fate = match kept {
+        true => format!("kept in {RESULTS_UNROUTED}"),
+        false => "dropped (counted in wxcourier_outcomes_unrouted_total)".to_owned(),
+    };
+    let mut all_bound = true;
+    let reports = settings.http.listen.is_some();
+    for (name, app) in &settings.apps {
+        let statuses = crate::outcome::result_statuses(
+            reports && app.callback_token.is_some(),
+            app.may_suppress(),
+        );
+        let keys: Vec<String> = statuses.iter().map(|s| format!("{s}.{name}")).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let missing = unbound(&keys, &bindings);
+        if !missing.is_empty() {
+            all_bound = false;
+            println!(
+                "results: WARNING: app {name}: no queue takes {}; these results are {fate}",
+                missing.join(", ")
+            );
+        }
+    }
+    if all_bound {
+        println!("results: ok (a queue takes every status of every app)");
+    }
+}
+
+/// Says where `wxcourier.results`' alternate exchange stands, warning when it is not what
+/// `results.keep_unrouted` asks; true when results no queue takes are kept.
+async fn report_alternate_exchange(settings: &Settings, api: &ManagementApi) -> bool {
+    let keep = settings.results.keep_unrouted;
+    let state = match results_policy::inspect(api).await {
+        Ok(state) => state,
+        Err(e) => {
+            println!("results: alternate exchange not checked: {e}");
+            return false;
+        }
+    };
+    let command = results_policy::operator_command(api.vhost());
+    match state {
+        AlternateExchange::Kept { by } => {
+            if !keep {
+                println!(
+                    "results: WARNING: results.keep_unrouted is off, but {by} keeps results no queue takes in {RESULTS_UNROUTED}"
+                );
+            }
+            true
+        }
+        AlternateExchange::Elsewhere { exchange, by } => {
+            println!(
+                "results: alternate exchange {exchange} (set by {by}) takes results no queue takes"
+            );
+            false
+        }
+        AlternateExchange::Unset { policy } if keep => {
+            match policy {
+                Some(other) => println!(
+                    "results: WARNING: results.keep_unrouted is on, but policy {other} is in force on wxcourier.results without an alternate exchange: add \"alternate-exchange\": \"{RESULTS_UNROUTED}\" to it"
+                ),
+                None => println!(
+                    "results: WARNING: results.keep_unrouted is on, but no policy sets the alternate exchange (the worker sets it when its management user has the policymaker tag); run: {command}"
+                ),
+            }
+            false
+        }
+        AlternateExchange::Unset { .. } | AlternateExchange::NoExchange => false,
+    }
+}
+
+/// Reaches the shared state (Redis), over TLS for `rediss…`, and says in which mode.
+async fn check_state(settings: &crate::config::StateSettings) -> Result<String, StateError> {
     let state = State::from_settings(settings, UNUSED_CLAIM_TTL)?;
-    state.ping().await
+    state.describe().await
 }
 
 /// What to check after a failed token fetch, fitting its cause: a call that never reached
@@ -346,5 +463,8 @@ fn token_hint(app: &str, e: &TokenError) -> String {
             format!("check apps.{app}.appid, its secret and the IP whitelist")
         }
         TokenError::State(_) => "check state.url".into(),
+        TokenError::NoTicket => {
+            "wait for WeChat's ticket push (every 10 minutes) to the platform's event URL".into()
+        }
     }
 }

@@ -10,7 +10,7 @@ use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::{BasicProperties, Channel, Connection};
 
 use super::shared::{ConfigArg, bad_config};
-use crate::broker::publish::Publication;
+use crate::broker::publish::{Publication, Unroutable};
 use crate::broker::{
     self, BrokerError, DEAD_QUEUE, HEADER_APP, HEADER_ERROR, JOBS_EXCHANGE, Publisher, UNROUTED,
     headers, topology,
@@ -267,7 +267,7 @@ async fn replay(
                 routing_key: &e.app,
                 body: &e.delivery.data,
                 properties: e.delivery.properties.clone().with_headers(headers),
-                must_route: false,
+                unroutable: Unroutable::Unasked,
             })
             .await
             .map_err(|err| {

@@ -15,14 +15,19 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{AppSettings, NonZeroSpan, Settings};
 use crate::kinds::Kind;
 use crate::outcome::PreferenceStatus;
+use crate::quiet_hours::{QuietWindow, Zone};
 use crate::sim::{
     Answer, CallbackTarget, DEFAULT_APPID, DEFAULT_SECRET, Decision, SimOptions, Simulator,
     UserEvent,
 };
 use crate::startup::Application;
 use crate::types::{Secret, Span};
+use time::format_description::well_known::Rfc3339;
 
 const APP: &str = "demo";
+/// An app in quiet hours for the whole demo (a window around now, in UTC): its job is held,
+/// then cancelled.
+const NIGHT_APP: &str = "demo_night";
 const TEMPLATE: &str = "ngqIpbwh8bUfcSsECmogfXcV14J0tQlEpBO27izEYtY";
 const ALICE: &str = "oia2TjuEGTNoeX76QEjQNrcURxG8";
 const BOB: &str = "oBobXXXXXXXXXXXXXXXXXXXXXXX1";
@@ -30,7 +35,8 @@ const BOB: &str = "oBobXXXXXXXXXXXXXXXXXXXXXXX1";
 const CAROL: &str = "oCarolXXXXXXXXXXXXXXXXXXXXX2";
 /// A user who stops following the account.
 const DAVE: &str = "oDaveXXXXXXXXXXXXXXXXXXXXXX3";
-/// The user events the simulated WeChat pushes: Carol's popup answer and Dave's unfollow.
+/// The user events the simulated WeChat pushes: Carol's popup answer and Dave's unfollow. The
+/// demo app honours them: later jobs to Carol (that template) and to Dave are suppressed.
 const USER_EVENTS: usize = 2;
 
 #[derive(clap::Args)]
@@ -53,6 +59,17 @@ const CONFIRM_LIMIT: Duration = Duration::from_secs(10);
 /// The demo stops reading results once none has come for this long.
 const RESULTS_QUIET_LIMIT: Duration = Duration::from_secs(20);
 
+/// How far ahead the demo's scheduled job is due.
+const SCHEDULED_IN: Duration = Duration::from_secs(3);
+
+/// A quiet window of whole minutes, in UTC, from a minute before `now` to two after it.
+fn quiet_window_around(now: time::OffsetDateTime) -> String {
+    let minute = |t: time::OffsetDateTime| format!("{:02}:{:02}", t.hour(), t.minute());
+    let start = now - time::Duration::minutes(1);
+    let end = now + time::Duration::minutes(3);
+    format!("{}-{}", minute(start), minute(end))
+}
+
 fn demo_settings(amqp_url: &str, base_url: String, http_listen: String) -> Settings {
     let mut s = Settings::default();
     s.amqp.url = Secret::new(amqp_url);
@@ -70,13 +87,23 @@ fn demo_settings(amqp_url: &str, base_url: String, http_listen: String) -> Setti
             callback_token: Some(Secret::new(CALLBACK_TOKEN)),
             encoding_aes_key: Some(Secret::new(CALLBACK_AES_KEY)),
             kinds: Kind::ALL.into_iter().collect(),
+            honor_preferences: true,
+            ..AppSettings::new(DEFAULT_APPID, Secret::new(DEFAULT_SECRET))
+        },
+    );
+    let window = quiet_window_around(SystemClock.now());
+    s.apps.insert(
+        NIGHT_APP.into(),
+        AppSettings {
+            quiet_hours: Some(QuietWindow::parse(&window).expect("a window of whole minutes")),
+            timezone: Zone::named("UTC").expect("UTC is a zone"),
             ..AppSettings::new(DEFAULT_APPID, Secret::new(DEFAULT_SECRET))
         },
     );
     s
 }
 
-fn sample_jobs(run: u64) -> Vec<(String, Value)> {
+fn sample_jobs(run: u64, now: time::OffsetDateTime) -> Vec<(String, Value)> {
     let id = |n: &str| format!("demo-{run}-{n}");
     let job = |n: &str, to: &str, extra: Value| {
         let mut j = json!({
@@ -104,6 +131,12 @@ fn sample_jobs(run: u64) -> Vec<(String, Value)> {
             json!({"not_after": "2020-01-01T00:00:00Z"}),
         ),
         job("refused", CAROL, json!({})),
+        job("unfollowed", DAVE, json!({})),
+        job(
+            "scheduled",
+            ALICE,
+            json!({"not_before": (now + SCHEDULED_IN).format(&Rfc3339).expect("a time")}),
+        ),
         subscribe(
             id("notice"),
             Kind::Subscribe,
@@ -163,23 +196,29 @@ pub(crate) async fn run(args: DemoArgs) -> ExitCode {
     };
     println!("simulated WeChat API on {}", sim.base_url());
     let schedule = crate::retry::Schedule::new(&settings.retry);
-    if let Err(e) = topology::declare_all(&conn, &[APP.into()], schedule.tiers()).await {
+    if let Err(e) =
+        topology::declare_all(&conn, &[APP.into(), NIGHT_APP.into()], schedule.tiers()).await
+    {
         eprintln!("wxcourier demo: {e}");
         return ExitCode::FAILURE;
     }
     // Leftovers of an interrupted earlier demo would only confuse this one.
     if let Ok(ch) = conn.create_channel().await {
-        let _ = ch
-            .queue_purge(job_queue(APP).as_str().into(), QueuePurgeOptions::default())
-            .await;
-    }
-    let mut tap = match ResultsTap::open(&conn, &format!("*.{APP}")).await {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("wxcourier demo: cannot subscribe to results: {e}");
-            return ExitCode::FAILURE;
+        for app in [APP, NIGHT_APP] {
+            let _ = ch
+                .queue_purge(job_queue(app).as_str().into(), QueuePurgeOptions::default())
+                .await;
         }
-    };
+    }
+    let mut tap =
+        match ResultsTap::open_keys(&conn, &[&format!("*.{APP}"), &format!("*.{NIGHT_APP}")]).await
+        {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("wxcourier demo: cannot subscribe to results: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     let app = match Application::build(settings.clone()) {
         Ok(app) => app,
         Err(e) => {
@@ -217,23 +256,43 @@ pub(crate) async fn run(args: DemoArgs) -> ExitCode {
         }
     }
     let run_id = SystemClock.now_ms();
-    let jobs = sample_jobs(run_id);
+    let jobs = sample_jobs(run_id, SystemClock.now());
+    let night = format!("demo-{run_id}-night");
     let Ok(publisher) = Publisher::open(&conn, CONFIRM_LIMIT).await else {
         eprintln!("wxcourier demo: cannot open a publishing channel");
         return ExitCode::FAILURE;
     };
-    let publish = |id: String, body: Vec<u8>| {
+    let publish_to = |app: &'static str, id: String, body: Vec<u8>| {
         let publisher = publisher.clone();
         async move {
             publisher
-                .publish_job(APP, &id, &body, FieldTable::default())
+                .publish_job(app, &id, &body, FieldTable::default())
                 .await
         }
     };
+    let publish = |id: String, body: Vec<u8>| publish_to(APP, id, body);
     println!(
-        "publishing {} sample jobs to {JOBS_EXCHANGE} (routing key {APP})",
-        jobs.len() + 2
+        "publishing {} sample jobs to {JOBS_EXCHANGE} (routing key {APP}), one due in {}s",
+        jobs.len() + 2,
+        SCHEDULED_IN.as_secs()
     );
+    // A job for the app in quiet hours: held in the broker until they end, or until the cancel
+    // below ends it.
+    let night_job = json!({
+        "id": night, "touser": ALICE, "template_id": TEMPLATE,
+        "data": {"keyword1": {"value": "sent in the morning"}}, "meta": {"sample": "night"}
+    });
+    if publish_to(
+        NIGHT_APP,
+        night.clone(),
+        serde_json::to_vec(&night_job).expect("json"),
+    )
+    .await
+    .is_err()
+    {
+        eprintln!("wxcourier demo: the broker did not confirm a sample job");
+        return ExitCode::FAILURE;
+    }
     for (id, job) in &jobs {
         if publish(id.clone(), serde_json::to_vec(job).expect("json"))
             .await
@@ -245,7 +304,21 @@ pub(crate) async fn run(args: DemoArgs) -> ExitCode {
     }
     let _ = publish("not-json".into(), b"this is not JSON".to_vec()).await;
     let mut results = Results::default();
-    results.read(&mut tap, jobs.len() + 1, 0, USER_EVENTS).await;
+    results
+        .read(&mut tap, jobs.len() + 1, 0, USER_EVENTS, 0)
+        .await;
+    // The night job is still held; cancelling it ends it without a WeChat call.
+    println!("cancelling {night}, held by {NIGHT_APP}'s quiet hours");
+    let cancel = json!({"kind": "cancel", "id": night});
+    let _ = publish_to(
+        NIGHT_APP,
+        format!("cancel-{night}"),
+        serde_json::to_vec(&cancel).expect("json"),
+    )
+    .await;
+    results
+        .read(&mut tap, jobs.len() + 2, 0, USER_EVENTS, 1)
+        .await;
     // The same id again after it was sent: a duplicate, not a second message.
     let _ = publish(
         jobs[0].0.clone(),
@@ -260,7 +333,7 @@ pub(crate) async fn run(args: DemoArgs) -> ExitCode {
             .count()
     };
     results
-        .read(&mut tap, jobs.len() + 2, accepted(), USER_EVENTS)
+        .read(&mut tap, jobs.len() + 3, accepted(), USER_EVENTS, 1)
         .await;
 
     stop.cancel();
@@ -283,6 +356,8 @@ pub(crate) async fn run(args: DemoArgs) -> ExitCode {
             "error",
         ],
     );
+    println!("\nanswers to cancels (routing key cancel.APP):");
+    print_table(&results.cancels, &["app", "id", "status"]);
     println!("\ndelivery reports WeChat pushed to /wechat/callback/{APP}:");
     print_table(
         &results.reports,
@@ -296,19 +371,21 @@ pub(crate) async fn run(args: DemoArgs) -> ExitCode {
     println!(
         "\nthe simulator accepted {accepted} message(s); rejected jobs are kept in wxcourier.dead"
     );
-    if results.sends.len() == jobs.len() + 2
+    if results.sends.len() == jobs.len() + 3
         && results.reports.len() == accepted
         && results.users.len() == USER_EVENTS
+        && results.cancels.len() == 1
     {
         ExitCode::SUCCESS
     } else {
         eprintln!(
-            "wxcourier demo: expected {} outcomes, {accepted} delivery reports and {USER_EVENTS} \
-             preference or follow reports, got {}, {} and {}",
-            jobs.len() + 2,
+            "wxcourier demo: expected {} outcomes, {accepted} delivery reports, {USER_EVENTS} \
+             preference or follow reports and 1 answer to a cancel, got {}, {}, {} and {}",
+            jobs.len() + 3,
             results.sends.len(),
             results.reports.len(),
-            results.users.len()
+            results.users.len(),
+            results.cancels.len()
         );
         ExitCode::FAILURE
     }
@@ -321,19 +398,34 @@ struct Results {
     reports: Vec<Value>,
     /// Preference and follow reports.
     users: Vec<Value>,
+    /// Answers to cancels.
+    cancels: Vec<Value>,
 }
 
 impl Results {
-    /// Reads until there are `sends` outcomes, `reports` delivery reports and `users`
-    /// preference or follow reports, or nothing came for [`RESULTS_QUIET_LIMIT`].
-    async fn read(&mut self, tap: &mut ResultsTap, sends: usize, reports: usize, users: usize) {
-        while self.sends.len() < sends || self.reports.len() < reports || self.users.len() < users {
+    /// Reads until there are `sends` outcomes, `reports` delivery reports, `users`
+    /// preference or follow reports and `cancels` answers to cancels, or nothing came for
+    /// [`RESULTS_QUIET_LIMIT`].
+    async fn read(
+        &mut self,
+        tap: &mut ResultsTap,
+        sends: usize,
+        reports: usize,
+        users: usize,
+        cancels: usize,
+    ) {
+        while self.sends.len() < sends
+            || self.reports.len() < reports
+            || self.users.len() < users
+            || self.cancels.len() < cancels
+        {
             let Some(v) = tap.next(RESULTS_QUIET_LIMIT).await else {
                 return;
             };
             match v["kind"].as_str() {
                 Some("delivery") => self.reports.push(v),
                 Some("preference" | "follow") => self.users.push(v),
+                Some("cancel") => self.cancels.push(v),
                 _ => self.sends.push(v),
             }
         }

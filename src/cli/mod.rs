@@ -1,14 +1,20 @@
 //! The command line (CONTRACT §7): one binary, one verb per job.
 
+mod cancel;
 mod check;
+mod check_platforms;
 mod dead;
 #[cfg(feature = "sim")]
 mod demo;
+mod gate;
+mod pause;
+mod platform;
 mod run;
 mod send;
 mod shared;
 #[cfg(feature = "sim")]
 mod sim;
+mod status;
 
 use std::process::ExitCode;
 
@@ -38,6 +44,8 @@ enum Command {
     Sim(sim::SimArgs),
     /// Publishes one job (or many from --file) to the jobs exchange.
     Send(send::SendArgs),
+    /// Publishes a cancel for each job id: a job not sent yet ends `cancelled`.
+    Cancel(cancel::CancelArgs),
     /// Shows the whole flow on this machine: simulator, worker, sample jobs, outcomes.
     #[cfg(feature = "sim")]
     Demo(demo::DemoArgs),
@@ -46,6 +54,20 @@ enum Command {
     Check(check::CheckArgs),
     /// Lists or replays rejected (`wxcourier.dead`) and unrouted jobs.
     Dead(dead::DeadArgs),
+    /// Stops sending an app's jobs (or one template's), on every running worker within a
+    /// second; the queue is still consumed (apps.NAME.pause_mode: the jobs wait, or are
+    /// dropped). Prints what is paused now.
+    Pause(pause::PauseArgs),
+    /// Lifts `pause`: one template's, or (without --template) every pause of the app. Prints
+    /// what is paused now.
+    Resume(pause::PauseArgs),
+    /// Prints each job's story by its id: received, each try, its end, its delivery report.
+    Status(status::StatusArgs),
+    /// Lists or clears the preference gates of an app (`apps.NAME.honor_preferences`).
+    Gate(gate::GateArgs),
+    /// A third-party platform's authorizers: list, import from WeChat, the authorization link,
+    /// remove one.
+    Platform(platform::PlatformArgs),
     /// Prints every metric family the worker exports, one per line: name, type, labels (comma
     /// separated) and help, separated by tabs. For the deploy checks, so hidden from --help.
     #[command(hide = true)]
@@ -77,10 +99,16 @@ pub fn main() -> ExitCode {
             #[cfg(feature = "sim")]
             Command::Sim(args) => sim::run(args).await,
             Command::Send(args) => send::run(args).await,
+            Command::Cancel(args) => cancel::run(args).await,
             #[cfg(feature = "sim")]
             Command::Demo(args) => demo::run(args).await,
             Command::Check(args) => check::run(args).await,
             Command::Dead(args) => dead::run(args).await,
+            Command::Pause(args) => pause::run(args, pause::Throw::Pause).await,
+            Command::Resume(args) => pause::run(args, pause::Throw::Resume).await,
+            Command::Status(args) => status::run(args).await,
+            Command::Gate(args) => gate::run(args).await,
+            Command::Platform(args) => platform::run(args).await,
             Command::MetricsList => metrics_list(),
         }
     })

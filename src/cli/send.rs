@@ -10,7 +10,8 @@ use lapin::types::FieldTable;
 use super::shared::{ConfigArg, bad_config};
 use crate::broker::{self, JOBS_EXCHANGE, Publisher, UNROUTED, topology};
 use crate::clock::{Clock, SystemClock};
-use crate::config::is_app_name;
+use crate::config::is_account_name;
+use crate::kinds::ReadOptions;
 
 /// Publishes confirmed at once, pipelined on one channel.
 const CONFIRMS_IN_FLIGHT: usize = 512;
@@ -53,9 +54,9 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return bad_config(&e),
     };
-    if !is_app_name(&args.app) {
+    if !is_account_name(&args.app) {
         eprintln!(
-            "wxcourier send: --app must be 1-32 of a-z, 0-9 and _, got {:?}",
+            "wxcourier send: --app must be an app (1-32 of a-z, 0-9 and _) or an authorizer (NAME:APPID), got {:?}",
             args.app
         );
         return ExitCode::from(super::shared::EXIT_USAGE);
@@ -68,7 +69,8 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        None => match job_from_flags(&args, &SystemClock) {
+        // Checked as the app's worker reads it (`apps.NAME.truncate`), when the config names it.
+        None => match job_from_flags(&args, &SystemClock, reading_of(&settings, &args.app)) {
             Ok(body) => vec![body],
             Err(e) => {
                 eprintln!("wxcourier send: {e}");
@@ -146,7 +148,7 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
 }
 
 /// Where the jobs of `app` will land.
-enum Route {
+pub(super) enum Route {
     /// The app's job queue, where a worker takes them.
     Queue,
     /// The jobs exchange's alternate exchange (`wxcourier.unrouted`), for this reason.
@@ -156,7 +158,7 @@ enum Route {
 /// Declares the job queue of a configured app (the worker's own declaration, so a job sent
 /// before any worker ran waits there); for an app the config does not name, asks the broker,
 /// without creating anything, whether some worker declared its queue.
-async fn route_of(
+pub(super) async fn route_of(
     conn: &lapin::Connection,
     settings: &crate::config::Settings,
     app: &str,
@@ -166,6 +168,11 @@ async fn route_of(
             .await
             .map_err(|e| e.to_string())?;
         return Ok(Route::Queue);
+    }
+    if let Some((platform, appid)) = app.split_once(':')
+        && settings.platforms.contains_key(platform)
+    {
+        return authorizer_route(settings, platform, appid).await;
     }
     let ch = conn
         .create_channel()
@@ -182,6 +189,42 @@ async fn route_of(
              add [apps.{app}] or check the name, then `wxcourier dead replay --from unrouted --app {app}`"
         ))),
     }
+}
+
+/// A platform's authorizer is routed to the platform's queue while it is active: the state
+/// says so (the workers bind the queue to exactly the active ones).
+async fn authorizer_route(
+    settings: &crate::config::Settings,
+    platform: &str,
+    appid: &str,
+) -> Result<Route, String> {
+    let state =
+        crate::state::State::from_settings(&settings.state, std::time::Duration::from_secs(60))
+            .map_err(|e| e.to_string())?;
+    if let crate::state::State::Memory(..) = state {
+        return Err(format!(
+            "state.url is memory: whether {platform}:{appid} is an active authorizer is known to \
+             its worker alone; send through a config with the workers' redis:// state"
+        ));
+    }
+    let component = &settings.platforms[platform].component_appid;
+    let kept = state
+        .platform_store()
+        .authorizer(component, appid)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(match kept {
+        Some(a) if a.standing == crate::state::Standing::Active => Route::Queue,
+        Some(a) => Route::Unrouted(format!(
+            "{platform}:{appid} is {} with the platform; once the merchant authorizes again, \
+             `wxcourier dead replay --from unrouted --app {platform}:{appid}`",
+            a.standing.as_str()
+        )),
+        None => Route::Unrouted(format!(
+            "{platform}:{appid} has not authorized the platform ({platform} knows no such \
+             authorizer); once it does, `wxcourier dead replay --from unrouted --app {platform}:{appid}`"
+        )),
+    })
 }
 
 fn progress_bar(len: usize, visible: bool) -> indicatif::ProgressBar {
@@ -225,8 +268,22 @@ enum FlagsError {
     Invalid(crate::job::Rejection),
 }
 
-/// The job the flags describe; without `--id`, one made of `clock`'s time and a random part.
-fn job_from_flags(args: &SendArgs, clock: &impl Clock) -> Result<Vec<u8>, FlagsError> {
+/// How `app`'s worker reads its jobs; the contract's default for an app the config lacks.
+fn reading_of(settings: &crate::config::Settings, app: &str) -> ReadOptions {
+    settings
+        .apps
+        .get(app)
+        .map(|a| a.reading())
+        .unwrap_or_default()
+}
+
+/// The job the flags describe, checked as `reading` has it; without `--id`, one made of
+/// `clock`'s time and a random part.
+fn job_from_flags(
+    args: &SendArgs,
+    clock: &impl Clock,
+    reading: ReadOptions,
+) -> Result<Vec<u8>, FlagsError> {
     let mut data = serde_json::Map::new();
     for kv in &args.data {
         let (k, v) = kv
@@ -252,7 +309,7 @@ fn job_from_flags(args: &SendArgs, clock: &impl Clock) -> Result<Vec<u8>, FlagsE
     }
     // Validate here too, so a typo is reported now rather than as a rejected outcome later.
     let body = serde_json::to_vec(&job).expect("a JSON value serializes");
-    crate::job::parse(&body, None).map_err(FlagsError::Invalid)?;
+    crate::job::parse_with(&body, None, reading).map_err(FlagsError::Invalid)?;
     Ok(body)
 }
 
@@ -292,7 +349,7 @@ mod tests {
             "--data",
             "k=v",
         ];
-        let body = job_from_flags(&args(&flags), &Stopped(at)).unwrap();
+        let body = job_from_flags(&args(&flags), &Stopped(at), ReadOptions::default()).unwrap();
         let job: serde_json::Value = serde_json::from_slice(&body).unwrap();
         let id = job["id"].as_str().unwrap();
         assert!(id.starts_with("send-1772352000250-"), "{id}");

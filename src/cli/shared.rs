@@ -13,7 +13,7 @@ pub(super) const EXIT_BAD_CONFIG: u8 = 2;
 /// Success is `ExitCode::SUCCESS` (0) and any other failure `ExitCode::FAILURE` (1).
 pub(super) const EXIT_USAGE: u8 = 2;
 
-#[derive(clap::Args, Clone)]
+#[derive(clap::Args, Clone, Default)]
 pub(crate) struct ConfigArg {
     /// The TOML config (default config/default.toml; if that is missing, built-in defaults).
     #[arg(long)]
@@ -66,4 +66,15 @@ pub(super) fn termination() -> impl std::future::Future<Output = ()> {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// A Unix time as the verbs print it: RFC 3339 in UTC, or the number when it is no date.
+pub(super) fn when(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
 }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::sim::{CallbackTarget, Faults, SimOptions, SimTemplate, Simulator};
+use crate::sim::{CallbackTarget, Faults, SimOptions, SimPlatform, SimTemplate, Simulator};
 
 #[derive(clap::Args)]
 pub(crate) struct SimArgs {
@@ -64,6 +64,17 @@ pub(crate) struct SimArgs {
     /// Repeatable.
     #[arg(long = "templates", value_name = "APPID=FILE")]
     templates: Vec<String>,
+    /// A third-party platform it knows (repeatable): its component AppID and secret, the Token
+    /// and EncodingAESKey its pushes are signed and sealed with, and its authorization event
+    /// URL, where verify tickets and authorizations are pushed.
+    #[arg(
+        long = "platform",
+        value_name = "APPID=SECRET,TOKEN,AESKEY[,EVENT_URL]"
+    )]
+    platforms: Vec<String>,
+    /// How often each platform gets a new verify ticket pushed.
+    #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
+    ticket_interval: Duration,
 }
 
 pub(crate) async fn run(args: SimArgs) -> ExitCode {
@@ -97,8 +108,20 @@ pub(crate) async fn run(args: SimArgs) -> ExitCode {
             report_failed: args.report_failed,
         },
         refusing: args.refuse.iter().cloned().collect(),
+        ticket_interval: args.ticket_interval,
         ..SimOptions::default()
     };
+    for p in &args.platforms {
+        match parse_platform(p) {
+            Some(platform) => options.platforms.push(platform),
+            None => {
+                eprintln!(
+                    "wxcourier sim: --platform must be APPID=SECRET,TOKEN,AESKEY[,EVENT_URL], got {p:?}"
+                );
+                return ExitCode::from(super::shared::EXIT_USAGE);
+            }
+        }
+    }
     if !apps.is_empty() {
         options.apps = apps;
     }
@@ -196,4 +219,22 @@ fn parse_callback(text: &str) -> Option<(String, CallbackTarget)> {
             aes_key,
         },
     ))
+}
+
+fn parse_platform(text: &str) -> Option<SimPlatform> {
+    let (appid, rest) = text.split_once('=')?;
+    let mut parts = rest.splitn(4, ',');
+    let mut next = || parts.next().filter(|p| !p.is_empty()).map(str::to_owned);
+    let (secret, token, aes_key) = (next()?, next()?, next()?);
+    let event_url = next();
+    if appid.is_empty() || crate::types::decode_aes_key(&aes_key).is_none() {
+        return None;
+    }
+    Some(SimPlatform {
+        component_appid: appid.to_owned(),
+        secret,
+        token,
+        aes_key,
+        event_url,
+    })
 }

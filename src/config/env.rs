@@ -10,14 +10,29 @@ use super::renamed::{self, RenamedKey};
 /// Keys that hold secrets or opaque strings: read raw from the environment so that a value
 /// such as `0123` is never reinterpreted as the number 123.
 const RAW_STRING_APP_KEYS: [&str; 4] = ["secret", "callback_token", "encoding_aes_key", "appid"];
+/// The same for a `[platforms.NAME]` table.
+const RAW_STRING_PLATFORM_KEYS: [&str; 4] = [
+    "component_appid",
+    "component_secret",
+    "token",
+    "encoding_aes_key",
+];
 
-/// `WXCOURIER_APPS__SHOP__SECRET` → `("shop", "secret")` for the keys read raw.
-pub(super) fn raw_app_key(env_key: &str) -> Option<(String, &'static str)> {
-    let rest = env_key.strip_prefix(ENV_PREFIX)?.strip_prefix("APPS__")?;
-    let (app, field) = rest.split_once("__")?;
+/// `WXCOURIER_APPS__SHOP__SECRET` → `("apps", "shop", "secret")`, and
+/// `WXCOURIER_PLATFORMS__SAAS__COMPONENT_SECRET` → `("platforms", "saas", "component_secret")`,
+/// for the keys read raw.
+pub(super) fn raw_key(env_key: &str) -> Option<(&'static str, String, &'static str)> {
+    let rest = env_key.strip_prefix(ENV_PREFIX)?;
+    let (section, rest, fields) = if let Some(rest) = rest.strip_prefix("APPS__") {
+        ("apps", rest, &RAW_STRING_APP_KEYS)
+    } else {
+        let rest = rest.strip_prefix("PLATFORMS__")?;
+        ("platforms", rest, &RAW_STRING_PLATFORM_KEYS)
+    };
+    let (name, field) = rest.split_once("__")?;
     let field = field.to_ascii_lowercase();
-    let field = RAW_STRING_APP_KEYS.into_iter().find(|k| *k == field)?;
-    Some((app.to_ascii_lowercase(), field))
+    let field = fields.iter().copied().find(|k| *k == field)?;
+    Some((section, name.to_ascii_lowercase(), field))
 }
 
 pub(super) fn env_provider(vars: &[(String, String)]) -> Serialized<figment::value::Dict> {

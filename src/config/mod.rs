@@ -7,33 +7,44 @@ use std::path::Path;
 use figment::providers::{Format, Serialized, Toml};
 use figment::{Figment, Profile, Provider};
 
+mod admin;
 mod env;
 mod error;
 mod keys;
+mod platforms;
+mod quiet;
+mod redis_url;
 mod renamed;
 mod sections;
+mod send_limits;
 mod service_links;
 mod settings;
 mod validate;
 mod values;
 
+pub use admin::AdminSettings;
 pub(crate) use error::ConfigError;
 pub(crate) use keys::ENV_PREFIX;
+pub use platforms::PlatformSettings;
+pub(crate) use platforms::secret_env as platform_secret_env;
+pub use redis_url::{Endpoints, HostPort, RedisUrl, SingleUrl};
 pub use sections::{
-    AmqpSettings, AppKinds, AppSettings, CallbackMode, HttpSettings, RetrySettings, StateSettings,
-    TokenMode, WechatSettings, WorkerSettings,
+    AmqpSettings, AppKinds, AppSettings, CallbackMode, HttpSettings, PauseMode, ResultsSettings,
+    RetrySettings, StateSettings, TokenMode, WechatSettings, WorkerSettings,
 };
 /// The contract's code sets, which tests build a classifier from.
 #[cfg(test)]
 pub(crate) use sections::{DEFAULT_QUOTA, DEFAULT_TOKEN, DEFAULT_TRANSIENT};
 pub(crate) use sections::{LogFormat, LogSettings, ReasonCodes};
+pub(crate) use send_limits::AppLimits;
+pub use send_limits::{CapMode, RecipientLimit};
 pub(crate) use service_links::is_service_link;
 pub use settings::Settings;
 pub(crate) use settings::Uses;
-pub(crate) use validate::is_app_name;
+pub(crate) use validate::{is_account_name, is_authorizer_appid};
 pub use values::{NonZeroSpan, Rate};
 
-use env::{describe_figment_error, env_provider, raw_app_key};
+use env::{describe_figment_error, env_provider, raw_key};
 use error::invalid;
 use keys::env_path;
 
@@ -83,6 +94,8 @@ impl Settings {
                 .remove(&Profile::Default)
                 .unwrap_or_default();
             renamed_keys = renamed::rename_in_file(&mut file)?;
+            admin::refuse_token_in_file(&file)?;
+            platforms::refuse_secret_in_file(&file)?;
             figment = figment.merge(Serialized::defaults(file));
         } else if explicit {
             return Err(ConfigError::File {
@@ -105,16 +118,19 @@ impl Settings {
         }
         let typed_env: Vec<(String, String)> = ours
             .into_iter()
-            .filter(|(k, _)| raw_app_key(k).is_none())
+            .filter(|(k, _)| raw_key(k).is_none() && k != admin::ADMIN_TOKEN_ENV)
             .cloned()
             .collect();
         let (current_env, renamed_env) = renamed::rename_in_env(&typed_env)?;
         renamed_keys.extend(renamed_env);
         figment = figment.merge(env_provider(&current_env));
         for (key, value) in env {
-            if let Some((app, field)) = raw_app_key(key) {
-                figment = figment.merge((format!("apps.{app}.{field}"), value.clone()));
+            if let Some((section, name, field)) = raw_key(key) {
+                figment = figment.merge((format!("{section}.{name}.{field}"), value.clone()));
             }
+        }
+        if let Some((_, token)) = env.iter().find(|(k, _)| k == admin::ADMIN_TOKEN_ENV) {
+            figment = figment.merge(("admin.token", token.clone()));
         }
         let mut settings: Settings = figment
             .extract()
@@ -136,12 +152,13 @@ impl Settings {
         }
     }
 
-    /// The verbs that send need at least one app; producers (`send`) do not.
+    /// The verbs that send need at least one app or platform; producers (`send`) do not.
     pub(crate) fn require_apps(&self) -> Result<(), ConfigError> {
-        if self.apps.is_empty() {
+        if self.apps.is_empty() && self.platforms.is_empty() {
             return Err(invalid(
                 "apps",
-                "names no app: add an [apps.NAME] table with appid and secret",
+                "names no app: add an [apps.NAME] table with appid and secret (or a \
+                 [platforms.NAME] table for a third-party platform)",
             ));
         }
         Ok(())

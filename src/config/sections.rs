@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::send_limits::{AppLimits, CapMode, RecipientLimit};
 use super::values::{NonZeroSpan, Rate, count};
-use crate::kinds::Kind;
+use crate::kinds::{Kind, ReadOptions};
+use crate::quiet_hours::{QuietMode, QuietWindow, Zone};
 use crate::types::{Secret, Span, scalar_string};
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -209,6 +211,9 @@ pub struct StateSettings {
     /// Most ids remembered in memory state; the oldest are forgotten first.
     #[serde(deserialize_with = "count")]
     pub memory_capacity: NonZeroUsize,
+    /// How long a job's story (`wxcourier status`, the admin endpoint) is kept after its
+    /// latest step.
+    pub trail_ttl: NonZeroSpan,
     /// CA bundle (PEM) a `rediss://` server's certificate must chain to, instead of the
     /// system's roots (a private CA).
     pub ca_file: Option<String>,
@@ -220,6 +225,7 @@ impl Default for StateSettings {
             url: Secret::new("memory"),
             idempotency_ttl: seconds(7 * 24 * 3600),
             memory_capacity: NonZeroUsize::new(200_000).expect("above 0"),
+            trail_ttl: seconds(7 * 24 * 3600),
             ca_file: None,
         }
     }
@@ -307,12 +313,32 @@ impl Default for WorkerSettings {
     }
 }
 
+/// What becomes of outcomes and reports on `wxcourier.results` that no queue takes.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResultsSettings {
+    /// Keep them in the bounded queue `wxcourier.results.unrouted` (an alternate exchange set
+    /// by a policy), instead of counting and dropping them.
+    pub keep_unrouted: bool,
+}
+
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum TokenMode {
     #[default]
     Stable,
     Classic,
+}
+
+/// `apps.NAME.pause_mode`: what a job of a paused template (or app) does.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PauseMode {
+    /// It waits in the delay tiers and is sent once resumed.
+    #[default]
+    Defer,
+    /// It ends `suppressed` with reason `paused`.
+    Drop,
 }
 
 /// How an app's callback messages arrive, as chosen in the WeChat console ("消息加解密方式").
@@ -367,6 +393,43 @@ pub struct AppSettings {
     /// How often that list is fetched again.
     #[serde(default = "default_catalog_refresh")]
     pub catalog_refresh: Span,
+    /// Shorten an over-long `thing` or `character_string` value (and warn) instead of
+    /// rejecting the job.
+    #[serde(default)]
+    pub truncate: bool,
+    /// At most this many sends to one user in a sliding window; unset: no cap.
+    #[serde(default)]
+    pub recipient_limit: Option<RecipientLimit>,
+    /// What a job over that cap becomes; unset: `suppress`.
+    #[serde(default)]
+    pub cap_mode: Option<CapMode>,
+    /// How long a job equal to an earlier one (kind, template, recipient, data) is refused;
+    /// unset: never.
+    #[serde(default)]
+    pub content_dedup: Option<NonZeroSpan>,
+    /// Local times of day when jobs are held or dropped (`quiet_mode`), read in `timezone`.
+    #[serde(default)]
+    pub quiet_hours: Option<QuietWindow>,
+    #[serde(default)]
+    pub timezone: Zone,
+    #[serde(default)]
+    pub quiet_mode: QuietMode,
+    /// Jobs held through quiet hours leave over this long after they end.
+    #[serde(default = "default_quiet_spread")]
+    pub quiet_spread: Span,
+    /// Templates whose jobs are not sent (the kill switch's part in the file; `wxcourier
+    /// pause` adds to it at run time).
+    #[serde(default)]
+    pub paused_templates: Vec<String>,
+    /// What a paused job does: waits until resumed (`defer`) or ends `suppressed` (`drop`).
+    #[serde(default)]
+    pub pause_mode: PauseMode,
+    /// Hold back sends to users who unfollowed or refused the template (preference gates).
+    #[serde(default)]
+    pub honor_preferences: bool,
+    /// How long a preference gate lasts unless a follow or an accept lifts it first.
+    #[serde(default = "default_gate_ttl")]
+    pub gate_ttl: Span,
 }
 
 impl AppSettings {
@@ -384,6 +447,44 @@ impl AppSettings {
             kinds: AppKinds::default(),
             catalog: false,
             catalog_refresh: default_catalog_refresh(),
+            truncate: false,
+            recipient_limit: None,
+            cap_mode: None,
+            content_dedup: None,
+            quiet_hours: None,
+            timezone: Zone::default(),
+            quiet_mode: QuietMode::default(),
+            quiet_spread: default_quiet_spread(),
+            paused_templates: Vec::new(),
+            pause_mode: PauseMode::default(),
+            honor_preferences: false,
+            gate_ttl: default_gate_ttl(),
+        }
+    }
+
+    /// Whether a policy of this app can end a job `suppressed`: one set to drop or suppress
+    /// (quiet hours, the kill switch, caps), preference gates, or content de-duplication.
+    pub(crate) fn may_suppress(&self) -> bool {
+        (self.quiet_hours.is_some() && self.quiet_mode == QuietMode::Drop)
+            || self.pause_mode == PauseMode::Drop
+            || self.honor_preferences
+            || (self.recipient_limit.is_some() && self.limits().cap_mode == CapMode::Suppress)
+            || self.content_dedup.is_some()
+    }
+
+    /// The app's send limits, as the pipeline reads them.
+    pub(crate) fn limits(&self) -> AppLimits {
+        AppLimits {
+            recipient_limit: self.recipient_limit,
+            cap_mode: self.cap_mode.unwrap_or_default(),
+            content_dedup: self.content_dedup.map(NonZeroSpan::get),
+        }
+    }
+
+    /// How the app's jobs are read: the pipeline's copy of the keys that change it.
+    pub(crate) fn reading(&self) -> ReadOptions {
+        ReadOptions {
+            truncate: self.truncate,
         }
     }
 
@@ -452,15 +553,23 @@ impl std::fmt::Debug for AppKinds {
     }
 }
 
+fn default_gate_ttl() -> Span {
+    Span(Duration::from_secs(180 * 86_400))
+}
+
 fn default_catalog_refresh() -> Span {
     Span(Duration::from_secs(600))
 }
 
-fn default_rate() -> Rate {
+fn default_quiet_spread() -> Span {
+    Span(Duration::from_secs(600))
+}
+
+pub(super) fn default_rate() -> Rate {
     Rate::new(50.0).expect("a rate a limiter can keep")
 }
 
-fn default_burst() -> NonZeroU32 {
+pub(super) fn default_burst() -> NonZeroU32 {
     NonZeroU32::new(50).expect("above 0")
 }
 

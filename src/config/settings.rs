@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::admin::AdminSettings;
+use super::platforms::PlatformSettings;
 use super::renamed::RenamedKey;
 use super::sections::{
-    AmqpSettings, AppSettings, HttpSettings, LogSettings, RetrySettings, StateSettings,
-    WechatSettings, WorkerSettings,
+    AmqpSettings, AppSettings, HttpSettings, LogSettings, ResultsSettings, RetrySettings,
+    StateSettings, WechatSettings, WorkerSettings,
 };
 
 /// Every field not in the file or the environment takes its section's `Default`: the one place
@@ -24,7 +26,11 @@ pub struct Settings {
     pub http: HttpSettings,
     pub(crate) log: LogSettings,
     pub worker: WorkerSettings,
+    pub results: ResultsSettings,
+    pub admin: AdminSettings,
     pub apps: BTreeMap<String, AppSettings>,
+    /// Third-party platforms, whose authorizers' accounts are learnt at run time.
+    pub platforms: BTreeMap<String, PlatformSettings>,
     /// `WXCOURIER_…` variables left out because they are Kubernetes service links (names
     /// only), for `run` to log once logging is set up.
     #[serde(skip)]

@@ -40,6 +40,22 @@ fn defaults_match_the_contract() {
 }
 
 #[test]
+fn truncate_is_off_unless_an_app_turns_it_on_in_the_file_or_the_environment() {
+    let s = load(MINIMAL, &[]).unwrap();
+    assert!(!s.apps["shop"].truncate);
+    assert_eq!(
+        s.apps["shop"].reading(),
+        crate::kinds::ReadOptions::default()
+    );
+    let s = load(&format!("{MINIMAL}truncate = true\n"), &[]).unwrap();
+    assert!(s.apps["shop"].reading().truncate);
+    let s = load(MINIMAL, &[("WXCOURIER_APPS__SHOP__TRUNCATE", "true")]).unwrap();
+    assert!(s.apps["shop"].reading().truncate);
+    let e = load(&format!("{MINIMAL}truncate = \"yes\"\n"), &[]).unwrap_err();
+    assert!(e.to_string().contains("apps.shop.truncate"), "{e}");
+}
+
+#[test]
 fn lookup_intervals_below_a_second_are_refused_and_0s_turns_the_quota_off() {
     let s = load(
         &format!("{MINIMAL}catalog = true\ncatalog_refresh = \"30s\"\n"),
@@ -232,6 +248,53 @@ fn a_bad_node_is_named_by_position_without_its_password() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("amqp.url"), "{err}");
+}
+
+#[test]
+fn sentinel_and_cluster_urls_are_read_and_a_bad_one_names_the_key_not_the_password() {
+    for url in [
+        "redis+sentinel://:hunter2@10.0.0.1:26379,10.0.0.2:26379/mymaster/1",
+        "rediss+sentinel://u:hunter2@s1:26379/mymaster",
+        "redis+cluster://:hunter2@n1:7000,n2:7000",
+        "rediss+cluster://n1:7000",
+    ] {
+        load(MINIMAL, &[("WXCOURIER_STATE__URL", url)]).expect(url);
+    }
+    let ok = load(
+        MINIMAL,
+        &[
+            (
+                "WXCOURIER_STATE__URL",
+                "rediss+sentinel://s1:26379/mymaster",
+            ),
+            ("WXCOURIER_STATE__CA_FILE", "/etc/ca.pem"),
+        ],
+    );
+    assert!(ok.is_ok(), "a private CA for TLS to Sentinel");
+    for (url, says) in [
+        ("redis+sentinel://:hunter2@/mymaster", "HOST:PORT"),
+        ("redis+sentinel://:hunter2@s1:26379", "master's name"),
+        ("redis+sentinel://:hunter2@s1:99999/m", "bad port"),
+        ("redis+cluster://:hunter2@", "HOST:PORT"),
+        ("rediss+cluster://:hunter2@n1:7000#insecure", "#fragment"),
+    ] {
+        let err = load(MINIMAL, &[("WXCOURIER_STATE__URL", url)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("state.url"), "{url}: {err}");
+        assert!(err.contains(says), "{url}: {err}");
+        assert!(!err.contains("hunter2"), "{url}: {err}");
+    }
+    let err = load(
+        MINIMAL,
+        &[
+            ("WXCOURIER_STATE__URL", "redis+cluster://n1:7000"),
+            ("WXCOURIER_STATE__CA_FILE", "/etc/ca.pem"),
+        ],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("state.ca_file"), "{err}");
 }
 
 #[test]
@@ -546,4 +609,143 @@ fn an_empty_file_gives_the_built_in_defaults() {
     std::fs::write(&empty, "").unwrap();
     let s = Settings::load_from(Some(&empty), &[]).unwrap();
     assert_eq!(s, Settings::default());
+}
+
+#[test]
+fn nothing_is_paused_unless_the_file_names_templates_and_paused_jobs_wait_unless_dropped() {
+    let s = load(MINIMAL, &[]).unwrap();
+    assert!(s.apps["shop"].paused_templates.is_empty());
+    assert_eq!(s.apps["shop"].pause_mode, super::PauseMode::Defer);
+    let s = load(
+        &format!("{MINIMAL}paused_templates = [\"t1\", \"t2\"]\npause_mode = \"drop\"\n"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(s.apps["shop"].paused_templates, ["t1", "t2"]);
+    assert_eq!(s.apps["shop"].pause_mode, super::PauseMode::Drop);
+    let s = load(
+        MINIMAL,
+        &[("WXCOURIER_APPS__SHOP__PAUSED_TEMPLATES", "[\"t3\"]")],
+    )
+    .unwrap();
+    assert_eq!(s.apps["shop"].paused_templates, ["t3"]);
+    let e = load(&format!("{MINIMAL}pause_mode = \"hold\"\n"), &[]).unwrap_err();
+    assert!(e.to_string().contains("apps.shop.pause_mode"), "{e}");
+    let e = load(&format!("{MINIMAL}paused_templates = [\"\"]\n"), &[]).unwrap_err();
+    assert!(e.to_string().contains("apps.shop.paused_templates"), "{e}");
+}
+
+#[test]
+fn preference_gates_are_off_by_default_and_a_gate_ttl_under_a_second_is_refused() {
+    let s = load(MINIMAL, &[]).unwrap();
+    assert!(!s.apps["shop"].honor_preferences);
+    assert_eq!(s.apps["shop"].gate_ttl.0, Duration::from_secs(180 * 86_400));
+    let s = load(
+        &format!("{MINIMAL}honor_preferences = true\ngate_ttl = \"30days\"\n"),
+        &[],
+    )
+    .unwrap();
+    assert!(s.apps["shop"].honor_preferences);
+    assert_eq!(s.apps["shop"].gate_ttl.0, Duration::from_secs(30 * 86_400));
+    for bad in ["0s", "500ms"] {
+        let e = load(&format!("{MINIMAL}gate_ttl = \"{bad}\"\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("apps.shop.gate_ttl"), "{e}");
+    }
+    let e = load(&format!("{MINIMAL}gate_ttl = \"soon\"\n"), &[]).unwrap_err();
+    assert!(e.to_string().contains("gate_ttl"), "{e}");
+}
+
+#[test]
+fn an_app_may_suppress_only_with_a_policy_that_drops_or_suppresses() {
+    let may =
+        |extra: &str| load(&format!("{MINIMAL}{extra}"), &[]).unwrap().apps["shop"].may_suppress();
+    assert!(!may(""));
+    assert!(
+        !may("quiet_hours = \"22:00-08:00\"\n"),
+        "defer holds, never drops"
+    );
+    assert!(may(
+        "quiet_hours = \"22:00-08:00\"\nquiet_mode = \"drop\"\n"
+    ));
+    assert!(may("pause_mode = \"drop\"\n"));
+    assert!(may("honor_preferences = true\n"));
+    assert!(may("recipient_limit = { count = 3, per = \"1d\" }\n"));
+    assert!(!may(
+        "recipient_limit = { count = 3, per = \"1d\" }\ncap_mode = \"defer\"\n"
+    ));
+    assert!(may("content_dedup = \"5m\"\n"));
+}
+
+const PLATFORM: &str = "[platforms.saas]\ncomponent_appid = \"0123456789\"\ntoken = \"t\"\n\
+     encoding_aes_key = \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\"\n";
+
+#[test]
+fn a_platform_takes_its_secret_from_the_environment_raw_and_its_authorizers_defaults() {
+    let env = [("WXCOURIER_PLATFORMS__SAAS__COMPONENT_SECRET", "0123")];
+    let s = load(&format!("{MINIMAL}{PLATFORM}"), &env).unwrap();
+    let p = &s.platforms["saas"];
+    assert_eq!(p.component_secret.expose(), "0123");
+    assert_eq!(p.component_appid, "0123456789");
+    assert_eq!(p.rate_per_second.per_second(), 50.0);
+    assert_eq!(p.burst.get(), 50);
+    assert!(p.aes_key().is_some());
+    // Its secret in the file is refused, naming the variable it belongs in.
+    let in_file = format!("{PLATFORM}component_secret = \"s\"\n");
+    let err = load(&format!("{MINIMAL}{in_file}"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("platforms.saas.component_secret")
+            && err.contains("WXCOURIER_PLATFORMS__SAAS__COMPONENT_SECRET"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_platform_missing_what_its_pushes_need_names_the_key() {
+    let env = [("WXCOURIER_PLATFORMS__SAAS__COMPONENT_SECRET", "s")];
+    for (table, key) in [
+        (
+            PLATFORM.replace("component_appid = \"0123456789\"\n", ""),
+            "component_appid",
+        ),
+        (PLATFORM.replace("token = \"t\"\n", ""), "token"),
+        (PLATFORM.replace("ABCDEFG", "ABC"), "encoding_aes_key"),
+        (
+            PLATFORM.replace("[platforms.saas]", "[platforms.Saas]"),
+            "platforms.Saas",
+        ),
+    ] {
+        let err = load(&format!("{MINIMAL}{table}"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{key}: {err}");
+    }
+    // No secret: named with its variable, unless the verb never calls WeChat.
+    let err = load(&format!("{MINIMAL}{PLATFORM}"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("WXCOURIER_PLATFORMS__SAAS__COMPONENT_SECRET"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_account_is_an_app_or_a_platforms_authorizer() {
+    for good in ["shop", "saas:wx1234567890abcdef", "a_b:X9"] {
+        assert!(is_account_name(good), "{good}");
+    }
+    for bad in [
+        "",
+        "Shop",
+        "saas:",
+        ":wx1",
+        "saas:wx-1",
+        "saas:wx:1",
+        "a.b",
+        &"x".repeat(33),
+    ] {
+        assert!(!is_account_name(bad), "{bad}");
+    }
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use super::error::{ConfigError, invalid};
 use super::keys::ENV_PREFIX;
+use super::platforms::{PlatformSettings, secret_env};
+use super::redis_url::RedisUrl;
 use super::sections::{AmqpSettings, AppSettings, CallbackMode, StateSettings};
 use super::settings::{Settings, Uses};
 
@@ -55,8 +57,18 @@ impl Settings {
                 "must be an address such as 0.0.0.0:8080",
             ));
         }
+        self.admin.validate(&self.http)?;
         for (name, app) in &self.apps {
             validate_app(name, app, uses)?;
+        }
+        for (name, platform) in &self.platforms {
+            validate_platform(name, platform, uses)?;
+            if self.apps.contains_key(name) {
+                return Err(invalid(
+                    format!("platforms.{name}"),
+                    format!("has the name of [apps.{name}]: each has a job queue of that name"),
+                ));
+            }
         }
         validate_lookups(self)?;
         Ok(())
@@ -92,16 +104,18 @@ fn validate_nodes(amqp: &AmqpSettings) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// `memory`, `redis://` or `rediss://` (TLS, always with the certificate checked).
+/// `memory`, or a Redis URL for one node, a Sentinel-watched primary or a Cluster; TLS always
+/// with the certificate checked.
 fn validate_state(state: &StateSettings) -> Result<(), ConfigError> {
     let url = state.url.expose();
-    let tls = url.starts_with("rediss://");
-    if url != "memory" && !url.starts_with("redis://") && !tls {
-        return Err(invalid(
-            "state.url",
-            "must be \"memory\", a redis:// URL or a rediss:// URL (TLS)",
-        ));
+    if url == "memory" {
+        if state.ca_file.is_some() {
+            return Err(not_encrypted());
+        }
+        return Ok(());
     }
+    let parsed = RedisUrl::parse(url).map_err(|why| invalid("state.url", why))?;
+    let tls = parsed.tls();
     if tls && url.contains('#') {
         return Err(invalid(
             "state.url",
@@ -110,13 +124,17 @@ fn validate_state(state: &StateSettings) -> Result<(), ConfigError> {
         ));
     }
     if state.ca_file.is_some() && !tls {
-        return Err(invalid(
-            "state.ca_file",
-            "is only used with a rediss:// state.url; with this URL the connection would not be \
-             encrypted",
-        ));
+        return Err(not_encrypted());
     }
     Ok(())
+}
+
+fn not_encrypted() -> ConfigError {
+    invalid(
+        "state.ca_file",
+        "is only used with a TLS state.url (rediss://, rediss+sentinel://, rediss+cluster://); \
+         with this URL the connection would not be encrypted",
+    )
 }
 
 fn validate_app(name: &str, app: &AppSettings, uses: Uses) -> Result<(), ConfigError> {
@@ -129,6 +147,12 @@ fn validate_app(name: &str, app: &AppSettings, uses: Uses) -> Result<(), ConfigE
     }
     if app.appid.is_empty() {
         return Err(invalid(key("appid"), "is missing"));
+    }
+    if app.paused_templates.iter().any(|t| t.trim().is_empty()) {
+        return Err(invalid(
+            key("paused_templates"),
+            "must name templates by their template_id (an empty one pauses nothing)",
+        ));
     }
     if app.secret.is_empty() && uses == Uses::Everything {
         return Err(invalid(
@@ -153,6 +177,7 @@ fn validate_app(name: &str, app: &AppSettings, uses: Uses) -> Result<(), ConfigE
             ));
         }
     }
+    super::quiet::validate(name, app)?;
     if let Some(mode) = app.callback_mode {
         if app.callback_token.is_none() {
             return Err(invalid(
@@ -172,6 +197,15 @@ fn validate_app(name: &str, app: &AppSettings, uses: Uses) -> Result<(), ConfigE
                 ),
             ));
         }
+    }
+    if app.cap_mode.is_some() && app.recipient_limit.is_none() {
+        return Err(invalid(
+            key("cap_mode"),
+            format!(
+                "is set but {}, the cap it applies to, is not",
+                key("recipient_limit")
+            ),
+        ));
     }
     Ok(())
 }
@@ -196,7 +230,33 @@ fn validate_lookups(s: &Settings) -> Result<(), ConfigError> {
             "must be at least 1s",
         ));
     }
+    if let Some(name) = s
+        .apps
+        .iter()
+        .find_map(|(name, app)| (app.gate_ttl.0 < second).then_some(name))
+    {
+        return Err(invalid(
+            format!("apps.{name}.gate_ttl"),
+            "must be at least 1s",
+        ));
+    }
     Ok(())
+}
+
+/// An account a job can be for: a configured app's name, or a platform's authorizer,
+/// `NAME:APPID` (NAME as an app's, APPID 1-32 letters and digits).
+pub(crate) fn is_account_name(name: &str) -> bool {
+    match name.split_once(':') {
+        None => is_app_name(name),
+        Some((platform, appid)) => is_app_name(platform) && is_authorizer_appid(appid),
+    }
+}
+
+/// Whether `appid` can be a platform authorizer's AppID: it becomes part of an account name, a
+/// routing key and a queue binding, so 1-32 letters and digits (WeChat's are `wx` and 16 hex
+/// digits).
+pub(crate) fn is_authorizer_appid(appid: &str) -> bool {
+    (1..=32).contains(&appid.len()) && appid.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// App names become routing keys and queue names: `[a-z0-9_]{1,32}`.
@@ -205,4 +265,41 @@ pub(crate) fn is_app_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// The rules of one `[platforms.NAME]` table; the secret only for the verbs that call WeChat.
+fn validate_platform(
+    name: &str,
+    platform: &PlatformSettings,
+    uses: Uses,
+) -> Result<(), ConfigError> {
+    let key = |field: &str| format!("platforms.{name}.{field}");
+    if !is_app_name(name) {
+        return Err(invalid(
+            format!("platforms.{name}"),
+            "must be named with 1-32 of a-z, 0-9 and _",
+        ));
+    }
+    if platform.component_appid.is_empty() {
+        return Err(invalid(key("component_appid"), "is missing"));
+    }
+    if platform.token.is_empty() {
+        return Err(invalid(
+            key("token"),
+            "is missing: the message-check Token of the platform's console",
+        ));
+    }
+    if platform.aes_key().is_none() {
+        return Err(invalid(
+            key("encoding_aes_key"),
+            "must be the 43-character EncodingAESKey of the platform's console",
+        ));
+    }
+    if platform.component_secret.is_empty() && uses == Uses::Everything {
+        return Err(invalid(
+            key("component_secret"),
+            format!("is missing: set {}", secret_env(name)),
+        ));
+    }
+    Ok(())
 }

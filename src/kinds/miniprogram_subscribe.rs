@@ -8,9 +8,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::fields::{self, Data, FieldError};
-use super::request::{Override, Request};
-use super::typed;
-use crate::outcome::FailReason;
+use super::request::{Override, ReadOptions, Request, Warnings};
+use super::typed::{self, Keys};
+use crate::outcome::OutcomeReason;
 
 pub(super) const ENDPOINT: &str = "/cgi-bin/message/subscribe/send";
 
@@ -26,7 +26,7 @@ pub(super) const FIELDS: [&str; 6] = [
 pub(super) const OVERRIDES: [Override; 1] = [Override {
     code: 41030,
     class: None,
-    reason: Some(FailReason::ContentRejected),
+    reason: Some(OutcomeReason::ContentRejected),
     describe: "page is not a published page of the mini program",
 }];
 
@@ -49,14 +49,23 @@ struct SubscribeSendBody<'a> {
     data: Data,
 }
 
-pub(super) fn read(obj: &mut Map<String, Value>) -> Result<Request, FieldError> {
+pub(super) fn read(
+    obj: &mut Map<String, Value>,
+    options: ReadOptions,
+) -> Result<Request, FieldError> {
     let touser = fields::touser(obj)?;
     let template_id = fields::template_id(obj)?;
     let page = fields::optional_page(obj, "page")?;
     let miniprogram_state = one_of(obj, "miniprogram_state", &STATES)?;
     let lang = one_of(obj, "lang", &LANGS)?;
-    let data = fields::data(obj, false)?;
-    typed::check_data(&data)?;
+    let mut data = fields::data(obj, false)?;
+    let mut warnings = Warnings::default();
+    typed::check_data(
+        &mut data,
+        Keys::Every,
+        options.truncate,
+        &mut warnings.shortened,
+    )?;
     let body = SubscribeSendBody {
         touser: &touser,
         template_id: &template_id,
@@ -70,6 +79,7 @@ pub(super) fn read(obj: &mut Map<String, Value>) -> Result<Request, FieldError> 
         touser,
         template_id,
         body,
+        warnings,
     })
 }
 

@@ -2,9 +2,10 @@
 //! holds what is its own — the job fields it reads and checks, the body and endpoint of its
 //! WeChat request, the errcodes it reads differently. Every question about a kind is a `match`
 //! on the enum below, so adding a kind is one file plus one enum arm, and the compiler lists
-//! every match to extend. The envelope every kind shares (`id`, `meta`, `not_after`, `kind`)
-//! is read in `crate::job`.
+//! every match to extend. The envelope every kind shares (`id`, `meta`, `not_after`,
+//! `not_before`, `urgent`, `kind`) is read in `crate::job`.
 
+pub(crate) mod display;
 pub(crate) mod fields;
 mod miniprogram_subscribe;
 mod request;
@@ -13,8 +14,8 @@ mod template;
 pub(crate) mod typed;
 
 pub use fields::FieldError;
-pub use request::Override;
-pub(crate) use request::Request;
+pub use request::{Override, ReadOptions};
+pub(crate) use request::{Request, Warnings};
 
 use std::fmt;
 use std::str::FromStr;
@@ -64,17 +65,18 @@ impl Kind {
         }
     }
 
-    /// Reads and checks the kind's fields (removing them from `obj`) and builds the WeChat
-    /// request; `id` is the job id.
+    /// Reads and checks the kind's fields (removing them from `obj`) as the app's `options`
+    /// ask, and builds the WeChat request; `id` is the job id.
     pub(crate) fn read(
         self,
         id: &str,
         obj: &mut Map<String, Value>,
+        options: ReadOptions,
     ) -> Result<Request, FieldError> {
         match self {
-            Kind::Template => template::read(id, obj),
-            Kind::Subscribe => subscribe::read(obj),
-            Kind::MiniprogramSubscribe => miniprogram_subscribe::read(obj),
+            Kind::Template => template::read(id, obj, options),
+            Kind::Subscribe => subscribe::read(obj, options),
+            Kind::MiniprogramSubscribe => miniprogram_subscribe::read(obj, options),
         }
     }
 

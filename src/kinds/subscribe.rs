@@ -8,9 +8,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::fields::{self, Data, FieldError, MiniProgram};
-use super::request::{Override, Request};
-use super::typed;
-use crate::outcome::FailReason;
+use super::request::{Override, ReadOptions, Request, Warnings};
+use super::typed::{self, Keys};
+use crate::outcome::OutcomeReason;
 use crate::types::Class;
 
 pub(super) const ENDPOINT: &str = "/cgi-bin/message/subscribe/bizsend";
@@ -28,13 +28,13 @@ pub(super) const OVERRIDES: [Override; 3] = [
     Override {
         code: 43107,
         class: None,
-        reason: Some(FailReason::ConfigError),
+        reason: Some(OutcomeReason::ConfigError),
         describe: "the account may not send subscription notifications",
     },
     Override {
         code: 41030,
         class: None,
-        reason: Some(FailReason::ContentRejected),
+        reason: Some(OutcomeReason::ContentRejected),
         describe: "page is not a page of the mini program",
     },
 ];
@@ -51,13 +51,22 @@ struct BizsendBody<'a> {
     data: Data,
 }
 
-pub(super) fn read(obj: &mut Map<String, Value>) -> Result<Request, FieldError> {
+pub(super) fn read(
+    obj: &mut Map<String, Value>,
+    options: ReadOptions,
+) -> Result<Request, FieldError> {
     let touser = fields::touser(obj)?;
     let template_id = fields::template_id(obj)?;
     let page = fields::optional_page(obj, "page")?;
     let miniprogram = fields::miniprogram(obj)?;
-    let data = fields::data(obj, false)?;
-    typed::check_data(&data)?;
+    let mut data = fields::data(obj, false)?;
+    let mut warnings = Warnings::default();
+    typed::check_data(
+        &mut data,
+        Keys::Every,
+        options.truncate,
+        &mut warnings.shortened,
+    )?;
     let body = BizsendBody {
         touser: &touser,
         template_id: &template_id,
@@ -70,5 +79,6 @@ pub(super) fn read(obj: &mut Map<String, Value>) -> Result<Request, FieldError> 
         touser,
         template_id,
         body,
+        warnings,
     })
 }

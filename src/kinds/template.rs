@@ -1,14 +1,18 @@
 //! `template`: the service account's template message, the default kind. Its fields are
 //! `touser`, `template_id`, `url`, `miniprogram`, `topcolor` and `data` (values with an optional
 //! `color`); it is sent to `POST /cgi-bin/message/template/send` with the job id as
-//! `client_msg_id`, so WeChat itself drops a re-send of the same job. It reads every errcode as
-//! `wechat.*_codes` and `wechat.reason_codes` say.
+//! `client_msg_id`, so WeChat itself drops a re-send of the same job. A `data` key written as a
+//! keyword type and a number (`thing13`, a category template's) is held to its type's rule, as
+//! for the subscribe kinds; other keys are not. It reads every errcode as `wechat.*_codes` and
+//! `wechat.reason_codes` say.
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::display;
 use super::fields::{self, Data, FieldError, MiniProgram};
-use super::request::{Override, Request};
+use super::request::{Override, ReadOptions, Request, Warnings};
+use super::typed::{self, Keys};
 
 pub(super) const ENDPOINT: &str = "/cgi-bin/message/template/send";
 
@@ -40,7 +44,11 @@ struct TemplateBody<'a> {
     client_msg_id: &'a str,
 }
 
-pub(super) fn read(id: &str, obj: &mut Map<String, Value>) -> Result<Request, FieldError> {
+pub(super) fn read(
+    id: &str,
+    obj: &mut Map<String, Value>,
+    options: ReadOptions,
+) -> Result<Request, FieldError> {
     let touser = fields::touser(obj)?;
     let template_id = fields::template_id(obj)?;
     let url = fields::optional_string(obj, "url")?;
@@ -65,7 +73,15 @@ pub(super) fn read(id: &str, obj: &mut Map<String, Value>) -> Result<Request, Fi
     {
         return Err(FieldError::new("topcolor", "must be a color #RRGGBB"));
     }
-    let data = fields::data(obj, true)?;
+    let mut data = fields::data(obj, true)?;
+    let mut warnings = Warnings::default();
+    typed::check_data(
+        &mut data,
+        Keys::Named,
+        options.truncate,
+        &mut warnings.shortened,
+    )?;
+    warnings.display = display::warnings(&data, topcolor.is_some());
     let body = TemplateBody {
         touser: &touser,
         template_id: &template_id,
@@ -80,5 +96,6 @@ pub(super) fn read(id: &str, obj: &mut Map<String, Value>) -> Result<Request, Fi
         touser,
         template_id,
         body,
+        warnings,
     })
 }

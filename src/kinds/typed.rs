@@ -1,6 +1,8 @@
-//! The typed keywords of subscribe messages: a key is a type and a number (`thing1`,
-//! `character_string12`), and WeChat refuses (47003) a value that breaks its type's rule. The
-//! rules are checked here, before any quota is spent.
+//! The typed keywords of subscribe messages and of the category templates added since 2023: a
+//! key is a type and a number (`thing1`, `character_string12`), and WeChat refuses (47003) a
+//! value that breaks its type's rule. The rules are checked here, before any quota is spent;
+//! an app that asks for it has over-long `thing` and `character_string` values shortened here
+//! instead.
 
 use super::fields::{Data, FieldError};
 
@@ -33,13 +35,87 @@ pub(crate) enum KeywordError {
     Broken(&'static str),
 }
 
-/// Checks every entry of `data`; the error names the field and the rule.
-pub(crate) fn check_data(data: &Data) -> Result<(), FieldError> {
-    for (key, entry) in &data.0 {
-        check(key, &entry.value)
-            .map_err(|e| FieldError::new(format!("data.{key}.value"), e.to_string()))?;
+/// Longest `thing` value, in characters.
+const THING_MAX_CHARS: usize = 20;
+/// Longest `character_string` value, in characters.
+const CHARACTER_STRING_MAX_CHARS: usize = 32;
+/// What ends a shortened `thing`: its first 17 characters and "…", the binding rule of
+/// `apps.NAME.truncate` (WxJava cuts the same 17 characters).
+const THING_END: &str = "…";
+/// What ends a shortened `character_string`: three ASCII dots, since that type allows only
+/// ASCII and "…" (U+2026) would break the very rule the shortening keeps.
+const CHARACTER_STRING_END: &str = "...";
+
+/// Which `data` keys a kind holds to a keyword type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keys {
+    /// Every key must name a type (the subscribe kinds).
+    Every,
+    /// Only keys written as a type and a number (`thing13`, the category templates); any other
+    /// key (an older template's `first`, `keyword1`, `remark`) is not checked.
+    Named,
+}
+
+/// Checks the typed entries of `data` (which ones, `keys` says); the error names the field and
+/// the rule. With `truncate`, an over-long `thing` or `character_string` value is first
+/// shortened in place, and a warning says so.
+pub(crate) fn check_data(
+    data: &mut Data,
+    keys: Keys,
+    truncate: bool,
+    warnings: &mut Vec<String>,
+) -> Result<(), FieldError> {
+    for (key, entry) in &mut data.0 {
+        let key = key.as_str();
+        let field = || format!("data.{key}.value");
+        let Some(kind) = type_of(key) else {
+            if keys == Keys::Every {
+                return Err(FieldError::new(
+                    field(),
+                    KeywordError::UnknownType.to_string(),
+                ));
+            }
+            continue;
+        };
+        if truncate && let Some(short) = shorten(kind, &entry.value) {
+            warnings.push(format!(
+                "{}: shortened from {} to {} characters ({}; apps.NAME.truncate is on)",
+                field(),
+                entry.value.chars().count(),
+                short.chars().count(),
+                rule(kind)
+            ));
+            entry.value = short;
+        }
+        check(key, &entry.value).map_err(|e| FieldError::new(field(), e.to_string()))?;
     }
     Ok(())
+}
+
+/// How a type that may be shortened to fit is cut: its longest value, how many characters are
+/// kept, and what ends them.
+fn shortenable(kind: &str) -> Option<(usize, usize, &'static str)> {
+    match kind {
+        "thing" => Some((THING_MAX_CHARS, 17, THING_END)),
+        "character_string" => Some((
+            CHARACTER_STRING_MAX_CHARS,
+            CHARACTER_STRING_MAX_CHARS - CHARACTER_STRING_END.len(),
+            CHARACTER_STRING_END,
+        )),
+        _ => None,
+    }
+}
+
+/// A value over its type's length, cut as WxJava cuts it: its first characters and
+/// its end: 17 and "…" for a `thing`, 29 and "..." for a `character_string`. Counted in
+/// characters, so Chinese text is cut between characters. `None` when it fits or its type is
+/// not one that is shortened.
+fn shorten(kind: &str, value: &str) -> Option<String> {
+    let (max, kept, end) = shortenable(kind)?;
+    if value.chars().count() <= max {
+        return None;
+    }
+    Some(value.chars().take(kept).chain(end.chars()).collect())
 }
 
 /// Checks one value against the type its key names; the error is the rule it broke.
@@ -49,11 +125,14 @@ pub(crate) fn check(key: &str, value: &str) -> Result<(), KeywordError> {
     };
     let n = value.chars().count();
     let ok = match kind {
-        "thing" => n <= 20,
+        "thing" => n <= THING_MAX_CHARS,
         "number" => n <= 32 && is_number(value),
         "letter" => (1..=32).contains(&n) && value.chars().all(|c| c.is_ascii_alphabetic()),
         "symbol" => (1..=5).contains(&n) && value.chars().all(is_symbol),
-        "character_string" => (1..=32).contains(&n) && value.chars().all(|c| c.is_ascii_graphic()),
+        "character_string" => {
+            (1..=CHARACTER_STRING_MAX_CHARS).contains(&n)
+                && value.chars().all(|c| c.is_ascii_graphic())
+        }
         "time" => is_time_or_range(value, true),
         "date" => is_time_or_range(value, false),
         "amount" => is_amount(value),
@@ -315,17 +394,161 @@ mod tests {
         assert!(check("character_string1", "abc").is_ok());
     }
 
+    fn data(entries: &[(&str, &str)]) -> Data {
+        Data(
+            entries
+                .iter()
+                .map(|&(k, v)| {
+                    (
+                        k.to_owned(),
+                        super::super::fields::DataEntry {
+                            value: v.to_owned(),
+                            color: None,
+                        },
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// Checks `entries` as `keys` says; the data as sent (or the breach) and the warnings.
+    fn checked(
+        entries: &[(&str, &str)],
+        keys: Keys,
+        truncate: bool,
+    ) -> (Result<Data, FieldError>, Vec<String>) {
+        let mut d = data(entries);
+        let mut warnings = Vec::new();
+        let result = check_data(&mut d, keys, truncate, &mut warnings).map(|()| d);
+        (result, warnings)
+    }
+
     #[test]
     fn a_breach_names_the_field_and_the_rule() {
-        let data = Data(vec![(
-            "thing3".into(),
-            super::super::fields::DataEntry {
-                value: "x".repeat(21),
-                color: None,
-            },
-        )]);
-        let err = check_data(&data).unwrap_err();
-        assert_eq!(err.field, "data.thing3.value");
-        assert!(err.rule.contains("20 characters"), "{}", err.rule);
+        for keys in [Keys::Every, Keys::Named] {
+            let err = checked(&[("thing3", "x".repeat(21).as_str())], keys, false)
+                .0
+                .unwrap_err();
+            assert_eq!(err.field, "data.thing3.value");
+            assert!(err.rule.contains("20 characters"), "{}", err.rule);
+        }
+    }
+
+    #[test]
+    fn named_keys_leave_every_key_that_is_not_a_type_and_a_number_unchecked() {
+        let long = "字".repeat(40);
+        let free = [
+            ("first", long.as_str()),
+            ("keyword1", long.as_str()),
+            ("remark", long.as_str()),
+            ("thing", long.as_str()),
+            ("short_thing5", long.as_str()),
+            ("Thing1", long.as_str()),
+            ("User", long.as_str()),
+        ];
+        let (result, warnings) = checked(&free, Keys::Named, true);
+        assert_eq!(result.unwrap(), data(&free), "left as they are");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        // The same keys in a subscribe message name no type: refused.
+        let err = checked(&free[..1], Keys::Every, false).0.unwrap_err();
+        assert!(err.rule.contains("keyword type"), "{}", err.rule);
+    }
+
+    #[test]
+    fn truncate_shortens_a_thing_to_17_characters_and_an_ellipsis() {
+        let long = format!("{}{}", "您的订单已经备好请到前台取餐".repeat(2), "谢谢");
+        assert_eq!(long.chars().count(), 30);
+        let (result, warnings) = checked(&[("thing13", long.as_str())], Keys::Named, true);
+        let sent = &result.unwrap().0[0].1.value;
+        let want: String = long.chars().take(17).chain("…".chars()).collect();
+        assert_eq!(sent, &want);
+        assert_eq!(sent.chars().count(), 18, "17 characters and the ellipsis");
+        assert!(check("thing13", sent).is_ok());
+        assert_eq!(
+            warnings,
+            ["data.thing13.value: shortened from 30 to 18 characters \
+              (thing: at most 20 characters; apps.NAME.truncate is on)"]
+        );
+    }
+
+    #[test]
+    fn truncate_shortens_a_character_string_to_29_characters_and_three_dots() {
+        let long = "SF".repeat(20);
+        let (result, warnings) =
+            checked(&[("character_string21", long.as_str())], Keys::Named, true);
+        let sent = &result.unwrap().0[0].1.value;
+        assert_eq!(sent, &format!("{}...", &long[..29]));
+        assert!(check("character_string21", sent).is_ok());
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].starts_with("data.character_string21.value: shortened from 40 to 32"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn truncate_leaves_values_that_fit_and_other_types_as_they_are() {
+        let (twenty, thirty_two) = ("字".repeat(20), "x".repeat(32));
+        let fits = [
+            ("thing1", twenty.as_str()),
+            ("character_string2", thirty_two.as_str()),
+        ];
+        let (result, warnings) = checked(&fits, Keys::Named, true);
+        assert_eq!(result.unwrap(), data(&fits));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        // Only thing and character_string are shortened: a const is one of the template's own
+        // values, cut it and it is another.
+        let err = checked(&[("const6", "x".repeat(21).as_str())], Keys::Named, true)
+            .0
+            .unwrap_err();
+        assert_eq!(err.field, "data.const6.value");
+        let err = checked(
+            &[("phone_number3", "1".repeat(18).as_str())],
+            Keys::Named,
+            true,
+        )
+        .0
+        .unwrap_err();
+        assert_eq!(err.field, "data.phone_number3.value");
+    }
+
+    #[test]
+    fn truncate_does_not_save_a_value_that_breaks_more_than_the_length() {
+        // Chinese is never a character_string, however short it is cut.
+        let err = checked(
+            &[("character_string21", "单号".repeat(20).as_str())],
+            Keys::Named,
+            true,
+        )
+        .0
+        .unwrap_err();
+        assert_eq!(err.field, "data.character_string21.value");
+        assert!(
+            err.rule.contains("digits, letters and symbols"),
+            "{}",
+            err.rule
+        );
+    }
+
+    #[test]
+    fn without_truncate_an_over_long_value_is_refused_for_every_kind_of_keys() {
+        for keys in [Keys::Every, Keys::Named] {
+            for (key, value) in [
+                ("thing1", "字".repeat(21)),
+                ("character_string2", "x".repeat(33)),
+            ] {
+                let (result, warnings) = checked(&[(key, value.as_str())], keys, false);
+                assert_eq!(result.unwrap_err().field, format!("data.{key}.value"));
+                assert!(warnings.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn subscribe_keys_are_shortened_too_when_the_app_asks() {
+        let (result, warnings) =
+            checked(&[("thing1", "字".repeat(25).as_str())], Keys::Every, true);
+        assert_eq!(result.unwrap().0[0].1.value.chars().count(), 18);
+        assert_eq!(warnings.len(), 1);
     }
 }

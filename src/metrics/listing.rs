@@ -33,12 +33,15 @@ fn sample_every_family(m: &Metrics) {
         token_fetch_failures,
         limiter_wait,
         app_paused,
+        paused,
+        paused_jobs,
         // Unlabelled: always in the exposition.
         in_flight: _,
         broker_reconnects: _,
         publish_failures: _,
         callback_events,
         callback_unmark_failures,
+        outcomes_unrouted,
         queue_messages,
         orphan_queues: _,
         orphan_queue_messages,
@@ -47,6 +50,12 @@ fn sample_every_family(m: &Metrics) {
         quota_daily_limit,
         quota_used,
         quota_remaining,
+        quiet_hours_urgent,
+        quiet_hours_deferred,
+        quiet_hours_dropped,
+        trail_failures: _,
+        platform_ticket_age,
+        platform_authorizers,
     } = m;
     sample(jobs);
     sample(wechat_calls);
@@ -57,8 +66,11 @@ fn sample_every_family(m: &Metrics) {
     sample(token_fetch_failures);
     sample(limiter_wait);
     sample(app_paused);
+    sample(paused);
+    sample(paused_jobs);
     sample(callback_events);
     sample(callback_unmark_failures);
+    sample(outcomes_unrouted);
     sample(queue_messages);
     sample(orphan_queue_messages);
     sample(foreign_consumers);
@@ -66,6 +78,11 @@ fn sample_every_family(m: &Metrics) {
     sample(quota_daily_limit);
     sample(quota_used);
     sample(quota_remaining);
+    sample(quiet_hours_urgent);
+    sample(quiet_hours_deferred);
+    sample(quiet_hours_dropped);
+    sample(platform_ticket_age);
+    sample(platform_authorizers);
 }
 
 /// One metric family, as the registry describes it.

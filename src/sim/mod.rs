@@ -4,6 +4,8 @@
 
 mod lookups;
 mod model;
+mod platform;
+mod platform_state;
 pub mod push;
 mod reports;
 mod rules;
@@ -20,6 +22,8 @@ pub use model::{
     Answer, AppStats, DEFAULT_APPID, DEFAULT_SECRET, Faults, QuotaCount, SendRecord, SimOptions,
     SimStats, SimTemplate,
 };
+pub use platform::PlatformControlError;
+pub use platform_state::{PlatformFaults, PlatformStats, SimPlatform};
 pub(crate) use push::CallbackTarget;
 pub use push::{Decision, UserEvent};
 pub use reports::UserEventError;
@@ -42,6 +46,7 @@ impl Simulator {
         let model = Arc::new(model);
         tokio::spawn(push::run(pushes, counts));
         let stop = CancellationToken::new();
+        tokio::spawn(push_tickets(model.clone(), stop.clone()));
         let app = server::router(model.clone());
         let shutdown = stop.clone();
         tokio::spawn(async move {
@@ -121,7 +126,58 @@ impl Simulator {
         self.model.deny(appid, path, errcode);
     }
 
+    /// A merchant authorizes the platform `component` (again: an update), as by scanning its
+    /// console link: WeChat pushes `authorized` (or `updateauthorized`) with a code, which
+    /// this returns.
+    pub fn authorize(
+        &self,
+        component: &str,
+        authorizer: &str,
+    ) -> Result<String, PlatformControlError> {
+        self.model.authorize(component, authorizer)
+    }
+
+    /// A merchant withdraws the platform's authorization: WeChat pushes `unauthorized`.
+    pub fn unauthorize(
+        &self,
+        component: &str,
+        authorizer: &str,
+    ) -> Result<(), PlatformControlError> {
+        self.model.unauthorize(component, authorizer)
+    }
+
+    /// Pushes a new verify ticket to `component`'s event URL now.
+    pub fn push_ticket(&self, component: &str) -> Result<(), PlatformControlError> {
+        self.model.push_ticket(component)
+    }
+
+    pub fn set_platform_faults(
+        &self,
+        component: &str,
+        faults: PlatformFaults,
+    ) -> Result<(), PlatformControlError> {
+        self.model.set_platform_faults(component, faults)
+    }
+
+    /// Each platform's counts of component calls, by component AppID.
+    pub fn platform_stats(&self) -> std::collections::BTreeMap<String, PlatformStats> {
+        self.model.platform_stats()
+    }
+
     pub fn stop(&self) {
         self.stop.cancel();
+    }
+}
+
+/// Every `ticket_interval`, a new verify ticket to each platform, as WeChat does every 10
+/// minutes; the first one interval after start (a worker with no ticket asks for one).
+async fn push_tickets(model: Arc<Model>, stop: CancellationToken) {
+    let every = model.ticket_interval();
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => model.push_tickets(),
+        }
     }
 }

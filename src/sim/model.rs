@@ -13,6 +13,7 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use super::platform_state::{Components, SimPlatform};
 use super::push::{CallbackTarget, PushCounts, Queued};
 use crate::kinds::Kind;
 
@@ -44,6 +45,10 @@ pub struct SimOptions {
     /// Each app's templates (`get_all_private_template`), by appid. An app with a list answers
     /// 40037 to a template message whose template_id is not in it.
     pub templates: std::collections::HashMap<String, Vec<SimTemplate>>,
+    /// Third-party platforms it knows.
+    pub platforms: Vec<SimPlatform>,
+    /// How often every platform with an event URL gets a new verify ticket (WeChat: 10 min).
+    pub ticket_interval: Duration,
 }
 
 impl Default for SimOptions {
@@ -59,6 +64,8 @@ impl Default for SimOptions {
             callbacks: Default::default(),
             refusing: Default::default(),
             templates: Default::default(),
+            platforms: Vec::new(),
+            ticket_interval: Duration::from_secs(600),
         }
     }
 }
@@ -119,6 +126,9 @@ pub struct SendRecord {
     pub kind: Kind,
     pub touser: String,
     pub client_msg_id: Option<String>,
+    /// The body's `data` as received, so a test can see what the worker sent.
+    #[serde(default)]
+    pub data: Option<serde_json::Value>,
     pub errcode: i64,
     pub(crate) msgid: Option<u64>,
     pub duplicate: bool,
@@ -238,6 +248,9 @@ pub(super) struct Inner {
 
 pub(crate) struct Model {
     pub(super) inner: Mutex<Inner>,
+    /// The third-party platforms (`platform`). Never locked while `inner` is held by the same
+    /// caller, but `inner` may be taken while this is held.
+    pub(super) components: Mutex<Components>,
     pub(super) started: Instant,
     pub(super) pushes: mpsc::UnboundedSender<Queued>,
     pub(super) push_counts: Arc<PushCounts>,
@@ -268,6 +281,27 @@ pub(super) fn errmsg_for(code: i64) -> &'static str {
     }
 }
 
+/// An account as it starts: a full quota on every send endpoint, its templates, no token.
+pub(super) fn new_app(options: &SimOptions, appid: &str, secret: &str) -> App {
+    let quota = Quota {
+        limit: options.daily_quota,
+        used: 0,
+    };
+    App {
+        secret: secret.to_owned(),
+        classic: None,
+        stable: None,
+        quota: Kind::ALL
+            .into_iter()
+            .map(|k| (k.endpoint(), quota))
+            .collect(),
+        templates: options.templates.get(appid).cloned().unwrap_or_default(),
+        dedup: HashMap::new(),
+        dedup_order: VecDeque::new(),
+        stats: AppStats::default(),
+    }
+}
+
 impl Model {
     /// The model, plus the queue of delivery reports for [`super::push::run`] to send.
     pub(crate) fn new(
@@ -276,30 +310,12 @@ impl Model {
         let apps = options
             .apps
             .iter()
-            .map(|(appid, secret)| {
-                let quota = Quota {
-                    limit: options.daily_quota,
-                    used: 0,
-                };
-                let app = App {
-                    secret: secret.clone(),
-                    classic: None,
-                    stable: None,
-                    quota: Kind::ALL
-                        .into_iter()
-                        .map(|k| (k.endpoint(), quota))
-                        .collect(),
-                    templates: options.templates.get(appid).cloned().unwrap_or_default(),
-                    dedup: HashMap::new(),
-                    dedup_order: VecDeque::new(),
-                    stats: AppStats::default(),
-                };
-                (appid.clone(), app)
-            })
+            .map(|(appid, secret)| (appid.clone(), new_app(&options, appid, secret)))
             .collect();
         let (pushes, queue) = mpsc::unbounded_channel();
         let push_counts = Arc::new(PushCounts::default());
         let callbacks = options.callbacks.clone();
+        let components = Components::new(&options.platforms);
         let model = Self {
             inner: Mutex::new(Inner {
                 options,
@@ -316,6 +332,7 @@ impl Model {
                 denied: HashMap::new(),
                 refused_templates: HashSet::new(),
             }),
+            components: Mutex::new(components),
             started: Instant::now(),
             pushes,
             push_counts: push_counts.clone(),
@@ -364,6 +381,10 @@ impl Model {
                 })
                 .collect(),
         }
+    }
+
+    pub(crate) fn ticket_interval(&self) -> Duration {
+        self.inner.lock().options.ticket_interval
     }
 
     pub(crate) fn sends(&self) -> Vec<SendRecord> {

@@ -32,7 +32,7 @@ impl Model {
         let _ = self.pushes.send(Queued {
             push: CallbackPush {
                 target: target.clone(),
-                appid: appid.to_owned(),
+                appid: self.sealed_for(appid),
                 xml,
             },
             at: tokio::time::Instant::now() + options.report_delay,
@@ -85,7 +85,7 @@ impl Model {
         let _ = self.pushes.send(Queued {
             push: CallbackPush {
                 target,
-                appid: appid.to_owned(),
+                appid: self.sealed_for(appid),
                 xml: user_event_xml(appid, touser, &event, unix_now()),
             },
             at: tokio::time::Instant::now(),

@@ -18,15 +18,18 @@ pub(crate) fn refusal(kind: Kind, body: &Value) -> Option<(i64, String)> {
 }
 
 /// `template/send`: a template_id WeChat could know (at most 128 characters), and some data.
+/// A category template's keys (since 2023) are typed as a subscribe message's are, and WeChat
+/// holds their values to the same rules; an older template's keys (`first`, `keyword1`) are
+/// free text.
 fn template(body: &Value) -> Option<(i64, String)> {
     let template_id = body["template_id"].as_str().unwrap_or("");
     if template_id.is_empty() || template_id.len() > 128 {
         return Some((40037, "invalid template_id".into()));
     }
-    if body["data"].as_object().is_none_or(|d| d.is_empty()) {
+    let Some(data) = body["data"].as_object().filter(|d| !d.is_empty()) else {
         return Some((47003, "argument invalid! data is empty".into()));
-    }
-    None
+    };
+    first_breach(data.iter().filter(|(key, _)| keyword_type(key).is_some()))
 }
 
 /// `subscribe/send`'s `miniprogram_state`: `developer`, `trial` or `formal`.
@@ -45,7 +48,14 @@ fn subscribe(body: &Value) -> Option<(i64, String)> {
     let Some(data) = body["data"].as_object().filter(|d| !d.is_empty()) else {
         return Some((47003, "argument invalid! data is empty".into()));
     };
-    data.iter()
+    first_breach(data.iter())
+}
+
+/// 47003 naming the first entry whose value is outside its keyword's rule.
+fn first_breach<'a>(
+    mut entries: impl Iterator<Item = (&'a String, &'a Value)>,
+) -> Option<(i64, String)> {
+    entries
         .find(|(key, entry)| {
             entry["value"]
                 .as_str()
@@ -54,13 +64,40 @@ fn subscribe(body: &Value) -> Option<(i64, String)> {
         .map(|(key, _)| (47003, format!("argument invalid! data.{key}.value invalid")))
 }
 
+/// The keyword types of WeChat's 参数类型 table.
+const KEYWORD_TYPES: [&str; 14] = [
+    "thing",
+    "number",
+    "letter",
+    "symbol",
+    "character_string",
+    "time",
+    "date",
+    "amount",
+    "phone_number",
+    "car_number",
+    "name",
+    "phrase",
+    "const",
+    "enum",
+];
+
+/// The keyword type a key is written with (`thing3` is a `thing`): one of the table's types
+/// and then a number.
+fn keyword_type(key: &str) -> Option<&'static str> {
+    let base = key.trim_end_matches(|c: char| c.is_ascii_digit());
+    if base.len() == key.len() {
+        return None;
+    }
+    KEYWORD_TYPES.iter().copied().find(|t| *t == base)
+}
+
 /// Whether `value` is within the documented rule of the keyword type `key` names (`thing3`
 /// is a `thing`). A key that names no type is refused, as WeChat refuses it.
 pub(crate) fn keyword_holds(key: &str, value: &str) -> bool {
-    let base = key.trim_end_matches(|c: char| c.is_ascii_digit());
-    if base.len() == key.len() {
+    let Some(base) = keyword_type(key) else {
         return false;
-    }
+    };
     let chars: Vec<char> = value.chars().collect();
     let len = chars.len();
     let all = |f: fn(char) -> bool| chars.iter().all(|&c| f(c));
@@ -117,6 +154,7 @@ pub(crate) fn keyword_holds(key: &str, value: &str) -> bool {
         "const" => len <= 20,
         // 枚举: WeChat holds it to the template's own list, which the simulator does not keep.
         "enum" => true,
+        // `keyword_type` knows no other type.
         _ => false,
     }
 }
@@ -244,6 +282,8 @@ mod tests {
             ("thing1", "Order #1842 ready!", true),
             ("thing1", &twenty, true),
             ("thing1", &format!("{twenty}字"), false),
+            // What `apps.NAME.truncate` makes of an over-long value fits its type.
+            ("thing1", &format!("{}…", "字".repeat(17)), true),
             ("number2", "260", true),
             ("number2", "260.50", true),
             ("number2", &"9".repeat(32), true),
@@ -263,6 +303,7 @@ mod tests {
             ("character_string5", "SF1234-56_x", true),
             ("character_string5", &"x".repeat(32), true),
             ("character_string5", &"x".repeat(33), false),
+            ("character_string5", &format!("{}...", "x".repeat(29)), true),
             ("character_string5", "单号1", false),
             ("character_string5", "has space", false),
             ("time6", "15:01", true),
@@ -334,6 +375,55 @@ mod tests {
         assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
     }
 
+    /// Template bodies, each refused by WeChat or not: a typed key (a category template's) is
+    /// held to its type, any other key (an older template's) is free text. The worker's reading
+    /// of a template job and the simulator's template route must both give that answer.
+    #[test]
+    fn the_worker_and_the_simulator_agree_on_which_template_bodies_are_refused() {
+        let long = "字".repeat(200);
+        let table: &[(&str, &str, bool)] = &[
+            ("thing13", &"字".repeat(20), true),
+            ("thing13", &"字".repeat(21), false),
+            ("character_string21", "SF1234567890", true),
+            ("character_string21", "单号", false),
+            ("time4", "2026年11月28日 15:01", true),
+            ("time4", "tomorrow", false),
+            ("amount2", "¥260.00", true),
+            ("amount2", "人民币260.00元", false),
+            ("phone_number3", &"1".repeat(17), true),
+            ("phone_number3", &"1".repeat(18), false),
+            ("car_number5", "粤A8Z888挂", true),
+            ("car_number5", "粤A8Z88888挂", false),
+            ("const6", "已支付", true),
+            ("const6", &"字".repeat(21), false),
+            ("first", &long, true),
+            ("keyword1", "人民币260.00元", true),
+            ("remark", "", true),
+            ("User", &long, true),
+            ("short_thing1", &long, true),
+            ("thing", &long, true),
+        ];
+        let mut disagreements = Vec::new();
+        for &(key, value, valid) in table {
+            let body = serde_json::json!({
+                "touser": "oia2TjuEGTNoeX76QEjQNrcURxG8",
+                "template_id": "t",
+                "data": {key: {"value": value}}
+            });
+            let mut obj = body.as_object().unwrap().clone();
+            let worker = Kind::Template
+                .read("id-1", &mut obj, crate::kinds::ReadOptions::default())
+                .is_ok();
+            let simulator = refusal(Kind::Template, &body).is_none();
+            if (worker, simulator) != (valid, valid) {
+                disagreements.push(format!(
+                    "{key} = {value:?}: documented {valid}, worker {worker}, simulator {simulator}"
+                ));
+            }
+        }
+        assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+    }
+
     #[test]
     fn a_subscribe_body_is_refused_naming_the_first_value_outside_its_rule() {
         let body = serde_json::json!({
@@ -345,8 +435,10 @@ mod tests {
             assert_eq!(code, 47003);
             assert!(errmsg.contains("data.number2.value"), "{errmsg}");
         }
-        // The template route does not read keyword types.
-        assert_eq!(refusal(Kind::Template, &body), None);
+        // A category template's typed keys are held to the same rules.
+        let (code, errmsg) = refusal(Kind::Template, &body).unwrap();
+        assert_eq!(code, 47003);
+        assert!(errmsg.contains("data.number2.value"), "{errmsg}");
         let mut mp = body.clone();
         mp["data"]["number2"]["value"] = serde_json::json!("12");
         assert_eq!(refusal(Kind::MiniprogramSubscribe, &mp), None);

@@ -78,6 +78,10 @@ impl Model {
             .get_mut(&appid)
             .expect("tokens belong to known apps");
         app.stats.send_calls += 1;
+        if self.components.lock().not_permitted(&appid) {
+            count(app, 61007);
+            return error(61007, "api is unauthorized to component");
+        }
         // Only a JSON object is a body; its strings are read where they are.
         let raw: Option<serde_json::Value> = serde_json::from_slice(body)
             .ok()
@@ -99,6 +103,7 @@ impl Model {
                 kind,
                 touser: touser.clone(),
                 client_msg_id: cmid.clone(),
+                data: raw.as_ref().and_then(|v| v.get("data")).cloned(),
                 errcode: 0,
                 msgid: None,
                 duplicate: false,

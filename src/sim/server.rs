@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,6 +14,8 @@ use serde::Deserialize;
 
 use super::lookups::{QUOTA_GET, TEMPLATE_LIST};
 use super::model::{Answer, Faults, Model, Reply, SimTemplate};
+use super::platform::PlatformControlError;
+use super::platform_state::PlatformFaults;
 use super::push::{CallbackTarget, UserEvent};
 use super::reports::UserEventError;
 use crate::kinds::Kind;
@@ -56,6 +58,12 @@ pub(crate) fn router(model: Arc<Model>) -> Router {
         .route("/sim/reset", post(reset))
         .route("/sim/callback", post(callback))
         .route("/sim/event", post(user_event))
+        .route("/cgi-bin/component/{call}", post(component_call))
+        .route("/sim/platform/authorize", post(platform_authorize))
+        .route("/sim/platform/unauthorize", post(platform_unauthorize))
+        .route("/sim/platform/ticket", post(platform_ticket))
+        .route("/sim/platform/faults", post(platform_faults))
+        .route("/sim/platform/stats", get(platform_stats))
         .with_state(model)
 }
 
@@ -270,4 +278,92 @@ async fn user_event(State(m): Shared, axum::Json(e): axum::Json<UserEventBody>) 
             (StatusCode::BAD_REQUEST, why.to_string()).into_response()
         }
     }
+}
+
+/// `POST /cgi-bin/component/CALL`: the third-party platform's endpoints.
+async fn component_call(
+    State(m): Shared,
+    Path(call): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    with_transport(&m, || {
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(b) => m.component_call(
+                &call,
+                q.get("component_access_token").map(String::as_str),
+                &b,
+            ),
+            Err(_) => {
+                Reply::Json(serde_json::json!({"errcode": 47001, "errmsg": "data format error"}))
+            }
+        }
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct AuthorizerBody {
+    component_appid: String,
+    authorizer_appid: String,
+}
+
+fn controlled(result: Result<(), PlatformControlError>) -> Response {
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(why @ PlatformControlError::Unknown(_)) => {
+            (StatusCode::NOT_FOUND, why.to_string()).into_response()
+        }
+        Err(why @ PlatformControlError::Invalid(_)) => {
+            (StatusCode::BAD_REQUEST, why.to_string()).into_response()
+        }
+    }
+}
+
+/// `POST /sim/platform/authorize`: a merchant authorizes (or re-authorizes) a platform; the
+/// answer holds the authorization code pushed.
+async fn platform_authorize(
+    State(m): Shared,
+    axum::Json(a): axum::Json<AuthorizerBody>,
+) -> Response {
+    match m.authorize(&a.component_appid, &a.authorizer_appid) {
+        Ok(code) => axum::Json(serde_json::json!({ "authorization_code": code })).into_response(),
+        Err(e) => controlled(Err(e)),
+    }
+}
+
+/// `POST /sim/platform/unauthorize`: a merchant withdraws its authorization.
+async fn platform_unauthorize(
+    State(m): Shared,
+    axum::Json(a): axum::Json<AuthorizerBody>,
+) -> Response {
+    controlled(m.unauthorize(&a.component_appid, &a.authorizer_appid))
+}
+
+#[derive(Deserialize)]
+struct ComponentBody {
+    component_appid: String,
+}
+
+/// `POST /sim/platform/ticket`: push a verify ticket now.
+async fn platform_ticket(State(m): Shared, axum::Json(c): axum::Json<ComponentBody>) -> Response {
+    controlled(m.push_ticket(&c.component_appid))
+}
+
+#[derive(Deserialize)]
+struct PlatformFaultsBody {
+    component_appid: String,
+    #[serde(flatten)]
+    faults: PlatformFaults,
+}
+
+async fn platform_faults(
+    State(m): Shared,
+    axum::Json(f): axum::Json<PlatformFaultsBody>,
+) -> Response {
+    controlled(m.set_platform_faults(&f.component_appid, f.faults))
+}
+
+async fn platform_stats(State(m): Shared) -> Response {
+    axum::Json(m.platform_stats()).into_response()
 }

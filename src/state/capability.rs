@@ -26,8 +26,22 @@ use crate::types::Secret;
 
 /// Which ids were sent (and as which msgid), and who is sending which id right now.
 pub trait Idempotency: Send + Sync {
-    /// Takes the send of `id`, unless it was sent or another delivery is sending it.
-    fn claim(&self, app: &str, id: &str) -> impl Future<Output = StateResult<Claim>> + Send;
+    /// Takes the send of `id` for `mine`, unless it was sent or another delivery is sending
+    /// it. A claim held by `previous` (this job's turn before, named by its retry copy) is taken
+    /// over: that turn has ended, but its claim may have reached shared state after the call
+    /// timed out, or outlived a release that failed, and would hold the job back until it
+    /// lapses. Holders are random, so no other delivery can name one.
+    fn claim_as(
+        &self,
+        app: &str,
+        id: &str,
+        mine: Holder,
+        previous: Option<Holder>,
+    ) -> impl Future<Output = StateResult<Claim>> + Send;
+    /// [`Idempotency::claim_as`] for a new holder and no earlier turn.
+    fn claim(&self, app: &str, id: &str) -> impl Future<Output = StateResult<Claim>> + Send {
+        self.claim_as(app, id, Holder::new(), None)
+    }
     /// Extends the claim `holder` took, right before the send; a lapsed claim nobody took
     /// since is taken again.
     fn renew(

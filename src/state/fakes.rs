@@ -11,9 +11,11 @@ use tokio::time::Instant;
 
 use futures_util::future::BoxFuture;
 
+use super::cancels::{CancelFound, Cancels};
 use super::capability::{Idempotency, Reports, SharedTokens};
 use super::error::{StateError, StateResult};
 use super::memory::MemoryState;
+use super::send_limits::{LimitRequest, Reservation, SendLimits};
 use super::values::{Claim, Holder, Renewal, ReportKey, SentJob};
 use crate::types::Secret;
 
@@ -28,6 +30,10 @@ pub(crate) enum StoreCall {
     Renewed(String),
     Released(String),
     Recorded(String, Option<u64>),
+    Reserved(String),
+    GaveBack(String),
+    CancelRecorded(String),
+    CancelAsked(String),
 }
 
 /// Idempotency in memory (the memory backend's own rules), with outages on demand.
@@ -37,6 +43,8 @@ pub(crate) struct FakeStore {
     pub(crate) down: AtomicBool,
     /// Only `record_sent` fails.
     pub(crate) record_fails: AtomicBool,
+    /// Only the send limits' calls fail.
+    pub(crate) limits_down: AtomicBool,
     /// Answers every renewal with this instead of asking the store.
     pub(crate) renewal: Mutex<Option<Renewal>>,
     pub(crate) calls: Mutex<Vec<StoreCall>>,
@@ -48,6 +56,7 @@ impl Default for FakeStore {
             inner: MemoryState::new(Duration::from_secs(3600), 1000),
             down: AtomicBool::new(false),
             record_fails: AtomicBool::new(false),
+            limits_down: AtomicBool::new(false),
             renewal: Mutex::new(None),
             calls: Mutex::new(Vec::new()),
         }
@@ -55,6 +64,12 @@ impl Default for FakeStore {
 }
 
 impl FakeStore {
+    /// A claim for `holder` that reached the store although its call failed (a timed-out
+    /// call whose command was still on its way).
+    pub(crate) fn claim_landed_late(&self, app: &str, id: &str, holder: Holder) {
+        self.inner.claim_as(app, id, holder, None);
+    }
+
     fn up(&self) -> StateResult<()> {
         match self.down.load(Ordering::SeqCst) {
             true => Err(outage()),
@@ -73,10 +88,16 @@ impl FakeStore {
 }
 
 impl Idempotency for FakeStore {
-    async fn claim(&self, app: &str, id: &str) -> StateResult<Claim> {
+    async fn claim_as(
+        &self,
+        app: &str,
+        id: &str,
+        mine: Holder,
+        previous: Option<Holder>,
+    ) -> StateResult<Claim> {
         self.up()?;
         self.calls.lock().push(StoreCall::Claimed(id.into()));
-        Ok(self.inner.claim(app, id))
+        Ok(self.inner.claim_as(app, id, mine, previous))
     }
 
     async fn renew(&self, app: &str, id: &str, holder: Holder) -> StateResult<Renewal> {
@@ -109,6 +130,44 @@ impl Idempotency for FakeStore {
             .push(StoreCall::Recorded(id.into(), msgid));
         self.inner.record_sent(app, id, msgid, meta);
         Ok(())
+    }
+}
+
+impl SendLimits for FakeStore {
+    async fn reserve(&self, app: &str, request: &LimitRequest<'_>) -> StateResult<Reservation> {
+        self.up()?;
+        if self.limits_down.load(Ordering::SeqCst) {
+            return Err(outage());
+        }
+        self.calls
+            .lock()
+            .push(StoreCall::Reserved(request.id.into()));
+        self.inner.reserve(app, request).await
+    }
+
+    async fn give_back(&self, app: &str, request: &LimitRequest<'_>) -> StateResult<()> {
+        self.up()?;
+        if self.limits_down.load(Ordering::SeqCst) {
+            return Err(outage());
+        }
+        self.calls
+            .lock()
+            .push(StoreCall::GaveBack(request.id.into()));
+        self.inner.give_back(app, request).await
+    }
+}
+
+impl Cancels for FakeStore {
+    async fn record_cancel(&self, app: &str, id: &str, keep: Duration) -> StateResult<CancelFound> {
+        self.up()?;
+        self.calls.lock().push(StoreCall::CancelRecorded(id.into()));
+        Ok(self.inner.record_cancel(app, id, keep))
+    }
+
+    async fn is_cancelled(&self, app: &str, id: &str) -> StateResult<bool> {
+        self.up()?;
+        self.calls.lock().push(StoreCall::CancelAsked(id.into()));
+        Ok(self.inner.is_cancelled(app, id))
     }
 }
 

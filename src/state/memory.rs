@@ -1,5 +1,7 @@
 //! State for a single instance, in memory: bounded by capacity and by age.
 
+mod cancels;
+
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::num::NonZeroU64;
@@ -9,9 +11,15 @@ use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use serde_json::Value;
 
+use super::cancels::{CancelFound, Cancels};
 use super::capability::Reports;
 use super::error::StateResult;
+use super::limit_windows::LimitWindows;
+use super::pauses::{PauseScope, Paused, Pauses};
+use super::send_limits::{LimitRequest, Reservation, SendLimits};
 use super::values::{Claim, Holder, Renewal, ReportKey, SentJob};
+
+mod pauses;
 
 /// A map that forgets entries older than `ttl`, and the oldest first beyond `capacity`.
 struct Bounded<K, V> {
@@ -151,12 +159,16 @@ struct Inner {
     reported: Bounded<MsgKey, ()>,
     /// Pushed events without a MsgID, by their key within the app (hashed like job ids).
     events: Bounded<IdKey, ()>,
+    /// Cancels kept for ids not claimed or sent, checked by every claim.
+    cancels: cancels::KeptCancels<IdKey>,
 }
 
 /// Idempotency and msgid → job for one instance.
 pub struct MemoryState {
     keyer: Keyer,
     inner: Mutex<Inner>,
+    limits: LimitWindows,
+    pauses: pauses::PauseBook,
 }
 
 impl MemoryState {
@@ -172,22 +184,42 @@ impl MemoryState {
                 by_msgid: Bounded::new(ttl, capacity),
                 reported: Bounded::new(ttl, capacity),
                 events: Bounded::new(ttl, capacity),
+                cancels: cancels::KeptCancels::new(capacity),
             }),
+            limits: LimitWindows::default(),
+            pauses: pauses::PauseBook::default(),
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn claim(&self, app: &str, id: &str) -> Claim {
+        self.claim_as(app, id, Holder::new(), None)
+    }
+
+    /// See [`crate::state::Idempotency::claim_as`].
+    pub(crate) fn claim_as(
+        &self,
+        app: &str,
+        id: &str,
+        mine: Holder,
+        previous: Option<Holder>,
+    ) -> Claim {
         let k = self.keyer.id(app, id);
         let mut inner = self.inner.lock();
         if let Some(&msgid) = inner.sent.get(&k, Instant::now()) {
             return Claim::AlreadySent(msgid.map(NonZeroU64::get));
         }
-        if inner.in_flight.contains_key(&k) {
-            return Claim::InFlight;
+        match inner.in_flight.get(&k).copied() {
+            Some(held) if Some(held) != previous => Claim::InFlight,
+            _ if inner.cancels.holds(&k, Instant::now()) => {
+                inner.in_flight.remove(&k);
+                Claim::Cancelled
+            }
+            _ => {
+                inner.in_flight.insert(k, mine);
+                Claim::Fresh(mine)
+            }
         }
-        let holder = Holder::new();
-        inner.in_flight.insert(k, holder);
-        Claim::Fresh(holder)
     }
 
     pub(crate) fn renew(&self, app: &str, id: &str, holder: Holder) -> Renewal {
@@ -195,6 +227,9 @@ impl MemoryState {
         let mut inner = self.inner.lock();
         if let Some(&msgid) = inner.sent.get(&k, Instant::now()) {
             return Renewal::AlreadySent(msgid.map(NonZeroU64::get));
+        }
+        if !inner.in_flight.contains_key(&k) && inner.cancels.holds(&k, Instant::now()) {
+            return Renewal::Cancelled;
         }
         match *inner.in_flight.entry(k).or_insert(holder) {
             h if h == holder => Renewal::Held,
@@ -227,6 +262,26 @@ impl MemoryState {
             let m = self.keyer.msgid(app, msgid.get());
             inner.by_msgid.insert(m, CompactJob::new(id, meta), now);
         }
+    }
+
+    /// See [`Cancels::record_cancel`]: kept only where the id is neither sent nor claimed.
+    pub(crate) fn record_cancel(&self, app: &str, id: &str, keep: Duration) -> CancelFound {
+        let now = Instant::now();
+        let k = self.keyer.id(app, id);
+        let mut inner = self.inner.lock();
+        if inner.sent.get(&k, now).is_some() {
+            return CancelFound::Sent;
+        }
+        if inner.in_flight.contains_key(&k) {
+            return CancelFound::InFlight;
+        }
+        inner.cancels.keep(k, keep, now);
+        CancelFound::Kept
+    }
+
+    pub(crate) fn is_cancelled(&self, app: &str, id: &str) -> bool {
+        let k = self.keyer.id(app, id);
+        self.inner.lock().cancels.holds(&k, Instant::now())
     }
 
     fn sent_job(&self, app: &str, msgid: u64) -> Option<SentJob> {
@@ -266,6 +321,17 @@ impl MemoryState {
     }
 }
 
+/// In memory every call answers at once.
+impl Cancels for MemoryState {
+    async fn record_cancel(&self, app: &str, id: &str, keep: Duration) -> StateResult<CancelFound> {
+        Ok(MemoryState::record_cancel(self, app, id, keep))
+    }
+
+    async fn is_cancelled(&self, app: &str, id: &str) -> StateResult<bool> {
+        Ok(MemoryState::is_cancelled(self, app, id))
+    }
+}
+
 /// In memory every call answers at once: the futures are ready when made.
 impl Reports for MemoryState {
     fn job_for_msgid<'a>(
@@ -291,6 +357,33 @@ impl Reports for MemoryState {
     ) -> BoxFuture<'a, StateResult<()>> {
         self.unmark(app, key);
         Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+impl SendLimits for MemoryState {
+    async fn reserve(&self, app: &str, request: &LimitRequest<'_>) -> StateResult<Reservation> {
+        Ok(self
+            .limits
+            .reserve(app, request, tokio::time::Instant::now()))
+    }
+
+    async fn give_back(&self, app: &str, request: &LimitRequest<'_>) -> StateResult<()> {
+        self.limits.give_back(app, request);
+        Ok(())
+    }
+}
+
+impl Pauses for MemoryState {
+    async fn paused(&self, app: &str) -> StateResult<Paused> {
+        Ok(self.pauses.get(app))
+    }
+
+    async fn pause(&self, app: &str, scope: &PauseScope) -> StateResult<Paused> {
+        Ok(self.pauses.change(app, |p| p.paused(scope)))
+    }
+
+    async fn resume(&self, app: &str, scope: &PauseScope) -> StateResult<Paused> {
+        Ok(self.pauses.change(app, |p| p.resumed(scope)))
     }
 }
 

@@ -1,17 +1,25 @@
-//! State shared by the pipeline: idempotency (which ids were sent, and as which msgid),
+//! State shared by the pipeline: idempotency (which ids were sent, and as which msgid; the
+//! cancels kept beside them),
 //! msgid → job for delivery reports, and de-duplication of reports (by MsgID) and of pushed
-//! user events (by a key naming the event); with several instances, also the access token and
-//! the send rate. In memory for one instance, or in Redis for many. Each capability is a trait
-//! (`capability`); a backend declares which it provides.
+//! user events (by a key naming the event), and the kill switch's pauses; with several
+//! instances, also the access token and the send rate; and each app's send limits
+//! (`send_limits`). In memory for one instance, or in Redis for many. Each capability is a
+//! trait (`capability`, `send_limits`, `pauses`); a backend declares which it provides.
 
+pub(crate) mod cancels;
 pub(crate) mod capability;
 pub(crate) mod error;
 #[cfg(test)]
 pub(crate) mod fakes;
+pub(crate) mod gates;
 pub(crate) mod health;
+pub(crate) mod limit_windows;
 pub(crate) mod memory;
+pub(crate) mod pauses;
+pub(crate) mod platforms;
 pub mod rate_lease;
 pub(crate) mod redis;
+pub(crate) mod send_limits;
 pub(crate) mod share;
 pub(crate) mod values;
 
@@ -21,13 +29,18 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
+pub use cancels::{CancelFound, Cancels};
 pub(crate) use capability::Capabilities;
 pub use capability::{Idempotency, Reports, SharedRate, SharedTokens};
 pub use error::StateError;
 pub(crate) use error::StateResult;
+pub use gates::{Gate, GateScope, GateWhy, Gates};
 pub(crate) use health::StateHealth;
 pub(crate) use memory::MemoryState;
+pub use pauses::{PauseScope, Paused, Pauses};
+pub use platforms::{Authorizer, CodeClaim, PlatformStore, Standing, Ticket};
 pub(crate) use redis::RedisState;
+pub use send_limits::{ContentWindow, LimitRequest, RecipientCap, Reservation, SendLimits};
 pub(crate) use share::{RateShare, TokenShare};
 pub use values::{Claim, Holder, Renewal, ReportKey, SentJob};
 
@@ -55,7 +68,26 @@ pub enum State {
 }
 
 impl State {
-    /// `memory`, or a `redis://` URL. A claim on an id lasts `in_flight_ttl` if its holder dies.
+    /// The preference gates this state keeps: shared through Redis, or this process's own in
+    /// memory (at most `capacity` of them).
+    pub fn gate_store(&self, capacity: usize) -> Arc<dyn Gates> {
+        match self {
+            State::Memory(..) => Arc::new(gates::MemoryGates::new(capacity)),
+            State::Redis(redis) => redis.clone(),
+        }
+    }
+
+    /// What third-party platforms keep (tickets, authorizers): shared through Redis, or this
+    /// process's own in memory.
+    pub fn platform_store(&self) -> Arc<dyn PlatformStore> {
+        match self {
+            State::Memory(..) => Arc::new(platforms::MemoryPlatforms::default()),
+            State::Redis(redis) => redis.clone(),
+        }
+    }
+
+    /// `memory`, or a Redis URL (one node, Sentinel or Cluster). A claim on an id lasts
+    /// `in_flight_ttl` if its holder dies.
     pub fn from_url(
         url: &str,
         ttl: Duration,
@@ -65,7 +97,7 @@ impl State {
         Self::open(url, None, ttl, capacity, in_flight_ttl)
     }
 
-    /// The state `[state]` configures, with `state.ca_file` read for `rediss://`.
+    /// The state `[state]` configures, with `state.ca_file` read for a TLS URL.
     pub fn from_settings(
         settings: &crate::config::StateSettings,
         in_flight_ttl: Duration,
@@ -143,6 +175,15 @@ impl State {
         }
     }
 
+    /// Reaches the backend and says how: `memory`, or Redis's mode (`single node`, `sentinel,
+    /// primary HOST:PORT of master NAME`, `cluster with N masters`).
+    pub async fn describe(&self) -> StateResult<String> {
+        match self {
+            State::Memory(..) => Ok("memory".into()),
+            State::Redis(r) => r.describe().await,
+        }
+    }
+
     /// For a backend that can become unreachable: checks it every second when down and every
     /// five when up, so consumers stop and resume without a restart. Returns when `stop` fires.
     pub(crate) async fn watch(&self, stop: tokio_util::sync::CancellationToken) {
@@ -201,10 +242,16 @@ impl Reports for State {
 }
 
 impl Idempotency for State {
-    async fn claim(&self, app: &str, id: &str) -> StateResult<Claim> {
+    async fn claim_as(
+        &self,
+        app: &str,
+        id: &str,
+        mine: Holder,
+        previous: Option<Holder>,
+    ) -> StateResult<Claim> {
         match self {
-            State::Memory(m, _) => Ok(m.claim(app, id)),
-            State::Redis(r) => r.claim(app, id).await,
+            State::Memory(m, _) => Ok(m.claim_as(app, id, mine, previous)),
+            State::Redis(r) => r.claim_as(app, id, mine, previous).await,
         }
     }
 
@@ -238,6 +285,61 @@ impl Idempotency for State {
                 Ok(())
             }
             State::Redis(r) => r.record_sent(app, id, msgid, meta).await,
+        }
+    }
+}
+
+impl SendLimits for State {
+    async fn reserve(&self, app: &str, request: &LimitRequest<'_>) -> StateResult<Reservation> {
+        match self {
+            State::Memory(m, _) => m.reserve(app, request).await,
+            State::Redis(r) => r.reserve(app, request).await,
+        }
+    }
+
+    async fn give_back(&self, app: &str, request: &LimitRequest<'_>) -> StateResult<()> {
+        match self {
+            State::Memory(m, _) => m.give_back(app, request).await,
+            State::Redis(r) => r.give_back(app, request).await,
+        }
+    }
+}
+
+impl Pauses for State {
+    async fn paused(&self, app: &str) -> StateResult<Paused> {
+        match self {
+            State::Memory(m, _) => m.paused(app).await,
+            State::Redis(r) => r.paused(app).await,
+        }
+    }
+
+    async fn pause(&self, app: &str, scope: &PauseScope) -> StateResult<Paused> {
+        match self {
+            State::Memory(m, _) => m.pause(app, scope).await,
+            State::Redis(r) => r.pause(app, scope).await,
+        }
+    }
+
+    async fn resume(&self, app: &str, scope: &PauseScope) -> StateResult<Paused> {
+        match self {
+            State::Memory(m, _) => m.resume(app, scope).await,
+            State::Redis(r) => r.resume(app, scope).await,
+        }
+    }
+}
+
+impl Cancels for State {
+    async fn record_cancel(&self, app: &str, id: &str, keep: Duration) -> StateResult<CancelFound> {
+        match self {
+            State::Memory(m, _) => Ok(m.record_cancel(app, id, keep)),
+            State::Redis(r) => r.record_cancel(app, id, keep).await,
+        }
+    }
+
+    async fn is_cancelled(&self, app: &str, id: &str) -> StateResult<bool> {
+        match self {
+            State::Memory(m, _) => Ok(m.is_cancelled(app, id)),
+            State::Redis(r) => r.is_cancelled(app, id).await,
         }
     }
 }

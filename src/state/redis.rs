@@ -1,23 +1,36 @@
 //! State shared by every instance, in Redis: idempotency, msgid → job, delivery-report and
-//! user-event de-duplication, the shared access token and its refresh lock, and the shared
-//! GCRA bucket.
+//! user-event de-duplication, the shared access token and its refresh lock, the shared
+//! GCRA bucket, each app's send limits (`send_limits`) and the kill switch's pauses
+//! (`pauses`). On one node, a Sentinel-watched
+//! primary or a Cluster (`link`); each key's name is in `keys`.
 //! Every call has a timeout; a failure marks the state down (see [`super::health`]).
+
+mod cancels;
+mod gates;
+mod keys;
+mod link;
+mod pauses;
+mod platforms;
+mod send_limits;
+mod sentinel;
+mod trail;
 
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::Value;
+
+use keys::{key, legacy_key};
+use link::{CALL_TIMEOUT, Link};
 
 use super::capability::{Idempotency, Reports, SharedRate, SharedTokens};
 use super::error::{StateError, StateResult};
 use super::health::StateHealth;
+use super::pauses::{PauseScope, Paused, Pauses};
 use super::rate_lease::SlotGrant;
 use super::values::{Claim, Holder, Renewal, ReportKey, SentJob};
+use crate::config::RedisUrl;
 use crate::types::Secret;
-
-/// Each call gives up after this long: a hung Redis must not hang the worker.
-const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// GCRA on Redis's own clock, so every instance shares one bucket, granting up to ARGV[3] slots
 /// at once: returns how many were granted (at least 1), or minus the microseconds until one is
@@ -39,14 +52,43 @@ redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_
 return n
 ";
 
+/// Claims the id KEYS[1] for the holder ARGV[1] for ARGV[2] ms unless something is there (a
+/// msgid, another holder's claim, or a kept cancel: `cancelled`, see `cancels`), which it
+/// returns; the holder's own tag means "claimed". KEYS[2], when given, is the same id's key in
+/// the layout before hash tags: what it holds counts as well, so an id sent before an upgrade
+/// is not sent again. A claim equal to ARGV[3] (the job's previous turn's, which has ended) is
+/// taken over. One key in a Cluster: a script of several keys is refused while its slot moves.
+const CLAIM: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v and v ~= ARGV[3] then return v end
+if not v and KEYS[2] then
+  local old = redis.call('GET', KEYS[2])
+  if old then return old end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ARGV[1]
+";
+
 /// Extends the claim KEYS[1] if ARGV[1] still holds it, takes it again if it lapsed, and
-/// otherwise returns what is there (a msgid, or another holder's claim).
+/// otherwise returns what is there (a msgid, another holder's claim, or `cancelled`: a lapsed
+/// claim is not taken again once a cancel is kept). KEYS[2] as in CLAIM.
 const RENEW: &str = r"
 local v = redis.call('GET', KEYS[1])
 if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 'held' end
-if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 'held' end
+if not v then
+  if KEYS[2] then
+    local old = redis.call('GET', KEYS[2])
+    if old then return old end
+  end
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 'held'
+end
 return v
 ";
+
+/// What an id's record holds while a cancel is kept for it (see `cancels`), and so what CLAIM
+/// and RENEW answer then.
+const CANCELLED: &str = "cancelled";
 
 /// Deletes KEYS[1] only if it still holds ARGV[1] (a claim or a lock of ours).
 const DELETE_IF: &str = r"
@@ -55,17 +97,17 @@ return 0
 ";
 
 pub struct RedisState {
-    conn: ConnectionManager,
+    link: Link,
+    /// Whether keys of the layout before hash tags may be here (see `keys`).
+    legacy: bool,
     ttl: Duration,
     in_flight_ttl: Duration,
     health: StateHealth,
     gcra: redis::Script,
     delete_if: redis::Script,
+    claim: redis::Script,
     renew: redis::Script,
-}
-
-fn key(app: &str, kind: &str, rest: impl std::fmt::Display) -> String {
-    format!("wxcourier:{app}:{kind}:{rest}")
+    change_pauses: redis::Script,
 }
 
 /// The value of a sent id's key when WeChat gave no msgid (a claim is `inflight:…`, a msgid
@@ -86,40 +128,39 @@ fn millis(d: Duration) -> u64 {
 
 impl RedisState {
     /// Connects lazily: a Redis that is down at start-up only keeps the worker from consuming.
-    /// `ca_pem`: the CAs a `rediss://` server must chain to, instead of the system's roots.
+    /// `ca_pem`: the CAs a `rediss…` server must chain to, instead of the system's roots.
     pub(crate) fn new(
         url: &str,
         ca_pem: Option<Vec<u8>>,
         ttl: Duration,
         in_flight_ttl: Duration,
     ) -> StateResult<Self> {
-        let client = match ca_pem {
-            None => redis::Client::open(url),
-            Some(root_cert) => redis::Client::build_with_tls(
-                url,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(root_cert),
-                },
-            ),
-        }
-        .map_err(|e| StateError::Settings(format!("state.url is not a Redis URL: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CALL_TIMEOUT))
-            .set_response_timeout(Some(CALL_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| StateError::Settings(format!("cannot set up Redis: {e}")))?;
+        let url =
+            RedisUrl::parse(url).map_err(|why| StateError::Settings(format!("state.url {why}")))?;
+        let link = Link::open(&url, ca_pem).map_err(StateError::Settings)?;
         Ok(Self {
-            conn,
+            legacy: link.may_hold_legacy_keys(),
+            link,
             ttl,
             in_flight_ttl,
             health: StateHealth::starting_down(),
             gcra: redis::Script::new(GCRA_LEASE),
             delete_if: redis::Script::new(DELETE_IF),
+            claim: redis::Script::new(CLAIM),
             renew: redis::Script::new(RENEW),
+            change_pauses: redis::Script::new(pauses::CHANGE_PAUSES),
         })
+    }
+
+    /// Reaches Redis and says in which mode (for `wxcourier check`).
+    pub(crate) async fn describe(&self) -> StateResult<String> {
+        let result = tokio::time::timeout(CALL_TIMEOUT, self.link.describe()).await;
+        self.settle(result)
+    }
+
+    /// The key of an id in the layout before hash tags, where such keys may be.
+    fn legacy_id_key(&self, app: &str, id: &str) -> Option<String> {
+        self.legacy.then(|| legacy_key(app, "id", id))
     }
 
     pub(crate) fn health(&self) -> &StateHealth {
@@ -128,7 +169,7 @@ impl RedisState {
 
     /// Runs one call with the timeout; a failure marks the state down.
     async fn call<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> StateResult<T> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.link.conn();
         let result = tokio::time::timeout(CALL_TIMEOUT, cmd.query_async::<T>(&mut conn)).await;
         self.settle(result)
     }
@@ -137,7 +178,7 @@ impl RedisState {
         &self,
         inv: redis::ScriptInvocation<'_>,
     ) -> StateResult<T> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.link.conn();
         let result = tokio::time::timeout(CALL_TIMEOUT, inv.invoke_async::<T>(&mut conn)).await;
         self.settle(result)
     }
@@ -182,10 +223,29 @@ impl RedisState {
         Ok(set.is_some())
     }
 
+    async fn pipeline<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> StateResult<T> {
+        let mut conn = self.link.conn();
+        let result = tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<T>(&mut conn)).await;
+        self.settle(result)
+    }
+
     async fn sent_job(&self, app: &str, msgid: u64) -> StateResult<Option<SentJob>> {
-        let raw: Option<String> = self
-            .call(redis::cmd("GET").arg(key(app, "msgid", msgid)))
-            .await?;
+        let raw: Option<String> = if self.legacy {
+            // Both layouts in one round trip: a report may name a msgid sent before an upgrade.
+            let (now, before): (Option<String>, Option<String>) = self
+                .pipeline(
+                    redis::pipe()
+                        .cmd("GET")
+                        .arg(key(app, "msgid", msgid))
+                        .cmd("GET")
+                        .arg(legacy_key(app, "msgid", msgid)),
+                )
+                .await?;
+            now.or(before)
+        } else {
+            self.call(redis::cmd("GET").arg(key(app, "msgid", msgid)))
+                .await?
+        };
         Ok(raw.and_then(|r| {
             let v: Value = serde_json::from_str(&r).ok()?;
             Some(SentJob {
@@ -236,25 +296,45 @@ impl Reports for RedisState {
 }
 
 impl Idempotency for RedisState {
-    async fn claim(&self, app: &str, id: &str) -> StateResult<Claim> {
-        let k = key(app, "id", id);
-        let holder = Holder::new();
-        if self.set_new(&k, holder.tag(), self.in_flight_ttl).await? {
-            return Ok(Claim::Fresh(holder));
+    async fn claim_as(
+        &self,
+        app: &str,
+        id: &str,
+        holder: Holder,
+        previous: Option<Holder>,
+    ) -> StateResult<Claim> {
+        let tag = holder.tag();
+        let mut inv = self.claim.key(key(app, "id", id));
+        if let Some(legacy) = self.legacy_id_key(app, id) {
+            inv.key(legacy);
         }
-        let held: Option<String> = self.call(redis::cmd("GET").arg(&k)).await?;
-        Ok(match held.as_deref().and_then(sent_as) {
-            Some(msgid) => Claim::AlreadySent(msgid),
-            None => Claim::InFlight,
+        // ARGV[3]: the claim this job's previous turn took, taken over if it is still there
+        // ("" names none: no claim is empty).
+        let previous = previous.map(Holder::tag).unwrap_or_default();
+        inv.arg(&tag).arg(millis(self.in_flight_ttl)).arg(previous);
+        let found: String = self.script(inv).await?;
+        Ok(if found == tag {
+            Claim::Fresh(holder)
+        } else if found == CANCELLED {
+            Claim::Cancelled
+        } else {
+            match sent_as(&found) {
+                Some(msgid) => Claim::AlreadySent(msgid),
+                None => Claim::InFlight,
+            }
         })
     }
 
     async fn renew(&self, app: &str, id: &str, holder: Holder) -> StateResult<Renewal> {
         let mut inv = self.renew.key(key(app, "id", id));
+        if let Some(legacy) = self.legacy_id_key(app, id) {
+            inv.key(legacy);
+        }
         inv.arg(holder.tag()).arg(millis(self.in_flight_ttl));
         let found: String = self.script(inv).await?;
         Ok(match found.as_str() {
             "held" => Renewal::Held,
+            CANCELLED => Renewal::Cancelled,
             other => match sent_as(other) {
                 Some(msgid) => Renewal::AlreadySent(msgid),
                 None => Renewal::Lost,
@@ -279,26 +359,27 @@ impl Idempotency for RedisState {
         // 0 is never a msgid (a report naming it is tied to no job).
         let msgid = msgid.filter(|&m| m != 0);
         let ttl = millis(self.ttl);
-        let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
         let sent = msgid.map_or_else(|| SENT_WITHOUT_MSGID.to_owned(), |m| m.to_string());
-        pipe.cmd("SET")
-            .arg(key(app, "id", id))
-            .arg(sent)
+        let mut record = redis::cmd("SET");
+        record.arg(key(app, "id", id)).arg(sent).arg("PX").arg(ttl);
+        let Some(msgid) = msgid else {
+            return self.call(&record).await;
+        };
+        let job = serde_json::json!({ "id": id, "meta": meta });
+        let mut lookup = redis::cmd("SET");
+        lookup
+            .arg(key(app, "msgid", msgid))
+            .arg(job.to_string())
             .arg("PX")
-            .arg(ttl)
-            .ignore();
-        if let Some(msgid) = msgid {
-            let job = serde_json::json!({ "id": id, "meta": meta });
-            pipe.cmd("SET")
-                .arg(key(app, "msgid", msgid))
-                .arg(job.to_string())
-                .arg("PX")
-                .arg(ttl)
-                .ignore();
-        }
-        let result = tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut conn)).await;
-        self.settle(result)
+            .arg(ttl);
+        // Two commands in flight together, not one pipeline: the same round trip on one
+        // connection, and each routed on its own. While a Cluster slot migrates, the id key
+        // (claimed earlier) is still on the source and the new msgid key is created on the
+        // target after an ASK; a pipeline redirected as a whole would write the id key on the
+        // target too, leaving two copies that differ and a migration that stops on them.
+        let (recorded, looked_up) =
+            tokio::join!(self.call::<()>(&record), self.call::<()>(&lookup));
+        recorded.and(looked_up)
     }
 }
 
@@ -329,30 +410,46 @@ impl SharedTokens for RedisState {
     /// The shared access token and how long Redis will keep it.
     async fn token(&self, app: &str) -> StateResult<Option<(Secret, Duration)>> {
         let k = key(app, "token", "current");
-        let mut conn = self.conn.clone();
-        let pipe = redis::pipe().cmd("GET").arg(&k).cmd("PTTL").arg(&k).clone();
-        let result = tokio::time::timeout(
-            CALL_TIMEOUT,
-            pipe.query_async::<(Option<String>, i64)>(&mut conn),
-        )
-        .await;
-        let (token, pttl) = self.settle(result)?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(&k).cmd("PTTL").arg(&k);
+        let (token, pttl): (Option<String>, i64) = if self.legacy {
+            // Instances of a version before hash tags share the token under the old key: read
+            // it too (same round trip), so an upgrade costs no token fetch.
+            let old = legacy_key(app, "token", "current");
+            pipe.cmd("GET").arg(&old).cmd("PTTL").arg(&old);
+            let (token, pttl, old_token, old_pttl): (Option<String>, i64, Option<String>, i64) =
+                self.pipeline(&pipe).await?;
+            match token.filter(|_| pttl > 0) {
+                Some(t) => (Some(t), pttl),
+                None => (old_token, old_pttl),
+            }
+        } else {
+            self.pipeline(&pipe).await?
+        };
         Ok(token
             .filter(|_| pttl > 0)
             .map(|t| (Secret::new(t), Duration::from_millis(pttl as u64))))
     }
 
     async fn store_token(&self, app: &str, token: &Secret, lifetime: Duration) -> StateResult<()> {
-        let _: () = self
-            .call(
-                redis::cmd("SET")
-                    .arg(key(app, "token", "current"))
-                    .arg(token.expose())
-                    .arg("PX")
-                    .arg(millis(lifetime)),
-            )
-            .await?;
-        Ok(())
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(key(app, "token", "current"))
+            .arg(token.expose())
+            .arg("PX")
+            .arg(millis(lifetime))
+            .ignore();
+        if self.legacy {
+            // While older instances still run beside this one, they read the old key: a
+            // classic-mode refresh here retires the token they hold, so they get the new one.
+            pipe.cmd("SET")
+                .arg(legacy_key(app, "token", "current"))
+                .arg(token.expose())
+                .arg("PX")
+                .arg(millis(lifetime))
+                .ignore();
+        }
+        self.pipeline(&pipe).await
     }
 
     async fn lock_refresh(&self, app: &str, holder: &str, hold: Duration) -> StateResult<bool> {
@@ -364,5 +461,37 @@ impl SharedTokens for RedisState {
         inv.arg(holder);
         let _: i64 = self.script(inv).await?;
         Ok(())
+    }
+}
+
+impl Pauses for RedisState {
+    async fn paused(&self, app: &str) -> StateResult<Paused> {
+        let members: Vec<String> = self
+            .call(redis::cmd("SMEMBERS").arg(pauses::set_key(app)))
+            .await?;
+        Ok(pauses::from_members(members))
+    }
+
+    async fn pause(&self, app: &str, scope: &PauseScope) -> StateResult<Paused> {
+        self.change_pauses(app, "add", scope).await
+    }
+
+    /// The whole app's resume clears the set: every pause of the app is lifted.
+    async fn resume(&self, app: &str, scope: &PauseScope) -> StateResult<Paused> {
+        let op = match scope {
+            PauseScope::App => "clear",
+            PauseScope::Template(_) => "remove",
+        };
+        self.change_pauses(app, op, scope).await
+    }
+}
+
+impl RedisState {
+    /// A change to the app's pauses and the set after it, in one script.
+    async fn change_pauses(&self, app: &str, op: &str, scope: &PauseScope) -> StateResult<Paused> {
+        let mut inv = self.change_pauses.key(pauses::set_key(app));
+        inv.arg(op).arg(pauses::member(scope));
+        let members: Vec<String> = self.script(inv).await?;
+        Ok(pauses::from_members(members))
     }
 }

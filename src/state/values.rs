@@ -17,6 +17,15 @@ impl Holder {
     pub(crate) fn tag(self) -> String {
         format!("inflight:{:016x}", self.0)
     }
+
+    /// The number a retry copy carries to the job's next turn.
+    pub(crate) fn raw(self) -> u64 {
+        self.0
+    }
+
+    pub(crate) fn from_raw(raw: u64) -> Self {
+        Holder(raw)
+    }
 }
 
 impl Default for Holder {
@@ -35,6 +44,8 @@ pub enum Claim {
     AlreadySent(Option<u64>),
     /// Another delivery of the same id is being sent right now.
     InFlight,
+    /// A cancel for the id came before any send: it must end `cancelled`, unclaimed.
+    Cancelled,
 }
 
 /// Whether a claim still stands, checked (and extended) right before the send.
@@ -46,6 +57,8 @@ pub enum Renewal {
     AlreadySent(Option<u64>),
     /// It lapsed and another delivery holds it now.
     Lost,
+    /// It lapsed, and a cancel for the id came meanwhile: not taken again, never sent.
+    Cancelled,
 }
 
 /// The job behind a msgid, for delivery reports.

@@ -91,6 +91,10 @@ pub enum TokenError {
     /// The token is kept in shared state, and that state failed: not WeChat's doing.
     #[error(transparent)]
     State(#[from] StateError),
+    /// A third-party platform's token needs the verify ticket WeChat pushes every 10 minutes,
+    /// and none has come yet.
+    #[error("no component_verify_ticket has been pushed for this platform yet")]
+    NoTicket,
 }
 
 /// An access token with how long WeChat says it lives.
@@ -284,28 +288,58 @@ impl WechatClient {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body),
         };
-        let mut resp = request
+        let resp = request
             .query(&[("access_token", token.expose())])
             .send()
             .await
             .map_err(CallError::from_reqwest)?;
-        let status = resp.status();
-        if !status.is_success() {
-            return Err(CallError::Status(status.as_u16()));
-        }
-        let too_big = || CallError::Body(format!("the answer is over {max_bytes} bytes"));
-        if resp.content_length().is_some_and(|n| n > max_bytes as u64) {
+        read_bounded(resp, max_bytes).await
+    }
+
+    /// `POST path` with `query` (which may hold a token: it never reaches an error) and a JSON
+    /// `body`, the answer read up to `max_bytes`: the third-party platform's component calls,
+    /// which take their token, if any, as `component_access_token`.
+    pub(crate) async fn post_with_query(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        body: &serde_json::Value,
+        max_bytes: usize,
+    ) -> Result<bytes::Bytes, CallError> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .query(query)
+            .json(body)
+            .send()
+            .await
+            .map_err(CallError::from_reqwest)?;
+        read_bounded(resp, max_bytes).await
+    }
+}
+
+/// A successful answer's body, refused past `max_bytes` so a runaway answer is never buffered
+/// whole.
+async fn read_bounded(
+    mut resp: reqwest::Response,
+    max_bytes: usize,
+) -> Result<bytes::Bytes, CallError> {
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(CallError::Status(status.as_u16()));
+    }
+    let too_big = || CallError::Body(format!("the answer is over {max_bytes} bytes"));
+    if resp.content_length().is_some_and(|n| n > max_bytes as u64) {
+        return Err(too_big());
+    }
+    let mut read = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(CallError::from_reqwest)? {
+        if read.len() + chunk.len() > max_bytes {
             return Err(too_big());
         }
-        let mut read = bytes::BytesMut::new();
-        while let Some(chunk) = resp.chunk().await.map_err(CallError::from_reqwest)? {
-            if read.len() + chunk.len() > max_bytes {
-                return Err(too_big());
-            }
-            read.extend_from_slice(&chunk);
-        }
-        Ok(read.freeze())
+        read.extend_from_slice(&chunk);
     }
+    Ok(read.freeze())
 }
 
 async fn read_ok_body(resp: reqwest::Response) -> Result<bytes::Bytes, CallError> {

@@ -3,7 +3,7 @@
 //! (`wechat.reason_codes`), beside the class sets of [`super::errcode`].
 
 use crate::config::ReasonCodes;
-use crate::outcome::FailReason;
+use crate::outcome::OutcomeReason;
 
 /// How a failed job ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,36 +22,36 @@ pub(crate) enum Ending {
 /// The rule that reads the configured sets.
 impl ReasonCodes {
     /// The reason for a failed outcome. A code named in more than one set takes the first
-    /// in the order of [`FailReason`]'s table; a refusal no set names is `other`.
-    pub(crate) fn decide(&self, ending: Ending) -> FailReason {
+    /// in the order of [`OutcomeReason`]'s table; a refusal no set names is `other`.
+    pub(crate) fn decide(&self, ending: Ending) -> OutcomeReason {
         match ending {
-            Ending::Refused(code) => self.named(code).unwrap_or(FailReason::Other),
+            Ending::Refused(code) => self.named(code).unwrap_or(OutcomeReason::Other),
             Ending::GaveUp {
                 quota_paused: true, ..
-            } => FailReason::QuotaExhausted,
+            } => OutcomeReason::QuotaExhausted,
             // A job that waited out a refused token fetch for its whole life says so: no
             // amount of retrying fixes a wrong AppSecret.
             Ending::GaveUp {
                 errcode: Some(code),
                 ..
-            } if self.config_error.contains(&code) => FailReason::ConfigError,
-            Ending::GaveUp { .. } => FailReason::RetriesExhausted,
+            } if self.config_error.contains(&code) => OutcomeReason::ConfigError,
+            Ending::GaveUp { .. } => OutcomeReason::RetriesExhausted,
         }
     }
 
-    fn named(&self, code: i64) -> Option<FailReason> {
+    fn named(&self, code: i64) -> Option<OutcomeReason> {
         let table = [
-            (&self.recipient_refused, FailReason::RecipientRefused),
-            (&self.not_following, FailReason::NotFollowing),
-            (&self.invalid_recipient, FailReason::InvalidRecipient),
-            (&self.template_invalid, FailReason::TemplateInvalid),
-            (&self.content_rejected, FailReason::ContentRejected),
-            (&self.not_permitted, FailReason::NotPermitted),
+            (&self.recipient_refused, OutcomeReason::RecipientRefused),
+            (&self.not_following, OutcomeReason::NotFollowing),
+            (&self.invalid_recipient, OutcomeReason::InvalidRecipient),
+            (&self.template_invalid, OutcomeReason::TemplateInvalid),
+            (&self.content_rejected, OutcomeReason::ContentRejected),
+            (&self.not_permitted, OutcomeReason::NotPermitted),
             (
                 &self.authorization_revoked,
-                FailReason::AuthorizationRevoked,
+                OutcomeReason::AuthorizationRevoked,
             ),
-            (&self.config_error, FailReason::ConfigError),
+            (&self.config_error, OutcomeReason::ConfigError),
         ];
         table
             .into_iter()
@@ -63,7 +63,7 @@ impl ReasonCodes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use FailReason::*;
+    use OutcomeReason::*;
 
     fn gave_up(quota_paused: bool, errcode: Option<i64>) -> Ending {
         Ending::GaveUp {
@@ -75,7 +75,7 @@ mod tests {
     #[test]
     fn the_default_mapping_matches_the_contract() {
         let codes = ReasonCodes::default();
-        let table: &[(Ending, FailReason)] = &[
+        let table: &[(Ending, OutcomeReason)] = &[
             (Ending::Refused(43101), RecipientRefused),
             (Ending::Refused(43004), NotFollowing),
             (Ending::Refused(40003), InvalidRecipient),

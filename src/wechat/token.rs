@@ -23,6 +23,17 @@ pub trait TokenSource: Send + Sync {
     ) -> BoxFuture<'a, Result<TokenGrant, TokenError>>;
 }
 
+/// A boxed source is a source: a keeper's source can be wrapped (shared through the state)
+/// whatever it is.
+impl TokenSource for Box<dyn TokenSource> {
+    fn fetch<'a>(
+        &'a self,
+        stale: Option<&'a Secret>,
+    ) -> BoxFuture<'a, Result<TokenGrant, TokenError>> {
+        (**self).fetch(stale)
+    }
+}
+
 /// Fetches from WeChat in the app's token mode.
 pub struct WechatTokenSource<W> {
     pub client: W,

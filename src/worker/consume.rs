@@ -19,10 +19,12 @@ use tracing::Instrument;
 use super::context::Context;
 use super::deps::AppDeps;
 use super::pipeline::{Incoming, Outlet, Step, process};
+use super::record::{Taken, steps_of};
 use super::settle::{Original, Settled, settle};
 use crate::broker::headers;
 use crate::broker::topology::tier_label;
 use crate::broker::{BrokerError, Publisher, job_queue};
+use crate::metrics::AppMetrics;
 
 /// After a cancel, how long to wait for more already-prefetched deliveries.
 const DRAIN_IDLE: Duration = Duration::from_millis(200);
@@ -107,9 +109,13 @@ impl Drop for InFlight {
 
 pub(crate) struct AppConsumer {
     pub(crate) ctx: Arc<Context>,
+    /// The app whose queue this is, or the platform whose authorizers share it.
     pub(crate) app: String,
-    /// The app's part of the pipeline's context: its gate and metrics.
-    pub(crate) deps: Arc<AppDeps>,
+    /// The app's part of the pipeline's context: its gate and metrics. `None` for a platform's
+    /// shared queue: each delivery's account is its routing key (`NAME:APPID`), and an
+    /// account's quota pause parks its own jobs in the delay tiers instead of stopping the
+    /// consumer the others share.
+    pub(crate) deps: Option<Arc<AppDeps>>,
     pub(crate) publisher: Publisher,
     pub(crate) stop: CancellationToken,
     pub(crate) jobs: Jobs,
@@ -130,9 +136,11 @@ impl AppConsumer {
             .map_err(|e| BrokerError::channel("setting the prefetch (basic.qos)", e))?;
         let permits = Permits::new(prefetch, self.ctx.wechat_slots);
         let this = Arc::new(self);
+        let mut round = 0u64;
         loop {
-            let round = this.consume_round(&channel, &permits).await?;
-            if round == RoundEnd::Paused {
+            round += 1;
+            let ended = this.consume_round(&channel, &permits, round).await?;
+            if ended == RoundEnd::Paused {
                 tracing::info!(app = %this.app, "consumer cancelled; jobs wait in the broker");
                 tokio::select! {
                     _ = this.stop.cancelled() => {}
@@ -150,24 +158,39 @@ impl AppConsumer {
 
     /// Resolves once the app may consume again: its quota pause is over and shared state is up.
     async fn resumable(&self) {
-        let gate = &self.deps.gate;
         let state = self.ctx.state.health();
         loop {
             state.up().await;
-            gate.pause_over().await;
+            if let Some(deps) = &self.deps {
+                deps.gate.pause_over().await;
+            }
             if state.is_up() {
                 return;
             }
         }
     }
 
-    /// One `basic.consume` … `basic.cancel`.
+    /// Resolves when the app's quota pause starts; never for a platform's shared queue.
+    async fn quota_paused(&self) {
+        match &self.deps {
+            Some(deps) => deps.gate.paused().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// One `basic.consume` … `basic.cancel`, the `round`th on this channel.
     async fn consume_round(
         self: &Arc<Self>,
         channel: &Channel,
         permits: &Permits,
+        round: u64,
     ) -> Result<RoundEnd, BrokerError> {
-        let tag = format!("wxcourier-{}-{}", self.app, std::process::id());
+        // A tag of its own per round: deliveries of the round before may still be unacked when
+        // this one starts, and a quorum queue on RabbitMQ 3.10 delivers every unacked message
+        // of a cancelled consumer again when a consumer comes back under the same tag on the
+        // same channel (rabbitmq-server #5927, fixed in 3.11): each became a second delivery
+        // and a second outcome after a shared-state outage.
+        let tag = format!("wxcourier-{}-{}-{round}", self.app, std::process::id());
         let mut consumer = channel
             .basic_consume(
                 job_queue(&self.app).as_str().into(),
@@ -178,7 +201,6 @@ impl AppConsumer {
             .await
             .map_err(|e| BrokerError::channel("starting the consumer (basic.consume)", e))?;
         self.registered.add_permits(1);
-        let gate = &self.deps.gate;
         let state = self.ctx.state.health();
         loop {
             let next = tokio::select! {
@@ -186,7 +208,7 @@ impl AppConsumer {
                     let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
                     return Ok(RoundEnd::Stopped);
                 }
-                _ = async { tokio::select! { _ = gate.paused() => {}, _ = state.down() => {} } } => {
+                _ = async { tokio::select! { _ = self.quota_paused() => {}, _ = state.down() => {} } } => {
                     let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
                     // Deliveries prefetched before the cancel must not sit here for the whole
                     // pause (the broker closes channels that hold one too long): each goes back
@@ -224,7 +246,7 @@ impl AppConsumer {
         let job = self.clone();
         let span = tracing::info_span!(
             "job",
-            app = %self.app,
+            app = %self.account_of(&delivery),
             id = tracing::field::Empty,
             attempt = tracing::field::Empty,
         );
@@ -238,20 +260,38 @@ impl AppConsumer {
         );
     }
 
+    /// The account a delivery is for: the app, or on a platform's shared queue the routing
+    /// key it was published (or sent back from a delay tier) with.
+    fn account_of<'a>(&'a self, delivery: &'a Delivery) -> &'a str {
+        match &self.deps {
+            Some(_) => &self.app,
+            None => delivery.routing_key.as_str(),
+        }
+    }
+
     /// Decides with `deciding` held, then settles without it, so the next delivery can start
     /// while this one waits for its confirm.
     async fn handle(&self, delivery: Delivery, deciding: OwnedSemaphorePermit) {
+        let account = self.account_of(&delivery);
         let message_id = delivery
             .properties
             .message_id()
             .as_ref()
             .map(|m| m.as_str().to_owned());
+        let retry = headers::retry_state(&delivery.properties);
+        let taken = Taken {
+            body: &delivery.data,
+            message_id: message_id.as_deref(),
+            returning: headers::text(&delivery.properties, headers::HEADER_DELAY_TIER).is_some(),
+            attempts_before: retry.attempts,
+            at: time::OffsetDateTime::now_utc(),
+        };
         let incoming = Incoming {
-            app: &self.app,
+            app: account,
             body: &delivery.data,
             message_id: message_id.as_deref(),
             headers_len: headers::headers_len(&delivery.properties),
-            retry: headers::retry_state(&delivery.properties),
+            retry,
             outlet: &self.publisher,
         };
         // Boxed: many jobs at once wait inside `process` for a WeChat slot, and each spawned
@@ -260,27 +300,46 @@ impl AppConsumer {
         let step = Box::pin(process(&self.ctx.pipeline, incoming)).await;
         drop(deciding);
         let original = Original {
-            app: &self.app,
+            app: account,
             body: &delivery.data,
             properties: &delivery.properties,
         };
         let metrics = &self.ctx.metrics;
-        let failures = &metrics.publish_failures;
-        let settled = Box::pin(settle(
+        // The story is kept beside the settling, not before it: it costs the job no time, and
+        // a step that cannot be kept is only counted.
+        let story = steps_of(&taken, &step, time::OffsetDateTime::now_utc());
+        let keep = async {
+            if let Some((id, steps)) = &story {
+                self.ctx.trails.keep(account, id, steps).await;
+            }
+        };
+        let settling = Box::pin(settle(
             &self.publisher,
             &delivery.acker,
             original,
             &step,
-            failures,
-        ))
-        .await;
+            metrics,
+        ));
+        let (settled, ()) = tokio::join!(settling, keep);
         match (&step, &settled) {
             // Counted by `settle` the moment its publish failed; the job is not done.
             (_, Settled::HandedBack) => {}
             (Step::Finish(o) | Step::Reject { outcome: o, .. }, _) => {
-                self.deps.metrics.job_finished(o.status);
+                let app = match &self.deps {
+                    Some(deps) => Some(deps.clone()),
+                    None => self.ctx.pipeline.app(account),
+                };
+                match app {
+                    Some(app) => app.metrics.job_finished(o.status),
+                    // No such account (its job was rejected): counted under the platform.
+                    None => {
+                        AppMetrics::new(self.ctx.metrics.clone(), &self.app).job_finished(o.status)
+                    }
+                }
             }
-            (Step::Retry { after, .. }, _) => metrics.retry(&self.app, &tier_label(*after)),
+            (Step::Retry { after, .. }, _) => metrics.retry(account, &tier_label(*after)),
+            // A cancel is no job: the job it ends is counted when it ends `cancelled`.
+            (Step::Answer { .. }, _) => {}
         }
     }
 }

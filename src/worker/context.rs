@@ -9,8 +9,9 @@ use crate::broker::CurrentPublisher;
 use crate::config::{AmqpSettings, AppSettings};
 use crate::daily_quota;
 use crate::metrics::Metrics;
-use crate::state::State;
+use crate::state::{PlatformStore, State};
 use crate::telemetry::Health;
+use crate::trail::Trails;
 use crate::wechat::lookup::Lookup;
 
 use super::deps::{AppDeps, Deps};
@@ -33,6 +34,23 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The current session's publisher, shared with the callback for delivery reports.
     pub results: CurrentPublisher,
+    /// Whether results no queue takes are kept in `wxcourier.results.unrouted`
+    /// (`results.keep_unrouted`).
+    pub(crate) keep_unrouted: bool,
+    /// Each job's story, kept as the consumers settle its steps.
+    pub(crate) trails: Arc<Trails>,
+    /// Third-party platforms, whose authorizers' jobs share one queue per platform.
+    pub(crate) platforms: Vec<ServedPlatform>,
+}
+
+/// A third-party platform as the worker serves it: one queue for all its authorizers, bound to
+/// each active one as the state's authorizers change.
+pub(crate) struct ServedPlatform {
+    pub(crate) name: String,
+    pub(crate) component_appid: String,
+    pub(crate) store: Arc<dyn PlatformStore>,
+    /// Told when this process kept a change of an authorizer: the bindings follow at once.
+    pub(crate) changed: Arc<tokio::sync::Notify>,
 }
 
 /// One configured app as the worker serves it: its name, its part of the pipeline's context

@@ -8,24 +8,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::catalog::Catalog;
-use crate::config::{AppKinds, ReasonCodes};
+use crate::config::{AppKinds, AppLimits, ReasonCodes};
 use crate::job::{Job, Rejection};
+use crate::kinds::ReadOptions;
 use crate::limiter::{AppLimiter, InFlight, RateGate};
 use crate::metrics::{AppMetrics, Metrics};
 use crate::pause::PauseGate;
+use crate::preferences::PreferenceGates;
+use crate::quiet_hours::QuietPolicy;
 use crate::retry::Schedule;
-use crate::state::{Idempotency, State};
+use crate::state::{Cancels, Idempotency, SendLimits, State};
 use crate::wechat::client::{WechatApi, WechatClient};
 use crate::wechat::errcode::Classifier;
 use crate::wechat::token::TokenKeeper;
 
 use crate::clock::{Clock, SystemClock};
 
+use super::kill_switch::KillSwitch;
+
 /// The implementations behind the pipeline's seams, chosen together. Static dispatch: the
 /// pipeline calls each of them for every job.
 pub(crate) trait Seams: Send + Sync + 'static {
     type Wechat: WechatApi;
-    type Store: Idempotency;
+    type Store: Idempotency + SendLimits + Cancels;
     type Rate: RateGate;
     type Clock: Clock;
 }
@@ -52,6 +57,16 @@ pub(crate) struct AppDeps<S: Seams = Live> {
     pub(crate) kinds: AppKinds,
     /// The account's templates, when `apps.NAME.catalog` is on.
     pub(crate) catalog: Option<Catalog>,
+    /// How this app's jobs are read (`apps.NAME.truncate`).
+    pub(crate) reading: ReadOptions,
+    /// `apps.NAME.recipient_limit` and `content_dedup`.
+    pub(crate) limits: AppLimits,
+    /// `apps.NAME.quiet_hours`, when set.
+    pub(crate) quiet: Option<QuietPolicy>,
+    /// Which of its templates are paused (`apps.NAME.paused_templates`, `wxcourier pause`).
+    pub(crate) switch: KillSwitch,
+    /// The app's preference gates, when it honours preferences (`apps.NAME.honor_preferences`).
+    pub(crate) preferences: Option<PreferenceGates>,
 }
 
 impl<S: Seams> AppDeps<S> {
@@ -76,6 +91,9 @@ pub(crate) struct Deps<S: Seams = Live> {
     pub(crate) clock: S::Clock,
     /// Shared with the consumer and the lookups of each app, which hold their app's own.
     pub(crate) apps: HashMap<String, Arc<AppDeps<S>>>,
+    /// Accounts learnt at run time (a third-party platform's authorizers), found by name when
+    /// no configured app has it.
+    pub(crate) accounts: Option<Arc<dyn Accounts<S>>>,
     pub(crate) schedule: Schedule,
     pub(crate) classifier: Classifier,
     /// `wechat.reason_codes`: the `reason` of a failed outcome.
@@ -87,9 +105,18 @@ pub(crate) struct Deps<S: Seams = Live> {
     pub(crate) metrics: Arc<Metrics>,
 }
 
+/// Where accounts that are not in the config come from: built the first time a job names
+/// one, and `None` for a name that is no such account (or one that cannot send now).
+pub(crate) trait Accounts<S: Seams>: Send + Sync {
+    fn account(&self, name: &str) -> Option<Arc<AppDeps<S>>>;
+}
+
 impl<S: Seams> Deps<S> {
-    /// The configured app `name`; `None` for a name no app has.
-    pub(crate) fn app(&self, name: &str) -> Option<&AppDeps<S>> {
-        self.apps.get(name).map(Arc::as_ref)
+    /// The configured app or learnt account `name`; `None` for a name that is neither.
+    pub(crate) fn app(&self, name: &str) -> Option<Arc<AppDeps<S>>> {
+        if let Some(app) = self.apps.get(name) {
+            return Some(app.clone());
+        }
+        self.accounts.as_ref()?.account(name)
     }
 }

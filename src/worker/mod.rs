@@ -1,11 +1,14 @@
 //! The worker daemon: given the pipeline's context, keeps a broker session alive — connect,
 //! declare, consume every app — reconnecting with backoff until told to stop.
 
+mod bindings;
 mod consume;
 mod context;
 pub(crate) mod deps;
+mod kill_switch;
 mod peers;
 pub(crate) mod pipeline;
+mod record;
 mod settle;
 
 use std::sync::Arc;
@@ -17,14 +20,16 @@ use futures_util::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::broker::platform_queues;
 use crate::broker::topology::{self, TopologyError};
 use crate::broker::{self, BrokerError, Publisher};
 use crate::catalog;
 use crate::daily_quota;
 
 pub use context::Context;
-pub(crate) use context::ServedApp;
+pub(crate) use context::{ServedApp, ServedPlatform};
 pub(crate) use deps::{AppDeps, Deps};
+pub(crate) use kill_switch::KillSwitch;
 
 /// Starts on `tasks` the polls of WeChat beside the sends, until `stop`: each catalog's
 /// keeper, and each app's quota gauges (unless its refresh is zero).
@@ -81,6 +86,17 @@ pub(crate) async fn run(
     {
         let (ctx, stop) = (ctx.clone(), stop.clone());
         tasks.spawn(async move { ctx.state.watch(stop).await });
+    }
+    {
+        let (ctx, stop) = (ctx.clone(), stop.clone());
+        tasks.spawn(async move {
+            let switches: Vec<_> = ctx
+                .apps
+                .iter()
+                .map(|a| (a.name.as_str(), &a.deps.switch))
+                .collect();
+            kill_switch::keep(ctx.state.as_ref(), &switches, stop).await;
+        });
     }
     spawn_lookups(&ctx, &stop, tasks);
     // A session that ends on a broker loss leaves its jobs running (each may still record
@@ -147,7 +163,7 @@ async fn session(
         conn.configuration().channel_max(),
         ctx.amqp.consumers_per_connection.get(),
     );
-    let needed = ctx.apps.len().div_ceil(per_connection).max(1);
+    let needed = consumed(ctx).len().div_ceil(per_connection).max(1);
     let mut conns = vec![conn];
     let mut result = Ok(());
     while conns.len() < needed && result.is_ok() {
@@ -205,6 +221,13 @@ async fn serve(
     for queue in legacy {
         tracing::warn!("{queue}");
     }
+    let platform_names: Vec<String> = ctx.platforms.iter().map(|p| p.name.clone()).collect();
+    for queue in platform_queues::declare(conn, &platform_names).await? {
+        tracing::warn!("{queue}");
+    }
+    if ctx.keep_unrouted {
+        topology::declare_kept_results(conn).await?;
+    }
     let publisher = Publisher::open(conn, ctx.amqp.publish_timeout.get())
         .await
         .map_err(|e| BrokerError::channel("opening the publishing channel", e))?;
@@ -214,21 +237,22 @@ async fn serve(
     let mut consumers = FuturesUnordered::new();
     // Channels are opened a few at a time: one after another, thousands of apps spend start-up
     // waiting for round trips.
-    let mut apps = ctx.apps.iter().enumerate();
+    let queues = consumed(ctx);
+    let mut apps = queues.iter().enumerate();
     let mut opening = FuturesUnordered::new();
     loop {
         while opening.len() < CHANNELS_OPENING {
             let Some((i, app)) = apps.next() else { break };
             opening.push(consumer_channel(&conns[i / per_connection], app));
         }
-        let Some((app, channel)) = opening.next().await else {
+        let Some(((name, deps), channel)) = opening.next().await else {
             break;
         };
         let channel = channel.map_err(|e| BrokerError::channel("opening a consumer channel", e))?;
         let consumer = consume::AppConsumer {
             ctx: ctx.clone(),
-            app: app.name.clone(),
-            deps: app.deps.clone(),
+            app: name.clone(),
+            deps: deps.clone(),
             publisher: publisher.clone(),
             stop: consumers_stop.clone(),
             jobs: jobs.clone(),
@@ -256,8 +280,17 @@ async fn serve(
         },
         true => None,
     };
+    // Each platform's queue bound to its active authorizers, now and as they change.
+    for i in 0..ctx.platforms.len() {
+        if let Ok(channel) = conn.create_channel().await {
+            let (ctx, stop) = (ctx.clone(), consumers_stop.clone());
+            tasks.spawn(async move {
+                bindings::keep(channel, &ctx.platforms[i], &ctx.metrics, stop).await
+            });
+        }
+    }
     // Ready means every app's consumer is registered, not merely that it was asked for.
-    let apps = u32::try_from(ctx.apps.len()).unwrap_or(u32::MAX);
+    let apps = u32::try_from(queues.len()).unwrap_or(u32::MAX);
     let all_registered = async {
         let _ = registered.acquire_many(apps).await;
         ctx.health.set_ready(true);
@@ -306,11 +339,25 @@ async fn serve(
     ended
 }
 
+/// A queue the session consumes: an app's, with its part of the pipeline's context, or a
+/// platform's, shared by its authorizers (no context of its own).
+type Consumed = (String, Option<Arc<AppDeps>>);
+
+/// Every queue the session consumes: the apps', then the platforms'.
+fn consumed(ctx: &Context) -> Vec<Consumed> {
+    let apps = ctx
+        .apps
+        .iter()
+        .map(|a| (a.name.clone(), Some(a.deps.clone())));
+    let platforms = ctx.platforms.iter().map(|p| (p.name.clone(), None));
+    apps.chain(platforms).collect()
+}
+
 /// Opens `app`'s consumer channel (a named function, not a closure, keeps the session `Send`).
 async fn consumer_channel<'a>(
     conn: &lapin::Connection,
-    app: &'a ServedApp,
-) -> (&'a ServedApp, lapin::Result<lapin::Channel>) {
+    app: &'a Consumed,
+) -> (&'a Consumed, lapin::Result<lapin::Channel>) {
     (app, conn.create_channel().await)
 }
 
@@ -330,12 +377,17 @@ async fn publisher_lost(publisher: &Publisher) {
 /// How often the dead-letter and unrouted queues are counted.
 const SIDE_QUEUE_POLL: Duration = Duration::from_secs(15);
 
-/// Counts `wxcourier.dead` and `wxcourier.unrouted` for the metrics, and warns while jobs for
-/// unknown apps keep arriving.
+/// Counts `wxcourier.dead`, `wxcourier.unrouted` and (when kept) `wxcourier.results.unrouted`
+/// for the metrics, and warns while jobs for unknown apps keep arriving. Kept results are not
+/// returned by the broker, so their queue's depth is what counts them.
 async fn watch_side_queues(ctx: Arc<Context>, ch: lapin::Channel, stop: CancellationToken) {
     let mut last_unrouted: Option<u32> = None;
+    let mut queues = vec![broker::DEAD_QUEUE, broker::UNROUTED];
+    if ctx.keep_unrouted {
+        queues.push(broker::RESULTS_UNROUTED);
+    }
     loop {
-        for queue in [broker::DEAD_QUEUE, broker::UNROUTED] {
+        for &queue in &queues {
             let Ok(count) = topology::message_count(&ch, queue).await else {
                 return;
             };

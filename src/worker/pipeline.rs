@@ -9,9 +9,18 @@
 //! which RabbitMQ 4.x counts and ends by dropping the message.
 //!
 //! By concern: `step` (what comes in and what is decided), `turn` (one valid job and the
-//! outcomes it can end in), `waits` (backoff and pauses), `send` (the WeChat call and its
-//! answer). Each file uses only those before it in this list.
+//! outcomes it can end in), `waits` (backoff, pauses and holds), `quiet` (the app's quiet
+//! hours), `paused` (the kill switch), `policy` (the delivery policies met before the claim, in
+//! order), `cancel` (cancel messages, and a held job's cancel), `send` (the WeChat call and its
+//! answer), `limits` (the app's send limits around the send). Each file uses only those before
+//! it in this list.
 
+mod cancel;
+mod gates;
+mod limits;
+mod paused;
+mod policy;
+mod quiet;
 mod send;
 mod step;
 mod turn;
@@ -24,9 +33,8 @@ use crate::broker::headers::MAX_JOB_HEADERS;
 use crate::clock::Clock;
 use crate::job::{self, Rejection};
 use crate::outcome::SendStatus;
-use crate::state::{Claim, Idempotency};
+use crate::state::{Claim, Holder, Idempotency};
 
-#[cfg(test)]
 pub(crate) use step::Wait;
 use step::{IN_FLIGHT_ELSEWHERE, STATE_DOWN};
 pub(crate) use step::{Incoming, Outlet, Step};
@@ -44,7 +52,14 @@ pub(crate) async fn process<S: Seams>(deps: &Deps<S>, incoming: Incoming<'_>) ->
         retry,
         outlet,
     } = incoming;
-    let job = match job::parse(body, message_id) {
+    // A cancel comes in the app's queue beside its jobs.
+    if let Some(read) = job::cancel::read(body) {
+        return cancel::decide(deps, name, read, retry).await;
+    }
+    // Read as the app asks; a job for no configured app is read as the contract has it, and
+    // rejected below.
+    let reading = deps.app(name).map(|a| a.reading).unwrap_or_default();
+    let job = match job::parse_with(body, message_id, reading) {
         Ok(job) => job,
         Err(rejection) => return reject(name, &rejection, retry, deps.clock.now()),
     };
@@ -91,18 +106,30 @@ pub(crate) async fn process<S: Seams>(deps: &Deps<S>, incoming: Incoming<'_>) ->
     }
     let turn = Turn {
         deps,
-        app,
+        app: &app,
         name,
         job: &job,
     };
     let mut state = retry;
     tracing::Span::current().record("id", job.id.as_str());
+    // A job held by a policy holds no claim while it waits.
+    if let Some(step) = turn.before_claim(&state) {
+        return turn.held_unless_cancelled(step, &state).await;
+    }
     // De-duplication first: a job sent just before `not_after` and redelivered after it was
     // still sent.
-    let holder = match deps.store.claim(name, &job.id).await {
+    // This turn's holder rides on any retry copy it schedules: a claim that reached shared
+    // state after its call timed out, or outlived a failed release, is then the next turn's to
+    // take over instead of holding the job back until it lapses.
+    let previous = state.claim.map(Holder::from_raw);
+    let mine = Holder::new();
+    state.claim = Some(mine.raw());
+    let holder = match deps.store.claim_as(name, &job.id, mine, previous).await {
         Ok(Claim::Fresh(holder)) => holder,
         Ok(Claim::AlreadySent(msgid)) => return Step::Finish(turn.duplicate(&state, msgid)),
         Ok(Claim::InFlight) => return turn.not_now(&state, IN_FLIGHT_ELSEWHERE),
+        // A cancel came first: no claim was taken, nothing to release.
+        Ok(Claim::Cancelled) => return Step::Finish(turn.cancelled(&state)),
         // Without shared state there is no de-duplication: the job waits in the broker.
         Err(_) => return turn.not_now(&state, STATE_DOWN),
     };
@@ -112,11 +139,21 @@ pub(crate) async fn process<S: Seams>(deps: &Deps<S>, incoming: Incoming<'_>) ->
     };
     let step = if job.expired_at(deps.clock.now()) {
         Step::Finish(turn.expired(&state))
+    } else if let Some(dropped) = turn
+        .dropped_by_quiet_hours(&state)
+        .or_else(|| turn.dropped_by_pause(&state))
+    {
+        Step::Finish(dropped)
+    } else if let Some(step) = turn.gated(&state).await {
+        // With the claim held: a job already sent gets no second outcome.
+        step
     } else if let Some(rejection) = app.catalog_refusal(&job).await {
         // Before the token is taken: a job its template cannot show costs no quota.
         reject(name, &rejection, state, deps.clock.now())
     } else {
-        turn.send(outlet, &mut state, &claim).await
+        let step = turn.send_within_limits(outlet, &mut state, &claim).await;
+        turn.learn_from(&step).await;
+        step
     };
     if !matches!(&step, Step::Finish(o) if o.status == SendStatus::Sent) {
         // Best effort: a claim that is not released lapses by itself.

@@ -7,14 +7,16 @@ use std::time::Duration;
 
 use lapin::BasicProperties;
 use lapin::types::FieldTable;
-use prometheus_client::metrics::counter::Counter;
 
 use super::pipeline::Step;
 use crate::broker::headers;
-use crate::broker::publish::{Publication, result_message};
+use crate::broker::publish::{Landing, Publication, Unroutable, result_message};
+use crate::broker::returned::count_returned;
 use crate::broker::settle::{Acknowledge, Confirmed};
 use crate::broker::topology::tier_label;
+use crate::broker::trace::trace_of;
 use crate::broker::{DEAD_QUEUE, PublishError, RETRY_EXCHANGE};
+use crate::metrics::Metrics;
 use crate::outcome::SendOutcome;
 use crate::retry::RetryState;
 
@@ -50,24 +52,26 @@ pub(crate) enum Settled {
 
 /// Publishes what `step` asks for through `publisher`, then acks `delivery`, or hands it back
 /// after [`HAND_BACK_PAUSE`] when a publish did not count. A publish that did not count is
-/// counted in `failures` at once: the hand-back itself may wait as long as the broker blocks
-/// the connection (a memory alarm), and the failure must show while it does.
+/// counted in `publish_failures` at once: the hand-back itself may wait as long as the broker
+/// blocks the connection (a memory alarm), and the failure must show while it does. An
+/// outcome that no queue took still counts as published (it is counted apart, and the job is
+/// acked): handing it back would only publish it again to nobody.
 pub(crate) async fn settle(
     publisher: &impl Confirmed,
     delivery: &impl Acknowledge,
     original: Original<'_>,
     step: &Step,
-    failures: &Counter,
+    metrics: &Metrics,
 ) -> Settled {
     let app = original.app;
-    match publish(publisher, original, step).await {
+    match publish(publisher, original, step, metrics).await {
         Ok(()) if delivery.ack().await => Settled::Acked,
         Ok(()) => {
             tracing::warn!(app = %app, "ack did not reach the broker; the job will be redelivered");
             Settled::AckLost
         }
         Err(e) => {
-            failures.inc();
+            metrics.publish_failures.inc();
             tracing::warn!(app = %app, error = %e, "could not publish; handing the job back to the broker");
             tokio::time::sleep(HAND_BACK_PAUSE).await;
             delivery.hand_back().await;
@@ -81,32 +85,74 @@ async fn publish(
     publisher: &impl Confirmed,
     original: Original<'_>,
     step: &Step,
+    metrics: &Metrics,
 ) -> Result<(), PublishError> {
+    // The producer's trace goes on with the job's result.
+    let trace = trace_of(original.properties);
     match step {
-        Step::Finish(outcome) => publish_outcome(publisher, outcome).await,
+        Step::Finish(outcome) => publish_outcome(publisher, outcome, trace, metrics).await,
         Step::Reject { outcome, reason } => {
             tracing::warn!(app = %original.app, id = ?outcome.id, %reason, "job rejected");
             let dead = publish_dead(publisher, original, reason);
-            let out = publish_outcome(publisher, outcome);
+            let out = publish_outcome(publisher, outcome, trace, metrics);
             let (dead, out) = tokio::join!(dead, out);
             dead.and(out)
         }
-        Step::Retry { after, state, wait } => {
+        Step::Answer { answer, dead } => {
+            let body = serde_json::to_vec(answer).expect("answers always serialize");
+            let routing_key = answer.routing_key();
+            let out = async {
+                let message = traced(
+                    result_message(&routing_key, &body, answer.id.as_deref()),
+                    trace,
+                );
+                if publisher.publish(message).await? == Landing::Returned {
+                    count_returned(metrics, &routing_key);
+                }
+                Ok(())
+            };
+            let Some(reason) = dead else {
+                return out.await;
+            };
+            tracing::warn!(app = %original.app, id = ?answer.id, %reason, "cancel rejected");
+            let (dead, out) = tokio::join!(publish_dead(publisher, original, reason), out);
+            dead.and(out)
+        }
+        Step::Retry {
+            after, state, wait, ..
+        } => {
             tracing::debug!(attempts = state.attempts, ?after, ?wait, "retry scheduled");
             publish_retry(publisher, original, state, *after).await
         }
     }
 }
 
+/// `message` carrying the job's trace headers, when it had valid ones.
+fn traced(mut message: Publication<'_>, trace: Option<FieldTable>) -> Publication<'_> {
+    if let Some(trace) = trace {
+        message.properties = message.properties.with_headers(trace);
+    }
+    message
+}
+
+/// The outcome on `wxcourier.results`; one that no queue took is counted.
 async fn publish_outcome(
     publisher: &impl Confirmed,
     outcome: &SendOutcome,
+    trace: Option<FieldTable>,
+    metrics: &Metrics,
 ) -> Result<(), PublishError> {
     let body = serde_json::to_vec(outcome).expect("outcomes always serialize");
     let routing_key = outcome.routing_key();
-    publisher
-        .publish(result_message(&routing_key, &body, outcome.id.as_deref()))
-        .await
+    let message = traced(
+        result_message(&routing_key, &body, outcome.id.as_deref()),
+        trace,
+    );
+    let landing = publisher.publish(message).await?;
+    if landing == Landing::Returned {
+        count_returned(metrics, &routing_key);
+    }
+    Ok(())
 }
 
 /// The original message, unchanged, plus the reason, in `wxcourier.dead`.
@@ -153,9 +199,10 @@ async fn publish_copy(
                 .clone()
                 .with_headers(headers)
                 .with_delivery_mode(2),
-            must_route: true,
+            unroutable: Unroutable::Refused,
         })
         .await
+        .map(|_| ())
 }
 
 #[cfg(test)]
@@ -176,7 +223,7 @@ mod tests {
         routing_key: String,
         body: Vec<u8>,
         properties: BasicProperties,
-        must_route: bool,
+        unroutable: Unroutable,
     }
 
     impl Published {
@@ -191,7 +238,7 @@ mod tests {
     }
 
     /// The fake broker's answer to a publish, by the exchange it went to.
-    type Answer = fn(&str) -> Result<(), PublishError>;
+    type Answer = fn(&str) -> Result<Landing, PublishError>;
 
     /// A broker that records every publish and answers each by its exchange.
     struct FakeBroker {
@@ -201,7 +248,7 @@ mod tests {
 
     impl FakeBroker {
         fn confirming() -> Self {
-            Self::answering(|_| Ok(()))
+            Self::answering(|_| Ok(Landing::Taken))
         }
 
         fn answering(answer: Answer) -> Self {
@@ -217,13 +264,13 @@ mod tests {
     }
 
     impl Confirmed for FakeBroker {
-        async fn publish(&self, msg: Publication<'_>) -> Result<(), PublishError> {
+        async fn publish(&self, msg: Publication<'_>) -> Result<Landing, PublishError> {
             self.published.lock().unwrap().push(Published {
                 exchange: msg.exchange.into(),
                 routing_key: msg.routing_key.into(),
                 body: msg.body.to_vec(),
                 properties: msg.properties,
-                must_route: msg.must_route,
+                unroutable: msg.unroutable,
             });
             (self.answer)(msg.exchange)
         }
@@ -287,14 +334,14 @@ mod tests {
     }
 
     async fn run(broker: &FakeBroker, delivery: &FakeDelivery, step: &Step) -> Settled {
-        run_counting(broker, delivery, step, &Counter::default()).await
+        run_counting(broker, delivery, step, &Metrics::new()).await
     }
 
     async fn run_counting(
         broker: &FakeBroker,
         delivery: &FakeDelivery,
         step: &Step,
-        failures: &Counter,
+        metrics: &Metrics,
     ) -> Settled {
         let properties = producer_properties();
         let original = Original {
@@ -302,7 +349,7 @@ mod tests {
             body: BODY,
             properties: &properties,
         };
-        settle(broker, delivery, original, step, failures).await
+        settle(broker, delivery, original, step, metrics).await
     }
 
     fn retry_step() -> Step {
@@ -313,8 +360,11 @@ mod tests {
                 quota_sends: 1,
                 first_try_ms: Some(1_700_000_000_000),
                 quota_strikes: 2,
+                claim: None,
+                quiet_until_ms: None,
             },
             wait: Wait::Transient,
+            errcode: Some(-1),
         }
     }
 
@@ -335,7 +385,11 @@ mod tests {
         };
         assert_eq!(out.exchange, RESULTS_EXCHANGE);
         assert_eq!(out.routing_key, "sent.shop");
-        assert!(!out.must_route, "results' consumers bind what they want");
+        assert_eq!(
+            out.unroutable,
+            Unroutable::Reported,
+            "results' consumers bind what they want; what none takes is counted"
+        );
         let body: SendOutcome = serde_json::from_slice(&out.body).unwrap();
         assert_eq!(body, outcome(SendStatus::Sent));
         let p = &out.properties;
@@ -343,6 +397,37 @@ mod tests {
         assert_eq!(p.app_id().as_ref().unwrap().as_str(), "wxcourier");
         assert_eq!(*p.delivery_mode(), Some(2));
         assert_eq!(delivery.ends(), ["ack"]);
+    }
+
+    #[tokio::test]
+    async fn a_job_with_a_traceparent_gets_it_and_its_tracestate_on_its_outcome_only() {
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut headers = FieldTable::default();
+        headers.insert("traceparent".into(), AMQPValue::LongString(parent.into()));
+        headers.insert("tracestate".into(), AMQPValue::LongString("rojo=1".into()));
+        headers.insert(
+            "x-mine".into(),
+            AMQPValue::LongString("kept to myself".into()),
+        );
+        let properties = BasicProperties::default().with_headers(headers);
+        let original = Original {
+            app: "shop",
+            body: BODY,
+            properties: &properties,
+        };
+        let (broker, delivery) = (FakeBroker::confirming(), FakeDelivery::new());
+        let step = Step::Finish(outcome(SendStatus::Sent));
+        settle(&broker, &delivery, original, &step, &Metrics::new()).await;
+        let [out] = &broker.published()[..] else {
+            panic!("one publish: {:?}", broker.published());
+        };
+        assert_eq!(out.header("traceparent").as_deref(), Some(parent));
+        assert_eq!(out.header("tracestate").as_deref(), Some("rojo=1"));
+        assert_eq!(out.header("x-mine"), None, "only the trace crosses");
+        // Without a traceparent, an outcome has no headers at all.
+        let (broker, delivery) = (FakeBroker::confirming(), FakeDelivery::new());
+        run(&broker, &delivery, &step).await;
+        assert!(broker.published()[0].properties.headers().is_none());
     }
 
     #[tokio::test]
@@ -355,7 +440,11 @@ mod tests {
         };
         assert_eq!(copy.exchange, RETRY_EXCHANGE);
         assert_eq!(copy.routing_key, "shop");
-        assert!(copy.must_route, "a retry copy no queue takes is lost");
+        assert_eq!(
+            copy.unroutable,
+            Unroutable::Refused,
+            "a retry copy no queue takes is lost"
+        );
         assert_eq!(copy.body, BODY);
         assert_eq!(
             copy.properties.message_id().as_ref().unwrap().as_str(),
@@ -385,7 +474,7 @@ mod tests {
         let dead = published.iter().find(|p| p.routing_key == DEAD_QUEUE);
         let dead = dead.expect("a dead copy");
         assert_eq!(dead.exchange, "", "straight to the queue");
-        assert!(dead.must_route);
+        assert_eq!(dead.unroutable, Unroutable::Refused);
         assert_eq!(dead.body, BODY);
         assert_eq!(dead.header(HEADER_ERROR).as_deref(), Some("data: missing"));
         assert_eq!(dead.header(HEADER_APP).as_deref(), Some("shop"));
@@ -427,12 +516,16 @@ mod tests {
             hand_back_blocks: true,
             ..FakeDelivery::new()
         };
-        let failures = Counter::default();
+        let metrics = Metrics::new();
         let step = Step::Finish(outcome(SendStatus::Sent));
-        let settling = run_counting(&broker, &delivery, &step, &failures);
+        let settling = run_counting(&broker, &delivery, &step, &metrics);
         let waited = tokio::time::timeout(Duration::from_secs(60), settling).await;
         assert!(waited.is_err(), "the blocked hand-back is still waiting");
-        assert_eq!(failures.get(), 1, "counted while the hand-back waits");
+        assert_eq!(
+            metrics.publish_failures.get(),
+            1,
+            "counted while the hand-back waits"
+        );
         assert_eq!(delivery.ends(), ["hand back"]);
     }
 
@@ -440,7 +533,7 @@ mod tests {
     async fn a_rejected_job_whose_dead_copy_is_refused_is_handed_back_even_with_its_outcome_out() {
         let broker = FakeBroker::answering(|exchange| match exchange {
             "" => Err(PublishError::Unroutable),
-            _ => Ok(()),
+            _ => Ok(Landing::Taken),
         });
         let delivery = FakeDelivery::new();
         let settled = run(&broker, &delivery, &reject_step()).await;
@@ -448,7 +541,7 @@ mod tests {
         assert_eq!(delivery.ends(), ["hand back"]);
         // And the other way round: the dead copy in, the outcome refused.
         let broker = FakeBroker::answering(|exchange| match exchange {
-            "" => Ok(()),
+            "" => Ok(Landing::Taken),
             _ => Err(PublishError::Nacked),
         });
         let delivery = FakeDelivery::new();
@@ -466,6 +559,82 @@ mod tests {
         };
         let settled = run(&broker, &delivery, &Step::Finish(outcome(SendStatus::Sent))).await;
         assert!(matches!(settled, Settled::AckLost), "{settled:?}");
+        assert_eq!(delivery.ends(), ["ack"]);
+    }
+
+    #[tokio::test]
+    async fn an_outcome_no_queue_took_is_counted_once_per_message_and_the_job_acked() {
+        let broker = FakeBroker::answering(|exchange| match exchange {
+            RESULTS_EXCHANGE => Ok(Landing::Returned),
+            _ => Ok(Landing::Taken),
+        });
+        let metrics = Metrics::new();
+        for step in [Step::Finish(outcome(SendStatus::Failed)), reject_step()] {
+            let delivery = FakeDelivery::new();
+            let settled = run_counting(&broker, &delivery, &step, &metrics).await;
+            assert!(matches!(settled, Settled::Acked), "{settled:?}");
+            assert_eq!(delivery.ends(), ["ack"], "not handed back: nothing loops");
+        }
+        let text = metrics.render();
+        for line in [
+            "wxcourier_outcomes_unrouted_total{app=\"shop\",status=\"failed\"} 1",
+            "wxcourier_outcomes_unrouted_total{app=\"shop\",status=\"rejected\"} 1",
+            "wxcourier_publish_failures_total 0",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cancel_is_answered_as_cancel_app_and_a_refused_one_also_goes_to_the_dead_queue() {
+        use crate::outcome::cancel::{CancelAnswer, CancelStatus};
+        let accepted = Step::Answer {
+            answer: CancelAnswer::new("shop", Some("j1".into()), CancelStatus::Accepted),
+            dead: None,
+        };
+        let (broker, delivery) = (FakeBroker::confirming(), FakeDelivery::new());
+        assert!(matches!(
+            run(&broker, &delivery, &accepted).await,
+            Settled::Acked
+        ));
+        let [out] = &broker.published()[..] else {
+            panic!("one publish: {:?}", broker.published());
+        };
+        assert_eq!(
+            (out.exchange.as_str(), out.routing_key.as_str()),
+            (RESULTS_EXCHANGE, "cancel.shop")
+        );
+        let body: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"kind": "cancel", "app": "shop", "id": "j1", "status": "accepted"})
+        );
+        assert_eq!(
+            out.properties.correlation_id().as_ref().unwrap().as_str(),
+            "j1"
+        );
+        let mut answer = CancelAnswer::new("shop", None, CancelStatus::Rejected);
+        answer.error = Some("id: is required".into());
+        let refused = Step::Answer {
+            answer,
+            dead: Some("id: is required".into()),
+        };
+        let (broker, delivery) = (FakeBroker::confirming(), FakeDelivery::new());
+        assert!(matches!(
+            run(&broker, &delivery, &refused).await,
+            Settled::Acked
+        ));
+        let published = broker.published();
+        let dead = published
+            .iter()
+            .find(|p| p.routing_key == DEAD_QUEUE)
+            .expect("a dead copy");
+        assert_eq!(dead.body, BODY);
+        assert_eq!(
+            dead.header(HEADER_ERROR).as_deref(),
+            Some("id: is required")
+        );
+        assert!(published.iter().any(|p| p.routing_key == "cancel.shop"));
         assert_eq!(delivery.ends(), ["ack"]);
     }
 }

@@ -4,7 +4,11 @@
 #![allow(dead_code)]
 
 pub mod kit;
+pub mod platform_kit;
 pub mod process;
+pub mod proxy;
+pub mod redis_sets;
+pub mod schemas;
 
 pub use kit::*;
 
@@ -19,11 +23,10 @@ use lapin::{BasicProperties, Connection};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use wxcourier::broker::publish::Publication;
-use wxcourier::broker::tap::ResultsTap;
+use wxcourier::broker::publish::{Publication, Unroutable};
 use wxcourier::broker::{self, JOBS_EXCHANGE, Publisher, job_queue, topology};
 use wxcourier::config::{AppSettings, NonZeroSpan, Rate, Settings};
-use wxcourier::sim::{DEFAULT_APPID, DEFAULT_SECRET, SimOptions, Simulator};
+use wxcourier::sim::{DEFAULT_APPID, DEFAULT_SECRET, SendRecord, SimOptions, Simulator};
 use wxcourier::startup::Application;
 use wxcourier::types::{Secret, Span};
 use wxcourier::worker::Context;
@@ -82,7 +85,8 @@ pub struct Harness {
     pub app: String,
     pub conn: Connection,
     pub publisher: Publisher,
-    pub tap: ResultsTap,
+    /// Every result it hands out has been held to its schema.
+    pub tap: schemas::CheckedTap,
 }
 
 impl Harness {
@@ -97,7 +101,9 @@ impl Harness {
         topology::declare_all(&conn, &[app.to_owned()], schedule.tiers())
             .await
             .unwrap();
-        let tap = ResultsTap::open(&conn, &format!("*.{app}")).await.unwrap();
+        let tap = schemas::CheckedTap::open(&conn, &format!("*.{app}"))
+            .await
+            .unwrap();
         let publisher = Publisher::open(&conn, Duration::from_secs(5))
             .await
             .unwrap();
@@ -118,23 +124,24 @@ impl Harness {
     /// Publishes `body` as a job; without `message_id` it carries no properties but
     /// persistence, as from a careless producer.
     pub async fn publish_raw(&self, body: &[u8], message_id: Option<&str>) {
+        schemas::check_published(body, message_id);
         let confirmed = match message_id {
             Some(id) => {
                 self.publisher
                     .publish_job(&self.app, id, body, FieldTable::default())
                     .await
             }
-            None => {
-                self.publisher
-                    .publish(Publication {
-                        exchange: JOBS_EXCHANGE,
-                        routing_key: &self.app,
-                        body,
-                        properties: BasicProperties::default().with_delivery_mode(2),
-                        must_route: false,
-                    })
-                    .await
-            }
+            None => self
+                .publisher
+                .publish(Publication {
+                    exchange: JOBS_EXCHANGE,
+                    routing_key: &self.app,
+                    body,
+                    properties: BasicProperties::default().with_delivery_mode(2),
+                    unroutable: Unroutable::Unasked,
+                })
+                .await
+                .map(|_| ()),
         };
         confirmed.expect("the broker confirms the job");
     }
@@ -305,8 +312,14 @@ pub async fn queue_len(conn: &Connection, queue: &str) -> u32 {
 /// returns them with their `x-wxcourier-error`; the rest go back when the channel closes.
 pub async fn take_matching(conn: &Connection, queue: &str, app: &str) -> Vec<(Vec<u8>, String)> {
     take_where(conn, queue, |p| {
-        (broker::headers::text(p, "x-wxcourier-app").as_deref() == Some(app))
-            .then(|| broker::headers::text(p, broker::HEADER_ERROR).unwrap_or_default())
+        let mine = broker::headers::text(p, "x-wxcourier-app").as_deref() == Some(app);
+        mine.then(|| {
+            // Only wxcourier.dead holds rejections; an unrouted copy carries no reason.
+            if queue == broker::DEAD_QUEUE {
+                schemas::check_dead_headers(p);
+            }
+            broker::headers::text(p, broker::HEADER_ERROR).unwrap_or_default()
+        })
     })
     .await
 }
@@ -319,8 +332,12 @@ pub async fn take_dead_lettered(h: &Harness, app: &str) -> Vec<(Vec<u8>, String)
     for _ in 0..50 {
         found.extend(
             take_where(&h.conn, broker::DEAD_QUEUE, |p| {
-                (broker::headers::text(p, "x-first-death-queue").as_deref() == Some(queue.as_str()))
-                    .then(|| broker::headers::text(p, "x-first-death-reason").unwrap_or_default())
+                let mine = broker::headers::text(p, "x-first-death-queue").as_deref()
+                    == Some(queue.as_str());
+                mine.then(|| {
+                    schemas::check_dead_headers(p);
+                    broker::headers::text(p, "x-first-death-reason").unwrap_or_default()
+                })
             })
             .await,
         );
@@ -379,6 +396,20 @@ pub fn assert_each_job_accepted_once(sim: &Simulator, ids: &HashSet<String>) {
     assert_eq!(accepted.len(), unique.len(), "no job accepted twice");
     assert_eq!(unique.len(), ids.len());
     assert_eq!(sim.stats().apps[DEFAULT_APPID].accepted as usize, ids.len());
+}
+
+/// Every send the simulator saw for a user carried that user's one job id: no job went to
+/// WeChat under a second `client_msg_id`.
+pub fn assert_one_client_msg_id_per_job(sends: &[SendRecord]) {
+    let mut ids: std::collections::HashMap<&str, HashSet<&str>> = Default::default();
+    for s in sends {
+        ids.entry(&s.touser)
+            .or_default()
+            .insert(s.client_msg_id.as_deref().unwrap_or(""));
+    }
+    for (user, cmids) in ids {
+        assert_eq!(cmids.len(), 1, "{user} was sent under {cmids:?}");
+    }
 }
 
 /// Seconds between the first and the last send WeChat accepted, and how many it accepted.

@@ -58,6 +58,7 @@ impl<S: Seams> Turn<'_, S> {
             Ok(Renewal::Held) => Ok(()),
             Ok(Renewal::AlreadySent(msgid)) => Err(Step::Finish(self.duplicate(state, msgid))),
             Ok(Renewal::Lost) => Err(self.not_now(state, IN_FLIGHT_ELSEWHERE)),
+            Ok(Renewal::Cancelled) => Err(Step::Finish(self.cancelled(state))),
             Err(_) => Err(self.not_now(state, STATE_DOWN)),
         }
     }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::outcome::SendOutcome;
+use crate::outcome::cancel::CancelAnswer;
 use crate::retry::RetryState;
 
 /// Whether the outcome of a send could be published now. The pipeline asks right before
@@ -32,6 +33,9 @@ pub(crate) enum Wait {
     Quota,
     /// The job could not be tried now, for this reason; no attempt was used.
     NotNow(&'static str),
+    /// A delivery policy holds the job until a time (its `not_before`, the end of quiet
+    /// hours): no attempt is used and `retry.max_age` does not run.
+    Until(&'static str),
 }
 
 /// What to do with the delivery.
@@ -44,11 +48,20 @@ pub(crate) enum Step {
         outcome: SendOutcome,
         reason: String,
     },
+    /// A cancel decided: publish its answer, and with `dead` (it was refused, for this reason)
+    /// the original to `wxcourier.dead`, then ack.
+    Answer {
+        answer: CancelAnswer,
+        dead: Option<String>,
+    },
     /// Publish a retry copy that waits `after` in the broker, then ack.
     Retry {
         after: Duration,
         state: RetryState,
         wait: Wait,
+        /// WeChat's errcode of the try that led here (or of a refused token fetch), for the
+        /// job's story; none when no answer came.
+        errcode: Option<i64>,
     },
 }
 
@@ -59,3 +72,10 @@ pub(super) const STATE_DOWN: &str = "shared state is unavailable";
 pub(super) const RATE_DOWN: &str = "the shared rate limit is unavailable";
 pub(super) const OUTLET_DOWN: &str = "its outcome could not be published (broker channel down)";
 pub(super) const NO_TOKEN: &str = "no access token could be had";
+
+pub(super) const CANCEL_WAITS: &str = "the job it cancels is being sent";
+
+// The reasons of a `Wait::Until`, as the job's log lines name them.
+pub(super) const SCHEDULED: &str = "its not_before has not come";
+pub(super) const QUIET_HOURS: &str = "the app's quiet hours hold it";
+pub(super) const PAUSED: &str = "its template (or its app) is paused";

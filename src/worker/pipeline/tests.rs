@@ -3,7 +3,13 @@
 //! token fetches and invalidations, what became of the claim); then the paths that need two
 //! jobs at once or a look at the quota gate.
 
+mod cancel;
 mod fakes;
+mod gates;
+mod limits;
+mod paused;
+mod quiet;
+mod schedule;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -15,7 +21,7 @@ use super::step::{IN_FLIGHT_ELSEWHERE, NO_TOKEN, OUTLET_DOWN, RATE_DOWN, STATE_D
 use super::*;
 use crate::kinds::Kind;
 use crate::metrics::Metrics;
-use crate::outcome::{FailReason, format_timestamp};
+use crate::outcome::{OutcomeReason, format_timestamp};
 use crate::pause::{Admission, Phase};
 use crate::retry::RetryState;
 use crate::state::Renewal;
@@ -34,7 +40,7 @@ enum Want {
         msgid: Option<u64>,
     },
     Failed {
-        reason: FailReason,
+        reason: OutcomeReason,
         errcode: Option<i64>,
         attempts: u32,
         /// Words the outcome's `error` must hold.
@@ -164,7 +170,7 @@ fn refused_token(errcode: i64) -> Result<crate::wechat::client::TokenGrant, Toke
 
 fn rows() -> Vec<Row> {
     use ClaimEnd::*;
-    use FailReason::*;
+    use OutcomeReason::*;
     let mut rows = vec![
         // errcode 0
         row(
@@ -341,6 +347,18 @@ fn rows() -> Vec<Row> {
             },
         )
         .tokens(vec![refused_token(40164)])
+        .fetches(1),
+        row(
+            "token refused as the authorization is withdrawn (61023): failed at once, no wait",
+            template("no-token-revoked"),
+            Want::Failed {
+                reason: AuthorizationRevoked,
+                errcode: Some(61023),
+                attempts: 0,
+                error_has: "no access token for this account",
+            },
+        )
+        .tokens(vec![refused_token(61023)])
         .fetches(1),
         row(
             "token fetch refused past retry.max_age: failed, config_error",
@@ -730,7 +748,10 @@ async fn a_45009_to_the_probe_pauses_the_app_again_for_twice_as_long() {
     let step = w
         .process(&body(template("probe")), RetryState::default())
         .await;
-    let Step::Retry { state, wait, after } = step else {
+    let Step::Retry {
+        state, wait, after, ..
+    } = step
+    else {
         panic!("{step:?}")
     };
     assert_eq!(wait, Wait::Quota);
@@ -819,6 +840,41 @@ async fn a_duplicate_in_flight_waits_and_after_the_send_gets_the_first_msgid() {
     let third = w.process(&job, RetryState::default()).await;
     check_step("third", &Want::Duplicate { msgid: Some(1001) }, &third);
     assert_eq!(w.wechat.received().len(), 1, "one send in all");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_claim_that_landed_after_its_call_failed_is_taken_over_by_the_jobs_next_turn() {
+    let w = World::new(Setup::default());
+    let job = body(template("late"));
+    w.store().down.store(true, Ordering::SeqCst);
+    let first = w.process(&job, RetryState::default()).await;
+    let Step::Retry { state, .. } = &first else {
+        panic!("a state outage waits: {first:?}")
+    };
+    let holder = state.claim.expect("the retry copy names this turn's claim");
+    w.store().down.store(false, Ordering::SeqCst);
+    w.store()
+        .claim_landed_late("a", "late", crate::state::Holder::from_raw(holder));
+    // A delivery that names no earlier turn (another copy of the id) still waits behind it.
+    let stranger = w.process(&job, RetryState::default()).await;
+    check_step(
+        "stranger",
+        &Want::Retry {
+            wait: Wait::NotNow(IN_FLIGHT_ELSEWHERE),
+            attempts: 0,
+        },
+        &stranger,
+    );
+    let next = w.process(&job, *state).await;
+    check_step(
+        "next turn",
+        &Want::Sent {
+            msgid: Some(1001),
+            attempts: 1,
+        },
+        &next,
+    );
+    assert_eq!(w.wechat.received().len(), 1, "sent once, at once");
 }
 
 #[tokio::test(start_paused = true)]
@@ -941,9 +997,15 @@ async fn a_shared_state_outage_reads_as_state_in_the_log_and_the_outcome() {
             move || log.clone()
         })
         .finish();
+    // With no global subscriber, a callsite another test thread hits first caches "no
+    // interest", and a race with that can hide this test's lines from its own subscriber. A
+    // global one that takes every event (and writes none) keeps every callsite asking the
+    // subscriber in force; this test's, on this thread.
+    static GLOBAL: std::sync::Once = std::sync::Once::new();
+    GLOBAL.call_once(|| {
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
+    });
     let _logging = tracing::subscriber::set_default(subscriber);
-    // A callsite another test thread registered meanwhile may have cached "no interest" from
-    // the global (empty) dispatcher: ask every callsite again now that this one is set.
     tracing::callsite::rebuild_interest_cache();
     let w = World::new(Setup {
         shared_tokens: Some(false),
@@ -962,4 +1024,78 @@ async fn a_shared_state_outage_reads_as_state_in_the_log_and_the_outcome() {
     );
     assert!(!logged.contains("WeChat"), "{logged}");
     assert!(w.wechat.received().is_empty() && w.wechat.token_fetches() == 0);
+}
+
+/// A category template job whose `thing1` is over 20 characters, and which fills `first`.
+fn over_long_thing(id: &str) -> serde_json::Value {
+    let mut job = template(id);
+    job["data"] = serde_json::json!({
+        "first": {"value": "您好"},
+        "thing1": {"value": "您的餐品已经备好请尽快到一号窗口取餐谢谢光临"}
+    });
+    job
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_over_long_typed_template_value_is_rejected_before_any_claim_or_token() {
+    let w = World::new(Setup::default());
+    let Step::Reject { outcome, reason } = w
+        .process(&body(over_long_thing("long")), RetryState::default())
+        .await
+    else {
+        panic!("rejected")
+    };
+    assert!(
+        reason.starts_with("data.thing1.value: thing: at most 20 characters"),
+        "{reason}"
+    );
+    assert_eq!(outcome.status, SendStatus::Rejected);
+    assert!(w.store().calls().is_empty(), "no claim");
+    assert!(w.wechat.received().is_empty() && w.wechat.token_fetches() == 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_truncating_app_sends_the_job_and_every_outcome_carries_its_warnings() {
+    let truncating = || Setup {
+        reading: crate::kinds::ReadOptions { truncate: true },
+        ..Setup::default()
+    };
+    let w = World::new(truncating());
+    let Step::Finish(sent) = w
+        .process(&body(over_long_thing("cut")), RetryState::default())
+        .await
+    else {
+        panic!("sent")
+    };
+    assert_eq!(sent.status, SendStatus::Sent);
+    assert_eq!(sent.warnings.len(), 2, "{:?}", sent.warnings);
+    assert!(sent.warnings[0].starts_with("data.thing1.value: shortened from 22"));
+    assert!(sent.warnings[1].starts_with("data.first: not shown"));
+    assert_eq!(w.wechat.received().len(), 1);
+
+    // A refusal keeps them too: the producer learns what was cut whatever the ending.
+    let w = World::new(Setup {
+        sends: vec![code(43101)],
+        ..truncating()
+    });
+    let Step::Finish(failed) = w
+        .process(&body(over_long_thing("cut-refused")), RetryState::default())
+        .await
+    else {
+        panic!("failed")
+    };
+    assert_eq!(failed.status, SendStatus::Failed);
+    assert_eq!(failed.warnings, sent.warnings);
+
+    // A job WeChat shows as sent has none, and its outcome no `warnings` field at all.
+    let w = World::new(truncating());
+    let Step::Finish(plain) = w
+        .process(&body(template("plain")), RetryState::default())
+        .await
+    else {
+        panic!("sent")
+    };
+    assert!(plain.warnings.is_empty());
+    let json = serde_json::to_value(&plain).unwrap();
+    assert!(json.get("warnings").is_none(), "{json}");
 }

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use crate::broker::headers::MAX_REASON_BYTES;
 use crate::clock::Clock;
 use crate::job::{Job, Rejection};
-use crate::outcome::{SendOutcome, SendStatus};
+use crate::outcome::{OutcomeReason, SendOutcome, SendStatus};
 use crate::retry::RetryState;
 use crate::state::Holder;
 use crate::text::bounded;
@@ -64,6 +64,7 @@ impl<S: Seams> Turn<'_, S> {
         o.meta = job.meta.clone();
         o.attempts = state.attempts;
         o.error = (!error.is_empty()).then(|| error.to_owned());
+        o.warnings = job.warnings.for_outcome();
         job.kind.outcome_fields(&mut o);
         o
     }
@@ -74,6 +75,24 @@ impl<S: Seams> Turn<'_, S> {
             state,
             "not_after passed before it could be sent",
         )
+    }
+
+    /// Ended by a delivery policy before any WeChat call: `suppressed`, with the policy's
+    /// reason and what it saw.
+    pub(super) fn suppressed(
+        &self,
+        state: &RetryState,
+        reason: OutcomeReason,
+        why: &str,
+    ) -> SendOutcome {
+        let mut o = self.finished(SendStatus::Suppressed, state, why);
+        o.reason = Some(reason);
+        o
+    }
+
+    /// Ended by a cancel for its id that came before it was sent.
+    pub(super) fn cancelled(&self, state: &RetryState) -> SendOutcome {
+        self.finished(SendStatus::Cancelled, state, "cancelled before it was sent")
     }
 
     /// A job WeChat accepted: `sent`, with its msgid when WeChat gave one.

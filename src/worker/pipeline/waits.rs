@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::retry::{Next, RetryState};
-use crate::wechat::client::TokenError;
+use crate::wechat::client::{SendReply, TokenError};
 use crate::wechat::reason::Ending;
 use crate::worker::deps::Seams;
 
@@ -34,11 +34,16 @@ impl<S: Seams> Turn<'_, S> {
             .schedule
             .after_pause(&state, clock.now_ms(), after)
         {
-            Next::RetryAfter(after) => Step::Retry { after, state, wait },
+            Next::RetryAfter(after) => Step::Retry {
+                after,
+                state,
+                wait,
+                errcode: last.as_ref().map(|r| r.errcode).or(seen),
+            },
             Next::GiveUp(why) => {
                 let why = match wait {
                     Wait::NotNow(reason) => format!("{reason}; {why}"),
-                    Wait::Transient | Wait::Quota => why,
+                    Wait::Transient | Wait::Quota | Wait::Until(_) => why,
                 };
                 let ending = Ending::GaveUp {
                     quota_paused: wait == Wait::Quota,
@@ -46,6 +51,27 @@ impl<S: Seams> Turn<'_, S> {
                 };
                 Step::Finish(self.failed(&state, last, why, ending))
             }
+        }
+    }
+
+    /// Held by a delivery policy until `until`, for `why`: the job waits in the delay tiers,
+    /// chained when the wait is longer than the longest, and arrives at `until` or at most one
+    /// shortest tier after it, never before. It uses no attempt, and `retry.max_age` does not
+    /// start: a job scheduled days ahead has not begun trying.
+    pub(super) fn wait_until(
+        &self,
+        state: &RetryState,
+        until: time::OffsetDateTime,
+        why: &'static str,
+    ) -> Step {
+        let remaining = until - self.deps.clock.now();
+        let remaining = std::time::Duration::try_from(remaining).unwrap_or_default();
+        tracing::debug!(app = self.name, id = %self.job.id, reason = why, ?remaining, "held; the job waits in a delay queue");
+        Step::Retry {
+            after: self.deps.schedule.tier_within(remaining),
+            state: *state,
+            wait: Wait::Until(why),
+            errcode: None,
         }
     }
 
@@ -69,6 +95,7 @@ impl<S: Seams> Turn<'_, S> {
                 after,
                 state: *state,
                 wait: Wait::Transient,
+                errcode: last.as_ref().map(|r| r.errcode),
             },
             Next::GiveUp(limit) => {
                 let ending = Ending::GaveUp {
@@ -86,6 +113,19 @@ impl<S: Seams> Turn<'_, S> {
     /// uses no attempt.
     pub(super) fn no_token(&self, state: &RetryState, e: &TokenError) -> Step {
         let (deps, app) = (self.deps, self.app);
+        // A platform's authorizer whose authorization is withdrawn (or lost beyond recovery):
+        // no wait brings its token back, so the job ends now and says why.
+        if let TokenError::Refused { errcode, errmsg } = e
+            && deps.reasons.authorization_revoked.contains(errcode)
+        {
+            let answer = SendReply {
+                errcode: *errcode,
+                errmsg: errmsg.clone(),
+                msgid: None,
+            };
+            let why = format!("no access token for this account: {errmsg}");
+            return Step::Finish(self.failed(state, Some(answer), why, Ending::Refused(*errcode)));
+        }
         deps.metrics
             .token_fetch_failures
             .get_or_create(&Metrics::app(self.name))
@@ -93,7 +133,7 @@ impl<S: Seams> Turn<'_, S> {
         // A failure of the shared token store is a state outage, and says so.
         let (why, seen) = match e {
             TokenError::Refused { errcode, .. } => (NO_TOKEN, Some(*errcode)),
-            TokenError::Call(_) => (NO_TOKEN, None),
+            TokenError::Call(_) | TokenError::NoTicket => (NO_TOKEN, None),
             TokenError::State(_) => (STATE_DOWN, None),
         };
         let wait = app.keeper.backing_off().unwrap_or(deps.schedule.tiers()[0]);

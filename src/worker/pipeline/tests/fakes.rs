@@ -176,6 +176,16 @@ pub(crate) struct Setup {
     pub(crate) shared_tokens: Option<bool>,
     pub(crate) claim_ttl: Duration,
     pub(crate) retry: RetrySettings,
+    /// How app `a` reads its jobs.
+    pub(crate) reading: crate::kinds::ReadOptions,
+    /// App `a`'s send limits.
+    pub(crate) limits: crate::config::AppLimits,
+    /// App `a`'s quiet hours.
+    pub(crate) quiet: Option<crate::quiet_hours::QuietPolicy>,
+    /// What app `a` does with a paused job.
+    pub(crate) pause_mode: crate::config::PauseMode,
+    /// App `a`'s preference gates, when it honours preferences.
+    pub(crate) preferences: Option<crate::preferences::PreferenceGates>,
 }
 
 impl Default for Setup {
@@ -187,6 +197,11 @@ impl Default for Setup {
             shared_tokens: None,
             claim_ttl: Duration::from_secs(60),
             retry: RetrySettings::default(),
+            reading: crate::kinds::ReadOptions::default(),
+            limits: crate::config::AppLimits::default(),
+            quiet: None,
+            pause_mode: crate::config::PauseMode::default(),
+            preferences: None,
         }
     }
 }
@@ -236,12 +251,18 @@ impl World {
                 .into_iter()
                 .collect(),
             catalog: None,
+            reading: setup.reading,
+            limits: setup.limits,
+            quiet: setup.quiet,
+            switch: crate::worker::KillSwitch::new("a", &[], setup.pause_mode, metrics.clone()),
+            preferences: setup.preferences,
         };
         let deps = Deps {
             wechat: wechat.clone(),
             store: Arc::new(FakeStore::default()),
             clock: TokioClock::starting_at(T0),
             apps: [("a".to_owned(), Arc::new(app))].into(),
+            accounts: None,
             schedule,
             classifier: Classifier::new(&DEFAULT_TRANSIENT, &DEFAULT_QUOTA, &DEFAULT_TOKEN),
             reasons: ReasonCodes::default(),
@@ -253,7 +274,7 @@ impl World {
     }
 
     pub(crate) fn app(&self) -> &AppDeps<Fakes> {
-        self.deps.app("a").expect("the world's one app")
+        self.deps.apps.get("a").expect("the world's one app")
     }
 
     pub(crate) fn store(&self) -> &FakeStore {

@@ -1,0 +1,129 @@
+//! W3C Trace Context on a job (its `traceparent` and `tracestate` AMQP headers), carried over
+//! to the job's outcome so a producer's trace reaches the result it reads. Only well-formed
+//! values cross: a header from a producer is untrusted, and an outcome must not echo whatever a
+//! job carried.
+
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+
+pub(crate) const TRACEPARENT: &str = "traceparent";
+pub(crate) const TRACESTATE: &str = "tracestate";
+/// The longest `tracestate` passed on: 32 list members of the W3C limits fit in it.
+const MAX_TRACESTATE: usize = 512;
+
+/// The job's trace headers worth echoing, or `None` when it has no valid `traceparent`
+/// (a `tracestate` without one means nothing).
+pub(crate) fn trace_of(properties: &BasicProperties) -> Option<FieldTable> {
+    let headers = properties.headers().as_ref()?;
+    let parent = text(headers, TRACEPARENT).filter(|p| valid_traceparent(p))?;
+    let mut out = FieldTable::default();
+    out.insert(
+        TRACEPARENT.into(),
+        AMQPValue::LongString(LongString::from(parent)),
+    );
+    if let Some(state) = text(headers, TRACESTATE).filter(|s| valid_tracestate(s)) {
+        out.insert(
+            TRACESTATE.into(),
+            AMQPValue::LongString(LongString::from(state)),
+        );
+    }
+    Some(out)
+}
+
+fn text<'a>(headers: &'a FieldTable, key: &str) -> Option<&'a str> {
+    match headers.inner().get(key)? {
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
+        AMQPValue::ShortString(s) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+/// `VERSION-TRACEID-PARENTID-FLAGS` in lowercase hex (2-32-16-2), with a trace id and parent
+/// id that are not all zeros and a version other than `ff`, as W3C Trace Context asks.
+fn valid_traceparent(p: &str) -> bool {
+    let parts: Vec<&str> = p.split('-').collect();
+    let [version, trace, parent, flags] = parts[..] else {
+        return false;
+    };
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && nonzero(trace)
+        && hex(parent, 16)
+        && nonzero(parent)
+        && hex(flags, 2)
+}
+
+/// Printable ASCII within the length limit: the list's own grammar is the vendors' business.
+fn valid_tracestate(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_TRACESTATE && s.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn props(pairs: &[(&str, AMQPValue)]) -> BasicProperties {
+        let mut t = FieldTable::default();
+        for (k, v) in pairs {
+            t.insert((*k).into(), v.clone());
+        }
+        BasicProperties::default().with_headers(t)
+    }
+
+    fn long(s: &str) -> AMQPValue {
+        AMQPValue::LongString(LongString::from(s))
+    }
+
+    #[test]
+    fn a_valid_traceparent_and_its_tracestate_are_echoed() {
+        let got = trace_of(&props(&[
+            (TRACEPARENT, long(PARENT)),
+            (TRACESTATE, long("rojo=00f067aa0ba902b7")),
+            ("x-other", long("not echoed")),
+        ]))
+        .unwrap();
+        assert_eq!(got.inner().len(), 2);
+        assert_eq!(text(&got, TRACEPARENT), Some(PARENT));
+        assert_eq!(text(&got, TRACESTATE), Some("rojo=00f067aa0ba902b7"));
+    }
+
+    #[test]
+    fn hostile_or_malformed_trace_headers_are_not_echoed() {
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            &"a".repeat(70_000),
+        ] {
+            assert!(
+                trace_of(&props(&[(TRACEPARENT, long(bad))])).is_none(),
+                "{bad:.60}"
+            );
+        }
+        assert!(trace_of(&props(&[(TRACEPARENT, AMQPValue::LongLongInt(1))])).is_none());
+        assert!(trace_of(&props(&[(TRACESTATE, long("rojo=1"))])).is_none());
+        assert!(trace_of(&BasicProperties::default()).is_none());
+        // A bad tracestate is dropped; the valid traceparent still crosses.
+        for state in [&"k=v,".repeat(200), "bad\nline"] {
+            let got = trace_of(&props(&[
+                (TRACEPARENT, long(PARENT)),
+                (TRACESTATE, long(state)),
+            ]))
+            .unwrap();
+            assert_eq!(got.inner().len(), 1, "{state:.40}");
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Keeps a platform's queue bound to exactly its active authorizers: at the start of each
+//! session, then whenever the state's authorizers change (a cheap version read each second,
+//! and at once when this process kept the change).
+//! An authorization reaches every instance through the broker's binding within about a
+//! second of being kept; a withdrawal unbinds, and later jobs for it land in
+//! `wxcourier.unrouted`. The same looks keep the platform's gauges: its authorizers by
+//! standing, and its ticket's age.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use lapin::Channel;
+use tokio_util::sync::CancellationToken;
+
+use super::context::ServedPlatform;
+use crate::broker::platform_queues;
+use crate::metrics::Metrics;
+use crate::platform::account_name;
+use crate::state::Standing;
+
+/// How often the state's authorizers are checked for a change.
+const POLL: Duration = Duration::from_secs(1);
+
+/// Binds (or unbinds) in flight at once on the channel.
+const IN_FLIGHT: usize = 64;
+
+/// Runs until `stop` or until the channel fails.
+pub(crate) async fn keep(
+    ch: Channel,
+    platform: &ServedPlatform,
+    metrics: &Metrics,
+    stop: CancellationToken,
+) {
+    let mut bound: HashSet<String> = HashSet::new();
+    let mut seen = None;
+    let mut first = true;
+    loop {
+        gauge_ticket(platform, metrics).await;
+        match sync(&ch, platform, metrics, &mut bound, &mut seen, first).await {
+            Ok(()) => first = false,
+            Err(Failure::Broker(e)) => {
+                // A stop closes the channel under a sync in flight: nothing to say then.
+                if !stop.is_cancelled() {
+                    tracing::warn!(platform = platform.name, error = %e, "cannot bind the platform's authorizers; retried in the next session");
+                }
+                return;
+            }
+            // Said by the state's own health; tried again at the next poll.
+            Err(Failure::State) => {}
+        }
+        tokio::select! {
+            _ = stop.cancelled() => {
+                let _ = ch.close(200, "stopping".into()).await;
+                return;
+            }
+            _ = tokio::time::sleep(POLL) => {}
+            _ = platform.changed.notified() => {}
+        }
+    }
+}
+
+enum Failure {
+    Broker(lapin::Error),
+    State,
+}
+
+/// One look: when the version moved, binds the active authorizers not bound yet and unbinds
+/// the others this session bound, or (the first time) every other one listed, since an
+/// earlier run may have bound it.
+async fn sync(
+    ch: &Channel,
+    platform: &ServedPlatform,
+    metrics: &Metrics,
+    bound: &mut HashSet<String>,
+    seen: &mut Option<u64>,
+    first: bool,
+) -> Result<(), Failure> {
+    let component = &platform.component_appid;
+    let version = platform
+        .store
+        .authorizers_version(component)
+        .await
+        .map_err(|_| Failure::State)?;
+    if *seen == Some(version) {
+        return Ok(());
+    }
+    let all = platform
+        .store
+        .authorizers(component)
+        .await
+        .map_err(|_| Failure::State)?;
+    for standing in [
+        Standing::Active,
+        Standing::Revoked,
+        Standing::NeedsReauthorization,
+    ] {
+        let count = all.iter().filter(|a| a.standing == standing).count();
+        metrics.set_authorizers(&platform.name, standing.as_str(), count);
+    }
+    let active: HashSet<String> = all
+        .iter()
+        .filter(|a| a.standing == Standing::Active)
+        .map(|a| a.appid.clone())
+        .collect();
+    let to_bind: Vec<&String> = active.iter().filter(|a| !bound.contains(*a)).collect();
+    let to_unbind: Vec<String> = if first {
+        all.iter()
+            .filter(|a| a.standing != Standing::Active)
+            .map(|a| a.appid.clone())
+            .collect()
+    } else {
+        bound
+            .iter()
+            .filter(|a| !active.contains(*a))
+            .cloned()
+            .collect()
+    };
+    let name = &platform.name;
+    let to_bind: Vec<String> = to_bind.into_iter().cloned().collect();
+    route(ch, name, &to_bind, true)
+        .await
+        .map_err(Failure::Broker)?;
+    route(ch, name, &to_unbind, false)
+        .await
+        .map_err(Failure::Broker)?;
+    if !to_bind.is_empty() || !to_unbind.is_empty() {
+        tracing::info!(
+            platform = name,
+            bound = to_bind.len(),
+            unbound = to_unbind.len(),
+            active = active.len(),
+            "platform authorizers routed"
+        );
+    }
+    for appid in &to_unbind {
+        bound.remove(appid);
+    }
+    bound.extend(to_bind);
+    *seen = Some(version);
+    Ok(())
+}
+
+/// The age of the platform's newest ticket, for `wxcourier_platform_ticket_age_seconds`; left
+/// as it was when the state cannot be read, and unset until a ticket came.
+async fn gauge_ticket(platform: &ServedPlatform, metrics: &Metrics) {
+    if let Ok(Some(ticket)) = platform.store.ticket(&platform.component_appid).await {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        metrics.set_ticket_age(&platform.name, now.saturating_sub(ticket.created_at).max(0));
+    }
+}
+
+/// Binds (or unbinds) the accounts of `appids`, [`IN_FLIGHT`] at a time on `ch`. Loops, not
+/// closures over a stream: those make the session's future not `Send`.
+async fn route(ch: &Channel, platform: &str, appids: &[String], bind: bool) -> lapin::Result<()> {
+    for chunk in appids.chunks(IN_FLIGHT) {
+        let mut calls = Vec::with_capacity(chunk.len());
+        for appid in chunk {
+            calls.push(route_one(ch, platform, account_name(platform, appid), bind));
+        }
+        for done in futures_util::future::join_all(calls).await {
+            done?;
+        }
+    }
+    Ok(())
+}
+
+async fn route_one(ch: &Channel, platform: &str, account: String, bind: bool) -> lapin::Result<()> {
+    match bind {
+        true => platform_queues::bind(ch, platform, &account).await,
+        false => platform_queues::unbind(ch, platform, &account).await,
+    }
+}

@@ -1,0 +1,53 @@
+//! Respect "no" in the pipeline (`apps.NAME.honor_preferences`): with its claim held, a job a
+//! preference gate holds back ends `suppressed` before any quota is spent; and WeChat's own
+//! refusals (43101, 43004) set the gate, so the next job to that user is held back here.
+
+use crate::clock::Clock;
+use crate::outcome::SendStatus;
+use crate::preferences::{GateChange, describe, reason};
+use crate::retry::RetryState;
+use crate::worker::deps::Seams;
+
+use super::step::{STATE_DOWN, Step};
+use super::turn::Turn;
+
+impl<S: Seams> Turn<'_, S> {
+    /// The job's end when a gate holds it back: `suppressed` with the gate's reason. Without
+    /// shared state the gate cannot be read, and the job waits like any other "not now".
+    pub(super) async fn gated(&self, state: &RetryState) -> Option<Step> {
+        let gates = self.app.preferences.as_ref()?;
+        let now = self.deps.clock.now().unix_timestamp();
+        let job = self.job;
+        match gates
+            .holding(self.name, &job.touser, &job.template_id, now)
+            .await
+        {
+            Ok(None) => None,
+            Ok(Some(gate)) => {
+                let o = self.suppressed(state, reason(&gate), &describe(&gate));
+                Some(Step::Finish(o))
+            }
+            Err(_) => Some(self.not_now(state, STATE_DOWN)),
+        }
+    }
+
+    /// After WeChat answered: a refusal that means the user said "no" sets the gate. The job
+    /// itself ends as WeChat's answer has it; a gate that cannot be set is only logged, and
+    /// WeChat answers the next job the same way.
+    pub(super) async fn learn_from(&self, step: &Step) {
+        let Some(gates) = self.app.preferences.as_ref() else {
+            return;
+        };
+        let Step::Finish(o) = step else { return };
+        let (SendStatus::Failed, Some(errcode)) = (o.status, o.errcode) else {
+            return;
+        };
+        let Some(change) = GateChange::from_errcode(errcode, &self.job.template_id) else {
+            return;
+        };
+        let now = self.deps.clock.now().unix_timestamp();
+        if let Err(e) = gates.apply(self.name, &self.job.touser, &change, now).await {
+            tracing::warn!(app = self.name, id = %self.job.id, errcode, error = %e, "cannot set the preference gate WeChat's refusal means");
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! A third-party platform's authorizers send, through the real broker, Redis and the simulator:
+//! an authorization is routed to the platform's shared queue within seconds, with no restart;
+//! its jobs go out with the authorizer's own token and come back as its account
+//! (`NAME:APPID`); a job for an account nobody authorized, or one withdrawn, lands in
+//! `wxcourier.unrouted`; one that can no longer be sent ends `failed` /
+//! `authorization_revoked`; and one authorizer's spent quota parks only its own jobs.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::platform_kit::*;
+use common::schemas::CheckedTap;
+use common::*;
+use lapin::types::FieldTable;
+use wxcourier::broker::{Publisher, UNROUTED, job_queue};
+use wxcourier::sim::PlatformFaults;
+use wxcourier::sim::push::CallbackTarget;
+use wxcourier::state::Standing;
+use wxcourier::types::Secret;
+
+/// Whether the platform's queue is bound to `account` (the management API's bindings).
+async fn bound(p: &Platform, account: &str) -> bool {
+    let url = format!(
+        "{}/api/bindings/%2F/e/wxcourier.jobs/q/{}",
+        management_url(),
+        job_queue(&p.name)
+    );
+    let rows: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b["routing_key"] == account)
+}
+
+/// Waits until the binding of `account` is `wanted`; how long that took.
+async fn until_bound(p: &Platform, account: &str, wanted: bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if bound(p, account).await == wanted {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{account} never became {}",
+        if wanted { "bound" } else { "unbound" }
+    );
+}
+
+/// Takes the job `id` out of `wxcourier.unrouted`: each copy found.
+async fn take_unrouted(conn: &lapin::Connection, id: &str) -> Vec<(Vec<u8>, String)> {
+    take_where(conn, UNROUTED, |props| {
+        let found = props.message_id().as_ref().map(|m| m.as_str().to_owned());
+        (found.as_deref() == Some(id)).then(String::new)
+    })
+    .await
+}
+
+async fn publish(publisher: &Publisher, account: &str, id: &str, to: usize) {
+    let body = serde_json::to_vec(&job(id, &openid(to))).unwrap();
+    publisher
+        .publish_job(account, id, &body, FieldTable::default())
+        .await
+        .expect("the broker confirms the job");
+}
+
+/// Reads outcomes from `tap` until every id of `ids` has one, or `limit` passes.
+async fn outcomes(tap: &mut CheckedTap, ids: &[String], limit: Duration) -> Vec<serde_json::Value> {
+    let mut got = Vec::new();
+    let mut left: HashSet<&String> = ids.iter().collect();
+    let start = Instant::now();
+    while !left.is_empty() && start.elapsed() < limit {
+        if let Some(o) = tap.next(Duration::from_millis(500)).await
+            && o["kind"] == "send"
+            && left.remove(&o["id"].as_str().unwrap_or_default().to_owned())
+        {
+            got.push(o);
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_authorizer_sends_as_its_account_within_seconds_and_strangers_land_unrouted() {
+    let p = spawn_platform("pfs_new").await;
+    p.t.sim.push_ticket(&p.component).unwrap();
+    p.wait_for_ticket().await;
+    let account = format!("{}:wxsendnew1", p.name);
+    let authorized_at = Instant::now();
+    p.t.sim.authorize(&p.component, "wxsendnew1").unwrap();
+    until_bound(&p, &account, true).await;
+    let routed_in = authorized_at.elapsed();
+    eprintln!("authorized to routed: {routed_in:?}");
+    assert!(routed_in < Duration::from_secs(5), "{routed_in:?}");
+
+    // The platform's message and event URL (`…/$APPID$` in its console): WeChat forwards each
+    // authorizer's events there, sealed with the platform's keys.
+    p.t.sim.set_callback(
+        "wxsendnew1",
+        Some(CallbackTarget {
+            url: format!("{}/wxsendnew1", p.url),
+            token: TOKEN.into(),
+            aes_key: Some(AES_KEY.into()),
+        }),
+    );
+    let conn = connect().await;
+    let publisher = Publisher::open(&conn, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut tap = CheckedTap::open(&conn, &format!("*.{account}"))
+        .await
+        .unwrap();
+    let ids: Vec<String> = (0..3).map(|i| format!("pfs-new-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        publish(&publisher, &account, id, i + 1).await;
+    }
+    let got = outcomes(&mut tap, &ids, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 3, "{got:?}");
+    for o in &got {
+        assert_eq!(o["status"], "sent", "{o}");
+        assert_eq!(o["app"], account.as_str(), "{o}");
+    }
+    // Sent with the authorizer's own token: WeChat saw them as the authorizer's.
+    let sends: Vec<_> =
+        p.t.sim
+            .sends()
+            .into_iter()
+            .filter(|s| {
+                s.client_msg_id
+                    .as_deref()
+                    .is_some_and(|c| c.starts_with("pfs-new-"))
+            })
+            .collect();
+    assert_eq!(sends.len(), 3);
+    assert_eq!(p.t.sim.stats().apps["wxsendnew1"].accepted, 3);
+    // Their delivery reports come back through the message and event URL, as the account,
+    // tied to their jobs.
+    let mut reported = HashSet::new();
+    let start = Instant::now();
+    while reported.len() < 3 && start.elapsed() < Duration::from_secs(15) {
+        if let Some(r) = tap.next(Duration::from_millis(500)).await
+            && r["kind"] == "delivery"
+        {
+            assert_eq!(r["app"], account.as_str(), "{r}");
+            assert_eq!(r["status"], "delivered", "{r}");
+            reported.insert(r["id"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    assert_eq!(reported, ids.iter().cloned().collect::<HashSet<_>>());
+
+    // An account nobody authorized: no binding, so the broker keeps its job aside.
+    let stranger = format!("{}:wxnobody", p.name);
+    publish(&publisher, &stranger, "pfs-stranger", 9).await;
+    let found = take_unrouted(&conn, "pfs-stranger").await;
+    assert_eq!(
+        found.len(),
+        1,
+        "the stranger's job is not in wxcourier.unrouted"
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_or_unrecoverable_authorizer_gets_nothing_sent_and_nothing_lost() {
+    let p = spawn_platform("pfs_gone").await;
+    p.t.sim.push_ticket(&p.component).unwrap();
+    p.wait_for_ticket().await;
+    let conn = connect().await;
+    let publisher = Publisher::open(&conn, Duration::from_secs(5))
+        .await
+        .unwrap();
+
+    // Withdrawn: unbound, and its later jobs wait in wxcourier.unrouted.
+    let gone = format!("{}:wxsendgone", p.name);
+    p.t.sim.authorize(&p.component, "wxsendgone").unwrap();
+    until_bound(&p, &gone, true).await;
+    p.t.sim.unauthorize(&p.component, "wxsendgone").unwrap();
+    p.wait_for_standing("wxsendgone", Standing::Revoked).await;
+    until_bound(&p, &gone, false).await;
+    publish(&publisher, &gone, "pfs-gone-1", 1).await;
+    let found = take_unrouted(&conn, "pfs-gone-1").await;
+    assert_eq!(
+        found.len(),
+        1,
+        "the withdrawn authorizer's job is not in wxcourier.unrouted"
+    );
+
+    // Routed, but its refresh token is refused and the list cannot recover it: the job ends
+    // failed / authorization_revoked with WeChat's code, and the account is unbound.
+    let bad = format!("{}:wxsendbad", p.name);
+    p.t.sim.authorize(&p.component, "wxsendbad").unwrap();
+    until_bound(&p, &bad, true).await;
+    let mut kept = p
+        .store
+        .authorizer(&p.component, "wxsendbad")
+        .await
+        .unwrap()
+        .unwrap();
+    kept.refresh_token = Some(Secret::new("refreshtoken@@@stale"));
+    p.store.put_authorizer(&p.component, &kept).await.unwrap();
+    p.set_faults(PlatformFaults {
+        refuse_refresh: true,
+        ..Default::default()
+    });
+    let mut tap = CheckedTap::open(&conn, &format!("*.{bad}")).await.unwrap();
+    publish(&publisher, &bad, "pfs-bad-1", 2).await;
+    let got = outcomes(&mut tap, &["pfs-bad-1".to_owned()], Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 1);
+    let o = &got[0];
+    assert_eq!(o["status"], "failed", "{o}");
+    assert_eq!(o["reason"], "authorization_revoked", "{o}");
+    assert_eq!(o["errcode"], 61023, "{o}");
+    assert_eq!(o["app"], bad.as_str(), "{o}");
+    p.wait_for_standing("wxsendbad", Standing::NeedsReauthorization)
+        .await;
+    until_bound(&p, &bad, false).await;
+    // The gauges an operator alerts on: the authorizers by standing, the ticket's age.
+    let metrics = p.t.ctx.metrics.render();
+    let name = &p.name;
+    for line in [
+        format!(
+            "wxcourier_platform_authorizers{{platform=\"{name}\",standing=\"needs_reauthorization\"}} 1"
+        ),
+        format!("wxcourier_platform_authorizers{{platform=\"{name}\",standing=\"revoked\"}} 1"),
+        format!("wxcourier_platform_ticket_age_seconds{{platform=\"{name}\"}}"),
+    ] {
+        assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
+    }
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_authorizers_spent_quota_parks_only_its_own_jobs() {
+    let p = spawn_platform("pfs_quota").await;
+    p.t.sim.push_ticket(&p.component).unwrap();
+    p.wait_for_ticket().await;
+    let (spent, fine) = (format!("{}:wxspent", p.name), format!("{}:wxfine", p.name));
+    for appid in ["wxspent", "wxfine"] {
+        p.t.sim.authorize(&p.component, appid).unwrap();
+    }
+    until_bound(&p, &spent, true).await;
+    until_bound(&p, &fine, true).await;
+    // WeChat knows an authorizer once the platform took a token for it; its quota is spent.
+    let conn = connect().await;
+    let publisher = Publisher::open(&conn, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut spent_tap = CheckedTap::open(&conn, &format!("*.{spent}"))
+        .await
+        .unwrap();
+    let mut fine_tap = CheckedTap::open(&conn, &format!("*.{fine}")).await.unwrap();
+    publish(&publisher, &spent, "pfs-spent-0", 1).await;
+    assert_eq!(
+        outcomes(
+            &mut spent_tap,
+            &["pfs-spent-0".to_owned()],
+            Duration::from_secs(20)
+        )
+        .await
+        .len(),
+        1
+    );
+    p.t.sim.set_quota_left("wxspent", 0);
+    let spent_ids: Vec<String> = (1..=5).map(|i| format!("pfs-spent-{i}")).collect();
+    let fine_ids: Vec<String> = (1..=5).map(|i| format!("pfs-fine-{i}")).collect();
+    for (i, (a, b)) in spent_ids.iter().zip(&fine_ids).enumerate() {
+        publish(&publisher, &spent, a, i + 2).await;
+        publish(&publisher, &fine, b, i + 2).await;
+    }
+    // The other authorizer's jobs are all sent, promptly, while the spent one's wait.
+    let start = Instant::now();
+    let got = outcomes(&mut fine_tap, &fine_ids, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert!(got.iter().all(|o| o["status"] == "sent"));
+    eprintln!("the other authorizer's five jobs: {:?}", start.elapsed());
+    assert!(start.elapsed() < Duration::from_secs(10));
+    let sent_spent = outcomes(&mut spent_tap, &spent_ids, Duration::from_millis(500)).await;
+    assert!(
+        sent_spent.iter().all(|o| o["status"] != "sent"),
+        "a job of the spent authorizer was sent: {sent_spent:?}"
+    );
+    p.stop().await;
+}
+
+/// `wxcourier send --app ACCOUNT …` with a config naming `p`'s platform on Redis.
+fn send_verb(p: &Platform, dir: &std::path::Path, account: &str, id: &str) -> (i32, String) {
+    let config = dir.join("send.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[amqp]\nurl = \"{}\"\n[state]\nurl = \"redis://127.0.0.1:6379\"\n[platforms.{}]\n\
+             component_appid = \"{}\"\ntoken = \"t\"\n\
+             encoding_aes_key = \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\"\n",
+            amqp_url(),
+            p.name,
+            p.component
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wxcourier"))
+        .args([
+            "send",
+            "--app",
+            account,
+            "--to",
+            &openid(7),
+            "--template",
+            TEMPLATE,
+        ])
+        .args(["--data", "first=hello", "--id", id, "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_takes_an_authorizer_and_says_when_its_jobs_would_not_be_routed() {
+    let p = spawn_platform("pfs_verb").await;
+    p.t.sim.push_ticket(&p.component).unwrap();
+    p.wait_for_ticket().await;
+    let account = format!("{}:wxsendverb", p.name);
+    p.t.sim.authorize(&p.component, "wxsendverb").unwrap();
+    until_bound(&p, &account, true).await;
+    let conn = connect().await;
+    let mut tap = CheckedTap::open(&conn, &format!("*.{account}"))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (code, text) = send_verb(&p, dir.path(), &account, "pfs-verb-1");
+    assert_eq!(code, 0, "{text}");
+    let got = outcomes(
+        &mut tap,
+        &["pfs-verb-1".to_owned()],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["status"], "sent");
+    // Not an authorizer of the platform: published, and told where it went.
+    let stranger = format!("{}:wxnotyet", p.name);
+    let (code, text) = send_verb(&p, dir.path(), &stranger, "pfs-verb-2");
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("wxcourier.unrouted") && text.contains("dead replay"),
+        "{text}"
+    );
+    let _ = take_unrouted(&conn, "pfs-verb-2").await;
+    p.stop().await;
+}

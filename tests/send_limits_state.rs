@@ -1,0 +1,315 @@
+//! The send limits' contract on every state backend: a recipient's sliding window takes at
+//! most its count of job ids, a content's mark one, a job asking again takes nothing more, and
+//! only its holder gives a slot back. Memory state keeps it for one instance, Redis for every
+//! instance: 100 reservations at once from three instances against a cap of 3 get exactly 3.
+//! Redis runs as a single node always, and behind Sentinel and as a Cluster when
+//! `TEST_REDIS_SENTINEL_URL` / `TEST_REDIS_CLUSTER_URL` name one (`scripts/redis-ha.sh urls`).
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wxcourier::state::{
+    ContentWindow, LimitRequest, RecipientCap, Reservation, SendLimits, State, StateError,
+};
+
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+fn redis_urls() -> Vec<(&'static str, String)> {
+    let mut urls = vec![("redis", REDIS_URL.to_owned())];
+    for (name, var) in [
+        ("redis+sentinel", "TEST_REDIS_SENTINEL_URL"),
+        ("redis+cluster", "TEST_REDIS_CLUSTER_URL"),
+    ] {
+        match std::env::var(var) {
+            Ok(url) if !url.is_empty() => urls.push((name, url)),
+            _ => eprintln!("note: {var} is unset: the send limits are not checked on {name}"),
+        }
+    }
+    urls
+}
+
+fn open(url: &str) -> Arc<State> {
+    Arc::new(State::from_url(url, Duration::from_secs(60), 1000, Duration::from_secs(5)).unwrap())
+}
+
+/// Each backend as three instances: for Redis three clients of one store, for memory the one
+/// process's state three times.
+fn backends() -> Vec<(&'static str, [Arc<State>; 3])> {
+    let memory = open("memory");
+    let mut all = vec![("memory", [memory.clone(), memory.clone(), memory])];
+    for (name, url) in redis_urls() {
+        all.push((name, [open(&url), open(&url), open(&url)]));
+    }
+    all
+}
+
+fn app() -> String {
+    format!("t_limits_{:08x}", rand::random::<u32>())
+}
+
+fn cap(id: &str, count: u32, per: Duration) -> LimitRequest<'_> {
+    LimitRequest {
+        id,
+        cap: Some(RecipientCap {
+            touser: "o-user-1",
+            count: NonZeroU32::new(count).unwrap(),
+            per,
+        }),
+        content: None,
+    }
+}
+
+fn content(id: &str, window: Duration) -> LimitRequest<'_> {
+    LimitRequest {
+        id,
+        cap: None,
+        content: Some(ContentWindow {
+            digest: "3f2a",
+            window,
+        }),
+    }
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn is_capped(r: Reservation) -> bool {
+    matches!(r, Reservation::Capped { .. })
+}
+
+#[tokio::test]
+async fn a_window_takes_its_count_and_a_job_asking_again_takes_no_second_slot() {
+    for (name, [s, other, _]) in backends() {
+        let app = app();
+        let ok = Reservation::Granted;
+        assert_eq!(s.reserve(&app, &cap("j1", 2, MINUTE)).await.unwrap(), ok);
+        assert_eq!(
+            other.reserve(&app, &cap("j2", 2, MINUTE)).await.unwrap(),
+            ok
+        );
+        let over = s.reserve(&app, &cap("j3", 2, MINUTE)).await.unwrap();
+        match over {
+            Reservation::Capped { free_in } => assert!(
+                free_in <= MINUTE && free_in > MINUTE - Duration::from_secs(5),
+                "{name}: {free_in:?}"
+            ),
+            other => panic!("{name}: {other:?}"),
+        }
+        assert_eq!(
+            other.reserve(&app, &cap("j1", 2, MINUTE)).await.unwrap(),
+            ok,
+            "{name}: j1 holds a slot already"
+        );
+        assert!(
+            is_capped(s.reserve(&app, &cap("j3", 2, MINUTE)).await.unwrap()),
+            "{name}"
+        );
+        // Another recipient, another app: windows of their own.
+        let mut elsewhere = cap("j3", 2, MINUTE);
+        elsewhere.cap.as_mut().unwrap().touser = "o-user-2";
+        assert_eq!(s.reserve(&app, &elsewhere).await.unwrap(), ok, "{name}");
+        assert_eq!(
+            s.reserve(&format!("{app}_b"), &cap("j3", 2, MINUTE))
+                .await
+                .unwrap(),
+            ok
+        );
+    }
+}
+
+#[tokio::test]
+async fn only_the_holder_gives_a_slot_back_and_then_it_is_free() {
+    for (name, [s, other, _]) in backends() {
+        let app = app();
+        assert_eq!(
+            s.reserve(&app, &cap("g1", 1, MINUTE)).await.unwrap(),
+            Reservation::Granted
+        );
+        other
+            .give_back(&app, &cap("stranger", 1, MINUTE))
+            .await
+            .unwrap();
+        assert!(
+            is_capped(s.reserve(&app, &cap("g2", 1, MINUTE)).await.unwrap()),
+            "{name}"
+        );
+        other.give_back(&app, &cap("g1", 1, MINUTE)).await.unwrap();
+        assert_eq!(
+            s.reserve(&app, &cap("g2", 1, MINUTE)).await.unwrap(),
+            Reservation::Granted,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_window_slides_its_oldest_send_out_when_its_time_is_up() {
+    let per = Duration::from_millis(600);
+    for (name, [s, other, _]) in backends() {
+        let app = app();
+        assert_eq!(
+            s.reserve(&app, &cap("w1", 1, per)).await.unwrap(),
+            Reservation::Granted
+        );
+        let Reservation::Capped { free_in } =
+            other.reserve(&app, &cap("w2", 1, per)).await.unwrap()
+        else {
+            panic!("{name}: the window is full")
+        };
+        assert!(free_in <= per, "{name}: {free_in:?}");
+        tokio::time::sleep(free_in + Duration::from_millis(50)).await;
+        assert_eq!(
+            other.reserve(&app, &cap("w2", 1, per)).await.unwrap(),
+            Reservation::Granted,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn equal_content_is_refused_to_other_ids_within_its_window_and_freed_by_its_holder() {
+    for (name, [s, other, _]) in backends() {
+        let app = app();
+        let ok = Reservation::Granted;
+        assert_eq!(s.reserve(&app, &content("c1", MINUTE)).await.unwrap(), ok);
+        assert_eq!(
+            other.reserve(&app, &content("c1", MINUTE)).await.unwrap(),
+            ok,
+            "{name}"
+        );
+        assert_eq!(
+            other.reserve(&app, &content("c2", MINUTE)).await.unwrap(),
+            Reservation::Duplicate,
+            "{name}"
+        );
+        other.give_back(&app, &content("c2", MINUTE)).await.unwrap();
+        assert_eq!(
+            s.reserve(&app, &content("c3", MINUTE)).await.unwrap(),
+            Reservation::Duplicate,
+            "{name}: a stranger's give-back frees nothing"
+        );
+        s.give_back(&app, &content("c1", MINUTE)).await.unwrap();
+        assert_eq!(
+            s.reserve(&app, &content("c3", MINUTE)).await.unwrap(),
+            ok,
+            "{name}"
+        );
+        // A short window ends by itself.
+        let short = Duration::from_millis(300);
+        let app = format!("{app}_s");
+        assert_eq!(s.reserve(&app, &content("e1", short)).await.unwrap(), ok);
+        tokio::time::sleep(short + Duration::from_millis(50)).await;
+        assert_eq!(
+            other.reserve(&app, &content("e2", short)).await.unwrap(),
+            ok,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_refused_job_takes_neither_the_slot_nor_the_mark() {
+    for (name, [s, _, _]) in backends() {
+        let app = app();
+        let both = |id| LimitRequest {
+            content: content(id, MINUTE).content,
+            ..cap(id, 1, MINUTE)
+        };
+        assert_eq!(
+            s.reserve(&app, &both("b1")).await.unwrap(),
+            Reservation::Granted
+        );
+        assert_eq!(
+            s.reserve(&app, &both("b2")).await.unwrap(),
+            Reservation::Duplicate
+        );
+        s.give_back(&app, &both("b1")).await.unwrap();
+        // b2 took no slot while refused: b3 finds both free.
+        assert_eq!(
+            s.reserve(&app, &both("b3")).await.unwrap(),
+            Reservation::Granted,
+            "{name}"
+        );
+        // Capped on the recipient, b4 leaves its (other) content unmarked for b5.
+        let mut b4 = cap("b4", 1, MINUTE);
+        b4.content = Some(ContentWindow {
+            digest: "other",
+            window: MINUTE,
+        });
+        assert!(is_capped(s.reserve(&app, &b4).await.unwrap()), "{name}");
+        let mut b5 = content("b5", MINUTE);
+        b5.content.as_mut().unwrap().digest = "other";
+        assert_eq!(
+            s.reserve(&app, &b5).await.unwrap(),
+            Reservation::Granted,
+            "{name}"
+        );
+    }
+}
+
+/// 100 jobs for one recipient at once, spread over three instances: exactly `count` granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_100_concurrent_reservations_against_a_cap_of_3_exactly_3_are_granted() {
+    for (name, instances) in backends() {
+        let app = app();
+        let tasks: Vec<_> = (0..100)
+            .map(|i| {
+                let (s, app) = (instances[i % 3].clone(), app.clone());
+                tokio::spawn(async move {
+                    let id = format!("race-{i}");
+                    s.reserve(&app, &cap(&id, 3, MINUTE)).await.unwrap()
+                })
+            })
+            .collect();
+        let (mut granted, mut capped) = (0, 0);
+        for t in tasks {
+            match t.await.unwrap() {
+                Reservation::Granted => granted += 1,
+                Reservation::Capped { .. } => capped += 1,
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        assert_eq!((granted, capped), (3, 97), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_100_concurrent_jobs_with_equal_content_exactly_one_is_granted() {
+    for (name, instances) in backends() {
+        let app = app();
+        let tasks: Vec<_> = (0..100)
+            .map(|i| {
+                let (s, app) = (instances[i % 3].clone(), app.clone());
+                tokio::spawn(async move {
+                    let id = format!("same-{i}");
+                    s.reserve(&app, &content(&id, MINUTE)).await.unwrap()
+                })
+            })
+            .collect();
+        let mut granted = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Reservation::Granted => granted += 1,
+                Reservation::Duplicate => {}
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        assert_eq!(granted, 1, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_redis_outage_is_a_state_error_for_the_limits() {
+    let s = State::from_url("redis://127.0.0.1:1", MINUTE, 10, Duration::from_secs(5)).unwrap();
+    let app = app();
+    for e in [
+        s.reserve(&app, &cap("o1", 3, MINUTE)).await.unwrap_err(),
+        s.give_back(&app, &cap("o1", 3, MINUTE)).await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(e, StateError::Unavailable(_) | StateError::Timeout(_)),
+            "{e:?}"
+        );
+    }
+    assert!(!s.health().is_up(), "the outage marks the state down");
+}
