@@ -255,6 +255,10 @@ pub(crate) async fn run(args: DemoArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    // The jobs to Carol and Dave must find their gates set: wait for both reports, which go
+    // out only after the gate is changed.
+    let mut results = Results::default();
+    results.read(&mut tap, 0, 0, USER_EVENTS, 0).await;
     let run_id = SystemClock.now_ms();
     let jobs = sample_jobs(run_id, SystemClock.now());
     let night = format!("demo-{run_id}-night");
@@ -303,7 +307,6 @@ pub(crate) async fn run(args: DemoArgs) -> ExitCode {
         }
     }
     let _ = publish("not-json".into(), b"this is not JSON".to_vec()).await;
-    let mut results = Results::default();
     results
         .read(&mut tap, jobs.len() + 1, 0, USER_EVENTS, 0)
         .await;
