@@ -117,6 +117,41 @@ pub struct Metrics {
     pub trail_failures: Counter,
     pub(crate) platform_ticket_age: Family<PlatformLabel, Gauge>,
     pub(crate) platform_authorizers: Family<PlatformStanding, Gauge>,
+    /// The process's span export counts ([`span_export`]), shown by every registry.
+    pub(crate) trace_spans_exported: Counter,
+    pub(crate) trace_spans_dropped: Family<CauseLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct CauseLabel {
+    /// `queue_full` (spans ended faster than the collector took them) or `export_failed`.
+    pub(crate) cause: String,
+}
+
+/// What became of the spans `log.otlp` exports. The exporter is set up for the whole process
+/// before any registry exists, so it counts into these, and every registry shows them.
+pub(crate) struct SpanExport {
+    pub(crate) exported: Counter,
+    pub(crate) dropped: Family<CauseLabel, Counter>,
+}
+
+impl SpanExport {
+    /// Counts `n` spans dropped for `cause`.
+    pub(crate) fn dropped(&self, cause: &str, n: u64) {
+        let label = CauseLabel {
+            cause: cause.to_owned(),
+        };
+        self.dropped.get_or_create(&label).inc_by(n);
+    }
+}
+
+/// The process's span export counts.
+pub(crate) fn span_export() -> &'static SpanExport {
+    static COUNTS: std::sync::LazyLock<SpanExport> = std::sync::LazyLock::new(|| SpanExport {
+        exported: Counter::default(),
+        dropped: Family::default(),
+    });
+    &COUNTS
 }
 
 impl Default for Metrics {
@@ -160,6 +195,8 @@ impl Metrics {
             trail_failures: Counter::default(),
             platform_ticket_age: Family::default(),
             platform_authorizers: Family::default(),
+            trace_spans_exported: span_export().exported.clone(),
+            trace_spans_dropped: span_export().dropped.clone(),
         };
         let r = &mut m.registry;
         r.register("jobs", "Jobs finished, by final status", m.jobs.clone());
@@ -320,6 +357,18 @@ impl Metrics {
             "platform_authorizers",
             "A platform's authorizers by standing (active, revoked, needs_reauthorization)",
             m.platform_authorizers.clone(),
+        );
+        r.register(
+            "trace_spans_exported",
+            "Spans sent to the OpenTelemetry collector (log.otlp)",
+            m.trace_spans_exported.clone(),
+        );
+        r.register(
+            "trace_spans_dropped",
+            "Spans not sent to the OpenTelemetry collector (log.otlp), by cause: queue_full \
+             (the collector is slower than the worker) or export_failed; sending never waits \
+             for it",
+            m.trace_spans_dropped.clone(),
         );
         m
     }

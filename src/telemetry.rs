@@ -1,30 +1,61 @@
-//! Logs (human or JSON) and the health flags behind `/healthz` and `/readyz`.
+//! Logs (human or JSON), spans to an OpenTelemetry collector when `log.otlp` is on, and the
+//! health flags behind `/healthz` and `/readyz`.
+
+mod export;
+mod otlp;
 
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tracing_subscriber::EnvFilter;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{LogFormat, LogSettings};
 
-/// Starts logging to stderr. `RUST_LOG` wins over `log.level`. Colour only on a terminal: a
-/// log collector (journald, `kubectl logs`, a file) would otherwise store escape codes.
-pub(crate) fn init_logging(settings: &LogSettings) {
+pub(crate) use otlp::{Export, SetupError, adopt_parent, exporting, link_to};
+
+/// Starts logging to stderr, and with `log.otlp` the span export. `RUST_LOG` wins over
+/// `log.level` for the log; the export takes the worker's own spans at `info` whatever the log
+/// shows. Colour only on a terminal: a log collector (journald, `kubectl logs`, a file) would
+/// otherwise store escape codes. Needs the tokio runtime when `log.otlp` is on.
+pub(crate) fn init_logging(settings: &LogSettings) -> Result<Option<Export>, SetupError> {
     let spec = std::env::var(EnvFilter::DEFAULT_ENV)
         .ok()
         .filter(|s| !s.is_empty() && EnvFilter::try_new(s).is_ok())
         .unwrap_or_else(|| settings.level.clone());
     let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info"));
     let filter = quiet_returns(filter, &spec);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    let _ = match settings.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Human => builder.try_init(),
+    let fmt = match settings.format {
+        LogFormat::Json => fmt.json().boxed(),
+        LogFormat::Human => fmt.boxed(),
     };
+    let (export, failed) = match settings.otlp {
+        true => match otlp::start() {
+            Ok(export) => (Some(export), None),
+            Err(e) => (None, Some(e)),
+        },
+        false => (None, None),
+    };
+    let spans = export.as_ref().map(|e| {
+        tracing_opentelemetry::layer()
+            .with_tracer(e.tracer.clone())
+            .with_filter(Targets::new().with_target("wxcourier", Level::INFO))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(spans)
+        .try_init();
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(export),
+    }
 }
 
 /// lapin logs a warning for every message the broker returns, with the whole message in it (a

@@ -1,5 +1,5 @@
 //! Plain values every layer shares: secrets that never print, durations written as text, the
-//! class of a WeChat answer, and the form of an app's EncodingAESKey.
+//! class of a WeChat answer, the form of an app's EncodingAESKey, and a job's trace headers.
 
 use std::fmt;
 use std::time::Duration;
@@ -8,6 +8,16 @@ use base64::Engine;
 use base64::alphabet;
 use base64::engine::{GeneralPurpose, GeneralPurposeConfig};
 use serde::{Deserialize, Deserializer, Serialize};
+
+/// A job's W3C Trace Context, as its producer sent it and once checked: the `traceparent`
+/// (`VERSION-TRACEID-PARENTID-FLAGS`) and its `tracestate`, if any. Kept with the job's sent
+/// record, so its delivery report, minutes later, carries the same trace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceHeaders {
+    pub traceparent: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
+}
 
 /// A string that must never be printed: `Debug`, `Display` and `Serialize` all show
 /// `[redacted]`, so a secret cannot reach a log, an error, an outcome or a dump of the settings.

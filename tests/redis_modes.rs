@@ -156,7 +156,10 @@ fn state(url: &str) -> State {
 async fn until_a_write_succeeds(s: &State, app: &str, id: &str, msgid: u64) -> Duration {
     let start = Instant::now();
     loop {
-        if s.record_sent(app, id, Some(msgid), None).await.is_ok() {
+        if s.record_sent(app, id, Some(msgid), None, None)
+            .await
+            .is_ok()
+        {
             return start.elapsed();
         }
         assert!(
@@ -213,7 +216,9 @@ async fn the_same_state_follows_the_primary_through_sentinel_failovers() {
     let Claim::Fresh(_) = s.claim(&app, "before").await.unwrap() else {
         panic!("a fresh id")
     };
-    s.record_sent(&app, "before", Some(1), None).await.unwrap();
+    s.record_sent(&app, "before", Some(1), None, None)
+        .await
+        .unwrap();
     wait_until(Duration::from_secs(5), "the replica has the record", || {
         cli(
             SENTINEL_REPLICA,
@@ -344,7 +349,9 @@ async fn the_same_state_finds_a_key_while_and_after_its_slot_moves() {
     let Claim::Fresh(_) = s.claim(&app, "j1").await.unwrap() else {
         panic!("a fresh id")
     };
-    s.record_sent(&app, "j1", Some(11), None).await.unwrap();
+    s.record_sent(&app, "j1", Some(11), None, None)
+        .await
+        .unwrap();
 
     let id_key = format!("wxcourier:{{{app}}}:id:j1");
     let slot: u16 = cli(CLUSTER[0], &["CLUSTER", "KEYSLOT", &id_key])
@@ -434,7 +441,9 @@ async fn the_same_state_finds_a_key_while_and_after_its_slot_moves() {
         panic!("a fresh id")
     };
     s.release(&app, "j2", holder).await.unwrap();
-    s.record_sent(&app, "j3", Some(13), None).await.unwrap();
+    s.record_sent(&app, "j3", Some(13), None, None)
+        .await
+        .unwrap();
     let owner_has: Option<String> = cli(to_port, &["GET", &format!("wxcourier:{{{app}}}:id:j3")]);
     assert_eq!(
         owner_has.as_deref(),
@@ -483,7 +492,9 @@ async fn the_same_state_reaches_the_promoted_replica_when_a_cluster_master_dies(
         PORTS[0], PORTS[1]
     ));
     let app = app();
-    s.record_sent(&app, "before", Some(21), None).await.unwrap();
+    s.record_sent(&app, "before", Some(21), None, None)
+        .await
+        .unwrap();
     let slot: u16 = cli(
         PORTS[0],
         &[
@@ -542,7 +553,11 @@ async fn a_cluster_down_when_the_state_opens_is_reached_once_it_is_up() {
         PORTS[0], PORTS[1]
     ));
     let app = app();
-    assert!(s.record_sent(&app, "early", Some(31), None).await.is_err());
+    assert!(
+        s.record_sent(&app, "early", Some(31), None, None)
+            .await
+            .is_err()
+    );
     assert!(!s.health().is_up());
 
     let mut redis = Redises::new();

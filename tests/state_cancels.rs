@@ -102,7 +102,9 @@ async fn a_cancel_waits_out_a_claim_and_is_too_late_for_a_sent_id() {
             Renewal::Held,
             "{name}"
         );
-        s.record_sent(&app, "j1", Some(77), None).await.unwrap();
+        s.record_sent(&app, "j1", Some(77), None, None)
+            .await
+            .unwrap();
         assert_eq!(
             s.record_cancel(&app, "j1", KEEP).await,
             Ok(CancelFound::Sent),
@@ -115,7 +117,7 @@ async fn a_cancel_waits_out_a_claim_and_is_too_late_for_a_sent_id() {
         );
         // Sent without a msgid (the subscribe kinds may be): too late as well.
         fresh(name, s.claim(&app, "j2").await.unwrap());
-        s.record_sent(&app, "j2", None, None).await.unwrap();
+        s.record_sent(&app, "j2", None, None, None).await.unwrap();
         assert_eq!(
             s.record_cancel(&app, "j2", KEEP).await,
             Ok(CancelFound::Sent),
@@ -244,7 +246,10 @@ async fn race(
         match sender.claim(&a, &i).await.unwrap() {
             Claim::Fresh(_) => {
                 tokio::time::sleep(held).await;
-                sender.record_sent(&a, &i, Some(1), None).await.unwrap();
+                sender
+                    .record_sent(&a, &i, Some(1), None, None)
+                    .await
+                    .unwrap();
                 "sent"
             }
             Claim::Cancelled => "cancelled",

@@ -15,7 +15,7 @@ use wxcourier::state::{
     Claim, Holder, Idempotency, Renewal, ReportKey, Reports, SharedRate, SharedTokens, State,
     StateError,
 };
-use wxcourier::types::Secret;
+use wxcourier::types::{Secret, TraceHeaders};
 use wxcourier::wechat::client::{TokenError, WechatClient};
 use wxcourier::wechat::shared_token::SharedTokenSource;
 use wxcourier::wechat::token::{TokenSource, WechatTokenSource};
@@ -123,7 +123,9 @@ async fn a_claim_is_exclusive_and_only_its_holder_releases_or_renews_it() {
             Renewal::Lost,
             "{name}"
         );
-        s.record_sent(&app, "j1", Some(42), None).await.unwrap();
+        s.record_sent(&app, "j1", Some(42), None, None)
+            .await
+            .unwrap();
         assert_eq!(
             s.renew(&app, "j1", second).await.unwrap(),
             Renewal::AlreadySent(Some(42)),
@@ -182,7 +184,9 @@ async fn a_claim_left_by_the_jobs_previous_turn_is_taken_over_and_no_other() {
             Claim::InFlight,
             "{name}: a copy naming the earlier turn (an ack that was lost) does not take it back"
         );
-        s.record_sent(&app, "j1", Some(43), None).await.unwrap();
+        s.record_sent(&app, "j1", Some(43), None, None)
+            .await
+            .unwrap();
         assert_eq!(
             s.claim_as(&app, "j1", Holder::new(), Some(next))
                 .await
@@ -243,12 +247,25 @@ async fn a_lapsed_claim_nobody_took_is_taken_again_by_its_holder() {
 async fn reports_contract(name: &str, ids: &impl Idempotency, r: &dyn Reports) {
     let app = app();
     let meta = serde_json::json!({"order": 1842});
-    ids.record_sent(&app, "j3", Some(u64::MAX - 1), Some(&meta))
+    ids.record_sent(&app, "j3", Some(u64::MAX - 1), Some(&meta), None)
         .await
         .unwrap();
     let job = r.job_for_msgid(&app, u64::MAX - 1).await.unwrap().unwrap();
     assert_eq!((job.id.as_str(), job.meta), ("j3", Some(meta)), "{name}");
+    assert_eq!(job.trace, None, "{name}");
     assert!(r.job_for_msgid(&app, 7).await.unwrap().is_none(), "{name}");
+    // A job's trace headers come back with it, for its delivery report.
+    for tracestate in [None, Some("rojo=00f067aa0ba902b7".to_owned())] {
+        let trace = TraceHeaders {
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            tracestate,
+        };
+        ids.record_sent(&app, "j8", Some(8), None, Some(&trace))
+            .await
+            .unwrap();
+        let job = r.job_for_msgid(&app, 8).await.unwrap().unwrap();
+        assert_eq!((job.id.as_str(), job.trace), ("j8", Some(trace)), "{name}");
+    }
     let report = ReportKey::MsgId(9);
     assert!(r.mark_report(&app, &report).await.unwrap(), "{name}");
     assert!(!r.mark_report(&app, &report).await.unwrap(), "{name}");
@@ -289,7 +306,7 @@ async fn an_id_sent_without_a_msgid_is_never_sent_again_and_nothing_is_kept_unde
     for (name, s) in backends() {
         let app = app();
         let holder = fresh(name, s.claim(&app, "j4").await.unwrap());
-        s.record_sent(&app, "j4", None, None).await.unwrap();
+        s.record_sent(&app, "j4", None, None, None).await.unwrap();
         assert_eq!(
             s.claim(&app, "j4").await.unwrap(),
             Claim::AlreadySent(None),
@@ -301,7 +318,9 @@ async fn an_id_sent_without_a_msgid_is_never_sent_again_and_nothing_is_kept_unde
             "{name}"
         );
         // A msgid of 0 is no msgid.
-        s.record_sent(&app, "j5", Some(0), None).await.unwrap();
+        s.record_sent(&app, "j5", Some(0), None, None)
+            .await
+            .unwrap();
         assert_eq!(
             s.claim(&app, "j5").await.unwrap(),
             Claim::AlreadySent(None),
@@ -514,7 +533,10 @@ async fn a_redis_outage_is_a_state_error_in_every_capability() {
     let e = s.claim(&app, "j").await.unwrap_err();
     assert!(is_state_outage(&e), "{e:?}");
     assert!(!s.health().is_up(), "the outage marks the state down");
-    let e = s.record_sent(&app, "j", Some(1), None).await.unwrap_err();
+    let e = s
+        .record_sent(&app, "j", Some(1), None, None)
+        .await
+        .unwrap_err();
     assert!(is_state_outage(&e), "{e:?}");
     let e = s.token_share().unwrap().token(&app).await.unwrap_err();
     assert!(is_state_outage(&e), "{e:?}");
@@ -596,7 +618,7 @@ async fn what_was_written_before_keys_had_a_hash_tag_still_counts_on_a_single_no
     // What is written now goes under the tag, and a stored token under both layouts, so
     // instances of the older version still running beside this one read it.
     fresh("redis", s.claim(&app, "sent-now").await.unwrap());
-    s.record_sent(&app, "sent-now", Some(78), None)
+    s.record_sent(&app, "sent-now", Some(78), None, None)
         .await
         .unwrap();
     let tagged: Option<String> = redis::cmd("GET")

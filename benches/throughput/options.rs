@@ -14,6 +14,9 @@ pub enum Section {
     /// Worker with every delivery policy on (none of them holding a job back) against the
     /// worker without, both with Redis state.
     Policies,
+    /// Worker exporting its spans over OTLP to a collector that never answers against the
+    /// worker without export.
+    Otlp,
     /// p50/p99 at 50% and 90% of the worker's maximum rate, worker against floor.
     Latency,
     /// Time from spawning `wxcourier run` with N apps until `/readyz` answers 200.

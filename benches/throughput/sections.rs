@@ -1,4 +1,4 @@
-//! The sections (ratio, apps, redis, policies, latency, startup): each runs its measurements, prints
+//! The sections (ratio, apps, redis, policies, otlp, latency, startup): each runs its measurements, prints
 //! them as they come and adds its lines to the summary.
 
 use std::time::Duration;
@@ -57,6 +57,9 @@ pub async fn run(conn: &Connection, o: &Options) -> Outcome {
     }
     if o.wants(Section::Policies) {
         b.policies().await;
+    }
+    if o.wants(Section::Otlp) {
+        b.otlp().await;
     }
     if o.wants(Section::Latency) {
         // The load is a share of the worker's maximum rate, so measure it if ratio did not.
@@ -303,6 +306,49 @@ impl Bench<'_> {
         ));
         self.out.rows.push(Row::inverse_ratio(
             "every policy on: CPU µs/job, off / on".into(),
+            on.cpu_us_per_job,
+            off.cpu_us_per_job,
+            1,
+            None,
+        ));
+    }
+
+    /// The worker exporting every job's spans to a collector that never answers against the
+    /// worker without export, alternating: the export must cost sending nothing but its own
+    /// CPU.
+    async fn otlp(&mut self) {
+        println!(
+            "\n== otlp: 1 app, {} jobs, {} run(s), spans to a collector that never answers",
+            self.o.jobs, self.o.runs
+        );
+        let mut without = Vec::new();
+        let mut with = Vec::new();
+        for run in 1..=self.o.runs {
+            let order = if run % 2 == 1 {
+                [WORKER, Subject::TracedWorker]
+            } else {
+                [Subject::TracedWorker, WORKER]
+            };
+            for subject in order {
+                let f = self.drain(&format!("run {run}"), subject, 1).await;
+                match subject {
+                    WORKER => without.extend(f),
+                    _ => with.extend(f),
+                }
+            }
+        }
+        let (Some(off), Some(on)) = (Medians::of(&without), Medians::of(&with)) else {
+            return;
+        };
+        self.out.rows.push(Row::ratio(
+            "OTLP to a dead collector: jobs/s, on / off".into(),
+            on.jobs_per_s,
+            off.jobs_per_s,
+            0,
+            Some(Target::AtLeast(0.95)),
+        ));
+        self.out.rows.push(Row::inverse_ratio(
+            "OTLP to a dead collector: CPU µs/job, off / on".into(),
             on.cpu_us_per_job,
             off.cpu_us_per_job,
             1,

@@ -62,6 +62,9 @@ pub enum Subject {
     /// `wxcourier run`, with Redis or memory state, and with every delivery policy of #28 on
     /// or none.
     Worker { redis: bool, policies: bool },
+    /// `wxcourier run` with memory state and `log.otlp` on, its collector a port that takes
+    /// connections and never answers.
+    TracedWorker,
     /// Consume → POST → confirmed publish → ack.
     Floor,
     /// Consume → confirmed publish → ack.
@@ -87,6 +90,7 @@ impl Subject {
                 redis: true,
                 policies: true,
             } => "worker (Redis, policies)",
+            Subject::TracedWorker => "worker (OTLP, dead collector)",
             Subject::Floor => "floor",
             Subject::BrokerOnly => "broker-only",
         }
@@ -99,18 +103,33 @@ pub struct Running {
     _dir: tempfile::TempDir,
     /// Where the worker serves `/readyz`.
     pub http: Option<String>,
+    /// The traced worker's collector: bound, never accepting, so every export hangs.
+    _collector: Option<std::net::TcpListener>,
 }
 
 impl Running {
     /// Starts `subject` on `apps`, sending to the simulator at `base`.
     pub fn spawn(subject: Subject, apps: &[String], base: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let mut collector = None;
         let (mut command, http) = match subject {
             Subject::Worker { redis, policies } => {
                 let http = format!("127.0.0.1:{}", kit::free_port());
                 let config = worker_config(dir.path(), apps, base, (redis, policies), &http);
                 let mut c = Command::new(WORKER);
                 c.arg("run").arg("--config").arg(config);
+                (c, Some(http))
+            }
+            Subject::TracedWorker => {
+                let http = format!("127.0.0.1:{}", kit::free_port());
+                let config = worker_config(dir.path(), apps, base, (false, false), &http);
+                let hole = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+                let endpoint = format!("http://{}", hole.local_addr().unwrap());
+                collector = Some(hole);
+                let mut c = Command::new(WORKER);
+                c.arg("run").arg("--config").arg(config);
+                c.env("WXCOURIER_LOG__OTLP", "true")
+                    .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
                 (c, Some(http))
             }
             Subject::Floor | Subject::BrokerOnly => {
@@ -134,6 +153,7 @@ impl Running {
             child,
             _dir: dir,
             http,
+            _collector: collector,
         }
     }
 
@@ -175,6 +195,7 @@ impl Running {
             child,
             _dir: dir,
             http: Some(http),
+            _collector: None,
         }
     }
 

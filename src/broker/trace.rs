@@ -1,33 +1,45 @@
 //! W3C Trace Context on a job (its `traceparent` and `tracestate` AMQP headers), carried over
 //! to the job's outcome so a producer's trace reaches the result it reads. Only well-formed
 //! values cross: a header from a producer is untrusted, and an outcome must not echo whatever a
-//! job carried.
+//! job carried. The same headers go on the job's delivery report, from its sent record.
 
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString};
+
+use crate::types::TraceHeaders;
 
 pub(crate) const TRACEPARENT: &str = "traceparent";
 pub(crate) const TRACESTATE: &str = "tracestate";
 /// The longest `tracestate` passed on: 32 list members of the W3C limits fit in it.
 const MAX_TRACESTATE: usize = 512;
 
-/// The job's trace headers worth echoing, or `None` when it has no valid `traceparent`
-/// (a `tracestate` without one means nothing).
-pub(crate) fn trace_of(properties: &BasicProperties) -> Option<FieldTable> {
+/// The job's trace headers worth echoing, or `None` when it has no valid `traceparent` (a
+/// `tracestate` without one means nothing): a valid `traceparent`, and its `tracestate` when
+/// that is valid too.
+pub(crate) fn headers_of(properties: &BasicProperties) -> Option<TraceHeaders> {
     let headers = properties.headers().as_ref()?;
     let parent = text(headers, TRACEPARENT).filter(|p| valid_traceparent(p))?;
+    let state = text(headers, TRACESTATE).filter(|s| valid_tracestate(s));
+    Some(TraceHeaders {
+        traceparent: parent.to_owned(),
+        tracestate: state.map(str::to_owned),
+    })
+}
+
+/// `trace` as the AMQP headers of a message wxcourier publishes.
+pub(crate) fn field_table(trace: &TraceHeaders) -> FieldTable {
     let mut out = FieldTable::default();
     out.insert(
         TRACEPARENT.into(),
-        AMQPValue::LongString(LongString::from(parent)),
+        AMQPValue::LongString(LongString::from(trace.traceparent.as_str())),
     );
-    if let Some(state) = text(headers, TRACESTATE).filter(|s| valid_tracestate(s)) {
+    if let Some(state) = &trace.tracestate {
         out.insert(
             TRACESTATE.into(),
-            AMQPValue::LongString(LongString::from(state)),
+            AMQPValue::LongString(LongString::from(state.as_str())),
         );
     }
-    Some(out)
+    out
 }
 
 fn text<'a>(headers: &'a FieldTable, key: &str) -> Option<&'a str> {
@@ -70,6 +82,10 @@ mod tests {
     use super::*;
 
     const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn trace_of(properties: &BasicProperties) -> Option<FieldTable> {
+        headers_of(properties).map(|t| field_table(&t))
+    }
 
     fn props(pairs: &[(&str, AMQPValue)]) -> BasicProperties {
         let mut t = FieldTable::default();

@@ -4,8 +4,10 @@
 use futures_util::future::BoxFuture;
 
 use super::events::Report;
-use crate::broker::publish::Landing;
+use crate::broker::publish::{Landing, result_message};
+use crate::broker::trace::field_table;
 use crate::broker::{CurrentPublisher, PublishError};
+use crate::types::TraceHeaders;
 
 /// Why a report was not published.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -18,19 +20,30 @@ pub(crate) enum OutletError {
 
 /// Publishes reports on the results exchange.
 pub(crate) trait ReportOutlet: Send + Sync {
-    /// Publishes `report` under its routing key; returns once the broker confirmed it, with
-    /// whether a queue took it.
-    fn publish<'a>(&'a self, report: &'a Report) -> BoxFuture<'a, Result<Landing, OutletError>>;
+    /// Publishes `report` under its routing key, with its job's `trace` headers when it has
+    /// them; returns once the broker confirmed it, with whether a queue took it.
+    fn publish<'a>(
+        &'a self,
+        report: &'a Report,
+        trace: Option<&'a TraceHeaders>,
+    ) -> BoxFuture<'a, Result<Landing, OutletError>>;
 }
 
 impl ReportOutlet for CurrentPublisher {
-    fn publish<'a>(&'a self, report: &'a Report) -> BoxFuture<'a, Result<Landing, OutletError>> {
+    fn publish<'a>(
+        &'a self,
+        report: &'a Report,
+        trace: Option<&'a TraceHeaders>,
+    ) -> BoxFuture<'a, Result<Landing, OutletError>> {
         Box::pin(async move {
             let publisher = self.get().ok_or(OutletError::Disconnected)?;
             let key = report.routing_key();
-            Ok(publisher
-                .publish_result(&key, report, report.job_id())
-                .await?)
+            let body = serde_json::to_vec(report).expect("reports always serialize");
+            let mut message = result_message(&key, &body, report.job_id());
+            if let Some(trace) = trace {
+                message.properties = message.properties.with_headers(field_table(trace));
+            }
+            Ok(publisher.publish(message).await?)
         })
     }
 }

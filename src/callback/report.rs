@@ -1,12 +1,14 @@
 //! Publishing the reports of one push: each at most once per [`ReportKey`], however often
 //! WeChat repeats the push, and a delivery report tied to the job that got its MsgID. Over two
 //! seams, the reports' state and the outlet, and nothing of HTTP: the receiver turns a
-//! [`ReportError`] into its answer.
+//! [`ReportError`] into its answer. A delivery report carries its job's trace headers on, and
+//! its span links to that trace.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::events::{Pending, Report};
 use super::gating::change_of;
@@ -17,6 +19,7 @@ use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::preferences::AppGates;
 use crate::state::{ReportKey, Reports, StateError};
+use crate::telemetry;
 use crate::trail::{Entry, StepName, Trails};
 
 /// WeChat gives up on an answer after 5 s: reports not confirmed by then are refused (and
@@ -135,14 +138,22 @@ impl Reporter {
         report: &mut Report,
         deadline: Instant,
     ) -> Result<Landing, ReportError> {
+        let mut trace = None;
         if let Report::Delivery(delivery) = report
             && delivery.msgid != 0
         {
             let job = self.reports.job_for_msgid(app, delivery.msgid).await?;
             delivery.id = job.as_ref().map(|j| j.id.clone());
+            trace = job.as_ref().and_then(|j| j.trace.clone());
             delivery.meta = job.and_then(|j| j.meta);
         }
-        match tokio::time::timeout_at(deadline, self.outlet.publish(report)).await {
+        // The report's own span, linked to the trace of the job it tells about.
+        let span = tracing::info_span!("delivery_report", app, routing_key = %report.routing_key());
+        if let Some(trace) = &trace {
+            telemetry::link_to(&span, trace);
+        }
+        let publishing = self.outlet.publish(report, trace.as_ref()).instrument(span);
+        match tokio::time::timeout_at(deadline, publishing).await {
             Ok(published) => Ok(published?),
             Err(_) => Err(ReportError::Deadline),
         }

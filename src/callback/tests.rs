@@ -20,7 +20,7 @@ use crate::clock::FixedClock;
 use crate::config::{AppSettings, CallbackMode};
 use crate::state::ReportKey;
 use crate::state::fakes::{FakeReports, ReportCall};
-use crate::types::{Secret, Span, decode_aes_key};
+use crate::types::{Secret, Span, TraceHeaders, decode_aes_key};
 use crate::wechat::crypto::{self, Envelope};
 
 mod gating;
@@ -38,6 +38,8 @@ const WINDOW: u64 = 300;
 #[derive(Default)]
 struct FakeOutlet {
     published: Mutex<Vec<Report>>,
+    /// The trace headers each publish carried, in order.
+    traces: Mutex<Vec<Option<TraceHeaders>>>,
     failing: AtomicBool,
     /// Confirms each report as returned: no queue takes it.
     unrouted: AtomicBool,
@@ -60,8 +62,13 @@ impl FakeOutlet {
 }
 
 impl ReportOutlet for FakeOutlet {
-    fn publish<'a>(&'a self, report: &'a Report) -> BoxFuture<'a, Result<Landing, OutletError>> {
+    fn publish<'a>(
+        &'a self,
+        report: &'a Report,
+        trace: Option<&'a TraceHeaders>,
+    ) -> BoxFuture<'a, Result<Landing, OutletError>> {
         Box::pin(async move {
+            self.traces.lock().push(trace.cloned());
             self.entered.notify_one();
             if let Some(gate) = &self.gate {
                 gate.acquire().await.expect("never closed").forget();
@@ -484,6 +491,25 @@ async fn a_repeated_push_is_published_once_and_tied_to_its_job() {
             .render()
             .contains(r#"wxcourier_callback_events_total{app="shop",status="delivered"} 2"#)
     );
+}
+
+#[tokio::test]
+async fn a_delivery_report_carries_its_jobs_trace_headers_and_no_other_report_does() {
+    let r = Receiver::new(CallbackMode::Compat);
+    let trace = TraceHeaders {
+        traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+        tracestate: Some("rojo=1".into()),
+    };
+    r.reports.sent_traced(APP, "order-1850", 90, &trace);
+    r.reports.sent(APP, "order-1851", 91, None);
+    for msgid in [90, 91, 92] {
+        assert_eq!(
+            r.post(plain(&report_xml(msgid, "success"), GOOD)).await.0,
+            200
+        );
+    }
+    let traces = r.outlet.traces.lock().clone();
+    assert_eq!(traces, vec![Some(trace), None, None]);
 }
 
 #[tokio::test]

@@ -16,7 +16,13 @@ pub(crate) async fn run(args: ConfigArg) -> ExitCode {
         Ok(s) => s,
         Err(e) => return bad_config(&e),
     };
-    crate::telemetry::init_logging(&settings.log);
+    let export = match crate::telemetry::init_logging(&settings.log) {
+        Ok(export) => export,
+        Err(e) => {
+            eprintln!("wxcourier: {e}");
+            return ExitCode::from(super::shared::EXIT_BAD_CONFIG);
+        }
+    };
     settings.log_load_notes();
     let app = match Application::build(settings) {
         Ok(app) => app,
@@ -47,6 +53,9 @@ pub(crate) async fn run(args: ConfigArg) -> ExitCode {
             running.await
         }
     };
+    if let Some(export) = export {
+        export.finish().await;
+    }
     match result {
         Ok(()) => {
             tracing::info!("stopped cleanly");

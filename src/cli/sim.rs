@@ -78,7 +78,7 @@ pub(crate) struct SimArgs {
 }
 
 pub(crate) async fn run(args: SimArgs) -> ExitCode {
-    crate::telemetry::init_logging(&Default::default());
+    let _ = crate::telemetry::init_logging(&Default::default());
     let mut apps = Vec::new();
     for a in &args.apps {
         match a.split_once(':') {

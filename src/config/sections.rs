@@ -287,6 +287,9 @@ pub(crate) struct LogSettings {
     pub(crate) format: LogFormat,
     /// A `tracing` filter such as `info` or `wxcourier=debug`; `RUST_LOG` wins when set.
     pub(crate) level: String,
+    /// Spans to an OpenTelemetry collector over OTLP/HTTP, set up by the standard
+    /// `OTEL_EXPORTER_OTLP_*` environment.
+    pub(crate) otlp: bool,
 }
 
 impl Default for LogSettings {
@@ -294,6 +297,7 @@ impl Default for LogSettings {
         Self {
             format: LogFormat::Human,
             level: "info".into(),
+            otlp: false,
         }
     }
 }

@@ -56,6 +56,8 @@ fn sample_every_family(m: &Metrics) {
         trail_failures: _,
         platform_ticket_age,
         platform_authorizers,
+        trace_spans_exported: _,
+        trace_spans_dropped,
     } = m;
     sample(jobs);
     sample(wechat_calls);
@@ -83,6 +85,7 @@ fn sample_every_family(m: &Metrics) {
     sample(quiet_hours_dropped);
     sample(platform_ticket_age);
     sample(platform_authorizers);
+    sample(trace_spans_dropped);
 }
 
 /// One metric family, as the registry describes it.

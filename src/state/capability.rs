@@ -22,7 +22,7 @@ use super::error::{StateError, StateResult};
 use super::rate_lease::SlotGrant;
 use super::values::{Claim, Holder, Renewal, ReportKey, SentJob};
 use crate::config::{Settings, TokenMode};
-use crate::types::Secret;
+use crate::types::{Secret, TraceHeaders};
 
 /// Which ids were sent (and as which msgid), and who is sending which id right now.
 pub trait Idempotency: Send + Sync {
@@ -59,13 +59,15 @@ pub trait Idempotency: Send + Sync {
         holder: Holder,
     ) -> impl Future<Output = StateResult<()>> + Send;
     /// Records that `id` was sent (ending its claim), as `msgid` when WeChat gave one, and then
-    /// msgid → job for reports. Without a msgid nothing is kept by msgid: no report can name it.
+    /// msgid → job (with its `meta` and `trace`) for reports. Without a msgid nothing is kept
+    /// by msgid: no report can name it.
     fn record_sent(
         &self,
         app: &str,
         id: &str,
         msgid: Option<u64>,
         meta: Option<&Value>,
+        trace: Option<&TraceHeaders>,
     ) -> impl Future<Output = StateResult<()>> + Send;
 }
 

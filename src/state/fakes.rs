@@ -17,7 +17,7 @@ use super::error::{StateError, StateResult};
 use super::memory::MemoryState;
 use super::send_limits::{LimitRequest, Reservation, SendLimits};
 use super::values::{Claim, Holder, Renewal, ReportKey, SentJob};
-use crate::types::Secret;
+use crate::types::{Secret, TraceHeaders};
 
 fn outage() -> StateError {
     StateError::Unavailable("connection refused (a test outage)".into())
@@ -120,6 +120,7 @@ impl Idempotency for FakeStore {
         id: &str,
         msgid: Option<u64>,
         meta: Option<&Value>,
+        trace: Option<&TraceHeaders>,
     ) -> StateResult<()> {
         self.up()?;
         if self.record_fails.load(Ordering::SeqCst) {
@@ -128,7 +129,7 @@ impl Idempotency for FakeStore {
         self.calls
             .lock()
             .push(StoreCall::Recorded(id.into(), msgid));
-        self.inner.record_sent(app, id, msgid, meta);
+        self.inner.record_sent(app, id, msgid, meta, trace);
         Ok(())
     }
 }
@@ -212,7 +213,13 @@ impl FakeReports {
 
     /// Records that `id` was sent as `msgid`, as the pipeline would.
     pub(crate) fn sent(&self, app: &str, id: &str, msgid: u64, meta: Option<&Value>) {
-        self.inner.record_sent(app, id, Some(msgid), meta);
+        self.inner.record_sent(app, id, Some(msgid), meta, None);
+    }
+
+    /// Records that `id`, which carried `trace`, was sent as `msgid`.
+    pub(crate) fn sent_traced(&self, app: &str, id: &str, msgid: u64, trace: &TraceHeaders) {
+        self.inner
+            .record_sent(app, id, Some(msgid), None, Some(trace));
     }
 
     pub(crate) fn calls(&self) -> Vec<ReportCall> {

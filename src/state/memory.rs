@@ -11,6 +11,8 @@ use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use serde_json::Value;
 
+use crate::types::TraceHeaders;
+
 use super::cancels::{CancelFound, Cancels};
 use super::capability::Reports;
 use super::error::StateResult;
@@ -117,14 +119,15 @@ impl Keyer {
     }
 }
 
-/// A sent job's id and meta (compact JSON) in one allocation.
+/// A sent job's id and meta (compact JSON) in one allocation, and its trace if it had one.
 struct CompactJob {
     text: Box<str>,
     id_len: u8,
+    trace: Option<Box<TraceHeaders>>,
 }
 
 impl CompactJob {
-    fn new(id: &str, meta: Option<&Value>) -> Self {
+    fn new(id: &str, meta: Option<&Value>, trace: Option<&TraceHeaders>) -> Self {
         let mut text = String::with_capacity(id.len() + 32);
         text.push_str(id);
         if let Some(meta) = meta {
@@ -135,6 +138,7 @@ impl CompactJob {
             // Job ids are at most 128 ASCII characters (CONTRACT §1); anything longer would
             // have been rejected before it was sent.
             id_len: id.len().min(u8::MAX as usize) as u8,
+            trace: trace.cloned().map(Box::new),
         }
     }
 
@@ -145,6 +149,7 @@ impl CompactJob {
             meta: (!meta.is_empty())
                 .then(|| serde_json::from_str(meta).ok())
                 .flatten(),
+            trace: self.trace.as_deref().cloned(),
         }
     }
 }
@@ -251,6 +256,7 @@ impl MemoryState {
         id: &str,
         msgid: Option<u64>,
         meta: Option<&Value>,
+        trace: Option<&TraceHeaders>,
     ) {
         let now = Instant::now();
         let k = self.keyer.id(app, id);
@@ -260,7 +266,9 @@ impl MemoryState {
         inner.sent.insert(k, msgid, now);
         if let Some(msgid) = msgid {
             let m = self.keyer.msgid(app, msgid.get());
-            inner.by_msgid.insert(m, CompactJob::new(id, meta), now);
+            inner
+                .by_msgid
+                .insert(m, CompactJob::new(id, meta, trace), now);
         }
     }
 
@@ -435,7 +443,7 @@ mod tests {
         let s = MemoryState::new(Duration::from_secs(60), 10);
         fresh(s.claim("a", "j1"));
         assert_eq!(s.claim("a", "j1"), Claim::InFlight);
-        s.record_sent("a", "j1", Some(42), None);
+        s.record_sent("a", "j1", Some(42), None, None);
         assert_eq!(s.claim("a", "j1"), Claim::AlreadySent(Some(42)));
         fresh(s.claim("b", "j1"));
     }
@@ -454,7 +462,7 @@ mod tests {
         );
         assert_eq!(s.renew("a", "j1", first), Renewal::Lost);
         assert_eq!(s.renew("a", "j1", second), Renewal::Held);
-        s.record_sent("a", "j1", Some(5), None);
+        s.record_sent("a", "j1", Some(5), None, None);
         assert_eq!(s.renew("a", "j1", second), Renewal::AlreadySent(Some(5)));
     }
 
@@ -464,7 +472,7 @@ mod tests {
         for i in 0..1000 {
             let id = format!("j{i}");
             s.claim("a", &id);
-            s.record_sent("a", &id, Some(i), None);
+            s.record_sent("a", &id, Some(i), None, None);
         }
         assert_eq!(s.remembered(), 100);
         assert_eq!(s.claim("a", "j999"), Claim::AlreadySent(Some(999)));
@@ -475,7 +483,7 @@ mod tests {
     fn the_longest_id_and_a_missing_meta_come_back_as_recorded() {
         let s = MemoryState::new(Duration::from_secs(60), 10);
         let long = "x".repeat(128);
-        s.record_sent("a", &long, Some(9), None);
+        s.record_sent("a", &long, Some(9), None, None);
         let job = s.sent_job("a", 9).unwrap();
         assert_eq!((job.id.as_str(), job.meta), (long.as_str(), None));
         assert_eq!(s.claim("a", &long), Claim::AlreadySent(Some(9)));
@@ -485,7 +493,7 @@ mod tests {
     #[test]
     fn entries_expire_after_the_ttl() {
         let s = MemoryState::new(Duration::from_millis(20), 100);
-        s.record_sent("a", "j1", Some(1), None);
+        s.record_sent("a", "j1", Some(1), None, None);
         std::thread::sleep(Duration::from_millis(30));
         fresh(s.claim("a", "j1"));
     }
@@ -493,7 +501,7 @@ mod tests {
     #[test]
     fn msgids_map_back_to_jobs_and_reports_are_seen_once() {
         let s = MemoryState::new(Duration::from_secs(60), 10);
-        s.record_sent("a", "j1", Some(7), Some(&serde_json::json!({"k": 1})));
+        s.record_sent("a", "j1", Some(7), Some(&serde_json::json!({"k": 1})), None);
         let job = s.sent_job("a", 7).unwrap();
         assert_eq!(job.id, "j1");
         assert_eq!(job.meta, Some(serde_json::json!({"k": 1})));

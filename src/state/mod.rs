@@ -29,6 +29,8 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
+use crate::types::TraceHeaders;
+
 pub use cancels::{CancelFound, Cancels};
 pub(crate) use capability::Capabilities;
 pub use capability::{Idempotency, Reports, SharedRate, SharedTokens};
@@ -278,13 +280,14 @@ impl Idempotency for State {
         id: &str,
         msgid: Option<u64>,
         meta: Option<&Value>,
+        trace: Option<&TraceHeaders>,
     ) -> StateResult<()> {
         match self {
             State::Memory(m, _) => {
-                m.record_sent(app, id, msgid, meta);
+                m.record_sent(app, id, msgid, meta, trace);
                 Ok(())
             }
-            State::Redis(r) => r.record_sent(app, id, msgid, meta).await,
+            State::Redis(r) => r.record_sent(app, id, msgid, meta, trace).await,
         }
     }
 }

@@ -30,7 +30,7 @@ use super::pauses::{PauseScope, Paused, Pauses};
 use super::rate_lease::SlotGrant;
 use super::values::{Claim, Holder, Renewal, ReportKey, SentJob};
 use crate::config::RedisUrl;
-use crate::types::Secret;
+use crate::types::{Secret, TraceHeaders};
 
 /// GCRA on Redis's own clock, so every instance shares one bucket, granting up to ARGV[3] slots
 /// at once: returns how many were granted (at least 1), or minus the microseconds until one is
@@ -251,6 +251,10 @@ impl RedisState {
             Some(SentJob {
                 id: v.get("id")?.as_str()?.to_owned(),
                 meta: v.get("meta").filter(|m| !m.is_null()).cloned(),
+                // A record written before traces were kept has none; a bad one is left out.
+                trace: v
+                    .get("trace")
+                    .and_then(|t| serde_json::from_value(t.clone()).ok()),
             })
         }))
     }
@@ -355,6 +359,7 @@ impl Idempotency for RedisState {
         id: &str,
         msgid: Option<u64>,
         meta: Option<&Value>,
+        trace: Option<&TraceHeaders>,
     ) -> StateResult<()> {
         // 0 is never a msgid (a report naming it is tied to no job).
         let msgid = msgid.filter(|&m| m != 0);
@@ -365,7 +370,10 @@ impl Idempotency for RedisState {
         let Some(msgid) = msgid else {
             return self.call(&record).await;
         };
-        let job = serde_json::json!({ "id": id, "meta": meta });
+        let job = match trace {
+            Some(trace) => serde_json::json!({ "id": id, "meta": meta, "trace": trace }),
+            None => serde_json::json!({ "id": id, "meta": meta }),
+        };
         let mut lookup = redis::cmd("SET");
         lookup
             .arg(key(app, "msgid", msgid))

@@ -3,6 +3,8 @@
 
 use serde_json::Value;
 
+use crate::types::TraceHeaders;
+
 /// Proof of a claim on a job id: only its holder renews or releases it, so a holder whose
 /// claim lapsed can never remove the claim another delivery took since.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -66,6 +68,8 @@ pub enum Renewal {
 pub struct SentJob {
     pub id: String,
     pub meta: Option<Value>,
+    /// The job's checked trace headers, for its delivery report to carry on.
+    pub trace: Option<TraceHeaders>,
 }
 
 /// What names a published report, so that WeChat's repeats of a push (up to three) publish it

@@ -21,10 +21,12 @@ use super::deps::AppDeps;
 use super::pipeline::{Incoming, Outlet, Step, process};
 use super::record::{Taken, steps_of};
 use super::settle::{Original, Settled, settle};
-use crate::broker::headers;
 use crate::broker::topology::tier_label;
 use crate::broker::{BrokerError, Publisher, job_queue};
+use crate::broker::{headers, trace};
 use crate::metrics::AppMetrics;
+use crate::telemetry;
+use crate::types::TraceHeaders;
 
 /// After a cancel, how long to wait for more already-prefetched deliveries.
 const DRAIN_IDLE: Duration = Duration::from_millis(200);
@@ -250,10 +252,14 @@ impl AppConsumer {
             id = tracing::field::Empty,
             attempt = tracing::field::Empty,
         );
+        let trace = trace::headers_of(&delivery.properties);
+        if let Some(trace) = &trace {
+            telemetry::adopt_parent(&span, trace);
+        }
         let in_flight = InFlight::enter(&self.ctx.metrics.in_flight);
         self.jobs.spawn(
             async move {
-                job.handle(delivery, deciding).await;
+                job.handle(delivery, trace, deciding).await;
                 drop((in_flight, unsettled));
             }
             .instrument(span),
@@ -271,7 +277,12 @@ impl AppConsumer {
 
     /// Decides with `deciding` held, then settles without it, so the next delivery can start
     /// while this one waits for its confirm.
-    async fn handle(&self, delivery: Delivery, deciding: OwnedSemaphorePermit) {
+    async fn handle(
+        &self,
+        delivery: Delivery,
+        trace: Option<TraceHeaders>,
+        deciding: OwnedSemaphorePermit,
+    ) {
         let account = self.account_of(&delivery);
         let message_id = delivery
             .properties
@@ -293,6 +304,7 @@ impl AppConsumer {
             headers_len: headers::headers_len(&delivery.properties),
             retry,
             outlet: &self.publisher,
+            trace: trace.as_ref(),
         };
         // Boxed: many jobs at once wait inside `process` for a WeChat slot, and each spawned
         // task is as large as its largest state. Kept inline, the publishing below would make
@@ -303,6 +315,7 @@ impl AppConsumer {
             app: account,
             body: &delivery.data,
             properties: &delivery.properties,
+            trace: trace.as_ref(),
         };
         let metrics = &self.ctx.metrics;
         // The story is kept beside the settling, not before it: it costs the job no time, and

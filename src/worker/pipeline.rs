@@ -51,6 +51,7 @@ pub(crate) async fn process<S: Seams>(deps: &Deps<S>, incoming: Incoming<'_>) ->
         headers_len,
         retry,
         outlet,
+        trace,
     } = incoming;
     // A cancel comes in the app's queue beside its jobs.
     if let Some(read) = job::cancel::read(body) {
@@ -109,6 +110,7 @@ pub(crate) async fn process<S: Seams>(deps: &Deps<S>, incoming: Incoming<'_>) ->
         app: &app,
         name,
         job: &job,
+        trace,
     };
     let mut state = retry;
     tracing::Span::current().record("id", job.id.as_str());

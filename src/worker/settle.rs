@@ -14,11 +14,12 @@ use crate::broker::publish::{Landing, Publication, Unroutable, result_message};
 use crate::broker::returned::count_returned;
 use crate::broker::settle::{Acknowledge, Confirmed};
 use crate::broker::topology::tier_label;
-use crate::broker::trace::trace_of;
+use crate::broker::trace::field_table;
 use crate::broker::{DEAD_QUEUE, PublishError, RETRY_EXCHANGE};
 use crate::metrics::Metrics;
 use crate::outcome::SendOutcome;
 use crate::retry::RetryState;
+use crate::types::TraceHeaders;
 
 /// How long a delivery whose outcome could not be published waits before it goes back to
 /// its queue, so a broker that refuses publishes is not hammered. Each such return is a
@@ -32,6 +33,8 @@ pub(crate) struct Original<'a> {
     pub(crate) app: &'a str,
     pub(crate) body: &'a [u8],
     pub(crate) properties: &'a BasicProperties,
+    /// The job's checked trace headers, carried on to its outcome.
+    pub(crate) trace: Option<&'a TraceHeaders>,
 }
 
 /// How a delivery ended.
@@ -88,7 +91,7 @@ async fn publish(
     metrics: &Metrics,
 ) -> Result<(), PublishError> {
     // The producer's trace goes on with the job's result.
-    let trace = trace_of(original.properties);
+    let trace = original.trace.map(field_table);
     match step {
         Step::Finish(outcome) => publish_outcome(publisher, outcome, trace, metrics).await,
         Step::Reject { outcome, reason } => {
@@ -344,10 +347,12 @@ mod tests {
         metrics: &Metrics,
     ) -> Settled {
         let properties = producer_properties();
+        let trace = crate::broker::trace::headers_of(&properties);
         let original = Original {
             app: "shop",
             body: BODY,
             properties: &properties,
+            trace: trace.as_ref(),
         };
         settle(broker, delivery, original, step, metrics).await
     }
@@ -410,10 +415,12 @@ mod tests {
             AMQPValue::LongString("kept to myself".into()),
         );
         let properties = BasicProperties::default().with_headers(headers);
+        let trace = crate::broker::trace::headers_of(&properties);
         let original = Original {
             app: "shop",
             body: BODY,
             properties: &properties,
+            trace: trace.as_ref(),
         };
         let (broker, delivery) = (FakeBroker::confirming(), FakeDelivery::new());
         let step = Step::Finish(outcome(SendStatus::Sent));

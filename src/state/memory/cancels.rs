@@ -92,7 +92,7 @@ mod tests {
         };
         assert_eq!(s.record_cancel("a", "j1", KEEP), CancelFound::InFlight);
         assert!(!s.is_cancelled("a", "j1"), "nothing was recorded");
-        s.record_sent("a", "j1", Some(7), None);
+        s.record_sent("a", "j1", Some(7), None, None);
         assert_eq!(s.record_cancel("a", "j1", KEEP), CancelFound::Sent);
         let Claim::Fresh(h2) = s.claim("a", "j2") else {
             panic!("fresh")

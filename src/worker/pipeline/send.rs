@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::job::Job;
@@ -13,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::pause::Admission;
 use crate::retry::RetryState;
 use crate::state::{Idempotency, Renewal};
+use crate::telemetry;
 use crate::types::Class;
 use crate::wechat::client::{SendReply, WechatApi};
 use crate::wechat::errcode;
@@ -100,12 +102,18 @@ impl<S: Seams> Turn<'_, S> {
                 }
                 state.attempts += 1;
                 tracing::Span::current().record("attempt", state.attempts);
+                let call = wechat_call_span(self.job, state.attempts);
                 let started = Instant::now();
                 let reply = self
                     .deps
                     .wechat
                     .send(self.job.kind.endpoint(), &token.value, body.clone())
+                    .instrument(call.clone())
                     .await;
+                match &reply {
+                    Ok(r) => call.record("errcode", r.errcode),
+                    Err(e) => call.record("error", e.kind().as_str()),
+                };
                 (reply, started.elapsed())
             };
             match &reply {
@@ -176,7 +184,7 @@ impl<S: Seams> Turn<'_, S> {
         if let Err(e) = self
             .deps
             .store
-            .record_sent(self.name, &self.job.id, msgid, meta)
+            .record_sent(self.name, &self.job.id, msgid, meta, self.trace)
             .await
         {
             // It was sent: the outcome says so. A resubmission within WeChat's 10-minute
@@ -188,6 +196,21 @@ impl<S: Seams> Turn<'_, S> {
         }
         Step::Finish(self.sent(state, msgid, reply))
     }
+}
+
+/// The WeChat call as a child of the job's span, with the errcode WeChat answered (or the
+/// transport failure): only while spans are exported, since nothing else reads it.
+fn wechat_call_span(job: &Job, attempt: u32) -> tracing::Span {
+    if !telemetry::exporting() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "wechat_call",
+        endpoint = job.kind.endpoint(),
+        attempt,
+        errcode = tracing::field::Empty,
+        error = tracing::field::Empty,
+    )
 }
 
 fn describe(job: &Job, reply: &SendReply) -> String {

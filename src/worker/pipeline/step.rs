@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::outcome::SendOutcome;
 use crate::outcome::cancel::CancelAnswer;
 use crate::retry::RetryState;
+use crate::types::TraceHeaders;
 
 /// Whether the outcome of a send could be published now. The pipeline asks right before
 /// each WeChat call: a message whose outcome cannot be published is not sent.
@@ -22,6 +23,8 @@ pub(crate) struct Incoming<'a> {
     pub(crate) headers_len: usize,
     pub(crate) retry: RetryState,
     pub(crate) outlet: &'a dyn Outlet,
+    /// The job's checked trace headers, kept with its sent record for its delivery report.
+    pub(crate) trace: Option<&'a TraceHeaders>,
 }
 
 /// Why a job waits in the broker before its next try.

@@ -224,7 +224,11 @@ fn rows() -> Vec<Row> {
             template("dup-bare"),
             Want::Duplicate { msgid: None },
         )
-        .before(|w| w.store().memory().record_sent("a", "dup-bare", None, None))
+        .before(|w| {
+            w.store()
+                .memory()
+                .record_sent("a", "dup-bare", None, None, None)
+        })
         .claim(Kept),
         // transient
         row(
@@ -417,7 +421,11 @@ fn rows() -> Vec<Row> {
             template("dup"),
             Want::Duplicate { msgid: Some(77) },
         )
-        .before(|w| w.store().memory().record_sent("a", "dup", Some(77), None))
+        .before(|w| {
+            w.store()
+                .memory()
+                .record_sent("a", "dup", Some(77), None, None)
+        })
         .claim(Kept),
         row(
             "an id sent before, after its not_after: still the duplicate",
@@ -427,7 +435,7 @@ fn rows() -> Vec<Row> {
         .before(|w| {
             w.store()
                 .memory()
-                .record_sent("a", "dup-late", Some(78), None)
+                .record_sent("a", "dup-late", Some(78), None, None)
         })
         .claim(Kept),
         row(
@@ -907,6 +915,7 @@ async fn headers_over_the_limit_are_a_rejection_naming_them() {
         headers_len: MAX_JOB_HEADERS + 1,
         retry: RetryState::default(),
         outlet: &OPEN,
+        trace: None,
     };
     let Step::Reject { outcome, reason } = process(&w.deps, incoming).await else {
         panic!()
@@ -942,6 +951,7 @@ async fn a_job_of_an_app_not_configured_is_rejected_not_a_panic() {
         headers_len: 0,
         retry: RetryState::default(),
         outlet: &OPEN,
+        trace: None,
     };
     let Step::Reject { outcome, reason } = process(&w.deps, incoming).await else {
         panic!()

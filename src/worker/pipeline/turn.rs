@@ -11,6 +11,7 @@ use crate::outcome::{OutcomeReason, SendOutcome, SendStatus};
 use crate::retry::RetryState;
 use crate::state::Holder;
 use crate::text::bounded;
+use crate::types::TraceHeaders;
 use crate::wechat::client::SendReply;
 use crate::wechat::reason::Ending;
 use crate::worker::deps::{AppDeps, Deps, Seams};
@@ -46,6 +47,7 @@ pub(super) struct Turn<'a, S: Seams> {
     pub(super) app: &'a AppDeps<S>,
     pub(super) name: &'a str,
     pub(super) job: &'a Job,
+    pub(super) trace: Option<&'a TraceHeaders>,
 }
 
 impl<S: Seams> Turn<'_, S> {

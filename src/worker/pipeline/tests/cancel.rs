@@ -307,6 +307,7 @@ async fn a_cancel_for_an_app_not_configured_is_refused() {
         headers_len: 0,
         retry: RetryState::default(),
         outlet: &OPEN,
+        trace: None,
     };
     let (a, dead) = answer(process(&world.deps, incoming).await);
     assert_eq!(

@@ -298,6 +298,7 @@ impl World {
             headers_len: 0,
             retry,
             outlet,
+            trace: None,
         };
         process(&self.deps, incoming).await
     }
