@@ -8,21 +8,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wxcourier::state::{GateScope, GateWhy, Gates, State, StateError};
 
-const REDIS_URL: &str = "redis://127.0.0.1:6379";
+#[path = "common/redis_sets.rs"]
+mod redis_sets;
+
 const DAY: Duration = Duration::from_secs(86_400);
 
 fn redis_urls() -> Vec<(&'static str, String)> {
-    let mut urls = vec![("redis", REDIS_URL.to_owned())];
-    for (name, var) in [
-        ("redis+sentinel", "TEST_REDIS_SENTINEL_URL"),
-        ("redis+cluster", "TEST_REDIS_CLUSTER_URL"),
-    ] {
-        match std::env::var(var) {
-            Ok(url) if !url.is_empty() => urls.push((name, url)),
-            _ => eprintln!("note: {var} is unset: the gate contract is not checked on {name}"),
-        }
-    }
-    urls
+    redis_sets::redis_urls("the gate contract")
 }
 
 fn open(url: &str) -> State {

@@ -7,20 +7,11 @@ use std::time::Duration;
 
 use wxcourier::state::{PauseScope, Paused, Pauses, State};
 
-const REDIS_URL: &str = "redis://127.0.0.1:6379";
+#[path = "common/redis_sets.rs"]
+mod redis_sets;
 
 fn redis_urls() -> Vec<(&'static str, String)> {
-    let mut urls = vec![("redis", REDIS_URL.to_owned())];
-    for (name, var) in [
-        ("redis+sentinel", "TEST_REDIS_SENTINEL_URL"),
-        ("redis+cluster", "TEST_REDIS_CLUSTER_URL"),
-    ] {
-        match std::env::var(var) {
-            Ok(url) if !url.is_empty() => urls.push((name, url)),
-            _ => eprintln!("note: {var} is unset: the pause record is not checked on {name}"),
-        }
-    }
-    urls
+    redis_sets::redis_urls("the pause record")
 }
 
 fn open(url: &str) -> State {

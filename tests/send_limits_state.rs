@@ -13,20 +13,11 @@ use wxcourier::state::{
     ContentWindow, LimitRequest, RecipientCap, Reservation, SendLimits, State, StateError,
 };
 
-const REDIS_URL: &str = "redis://127.0.0.1:6379";
+#[path = "common/redis_sets.rs"]
+mod redis_sets;
 
 fn redis_urls() -> Vec<(&'static str, String)> {
-    let mut urls = vec![("redis", REDIS_URL.to_owned())];
-    for (name, var) in [
-        ("redis+sentinel", "TEST_REDIS_SENTINEL_URL"),
-        ("redis+cluster", "TEST_REDIS_CLUSTER_URL"),
-    ] {
-        match std::env::var(var) {
-            Ok(url) if !url.is_empty() => urls.push((name, url)),
-            _ => eprintln!("note: {var} is unset: the send limits are not checked on {name}"),
-        }
-    }
-    urls
+    redis_sets::redis_urls("the send limits")
 }
 
 fn open(url: &str) -> Arc<State> {

@@ -10,20 +10,13 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use wxcourier::state::{CancelFound, Cancels, Claim, Holder, Idempotency, Renewal, State};
 
+#[path = "common/redis_sets.rs"]
+mod redis_sets;
+
 const KEEP: Duration = Duration::from_secs(600);
 
 fn redis_urls() -> Vec<(&'static str, String)> {
-    let mut urls = vec![("redis", "redis://127.0.0.1:6379".to_owned())];
-    for (name, var) in [
-        ("redis+sentinel", "TEST_REDIS_SENTINEL_URL"),
-        ("redis+cluster", "TEST_REDIS_CLUSTER_URL"),
-    ] {
-        match std::env::var(var) {
-            Ok(url) if !url.is_empty() => urls.push((name, url)),
-            _ => eprintln!("note: {var} is unset: cancels are not checked on {name}"),
-        }
-    }
-    urls
+    redis_sets::redis_urls("cancels")
 }
 
 fn open(url: &str, in_flight_ttl: Duration) -> State {

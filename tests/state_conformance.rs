@@ -20,22 +20,14 @@ use wxcourier::wechat::client::{TokenError, WechatClient};
 use wxcourier::wechat::shared_token::SharedTokenSource;
 use wxcourier::wechat::token::{TokenSource, WechatTokenSource};
 
-const REDIS_URL: &str = "redis://127.0.0.1:6379";
+#[path = "common/redis_sets.rs"]
+mod redis_sets;
+use redis_sets::REDIS_URL;
 
 /// Each Redis deployment to check, by name: the single node, then Sentinel and Cluster when
 /// their URLs are set.
 fn redis_urls() -> Vec<(&'static str, String)> {
-    let mut urls = vec![("redis", REDIS_URL.to_owned())];
-    for (name, var) in [
-        ("redis+sentinel", "TEST_REDIS_SENTINEL_URL"),
-        ("redis+cluster", "TEST_REDIS_CLUSTER_URL"),
-    ] {
-        match std::env::var(var) {
-            Ok(url) if !url.is_empty() => urls.push((name, url)),
-            _ => eprintln!("note: {var} is unset: the state contract is not checked on {name}"),
-        }
-    }
-    urls
+    redis_sets::redis_urls("the state contract")
 }
 
 fn open(url: &str, in_flight_ttl: Duration) -> State {

@@ -10,21 +10,14 @@ use prometheus_client::metrics::counter::Counter;
 use wxcourier::state::State;
 use wxcourier::trail::{Entry, MAX_STEPS, StepName, Trails};
 
-const REDIS_URL: &str = "redis://127.0.0.1:6379";
+#[path = "common/redis_sets.rs"]
+mod redis_sets;
+use redis_sets::REDIS_URL;
+
 const TTL: Duration = Duration::from_secs(60);
 
 fn redis_urls() -> Vec<(&'static str, String)> {
-    let mut urls = vec![("redis", REDIS_URL.to_owned())];
-    for (name, var) in [
-        ("redis+sentinel", "TEST_REDIS_SENTINEL_URL"),
-        ("redis+cluster", "TEST_REDIS_CLUSTER_URL"),
-    ] {
-        match std::env::var(var) {
-            Ok(url) if !url.is_empty() => urls.push((name, url)),
-            _ => eprintln!("note: {var} is unset: stories are not checked on {name}"),
-        }
-    }
-    urls
+    redis_sets::redis_urls("stories")
 }
 
 fn state(url: &str) -> State {
