@@ -10,7 +10,6 @@ pub(crate) use routing::routing_key;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// The final status of a send job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -320,26 +319,29 @@ const PREFERENCE: &str = "preference";
 /// The STATUS of every follow report's routing key.
 const FOLLOW: &str = "follow";
 
-/// `t` as RFC 3339 in UTC with milliseconds: `2026-11-28T09:12:03.120Z`.
+/// `t` as RFC 3339 in UTC with milliseconds: `2026-11-28T09:12:03.120Z`. Written field by
+/// field into one string: every outcome and every step of a story carries one, and the `time`
+/// crate's RFC 3339 formatter (which also drops trailing zero fractions) builds it in pieces.
 pub(crate) fn format_timestamp(t: OffsetDateTime) -> String {
+    use std::fmt::Write;
     let t = t.to_offset(time::UtcOffset::UTC);
-    let t = t
-        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
-        .unwrap_or(t);
-    let text = t.format(&Rfc3339).unwrap_or_default();
-    // Rfc3339 drops trailing zero fractions; pin exactly three digits for consumers.
-    match text.find('.') {
-        Some(dot) => {
-            let frac: String = text[dot + 1..text.len() - 1]
-                .chars()
-                .chain("000".chars())
-                .take(3)
-                .collect();
-            format!("{}.{}Z", &text[..dot], frac)
-        }
-        None => format!("{}.000Z", &text[..text.len() - 1]),
-    }
+    let mut text = String::with_capacity(TIMESTAMP_LEN);
+    let _ = write!(
+        text,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    );
+    text
 }
+
+/// `2026-11-28T09:12:03.120Z`.
+const TIMESTAMP_LEN: usize = 24;
 
 #[cfg(test)]
 mod tests {
@@ -595,5 +597,13 @@ mod tests {
         assert_eq!(format_timestamp(t), "2025-11-28T09:12:03.000Z");
         let t = t + time::Duration::milliseconds(120);
         assert_eq!(format_timestamp(t), "2025-11-28T09:12:03.120Z");
+        // Another offset is written in UTC, and the text reads back as RFC 3339.
+        let east = t.to_offset(time::UtcOffset::from_hms(8, 0, 0).unwrap());
+        let text = format_timestamp(east);
+        assert_eq!(text, "2025-11-28T09:12:03.120Z");
+        assert_eq!(text.len(), TIMESTAMP_LEN);
+        let back = OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339);
+        let back = back.unwrap();
+        assert_eq!(back, t);
     }
 }

@@ -208,11 +208,11 @@ impl WechatClient {
         token: &Secret,
         body: Bytes,
     ) -> Result<SendReply, CallError> {
+        let json = reqwest::header::HeaderValue::from_static("application/json");
         let resp = self
             .http
-            .post(format!("{}{path}", self.base))
-            .query(&[("access_token", token.expose())])
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .post(send_url(&self.base, path, token))
+            .header(reqwest::header::CONTENT_TYPE, json)
             .body(body)
             .send()
             .await
@@ -220,6 +220,20 @@ impl WechatClient {
         let bytes = read_ok_body(resp).await?;
         serde_json::from_slice::<SendReply>(&bytes).map_err(|e| CallError::Body(e.to_string()))
     }
+}
+
+/// What a query value keeps as it is: the unreserved characters of RFC 3986.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `BASE` `PATH` `?access_token=TOKEN`, written at once: the send's one query parameter needs
+/// no serializer, and every send builds this URL.
+fn send_url(base: &str, path: &str, token: &Secret) -> String {
+    let token = percent_encoding::utf8_percent_encode(token.expose(), QUERY_VALUE);
+    format!("{base}{path}?access_token={token}")
 }
 
 impl WechatApi for WechatClient {
@@ -364,5 +378,30 @@ async fn token_from(resp: reqwest::Response) -> Result<TokenGrant, TokenError> {
             errcode,
             errmsg: reply.errmsg,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_send_url_carries_the_token_as_one_encoded_query_value() {
+        let url = send_url(
+            "http://127.0.0.1:9",
+            "/cgi-bin/message/template/send",
+            &Secret::new("AbC_-9.~"),
+        );
+        assert_eq!(
+            url,
+            "http://127.0.0.1:9/cgi-bin/message/template/send?access_token=AbC_-9.~"
+        );
+        // A token is WeChat's to choose: whatever it holds stays one query value.
+        let odd = send_url("http://h", "/p", &Secret::new("a b&c=d+/é"));
+        let parsed = reqwest::Url::parse(&odd).unwrap();
+        let pairs: Vec<_> = parsed.query_pairs().collect();
+        assert_eq!(pairs.len(), 1);
+        assert_eq!(pairs[0].0, "access_token");
+        assert_eq!(pairs[0].1, "a b&c=d+/é");
     }
 }
