@@ -244,11 +244,11 @@ async fn the_collector_sees_one_trace_from_the_producer_through_the_wechat_call_
     let id = format!("{}-traced", r.binary.app);
     r.publish_traced(&id, 1).await;
 
-    let (outcome, props) = next_result(&mut results, &id, false).await;
+    let (outcome, outcome_props) = next_result(&mut results, &id, false).await;
     assert_eq!(outcome["status"], "sent", "{outcome}");
     let parent = format!("00-{TRACE_ID}-{PARENT_ID}-01");
-    assert_eq!(header(&props, "traceparent"), Some(parent.as_str()));
-    assert_eq!(header(&props, "tracestate"), Some(TRACESTATE));
+    assert_eq!(header(&outcome_props, "traceparent"), Some(parent.as_str()));
+    assert_eq!(header(&outcome_props, "tracestate"), Some(TRACESTATE));
     let (report, props) = next_result(&mut results, &id, true).await;
     assert_eq!(report["status"], "delivered", "{report}");
     assert_eq!(
@@ -257,6 +257,13 @@ async fn the_collector_sees_one_trace_from_the_producer_through_the_wechat_call_
         "the report carries its job's trace on"
     );
     assert_eq!(header(&props, "tracestate"), Some(TRACESTATE));
+    for props in [&outcome_props, &props] {
+        let headers = serde_json::json!({
+            "traceparent": header(props, "traceparent"),
+            "tracestate": header(props, "tracestate"),
+        });
+        schemas::assert_valid("trace-headers", &headers);
+    }
 
     // Spans go out within about a second of their end.
     let started = Instant::now();
