@@ -36,8 +36,8 @@ pub struct PlatformSettings {
     /// The message kinds the authorizers send.
     #[serde(default)]
     pub kinds: AppKinds,
-    /// Check template jobs against each authorizer's template list before sending: read, not
-    /// yet applied to authorizers.
+    /// Check template jobs against each authorizer's template list before sending: not
+    /// supported yet, so `true` is refused rather than ignored.
     #[serde(default)]
     pub catalog: bool,
 }

@@ -715,6 +715,11 @@ fn a_platform_missing_what_its_pushes_need_names_the_key() {
             PLATFORM.replace("[platforms.saas]", "[platforms.Saas]"),
             "platforms.Saas",
         ),
+        // Not supported yet: refused, not taken and ignored.
+        (
+            format!("{PLATFORM}catalog = true\n"),
+            "platforms.saas.catalog",
+        ),
     ] {
         let err = load(&format!("{MINIMAL}{table}"), &env)
             .unwrap_err()

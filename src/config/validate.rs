@@ -301,5 +301,13 @@ fn validate_platform(
             format!("is missing: set {}", secret_env(name)),
         ));
     }
+    // Taken and ignored, it would promise checks that never happen.
+    if platform.catalog {
+        return Err(invalid(
+            key("catalog"),
+            "is not supported yet: authorizers' template jobs are not checked against their \
+             template lists; leave it false",
+        ));
+    }
     Ok(())
 }
