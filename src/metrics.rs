@@ -129,27 +129,32 @@ pub(crate) struct CauseLabel {
 }
 
 /// What became of the spans `log.otlp` exports. The exporter is set up for the whole process
-/// before any registry exists, so it counts into these, and every registry shows them.
+/// before any registry exists, so it counts into these, and every registry shows them. Both
+/// causes are there from the start (at 0), and each is counted through a handle kept here: a
+/// dead collector drops every span, and a label built per drop would cost each of them.
 pub(crate) struct SpanExport {
     pub(crate) exported: Counter,
     pub(crate) dropped: Family<CauseLabel, Counter>,
-}
-
-impl SpanExport {
-    /// Counts `n` spans dropped for `cause`.
-    pub(crate) fn dropped(&self, cause: &str, n: u64) {
-        let label = CauseLabel {
-            cause: cause.to_owned(),
-        };
-        self.dropped.get_or_create(&label).inc_by(n);
-    }
+    pub(crate) queue_full: Counter,
+    pub(crate) export_failed: Counter,
 }
 
 /// The process's span export counts.
 pub(crate) fn span_export() -> &'static SpanExport {
-    static COUNTS: std::sync::LazyLock<SpanExport> = std::sync::LazyLock::new(|| SpanExport {
-        exported: Counter::default(),
-        dropped: Family::default(),
+    static COUNTS: std::sync::LazyLock<SpanExport> = std::sync::LazyLock::new(|| {
+        let dropped = Family::<CauseLabel, Counter>::default();
+        let handle = |cause: &str| {
+            let label = CauseLabel {
+                cause: cause.to_owned(),
+            };
+            dropped.get_or_create(&label).clone()
+        };
+        SpanExport {
+            exported: Counter::default(),
+            queue_full: handle("queue_full"),
+            export_failed: handle("export_failed"),
+            dropped,
+        }
     });
     &COUNTS
 }

@@ -251,7 +251,8 @@ impl RedisState {
             Some(SentJob {
                 id: v.get("id")?.as_str()?.to_owned(),
                 meta: v.get("meta").filter(|m| !m.is_null()).cloned(),
-                // A record written before traces were kept has none; a bad one is left out.
+                // A record written before traces were kept has none, and one that does not read
+                // as trace headers is left out.
                 trace: v
                     .get("trace")
                     .and_then(|t| serde_json::from_value(t.clone()).ok()),

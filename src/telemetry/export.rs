@@ -34,7 +34,7 @@ impl SpanProcessor for QueueSpans {
     fn on_end(&self, span: SpanData) {
         // Never waits: a span that finds the queue full (or the task gone) is dropped.
         if self.queue.try_send(span).is_err() {
-            span_export().dropped("queue_full", 1);
+            span_export().queue_full.inc();
         }
     }
 
@@ -133,11 +133,11 @@ async fn send<E: SpanExporter>(exporter: &E, batch: &mut Vec<SpanData>, limit: D
             span_export().exported.inc_by(n);
         }
         Ok(Err(e)) => {
-            span_export().dropped("export_failed", n);
+            span_export().export_failed.inc_by(n);
             tracing::debug!(error = %e, spans = n, "span export failed");
         }
         Err(_) => {
-            span_export().dropped("export_failed", n);
+            span_export().export_failed.inc_by(n);
             tracing::debug!(spans = n, "span export timed out");
         }
     }
@@ -166,6 +166,7 @@ mod tests {
         let label = crate::metrics::CauseLabel {
             cause: cause.into(),
         };
+        // Read through the family, as the exposition does.
         span_export().dropped.get_or_create(&label).get()
     }
 
