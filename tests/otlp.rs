@@ -378,3 +378,16 @@ async fn a_collector_that_never_answers_slows_no_job_and_its_lost_spans_are_coun
     r.stop().await;
     held.abort();
 }
+
+#[test]
+fn an_endpoint_that_is_no_url_exits_2_naming_the_export() {
+    let binary = Binary::new("otlp_bad", "http://127.0.0.1:9", "[log]\notlp = true\n");
+    let out = binary
+        .command("run")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url\u{7f}")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("log.otlp"), "{err}");
+}

@@ -53,7 +53,7 @@ impl Export {
 
 /// Sets up the exporter from the standard environment. Needs the tokio runtime.
 pub(crate) fn start() -> Result<Export, SetupError> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpBinary)
         .build()
@@ -61,7 +61,6 @@ pub(crate) fn start() -> Result<Export, SetupError> {
     // The exporter's own client gives up at its timeout; this bound only keeps a stuck request
     // from holding the queue for longer.
     let limit = export_timeout() + Duration::from_secs(1);
-    let mut exporter = exporter;
     let resource = resource();
     opentelemetry_sdk::trace::SpanExporter::set_resource(&mut exporter, &resource);
     let (processor, shipping) = export::start(exporter, limit);
