@@ -126,7 +126,11 @@ pub(crate) async fn process<S: Seams>(deps: &Deps<S>, incoming: Incoming<'_>) ->
     let previous = state.claim.map(Holder::from_raw);
     let mine = Holder::new();
     state.claim = Some(mine.raw());
-    let holder = match deps.store.claim_as(name, &job.id, mine, previous).await {
+    let (claimed, gate) = tokio::join!(
+        deps.store.claim_as(name, &job.id, mine, previous),
+        turn.gate_lookup()
+    );
+    let holder = match claimed {
         Ok(Claim::Fresh(holder)) => holder,
         Ok(Claim::AlreadySent(msgid)) => return Step::Finish(turn.duplicate(&state, msgid)),
         Ok(Claim::InFlight) => return turn.not_now(&state, IN_FLIGHT_ELSEWHERE),
@@ -146,7 +150,7 @@ pub(crate) async fn process<S: Seams>(deps: &Deps<S>, incoming: Incoming<'_>) ->
         .or_else(|| turn.dropped_by_pause(&state))
     {
         Step::Finish(dropped)
-    } else if let Some(step) = turn.gated(&state).await {
+    } else if let Some(step) = turn.gated(&state, gate) {
         // With the claim held: a job already sent gets no second outcome.
         step
     } else if let Some(rejection) = app.catalog_refusal(&job).await {

@@ -6,22 +6,34 @@ use crate::clock::Clock;
 use crate::outcome::SendStatus;
 use crate::preferences::{GateChange, describe, reason};
 use crate::retry::RetryState;
+use crate::state::{Gate, StateResult};
 use crate::worker::deps::Seams;
 
 use super::step::{STATE_DOWN, Step};
 use super::turn::Turn;
 
+/// What the gate lookup found; `None` when the app does not honour preferences.
+pub(super) type GateLookup = Option<StateResult<Option<Gate>>>;
+
 impl<S: Seams> Turn<'_, S> {
-    /// The job's end when a gate holds it back: `suppressed` with the gate's reason. Without
-    /// shared state the gate cannot be read, and the job waits like any other "not now".
-    pub(super) async fn gated(&self, state: &RetryState) -> Option<Step> {
+    /// The gate that holds this job back, looked up while the claim is taken: the two share
+    /// one round trip's wait in shared state. What it finds counts only once the claim is held
+    /// ([`Turn::gated`]), so a job already sent still gets no second outcome.
+    pub(super) async fn gate_lookup(&self) -> GateLookup {
         let gates = self.app.preferences.as_ref()?;
         let now = self.deps.clock.now().unix_timestamp();
         let job = self.job;
-        match gates
-            .holding(self.name, &job.touser, &job.template_id, now)
-            .await
-        {
+        Some(
+            gates
+                .holding(self.name, &job.touser, &job.template_id, now)
+                .await,
+        )
+    }
+
+    /// The job's end when a gate holds it back: `suppressed` with the gate's reason. Without
+    /// shared state the gate cannot be read, and the job waits like any other "not now".
+    pub(super) fn gated(&self, state: &RetryState, lookup: GateLookup) -> Option<Step> {
+        match lookup? {
             Ok(None) => None,
             Ok(Some(gate)) => {
                 let o = self.suppressed(state, reason(&gate), &describe(&gate));

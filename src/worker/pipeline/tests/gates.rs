@@ -308,6 +308,24 @@ async fn gates_that_cannot_be_read_hold_the_job_in_the_broker_without_a_call() {
     );
 }
 
+/// The gate is read while the claim is taken, but counts only once the claim is held: a job
+/// already sent gets its first outcome again, even while the gates cannot be read.
+#[tokio::test(start_paused = true)]
+async fn a_job_already_sent_stays_sent_while_the_gates_cannot_be_read() {
+    let world = honouring(Arc::new(DownGates), vec![]);
+    world
+        .store()
+        .memory()
+        .record_sent("a", "sent-before", Some(77), None, None);
+    let again = finish(&world, template("sent-before")).await;
+    assert_eq!(
+        (again.status, again.duplicate, again.msgid),
+        (SendStatus::Sent, true, Some(77)),
+        "{again:?}"
+    );
+    assert!(world.wechat.received().is_empty());
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_refusal_whose_gate_cannot_be_set_still_ends_failed_as_wechat_said() {
     /// Gates that read, but cannot be written.
