@@ -15,6 +15,7 @@
 #[path = "../../tests/common/kit.rs"]
 mod kit;
 mod measure;
+mod minimal;
 mod options;
 mod platform_startup;
 mod report;
@@ -29,13 +30,19 @@ async fn main() {
     let Some(o) = Options::parse() else {
         return;
     };
+    if let Some(dir) = &o.perf {
+        subjects::profile_into(dir.clone());
+    }
+    if o.wechat == options::Wechat::Minimal {
+        subjects::use_minimal_wechat();
+    }
     let conn = kit::connect().await;
     if o.soak {
         soak::run(&conn, o.jobs).await;
         return;
     }
     println!(
-        "wxcourier benchmark{}: {} jobs per run, {} run(s), prefetch {}",
+        "wxcourier benchmark{}: {} jobs per run, {} run(s), prefetch {}, WeChat: {:?}",
         if o.smoke {
             " (smoke run: small figures, only checks that it works)"
         } else {
@@ -43,7 +50,8 @@ async fn main() {
         },
         o.jobs,
         o.runs,
-        subjects::PREFETCH
+        subjects::PREFETCH,
+        o.wechat
     );
     let out = sections::run(&conn, &o).await;
     report::print(&out.rows);

@@ -26,6 +26,15 @@ pub enum Section {
     PlatformStartup,
 }
 
+/// What answers as WeChat.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+pub enum Wechat {
+    /// `wxcourier sim`, in its own process.
+    Sim,
+    /// A fixed answer by path, on a thread of the benchmark (`minimal.rs`).
+    Minimal,
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "throughput",
@@ -60,6 +69,16 @@ struct Args {
     /// Authorizer counts for the platform-startup section [default: 10000; smoke: 100]
     #[arg(long, value_delimiter = ',')]
     platform_authorizers: Vec<usize>,
+    /// Record a CPU profile of every subject with `perf record` into this directory
+    /// (`scripts/profile.sh` turns them into flamegraphs). Sampling costs the subject CPU:
+    /// read a profiled run's shares, not its figures.
+    #[arg(long, value_name = "DIR")]
+    perf: Option<std::path::PathBuf>,
+    /// What answers as WeChat in the throughput, latency and startup runs: the simulator, or
+    /// a minimal endpoint with fixed answers (the soak and platform-startup sections always
+    /// use the simulator)
+    #[arg(long, value_enum, default_value = "sim")]
+    wechat: Wechat,
     #[command(flatten)]
     harness: HarnessArgs,
 }
@@ -114,6 +133,9 @@ pub struct Options {
     pub apps: Vec<usize>,
     pub startup_apps: Vec<usize>,
     pub platform_authorizers: Vec<usize>,
+    /// Where every subject's `perf record` profile goes, if anywhere.
+    pub perf: Option<std::path::PathBuf>,
+    pub wechat: Wechat,
 }
 
 impl Options {
@@ -146,6 +168,8 @@ impl Options {
             apps: counts(args.apps, vec![10, 100], vec![3]),
             startup_apps: counts(args.startup_apps, vec![2000], vec![50]),
             platform_authorizers: counts(args.platform_authorizers, vec![10_000], vec![100]),
+            perf: args.perf,
+            wechat: args.wechat,
         })
     }
 

@@ -31,7 +31,7 @@ pub struct PlatformStart {
 
 /// Starts the worker for a fresh platform with `n` authorizers twice; see the file's header.
 pub async fn measure(conn: &Connection, n: usize, limit: Duration) -> [PlatformStart; 2] {
-    let sim = Sim::start();
+    let sim = Sim::simulator();
     let name = format!("bp{:08x}", rand::random::<u32>());
     let component = format!("wxb{:016x}", rand::random::<u64>());
     seed(&component, n).await;

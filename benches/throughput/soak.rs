@@ -17,7 +17,7 @@ const OUTCOME_WAIT: Duration = Duration::from_secs(60);
 
 /// `jobs` jobs through one worker; prints the statuses, RSS samples and the peak.
 pub async fn run(conn: &Connection, jobs: usize) {
-    let sim = Sim::start();
+    let sim = Sim::simulator();
     let faults = json!({"busy": 0.02, "http5xx": 0.01, "drop": 0.01, "bad_json": 0.01});
     reqwest::Client::new()
         .post(format!("{}/sim/faults", sim.base))

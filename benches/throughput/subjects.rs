@@ -1,8 +1,10 @@
 //! The processes a measurement runs: the simulator, and the subject that drains the jobs
 //! (the release worker, the floor, or the broker-only floor), plus the apps and queues they use.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lapin::Connection;
@@ -20,15 +22,80 @@ const FLOOR: &str = env!("CARGO_BIN_EXE_wxcourier-floor");
 pub const PREFETCH: u16 = 256;
 /// How long a subject gets to stop on SIGTERM before it is killed.
 const STOP_LIMIT: Duration = Duration::from_secs(15);
+/// Where `--perf` keeps a CPU profile of every subject it starts, if it was given.
+static PROFILE_DIR: OnceLock<PathBuf> = OnceLock::new();
+/// Numbers the profiles of one invocation in the order their subjects started.
+static PROFILES: AtomicUsize = AtomicUsize::new(0);
+/// Samples per second of `perf record`: prime, so it does not beat with a periodic timer.
+const PROFILE_HZ: &str = "499";
 
-/// `wxcourier sim` in its own process, with a quota no run uses up.
+/// Profiles every subject started from now on with `perf record` into `dir`.
+pub fn profile_into(dir: PathBuf) {
+    std::fs::create_dir_all(&dir).expect("the profile directory is created");
+    let _ = PROFILE_DIR.set(dir);
+}
+
+/// `perf record` attached to `pid` (with DWARF call graphs: the release build keeps no frame
+/// pointers), writing `N-LABEL.perf.data`; it ends by itself when `pid` exits.
+fn attach_profiler(pid: u32, label: &str) -> Option<Child> {
+    let dir = PROFILE_DIR.get()?;
+    let n = PROFILES.fetch_add(1, Ordering::Relaxed);
+    let slug: String = label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let out = dir.join(format!("{n:02}-{slug}.perf.data"));
+    Command::new("perf")
+        .args([
+            "record",
+            "-q",
+            "-F",
+            PROFILE_HZ,
+            "--call-graph",
+            "dwarf,16384",
+        ])
+        .arg("-p")
+        .arg(pid.to_string())
+        .arg("-o")
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .inspect_err(|e| eprintln!("perf record cannot start, no profile: {e}"))
+        .ok()
+}
+
+/// The minimal WeChat stand-in's address, once `--wechat minimal` started it: one endpoint
+/// serves every run of the invocation.
+static MINIMAL: OnceLock<String> = OnceLock::new();
+
+/// Answers WeChat's calls in every later run with the minimal endpoint instead of the
+/// simulator.
+pub fn use_minimal_wechat() {
+    MINIMAL.get_or_init(|| crate::minimal::Minimal::start().base);
+}
+
+/// What answers as WeChat in a run: `wxcourier sim` in its own process, with a quota no run
+/// uses up, or the minimal endpoint under `--wechat minimal`.
 pub struct Sim {
-    child: Child,
+    child: Option<Child>,
     pub base: String,
 }
 
 impl Sim {
+    /// The stand-in this invocation chose.
     pub fn start() -> Self {
+        match MINIMAL.get() {
+            Some(base) => Self {
+                child: None,
+                base: base.clone(),
+            },
+            None => Self::simulator(),
+        }
+    }
+
+    /// The simulator, whatever was chosen: for runs that use its faults or platform calls.
+    pub fn simulator() -> Self {
         let port = kit::free_port();
         let child = Command::new(WORKER)
             .args(["sim", "--listen", &format!("127.0.0.1:{port}")])
@@ -43,7 +110,7 @@ impl Sim {
             std::thread::sleep(Duration::from_millis(20));
         }
         Self {
-            child,
+            child: Some(child),
             base: format!("http://127.0.0.1:{port}"),
         }
     }
@@ -51,8 +118,10 @@ impl Sim {
 
 impl Drop for Sim {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -105,6 +174,8 @@ pub struct Running {
     pub http: Option<String>,
     /// The traced worker's collector: bound, never accepting, so every export hangs.
     _collector: Option<std::net::TcpListener>,
+    /// `perf record` on this subject, under `--perf`.
+    profiler: Option<Child>,
 }
 
 impl Running {
@@ -149,11 +220,13 @@ impl Running {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("the subject starts");
+        let profiler = attach_profiler(child.id(), subject.label());
         Self {
             child,
             _dir: dir,
             http,
             _collector: collector,
+            profiler,
         }
     }
 
@@ -196,6 +269,7 @@ impl Running {
             _dir: dir,
             http: Some(http),
             _collector: None,
+            profiler: None,
         }
     }
 
@@ -208,6 +282,18 @@ impl Running {
         if let Ok(None) = self.child.try_wait() {
             kit::signal(&self.child, "TERM");
             let _ = kit::wait_exit(&mut self.child, STOP_LIMIT);
+        }
+        if let Some(mut perf) = self.profiler.take() {
+            // perf writes its file once its target is gone; SIGINT (never SIGKILL, which
+            // would lose the file) if it has not ended by then.
+            let start = std::time::Instant::now();
+            while matches!(perf.try_wait(), Ok(None)) && start.elapsed() < STOP_LIMIT {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if matches!(perf.try_wait(), Ok(None)) {
+                kit::signal(&perf, "INT");
+            }
+            let _ = perf.wait();
         }
     }
 }
