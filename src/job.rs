@@ -64,6 +64,11 @@ impl Job {
         self.body.clone()
     }
 
+    /// [`Job::wechat_body`], borrowed: for a reader that needs no copy of its own.
+    pub(crate) fn wechat_bytes(&self) -> &[u8] {
+        &self.body
+    }
+
     /// Whether `not_after` has passed at `now`.
     pub(crate) fn expired_at(&self, now: OffsetDateTime) -> bool {
         self.not_after.is_some_and(|t| now > t)

@@ -345,3 +345,19 @@ async fn a_give_back_that_fails_still_ends_the_job_and_leaves_the_slot_taken() {
     let o = outcome(&w, numbered("k2")).await;
     assert_eq!(o.reason, Some(OutcomeReason::FrequencyCap), "{o:?}");
 }
+
+/// A content mark kept in Redis must still match after an upgrade: the digest of a job is what
+/// it was when content de-duplication came (these were computed then), nested objects included.
+#[test]
+fn the_content_digest_stays_what_earlier_releases_computed() {
+    let mut nested = template("p1");
+    nested["miniprogram"] = serde_json::json!({"pagepath": "p", "appid": "wx1"});
+    assert_eq!(
+        digest_of(template("h1")),
+        "84668fe984b951049436c5e376f7dbbdfd1031c3a5c1515a94914f36f462ce5a"
+    );
+    assert_eq!(
+        digest_of(nested),
+        "c48612c240f6aa474cf958d0ce2b24579a19b137b866fe5fb16e86861a85fa7a"
+    );
+}
