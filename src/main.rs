@@ -2,8 +2,8 @@
 
 #![forbid(unsafe_code)]
 
-/// jemalloc, not glibc malloc, which took a fifth of the worker's CPU, with an arena lock on
-/// memory allocated on lapin's I/O thread and freed on tokio's (docs/performance.md).
+/// jemalloc, not glibc malloc, which took a fifth of the worker's CPU and waited on its arena
+/// locks (docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
