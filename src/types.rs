@@ -19,6 +19,54 @@ pub struct TraceHeaders {
     pub tracestate: Option<String>,
 }
 
+/// The longest `tracestate` passed on: 32 list members of the W3C limits fit in it.
+const MAX_TRACESTATE: usize = 512;
+
+impl TraceHeaders {
+    /// Trace headers worth passing on from text that crossed a trust boundary (a producer's
+    /// AMQP headers, a record read back from shared state): `None` without a valid
+    /// `traceparent` (a `tracestate` without one means nothing), and the `tracestate` only when
+    /// it is valid too.
+    pub fn checked(traceparent: &str, tracestate: Option<&str>) -> Option<Self> {
+        if !valid_traceparent(traceparent) {
+            return None;
+        }
+        Some(Self {
+            traceparent: traceparent.to_owned(),
+            tracestate: tracestate
+                .filter(|s| valid_tracestate(s))
+                .map(str::to_owned),
+        })
+    }
+}
+
+/// `VERSION-TRACEID-PARENTID-FLAGS` in lowercase hex (2-32-16-2), with a trace id and parent
+/// id that are not all zeros and a version other than `ff`, as W3C Trace Context asks.
+fn valid_traceparent(p: &str) -> bool {
+    let parts: Vec<&str> = p.split('-').collect();
+    let [version, trace, parent, flags] = parts[..] else {
+        return false;
+    };
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && nonzero(trace)
+        && hex(parent, 16)
+        && nonzero(parent)
+        && hex(flags, 2)
+}
+
+/// Printable ASCII within the length limit: the list's own grammar is the vendors' business.
+fn valid_tracestate(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_TRACESTATE && s.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
 /// A string that must never be printed: `Debug`, `Display` and `Serialize` all show
 /// `[redacted]`, so a secret cannot reach a log, an error, an outcome or a dump of the settings.
 /// Code that must send it calls [`Secret::expose`] by name.

@@ -566,6 +566,62 @@ async fn a_redis_outage_while_fetching_a_token_reads_as_state_not_as_wechat() {
     assert!(!text.contains("WeChat"), "{text}");
 }
 
+/// A sent record is read back from shared state, which anything with Redis access can write:
+/// a forged trace in it is checked as a producer's headers are, before a delivery report
+/// echoes it.
+#[tokio::test]
+async fn a_forged_trace_in_a_sent_record_is_not_passed_on() {
+    let app = app();
+    let mut raw = redis::Client::open(REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let records = [
+        (
+            91,
+            serde_json::json!({"traceparent": "00-not-a-trace-01\r\nx: y"}),
+        ),
+        (
+            92,
+            serde_json::json!({"traceparent": "a".repeat(70_000), "tracestate": "rojo=1"}),
+        ),
+        (93, serde_json::json!({"traceparent": 7})),
+        (
+            94,
+            serde_json::json!({"traceparent": parent, "tracestate": "bad\nline"}),
+        ),
+    ];
+    let mut pipe = redis::pipe();
+    for (msgid, trace) in &records {
+        let record = serde_json::json!({"id": format!("forged-{msgid}"), "trace": trace});
+        pipe.cmd("SET")
+            .arg(format!("wxcourier:{{{app}}}:msgid:{msgid}"))
+            .arg(record.to_string())
+            .arg("PX")
+            .arg(60_000)
+            .ignore();
+    }
+    let () = pipe.query_async(&mut raw).await.unwrap();
+
+    let s = open(REDIS_URL, Duration::from_secs(5));
+    for msgid in [91, 92, 93] {
+        let job = s.job_for_msgid(&app, msgid).await.unwrap().unwrap();
+        assert_eq!(job.id, format!("forged-{msgid}"), "the job is still named");
+        assert_eq!(job.trace, None, "msgid {msgid}");
+    }
+    // A valid traceparent still crosses; the bad tracestate beside it does not.
+    let job = s.job_for_msgid(&app, 94).await.unwrap().unwrap();
+    assert_eq!(
+        job.trace,
+        Some(TraceHeaders {
+            traceparent: parent.into(),
+            tracestate: None
+        })
+    );
+}
+
 #[tokio::test]
 async fn what_was_written_before_keys_had_a_hash_tag_still_counts_on_a_single_node() {
     // A version before the hash tag wrote `wxcourier:APP:…`: after an upgrade, an id it sent

@@ -10,20 +10,11 @@ use crate::types::TraceHeaders;
 
 pub(crate) const TRACEPARENT: &str = "traceparent";
 pub(crate) const TRACESTATE: &str = "tracestate";
-/// The longest `tracestate` passed on: 32 list members of the W3C limits fit in it.
-const MAX_TRACESTATE: usize = 512;
 
-/// The job's trace headers worth echoing, or `None` when it has no valid `traceparent` (a
-/// `tracestate` without one means nothing): a valid `traceparent`, and its `tracestate` when
-/// that is valid too.
+/// The job's trace headers worth echoing ([`TraceHeaders::checked`]).
 pub(crate) fn headers_of(properties: &BasicProperties) -> Option<TraceHeaders> {
     let headers = properties.headers().as_ref()?;
-    let parent = text(headers, TRACEPARENT).filter(|p| valid_traceparent(p))?;
-    let state = text(headers, TRACESTATE).filter(|s| valid_tracestate(s));
-    Some(TraceHeaders {
-        traceparent: parent.to_owned(),
-        tracestate: state.map(str::to_owned),
-    })
+    TraceHeaders::checked(text(headers, TRACEPARENT)?, text(headers, TRACESTATE))
 }
 
 /// `trace` as the AMQP headers of a message wxcourier publishes.
@@ -48,33 +39,6 @@ fn text<'a>(headers: &'a FieldTable, key: &str) -> Option<&'a str> {
         AMQPValue::ShortString(s) => Some(s.as_str()),
         _ => None,
     }
-}
-
-/// `VERSION-TRACEID-PARENTID-FLAGS` in lowercase hex (2-32-16-2), with a trace id and parent
-/// id that are not all zeros and a version other than `ff`, as W3C Trace Context asks.
-fn valid_traceparent(p: &str) -> bool {
-    let parts: Vec<&str> = p.split('-').collect();
-    let [version, trace, parent, flags] = parts[..] else {
-        return false;
-    };
-    let hex = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
-    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
-    hex(version, 2)
-        && version != "ff"
-        && hex(trace, 32)
-        && nonzero(trace)
-        && hex(parent, 16)
-        && nonzero(parent)
-        && hex(flags, 2)
-}
-
-/// Printable ASCII within the length limit: the list's own grammar is the vendors' business.
-fn valid_tracestate(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_TRACESTATE && s.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
 
 #[cfg(test)]

@@ -251,11 +251,12 @@ impl RedisState {
             Some(SentJob {
                 id: v.get("id")?.as_str()?.to_owned(),
                 meta: v.get("meta").filter(|m| !m.is_null()).cloned(),
-                // A record written before traces were kept has none, and one that does not read
-                // as trace headers is left out.
+                // A record written before traces were kept has none. Shared state is read as
+                // untrusted as a producer's headers: what does not pass their check is left out.
                 trace: v
                     .get("trace")
-                    .and_then(|t| serde_json::from_value(t.clone()).ok()),
+                    .and_then(|t| serde_json::from_value::<TraceHeaders>(t.clone()).ok())
+                    .and_then(|t| TraceHeaders::checked(&t.traceparent, t.tracestate.as_deref())),
             })
         }))
     }
