@@ -41,6 +41,8 @@ async fn serve(listener: TcpListener) {
     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of descriptors, say: wait rather than spin on the same error.
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             continue;
         };
         tokio::spawn(async move {

@@ -92,7 +92,7 @@ impl Catalog {
             }
             return Ok(());
         };
-        let Some(data) = JobData::from_body(&job.wechat_body()) else {
+        let Some(data) = JobData::from_body(job.wechat_bytes()) else {
             return Ok(());
         };
         let (template, found) = hold(&templates, &self.app, &data)?;

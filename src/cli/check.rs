@@ -250,7 +250,7 @@ fn report_jobs(
                 ));
             } else if job.kind == Kind::Template
                 && let Some(templates) = templates
-                && let Some(data) = JobData::from_body(&job.wechat_body())
+                && let Some(data) = JobData::from_body(job.wechat_bytes())
             {
                 match catalog::hold(templates, name, &data) {
                     Ok((_, review)) => {
