@@ -414,3 +414,117 @@ async fn check_names_the_statuses_of_an_app_that_no_queue_takes() {
     let _ = conn.close(200, "done".into()).await;
     sim.stop();
 }
+
+/// The broker's returns name no publish, and lapin hands each to whichever confirm it resolves
+/// next. Many results and retry-style copies in flight at once, some to a key a queue takes
+/// and some to keys none does: each returned result must be told by its own key, once, and
+/// each copy no queue took must fail (and only those), or a job would be acked with its
+/// retry copy dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn returns_are_told_apart_with_many_publishes_in_flight() {
+    use lapin::options::{ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions};
+    use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+    use wxcourier::broker::publish::{Landing, Publication, Unroutable};
+
+    const ROUNDS: usize = 5;
+    const EACH: usize = 120;
+    let conn = connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let exchange = unique_app("returns");
+    ch.exchange_declare(
+        exchange.as_str().into(),
+        lapin::ExchangeKind::Direct,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let queue = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    ch.queue_bind(
+        queue.name().clone(),
+        exchange.as_str().into(),
+        "taken".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let publisher = Publisher::open(&conn, Duration::from_secs(20))
+        .await
+        .unwrap();
+
+    for round in 0..ROUNDS {
+        let publishes = (0..EACH).map(|i| {
+            let (publisher, exchange) = (&publisher, exchange.as_str());
+            async move {
+                // Thirds: a result no queue takes, a result the queue takes, and a copy that
+                // must land, to the queue or (every other one) to nowhere.
+                let (key, unroutable) = match i % 3 {
+                    0 => (format!("lost.{round}.{i}"), Unroutable::Reported),
+                    1 => ("taken".to_owned(), Unroutable::Reported),
+                    _ if i % 2 == 0 => ("taken".to_owned(), Unroutable::Refused),
+                    _ => (format!("dropped.{round}.{i}"), Unroutable::Refused),
+                };
+                let landed = publisher
+                    .publish(Publication {
+                        exchange,
+                        routing_key: &key,
+                        body: b"{}",
+                        properties: lapin::BasicProperties::default(),
+                        unroutable,
+                    })
+                    .await;
+                (key, unroutable, landed)
+            }
+        });
+        let mut returned = Vec::new();
+        let mut expected = Vec::new();
+        for (key, unroutable, landed) in futures_util::future::join_all(publishes).await {
+            match unroutable {
+                Unroutable::Refused if key == "taken" => {
+                    assert_eq!(
+                        landed.as_ref().ok(),
+                        Some(&Landing::Taken),
+                        "{key}: {landed:?}"
+                    )
+                }
+                Unroutable::Refused => assert!(
+                    matches!(landed, Err(wxcourier::broker::PublishError::Unroutable)),
+                    "a copy no queue took must fail: {key}: {landed:?}"
+                ),
+                _ => {
+                    if key != "taken" {
+                        expected.push(key);
+                    }
+                    match landed {
+                        Ok(Landing::Returned(key)) => returned.push(key),
+                        Ok(Landing::Taken) => {}
+                        Err(e) => panic!("a result must be confirmed: {e}"),
+                    }
+                }
+            }
+        }
+        returned.sort();
+        expected.sort();
+        assert_eq!(
+            returned, expected,
+            "round {round}: each return once, by its own key"
+        );
+    }
+    ch.queue_delete(queue.name().clone(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    ch.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+}

@@ -1,11 +1,14 @@
 //! Publishing with publisher confirms and a deadline: a publish counts only once the broker
 //! has confirmed it.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use tokio::time::{Instant, timeout_at};
 
 /// Why a publish did not count.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -20,11 +23,38 @@ pub enum PublishError {
     Channel(String),
 }
 
-/// A confirm-mode channel shared by every task of one connection.
+/// Confirm-mode channels shared by every task of one connection.
+///
+/// The broker sends a `basic.return` before the confirm of a `mandatory` message no queue
+/// took, but nothing in the return says which publish it answers, and lapin hands it to
+/// whichever confirm it resolves next (a multiple ack resolves its tags in no fixed order).
+/// With several mandatory publishes in flight on one channel, a return can come with another
+/// publish's confirm. So the two kinds of mandatory publish are kept apart:
+/// - [`Unroutable::Reported`] (and [`Unroutable::Unasked`]) publishes are pipelined on one
+///   channel, and a return is told by its own routing key ([`Landing::Returned`]), whichever
+///   confirm it came with;
+/// - [`Unroutable::Refused`] publishes, whose return must fail exactly the publish it answers,
+///   go one at a time on each of a few lanes, so a lane's return has one confirm to come with.
 #[derive(Clone)]
 pub struct Publisher {
-    channel: Channel,
+    pipelined: Channel,
+    lanes: Arc<[Lane]>,
+    next_lane: Arc<AtomicUsize>,
     timeout: Duration,
+}
+
+/// How many channels take [`Unroutable::Refused`] publishes, each one at a time: retry and dead
+/// copies are the exception (a job WeChat turned away), so a few lanes keep a burst of them
+/// moving without a channel per job.
+const LANES: usize = 4;
+
+/// A channel that carries one publish at a time.
+struct Lane {
+    channel: Channel,
+    /// Held for the whole of a publish. False while a publish on the lane may still await its
+    /// confirm: one that timed out, or whose caller went away. The next publish waits for that
+    /// confirm first, so a return that answers it cannot come with the next one's.
+    settled: tokio::sync::Mutex<bool>,
 }
 
 /// One message to publish, with where it goes and what must become of it.
@@ -46,90 +76,154 @@ pub enum Unroutable {
     /// Published `mandatory`, and a message the broker returns is an error: retry and dead
     /// copies must land in a queue.
     Refused,
-    /// Published `mandatory`, and a message the broker returns still counts as published,
-    /// told apart as [`Landing::Returned`]: results, whose consumers bind what they want, and
-    /// whose caller counts what nobody took.
+    /// Published `mandatory`, and a message the broker returns still counts as published:
+    /// results, whose consumers bind what they want, and whose caller counts what nobody took
+    /// by [`Landing::Returned`].
     Reported,
 }
 
-/// Where a confirmed message went.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What came with a publish's confirm.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Landing {
-    /// Confirmed and not returned: a queue or an alternate exchange took it (or, not
-    /// published `mandatory`, the broker did not say).
+    /// Confirmed, and no returned message came with the confirm.
     Taken,
-    /// Confirmed, but returned as unroutable ([`Unroutable::Reported`]): no queue took it.
-    Returned,
+    /// Confirmed, and a message published [`Unroutable::Reported`] came back with the confirm:
+    /// this one, or another in flight at the same time (see [`Publisher`]). The routing key is
+    /// the returned message's own, so counting returns by it counts each once, under its key.
+    Returned(String),
 }
 
 impl Publisher {
     pub async fn open(conn: &Connection, timeout: Duration) -> Result<Self, PublishError> {
-        let channel = conn
-            .create_channel()
-            .await
-            .map_err(|e| PublishError::Channel(e.to_string()))?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| PublishError::Channel(e.to_string()))?;
-        Ok(Self { channel, timeout })
+        let pipelined = confirm_channel(conn).await?;
+        let mut lanes = Vec::with_capacity(LANES);
+        for _ in 0..LANES {
+            lanes.push(Lane {
+                channel: confirm_channel(conn).await?,
+                settled: tokio::sync::Mutex::new(true),
+            });
+        }
+        Ok(Self {
+            pipelined,
+            lanes: lanes.into(),
+            next_lane: Arc::new(AtomicUsize::new(0)),
+            timeout,
+        })
     }
 
-    /// Whether the channel still takes publishes. A channel the broker closed (a refused
+    /// Whether the channels still take publishes. A channel the broker closed (a refused
     /// frame, a failed publish) stays closed: the session must start over.
     pub(crate) fn is_open(&self) -> bool {
-        self.channel.status().connected()
+        self.pipelined.status().connected()
+            && self
+                .lanes
+                .iter()
+                .all(|lane| lane.channel.status().connected())
     }
 
-    /// Closes the channel once its confirms are in.
+    /// Closes the channels once their confirms are in.
     pub async fn close(&self) -> Result<(), PublishError> {
-        self.channel
-            .close(200, "done".into())
-            .await
-            .map_err(|e| PublishError::Channel(e.to_string()))
+        let closing = self.pipelined.close(200, "done".into()).await;
+        for lane in self.lanes.iter() {
+            let _alone = lane.settled.lock().await;
+            lane.channel
+                .close(200, "done".into())
+                .await
+                .map_err(channel_error)?;
+        }
+        closing.map_err(channel_error)
     }
 
     /// Publishes and waits for the broker's confirm, or fails by the deadline. Many calls may
-    /// run at once: their confirms are pipelined on the one channel.
-    ///
-    /// The broker sends a `basic.return` before the confirm of a `mandatory` message no queue
-    /// took; lapin hands the returned message back with the confirm (`Ack(Some(_))`), so the
-    /// one await tells both.
+    /// run at once: their confirms are pipelined, except a [`Unroutable::Refused`] publish's,
+    /// which waits for a lane of its own.
     pub async fn publish(&self, msg: Publication<'_>) -> Result<Landing, PublishError> {
-        let unroutable = msg.unroutable;
-        let work = async {
-            let confirm = self
-                .channel
-                .basic_publish(
-                    msg.exchange.into(),
-                    msg.routing_key.into(),
-                    BasicPublishOptions {
-                        mandatory: unroutable != Unroutable::Unasked,
-                        ..BasicPublishOptions::default()
-                    },
-                    msg.body,
-                    msg.properties,
-                )
-                .await
-                .map_err(|e| PublishError::Channel(e.to_string()))?
-                .await
-                .map_err(|e| PublishError::Channel(e.to_string()))?;
-            match confirm {
-                Confirmation::Ack(None) => Ok(Landing::Taken),
-                Confirmation::Ack(Some(_)) if unroutable == Unroutable::Reported => {
-                    Ok(Landing::Returned)
-                }
-                Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable),
-                Confirmation::Nack(_) => Err(PublishError::Nacked),
-                Confirmation::NotRequested => {
-                    Err(PublishError::Channel("confirms are not enabled".into()))
-                }
-            }
-        };
-        tokio::time::timeout(self.timeout, work)
+        let deadline = Instant::now() + self.timeout;
+        if msg.unroutable == Unroutable::Refused {
+            return self.publish_alone(msg, deadline).await;
+        }
+        let confirmation = timeout_at(deadline, send(&self.pipelined, msg))
             .await
-            .unwrap_or(Err(PublishError::Timeout(self.timeout)))
+            .map_err(|_| PublishError::Timeout(self.timeout))??;
+        match confirmation {
+            Confirmation::Ack(None) => Ok(Landing::Taken),
+            Confirmation::Ack(Some(returned)) => {
+                Ok(Landing::Returned(returned.delivery.routing_key.to_string()))
+            }
+            Confirmation::Nack(_) => Err(PublishError::Nacked),
+            Confirmation::NotRequested => Err(not_requested()),
+        }
     }
+
+    /// A [`Unroutable::Refused`] publish, alone on its lane, so that a return on the lane is
+    /// its own.
+    async fn publish_alone(
+        &self,
+        msg: Publication<'_>,
+        deadline: Instant,
+    ) -> Result<Landing, PublishError> {
+        let timed_out = |_| PublishError::Timeout(self.timeout);
+        let lane = &self.lanes[self.next_lane.fetch_add(1, Ordering::Relaxed) % LANES];
+        let mut settled = timeout_at(deadline, lane.settled.lock())
+            .await
+            .map_err(timed_out)?;
+        if !*settled {
+            // What an earlier publish's confirm brought back belongs to a caller that already
+            // failed (and handed its job back): it is only waited out here.
+            timeout_at(deadline, lane.channel.wait_for_confirms())
+                .await
+                .map_err(timed_out)?
+                .map_err(channel_error)?;
+        }
+        *settled = false;
+        let confirmation = timeout_at(deadline, send(&lane.channel, msg))
+            .await
+            .map_err(timed_out)??;
+        *settled = true;
+        match confirmation {
+            Confirmation::Ack(None) => Ok(Landing::Taken),
+            Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable),
+            Confirmation::Nack(_) => Err(PublishError::Nacked),
+            Confirmation::NotRequested => Err(not_requested()),
+        }
+    }
+}
+
+/// A channel in confirm mode.
+async fn confirm_channel(conn: &Connection) -> Result<Channel, PublishError> {
+    let channel = conn.create_channel().await.map_err(channel_error)?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(channel_error)?;
+    Ok(channel)
+}
+
+/// Publishes `msg` on `channel` and waits for its confirm.
+async fn send(channel: &Channel, msg: Publication<'_>) -> Result<Confirmation, PublishError> {
+    channel
+        .basic_publish(
+            msg.exchange.into(),
+            msg.routing_key.into(),
+            BasicPublishOptions {
+                mandatory: msg.unroutable != Unroutable::Unasked,
+                ..BasicPublishOptions::default()
+            },
+            msg.body,
+            msg.properties,
+        )
+        .await
+        .map_err(channel_error)?
+        .await
+        .map_err(channel_error)
+}
+
+fn channel_error(e: lapin::Error) -> PublishError {
+    PublishError::Channel(e.to_string())
+}
+
+fn not_requested() -> PublishError {
+    PublishError::Channel("confirms are not enabled".into())
 }
 
 impl Publisher {
@@ -156,7 +250,7 @@ impl Publisher {
     }
 
     /// Publishes an outcome or a delivery report to `wxcourier.results` under `routing_key`;
-    /// [`Landing::Returned`] when no queue took it.
+    /// [`Landing::Returned`] when a result no queue took came back with its confirm.
     pub async fn publish_result<T: serde::Serialize>(
         &self,
         routing_key: &str,

@@ -101,8 +101,8 @@ impl Reporter {
             }
         };
         // Published, but no queue took it: WeChat's retry would find nobody either.
-        if landing == Landing::Returned {
-            count_returned(&self.metrics, &report.routing_key());
+        if let Landing::Returned(returned) = &landing {
+            count_returned(&self.metrics, returned);
         }
         self.metrics.callback_event(app, report.status());
         if let Report::Delivery(delivery) = &report

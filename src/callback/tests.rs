@@ -78,7 +78,7 @@ impl ReportOutlet for FakeOutlet {
             }
             self.published.lock().push(report.clone());
             Ok(match self.unrouted.load(Ordering::SeqCst) {
-                true => Landing::Returned,
+                true => Landing::Returned(report.routing_key()),
                 false => Landing::Taken,
             })
         })

@@ -109,8 +109,8 @@ async fn publish(
                     result_message(&routing_key, &body, answer.id.as_deref()),
                     trace,
                 );
-                if publisher.publish(message).await? == Landing::Returned {
-                    count_returned(metrics, &routing_key);
+                if let Landing::Returned(returned) = publisher.publish(message).await? {
+                    count_returned(metrics, &returned);
                 }
                 Ok(())
             };
@@ -151,9 +151,8 @@ async fn publish_outcome(
         result_message(&routing_key, &body, outcome.id.as_deref()),
         trace,
     );
-    let landing = publisher.publish(message).await?;
-    if landing == Landing::Returned {
-        count_returned(metrics, &routing_key);
+    if let Landing::Returned(returned) = publisher.publish(message).await? {
+        count_returned(metrics, &returned);
     }
     Ok(())
 }
@@ -240,8 +239,8 @@ mod tests {
         }
     }
 
-    /// The fake broker's answer to a publish, by the exchange it went to.
-    type Answer = fn(&str) -> Result<Landing, PublishError>;
+    /// The fake broker's answer to a publish, by the exchange and routing key it went to.
+    type Answer = fn(&str, &str) -> Result<Landing, PublishError>;
 
     /// A broker that records every publish and answers each by its exchange.
     struct FakeBroker {
@@ -251,7 +250,7 @@ mod tests {
 
     impl FakeBroker {
         fn confirming() -> Self {
-            Self::answering(|_| Ok(Landing::Taken))
+            Self::answering(|_, _| Ok(Landing::Taken))
         }
 
         fn answering(answer: Answer) -> Self {
@@ -275,7 +274,7 @@ mod tests {
                 properties: msg.properties,
                 unroutable: msg.unroutable,
             });
-            (self.answer)(msg.exchange)
+            (self.answer)(msg.exchange, msg.routing_key)
         }
     }
 
@@ -494,11 +493,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_unconfirmed_outcome_hands_the_delivery_back_after_a_pause_never_acks() {
         let refusals: [Answer; 4] = [
-            |_| Err(PublishError::Nacked),
-            |_| Err(PublishError::Timeout(Duration::from_secs(5))),
-            |_| Err(PublishError::Unroutable),
+            |_, _| Err(PublishError::Nacked),
+            |_, _| Err(PublishError::Timeout(Duration::from_secs(5))),
+            |_, _| Err(PublishError::Unroutable),
             // The publisher's channel is gone.
-            |_| Err(PublishError::Channel("channel closed".into())),
+            |_, _| Err(PublishError::Channel("channel closed".into())),
         ];
         for refuse in refusals {
             for step in [
@@ -518,7 +517,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_refused_publish_is_counted_before_the_hand_back_even_one_that_never_gets_out() {
-        let broker = FakeBroker::answering(|_| Err(PublishError::Timeout(Duration::from_secs(1))));
+        let broker =
+            FakeBroker::answering(|_, _| Err(PublishError::Timeout(Duration::from_secs(1))));
         let delivery = FakeDelivery {
             hand_back_blocks: true,
             ..FakeDelivery::new()
@@ -538,7 +538,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_rejected_job_whose_dead_copy_is_refused_is_handed_back_even_with_its_outcome_out() {
-        let broker = FakeBroker::answering(|exchange| match exchange {
+        let broker = FakeBroker::answering(|exchange, _| match exchange {
             "" => Err(PublishError::Unroutable),
             _ => Ok(Landing::Taken),
         });
@@ -547,7 +547,7 @@ mod tests {
         assert!(matches!(settled, Settled::HandedBack));
         assert_eq!(delivery.ends(), ["hand back"]);
         // And the other way round: the dead copy in, the outcome refused.
-        let broker = FakeBroker::answering(|exchange| match exchange {
+        let broker = FakeBroker::answering(|exchange, _| match exchange {
             "" => Ok(Landing::Taken),
             _ => Err(PublishError::Nacked),
         });
@@ -571,8 +571,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_outcome_no_queue_took_is_counted_once_per_message_and_the_job_acked() {
-        let broker = FakeBroker::answering(|exchange| match exchange {
-            RESULTS_EXCHANGE => Ok(Landing::Returned),
+        let broker = FakeBroker::answering(|exchange, key| match exchange {
+            RESULTS_EXCHANGE => Ok(Landing::Returned(key.to_string())),
             _ => Ok(Landing::Taken),
         });
         let metrics = Metrics::new();
