@@ -68,6 +68,12 @@ pub(crate) struct PlatformLabel {
 }
 
 #[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PlatformResult {
+    pub(crate) platform: String,
+    pub(crate) result: String,
+}
+
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct PlatformStanding {
     pub(crate) platform: String,
     pub(crate) standing: String,
@@ -117,6 +123,8 @@ pub struct Metrics {
     pub trail_failures: Counter,
     pub(crate) platform_ticket_age: Family<PlatformLabel, Gauge>,
     pub(crate) platform_authorizers: Family<PlatformStanding, Gauge>,
+    pub(crate) platform_reconciliations: Family<PlatformResult, Counter>,
+    pub(crate) platform_tokens_restored: Family<PlatformLabel, Counter>,
     /// The process's span export counts ([`span_export`]), shown by every registry.
     pub(crate) trace_spans_exported: Counter,
     pub(crate) trace_spans_dropped: Family<CauseLabel, Counter>,
@@ -200,6 +208,8 @@ impl Metrics {
             trail_failures: Counter::default(),
             platform_ticket_age: Family::default(),
             platform_authorizers: Family::default(),
+            platform_reconciliations: Family::default(),
+            platform_tokens_restored: Family::default(),
             trace_spans_exported: span_export().exported.clone(),
             trace_spans_dropped: span_export().dropped.clone(),
         };
@@ -362,6 +372,18 @@ impl Metrics {
             "platform_authorizers",
             "A platform's authorizers by standing (active, revoked, needs_reauthorization)",
             m.platform_authorizers.clone(),
+        );
+        r.register(
+            "platform_reconciliations",
+            "Reconciliations of a platform's refresh tokens with WeChat's authorizer list, by \
+             result (ok, failed)",
+            m.platform_reconciliations.clone(),
+        );
+        r.register(
+            "platform_refresh_tokens_restored",
+            "Refresh tokens the state had lost and a reconciliation kept again from WeChat's \
+             authorizer list",
+            m.platform_tokens_restored.clone(),
         );
         r.register(
             "trace_spans_exported",
@@ -589,6 +611,27 @@ impl Metrics {
                 standing: standing.to_owned(),
             })
             .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// One reconciliation of `platform` ended: `restored` tokens kept again when it succeeded.
+    pub(crate) fn reconciled(&self, platform: &str, restored: Option<usize>) {
+        let result = match restored {
+            Some(_) => "ok",
+            None => "failed",
+        };
+        self.platform_reconciliations
+            .get_or_create(&PlatformResult {
+                platform: platform.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+        if let Some(n) = restored {
+            self.platform_tokens_restored
+                .get_or_create(&PlatformLabel {
+                    platform: platform.to_owned(),
+                })
+                .inc_by(n as u64);
+        }
     }
 }
 

@@ -41,6 +41,8 @@ pub struct Application {
     pub(crate) callback: Arc<CallbackState>,
     /// The third-party platforms' authorization event URLs.
     platforms: Arc<PlatformReceiver>,
+    /// Each third-party platform, for the reconciliation of its refresh tokens.
+    served_platforms: Vec<Arc<Platform>>,
     pub(crate) http: HttpState,
     /// The admin endpoint's state, when `admin.listen` is set.
     admin: Option<AdminState>,
@@ -132,6 +134,7 @@ impl Application {
             pipeline,
             callback,
             platforms,
+            served_platforms,
             http,
             admin,
             settings,
@@ -185,6 +188,7 @@ impl Application {
             pipeline,
             callback,
             platforms,
+            served_platforms,
             http,
             admin,
             settings,
@@ -203,6 +207,11 @@ impl Application {
             http::serve(listen, &settings.http, routes, stop.clone(), &tasks)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on http.listen {listen}: {e}"))?;
+        }
+        for platform in served_platforms {
+            let every = settings.platforms[&platform.name].reconcile_every.get();
+            let (metrics, stop) = (pipeline.metrics.clone(), stop.clone());
+            tasks.spawn(worker::reconciling::keep(platform, every, metrics, stop));
         }
         {
             // Once, beside the start: a slow or missing management API never delays consuming.

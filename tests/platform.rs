@@ -342,6 +342,74 @@ async fn refresh_tokens_a_state_lost_are_recovered_from_the_authorizer_list() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciliation_keeps_again_what_a_state_lost_and_never_undoes_a_withdrawal() {
+    use wxcourier::platform::reconcile::RECONCILE_ROUND;
+    let p = authorized("pf_recon", "wxkept1").await;
+    for appid in ["wxkept2", "wxgone3"] {
+        p.t.sim.authorize(&p.component, appid).unwrap();
+        p.wait_for_standing(appid, Standing::Active).await;
+    }
+    // A Redis restarted without persistence: the authorizers and the round's claim are gone
+    // (the ticket is kept here, so the worker has a component token to read the list with).
+    p.lose_authorizers().await;
+    // Then a withdrawal the list does not show yet: kept, and it must stay.
+    let withdrawn = wxcourier::state::Authorizer {
+        appid: "wxgone3".into(),
+        standing: Standing::Revoked,
+        refresh_token: None,
+        changed_at: unix_now() as i64,
+    };
+    assert!(
+        p.store
+            .put_authorizer(&p.component, &withdrawn)
+            .await
+            .unwrap()
+    );
+    let reads = p.stats().authorizer_list_calls;
+    p.store
+        .release_round(&p.component, RECONCILE_ROUND)
+        .await
+        .unwrap();
+    // Within one look (5 s) of some instance, with no send asking for them.
+    let started = std::time::Instant::now();
+    let restored = loop {
+        let kept = p.store.authorizers(&p.component).await.unwrap();
+        let active: Vec<_> = kept
+            .iter()
+            .filter(|a| a.standing == Standing::Active && a.refresh_token.is_some())
+            .map(|a| a.appid.as_str())
+            .collect();
+        if active.len() == 2 || started.elapsed() > Duration::from_secs(15) {
+            break kept;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let standing = |appid: &str| {
+        restored
+            .iter()
+            .find(|a| a.appid == appid)
+            .map(|a| a.standing)
+    };
+    assert_eq!(standing("wxkept1"), Some(Standing::Active), "{restored:?}");
+    assert_eq!(standing("wxkept2"), Some(Standing::Active), "{restored:?}");
+    assert_eq!(standing("wxgone3"), Some(Standing::Revoked), "{restored:?}");
+    assert_eq!(p.stats().authorizer_list_calls, reads + 1);
+    let metrics = p.t.ctx.metrics.render();
+    let restored_line = format!(
+        "wxcourier_platform_refresh_tokens_restored_total{{platform=\"{}\"}} 2",
+        p.name
+    );
+    assert!(metrics.contains(&restored_line), "{metrics}");
+    // A restored token refreshes as kept: no recovery through the list.
+    let grant = token_source(&p, "wxkept2").fetch(None).await.unwrap();
+    assert!(sends_with(&p, &grant.token).await);
+    // The round is held for a day: later looks read nothing.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(p.stats().authorizer_list_calls, reads + 1);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_refresh_token_is_recovered_once_then_the_merchant_must_authorize_again() {
     let p = authorized("pf_refused", "wxsender3").await;
     // A kept refresh token WeChat no longer takes (61023): the list has the current one.

@@ -1,7 +1,8 @@
 //! The platform state contract (`state::PlatformStore`) on every backend: memory, and Redis as a
 //! single node, behind Sentinel and as a Cluster when their URLs are set. Newest ticket wins;
-//! a code is exchanged by one caller, and remembered once exchanged; an authorizer's older
-//! news never overwrites newer; refresh tokens read back whole.
+//! a code is exchanged by one caller, and remembered once exchanged; a periodic round is done
+//! by one caller per period; an authorizer's older news never overwrites newer; refresh tokens
+//! read back whole.
 
 mod common;
 
@@ -124,6 +125,49 @@ async fn a_code_is_claimed_once_given_back_on_failure_and_remembered_once_exchan
         assert_eq!(
             store.claim_code(&c, "dies", short).await.unwrap(),
             CodeClaim::Claimed,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_round_is_claimed_once_per_period_and_given_back_on_failure() {
+    for (name, store) in backends() {
+        let (c, period) = (component(), Duration::from_millis(300));
+        // Twenty instances look at once: one does the round.
+        let claims = (0..20).map(|_| store.claim_round(&c, "reconcile", period));
+        let won = futures_util::future::join_all(claims)
+            .await
+            .into_iter()
+            .filter(|claimed| *claimed.as_ref().unwrap())
+            .count();
+        assert_eq!(won, 1, "{name}");
+        // Another round, and the same round of another platform, are free.
+        assert!(
+            store.claim_round(&c, "other", period).await.unwrap(),
+            "{name}"
+        );
+        assert!(
+            store
+                .claim_round(&component(), "reconcile", period)
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        // A failed round is given back and taken at the next look.
+        store.release_round(&c, "reconcile").await.unwrap();
+        assert!(
+            store.claim_round(&c, "reconcile", period).await.unwrap(),
+            "{name}"
+        );
+        assert!(
+            !store.claim_round(&c, "reconcile", period).await.unwrap(),
+            "{name}"
+        );
+        // Due again once the period passed.
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        assert!(
+            store.claim_round(&c, "reconcile", period).await.unwrap(),
             "{name}"
         );
     }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{ConfigError, invalid};
 use super::keys::ENV_PREFIX;
 use super::sections::{AppKinds, default_burst, default_rate};
-use super::values::{Rate, count};
+use super::values::{NonZeroSpan, Rate, count};
 use crate::types::{Secret, decode_aes_key, scalar_string};
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -40,6 +40,16 @@ pub struct PlatformSettings {
     /// supported yet, so `true` is refused rather than ignored.
     #[serde(default)]
     pub catalog: bool,
+    /// How often every authorizer's refresh token is checked against WeChat's authorizer list
+    /// (by one instance), so a state that lost some gets them back before a send needs them.
+    #[serde(default = "default_reconcile_every")]
+    pub reconcile_every: NonZeroSpan,
+}
+
+/// Once a day: the list changes only when merchants authorize or withdraw, which the pushes
+/// already tell.
+fn default_reconcile_every() -> NonZeroSpan {
+    NonZeroSpan::new(std::time::Duration::from_secs(86_400)).expect("a day is a valid span")
 }
 
 impl PlatformSettings {
@@ -59,6 +69,7 @@ impl PlatformSettings {
             burst: default_burst(),
             kinds: AppKinds::default(),
             catalog: false,
+            reconcile_every: default_reconcile_every(),
         }
     }
 

@@ -688,6 +688,7 @@ fn a_platform_takes_its_secret_from_the_environment_raw_and_its_authorizers_defa
     assert_eq!(p.component_appid, "0123456789");
     assert_eq!(p.rate_per_second.per_second(), 50.0);
     assert_eq!(p.burst.get(), 50);
+    assert_eq!(p.reconcile_every.get(), Duration::from_secs(86_400));
     assert!(p.aes_key().is_some());
     // Its secret in the file is refused, naming the variable it belongs in.
     let in_file = format!("{PLATFORM}component_secret = \"s\"\n");
@@ -719,6 +720,10 @@ fn a_platform_missing_what_its_pushes_need_names_the_key() {
         (
             format!("{PLATFORM}catalog = true\n"),
             "platforms.saas.catalog",
+        ),
+        (
+            format!("{PLATFORM}reconcile_every = \"30s\"\n"),
+            "platforms.saas.reconcile_every",
         ),
     ] {
         let err = load(&format!("{MINIMAL}{table}"), &env)

@@ -301,6 +301,13 @@ fn validate_platform(
             format!("is missing: set {}", secret_env(name)),
         ));
     }
+    // Each look reads WeChat's whole authorizer list, which has a daily quota of its own.
+    if platform.reconcile_every.get() < std::time::Duration::from_secs(60) {
+        return Err(invalid(
+            key("reconcile_every"),
+            "must be at least 1m: each reconciliation reads WeChat's whole authorizer list",
+        ));
+    }
     // Taken and ignored, it would promise checks that never happen.
     if platform.catalog {
         return Err(invalid(

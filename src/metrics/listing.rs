@@ -56,6 +56,8 @@ fn sample_every_family(m: &Metrics) {
         trail_failures: _,
         platform_ticket_age,
         platform_authorizers,
+        platform_reconciliations,
+        platform_tokens_restored,
         trace_spans_exported: _,
         trace_spans_dropped,
     } = m;
@@ -85,6 +87,8 @@ fn sample_every_family(m: &Metrics) {
     sample(quiet_hours_dropped);
     sample(platform_ticket_age);
     sample(platform_authorizers);
+    sample(platform_reconciliations);
+    sample(platform_tokens_restored);
     sample(trace_spans_dropped);
 }
 

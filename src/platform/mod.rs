@@ -12,6 +12,7 @@ pub mod component;
 pub mod component_token;
 pub mod push;
 pub(crate) mod receiver;
+pub mod reconcile;
 
 use std::collections::HashMap;
 use std::sync::Arc;

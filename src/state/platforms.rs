@@ -170,6 +170,21 @@ pub trait PlatformStore: Send + Sync {
         component: &'a str,
         code: &'a str,
     ) -> BoxFuture<'a, StateResult<()>>;
+    /// Claims the platform's periodic task `round` (e.g. a reconciliation) for `hold`: true for
+    /// the first caller only, so of many instances one does it per `hold`. A state that lost its
+    /// data lost the claim too, so the task comes due at once.
+    fn claim_round<'a>(
+        &'a self,
+        component: &'a str,
+        round: &'a str,
+        hold: Duration,
+    ) -> BoxFuture<'a, StateResult<bool>>;
+    /// Gives a claimed `round` back, after the task failed, so the next look tries again.
+    fn release_round<'a>(
+        &'a self,
+        component: &'a str,
+        round: &'a str,
+    ) -> BoxFuture<'a, StateResult<()>>;
     /// Writes `authorizer` unless what is kept for it changed later; whether it was written.
     fn put_authorizer<'a>(
         &'a self,
@@ -197,6 +212,8 @@ struct Component {
     /// Codes claimed or exchanged, and when that lapses.
     codes: HashMap<String, (CodeClaim, Instant)>,
     authorizers: BTreeMap<String, Authorizer>,
+    /// Periodic tasks claimed, and when each claim lapses.
+    rounds: HashMap<String, Instant>,
     /// Writes of authorizers so far.
     version: u64,
 }
@@ -280,6 +297,32 @@ impl PlatformStore for MemoryPlatforms {
         code: &'a str,
     ) -> BoxFuture<'a, StateResult<()>> {
         self.with(component, |c| c.codes.remove(code));
+        ready(())
+    }
+
+    fn claim_round<'a>(
+        &'a self,
+        component: &'a str,
+        round: &'a str,
+        hold: Duration,
+    ) -> BoxFuture<'a, StateResult<bool>> {
+        let now = Instant::now();
+        let claimed = self.with(component, |c| {
+            if c.rounds.get(round).is_some_and(|lapses| *lapses > now) {
+                return false;
+            }
+            c.rounds.insert(round.to_owned(), now + hold);
+            true
+        });
+        ready(claimed)
+    }
+
+    fn release_round<'a>(
+        &'a self,
+        component: &'a str,
+        round: &'a str,
+    ) -> BoxFuture<'a, StateResult<()>> {
+        self.with(component, |c| c.rounds.remove(round));
         ready(())
     }
 

@@ -8,6 +8,7 @@ pub(crate) mod deps;
 mod kill_switch;
 mod peers;
 pub(crate) mod pipeline;
+pub(crate) mod reconciling;
 mod record;
 mod settle;
 

@@ -2,8 +2,9 @@
 //! tag, `{platform:COMPONENT_APPID}` (no app name holds a `:`, so it never meets an app's):
 //! the ticket is `…:ticket:current` (`CREATED_AT TICKET`, no expiry: an old ticket beats none),
 //! the authorizers one hash `…:authorizers:all` (AppID → `STANDING CHANGED_AT [REFRESH_TOKEN]`,
-//! no expiry, with a write counter in its field `__version`), and each claimed code `…:code:SHA1` for its claim's life. Every script touches
-//! one key.
+//! no expiry, with a write counter in its field `__version`), each claimed code `…:code:SHA1`
+//! for its claim's life, and each claimed periodic task `…:round:NAME` for its period. Every
+//! script touches one key.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -80,6 +81,10 @@ fn code_key(component: &str, code: &str) -> String {
     )
 }
 
+fn round_key(component: &str, round: &str) -> String {
+    key(&tag(component), "round", round)
+}
+
 impl PlatformStore for RedisState {
     fn keep_ticket<'a>(
         &'a self,
@@ -148,6 +153,40 @@ impl PlatformStore for RedisState {
         Box::pin(async move {
             let _: i64 = self
                 .call(redis::cmd("DEL").arg(code_key(component, code)))
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn claim_round<'a>(
+        &'a self,
+        component: &'a str,
+        round: &'a str,
+        hold: Duration,
+    ) -> BoxFuture<'a, StateResult<bool>> {
+        Box::pin(async move {
+            let set: Option<String> = self
+                .call(
+                    redis::cmd("SET")
+                        .arg(round_key(component, round))
+                        .arg(1)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(hold.as_millis().max(1) as u64),
+                )
+                .await?;
+            Ok(set.is_some())
+        })
+    }
+
+    fn release_round<'a>(
+        &'a self,
+        component: &'a str,
+        round: &'a str,
+    ) -> BoxFuture<'a, StateResult<()>> {
+        Box::pin(async move {
+            let _: i64 = self
+                .call(redis::cmd("DEL").arg(round_key(component, round)))
                 .await?;
             Ok(())
         })
