@@ -3,7 +3,8 @@
 //! its jobs go out with the authorizer's own token and come back as its account
 //! (`NAME:APPID`); a job for an account nobody authorized, or one withdrawn, lands in
 //! `wxcourier.unrouted`; one that can no longer be sent ends `failed` /
-//! `authorization_revoked`; and one authorizer's spent quota parks only its own jobs.
+//! `authorization_revoked`; and one authorizer's spent quota, or a backlog at its rate, parks
+//! only its own jobs.
 
 mod common;
 
@@ -281,6 +282,77 @@ async fn one_authorizers_spent_quota_parks_only_its_own_jobs() {
         sent_spent.iter().all(|o| o["status"] != "sent"),
         "a job of the spent authorizer was sent: {sent_spent:?}"
     );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_authorizers_backlog_holds_up_no_other_and_keeps_its_rate() {
+    const BUSY: usize = 60;
+    const RATE: f64 = 4.0;
+    // A prefetch of 16: without parking, 16 of the busy authorizer's jobs waiting for its rate
+    // would hold every delivery of the shared queue, and the other's jobs would wait behind
+    // its whole backlog (some 15 s).
+    let p = spawn_platform_with("pfs_busy", |s| {
+        s.amqp.prefetch = std::num::NonZeroU16::new(16).unwrap();
+        for platform in s.platforms.values_mut() {
+            platform.rate_per_second = rate(RATE);
+            platform.burst = count(1);
+        }
+    })
+    .await;
+    p.t.sim.push_ticket(&p.component).unwrap();
+    p.wait_for_ticket().await;
+    let (busy, quiet) = (format!("{}:wxbusy", p.name), format!("{}:wxquiet", p.name));
+    for appid in ["wxbusy", "wxquiet"] {
+        p.t.sim.authorize(&p.component, appid).unwrap();
+    }
+    until_bound(&p, &busy, true).await;
+    until_bound(&p, &quiet, true).await;
+    let conn = connect().await;
+    let publisher = Publisher::open(&conn, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut busy_tap = CheckedTap::open(&conn, &format!("*.{busy}")).await.unwrap();
+    let mut quiet_tap = CheckedTap::open(&conn, &format!("*.{quiet}"))
+        .await
+        .unwrap();
+    let busy_ids: Vec<String> = (0..BUSY).map(|i| format!("pfs-busy-{i}")).collect();
+    for (i, id) in busy_ids.iter().enumerate() {
+        publish(&publisher, &busy, id, 1000 + i).await;
+    }
+    let quiet_ids: Vec<String> = (0..5).map(|i| format!("pfs-quiet-{i}")).collect();
+    for (i, id) in quiet_ids.iter().enumerate() {
+        publish(&publisher, &quiet, id, 2000 + i).await;
+    }
+    let start = Instant::now();
+    let got = outcomes(&mut quiet_tap, &quiet_ids, Duration::from_secs(20)).await;
+    let quiet_took = start.elapsed();
+    eprintln!("the quiet authorizer's five jobs, behind {BUSY} of the busy one's: {quiet_took:?}");
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert!(got.iter().all(|o| o["status"] == "sent"), "{got:?}");
+    // Five at 4/s take about a second; behind the busy backlog they would take some 15 s.
+    assert!(quiet_took < Duration::from_secs(8), "{quiet_took:?}");
+    // The busy one's jobs all end sent, each once, and never faster than its rate.
+    let got = outcomes(&mut busy_tap, &busy_ids, Duration::from_secs(60)).await;
+    assert_eq!(got.len(), BUSY, "{} of {BUSY} busy jobs ended", got.len());
+    assert!(got.iter().all(|o| o["status"] == "sent"), "{got:?}");
+    let busy_users: HashSet<String> = (0..BUSY).map(|i| openid(1000 + i)).collect();
+    let mut at: Vec<f64> =
+        p.t.sim
+            .sends()
+            .into_iter()
+            .filter(|r| busy_users.contains(&r.touser) && r.errcode == 0)
+            .map(|r| r.at_ms)
+            .collect();
+    assert_eq!(at.len(), BUSY, "each busy job accepted once");
+    at.sort_by(f64::total_cmp);
+    let span_s = (at[BUSY - 1] - at[0]) / 1000.0;
+    // One burst slot, then one per 250 ms: 59 intervals take at least 14.75 s.
+    assert!(
+        span_s >= (BUSY - 1) as f64 / RATE * 0.95,
+        "{BUSY} sends in {span_s:.2} s: faster than {RATE}/s"
+    );
+    eprintln!("the busy authorizer's {BUSY} sends took {span_s:.2} s at {RATE}/s");
     p.stop().await;
 }
 

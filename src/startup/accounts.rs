@@ -77,6 +77,7 @@ impl AppBuilder {
             metrics: AppMetrics::new(metrics.clone(), name),
             keeper: TokenKeeper::new(tokens),
             rate: AppLimiter::new(name, app, self.state.rate_share()),
+            rate_park: None,
             gate: PauseGate::new(
                 name,
                 self.schedule.clone(),
@@ -124,6 +125,11 @@ impl AppBuilder {
 /// The authorizers of every configured platform, as accounts named `NAME:APPID`. One is built
 /// the first time a job names it and kept while the process runs; whether it may still send
 /// is its token's question (a revoked authorizer's token fetch says so).
+/// The longest an authorizer's job waits in the worker for its turn at the rate. An account
+/// sending at 50/s keeps about a dozen jobs here; a backlog beyond that waits in the delay tiers,
+/// so the platform queue's prefetch keeps moving for the other authorizers.
+const RATE_PARK_AFTER: Duration = Duration::from_millis(250);
+
 pub(super) struct PlatformAccounts {
     platforms: HashMap<String, (Arc<Platform>, AppSettings)>,
     builder: AppBuilder,
@@ -170,9 +176,12 @@ impl Accounts<crate::worker::deps::Live> for PlatformAccounts {
             appid: appid.to_owned(),
         };
         let mut built = self.built.write();
-        let deps = built
-            .entry(name.to_owned())
-            .or_insert_with(|| Arc::new(self.builder.build(name, app, Box::new(source))));
+        let deps = built.entry(name.to_owned()).or_insert_with(|| {
+            let mut deps = self.builder.build(name, app, Box::new(source));
+            // Its jobs share the platform's queue with every other authorizer's.
+            deps.rate_park = Some(RATE_PARK_AFTER);
+            Arc::new(deps)
+        });
         Some(deps.clone())
     }
 }

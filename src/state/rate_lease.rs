@@ -66,6 +66,18 @@ impl RateLease {
         }
     }
 
+    /// A slot from the lease in hand, if it has one: no wait and no call to shared state.
+    pub fn try_take_held(&self) -> bool {
+        let Ok(mut held) = self.held.try_lock() else {
+            return false;
+        };
+        if held.left > 0 && Instant::now() < held.until {
+            held.left -= 1;
+            return true;
+        }
+        false
+    }
+
     /// Waits for one send slot: from the lease when it has one, else from `ask`, which asks the
     /// shared bucket for up to the given number of slots. Jobs wait on the lock while one of
     /// them asks, so an app makes one request at a time.

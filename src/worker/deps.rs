@@ -52,6 +52,11 @@ pub(crate) struct AppDeps<S: Seams = Live> {
     /// The token seam: a keeper over the app's token source.
     pub(crate) keeper: TokenKeeper,
     pub(crate) rate: S::Rate,
+    /// On a queue other accounts share (a platform's), the longest a job waits here for its
+    /// turn at the rate; one that would wait longer waits in the delay tiers instead, so it
+    /// does not hold a share of the queue's prefetch the other accounts' jobs need. `None` on
+    /// an app's own queue, where only its own jobs are behind it.
+    pub(crate) rate_park: Option<Duration>,
     pub(crate) gate: PauseGate,
     /// `apps.NAME.kinds`: the kinds this app sends.
     pub(crate) kinds: AppKinds,

@@ -43,6 +43,14 @@ pub struct Platform {
 
 /// A worker with a platform of its own on Redis state, and a simulator that pushes to it.
 pub async fn spawn_platform(prefix: &str) -> Platform {
+    spawn_platform_with(prefix, |_| {}).await
+}
+
+/// [`spawn_platform`], with `tweak` applied to the worker's settings last.
+pub async fn spawn_platform_with(
+    prefix: &str,
+    tweak: impl FnOnce(&mut wxcourier::config::Settings),
+) -> Platform {
     let port = free_port();
     let component = component_appid();
     let name = format!("pf{:08x}", rand::random::<u32>());
@@ -85,6 +93,7 @@ pub async fn spawn_platform(prefix: &str) -> Platform {
             Secret::new(AES_KEY),
         );
         s.platforms.insert(name.clone(), platform);
+        tweak(s);
     })
     .await;
     // Up to 20 s: on a CI machine running several brokers at once, a start can take seconds.

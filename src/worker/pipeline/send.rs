@@ -80,9 +80,15 @@ impl<S: Seams> Turn<'_, S> {
                 .first_try_ms
                 .get_or_insert_with(|| self.deps.clock.now_ms());
             let waiting = Instant::now();
-            if self.app.rate.until_ready().await.is_err() {
+            let turn = match self.app.rate_park {
+                None => self.app.rate.until_ready().await.map(|()| None),
+                Some(limit) => self.app.rate.ready_within(limit).await,
+            };
+            match turn {
+                Ok(None) => {}
+                Ok(Some(wait)) => return self.rate_parked(state, wait),
                 // Without the shared bucket the rate cannot be kept.
-                return self.not_now(state, RATE_DOWN);
+                Err(_) => return self.not_now(state, RATE_DOWN),
             }
             self.app.metrics.limiter_waited(waiting.elapsed());
             if self.job.expired_at(self.deps.clock.now()) {

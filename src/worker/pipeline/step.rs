@@ -73,6 +73,7 @@ pub(crate) enum Step {
 pub(super) const IN_FLIGHT_ELSEWHERE: &str = "its id is being sent by another delivery";
 pub(super) const STATE_DOWN: &str = "shared state is unavailable";
 pub(super) const RATE_DOWN: &str = "the shared rate limit is unavailable";
+pub(super) const RATE_TAKEN: &str = "its account's send rate is taken by the jobs ahead of it";
 pub(super) const OUTLET_DOWN: &str = "its outcome could not be published (broker channel down)";
 pub(super) const NO_TOKEN: &str = "no access token could be had";
 

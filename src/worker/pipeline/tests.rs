@@ -17,7 +17,9 @@ use std::time::Duration;
 use fakes::*;
 use tokio::time::Instant;
 
-use super::step::{IN_FLIGHT_ELSEWHERE, NO_TOKEN, OUTLET_DOWN, RATE_DOWN, STATE_DOWN, Wait};
+use super::step::{
+    IN_FLIGHT_ELSEWHERE, NO_TOKEN, OUTLET_DOWN, RATE_DOWN, RATE_TAKEN, STATE_DOWN, Wait,
+};
 use super::*;
 use crate::kinds::Kind;
 use crate::metrics::Metrics;
@@ -514,6 +516,34 @@ fn rows() -> Vec<Row> {
             },
         )
         .before(|w| w.app().rate.down.store(true, Ordering::SeqCst)),
+        row(
+            "on a shared queue, the rate taken for longer than a job waits here: waits in the \
+             delay tiers, no attempt",
+            template("rate-taken"),
+            Want::Retry {
+                wait: Wait::NotNow(RATE_TAKEN),
+                attempts: 0,
+            },
+        )
+        .setup(|s| {
+            s.rate_wait = Duration::from_secs(2);
+            s.rate_park = Some(Duration::from_millis(250));
+        }),
+        row(
+            "on a shared queue, a short wait for the rate: sent",
+            template("rate-short"),
+            Want::Sent {
+                msgid: Some(1001),
+                attempts: 1,
+            },
+        )
+        .setup(|s| {
+            s.rate_wait = Duration::from_millis(200);
+            s.rate_park = Some(Duration::from_millis(250));
+        })
+        .sent_with(&["t1"])
+        .fetches(1)
+        .claim(Recorded(Some(1001))),
         row(
             "sent but the record failed: still sent",
             template("unrecorded"),

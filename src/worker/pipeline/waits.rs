@@ -11,7 +11,7 @@ use crate::wechat::client::{SendReply, TokenError};
 use crate::wechat::reason::Ending;
 use crate::worker::deps::Seams;
 
-use super::step::{NO_TOKEN, STATE_DOWN, Step, Wait};
+use super::step::{NO_TOKEN, RATE_TAKEN, STATE_DOWN, Step, Wait};
 use super::turn::{LastAnswer, Turn};
 
 impl<S: Seams> Turn<'_, S> {
@@ -80,6 +80,13 @@ impl<S: Seams> Turn<'_, S> {
         tracing::debug!(app = self.name, id = %self.job.id, reason = why, "not now; the job waits in a delay queue");
         let soon = self.deps.schedule.tiers()[0];
         self.later(state, None, None, soon, Wait::NotNow(why))
+    }
+
+    /// The account's rate is taken by the jobs ahead of this one for about `wait`, on a queue
+    /// other accounts share: the job waits that long in the delay tiers, using no attempt.
+    pub(super) fn rate_parked(&self, state: &RetryState, wait: Duration) -> Step {
+        tracing::debug!(app = self.name, id = %self.job.id, ?wait, "the account's rate is taken; the job waits in a delay queue");
+        self.later(state, None, None, wait, Wait::NotNow(RATE_TAKEN))
     }
 
     /// Backoff after a failed send, or `failed` once retries run out.

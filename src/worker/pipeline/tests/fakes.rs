@@ -143,6 +143,13 @@ impl RateGate for FakeRate {
         self.turns.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
+
+    async fn ready_within(&self, limit: Duration) -> StateResult<Option<Duration>> {
+        if !self.down.load(Ordering::SeqCst) && self.wait > limit {
+            return Ok(Some(self.wait));
+        }
+        self.until_ready().await.map(|()| None)
+    }
 }
 
 pub(crate) struct Fakes;
@@ -172,6 +179,8 @@ pub(crate) struct Setup {
     /// WeChat's answers to token fetches, in order.
     pub(crate) tokens: Vec<Result<TokenGrant, TokenError>>,
     pub(crate) rate_wait: Duration,
+    /// The account's jobs share a queue: the longest one waits for the rate in the worker.
+    pub(crate) rate_park: Option<Duration>,
     /// Tokens go through a shared token store (as with Redis), which is up or down.
     pub(crate) shared_tokens: Option<bool>,
     pub(crate) claim_ttl: Duration,
@@ -194,6 +203,7 @@ impl Default for Setup {
             sends: Vec::new(),
             tokens: Vec::new(),
             rate_wait: Duration::ZERO,
+            rate_park: None,
             shared_tokens: None,
             claim_ttl: Duration::from_secs(60),
             retry: RetrySettings::default(),
@@ -246,6 +256,7 @@ impl World {
                 wait: setup.rate_wait,
                 ..FakeRate::default()
             },
+            rate_park: setup.rate_park,
             gate: PauseGate::new("a", schedule.clone(), Gauge::default()),
             kinds: [crate::kinds::Kind::Template, crate::kinds::Kind::Subscribe]
                 .into_iter()
