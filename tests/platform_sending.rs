@@ -356,6 +356,61 @@ async fn a_busy_authorizers_backlog_holds_up_no_other_and_keeps_its_rate() {
     p.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_memory_state_a_second_instance_of_a_platform_is_refused_but_a_successor_starts() {
+    use std::sync::{Arc, Mutex};
+    use tokio_util::sync::CancellationToken;
+    use wxcourier::startup::Application;
+
+    let captured = Arc::new(Mutex::new(None));
+    let keep = captured.clone();
+    let p = spawn_platform_with("pfs_mem", move |s| {
+        s.state.url = Secret::new("memory");
+        s.worker.drain_timeout = wxcourier::types::Span(Duration::from_secs(1));
+        *keep.lock().unwrap() = Some(s.clone());
+    })
+    .await;
+    let mut settings = captured.lock().unwrap().take().unwrap();
+    // Its own port is the first one's.
+    settings.http.listen = None;
+
+    // A second instance while the first serves: refused, after waiting for it to leave.
+    let started = Instant::now();
+    let second = Application::build(settings.clone()).unwrap();
+    let ended = tokio::time::timeout(
+        Duration::from_secs(30),
+        second.run(CancellationToken::new()),
+    )
+    .await
+    .expect("the second instance ends by itself");
+    let err = format!("{:#}", ended.unwrap_err());
+    assert!(
+        err.contains(&p.name) && err.contains("state.url = \"memory\""),
+        "{err}"
+    );
+    let waited = started.elapsed();
+    eprintln!("refused after {waited:?}: {err}");
+    assert!(waited >= Duration::from_secs(6), "{waited:?}");
+    assert!(p.t.ctx.health.is_ready(), "the first instance goes on");
+
+    // A successor, as in a rolling update: it waits while the first drains, then serves.
+    let successor = Application::build(settings).unwrap();
+    let ctx = successor.pipeline.clone();
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(successor.run(stop.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!ctx.health.is_ready());
+    p.t.ask_to_stop();
+    let since = Instant::now();
+    while !ctx.health.is_ready() && since.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ctx.health.is_ready(), "the successor never served");
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    p.stop().await;
+}
+
 /// `wxcourier send --app ACCOUNT …` with a config naming `p`'s platform on Redis.
 fn send_verb(p: &Platform, dir: &std::path::Path, account: &str, id: &str) -> (i32, String) {
     let config = dir.join("send.toml");

@@ -66,13 +66,18 @@ enum SessionError {
     Broker(#[from] BrokerError),
     #[error("a consumer task ended: {0}")]
     ConsumerEnded(String),
+    #[error(transparent)]
+    Shared(#[from] peers::SharedPlatform),
 }
 
 impl SessionError {
     /// Only a declaration that clashes with what exists needs a person; a channel failure or
     /// a slow broker while declaring is retried like any broker loss.
     fn needs_a_person(&self) -> bool {
-        matches!(self, SessionError::Topology(TopologyError::Clash { .. }))
+        matches!(
+            self,
+            SessionError::Topology(TopologyError::Clash { .. }) | SessionError::Shared(_)
+        )
     }
 }
 
@@ -111,11 +116,12 @@ pub(crate) async fn run(
     // The node of `amqp.url` to try first; after a loss, the next one in turn.
     let mut node = 0;
     loop {
-        if !std::mem::take(&mut first) {
+        let at_start = std::mem::take(&mut first);
+        if !at_start {
             ctx.metrics.broker_reconnects.inc();
         }
         let started = tokio::time::Instant::now();
-        let result = session(&ctx, &stop, &mut node, tasks, &abandon).await;
+        let result = session(&ctx, &stop, &mut node, tasks, &abandon, at_start).await;
         ctx.health.set_ready(false);
         match result {
             Ok(()) => return Ok(()),
@@ -156,6 +162,7 @@ async fn session(
     node: &mut usize,
     tasks: &TaskTracker,
     abandon: &CancellationToken,
+    at_start: bool,
 ) -> Result<(), SessionError> {
     const NAME: &str = "wxcourier worker";
     let (conn, connected) = broker::connect_from(&ctx.amqp, NAME, *node).await?;
@@ -174,7 +181,7 @@ async fn session(
         }
     }
     if result.is_ok() {
-        result = serve(ctx, stop, &conns, per_connection, tasks, abandon).await;
+        result = serve(ctx, stop, &conns, per_connection, tasks, abandon, at_start).await;
     }
     for conn in &conns {
         let closing = conn.close(200, "wxcourier stopping".into());
@@ -215,6 +222,7 @@ async fn serve(
     per_connection: usize,
     tasks: &TaskTracker,
     abandon: &CancellationToken,
+    at_start: bool,
 ) -> Result<(), SessionError> {
     let conn = &conns[0];
     let legacy =
@@ -228,6 +236,9 @@ async fn serve(
     }
     if ctx.keep_unrouted {
         topology::declare_kept_results(conn).await?;
+    }
+    if at_start && !ctx.state.capabilities().shared_ids {
+        peers::refuse_shared_platforms(ctx, conn).await?;
     }
     let publisher = Publisher::open(conn, ctx.amqp.publish_timeout.get())
         .await

@@ -1,7 +1,8 @@
 //! The safety net for `state.url = "memory"`: counts the consumers of each app's queue, and
 //! warns while some other process takes jobs from it too, since the send rate and idempotency
 //! are then per process (N consumers may send N times the rate, and a redelivered or
-//! resubmitted job twice).
+//! resubmitted job twice). A platform's queue is stricter: its refresh tokens cannot live in
+//! two memories, so a start that finds it consumed elsewhere is refused.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,6 +86,11 @@ impl Nag {
 pub(crate) async fn watch(ctx: Arc<Context>, ch: Channel, stop: CancellationToken) {
     let mut apps: Vec<(&ServedApp, Nag)> =
         ctx.apps.iter().map(|app| (app, Nag::default())).collect();
+    let mut platforms: Vec<(&str, Nag)> = ctx
+        .platforms
+        .iter()
+        .map(|p| (p.name.as_str(), Nag::default()))
+        .collect();
     let mut wait = FIRST_CHECK;
     loop {
         tokio::select! {
@@ -132,7 +138,95 @@ pub(crate) async fn watch(ctx: Arc<Context>, ch: Channel, stop: CancellationToke
                 ),
             }
         }
+        // Two instances that started together both found the queue free.
+        for (platform, nag) in &mut platforms {
+            let queue = job_queue(platform);
+            let Ok(consumers) = consumer_count(&ch, &queue).await else {
+                return;
+            };
+            let others = consumers.saturating_sub(1);
+            match nag.observe(others, Instant::now()) {
+                Notice::Quiet | Notice::Gone => {}
+                Notice::Unconfirmed => wait = CONFIRM,
+                Notice::Appeared(n) | Notice::Remains(n) => tracing::error!(
+                    "{}",
+                    SharedPlatform {
+                        platform: platform.to_string(),
+                        queue,
+                        consumers: n,
+                    }
+                ),
+            }
+        }
     }
+}
+
+/// Another instance consumes a platform's queue while this one keeps its state in memory.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "platform {platform}: its queue {queue} has {consumers} other consumer(s), so another \
+     instance serves it, and with state.url = \"memory\" their verify tickets, tokens and \
+     refresh tokens are not shared (each refresh replaces the token the other holds, until \
+     WeChat refuses it with 61023); point every instance at the same Redis \
+     (state.url = \"redis://…\")"
+)]
+pub(crate) struct SharedPlatform {
+    platform: String,
+    queue: String,
+    consumers: u32,
+}
+
+/// How long a start waits for other consumers of a platform's queue to go: an instance it
+/// replaces may still be draining (a rolling update starts the new one first).
+const PREDECESSOR_GRACE: Duration = Duration::from_secs(5);
+
+/// At start with memory state: refuses to serve a platform whose queue another instance
+/// consumes, once any predecessor had its drain and a little more to leave. A platform
+/// cannot be served by instances that do not share its state.
+pub(crate) async fn refuse_shared_platforms(
+    ctx: &Context,
+    conn: &lapin::Connection,
+) -> Result<(), super::SessionError> {
+    if ctx.platforms.is_empty() {
+        return Ok(());
+    }
+    let ch = conn.create_channel().await.map_err(|e| {
+        crate::broker::BrokerError::channel("opening a channel to count consumers", e)
+    })?;
+    let deadline = Instant::now() + ctx.drain_timeout + PREDECESSOR_GRACE;
+    let mut warned = false;
+    for platform in &ctx.platforms {
+        let queue = job_queue(&platform.name);
+        loop {
+            let consumers = consumer_count(&ch, &queue)
+                .await
+                .map_err(|e| crate::broker::BrokerError::channel("counting consumers", e))?;
+            if consumers == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let _ = ch.close(200, "refused".into()).await;
+                return Err(SharedPlatform {
+                    platform: platform.name.clone(),
+                    queue,
+                    consumers,
+                }
+                .into());
+            }
+            if !std::mem::replace(&mut warned, true) {
+                tracing::warn!(
+                    platform = platform.name,
+                    queue = %queue,
+                    consumers,
+                    "another instance consumes this platform's queue while state.url is \"memory\"; \
+                     waiting for it to stop (an instance being replaced) before refusing to start"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let _ = ch.close(200, "counted".into()).await;
+    Ok(())
 }
 
 /// Consumers of `queue` (a passive declare: it never creates the queue).

@@ -276,6 +276,11 @@ pub async fn spawn_app_on(
 }
 
 impl TestApp {
+    /// Tells the worker to stop (it drains and ends) without waiting for it.
+    pub fn ask_to_stop(&self) {
+        self.stop.cancel();
+    }
+
     pub async fn stop(self) {
         let harness = self.stop_keeping_queue().await;
         harness.cleanup().await;
