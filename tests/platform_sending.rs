@@ -411,6 +411,94 @@ async fn on_memory_state_a_second_instance_of_a_platform_is_refused_but_a_succes
     p.stop().await;
 }
 
+/// Binds (or unbinds) `account` to `p`'s queue behind the workers' backs.
+async fn route_by_hand(conn: &lapin::Connection, p: &Platform, account: &str, bind: bool) {
+    let ch = conn.create_channel().await.unwrap();
+    let queue = job_queue(&p.name);
+    if bind {
+        ch.queue_bind(
+            queue.as_str().into(),
+            wxcourier::broker::JOBS_EXCHANGE.into(),
+            account.into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    } else {
+        ch.queue_unbind(
+            queue.as_str().into(),
+            wxcourier::broker::JOBS_EXCHANGE.into(),
+            account.into(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    ch.close(200, "done".into()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_worker_binds_what_is_missing_and_unbinds_what_was_withdrawn() {
+    use std::sync::{Arc, Mutex};
+    use tokio_util::sync::CancellationToken;
+    use wxcourier::startup::Application;
+
+    let captured = Arc::new(Mutex::new(None));
+    let keep = captured.clone();
+    let p = spawn_platform_with("pfs_start", move |s| {
+        *keep.lock().unwrap() = Some(s.clone());
+    })
+    .await;
+    let account = |appid: &str| format!("{}:{appid}", p.name);
+    let now = unix_now() as i64;
+    for (appid, standing) in [
+        ("wxstays", Standing::Active),
+        ("wxnew", Standing::Active),
+        ("wxgone", Standing::Revoked),
+    ] {
+        let authorizer = wxcourier::state::Authorizer {
+            appid: appid.into(),
+            standing,
+            refresh_token: (standing == Standing::Active).then(|| Secret::new("rt")),
+            changed_at: now,
+        };
+        p.store
+            .put_authorizer(&p.component, &authorizer)
+            .await
+            .unwrap();
+    }
+    until_bound(&p, &account("wxstays"), true).await;
+    until_bound(&p, &account("wxnew"), true).await;
+    let conn = connect().await;
+    let base = captured.lock().unwrap().take().unwrap();
+    // With the management API, and with one that does not answer (every active one bound, every
+    // other one listed unbound, as before it was read).
+    for management in [None, Some("http://127.0.0.1:9/")] {
+        // As if, while no worker ran, `wxnew` was authorized, `wxgone` withdrawn, and the
+        // state lost `wxlost`, which is still bound.
+        route_by_hand(&conn, &p, &account("wxnew"), false).await;
+        route_by_hand(&conn, &p, &account("wxgone"), true).await;
+        route_by_hand(&conn, &p, &account("wxlost"), true).await;
+        let mut settings = base.clone();
+        settings.http.listen = None;
+        if let Some(url) = management {
+            settings.amqp.management_url = Some(Secret::new(url));
+        }
+        let starting = Application::build(settings).unwrap();
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(starting.run(stop.clone()));
+        until_bound(&p, &account("wxnew"), true).await;
+        until_bound(&p, &account("wxgone"), false).await;
+        assert!(bound(&p, &account("wxstays")).await, "{management:?}");
+        // Unknown to the state: left routed, its jobs recover its token when they come.
+        assert!(bound(&p, &account("wxlost")).await, "{management:?}");
+        stop.cancel();
+        running.await.unwrap().unwrap();
+    }
+    p.stop().await;
+}
+
 /// `wxcourier send --app ACCOUNT …` with a config naming `p`'s platform on Redis.
 fn send_verb(p: &Platform, dir: &std::path::Path, account: &str, id: &str) -> (i32, String) {
     let config = dir.join("send.toml");

@@ -150,6 +150,24 @@ impl ManagementApi {
             .map_err(|_| ManagementError::NotA("a binding listing"))
     }
 
+    /// The bindings from `exchange` to `queue` in the vhost; `None` when either does not
+    /// exist.
+    pub(crate) async fn bindings_between(
+        &self,
+        exchange: &str,
+        queue: &str,
+    ) -> Result<Option<Vec<Binding>>, ManagementError> {
+        let Some(body) = self
+            .get(&["bindings", "e", exchange, "q", queue], &[])
+            .await?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|_| ManagementError::NotA("a binding listing"))
+    }
+
     /// `exchange` as the API shows it; `None` when it does not exist.
     pub(crate) async fn exchange(
         &self,

@@ -13,7 +13,9 @@ use lapin::Channel;
 use tokio_util::sync::CancellationToken;
 
 use super::context::ServedPlatform;
-use crate::broker::platform_queues;
+use crate::broker::management::ManagementApi;
+use crate::broker::{JOBS_EXCHANGE, job_queue, platform_queues};
+use crate::config::AmqpSettings;
 use crate::metrics::Metrics;
 use crate::platform::account_name;
 use crate::state::Standing;
@@ -24,20 +26,23 @@ const POLL: Duration = Duration::from_secs(1);
 /// Binds (or unbinds) in flight at once on the channel.
 const IN_FLIGHT: usize = 64;
 
-/// Runs until `stop` or until the channel fails.
+/// Runs until `stop` or until the channel fails. `amqp` locates the management API, which
+/// tells what is bound already.
 pub(crate) async fn keep(
     ch: Channel,
     platform: &ServedPlatform,
+    amqp: &AmqpSettings,
     metrics: &Metrics,
     stop: CancellationToken,
 ) {
     let mut bound: HashSet<String> = HashSet::new();
     let mut seen = None;
-    let mut first = true;
+    let mut existing = Some(already_bound(amqp, &platform.name).await);
     loop {
         gauge_ticket(platform, metrics).await;
+        let first = existing.as_ref();
         match sync(&ch, platform, metrics, &mut bound, &mut seen, first).await {
-            Ok(()) => first = false,
+            Ok(()) => existing = None,
             Err(Failure::Broker(e)) => {
                 // A stop closes the channel under a sync in flight: nothing to say then.
                 if !stop.is_cancelled() {
@@ -64,16 +69,23 @@ enum Failure {
     State,
 }
 
+/// What the broker routes to the platform's queue when the session starts: known (the
+/// AppIDs bound), or not (the management API did not answer).
+type Existing = Option<HashSet<String>>;
+
 /// One look: when the version moved, binds the active authorizers not bound yet and unbinds
-/// the others this session bound, or (the first time) every other one listed, since an
-/// earlier run may have bound it.
+/// the others this session bound. The first look (`first`, with what was bound at the start)
+/// binds only the active ones not bound already and unbinds every other one listed that is
+/// bound, since an earlier run may have bound it; when what was bound is not known, it binds
+/// every active one and unbinds every other one listed (binds and unbinds that change nothing
+/// cost a round trip each).
 async fn sync(
     ch: &Channel,
     platform: &ServedPlatform,
     metrics: &Metrics,
     bound: &mut HashSet<String>,
     seen: &mut Option<u64>,
-    first: bool,
+    first: Option<&Existing>,
 ) -> Result<(), Failure> {
     let component = &platform.component_appid;
     let version = platform
@@ -102,10 +114,14 @@ async fn sync(
         .filter(|a| a.standing == Standing::Active)
         .map(|a| a.appid.clone())
         .collect();
+    if let Some(Some(existing)) = first {
+        bound.extend(existing.intersection(&active).cloned());
+    }
     let to_bind: Vec<&String> = active.iter().filter(|a| !bound.contains(*a)).collect();
-    let to_unbind: Vec<String> = if first {
+    let to_unbind: Vec<String> = if let Some(existing) = first {
         all.iter()
             .filter(|a| a.standing != Standing::Active)
+            .filter(|a| existing.as_ref().is_none_or(|e| e.contains(&a.appid)))
             .map(|a| a.appid.clone())
             .collect()
     } else {
@@ -138,6 +154,32 @@ async fn sync(
     bound.extend(to_bind);
     *seen = Some(version);
     Ok(())
+}
+
+/// The AppIDs whose accounts `wxcourier.jobs` routes to `platform`'s queue now, through the
+/// management API; unknown when it cannot say (not reachable, no monitoring tag, a listing
+/// too big to read), which costs only binds that change nothing.
+async fn already_bound(amqp: &AmqpSettings, platform: &str) -> Existing {
+    let api = ManagementApi::from_settings(amqp).ok()?;
+    let listed = api
+        .bindings_between(JOBS_EXCHANGE, &job_queue(platform))
+        .await;
+    let bindings = match listed {
+        Ok(Some(bindings)) => bindings,
+        // No queue yet: nothing is bound.
+        Ok(None) => return Some(HashSet::new()),
+        Err(e) => {
+            tracing::info!(platform, api = %api.describe(), error = %e, "cannot list the platform's bindings; binding every active authorizer");
+            return None;
+        }
+    };
+    let prefix = format!("{platform}:");
+    Some(
+        bindings
+            .into_iter()
+            .filter_map(|b| b.routing_key.strip_prefix(&prefix).map(str::to_owned))
+            .collect(),
+    )
 }
 
 /// The age of the platform's newest ticket, for `wxcourier_platform_ticket_age_seconds`; left

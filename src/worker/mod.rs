@@ -297,7 +297,7 @@ async fn serve(
         if let Ok(channel) = conn.create_channel().await {
             let (ctx, stop) = (ctx.clone(), consumers_stop.clone());
             tasks.spawn(async move {
-                bindings::keep(channel, &ctx.platforms[i], &ctx.metrics, stop).await
+                bindings::keep(channel, &ctx.platforms[i], &ctx.amqp, &ctx.metrics, stop).await
             });
         }
     }
