@@ -34,6 +34,8 @@ pub(crate) struct AppErrcode {
 pub(crate) struct AppTier {
     pub(crate) app: String,
     pub(crate) tier: String,
+    /// Why the copy waits: `transient`, `quota`, `not_now` or `held`.
+    pub(crate) cause: String,
 }
 
 #[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -227,7 +229,10 @@ impl Metrics {
         );
         r.register(
             "retries",
-            "Retry copies published, by delay tier",
+            "Copies of jobs published to a delay tier, by tier and cause: transient (backoff \
+             after a failed send), quota (the app paused by 45009), not_now (the job could not be \
+             tried now: shared state down, its id in flight elsewhere, its account's rate taken), \
+             held (a delivery policy holds it: not_before, quiet hours, a frequency cap, a pause)",
             m.retries.clone(),
         );
         r.register(
@@ -423,11 +428,12 @@ impl Metrics {
             .inc();
     }
 
-    pub(crate) fn retry(&self, app: &str, tier: &str) {
+    pub(crate) fn retry(&self, app: &str, tier: &str, cause: &str) {
         self.retries
             .get_or_create(&AppTier {
                 app: app.into(),
                 tier: tier.into(),
+                cause: cause.into(),
             })
             .inc();
     }

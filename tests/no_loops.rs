@@ -53,9 +53,11 @@ async fn an_id_in_flight_elsewhere_waits_in_delay_queues_and_ends_as_a_duplicate
     assert_eq!(x1.iter().filter(|o| o["duplicate"] == true).count(), 1);
     assert_eq!(x1[0]["msgid"], x1[1]["msgid"]);
     assert_each_job_accepted_once(&t.sim, &HashSet::from(["p1".into(), "x1".into()]));
+    let text = t.ctx.metrics.render();
     assert!(
-        t.ctx.metrics.render().contains("wxcourier_retries_total"),
-        "the wait went through the delay tiers"
+        text.lines()
+            .any(|l| l.starts_with("wxcourier_retries_total{") && l.contains("cause=\"not_now\"")),
+        "the wait went through the delay tiers, as a job that could not be tried now: {text}"
     );
     t.stop().await;
 }

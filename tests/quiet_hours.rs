@@ -157,6 +157,16 @@ async fn in_defer_mode_a_job_waits_for_the_end_of_quiet_hours_and_goes_within_th
         1.0,
         "counted once however many tiers it went through"
     );
+    // Its copies in the delay tiers are holds, not retries of a failure.
+    let copies: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("wxcourier_retries_total{") && l.contains(&h.app))
+        .collect();
+    assert!(!copies.is_empty(), "{text}");
+    assert!(
+        copies.iter().all(|l| l.contains("cause=\"held\"")),
+        "{copies:?}"
+    );
 
     let outcome = h.outcome_of("dawn-1").await;
     assert_eq!(outcome["status"], "sent", "{outcome}");

@@ -350,7 +350,9 @@ impl AppConsumer {
                     }
                 }
             }
-            (Step::Retry { after, .. }, _) => metrics.retry(account, &tier_label(*after)),
+            (Step::Retry { after, wait, .. }, _) => {
+                metrics.retry(account, &tier_label(*after), wait.cause())
+            }
             // A cancel is no job: the job it ends is counted when it ends `cancelled`.
             (Step::Answer { .. }, _) => {}
         }

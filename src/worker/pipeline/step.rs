@@ -41,6 +41,18 @@ pub(crate) enum Wait {
     Until(&'static str),
 }
 
+impl Wait {
+    /// The `cause` label of `wxcourier_retries_total`.
+    pub(crate) fn cause(&self) -> &'static str {
+        match self {
+            Wait::Transient => "transient",
+            Wait::Quota => "quota",
+            Wait::NotNow(_) => "not_now",
+            Wait::Until(_) => "held",
+        }
+    }
+}
+
 /// What to do with the delivery.
 #[derive(Debug)]
 pub(crate) enum Step {
