@@ -2,7 +2,7 @@
 //! has confirmed it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -55,6 +55,10 @@ struct Lane {
     /// confirm: one that timed out, or whose caller went away. The next publish waits for that
     /// confirm first, so a return that answers it cannot come with the next one's.
     settled: tokio::sync::Mutex<bool>,
+    /// Set when even that wait ran out: the lane can no longer tell whose return is whose, so
+    /// it takes no more publishes and the publisher counts as closed (a new session opens a
+    /// new one).
+    lost_track: AtomicBool,
 }
 
 /// One message to publish, with where it goes and what must become of it.
@@ -101,6 +105,7 @@ impl Publisher {
             lanes.push(Lane {
                 channel: confirm_channel(conn).await?,
                 settled: tokio::sync::Mutex::new(true),
+                lost_track: AtomicBool::new(false),
             });
         }
         Ok(Self {
@@ -115,10 +120,9 @@ impl Publisher {
     /// frame, a failed publish) stays closed: the session must start over.
     pub(crate) fn is_open(&self) -> bool {
         self.pipelined.status().connected()
-            && self
-                .lanes
-                .iter()
-                .all(|lane| lane.channel.status().connected())
+            && self.lanes.iter().all(|lane| {
+                lane.channel.status().connected() && !lane.lost_track.load(Ordering::Relaxed)
+            })
     }
 
     /// Closes the channels once their confirms are in.
@@ -167,13 +171,24 @@ impl Publisher {
         let mut settled = timeout_at(deadline, lane.settled.lock())
             .await
             .map_err(timed_out)?;
+        if lane.lost_track.load(Ordering::Relaxed) {
+            return Err(PublishError::Channel(
+                "a publishing lane lost track of its confirms".into(),
+            ));
+        }
         if !*settled {
             // What an earlier publish's confirm brought back belongs to a caller that already
-            // failed (and handed its job back): it is only waited out here.
-            timeout_at(deadline, lane.channel.wait_for_confirms())
-                .await
-                .map_err(timed_out)?
-                .map_err(channel_error)?;
+            // failed (and handed its job back): it is only waited out here. The wait takes the
+            // channel's record of that confirm, so a wait that runs out cannot be made again.
+            match timeout_at(deadline, lane.channel.wait_for_confirms()).await {
+                Ok(waited) => {
+                    waited.map_err(channel_error)?;
+                }
+                Err(elapsed) => {
+                    lane.lost_track.store(true, Ordering::Relaxed);
+                    return Err(timed_out(elapsed));
+                }
+            }
         }
         *settled = false;
         let confirmation = timeout_at(deadline, send(&lane.channel, msg))
