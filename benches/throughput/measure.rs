@@ -305,7 +305,7 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
 }
 
 /// CPU seconds a process has used (0 if it cannot be read).
-fn cpu_seconds(pid: u32) -> f64 {
+pub fn cpu_seconds(pid: u32) -> f64 {
     cpu_ticks(pid).unwrap_or(0) as f64 / ticks_per_second()
 }
 

@@ -3,7 +3,8 @@
 //! exist (the worker declares it and binds every authorizer), then as a restart finds queue and
 //! bindings in place (what a deploy does). Each start is timed to `/readyz` answering 200 and
 //! to every authorizer being routed (the queue's bindings from the wxcourier.jobs exchange,
-//! counted through the management API), with the worker's RSS at both. The queue and the
+//! counted through the management API), with the worker's RSS at both and the CPU it used
+//! until 10 s after ready. The queue and the
 //! platform's Redis keys are deleted at the end.
 
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use wxcourier::state::{Authorizer, Standing, State};
 use wxcourier::types::Secret;
 
 use crate::kit;
-use crate::measure::status_mib;
+use crate::measure::{cpu_seconds, status_mib};
 use crate::subjects::{Running, Sim};
 
 /// One start's figures.
@@ -27,16 +28,25 @@ pub struct PlatformStart {
     pub routed: Option<f64>,
     pub rss_ready_mib: f64,
     pub rss_routed_mib: f64,
+    /// CPU seconds the worker used from spawn until [`SETTLE`] after ready: the start's own
+    /// work, binds included.
+    pub cpu_settled_s: f64,
 }
 
-/// Starts the worker for a fresh platform with `n` authorizers twice; see the file's header.
-pub async fn measure(conn: &Connection, n: usize, limit: Duration) -> [PlatformStart; 2] {
+/// How long after ready the start's CPU is counted.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// Starts the worker for a fresh platform with `n` authorizers, then restarts it twice: with
+/// the management API (it binds only what is missing), and without (it binds every
+/// authorizer again); see the file's header.
+pub async fn measure(conn: &Connection, n: usize, limit: Duration) -> [PlatformStart; 3] {
     let sim = Sim::simulator();
     let name = format!("bp{:08x}", rand::random::<u32>());
     let component = format!("wxb{:016x}", rand::random::<u64>());
     seed(&component, n).await;
-    let first = start_once(&name, &component, n, &sim, limit).await;
-    let restart = start_once(&name, &component, n, &sim, limit).await;
+    let first = start_once(&name, &component, n, &sim, limit, true).await;
+    let restart = start_once(&name, &component, n, &sim, limit, true).await;
+    let blind = start_once(&name, &component, n, &sim, limit, false).await;
     let ch = conn.create_channel().await.unwrap();
     let _ = ch
         .queue_delete(
@@ -46,7 +56,7 @@ pub async fn measure(conn: &Connection, n: usize, limit: Duration) -> [PlatformS
         .await;
     let _ = ch.close(200, "done".into()).await;
     forget(&component).await;
-    [first, restart]
+    [first, restart, blind]
 }
 
 /// `n` active authorizers of `component`, as authorizations would have left them.
@@ -110,9 +120,10 @@ async fn start_once(
     n: usize,
     sim: &Sim,
     limit: Duration,
+    management: bool,
 ) -> PlatformStart {
     let started = Instant::now();
-    let running = Running::spawn_platform(name, component, &sim.base);
+    let running = Running::spawn_platform(name, component, &sim.base, management);
     let ready_url = format!(
         "http://{}/readyz",
         running.http.as_deref().expect("the worker serves HTTP")
@@ -140,11 +151,17 @@ async fn start_once(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    if let Some(ready) = ready {
+        let settled = Duration::from_secs_f64(ready) + SETTLE;
+        tokio::time::sleep(settled.saturating_sub(started.elapsed())).await;
+    }
+    let cpu_settled_s = cpu_seconds(running.pid());
     running.stop();
     PlatformStart {
         ready,
         routed,
         rss_ready_mib,
         rss_routed_mib,
+        cpu_settled_s,
     }
 }

@@ -231,8 +231,9 @@ impl Running {
     }
 
     /// Starts the worker serving one third-party platform, `name` with `component`, on Redis
-    /// state, and no app.
-    pub fn spawn_platform(name: &str, component: &str, base: &str) -> Self {
+    /// state, and no app; without `management`, its management API is a port nobody answers
+    /// at (it cannot read what is bound).
+    pub fn spawn_platform(name: &str, component: &str, base: &str, management: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let http = format!("127.0.0.1:{}", kit::free_port());
         let tables = format!(
@@ -241,7 +242,10 @@ impl Running {
              [platforms.{name}]\ncomponent_appid = \"{component}\"\ntoken = \"t\"\n\
              encoding_aes_key = \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\"\n"
         );
-        let prefetch = format!("prefetch = {PREFETCH}");
+        let mut prefetch = format!("prefetch = {PREFETCH}");
+        if !management {
+            prefetch.push_str("\nmanagement_url = \"http://127.0.0.1:9/\"");
+        }
         let config = kit::WorkerConfig {
             base_url: base,
             amqp: &prefetch,
