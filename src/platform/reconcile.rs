@@ -3,7 +3,7 @@
 //! needs it. The list is a recovery path, not the source of truth: what the state holds, and
 //! every push, wins over it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{Platform, PlatformError};
 use crate::state::{Authorizer, Standing};
@@ -42,12 +42,16 @@ impl Platform {
             .into_iter()
             .map(|a| (a.appid.clone(), a))
             .collect();
+        let on_list: HashSet<&str> = listed
+            .iter()
+            .map(|row| row.authorizer_appid.as_str())
+            .collect();
         let mut found = Reconciled {
             listed: listed.len(),
             not_listed: kept
                 .values()
                 .filter(|a| a.standing == Standing::Active)
-                .filter(|a| !listed.iter().any(|row| row.authorizer_appid == a.appid))
+                .filter(|a| !on_list.contains(a.appid.as_str()))
                 .count(),
             ..Reconciled::default()
         };
