@@ -237,8 +237,11 @@ async fn serve(
     if ctx.keep_unrouted {
         topology::declare_kept_results(conn).await?;
     }
-    if at_start && !ctx.state.capabilities().shared_ids {
-        peers::refuse_shared_platforms(ctx, conn).await?;
+    if at_start
+        && !ctx.state.capabilities().shared_ids
+        && let Some(shared) = peers::platform_served_elsewhere(ctx, conn).await?
+    {
+        return Err(shared.into());
     }
     let publisher = Publisher::open(conn, ctx.amqp.publish_timeout.get())
         .await

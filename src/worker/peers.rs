@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::context::{Context, ServedApp};
-use crate::broker::job_queue;
+use crate::broker::{BrokerError, job_queue};
 use crate::metrics::Metrics;
 use crate::pause::Phase;
 
@@ -180,19 +180,20 @@ pub(crate) struct SharedPlatform {
 /// replaces may still be draining (a rolling update starts the new one first).
 const PREDECESSOR_GRACE: Duration = Duration::from_secs(5);
 
-/// At start with memory state: refuses to serve a platform whose queue another instance
-/// consumes, once any predecessor had its drain and a little more to leave. A platform
-/// cannot be served by instances that do not share its state.
-pub(crate) async fn refuse_shared_platforms(
+/// At start with memory state: the platform whose queue another instance consumes, once any
+/// predecessor had its drain and a little more to leave (`Some`: it must not be served here,
+/// since a platform cannot be served by instances that do not share its state).
+pub(crate) async fn platform_served_elsewhere(
     ctx: &Context,
     conn: &lapin::Connection,
-) -> Result<(), super::SessionError> {
+) -> Result<Option<SharedPlatform>, BrokerError> {
     if ctx.platforms.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    let ch = conn.create_channel().await.map_err(|e| {
-        crate::broker::BrokerError::channel("opening a channel to count consumers", e)
-    })?;
+    let ch = conn
+        .create_channel()
+        .await
+        .map_err(|e| BrokerError::channel("opening a channel to count consumers", e))?;
     let deadline = Instant::now() + ctx.drain_timeout + PREDECESSOR_GRACE;
     let mut warned = false;
     for platform in &ctx.platforms {
@@ -200,18 +201,17 @@ pub(crate) async fn refuse_shared_platforms(
         loop {
             let consumers = consumer_count(&ch, &queue)
                 .await
-                .map_err(|e| crate::broker::BrokerError::channel("counting consumers", e))?;
+                .map_err(|e| BrokerError::channel("counting consumers", e))?;
             if consumers == 0 {
                 break;
             }
             if Instant::now() >= deadline {
                 let _ = ch.close(200, "refused".into()).await;
-                return Err(SharedPlatform {
+                return Ok(Some(SharedPlatform {
                     platform: platform.name.clone(),
                     queue,
                     consumers,
-                }
-                .into());
+                }));
             }
             if !std::mem::replace(&mut warned, true) {
                 tracing::warn!(
@@ -226,7 +226,7 @@ pub(crate) async fn refuse_shared_platforms(
         }
     }
     let _ = ch.close(200, "counted".into()).await;
-    Ok(())
+    Ok(None)
 }
 
 /// Consumers of `queue` (a passive declare: it never creates the queue).
