@@ -358,21 +358,15 @@ async fn a_busy_authorizers_backlog_holds_up_no_other_and_keeps_its_rate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_memory_state_a_second_instance_of_a_platform_is_refused_but_a_successor_starts() {
-    use std::sync::{Arc, Mutex};
     use tokio_util::sync::CancellationToken;
     use wxcourier::startup::Application;
 
-    let captured = Arc::new(Mutex::new(None));
-    let keep = captured.clone();
-    let p = spawn_platform_with("pfs_mem", move |s| {
+    let p = spawn_platform_with("pfs_mem", |s| {
         s.state.url = Secret::new("memory");
         s.worker.drain_timeout = wxcourier::types::Span(Duration::from_secs(1));
-        *keep.lock().unwrap() = Some(s.clone());
     })
     .await;
-    let mut settings = captured.lock().unwrap().take().unwrap();
-    // Its own port is the first one's.
-    settings.http.listen = None;
+    let settings = p.settings.clone();
 
     // A second instance while the first serves: refused, after waiting for it to leave.
     let started = Instant::now();
@@ -440,16 +434,10 @@ async fn route_by_hand(conn: &lapin::Connection, p: &Platform, account: &str, bi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_starting_worker_binds_what_is_missing_and_unbinds_what_was_withdrawn() {
-    use std::sync::{Arc, Mutex};
     use tokio_util::sync::CancellationToken;
     use wxcourier::startup::Application;
 
-    let captured = Arc::new(Mutex::new(None));
-    let keep = captured.clone();
-    let p = spawn_platform_with("pfs_start", move |s| {
-        *keep.lock().unwrap() = Some(s.clone());
-    })
-    .await;
+    let p = spawn_platform("pfs_start").await;
     let account = |appid: &str| format!("{}:{appid}", p.name);
     let now = unix_now() as i64;
     for (appid, standing) in [
@@ -471,7 +459,6 @@ async fn a_starting_worker_binds_what_is_missing_and_unbinds_what_was_withdrawn(
     until_bound(&p, &account("wxstays"), true).await;
     until_bound(&p, &account("wxnew"), true).await;
     let conn = connect().await;
-    let base = captured.lock().unwrap().take().unwrap();
     // With the management API, and with one that does not answer (every active one bound, every
     // other one listed unbound, as before it was read).
     for management in [None, Some("http://127.0.0.1:9/")] {
@@ -480,8 +467,7 @@ async fn a_starting_worker_binds_what_is_missing_and_unbinds_what_was_withdrawn(
         route_by_hand(&conn, &p, &account("wxnew"), false).await;
         route_by_hand(&conn, &p, &account("wxgone"), true).await;
         route_by_hand(&conn, &p, &account("wxlost"), true).await;
-        let mut settings = base.clone();
-        settings.http.listen = None;
+        let mut settings = p.settings.clone();
         if let Some(url) = management {
             settings.amqp.management_url = Some(Secret::new(url));
         }

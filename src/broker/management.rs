@@ -139,15 +139,8 @@ impl ManagementApi {
         &self,
         exchange: &str,
     ) -> Result<Option<Vec<Binding>>, ManagementError> {
-        let Some(body) = self
-            .get(&["exchanges", exchange, "bindings", "source"], &[])
-            .await?
-        else {
-            return Ok(None);
-        };
-        serde_json::from_slice(&body)
-            .map(Some)
-            .map_err(|_| ManagementError::NotA("a binding listing"))
+        self.bindings_at(&["exchanges", exchange, "bindings", "source"])
+            .await
     }
 
     /// The bindings from `exchange` to `queue` in the vhost; `None` when either does not
@@ -157,10 +150,13 @@ impl ManagementApi {
         exchange: &str,
         queue: &str,
     ) -> Result<Option<Vec<Binding>>, ManagementError> {
-        let Some(body) = self
-            .get(&["bindings", "e", exchange, "q", queue], &[])
-            .await?
-        else {
+        self.bindings_at(&["bindings", "e", exchange, "q", queue])
+            .await
+    }
+
+    /// The binding listing at `path`; `None` on 404.
+    async fn bindings_at(&self, path: &[&str]) -> Result<Option<Vec<Binding>>, ManagementError> {
+        let Some(body) = self.get(path, &[]).await? else {
             return Ok(None);
         };
         serde_json::from_slice(&body)

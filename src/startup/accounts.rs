@@ -122,14 +122,14 @@ impl AppBuilder {
     }
 }
 
-/// The authorizers of every configured platform, as accounts named `NAME:APPID`. One is built
-/// the first time a job names it and kept while the process runs; whether it may still send
-/// is its token's question (a revoked authorizer's token fetch says so).
 /// The longest an authorizer's job waits in the worker for its turn at the rate. An account
 /// sending at 50/s keeps about a dozen jobs here; a backlog beyond that waits in the delay tiers,
 /// so the platform queue's prefetch keeps moving for the other authorizers.
 const RATE_PARK_AFTER: Duration = Duration::from_millis(250);
 
+/// The authorizers of every configured platform, as accounts named `NAME:APPID`. One is built
+/// the first time a job names it and kept while the process runs; whether it may still send
+/// is its token's question (a revoked authorizer's token fetch says so).
 pub(super) struct PlatformAccounts {
     platforms: HashMap<String, (Arc<Platform>, AppSettings)>,
     builder: AppBuilder,

@@ -113,15 +113,17 @@ pub(crate) async fn run(
     let _abandon_at_end = abandon.clone().drop_guard();
     let mut delays = reconnect_backoff();
     let mut first = true;
+    // Whether a session got past the check for another instance serving a platform: until one
+    // does, this process consumes no platform queue, so any consumer there is another's.
+    let mut peers_checked = false;
     // The node of `amqp.url` to try first; after a loss, the next one in turn.
     let mut node = 0;
     loop {
-        let at_start = std::mem::take(&mut first);
-        if !at_start {
+        if !std::mem::take(&mut first) {
             ctx.metrics.broker_reconnects.inc();
         }
         let started = tokio::time::Instant::now();
-        let result = session(&ctx, &stop, &mut node, tasks, &abandon, at_start).await;
+        let result = session(&ctx, &stop, &mut node, tasks, &abandon, &mut peers_checked).await;
         ctx.health.set_ready(false);
         match result {
             Ok(()) => return Ok(()),
@@ -162,7 +164,7 @@ async fn session(
     node: &mut usize,
     tasks: &TaskTracker,
     abandon: &CancellationToken,
-    at_start: bool,
+    peers_checked: &mut bool,
 ) -> Result<(), SessionError> {
     const NAME: &str = "wxcourier worker";
     let (conn, connected) = broker::connect_from(&ctx.amqp, NAME, *node).await?;
@@ -181,7 +183,16 @@ async fn session(
         }
     }
     if result.is_ok() {
-        result = serve(ctx, stop, &conns, per_connection, tasks, abandon, at_start).await;
+        result = serve(
+            ctx,
+            stop,
+            &conns,
+            per_connection,
+            tasks,
+            abandon,
+            peers_checked,
+        )
+        .await;
     }
     for conn in &conns {
         let closing = conn.close(200, "wxcourier stopping".into());
@@ -222,7 +233,7 @@ async fn serve(
     per_connection: usize,
     tasks: &TaskTracker,
     abandon: &CancellationToken,
-    at_start: bool,
+    peers_checked: &mut bool,
 ) -> Result<(), SessionError> {
     let conn = &conns[0];
     let legacy =
@@ -237,12 +248,13 @@ async fn serve(
     if ctx.keep_unrouted {
         topology::declare_kept_results(conn).await?;
     }
-    if at_start
+    if !*peers_checked
         && !ctx.state.capabilities().shared_ids
         && let Some(shared) = peers::platform_served_elsewhere(ctx, conn).await?
     {
         return Err(shared.into());
     }
+    *peers_checked = true;
     let publisher = Publisher::open(conn, ctx.amqp.publish_timeout.get())
         .await
         .map_err(|e| BrokerError::channel("opening the publishing channel", e))?;

@@ -242,7 +242,7 @@ mod tests {
     /// The fake broker's answer to a publish, by the exchange and routing key it went to.
     type Answer = fn(&str, &str) -> Result<Landing, PublishError>;
 
-    /// A broker that records every publish and answers each by its exchange.
+    /// A broker that records every publish and answers each by its exchange and routing key.
     struct FakeBroker {
         published: Mutex<Vec<Published>>,
         answer: Answer,

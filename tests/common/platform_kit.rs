@@ -39,6 +39,9 @@ pub struct Platform {
     /// The authorization event URL.
     pub url: String,
     pub store: Arc<dyn PlatformStore>,
+    /// The settings the worker runs with, for a test that starts another instance beside it
+    /// (with `http.listen` cleared: the port is the first one's).
+    pub settings: wxcourier::config::Settings,
 }
 
 /// A worker with a platform of its own on Redis state, and a simulator that pushes to it.
@@ -83,6 +86,7 @@ pub async fn spawn_platform_with(
         )
         .await
         .unwrap();
+    let mut settings = None;
     let t = spawn_app_on(prefix, sim, |s| {
         s.http.listen = Some(format!("127.0.0.1:{port}"));
         s.state.url = Secret::new(REDIS);
@@ -94,6 +98,9 @@ pub async fn spawn_platform_with(
         );
         s.platforms.insert(name.clone(), platform);
         tweak(s);
+        let mut kept = s.clone();
+        kept.http.listen = None;
+        settings = Some(kept);
     })
     .await;
     // Up to 20 s: on a CI machine running several brokers at once, a start can take seconds.
@@ -113,6 +120,7 @@ pub async fn spawn_platform_with(
         component,
         url,
         store: store(),
+        settings: settings.expect("the worker's settings were made"),
     }
 }
 
