@@ -86,12 +86,7 @@ impl Application {
         };
         // One store of preference gates for the callback, which sets them, and the pipeline,
         // which reads them: in memory they must be the same map.
-        let gates = AppGates::new(
-            &settings,
-            &shared
-                .state
-                .gate_store(settings.state.memory_capacity.get()),
-        );
+        let gates = AppGates::new(&settings, &shared.state.gate_store());
         let callback = Arc::new(
             CallbackState::new(
                 &settings,

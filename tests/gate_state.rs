@@ -23,13 +23,9 @@ fn open(url: &str) -> State {
 
 /// Each backend's gates, by name; the state is kept alive beside them.
 fn backends() -> Vec<(&'static str, String, Arc<dyn Gates>)> {
-    let mut all = vec![(
-        "memory",
-        "memory".to_owned(),
-        open("memory").gate_store(1000),
-    )];
+    let mut all = vec![("memory", "memory".to_owned(), open("memory").gate_store())];
     for (name, url) in redis_urls() {
-        let gates = open(&url).gate_store(1000);
+        let gates = open(&url).gate_store();
         all.push((name, url, gates));
     }
     all
@@ -256,7 +252,7 @@ async fn every_backend_keeps_the_gate_contract() {
 #[tokio::test]
 async fn redis_gates_are_seen_and_lifted_by_every_instance_and_lapse_on_their_own() {
     for (name, url) in redis_urls() {
-        let (one, two) = (open(&url).gate_store(10), open(&url).gate_store(10));
+        let (one, two) = (open(&url).gate_store(), open(&url).gate_store());
         let (app, now) = (app(), now());
         one.set_gate(&app, "o1", &t("t1"), GateWhy::Refused, now, DAY)
             .await
@@ -308,7 +304,7 @@ fn is_state_outage(e: &StateError) -> bool {
 #[tokio::test]
 async fn a_redis_outage_is_a_state_error_for_every_gate_call() {
     let state = open("redis://127.0.0.1:1");
-    let g = state.gate_store(10);
+    let g = state.gate_store();
     let (app, now) = (app(), now());
     let all = GateScope::All;
     let e = g

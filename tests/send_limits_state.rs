@@ -2,6 +2,8 @@
 //! most its count of job ids, a content's mark one, a job asking again takes nothing more, and
 //! only its holder gives a slot back. Memory state keeps it for one instance, Redis for every
 //! instance: 100 reservations at once from three instances against a cap of 3 get exactly 3.
+//! A reservation that asks the recipient's preference gates reads those the state keeps, and a
+//! gated one takes nothing; in Redis it reads a stored gate exactly as a lookup does.
 //! Redis runs as a single node always, and behind Sentinel and as a Cluster when
 //! `TEST_REDIS_SENTINEL_URL` / `TEST_REDIS_CLUSTER_URL` name one (`scripts/redis-ha.sh urls`).
 
@@ -10,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wxcourier::state::{
-    ContentWindow, LimitRequest, RecipientCap, Reservation, SendLimits, State, StateError,
+    ContentWindow, GateAsk, GateScope, GateWhy, LimitRequest, RecipientCap, Reservation,
+    SendLimits, State, StateError,
 };
 
 #[path = "common/redis_sets.rs"]
@@ -48,6 +51,7 @@ fn cap(id: &str, count: u32, per: Duration) -> LimitRequest<'_> {
             per,
         }),
         content: None,
+        gate: None,
     }
 }
 
@@ -59,10 +63,31 @@ fn content(id: &str, window: Duration) -> LimitRequest<'_> {
             digest: "3f2a",
             window,
         }),
+        gate: None,
     }
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
+
+/// Now, in Unix seconds: what the pipeline's clock gives a gate ask.
+fn unix_now() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.unwrap().as_secs() as i64
+}
+
+/// A reservation under a cap of 1 and a content mark that asks the gates of its recipient
+/// (`o-user-1`) for `template`.
+fn gated_ask<'a>(id: &'a str, template: &'a str, now: i64) -> LimitRequest<'a> {
+    LimitRequest {
+        content: content(id, MINUTE).content,
+        gate: Some(GateAsk {
+            openid: "o-user-1",
+            template,
+            now,
+        }),
+        ..cap(id, 1, MINUTE)
+    }
+}
 
 fn is_capped(r: Reservation) -> bool {
     matches!(r, Reservation::Capped { .. })
@@ -236,6 +261,168 @@ async fn a_refused_job_takes_neither_the_slot_nor_the_mark() {
             "{name}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_reservation_meets_the_gates_the_state_keeps_and_a_gated_one_takes_nothing() {
+    for (name, [s, other, _]) in backends() {
+        let app = app();
+        let now = unix_now();
+        let gates = s.gate_store();
+        let refused = GateScope::Template("t-refused".into());
+        gates
+            .set_gate(&app, "o-user-1", &refused, GateWhy::Refused, now, MINUTE)
+            .await
+            .unwrap();
+        // Another instance's reservation meets the gate set through this one's store.
+        match other
+            .reserve(&app, &gated_ask("r1", "t-refused", now))
+            .await
+        {
+            Ok(Reservation::Gated(gate)) => {
+                assert_eq!(
+                    (gate.openid.as_str(), &gate.scope, gate.why),
+                    ("o-user-1", &refused, GateWhy::Refused),
+                    "{name}"
+                );
+                assert_eq!(gate.expires_at, now + 60, "{name}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        // The gated job took neither the slot (cap 1) nor the mark: r2 of another template
+        // gets both.
+        assert_eq!(
+            s.reserve(&app, &gated_ask("r2", "t-other", now))
+                .await
+                .unwrap(),
+            Reservation::Granted,
+            "{name}"
+        );
+        // A gate on every template comes first and holds any template back, even one whose
+        // slot a job already holds.
+        gates
+            .set_gate(
+                &app,
+                "o-user-1",
+                &GateScope::All,
+                GateWhy::NotFollowing,
+                now,
+                MINUTE,
+            )
+            .await
+            .unwrap();
+        match s.reserve(&app, &gated_ask("r2", "t-refused", now)).await {
+            Ok(Reservation::Gated(gate)) => {
+                assert_eq!(
+                    (gate.scope, gate.why),
+                    (GateScope::All, GateWhy::NotFollowing)
+                )
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        // Lifted, or lapsed by the ask's clock, a gate holds nothing back.
+        gates
+            .lift_gate(&app, "o-user-1", &GateScope::All)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.reserve(&app, &gated_ask("r2", "t-other", now))
+                .await
+                .unwrap(),
+            Reservation::Granted,
+            "{name}: r2 holds its slot already"
+        );
+        s.give_back(&app, &gated_ask("r2", "t-other", now))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.reserve(&app, &gated_ask("r3", "t-refused", now + 60))
+                .await
+                .unwrap(),
+            Reservation::Granted,
+            "{name}: the template's gate lapsed at now + 60"
+        );
+        // Without an ask the gates are not read.
+        s.give_back(&app, &gated_ask("r3", "t-refused", now))
+            .await
+            .unwrap();
+        let mut unasked = gated_ask("r4", "t-refused", now);
+        unasked.gate = None;
+        assert_eq!(
+            s.reserve(&app, &unasked).await.unwrap(),
+            Reservation::Granted,
+            "{name}"
+        );
+    }
+}
+
+/// Gates as earlier versions and hand edits may have left them in Redis: the reservation's
+/// script judges each stored value as the lookup (`Gates::gate_for`) does, so both paths hold
+/// back the same jobs.
+#[tokio::test]
+async fn a_reservation_reads_stored_gates_exactly_as_a_gate_lookup_does() {
+    let now = unix_now();
+    let far = now + 3600;
+    let values = [
+        format!("recipient_refused {now} {far}"),
+        format!("not_following {now} {far} extra parts"),
+        format!("not_following +{now} +{far}"),
+        format!("recipient_refused {now} {now}"),
+        format!("recipient_refused {now} {}", now - 1),
+        format!("refused {now} {far}"),
+        format!("recipient_refused {now} {far}x"),
+        format!("recipient_refused  {now} {far}"),
+        format!("recipient_refused {now}"),
+        format!("recipient_refused {now} 99999999999999999999"),
+        format!("recipient_refused {now} 999999999999999999"),
+        "".to_owned(),
+        format!("recipient_refused 1.5 {far}"),
+    ];
+    let mut raw = redis::Client::open(redis_sets::REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let s = open(redis_sets::REDIS_URL);
+    let gates = s.gate_store();
+    let mut held = 0;
+    for (i, value) in values.iter().enumerate() {
+        for field in ["all", "t:t-forged"] {
+            let app = app();
+            let key = format!("wxcourier:{{{app}}}:gate:o-user-1");
+            let _: i64 = redis::cmd("HSET")
+                .arg(&key)
+                .arg(field)
+                .arg(value)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            let looked_up = gates
+                .gate_for(&app, "o-user-1", "t-forged", now)
+                .await
+                .unwrap();
+            let id = format!("f{i}");
+            let reserved = s.reserve(&app, &gated_ask(&id, "t-forged", now)).await;
+            match (&looked_up, reserved) {
+                (Some(gate), Ok(Reservation::Gated(by_script))) => {
+                    assert_eq!(gate, &by_script, "{value:?} in {field}");
+                    held += 1;
+                }
+                (None, Ok(Reservation::Granted)) => {}
+                (lookup, reservation) => {
+                    panic!("{value:?} in {field}: lookup {lookup:?}, reservation {reservation:?}")
+                }
+            }
+            let _: i64 = redis::cmd("DEL")
+                .arg(&key)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            let _ = s.give_back(&app, &gated_ask(&id, "t-forged", now)).await;
+        }
+    }
+    // The first three values and the 18-digit one are live gates, on either field.
+    assert_eq!(held, 8, "the live gates among the forged values");
 }
 
 /// 100 jobs for one recipient at once, spread over three instances: exactly `count` granted.

@@ -75,7 +75,7 @@ pub(crate) async fn run(args: GateArgs) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let store = state.gate_store(1);
+    let store = state.gate_store();
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let (app, to) = (which.app.as_str(), which.to.as_deref());
     let done = match &args.command {

@@ -134,6 +134,13 @@ impl Idempotency for FakeStore {
     }
 }
 
+impl FakeStore {
+    /// The preference gates its memory state keeps, which its reservations read.
+    pub(crate) fn gates(&self) -> std::sync::Arc<dyn super::gates::Gates> {
+        self.inner.gates()
+    }
+}
+
 impl SendLimits for FakeStore {
     async fn reserve(&self, app: &str, request: &LimitRequest<'_>) -> StateResult<Reservation> {
         self.up()?;

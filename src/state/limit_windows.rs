@@ -153,6 +153,7 @@ mod tests {
                 per: DAY,
             }),
             content: None,
+            gate: None,
         }
     }
 
@@ -164,6 +165,7 @@ mod tests {
                 digest: "d1",
                 window: Duration::from_secs(300),
             }),
+            gate: None,
         }
     }
 

@@ -5,6 +5,7 @@ mod cancels;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::num::NonZeroU64;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
@@ -16,6 +17,7 @@ use crate::types::TraceHeaders;
 use super::cancels::{CancelFound, Cancels};
 use super::capability::Reports;
 use super::error::StateResult;
+use super::gates::{Gates, MemoryGates};
 use super::limit_windows::LimitWindows;
 use super::pauses::{PauseScope, Paused, Pauses};
 use super::send_limits::{LimitRequest, Reservation, SendLimits};
@@ -174,6 +176,9 @@ pub struct MemoryState {
     inner: Mutex<Inner>,
     limits: LimitWindows,
     pauses: pauses::PauseBook,
+    /// The preference gates of this process: the callback sets them, the pipeline reads them
+    /// here or beside a reservation.
+    gates: Arc<MemoryGates>,
 }
 
 impl MemoryState {
@@ -193,7 +198,13 @@ impl MemoryState {
             }),
             limits: LimitWindows::default(),
             pauses: pauses::PauseBook::default(),
+            gates: Arc::new(MemoryGates::new(capacity)),
         }
+    }
+
+    /// The preference gates of this process, shared with whoever sets them.
+    pub(crate) fn gates(&self) -> Arc<dyn Gates> {
+        self.gates.clone()
     }
 
     #[cfg(test)]
@@ -370,6 +381,14 @@ impl Reports for MemoryState {
 
 impl SendLimits for MemoryState {
     async fn reserve(&self, app: &str, request: &LimitRequest<'_>) -> StateResult<Reservation> {
+        if let Some(ask) = request.gate
+            && let Some(gate) = self
+                .gates
+                .gate_for(app, ask.openid, ask.template, ask.now)
+                .await?
+        {
+            return Ok(Reservation::Gated(gate));
+        }
         Ok(self
             .limits
             .reserve(app, request, tokio::time::Instant::now()))

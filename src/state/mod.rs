@@ -42,7 +42,9 @@ pub(crate) use memory::MemoryState;
 pub use pauses::{PauseScope, Paused, Pauses};
 pub use platforms::{Authorizer, CodeClaim, PlatformStore, Standing, Ticket};
 pub(crate) use redis::RedisState;
-pub use send_limits::{ContentWindow, LimitRequest, RecipientCap, Reservation, SendLimits};
+pub use send_limits::{
+    ContentWindow, GateAsk, LimitRequest, RecipientCap, Reservation, SendLimits,
+};
 pub(crate) use share::{RateShare, TokenShare};
 pub use values::{Claim, Holder, Renewal, ReportKey, SentJob};
 
@@ -71,10 +73,11 @@ pub enum State {
 
 impl State {
     /// The preference gates this state keeps: shared through Redis, or this process's own in
-    /// memory (at most `capacity` of them).
-    pub fn gate_store(&self, capacity: usize) -> Arc<dyn Gates> {
+    /// memory (at most `state.memory_capacity` of them). The same gates a reservation asks
+    /// ([`LimitRequest::gate`]), so what the callback sets is what a send meets.
+    pub fn gate_store(&self) -> Arc<dyn Gates> {
         match self {
-            State::Memory(..) => Arc::new(gates::MemoryGates::new(capacity)),
+            State::Memory(m, _) => m.gates(),
             State::Redis(redis) => redis.clone(),
         }
     }

@@ -14,6 +14,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use super::error::StateResult;
+use super::gates::Gate;
 
 /// At most `count` sends to `touser` in any window of `per`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +32,16 @@ pub struct ContentWindow<'a> {
     pub window: Duration,
 }
 
+/// The preference gates to look at before anything is taken (`apps.NAME.honor_preferences`
+/// beside a limit): those of `openid` for every template and for `template`, live at `now`
+/// (Unix seconds, the pipeline's clock). Asked here, the gates cost no round trip of their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GateAsk<'a> {
+    pub openid: &'a str,
+    pub template: &'a str,
+    pub now: i64,
+}
+
 /// What one job asks of its app's limits; an absent limit is not checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LimitRequest<'a> {
@@ -38,13 +49,18 @@ pub struct LimitRequest<'a> {
     pub id: &'a str,
     pub cap: Option<RecipientCap<'a>>,
     pub content: Option<ContentWindow<'a>>,
+    /// The gates that must hold nothing back first; read from the gates this same backend
+    /// keeps ([`super::State::gate_store`]).
+    pub gate: Option<GateAsk<'a>>,
 }
 
 /// The answer to a reservation. Nothing is taken unless it is `Granted`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reservation {
     /// The job holds a slot in its recipient's window and its content's mark.
     Granted,
+    /// A live preference gate holds the job back (the one for every template first).
+    Gated(Gate),
     /// Another job with the same content holds the mark.
     Duplicate,
     /// The recipient's window is full; its oldest send leaves it in `free_in`.
@@ -53,8 +69,8 @@ pub enum Reservation {
 
 /// The send limits every instance sharing the backend keeps together.
 pub trait SendLimits: Send + Sync {
-    /// Checks the content mark first, then the recipient's window, and takes both only if
-    /// both allow the job (or already name it).
+    /// Checks the asked gates first, then the content mark, then the recipient's window, and
+    /// takes mark and slot only if all three allow the job (or already name it).
     fn reserve(
         &self,
         app: &str,

@@ -12,8 +12,9 @@
 //! outcomes it can end in), `waits` (backoff, pauses and holds), `quiet` (the app's quiet
 //! hours), `paused` (the kill switch), `policy` (the delivery policies met before the claim, in
 //! order), `cancel` (cancel messages, and a held job's cancel), `send` (the WeChat call and its
-//! answer), `limits` (the app's send limits around the send). Each file uses only those before
-//! it in this list.
+//! answer), `gates` (the preference gates, and the refusals that set them), `limits` (the app's
+//! send limits around the send, which read the gates too when both are on). Each file uses only
+//! those before it in this list.
 
 mod cancel;
 mod gates;
@@ -150,12 +151,12 @@ pub(crate) async fn process<S: Seams>(deps: &Deps<S>, incoming: Incoming<'_>) ->
         .or_else(|| turn.dropped_by_pause(&state))
     {
         Step::Finish(dropped)
-    } else if let Some(step) = turn.gated(&state, gate) {
-        // With the claim held: a job already sent gets no second outcome.
-        step
     } else if let Some(rejection) = app.catalog_refusal(&job).await {
         // Before the token is taken: a job its template cannot show costs no quota.
         reject(name, &rejection, state, deps.clock.now())
+    } else if let Some(step) = turn.gated(&state, gate) {
+        // With the claim held: a job already sent gets no second outcome.
+        step
     } else {
         let step = turn.send_within_limits(outlet, &mut state, &claim).await;
         turn.learn_from(&step).await;

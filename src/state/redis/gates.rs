@@ -45,7 +45,8 @@ static LIFT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::ne
 /// Users read per round trip when a whole app is listed.
 const LIST_CHUNK: usize = 200;
 
-fn user_key(app: &str, openid: &str) -> String {
+/// The hash of `openid`'s gates.
+pub(super) fn user_key(app: &str, openid: &str) -> String {
     key(app, "gate", openid)
 }
 

@@ -6,7 +6,7 @@ use crate::clock::Clock;
 use crate::outcome::SendStatus;
 use crate::preferences::{GateChange, describe, reason};
 use crate::retry::RetryState;
-use crate::state::{Gate, StateResult};
+use crate::state::{Gate, GateAsk, StateResult};
 use crate::worker::deps::Seams;
 
 use super::step::{STATE_DOWN, Step};
@@ -18,8 +18,12 @@ pub(super) type GateLookup = Option<StateResult<Option<Gate>>>;
 impl<S: Seams> Turn<'_, S> {
     /// The gate that holds this job back, looked up while the claim is taken: the two share
     /// one round trip's wait in shared state. What it finds counts only once the claim is held
-    /// ([`Turn::gated`]), so a job already sent still gets no second outcome.
+    /// ([`Turn::gated`]), so a job already sent still gets no second outcome. An app that also
+    /// keeps a send limit reads its gates in the reservation instead ([`Turn::gate_ask`]).
     pub(super) async fn gate_lookup(&self) -> GateLookup {
+        if !self.app.limits.is_off() {
+            return None;
+        }
         let gates = self.app.preferences.as_ref()?;
         let now = self.deps.clock.now().unix_timestamp();
         let job = self.job;
@@ -30,17 +34,31 @@ impl<S: Seams> Turn<'_, S> {
         )
     }
 
+    /// What the reservation of an app that honours preferences and keeps a send limit asks
+    /// of the gates: the state reads them in the same step, from the gates the callback sets
+    /// (one store per state, [`crate::state::State::gate_store`]).
+    pub(super) fn gate_ask(&self) -> Option<GateAsk<'_>> {
+        self.app.preferences.as_ref()?;
+        Some(GateAsk {
+            openid: &self.job.touser,
+            template: &self.job.template_id,
+            now: self.deps.clock.now().unix_timestamp(),
+        })
+    }
+
     /// The job's end when a gate holds it back: `suppressed` with the gate's reason. Without
     /// shared state the gate cannot be read, and the job waits like any other "not now".
     pub(super) fn gated(&self, state: &RetryState, lookup: GateLookup) -> Option<Step> {
         match lookup? {
             Ok(None) => None,
-            Ok(Some(gate)) => {
-                let o = self.suppressed(state, reason(&gate), &describe(&gate));
-                Some(Step::Finish(o))
-            }
+            Ok(Some(gate)) => Some(self.held_back_by(state, &gate)),
             Err(_) => Some(self.not_now(state, STATE_DOWN)),
         }
+    }
+
+    /// `suppressed`, with the reason of the gate that held the job back.
+    pub(super) fn held_back_by(&self, state: &RetryState, gate: &Gate) -> Step {
+        Step::Finish(self.suppressed(state, reason(gate), &describe(gate)))
     }
 
     /// After WeChat answered: a refusal that means the user said "no" sets the gate. The job

@@ -3,7 +3,8 @@
 //! the send, so a job that ends without one (rejected by the catalog, expired) takes nothing.
 //!
 //! The job reserves a slot in its recipient's window and its content's mark, atomically in the
-//! shared state. What becomes of the reservation:
+//! shared state; an app that honours preferences has its gates read in the same step (one
+//! round trip instead of two), and a gated job takes nothing. What becomes of the reservation:
 //! - `sent` (including a delivery that finds its id already sent): kept; the window counts it.
 //! - any other ending (failed, expired, a retry copy, a pause): given back at once, so the slot
 //!   is free for another job; a retry copy asks again on its next turn.
@@ -57,12 +58,14 @@ impl<S: Seams> Turn<'_, S> {
                 .content_dedup
                 .zip(digest.as_deref())
                 .map(|(window, digest)| ContentWindow { digest, window }),
+            gate: self.gate_ask(),
         };
         let store = &self.deps.store;
         match store.reserve(self.name, &request).await {
             Ok(Reservation::Granted) => {}
             // Without shared state the limits cannot be kept: the job waits in the broker.
             Err(_) => return self.not_now(state, STATE_DOWN),
+            Ok(Reservation::Gated(gate)) => return self.held_back_by(state, &gate),
             Ok(Reservation::Duplicate) => {
                 let window = humantime::format_duration(limits.content_dedup.unwrap_or_default());
                 let why = format!(

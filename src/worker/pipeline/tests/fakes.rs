@@ -195,6 +195,9 @@ pub(crate) struct Setup {
     pub(crate) pause_mode: crate::config::PauseMode,
     /// App `a`'s preference gates, when it honours preferences.
     pub(crate) preferences: Option<crate::preferences::PreferenceGates>,
+    /// App `a` honours preferences, with gates that last this long, kept by the world's store
+    /// (as production wires them: the gates a reservation reads are the ones set).
+    pub(crate) store_gates: Option<Duration>,
 }
 
 impl Default for Setup {
@@ -212,6 +215,7 @@ impl Default for Setup {
             quiet: None,
             pause_mode: crate::config::PauseMode::default(),
             preferences: None,
+            store_gates: None,
         }
     }
 }
@@ -249,6 +253,14 @@ impl World {
         };
         let schedule = Schedule::new(&setup.retry);
         let metrics = Arc::new(Metrics::new());
+        let store = Arc::new(FakeStore::default());
+        let preferences = match setup.store_gates {
+            Some(ttl) => Some(crate::preferences::PreferenceGates {
+                store: store.gates(),
+                ttl,
+            }),
+            None => setup.preferences,
+        };
         let app = AppDeps {
             metrics: AppMetrics::new(metrics.clone(), "a"),
             keeper: TokenKeeper::new(source),
@@ -266,11 +278,11 @@ impl World {
             limits: setup.limits,
             quiet: setup.quiet,
             switch: crate::worker::KillSwitch::new("a", &[], setup.pause_mode, metrics.clone()),
-            preferences: setup.preferences,
+            preferences,
         };
         let deps = Deps {
             wechat: wechat.clone(),
-            store: Arc::new(FakeStore::default()),
+            store,
             clock: TokioClock::starting_at(T0),
             apps: [("a".to_owned(), Arc::new(app))].into(),
             accounts: None,

@@ -361,3 +361,45 @@ fn the_content_digest_stays_what_earlier_releases_computed() {
         "c48612c240f6aa474cf958d0ce2b24579a19b137b866fe5fb16e86861a85fa7a"
     );
 }
+
+/// With a send limit and `honor_preferences` both on, the gates are read in the reservation
+/// (one call to the state): a gated job ends with the gate's reason before any WeChat call and
+/// takes no slot, and once the gate is lifted the next job takes the slot and is sent.
+#[tokio::test(start_paused = true)]
+async fn beside_a_limit_the_gates_are_read_in_the_reservation_and_a_gated_job_takes_no_slot() {
+    let w = World::new(Setup {
+        limits: capped(1, DAY, CapMode::Suppress),
+        store_gates: Some(DAY),
+        ..Setup::default()
+    });
+    let gates = w.store().gates();
+    let user = "o0000000000000000000000000001";
+    let now = T0.unix_timestamp();
+    let all = crate::state::GateScope::All;
+    let why = crate::state::GateWhy::NotFollowing;
+    gates
+        .set_gate("a", user, &all, why, now, DAY)
+        .await
+        .unwrap();
+    let o = outcome(&w, numbered("g1")).await;
+    assert_eq!(
+        (o.status, o.reason, o.attempts),
+        (SendStatus::Suppressed, Some(OutcomeReason::NotFollowing), 0),
+        "{o:?}"
+    );
+    assert!(w.wechat.received().is_empty(), "no call for a gated job");
+    assert_eq!(
+        w.store().calls(),
+        [
+            StoreCall::Claimed("g1".into()),
+            StoreCall::Reserved("g1".into()),
+            StoreCall::Released("g1".into()),
+        ],
+        "the gates were read in the reservation, and nothing is given back"
+    );
+    gates.lift_gate("a", user, &all).await.unwrap();
+    assert_eq!(outcome(&w, numbered("g2")).await.status, SendStatus::Sent);
+    // g1 took no slot: g2 took the only one.
+    let o = outcome(&w, numbered("g3")).await;
+    assert_eq!(o.reason, Some(OutcomeReason::FrequencyCap), "{o:?}");
+}
