@@ -4,7 +4,8 @@
 //! worker sends (its round trips) and the commands Redis runs for them, the scripts' own
 //! included. The timed work (the rate lease's script, shared by the jobs of one lease, and the
 //! kill switch's poll) is counted apart, since its share per job depends on the machine's speed.
-//! A change that adds a round trip or a script's lookup per job fails here on any machine.
+//! A change that adds a round trip or a script's lookup per job fails here on any machine; so
+//! does one that gives the send limits or the preference gates a round trip of their own.
 
 mod common;
 
@@ -22,6 +23,10 @@ const SENT_PER_JOB: f64 = 4.0;
 /// Commands Redis runs per job, the scripts' own included: the claim's two reads (the key and
 /// its pre-upgrade name) and its write, the two records, and the story's push, trim and expiry.
 const RUN_PER_JOB: f64 = 10.0;
+/// Commands Redis runs per job with a recipient cap, content de-duplication and the preference
+/// gates on: those of [`RUN_PER_JOB`], and in the claim's script the gates' read, the clock,
+/// the content mark's read and write, and the window's trim, lookup, count, insert and expiry.
+const RUN_WITH_LIMITS_PER_JOB: f64 = 19.0;
 /// What the budgets allow beyond their count: a token check or a retry that lands in the window
 /// (eight commands in 400 jobs), never one more command per job.
 const SLACK: f64 = 0.02;
@@ -145,11 +150,16 @@ struct Counts {
     leases: u64,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sent_job_costs_no_more_redis_commands_than_the_budget() {
+/// What 400 sent jobs of an app set up by `tweak` make Redis do, per job: commands sent,
+/// commands run, rate lease scripts; and the counts behind them.
+async fn per_job(tweak: impl FnOnce(&mut wxcourier::config::Settings)) -> (f64, f64, f64, Counts) {
     let redis = OwnRedis::start();
     let url = redis.url();
-    let mut app = spawn_app("rcmd", |s| s.state.url = Secret::new(url)).await;
+    let mut app = spawn_app("rcmd", |s| {
+        s.state.url = Secret::new(url);
+        tweak(s);
+    })
+    .await;
     // Warm: the token is fetched and shared, the scripts loaded, the lease running.
     let mut seen = std::collections::HashSet::new();
     for i in 0..20 {
@@ -168,10 +178,17 @@ async fn a_sent_job_costs_no_more_redis_commands_than_the_budget() {
     // A job's story is written beside its outcome, and may land a moment after it.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let counts = monitor.finish();
+    app.stop().await;
     let per_job = |calls: &BTreeMap<String, u64>| calls.values().sum::<u64>() as f64 / JOBS as f64;
     let (sent, run) = (per_job(&counts.sent), per_job(&counts.run));
     let leases = counts.leases as f64 / JOBS as f64;
     println!("per job: {sent:.2} sent, {run:.2} run, {leases:.3} leases; {counts:?}");
+    (sent, run, leases, counts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sent_job_costs_no_more_redis_commands_than_the_budget() {
+    let (sent, run, leases, counts) = per_job(|_| {}).await;
     assert!(
         sent <= SENT_PER_JOB + SLACK,
         "{sent:.2} Redis commands sent per job, over the budget of {SENT_PER_JOB} \
@@ -186,5 +203,31 @@ async fn a_sent_job_costs_no_more_redis_commands_than_the_budget() {
         leases <= LEASES_PER_JOB,
         "{leases:.3} rate lease scripts per job: the lease no longer serves many jobs: {counts:?}"
     );
-    app.stop().await;
+}
+
+/// With a recipient cap, content de-duplication and the preference gates on, a sent job still
+/// sends Redis no more commands than one without them: the reservation and the gates are read
+/// in the claim's own script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_send_limits_and_the_gates_cost_no_round_trip_of_their_own() {
+    let (sent, run, _, counts) = per_job(|s| {
+        let app = s.apps.values_mut().next().expect("the test's app");
+        app.recipient_limit = Some(wxcourier::config::RecipientLimit {
+            count: std::num::NonZeroU32::new(1000).unwrap(),
+            per: wxcourier::config::NonZeroSpan::new(Duration::from_secs(3600)).unwrap(),
+        });
+        app.content_dedup = wxcourier::config::NonZeroSpan::new(Duration::from_secs(300));
+        app.honor_preferences = true;
+    })
+    .await;
+    assert!(
+        sent <= SENT_PER_JOB + SLACK,
+        "{sent:.2} Redis commands sent per job with the limits and gates on, over the \
+         budget of {SENT_PER_JOB} a job without them has: {counts:?}"
+    );
+    assert!(
+        run <= RUN_WITH_LIMITS_PER_JOB + SLACK,
+        "{run:.2} Redis commands run per job, over the budget of {RUN_WITH_LIMITS_PER_JOB} \
+         (docs/performance.md): {counts:?}"
+    );
 }

@@ -3,7 +3,8 @@
 //! only its holder gives a slot back. Memory state keeps it for one instance, Redis for every
 //! instance: 100 reservations at once from three instances against a cap of 3 get exactly 3.
 //! A reservation that asks the recipient's preference gates reads those the state keeps, and a
-//! gated one takes nothing; in Redis it reads a stored gate exactly as a lookup does.
+//! gated one takes nothing; in Redis it reads a stored gate exactly as a lookup does. Taken with
+//! the job's claim, it is taken only when the claim is.
 //! Redis runs as a single node always, and behind Sentinel and as a Cluster when
 //! `TEST_REDIS_SENTINEL_URL` / `TEST_REDIS_CLUSTER_URL` name one (`scripts/redis-ha.sh urls`).
 
@@ -12,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wxcourier::state::{
-    ContentWindow, GateAsk, GateScope, GateWhy, LimitRequest, RecipientCap, Reservation,
-    SendLimits, State, StateError,
+    Cancels, Claim, ClaimReserving, ContentWindow, GateAsk, GateScope, GateWhy, Holder,
+    Idempotency, LimitRequest, RecipientCap, Reservation, SendLimits, State, StateError,
 };
 
 #[path = "common/redis_sets.rs"]
@@ -352,6 +353,97 @@ async fn a_reservation_meets_the_gates_the_state_keeps_and_a_gated_one_takes_not
             s.reserve(&app, &unasked).await.unwrap(),
             Reservation::Granted,
             "{name}"
+        );
+    }
+}
+
+/// A claim taken with its reservation: reserved only when the claim is fresh (not for an id
+/// sent, claimed elsewhere or cancelled), and a fresh claim of an id that asked before finds
+/// its own slot.
+#[tokio::test]
+async fn a_reservation_taken_with_a_claim_is_taken_only_when_the_claim_is() {
+    for (name, [s, other, _]) in backends() {
+        let app = app();
+        let now = unix_now();
+        let take = |s: &Arc<State>, id: &'static str, mine: Holder, previous: Option<Holder>| {
+            let (s, app) = (s.clone(), app.clone());
+            async move {
+                // The cap of 1 alone: every id here has the same content.
+                let mut request = gated_ask(id, "t1", now);
+                request.content = None;
+                s.claim_reserving(&app, id, mine, previous, &request)
+                    .await
+                    .unwrap()
+            }
+        };
+        let first = Holder::new();
+        let (claim, reserved) = take(&s, "k1", first, None).await;
+        assert_eq!(
+            (claim, reserved),
+            (Claim::Fresh(first), Some(Reservation::Granted)),
+            "{name}"
+        );
+        // Claimed elsewhere: no claim, and nothing reserved.
+        let (claim, reserved) = take(&other, "k1", Holder::new(), None).await;
+        assert_eq!((claim, reserved), (Claim::InFlight, None), "{name}");
+        // Another id meets the cap of 1 that k1 holds, with its claim taken.
+        let second = Holder::new();
+        let (claim, reserved) = take(&other, "k2", second, None).await;
+        assert_eq!(claim, Claim::Fresh(second), "{name}");
+        assert!(
+            matches!(reserved, Some(Reservation::Capped { .. })),
+            "{name}: {reserved:?}"
+        );
+        other.release(&app, "k2", second).await.unwrap();
+        // k1 sent: its next delivery is its duplicate and reserves nothing.
+        s.record_sent(&app, "k1", Some(9), None, None)
+            .await
+            .unwrap();
+        let (claim, reserved) = take(&other, "k1", Holder::new(), None).await;
+        assert_eq!(
+            (claim, reserved),
+            (Claim::AlreadySent(Some(9)), None),
+            "{name}"
+        );
+        // A cancelled id is answered as such and takes nothing: after k1's slot is given back,
+        // k2 gets it although k3 asked first.
+        s.record_cancel(&app, "k3", MINUTE).await.unwrap();
+        let (claim, reserved) = take(&s, "k3", Holder::new(), None).await;
+        assert_eq!((claim, reserved), (Claim::Cancelled, None), "{name}");
+        s.give_back(&app, &cap("k1", 1, MINUTE)).await.unwrap();
+        let third = Holder::new();
+        let (claim, reserved) = take(&s, "k2", third, Some(second)).await;
+        assert_eq!(
+            (claim, reserved),
+            (Claim::Fresh(third), Some(Reservation::Granted)),
+            "{name}"
+        );
+        // The same turn's successor takes the claim over and finds its own slot.
+        let fourth = Holder::new();
+        let (claim, reserved) = take(&other, "k2", fourth, Some(third)).await;
+        assert_eq!(
+            (claim, reserved),
+            (Claim::Fresh(fourth), Some(Reservation::Granted)),
+            "{name}"
+        );
+        // A gate set meanwhile holds a fresh claim's job back.
+        s.gate_store()
+            .set_gate(
+                &app,
+                "o-user-1",
+                &GateScope::All,
+                GateWhy::NotFollowing,
+                now,
+                MINUTE,
+            )
+            .await
+            .unwrap();
+        let fifth = Holder::new();
+        let (claim, reserved) = take(&s, "k5", fifth, None).await;
+        assert_eq!(claim, Claim::Fresh(fifth), "{name}");
+        assert!(
+            matches!(reserved, Some(Reservation::Gated(_))),
+            "{name}: {reserved:?}"
         );
     }
 }

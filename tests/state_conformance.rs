@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use wxcourier::config::TokenMode;
 use wxcourier::state::rate_lease::{RateLease, SlotGrant};
 use wxcourier::state::{
-    Claim, Holder, Idempotency, Renewal, ReportKey, Reports, SharedRate, SharedTokens, State,
-    StateError,
+    Claim, ClaimReserving, Holder, Idempotency, LimitRequest, RecipientCap, Renewal, ReportKey,
+    Reports, SharedRate, SharedTokens, State, StateError,
 };
 use wxcourier::types::{Secret, TraceHeaders};
 use wxcourier::wechat::client::{TokenError, WechatClient};
@@ -658,6 +658,28 @@ async fn what_was_written_before_keys_had_a_hash_tag_still_counts_on_a_single_no
         Claim::InFlight,
         "a claim an older instance holds is respected"
     );
+    // So does the claim an app with send limits takes with its reservation, which then takes
+    // nothing.
+    for (id, found) in [
+        ("sent-before", Claim::AlreadySent(Some(77))),
+        ("held-before", Claim::InFlight),
+    ] {
+        let request = LimitRequest {
+            id,
+            cap: Some(RecipientCap {
+                touser: "o-legacy",
+                count: std::num::NonZeroU32::new(1).unwrap(),
+                per: Duration::from_secs(60),
+            }),
+            content: None,
+            gate: None,
+        };
+        let answer = s
+            .claim_reserving(&app, id, Holder::new(), None, &request)
+            .await
+            .unwrap();
+        assert_eq!(answer, (found, None), "{id}");
+    }
     let job = s.job_for_msgid(&app, 77).await.unwrap().unwrap();
     assert_eq!(job.id, "sent-before");
     let (token, _) = s.token_share().unwrap().token(&app).await.unwrap().unwrap();

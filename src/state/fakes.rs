@@ -15,7 +15,7 @@ use super::cancels::{CancelFound, Cancels};
 use super::capability::{Idempotency, Reports, SharedTokens};
 use super::error::{StateError, StateResult};
 use super::memory::MemoryState;
-use super::send_limits::{LimitRequest, Reservation, SendLimits};
+use super::send_limits::{ClaimReserving, LimitRequest, Reservation, SendLimits};
 use super::values::{Claim, Holder, Renewal, ReportKey, SentJob};
 use crate::types::{Secret, TraceHeaders};
 
@@ -164,6 +164,8 @@ impl SendLimits for FakeStore {
         self.inner.give_back(app, request).await
     }
 }
+
+impl ClaimReserving for FakeStore {}
 
 impl Cancels for FakeStore {
     async fn record_cancel(&self, app: &str, id: &str, keep: Duration) -> StateResult<CancelFound> {

@@ -43,7 +43,7 @@ pub use pauses::{PauseScope, Paused, Pauses};
 pub use platforms::{Authorizer, CodeClaim, PlatformStore, Standing, Ticket};
 pub(crate) use redis::RedisState;
 pub use send_limits::{
-    ContentWindow, GateAsk, LimitRequest, RecipientCap, Reservation, SendLimits,
+    ClaimReserving, ContentWindow, GateAsk, LimitRequest, RecipientCap, Reservation, SendLimits,
 };
 pub(crate) use share::{RateShare, TokenShare};
 pub use values::{Claim, Holder, Renewal, ReportKey, SentJob};
@@ -291,6 +291,26 @@ impl Idempotency for State {
                 Ok(())
             }
             State::Redis(r) => r.record_sent(app, id, msgid, meta, trace).await,
+        }
+    }
+}
+
+impl ClaimReserving for State {
+    async fn claim_reserving(
+        &self,
+        app: &str,
+        id: &str,
+        mine: Holder,
+        previous: Option<Holder>,
+        request: &LimitRequest<'_>,
+    ) -> StateResult<(Claim, Option<Reservation>)> {
+        match self {
+            // Memory's reservation cannot fail.
+            State::Memory(m, _) => match m.claim_as(app, id, mine, previous) {
+                claim @ Claim::Fresh(_) => Ok((claim, Some(m.reserve(app, request).await?))),
+                claim => Ok((claim, None)),
+            },
+            State::Redis(r) => r.claim_reserving(app, id, mine, previous, request).await,
         }
     }
 }

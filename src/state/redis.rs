@@ -59,14 +59,22 @@ return n
 /// is not sent again. A claim equal to ARGV[3] (the job's previous turn's, which has ended) is
 /// taken over. One key in a Cluster: a script of several keys is refused while its slot moves.
 const CLAIM: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v and v ~= ARGV[3] then return v end
-if not v and KEYS[2] then
-  local old = redis.call('GET', KEYS[2])
-  if old then return old end
+return claim(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
+";
+
+/// `claim(key, legacy, holder, ttl, previous)`: CLAIM's work as a Lua function, which the
+/// send limits' claim-and-reserve script defines too. `legacy` may be nil.
+pub(super) const CLAIM_FN: &str = r"
+local function claim(key, legacy, holder, ttl, previous)
+  local v = redis.call('GET', key)
+  if v and v ~= previous then return v end
+  if not v and legacy then
+    local old = redis.call('GET', legacy)
+    if old then return old end
+  end
+  redis.call('SET', key, holder, 'PX', ttl)
+  return holder
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return ARGV[1]
 ";
 
 /// Extends the claim KEYS[1] if ARGV[1] still holds it, takes it again if it lapsed, and
@@ -122,6 +130,20 @@ fn sent_as(value: &str) -> Option<Option<u64>> {
     value.parse::<u64>().ok().map(Some)
 }
 
+/// What a claim script's answer `found` means for the holder tagged `tag`.
+fn claim_from(found: &str, tag: &str, holder: Holder) -> Claim {
+    if found == tag {
+        Claim::Fresh(holder)
+    } else if found == CANCELLED {
+        Claim::Cancelled
+    } else {
+        match sent_as(found) {
+            Some(msgid) => Claim::AlreadySent(msgid),
+            None => Claim::InFlight,
+        }
+    }
+}
+
 fn millis(d: Duration) -> u64 {
     d.as_millis().max(1) as u64
 }
@@ -146,7 +168,7 @@ impl RedisState {
             health: StateHealth::starting_down(),
             gcra: redis::Script::new(GCRA_LEASE),
             delete_if: redis::Script::new(DELETE_IF),
-            claim: redis::Script::new(CLAIM),
+            claim: redis::Script::new(&format!("{CLAIM_FN}{CLAIM}")),
             renew: redis::Script::new(RENEW),
             change_pauses: redis::Script::new(pauses::CHANGE_PAUSES),
         })
@@ -319,16 +341,7 @@ impl Idempotency for RedisState {
         let previous = previous.map(Holder::tag).unwrap_or_default();
         inv.arg(&tag).arg(millis(self.in_flight_ttl)).arg(previous);
         let found: String = self.script(inv).await?;
-        Ok(if found == tag {
-            Claim::Fresh(holder)
-        } else if found == CANCELLED {
-            Claim::Cancelled
-        } else {
-            match sent_as(&found) {
-                Some(msgid) => Claim::AlreadySent(msgid),
-                None => Claim::InFlight,
-            }
-        })
+        Ok(claim_from(&found, &tag, holder))
     }
 
     async fn renew(&self, app: &str, id: &str, holder: Holder) -> StateResult<Renewal> {

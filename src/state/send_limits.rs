@@ -13,8 +13,10 @@ use std::future::Future;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use super::capability::Idempotency;
 use super::error::StateResult;
 use super::gates::Gate;
+use super::values::{Claim, Holder};
 
 /// At most `count` sends to `touser` in any window of `per`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,4 +85,38 @@ pub trait SendLimits: Send + Sync {
         app: &str,
         request: &LimitRequest<'_>,
     ) -> impl Future<Output = StateResult<()>> + Send;
+}
+
+/// A job's claim and its reservation in one step of the state: an app with send limits pays
+/// one round trip to shared state before its send, as an app without them does.
+pub trait ClaimReserving: Idempotency + SendLimits {
+    /// Claims `id` as [`Idempotency::claim_as`] does and, only when the claim is fresh, takes
+    /// what `request` asks as [`SendLimits::reserve`] does; `None` when the claim was not
+    /// taken. What is reserved is the caller's to give back if the job is not sent. After an
+    /// error no claim should be held (one whose release failed, or that reached the state after
+    /// a call timed out, is taken over by the caller's next turn as `mine`'s successor).
+    /// Sequential by default; a backend with scripts does both in one atomic step.
+    fn claim_reserving(
+        &self,
+        app: &str,
+        id: &str,
+        mine: Holder,
+        previous: Option<Holder>,
+        request: &LimitRequest<'_>,
+    ) -> impl Future<Output = StateResult<(Claim, Option<Reservation>)>> + Send {
+        async move {
+            let claim = self.claim_as(app, id, mine, previous).await?;
+            if !matches!(claim, Claim::Fresh(_)) {
+                return Ok((claim, None));
+            }
+            match self.reserve(app, request).await {
+                Ok(reserved) => Ok((claim, Some(reserved))),
+                Err(e) => {
+                    // Best effort, as the caller could not: it knows of no claim.
+                    let _ = self.release(app, id, mine).await;
+                    Err(e)
+                }
+            }
+        }
+    }
 }

@@ -17,7 +17,7 @@ use crate::pause::PauseGate;
 use crate::preferences::PreferenceGates;
 use crate::quiet_hours::QuietPolicy;
 use crate::retry::Schedule;
-use crate::state::{Cancels, Idempotency, SendLimits, State};
+use crate::state::{Cancels, ClaimReserving, State};
 use crate::wechat::client::{WechatApi, WechatClient};
 use crate::wechat::errcode::Classifier;
 use crate::wechat::token::TokenKeeper;
@@ -30,7 +30,7 @@ use super::kill_switch::KillSwitch;
 /// pipeline calls each of them for every job.
 pub(crate) trait Seams: Send + Sync + 'static {
     type Wechat: WechatApi;
-    type Store: Idempotency + SendLimits + Cancels;
+    type Store: ClaimReserving + Cancels;
     type Rate: RateGate;
     type Clock: Clock;
 }

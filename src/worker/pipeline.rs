@@ -34,7 +34,7 @@ use crate::broker::headers::MAX_JOB_HEADERS;
 use crate::clock::Clock;
 use crate::job::{self, Rejection};
 use crate::outcome::SendStatus;
-use crate::state::{Claim, Holder, Idempotency};
+use crate::state::{Claim, ClaimReserving, Holder, Idempotency, Reservation};
 
 pub(crate) use step::Wait;
 use step::{IN_FLIGHT_ELSEWHERE, STATE_DOWN};
@@ -127,16 +127,27 @@ pub(crate) async fn process<S: Seams>(deps: &Deps<S>, incoming: Incoming<'_>) ->
     let previous = state.claim.map(Holder::from_raw);
     let mine = Holder::new();
     state.claim = Some(mine.raw());
-    let (claimed, gate) = tokio::join!(
-        deps.store.claim_as(name, &job.id, mine, previous),
-        turn.gate_lookup()
-    );
-    let holder = match claimed {
-        Ok(Claim::Fresh(holder)) => holder,
-        Ok(Claim::AlreadySent(msgid)) => return Step::Finish(turn.duplicate(&state, msgid)),
-        Ok(Claim::InFlight) => return turn.not_now(&state, IN_FLIGHT_ELSEWHERE),
+    let digest = turn.digest_if_deduped();
+    let request = turn.limit_request(digest.as_deref());
+    let store = &deps.store;
+    let (claimed, gate) = match &request {
+        // The reservation (with the gates it asks) is taken in the claim's own step.
+        Some(request) => {
+            let claimed = store.claim_reserving(name, &job.id, mine, previous, request);
+            (claimed.await, None)
+        }
+        None => {
+            let claimed =
+                async { Ok((store.claim_as(name, &job.id, mine, previous).await?, None)) };
+            tokio::join!(claimed, turn.gate_lookup())
+        }
+    };
+    let (holder, reservation) = match claimed {
+        Ok((Claim::Fresh(holder), reservation)) => (holder, reservation),
+        Ok((Claim::AlreadySent(msgid), _)) => return Step::Finish(turn.duplicate(&state, msgid)),
+        Ok((Claim::InFlight, _)) => return turn.not_now(&state, IN_FLIGHT_ELSEWHERE),
         // A cancel came first: no claim was taken, nothing to release.
-        Ok(Claim::Cancelled) => return Step::Finish(turn.cancelled(&state)),
+        Ok((Claim::Cancelled, _)) => return Step::Finish(turn.cancelled(&state)),
         // Without shared state there is no de-duplication: the job waits in the broker.
         Err(_) => return turn.not_now(&state, STATE_DOWN),
     };
@@ -144,23 +155,35 @@ pub(crate) async fn process<S: Seams>(deps: &Deps<S>, incoming: Incoming<'_>) ->
         holder,
         since: Instant::now(),
     };
-    let step = if job.expired_at(deps.clock.now()) {
-        Step::Finish(turn.expired(&state))
+    let reserved = request.as_ref().zip(reservation);
+    let ended_before_send = if job.expired_at(deps.clock.now()) {
+        Some(Step::Finish(turn.expired(&state)))
     } else if let Some(dropped) = turn
         .dropped_by_quiet_hours(&state)
         .or_else(|| turn.dropped_by_pause(&state))
     {
-        Step::Finish(dropped)
+        Some(Step::Finish(dropped))
     } else if let Some(rejection) = app.catalog_refusal(&job).await {
         // Before the token is taken: a job its template cannot show costs no quota.
-        reject(name, &rejection, state, deps.clock.now())
-    } else if let Some(step) = turn.gated(&state, gate) {
-        // With the claim held: a job already sent gets no second outcome.
-        step
+        Some(reject(name, &rejection, state, deps.clock.now()))
     } else {
-        let step = turn.send_within_limits(outlet, &mut state, &claim).await;
-        turn.learn_from(&step).await;
-        step
+        // With the claim held: a job already sent gets no second outcome.
+        turn.gated(&state, gate)
+    };
+    let step = match ended_before_send {
+        Some(step) => {
+            if let Some((request, Reservation::Granted)) = &reserved {
+                turn.give_back(request).await;
+            }
+            step
+        }
+        None => {
+            let step = turn
+                .send_within_limits(outlet, &mut state, &claim, reserved)
+                .await;
+            turn.learn_from(&step).await;
+            step
+        }
     };
     if !matches!(&step, Step::Finish(o) if o.status == SendStatus::Sent) {
         // Best effort: a claim that is not released lapses by itself.

@@ -21,9 +21,6 @@ impl<S: Seams> Turn<'_, S> {
     /// ([`Turn::gated`]), so a job already sent still gets no second outcome. An app that also
     /// keeps a send limit reads its gates in the reservation instead ([`Turn::gate_ask`]).
     pub(super) async fn gate_lookup(&self) -> GateLookup {
-        if !self.app.limits.is_off() {
-            return None;
-        }
         let gates = self.app.preferences.as_ref()?;
         let now = self.deps.clock.now().unix_timestamp();
         let job = self.job;

@@ -1,13 +1,16 @@
 //! The app's send limits around the send (`apps.NAME.recipient_limit`, `cap_mode`,
-//! `content_dedup`): met after the claim, so only one delivery of an id asks, and right before
-//! the send, so a job that ends without one (rejected by the catalog, expired) takes nothing.
+//! `content_dedup`): reserved in the same step of the state as the job's claim, and only when
+//! the claim is fresh, so only one delivery of an id asks and the job pays no round trip more
+//! than a job without limits. Their answer counts right before the send, after every other
+//! policy; a job that ends before it (expired, dropped, rejected by the catalog) gives back
+//! what it took.
 //!
 //! The job reserves a slot in its recipient's window and its content's mark, atomically in the
 //! shared state; an app that honours preferences has its gates read in the same step (one
 //! round trip instead of two), and a gated job takes nothing. What becomes of the reservation:
 //! - `sent` (including a delivery that finds its id already sent): kept; the window counts it.
-//! - any other ending (failed, expired, a retry copy, a pause): given back at once, so the slot
-//!   is free for another job; a retry copy asks again on its next turn.
+//! - any other ending (failed, expired, a retry copy, a pause, a catalog rejection): given back
+//!   at once, so the slot is free for another job; a retry copy asks again on its next turn.
 //! - a job asking again under the same id (a retry copy, a redelivery) finds its own slot and
 //!   takes no second one; an id already sent never gets this far (its claim says so).
 //!
@@ -27,27 +30,34 @@ use crate::retry::RetryState;
 use crate::state::{ContentWindow, LimitRequest, RecipientCap, Reservation, SendLimits};
 use crate::worker::deps::Seams;
 
-use super::step::{Outlet, STATE_DOWN, Step};
+use super::step::{Outlet, Step};
 use super::turn::{ClaimHeld, Turn};
 
 /// The reason of a `Wait::Until` for a job deferred by its recipient's cap.
 pub(super) const OVER_CAP: &str = "its recipient's frequency cap is reached";
 
-impl<S: Seams> Turn<'_, S> {
-    /// The send, within the app's send limits: the job is suppressed or deferred when they
-    /// refuse it, and gives its reservation back unless it was sent.
-    pub(super) async fn send_within_limits(
-        &self,
-        outlet: &dyn Outlet,
-        state: &mut RetryState,
-        claim: &ClaimHeld,
-    ) -> Step {
+impl<'t, S: Seams> Turn<'t, S> {
+    /// The job's content digest, when the app de-duplicates content: computed before the
+    /// claim, which takes the reservation in the same step.
+    pub(super) fn digest_if_deduped(&self) -> Option<String> {
+        self.app
+            .limits
+            .content_dedup
+            .map(|_| content_digest(self.job))
+    }
+
+    /// What the job asks of the app's send limits (and of its gates, when it honours
+    /// preferences too); `None` for an app without limits. `digest`: from
+    /// [`Turn::digest_if_deduped`].
+    pub(super) fn limit_request<'a>(&'a self, digest: Option<&'a str>) -> Option<LimitRequest<'a>>
+    where
+        't: 'a,
+    {
         let limits = self.app.limits;
         if limits.is_off() {
-            return self.send(outlet, state, claim).await;
+            return None;
         }
-        let digest = limits.content_dedup.map(|_| content_digest(self.job));
-        let request = LimitRequest {
+        Some(LimitRequest {
             id: &self.job.id,
             cap: limits.recipient_limit.map(|l| RecipientCap {
                 touser: &self.job.touser,
@@ -56,17 +66,29 @@ impl<S: Seams> Turn<'_, S> {
             }),
             content: limits
                 .content_dedup
-                .zip(digest.as_deref())
+                .zip(digest)
                 .map(|(window, digest)| ContentWindow { digest, window }),
             gate: self.gate_ask(),
+        })
+    }
+
+    /// The send, within the app's send limits: the job is suppressed or deferred when its
+    /// reservation (taken with its claim) was refused, and gives it back unless it was sent.
+    pub(super) async fn send_within_limits(
+        &self,
+        outlet: &dyn Outlet,
+        state: &mut RetryState,
+        claim: &ClaimHeld,
+        reserved: Option<(&LimitRequest<'_>, Reservation)>,
+    ) -> Step {
+        let Some((request, reservation)) = reserved else {
+            return self.send(outlet, state, claim).await;
         };
-        let store = &self.deps.store;
-        match store.reserve(self.name, &request).await {
-            Ok(Reservation::Granted) => {}
-            // Without shared state the limits cannot be kept: the job waits in the broker.
-            Err(_) => return self.not_now(state, STATE_DOWN),
-            Ok(Reservation::Gated(gate)) => return self.held_back_by(state, &gate),
-            Ok(Reservation::Duplicate) => {
+        let limits = self.app.limits;
+        match reservation {
+            Reservation::Granted => {}
+            Reservation::Gated(gate) => return self.held_back_by(state, &gate),
+            Reservation::Duplicate => {
                 let window = humantime::format_duration(limits.content_dedup.unwrap_or_default());
                 let why = format!(
                     "another job with the same template, recipient and data came within {window} \
@@ -76,7 +98,7 @@ impl<S: Seams> Turn<'_, S> {
                 let o = self.suppressed(state, OutcomeReason::ContentDuplicate, &why);
                 return Step::Finish(o);
             }
-            Ok(Reservation::Capped { free_in }) => {
+            Reservation::Capped { free_in } => {
                 if limits.cap_mode == CapMode::Defer {
                     let until = self.deps.clock.now() + free_in;
                     return self.wait_until(state, until, OVER_CAP);
@@ -95,10 +117,15 @@ impl<S: Seams> Turn<'_, S> {
         }
         let step = self.send(outlet, state, claim).await;
         if !matches!(&step, Step::Finish(o) if o.status == SendStatus::Sent) {
-            // Best effort: a slot not given back only leaves the window late.
-            let _ = store.give_back(self.name, &request).await;
+            self.give_back(request).await;
         }
         step
+    }
+
+    /// Gives back a granted reservation of a job that ends without its send. Best effort: a
+    /// slot not given back only leaves the window late.
+    pub(super) async fn give_back(&self, request: &LimitRequest<'_>) {
+        let _ = self.deps.store.give_back(self.name, request).await;
     }
 }
 

@@ -179,11 +179,20 @@ async fn a_redelivered_sent_job_takes_no_second_slot() {
     assert_eq!(outcome(&w, numbered("d2")).await.status, SendStatus::Sent);
 }
 
+/// The reservation comes with the claim, before `not_after` and the other policies are met: a
+/// job they end gives it back at once.
 #[tokio::test(start_paused = true)]
-async fn a_job_that_ends_before_its_send_takes_no_slot() {
+async fn a_job_that_ends_before_its_send_leaves_no_slot_taken() {
     let w = world(capped(1, DAY, CapMode::Suppress), vec![]);
     let expired = outcome(&w, not_after(numbered("e1"), -60)).await;
     assert_eq!(expired.status, SendStatus::Expired);
+    assert!(
+        w.store()
+            .calls()
+            .contains(&StoreCall::GaveBack("e1".into())),
+        "{:?}",
+        w.store().calls()
+    );
     assert_eq!(outcome(&w, numbered("e2")).await.status, SendStatus::Sent);
 }
 
