@@ -554,3 +554,23 @@ async fn send_takes_an_authorizer_and_says_when_its_jobs_would_not_be_routed() {
     let _ = take_unrouted(&conn, "pfs-verb-2").await;
     p.stop().await;
 }
+
+/// A platform's queue is its authorizers' queue, not one an app left behind: the check at
+/// start and `wxcourier check` do not call it an orphan (they did, for every restart of a
+/// platform's worker), but do once the platform is gone from the config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platforms_queue_is_not_called_an_orphan_while_the_platform_is_configured() {
+    use wxcourier::broker::orphans::{self, ManagementApi};
+    let p = spawn_platform("porphan").await;
+    let api = ManagementApi::from_settings(&p.settings.amqp).unwrap();
+    let conn = connect().await;
+    let queue = job_queue(&p.name);
+    let found = orphans::find(&p.settings, &api, &conn).await.unwrap();
+    assert!(!found.iter().any(|o| o.queue == queue), "{found:?}");
+    let mut without = p.settings.clone();
+    without.platforms.clear();
+    let found = orphans::find(&without, &api, &conn).await.unwrap();
+    assert!(found.iter().any(|o| o.queue == queue), "{found:?}");
+    let _ = conn.close(200, "checked".into()).await;
+    p.stop().await;
+}

@@ -1,5 +1,5 @@
-//! Job queues no configured app consumes (an app removed from the config while its jobs still
-//! wait): found at start and by `check`, so they never disappear silently.
+//! Job queues no configured app or platform consumes (an app removed from the config while its
+//! jobs still wait): found at start and by `check`, so they never disappear silently.
 //!
 //! AMQP cannot list queues, so the names come from RabbitMQ's management HTTP API; the depths
 //! come from AMQP (a passive declare), which is exact where the API's figures lag by seconds.
@@ -29,18 +29,18 @@ impl Orphan {
     }
 }
 
-/// The names among `names` that are job queues of no app in `apps`, sorted.
+/// The names among `names` that are job queues of no app and no third-party platform (whose
+/// authorizers share one queue, `wxcourier.jobs.NAME`) in `settings`, sorted.
 pub(crate) fn orphan_names<'a>(
     names: impl IntoIterator<Item = &'a str>,
-    apps: &std::collections::BTreeMap<String, crate::config::AppSettings>,
+    settings: &Settings,
 ) -> Vec<String> {
     let prefix = format!("{JOBS_EXCHANGE}.");
+    let served =
+        |name: &str| settings.apps.contains_key(name) || settings.platforms.contains_key(name);
     let mut found: Vec<String> = names
         .into_iter()
-        .filter(|n| {
-            n.strip_prefix(&prefix)
-                .is_some_and(|app| !apps.contains_key(app))
-        })
+        .filter(|n| n.strip_prefix(&prefix).is_some_and(|name| !served(name)))
         .map(str::to_owned)
         .collect();
     found.sort();
@@ -57,7 +57,7 @@ pub async fn find(
     let names = api.queue_names().await?;
     let mut orphans = Vec::new();
     let mut channel: Option<Channel> = None;
-    for queue in orphan_names(names.iter().map(String::as_str), &settings.apps) {
+    for queue in orphan_names(names.iter().map(String::as_str), settings) {
         let messages = depth(conn, &mut channel, &queue).await;
         orphans.push(Orphan { queue, messages });
     }
@@ -138,14 +138,24 @@ pub(crate) async fn report_at_start(settings: &Settings, metrics: &Metrics) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::AppSettings;
+    use crate::config::{AppSettings, PlatformSettings};
     use crate::types::Secret;
 
     #[test]
-    fn only_job_queues_of_unconfigured_apps_are_orphans() {
-        let mut apps = std::collections::BTreeMap::new();
-        apps.insert("shop".to_owned(), AppSettings::new("wx1", Secret::new("s")));
+    fn only_job_queues_of_unconfigured_apps_and_platforms_are_orphans() {
+        let mut settings = Settings::default();
+        settings
+            .apps
+            .insert("shop".to_owned(), AppSettings::new("wx1", Secret::new("s")));
+        let platform = PlatformSettings::new(
+            "wxc1",
+            Secret::new("s"),
+            Secret::new("t"),
+            Secret::new("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"),
+        );
+        settings.platforms.insert("saas".to_owned(), platform);
         let names = [
+            "wxcourier.jobs.saas",
             "wxcourier.jobs.shop",
             "wxcourier.jobs.old_shop",
             "wxcourier.jobs.",
@@ -156,7 +166,7 @@ mod tests {
             "wxcourier.jobs.old_shop",
         ];
         assert_eq!(
-            orphan_names(names, &apps),
+            orphan_names(names, &settings),
             vec!["wxcourier.jobs.", "wxcourier.jobs.old_shop"]
         );
     }
