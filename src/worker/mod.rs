@@ -309,10 +309,16 @@ async fn serve(
     };
     // Each platform's queue bound to its active authorizers, now and as they change.
     for i in 0..ctx.platforms.len() {
-        if let Ok(channel) = conn.create_channel().await {
+        let mut channels = Vec::with_capacity(bindings::CHANNELS);
+        for _ in 0..bindings::CHANNELS {
+            if let Ok(channel) = conn.create_channel().await {
+                channels.push(channel);
+            }
+        }
+        if !channels.is_empty() {
             let (ctx, stop) = (ctx.clone(), consumers_stop.clone());
             tasks.spawn(async move {
-                bindings::keep(channel, &ctx.platforms[i], &ctx.amqp, &ctx.metrics, stop).await
+                bindings::keep(channels, &ctx.platforms[i], &ctx.amqp, &ctx.metrics, stop).await
             });
         }
     }
