@@ -17,6 +17,7 @@ mod kit;
 mod measure;
 mod minimal;
 mod options;
+mod platform_spread;
 mod platform_startup;
 mod report;
 mod sections;

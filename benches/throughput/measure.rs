@@ -33,19 +33,20 @@ pub struct Figures {
 
 /// A job as the benchmark publishes it: a template job whose `meta` is as large as the enqueue
 /// timestamp it once carried, so figures stay comparable.
-fn job_body(id: &str, n: usize) -> Vec<u8> {
+pub fn job_body(id: &str, n: usize) -> Vec<u8> {
     let mut job = kit::job(id, &kit::openid(n));
     job["meta"] = serde_json::json!({"seq": format!("{n:016}")});
     serde_json::to_vec(&job).expect("a job serializes")
 }
 
-/// Publishes `n` jobs spread evenly over `apps`, all confirmed.
-pub async fn preload(publisher: &Publisher, apps: &[String], n: usize) {
+/// Publishes `n` jobs spread evenly over the routing keys `apps` (apps, or a platform's
+/// accounts), all confirmed, with ids `PREFIX-N`.
+pub async fn preload(publisher: &Publisher, apps: &[String], n: usize, prefix: &str) {
     futures_util::stream::iter(0..n)
         .map(|i| {
             let app = &apps[i % apps.len()];
             async move {
-                let id = format!("{app}-{i}");
+                let id = format!("{prefix}-{i}");
                 publisher
                     .publish_job(app, &id, &job_body(&id, i), FieldTable::default())
                     .await
@@ -70,10 +71,27 @@ pub async fn throughput(
     declare(conn, &apps).await;
     let mut tap = ResultsTap::open(conn, "#").await.unwrap();
     let publisher = Publisher::open(conn, OUTCOME_WAIT).await.unwrap();
-    preload(&publisher, &apps, n).await;
+    preload(&publisher, &apps, n, &apps[0]).await;
     let broker = BrokerCpu::start();
     let running = Running::spawn(subject, &apps, &sim.base);
     let ours: HashSet<&str> = apps.iter().map(String::as_str).collect();
+    let drained = drain(&mut tap, &ours, n, running, broker, subject.label()).await;
+    let _ = publisher.close().await;
+    delete_queues(conn, &apps).await;
+    drained
+}
+
+/// Waits for the outcomes of `n` jobs of the apps (or accounts) in `ours` on `tap`, then
+/// stops the subject: its figures from the first outcome to the last, its CPU and the
+/// broker's over the whole drain.
+pub async fn drain(
+    tap: &mut ResultsTap,
+    ours: &HashSet<&str>,
+    n: usize,
+    running: Running,
+    broker: BrokerCpu,
+    subject: &'static str,
+) -> Result<Figures, Shortfall> {
     let mut first = None;
     let mut count = 0;
     let mut last = Instant::now();
@@ -93,8 +111,6 @@ pub async fn throughput(
     let cpu = cpu_seconds(running.pid());
     let rss = status_mib(running.pid(), "VmHWM:");
     running.stop();
-    let _ = publisher.close().await;
-    delete_queues(conn, &apps).await;
     let Some(first) = first.filter(|_| count == n) else {
         return Err(Shortfall {
             subject,
@@ -115,7 +131,8 @@ pub async fn throughput(
 /// benchmark reports it, goes on with the other figures, and fails at the end.
 #[derive(Debug)]
 pub struct Shortfall {
-    pub subject: Subject,
+    /// The subject's label.
+    pub subject: &'static str,
     pub outcomes: usize,
     pub jobs: usize,
 }
@@ -125,9 +142,7 @@ impl std::fmt::Display for Shortfall {
         write!(
             f,
             "{}: {} outcomes for {} jobs, then none for {OUTCOME_WAIT:?}",
-            self.subject.label(),
-            self.outcomes,
-            self.jobs
+            self.subject, self.outcomes, self.jobs
         )
     }
 }
@@ -183,7 +198,7 @@ pub async fn latency(
     delete_queues(conn, &apps).await;
     if samples.len() < n {
         return Err(Shortfall {
-            subject,
+            subject: subject.label(),
             outcomes: samples.len(),
             jobs: n,
         });
@@ -320,19 +335,19 @@ pub fn status_mib(pid: u32, key: &str) -> f64 {
 }
 
 /// The broker's CPU time over a stretch of a run.
-struct BrokerCpu {
+pub struct BrokerCpu {
     /// The broker's pid and its ticks at the start.
     start: Option<(u32, u64)>,
 }
 
 impl BrokerCpu {
-    fn start() -> Self {
+    pub fn start() -> Self {
         let start = broker_pid().and_then(|pid| Some((pid, cpu_ticks(pid)?)));
         Self { start }
     }
 
     /// CPU seconds the broker used since [`BrokerCpu::start`].
-    fn seconds(&self) -> Option<f64> {
+    pub fn seconds(&self) -> Option<f64> {
         let (pid, before) = self.start?;
         let after = cpu_ticks(pid)?;
         Some(after.saturating_sub(before) as f64 / ticks_per_second())

@@ -24,6 +24,9 @@ pub enum Section {
     /// Time from spawning `wxcourier run` serving one platform with N authorizers until
     /// `/readyz` answers 200 and every authorizer is routed.
     PlatformStartup,
+    /// A platform's worker draining jobs spread over N authorizers on its one queue, against
+    /// the floor draining as many from one queue.
+    PlatformSpread,
 }
 
 /// What answers as WeChat.
@@ -50,9 +53,9 @@ struct Args {
     /// Runs of each throughput comparison; medians are compared [default: 3; smoke: 1]
     #[arg(long)]
     runs: Option<usize>,
-    /// Run one section only.
-    #[arg(long, value_enum)]
-    only: Option<Section>,
+    /// Run these sections only, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Section>,
     /// Run the soak instead: --jobs jobs through one worker with 5% injected faults.
     #[arg(long)]
     soak: bool,
@@ -69,6 +72,10 @@ struct Args {
     /// Authorizer counts for the platform-startup section [default: 10000; smoke: 100]
     #[arg(long, value_delimiter = ',')]
     platform_authorizers: Vec<usize>,
+    /// Authorizers the platform-spread section's jobs are spread over [default: 1000; smoke:
+    /// 20]
+    #[arg(long)]
+    spread_authorizers: Option<usize>,
     /// Record a CPU profile of every subject with `perf record` into this directory
     /// (`scripts/profile.sh` turns them into flamegraphs). Sampling costs the subject CPU:
     /// read a profiled run's shares, not its figures.
@@ -127,12 +134,14 @@ pub struct Options {
     pub smoke: bool,
     pub jobs: usize,
     pub runs: usize,
-    pub only: Option<Section>,
+    /// The sections asked for; all when empty.
+    pub only: Vec<Section>,
     pub soak: bool,
     pub latency_seconds: f64,
     pub apps: Vec<usize>,
     pub startup_apps: Vec<usize>,
     pub platform_authorizers: Vec<usize>,
+    pub spread_authorizers: usize,
     /// Where every subject's `perf record` profile goes, if anywhere.
     pub perf: Option<std::path::PathBuf>,
     pub wechat: Wechat,
@@ -168,6 +177,7 @@ impl Options {
             apps: counts(args.apps, vec![10, 100], vec![3]),
             startup_apps: counts(args.startup_apps, vec![2000], vec![50]),
             platform_authorizers: counts(args.platform_authorizers, vec![10_000], vec![100]),
+            spread_authorizers: args.spread_authorizers.unwrap_or(pick(1000, 20)).max(1),
             perf: args.perf,
             wechat: args.wechat,
         })
@@ -175,6 +185,6 @@ impl Options {
 
     /// Whether `section` runs in this invocation.
     pub fn wants(&self, section: Section) -> bool {
-        self.only.is_none_or(|o| o == section)
+        self.only.is_empty() || self.only.contains(&section)
     }
 }

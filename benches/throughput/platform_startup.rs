@@ -80,8 +80,8 @@ async fn seed(component: &str, n: usize) {
     }
 }
 
-/// Deletes the platform's keys from Redis.
-async fn forget(component: &str) {
+/// Deletes the platform's keys (its authorizers and ticket) from Redis.
+pub async fn forget(component: &str) {
     let Ok(client) = redis::Client::open("redis://127.0.0.1:6379") else {
         return;
     };
@@ -97,7 +97,7 @@ async fn forget(component: &str) {
 }
 
 /// How many routing keys bind the platform's queue to the jobs exchange.
-async fn bound(http: &reqwest::Client, name: &str) -> usize {
+pub async fn bound(http: &reqwest::Client, name: &str) -> usize {
     let url = format!(
         "{}/api/queues/%2F/{}/bindings",
         kit::management_url(),
@@ -123,7 +123,8 @@ async fn start_once(
     management: bool,
 ) -> PlatformStart {
     let started = Instant::now();
-    let running = Running::spawn_platform(name, component, &sim.base, management);
+    let http = format!("127.0.0.1:{}", kit::free_port());
+    let running = Running::spawn_platform(name, component, &sim.base, &http, management, "");
     let ready_url = format!(
         "http://{}/readyz",
         running.http.as_deref().expect("the worker serves HTTP")

@@ -1,5 +1,6 @@
-//! The sections (ratio, apps, redis, policies, otlp, latency, startup): each runs its measurements, prints
-//! them as they come and adds its lines to the summary.
+//! The sections (ratio, apps, redis, policies, otlp, latency, startup, platform-startup,
+//! platform-spread): each runs its measurements, prints them as they come and adds its lines
+//! to the summary.
 
 use std::time::Duration;
 
@@ -77,6 +78,9 @@ pub async fn run(conn: &Connection, o: &Options) -> Outcome {
     }
     if o.wants(Section::PlatformStartup) {
         b.platform_startup().await;
+    }
+    if o.wants(Section::PlatformSpread) {
+        b.platform_spread().await;
     }
     b.out
 }
@@ -504,6 +508,75 @@ impl Bench<'_> {
             unrouted.is_empty(),
             "not every authorizer was routed within the limit: {unrouted:?}"
         );
+    }
+}
+
+impl Bench<'_> {
+    /// A platform's worker (Redis state, as a platform needs) draining jobs spread over its
+    /// authorizers against the floor draining as many from one queue, and against the worker
+    /// with one app on Redis state, in turn. A platform's jobs share one queue whatever their
+    /// authorizer, so the floor's one queue is the same shape; what the spread adds is each
+    /// authorizer's own token, rate bucket and pipeline state, built the first time its job
+    /// comes, which the one-app worker shows apart from the cost of Redis state.
+    async fn platform_spread(&mut self) {
+        let n = self.o.spread_authorizers;
+        println!(
+            "\n== platform spread: {n} authorizers, {} jobs, {} run(s)",
+            self.o.jobs, self.o.runs
+        );
+        let platform = crate::platform_spread::SpreadPlatform::authorize(n).await;
+        let (mut floor, mut one_app, mut spread) = (Vec::new(), Vec::new(), Vec::new());
+        for run in 1..=self.o.runs {
+            // Each subject first in one run of three.
+            for turn in 0..3 {
+                match (run + turn) % 3 {
+                    0 => match platform.drain(self.conn, self.o.jobs).await {
+                        Ok(f) => {
+                            println!("run {run}: {}", describe(Subject::Platform, &f));
+                            spread.push(f);
+                        }
+                        Err(e) => {
+                            println!("run {run}: {e}");
+                            self.out.shortfalls.push(e);
+                        }
+                    },
+                    1 => floor.extend(self.drain(&format!("run {run}"), Subject::Floor, 1).await),
+                    _ => one_app.extend(self.drain(&format!("run {run}"), REDIS_WORKER, 1).await),
+                }
+            }
+        }
+        platform.remove(self.conn).await;
+        let (Some(floor), Some(spread)) = (Medians::of(&floor), Medians::of(&spread)) else {
+            return;
+        };
+        if let Some(one_app) = Medians::of(&one_app) {
+            self.out.rows.push(Row::ratio(
+                format!("platform, jobs over {n} authorizers: jobs/s, against one app (Redis)"),
+                spread.jobs_per_s,
+                one_app.jobs_per_s,
+                0,
+                None,
+            ));
+        }
+        self.out.rows.push(Row::ratio(
+            format!("platform, jobs over {n} authorizers: jobs/s, against the floor"),
+            spread.jobs_per_s,
+            floor.jobs_per_s,
+            0,
+            None,
+        ));
+        self.out.rows.push(Row::inverse_ratio(
+            format!("platform, jobs over {n} authorizers: CPU µs/job, floor / worker"),
+            spread.cpu_us_per_job,
+            floor.cpu_us_per_job,
+            1,
+            None,
+        ));
+        self.out.rows.push(Row::value(
+            format!("platform, jobs over {n} authorizers: worker peak RSS, MiB"),
+            format!("{:.1}", spread.peak_rss_mib),
+            None,
+        ));
     }
 }
 

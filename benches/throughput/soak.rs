@@ -34,7 +34,7 @@ pub async fn run(conn: &Connection, jobs: usize) {
         .await
         .unwrap();
     let started = Instant::now();
-    measure::preload(&publisher, &apps, jobs).await;
+    measure::preload(&publisher, &apps, jobs, &apps[0]).await;
     println!(
         "soak: preloaded {jobs} jobs in {:.0} s",
         started.elapsed().as_secs_f64()

@@ -96,10 +96,23 @@ impl Sim {
 
     /// The simulator, whatever was chosen: for runs that use its faults or platform calls.
     pub fn simulator() -> Self {
+        Self::simulator_with(&[])
+    }
+
+    /// The simulator knowing the third-party platform `component` (its secret, token and key
+    /// those [`Running::spawn_platform`] gives the worker), which pushes its events to
+    /// `events`; no timed ticket comes during a run.
+    pub fn with_platform(component: &str, events: &str) -> Self {
+        let platform = format!("{component}=secret,{PLATFORM_TOKEN},{PLATFORM_AES_KEY},{events}");
+        Self::simulator_with(&["--platform", &platform, "--ticket-interval", "3600s"])
+    }
+
+    fn simulator_with(args: &[&str]) -> Self {
         let port = kit::free_port();
         let child = Command::new(WORKER)
             .args(["sim", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--daily-quota", "100000000"])
+            .args(args)
             .stderr(Stdio::null())
             .spawn()
             .expect("wxcourier sim starts");
@@ -125,6 +138,10 @@ impl Drop for Sim {
     }
 }
 
+/// The Token and EncodingAESKey a benchmark platform's pushes are signed and sealed with.
+const PLATFORM_TOKEN: &str = "t";
+const PLATFORM_AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
 /// Which consumer drains the jobs.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Subject {
@@ -138,6 +155,9 @@ pub enum Subject {
     Floor,
     /// Consume → confirmed publish → ack.
     BrokerOnly,
+    /// `wxcourier run` serving a third-party platform whose jobs are spread over its
+    /// authorizers (started by `platform_spread`, not [`Running::spawn`]).
+    Platform,
 }
 
 impl Subject {
@@ -162,6 +182,7 @@ impl Subject {
             Subject::TracedWorker => "worker (OTLP, dead collector)",
             Subject::Floor => "floor",
             Subject::BrokerOnly => "broker-only",
+            Subject::Platform => "worker (platform)",
         }
     }
 }
@@ -203,6 +224,7 @@ impl Running {
                     .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
                 (c, Some(http))
             }
+            Subject::Platform => panic!("a platform's worker starts through spawn_platform"),
             Subject::Floor | Subject::BrokerOnly => {
                 let mut c = Command::new(FLOOR);
                 c.args(["--amqp-url", &kit::amqp_url()])
@@ -231,16 +253,23 @@ impl Running {
     }
 
     /// Starts the worker serving one third-party platform, `name` with `component`, on Redis
-    /// state, and no app; without `management`, its management API is a port nobody answers
-    /// at (it cannot read what is bound).
-    pub fn spawn_platform(name: &str, component: &str, base: &str, management: bool) -> Self {
+    /// state, and no app, its HTTP server on `http`; `platform_keys` are added to the
+    /// platform's table. Without `management`, its management API is a port nobody answers at
+    /// (it cannot read what is bound).
+    pub fn spawn_platform(
+        name: &str,
+        component: &str,
+        base: &str,
+        http: &str,
+        management: bool,
+        platform_keys: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let http = format!("127.0.0.1:{}", kit::free_port());
         let tables = format!(
             "[http]\nlisten = \"{http}\"\n[log]\nlevel = \"warn\"\n\
              [state]\nurl = \"redis://127.0.0.1:6379/\"\n\
-             [platforms.{name}]\ncomponent_appid = \"{component}\"\ntoken = \"t\"\n\
-             encoding_aes_key = \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\"\n"
+             [platforms.{name}]\ncomponent_appid = \"{component}\"\ntoken = \"{PLATFORM_TOKEN}\"\n\
+             encoding_aes_key = \"{PLATFORM_AES_KEY}\"\n{platform_keys}"
         );
         let mut prefetch = format!("prefetch = {PREFETCH}");
         if !management {
@@ -271,7 +300,7 @@ impl Running {
         Self {
             child,
             _dir: dir,
-            http: Some(http),
+            http: Some(http.to_owned()),
             _collector: None,
             profiler: None,
         }
