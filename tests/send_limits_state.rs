@@ -572,9 +572,13 @@ async fn of_100_concurrent_jobs_with_equal_content_exactly_one_is_granted() {
 async fn a_redis_outage_is_a_state_error_for_the_limits() {
     let s = State::from_url("redis://127.0.0.1:1", MINUTE, 10, Duration::from_secs(5)).unwrap();
     let app = app();
+    let claimed = s
+        .claim_reserving(&app, "o1", Holder::new(), None, &cap("o1", 3, MINUTE))
+        .await;
     for e in [
         s.reserve(&app, &cap("o1", 3, MINUTE)).await.unwrap_err(),
         s.give_back(&app, &cap("o1", 3, MINUTE)).await.unwrap_err(),
+        claimed.unwrap_err(),
     ] {
         assert!(
             matches!(e, StateError::Unavailable(_) | StateError::Timeout(_)),
