@@ -30,10 +30,17 @@ use wxcourier::types::Secret;
 
 /// A slow rate, then the same id twice. The second copy waits behind the
 /// first's claim in delay queues (no requeue the broker counts), and ends as a duplicate once
-/// the first is sent, on RabbitMQ 3.x and 4.x alike.
+/// the first is sent, on RabbitMQ 3.x and 4.x alike. The three are queued before the worker
+/// starts: published while it ran, a broker slow to confirm (a CI machine's disk under load)
+/// once delivered the second copy after the first was sent, and nothing was in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_in_flight_elsewhere_waits_in_delay_queues_and_ends_as_a_duplicate() {
-    let mut t = spawn_app("inflight", |s| {
+    let queued = [
+        job("p1", &openid(1)),
+        job("x1", &openid(2)),
+        job("x1", &openid(2)),
+    ];
+    let mut t = spawn_app_with_queued("inflight", &queued, |s| {
         let app = s.apps.values_mut().next().unwrap();
         // One send every 12 s: the old hand-back (a requeue every 500 ms) passed RabbitMQ
         // 4.x's 20 counted redeliveries in 10 s, and the broker dropped the job.
@@ -41,9 +48,6 @@ async fn an_id_in_flight_elsewhere_waits_in_delay_queues_and_ends_as_a_duplicate
         app.burst = common::count(1);
     })
     .await;
-    t.publish(&job("p1", &openid(1))).await;
-    t.publish(&job("x1", &openid(2))).await;
-    t.publish(&job("x1", &openid(2))).await;
     // p1 at once, then x1 after 12 s; the second x1 waits meanwhile in the 200 ms tier.
     let outcomes = t.tap.collect(3, Duration::from_secs(30)).await;
     assert_eq!(outcomes.len(), 3, "{outcomes:?}");

@@ -246,10 +246,7 @@ impl std::ops::DerefMut for TestApp {
 
 /// Starts a simulator and a worker for a fresh app; `tweak` adjusts the settings first.
 pub async fn spawn_app(prefix: &str, tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    let sim = Simulator::start("127.0.0.1:0", SimOptions::default())
-        .await
-        .unwrap();
-    spawn_app_on(prefix, sim, tweak).await
+    spawn_app_with_queued(prefix, &[], tweak).await
 }
 
 /// As [`spawn_app`], against a simulator the test set up itself.
@@ -258,10 +255,36 @@ pub async fn spawn_app_on(
     sim: Simulator,
     tweak: impl FnOnce(&mut Settings),
 ) -> TestApp {
+    spawn_app_after(prefix, sim, &[], tweak).await
+}
+
+/// As [`spawn_app`], with the `queued` jobs published and confirmed before the worker starts:
+/// they are all in its queue when it first consumes, however long the broker takes to confirm
+/// each.
+pub async fn spawn_app_with_queued(
+    prefix: &str,
+    queued: &[Value],
+    tweak: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let sim = Simulator::start("127.0.0.1:0", SimOptions::default())
+        .await
+        .unwrap();
+    spawn_app_after(prefix, sim, queued, tweak).await
+}
+
+async fn spawn_app_after(
+    prefix: &str,
+    sim: Simulator,
+    queued: &[Value],
+    tweak: impl FnOnce(&mut Settings),
+) -> TestApp {
     let app = unique_app(prefix);
     let mut s = settings(&app, &sim);
     tweak(&mut s);
     let harness = Harness::new(&app, &s).await;
+    for job in queued {
+        harness.publish(job).await;
+    }
     let app = Application::build(s).unwrap();
     let ctx = app.pipeline.clone();
     let stop = CancellationToken::new();
