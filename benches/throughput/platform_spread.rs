@@ -27,7 +27,7 @@ const AUTHORIZING_IN_FLIGHT: usize = 16;
 
 /// The platform, its simulator and its authorizers, for as many drains as the section runs.
 pub struct SpreadPlatform {
-    pub name: String,
+    name: String,
     component: String,
     appids: Vec<String>,
     sim: Sim,
